@@ -1,0 +1,16 @@
+// Errors the user can act on. The CLI prints `mnist-par: <message>` on one line and exits with `exitCode`;
+// anything else that escapes is a bug and is reported as such.
+export class UserError extends Error {
+  constructor(message: string, readonly exitCode = 1) {
+    super(message);
+    this.name = 'UserError';
+  }
+}
+
+/** A flag or configuration value that is not accepted: exit code 2, as for any usage error. */
+export class UsageError extends UserError {
+  constructor(message: string) {
+    super(message, 2);
+    this.name = 'UsageError';
+  }
+}

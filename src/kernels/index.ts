@@ -1,0 +1,41 @@
+// A kernel family: the same operations, implemented in different ways. The reference family (plain
+// TypeScript) is the oracle; faster families must agree with it within the tolerances in the tests.
+// Every kernel takes views (Float32Array over the shared arena in training) and explicit sizes, and
+// overwrites its outputs; see reference.ts for the exact definitions and shapes.
+import * as ref from './reference.js';
+import type { F, Labels } from './reference.js';
+
+export type { F, Labels };
+
+export interface KernelSet {
+  readonly name: string;
+  // out = inp · weightᵀ + bias      inp (B,C) weight (OC,C) bias (OC) → out (B,OC)
+  linearForward(out: F, inp: F, weight: F, bias: F, B: number, C: number, OC: number): void;
+  // out = max(inp · weightᵀ + bias, 0)
+  linearReluForward(out: F, inp: F, weight: F, bias: F, B: number, C: number, OC: number): void;
+  // dweight = doutᵀ·inp, dbias = Σ dout, dinp = dout·weight (skipped when null)
+  linearBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F,
+                 B: number, C: number, OC: number): void;
+  // dinp = dout · [out > 0]
+  reluBackward(dinp: F, dout: F, out: F, n: number): void;
+  // probs = softmax(logits); returns Σ rows of the (label-smoothed) cross-entropy
+  crossEntropyForward(probs: F, logits: F, targets: Labels, B: number, V: number, smoothing: number): number;
+  // dlogits = scale · (probs − q)
+  crossEntropyBackward(dlogits: F, probs: F, targets: Labels, B: number, V: number,
+                       smoothing: number, scale: number): void;
+  countCorrect(logits: F, targets: Labels, B: number, V: number): number;
+}
+
+export const referenceKernels: KernelSet = {
+  name: 'js',
+  linearForward: ref.linearForward,
+  linearReluForward(out, inp, weight, bias, B, C, OC) {
+    ref.linearForward(out, inp, weight, bias, B, C, OC);
+    ref.reluForward(out, out, B * OC);
+  },
+  linearBackward: ref.linearBackward,
+  reluBackward: ref.reluBackward,
+  crossEntropyForward: ref.crossEntropyForward,
+  crossEntropyBackward: ref.crossEntropyBackward,
+  countCorrect: ref.countCorrect,
+};

@@ -1,0 +1,131 @@
+// Reference kernels: plain loops over typed arrays, float32 or float64.
+//
+// They are the definition of what every fast kernel must compute (the oracle in tests) and the fallback
+// when no fast family is available (`--kernels js`). They know nothing about threads, pools or arenas:
+// every argument is a view the caller built once, and sizes are passed explicitly.
+//
+// Legend used in every comment: B rows in the shard, C in-features, OC out-features, V classes.
+// Matrices are row-major. `d` prefixes a gradient. Outputs come first, then inputs, then sizes.
+// All kernels OVERWRITE their outputs (each micro-shard owns its gradient slot, so nothing accumulates
+// across calls and no slot needs zeroing).
+
+export type F = Float32Array | Float64Array;
+/** Class labels of a shard, one per row, each in [0, V). */
+export type Labels = Uint8Array | Int32Array;
+
+// out = inp · weightᵀ + bias
+// inp (B,C)  weight (OC,C)  bias (OC)  →  out (B,OC)
+export function linearForward(out: F, inp: F, weight: F, bias: F, B: number, C: number, OC: number): void {
+  for (let r = 0; r < B; r++) {
+    const ir = r * C;
+    const or = r * OC;
+    for (let o = 0; o < OC; o++) {
+      const wr = o * C;
+      let acc = 0;
+      for (let c = 0; c < C; c++) acc += inp[ir + c] * weight[wr + c];
+      out[or + o] = acc + bias[o];
+    }
+  }
+}
+
+// Gradients of out = inp · weightᵀ + bias.
+// dout (B,OC)  inp (B,C)  weight (OC,C)  →  dweight (OC,C) = doutᵀ · inp,  dbias (OC) = Σ_rows dout,
+//                                            dinp (B,C) = dout · weight   (skipped when dinp is null:
+//                                            the first layer's input gradient is never needed)
+export function linearBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F,
+                               B: number, C: number, OC: number): void {
+  for (let o = 0; o < OC; o++) {
+    const wr = o * C;
+    let db = 0;
+    for (let c = 0; c < C; c++) dweight[wr + c] = 0;
+    for (let r = 0; r < B; r++) {
+      const g = dout[r * OC + o];
+      db += g;
+      const ir = r * C;
+      for (let c = 0; c < C; c++) dweight[wr + c] += g * inp[ir + c];
+    }
+    dbias[o] = db;
+  }
+  if (dinp === null) return;
+  for (let r = 0; r < B; r++) {
+    const ir = r * C;
+    const or = r * OC;
+    for (let c = 0; c < C; c++) dinp[ir + c] = 0;
+    for (let o = 0; o < OC; o++) {
+      const g = dout[or + o];
+      const wr = o * C;
+      for (let c = 0; c < C; c++) dinp[ir + c] += g * weight[wr + c];
+    }
+  }
+}
+
+// out = max(inp, 0), elementwise over n values; out may alias inp
+export function reluForward(out: F, inp: F, n: number): void {
+  for (let i = 0; i < n; i++) out[i] = inp[i] > 0 ? inp[i] : 0;
+}
+
+// dinp = dout where the forward output was positive, else 0 (the gradient at exactly 0 is 0)
+// dout (n)  out (n): the ReLU's forward output  →  dinp (n); dinp may alias dout
+export function reluBackward(dinp: F, dout: F, out: F, n: number): void {
+  for (let i = 0; i < n; i++) dinp[i] = out[i] > 0 ? dout[i] : 0;
+}
+
+// Softmax + cross-entropy with optional label smoothing ε (PyTorch's CrossEntropyLoss semantics):
+//   p = softmax(logits row),  q = (1−ε)·onehot(target) + ε/V,  loss_row = −Σ_v q_v · log p_v
+// logits (B,V)  targets (B)  →  probs (B,V); returns Σ over rows of loss_row (the caller divides).
+// Computed with the max subtracted, so large logits do not overflow.
+export function crossEntropyForward(probs: F, logits: F, targets: Labels, B: number, V: number,
+                                    smoothing: number): number {
+  let total = 0;
+  for (let r = 0; r < B; r++) {
+    const base = r * V;
+    let max = -Infinity;
+    for (let v = 0; v < V; v++) if (logits[base + v] > max) max = logits[base + v];
+    let sum = 0;
+    for (let v = 0; v < V; v++) {
+      const e = Math.exp(logits[base + v] - max);
+      probs[base + v] = e;
+      sum += e;
+    }
+    const logSum = Math.log(sum);
+    const inv = 1 / sum;
+    let sumLogP = 0; // Σ_v log p_v, needed only for the smoothing term
+    for (let v = 0; v < V; v++) {
+      probs[base + v] *= inv;
+      sumLogP += logits[base + v] - max - logSum;
+    }
+    const t = targets[r];
+    const logPt = logits[base + t] - max - logSum;
+    total += -(1 - smoothing) * logPt - (smoothing / V) * sumLogP;
+  }
+  return total;
+}
+
+// dlogits = scale · (p − q), the gradient of scale · Σ_rows loss_row
+// probs (B,V) from crossEntropyForward  targets (B)  →  dlogits (B,V); dlogits may alias probs.
+// scale is 1/(rows in the whole batch) so that the shards' gradients sum to the batch mean.
+export function crossEntropyBackward(dlogits: F, probs: F, targets: Labels, B: number, V: number,
+                                     smoothing: number, scale: number): void {
+  const off = smoothing / V;
+  for (let r = 0; r < B; r++) {
+    const base = r * V;
+    const t = targets[r];
+    for (let v = 0; v < V; v++) {
+      const q = (v === t ? 1 - smoothing : 0) + off;
+      dlogits[base + v] = scale * (probs[base + v] - q);
+    }
+  }
+}
+
+// Number of rows whose arg-max (ties → lowest index) equals the target.
+// logits (B,V)  targets (B)
+export function countCorrect(logits: F, targets: Labels, B: number, V: number): number {
+  let correct = 0;
+  for (let r = 0; r < B; r++) {
+    const base = r * V;
+    let best = 0;
+    for (let v = 1; v < V; v++) if (logits[base + v] > logits[base + best]) best = v;
+    if (best === targets[r]) correct++;
+  }
+  return correct;
+}

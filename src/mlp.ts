@@ -1,0 +1,103 @@
+// The network's forward and backward passes: the kernels in order, nothing else.
+//
+// For L layers with widths n[0..L]:
+//   h[0] = input (B, n[0]);  h[l+1] = relu(h[l] · w[l]ᵀ + b[l]) for l < L−1;  h[L] = logits (B, n[L])
+// Backward walks the same list in reverse. h and dh are preallocated views with room for the largest B.
+import type { F, KernelSet, Labels } from './kernels/index.js';
+import type { Layout } from './model.js';
+
+/** Views of one parameter-shaped buffer (parameters or one gradient slot), per layer. */
+export interface LayerViews {
+  w: F[];
+  b: F[];
+}
+
+/** Activation scratch for one shard: h[0..L] and their gradients dh[1..L] (dh[0] is never needed). */
+export interface Activations {
+  h: F[];
+  dh: F[];
+}
+
+export function layerViews(buf: F, layout: Layout): LayerViews {
+  const w: F[] = [];
+  const b: F[] = [];
+  for (const s of layout.slots) {
+    w.push(buf.subarray(s.w, s.w + s.OC * s.C));
+    b.push(buf.subarray(s.b, s.b + s.OC));
+  }
+  return { w, b };
+}
+
+/** Elements of scratch one shard of up to `rows` rows needs: Σ_l n[l]·rows for h plus Σ_{l≥1} n[l]·rows for dh. */
+export function activationElements(layout: Layout, rows: number): number {
+  const n = layout.layers;
+  let total = 0;
+  for (let l = 0; l < n.length; l++) total += n[l] * rows * (l === 0 ? 1 : 2);
+  return total;
+}
+
+/** Carves activation views for up to `rows` rows out of `buf` (at least activationElements long). */
+export function activationViews(buf: F, layout: Layout, rows: number): Activations {
+  const n = layout.layers;
+  const h: F[] = [];
+  const dh: F[] = [];
+  let off = 0;
+  for (let l = 0; l < n.length; l++) {
+    h.push(buf.subarray(off, off + n[l] * rows));
+    off += n[l] * rows;
+  }
+  dh.push(buf.subarray(0, 0));
+  for (let l = 1; l < n.length; l++) {
+    dh.push(buf.subarray(off, off + n[l] * rows));
+    off += n[l] * rows;
+  }
+  return { h, dh };
+}
+
+/** Fills acts.h[1..L] from acts.h[0] (B rows); returns the logits view h[L]. */
+export function mlpForward(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout, B: number): F {
+  const last = layout.slots.length - 1;
+  for (let l = 0; l <= last; l++) {
+    const { C, OC } = layout.slots[l];
+    if (l < last) k.linearReluForward(acts.h[l + 1], acts.h[l], net.w[l], net.b[l], B, C, OC);
+    else k.linearForward(acts.h[l + 1], acts.h[l], net.w[l], net.b[l], B, C, OC);
+  }
+  return acts.h[last + 1];
+}
+
+export interface LossStats {
+  /** Σ over the B rows of the per-row loss */
+  lossSum: number;
+  correct: number;
+}
+
+/**
+ * Loss of the logits in acts.h[L] and the gradients of scale · Σ_rows loss into `grad`.
+ * The softmax probabilities are written into dh[L] and turned into dlogits in place.
+ */
+export function mlpBackward(k: KernelSet, grad: LayerViews, net: LayerViews, acts: Activations, layout: Layout,
+                            targets: Labels, B: number, smoothing: number, scale: number): LossStats {
+  const L = layout.slots.length;
+  const V = layout.layers[L];
+  const logits = acts.h[L];
+  const correct = k.countCorrect(logits, targets, B, V);
+  const lossSum = k.crossEntropyForward(acts.dh[L], logits, targets, B, V, smoothing);
+  k.crossEntropyBackward(acts.dh[L], acts.dh[L], targets, B, V, smoothing, scale);
+  for (let l = L - 1; l >= 0; l--) {
+    const { C, OC } = layout.slots[l];
+    k.linearBackward(l > 0 ? acts.dh[l] : null, grad.w[l], grad.b[l], acts.dh[l + 1], acts.h[l], net.w[l], B, C, OC);
+    if (l > 0) k.reluBackward(acts.dh[l], acts.dh[l], acts.h[l], B * C);
+  }
+  return { lossSum, correct };
+}
+
+/** Forward pass and loss only (validation): returns loss sum and correct count; probs land in dh[L]. */
+export function mlpEvaluate(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout,
+                            targets: Labels, B: number): LossStats {
+  const L = layout.slots.length;
+  const V = layout.layers[L];
+  const logits = mlpForward(k, net, acts, layout, B);
+  const correct = k.countCorrect(logits, targets, B, V);
+  const lossSum = k.crossEntropyForward(acts.dh[L], logits, targets, B, V, 0);
+  return { lossSum, correct };
+}
