@@ -1,0 +1,88 @@
+// The datasets we know: where to fetch each file, what it must hash to, and how to normalize its pixels.
+// Both datasets use the same four file names in the original gzipped IDX format (28×28 uint8 images).
+
+export type DatasetName = 'mnist' | 'fashion-mnist';
+export type SplitName = 'train' | 'test';
+
+export interface DatasetFile {
+  name: string;
+  /** exact size of the .gz file in bytes */
+  bytes: number;
+  /** lowercase hex sha256 of the .gz file */
+  sha256: string;
+}
+
+export interface DatasetInfo {
+  name: DatasetName;
+  title: string;
+  /** the four files: train images, train labels, test images, test labels */
+  files: readonly DatasetFile[];
+  /** base URLs (ending in '/'), tried in order; a file's URL is base + file name */
+  mirrors: readonly string[];
+  /** pixel statistics of the training set after scaling to [0, 1]: x ↦ (x/255 − mean) / std */
+  mean: number;
+  std: number;
+  classes: readonly string[];
+}
+
+/** The file names of one split; identical for every dataset. */
+export const SPLIT_FILES: Record<SplitName, { images: string; labels: string }> = {
+  train: { images: 'train-images-idx3-ubyte.gz', labels: 'train-labels-idx1-ubyte.gz' },
+  test: { images: 't10k-images-idx3-ubyte.gz', labels: 't10k-labels-idx1-ubyte.gz' },
+};
+
+function files(sizes: [number, number, number, number], sums: [string, string, string, string]): DatasetFile[] {
+  const names = [SPLIT_FILES.train.images, SPLIT_FILES.train.labels, SPLIT_FILES.test.images, SPLIT_FILES.test.labels];
+  return names.map((name, i) => ({ name, bytes: sizes[i], sha256: sums[i] }));
+}
+
+export const DATASETS: Record<DatasetName, DatasetInfo> = {
+  mnist: {
+    name: 'mnist',
+    title: 'MNIST handwritten digits',
+    files: files(
+      [9912422, 28881, 1648877, 4542],
+      [
+        '440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609',
+        '3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c',
+        '8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6',
+        'f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6',
+      ],
+    ),
+    // The original site (last) often refuses automated downloads, so the copies torchvision uses come first.
+    mirrors: [
+      'https://ossci-datasets.s3.amazonaws.com/mnist/',
+      'https://storage.googleapis.com/cvdf-datasets/mnist/',
+      'http://yann.lecun.com/exdb/mnist/',
+    ],
+    mean: 0.1307,
+    std: 0.3081,
+    classes: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
+  },
+  'fashion-mnist': {
+    name: 'fashion-mnist',
+    title: 'Fashion-MNIST (Zalando article images)',
+    files: files(
+      [26421880, 29515, 4422102, 5148],
+      [
+        '3aede38d61863908ad78613f6a32ed271626dd12800ba2636569512369268a84',
+        'a04f17134ac03560a47e3764e11b92fc97de4d1bfaf8ba1a3aa29af54cc90845',
+        '346e55b948d973a97e58d2351dde16a484bd415d4595297633bb08f03db6a073',
+        '67da17c76eaffca5446c3361aaab5c3cd6d1c2608764d35dfb1850b086bf8dd5',
+      ],
+    ),
+    mirrors: [
+      'http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/',
+      'https://raw.githubusercontent.com/zalandoresearch/fashion-mnist/master/data/fashion/',
+    ],
+    mean: 0.286,
+    std: 0.353,
+    classes: ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'],
+  },
+};
+
+export const DATASET_NAMES = Object.keys(DATASETS) as DatasetName[];
+
+export function isDatasetName(s: string): s is DatasetName {
+  return Object.hasOwn(DATASETS, s);
+}

@@ -1,0 +1,128 @@
+// The IDX format (MNIST's container), gzipped or raw. Layout, all integers big-endian:
+//   bytes 0-1  zero
+//   byte  2    element type (0x08 = unsigned byte, the only one we accept)
+//   byte  3    number of dimensions n
+//   n × uint32 the dimensions
+//   then exactly prod(dims) elements, row-major.
+// Labels are magic 0x00000801 = 2049 (n = 1), images 0x00000803 = 2051 (n = 3, each 28×28).
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
+import { UserError } from '../errors.js';
+import { SPLIT_FILES, type SplitName } from './datasets.js';
+
+export interface IdxArray {
+  dims: number[];
+  data: Uint8Array;
+}
+
+export type IdxKind = 'images' | 'labels';
+
+export interface Split {
+  /** count × rows × cols pixels, row-major, 0..255 */
+  images: Uint8Array;
+  /** count labels, 0..9 */
+  labels: Uint8Array;
+  count: number;
+  rows: number;
+  cols: number;
+}
+
+const UBYTE = 0x08;
+const TYPE_NAMES: Record<number, string> = { 0x08: 'unsigned byte', 0x09: 'signed byte', 0x0b: 'int16', 0x0c: 'int32', 0x0d: 'float32', 0x0e: 'float64' };
+const NDIMS: Record<IdxKind, number> = { labels: 1, images: 3 };
+const SIDE = 28;
+const CLASSES = 10;
+
+const hex = (n: number, width: number) => '0x' + n.toString(16).padStart(width, '0');
+
+function fail(file: string, problem: string): never {
+  throw new UserError(`${file}: ${problem}; delete it and run \`mnist-par download --data-dir ${dirname(file)}\` to fetch a fresh copy`);
+}
+
+/**
+ * Parses one IDX file (gunzipping it first if it starts with the gzip magic 0x1f 0x8b) and validates it as
+ * MNIST labels or images: `kind` pins which one, otherwise the number of dimensions decides. `file` only
+ * names the file in error messages. The returned data views the decompressed buffer (or `bytes`), no copy.
+ */
+export function parseIdx(bytes: Uint8Array, file: string, kind?: IdxKind): IdxArray {
+  let buf = bytes;
+  if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
+    try {
+      buf = gunzipSync(buf);
+    } catch (e) {
+      fail(file, `is not a valid gzip file (${(e as Error).message}); the download was probably cut short or corrupted`);
+    }
+  }
+  if (buf.length < 4) fail(file, `expected an IDX header of at least 4 bytes, found a ${buf.length}-byte file`);
+  const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
+  const magic = view.getUint32(0);
+  if (buf[0] !== 0 || buf[1] !== 0) {
+    fail(file, `expected IDX magic 0x00000801 (labels) or 0x00000803 (images), found ${hex(magic, 8)}: not an IDX file`);
+  }
+  const type = buf[2];
+  if (type !== UBYTE) {
+    const what = TYPE_NAMES[type] ?? 'an unknown type';
+    fail(file, `expected element type 0x08 (unsigned byte), found ${hex(type, 2)} (${what}) in magic ${hex(magic, 8)}`);
+  }
+  const n = buf[3];
+  const wantN = kind ? NDIMS[kind] : n === 1 || n === 3 ? n : -1;
+  if (n !== wantN) {
+    const want = kind
+      ? `magic ${hex(0x800 + wantN, 8)} (${kind}, ${wantN} dimension${wantN > 1 ? 's' : ''})`
+      : 'magic 0x00000801 (labels, 1 dimension) or 0x00000803 (images, 3 dimensions)';
+    fail(file, `expected ${want}, found ${hex(magic, 8)} (${n} dimensions)`);
+  }
+  const header = 4 + 4 * n;
+  if (buf.length < header) fail(file, `header is truncated: expected ${header} bytes for ${n} dimensions, found ${buf.length}`);
+  const dims: number[] = [];
+  for (let i = 0; i < n; i++) dims.push(view.getUint32(4 + 4 * i));
+  if (n === 3 && (dims[1] !== SIDE || dims[2] !== SIDE)) {
+    fail(file, `expected ${SIDE}×${SIDE} images, found ${dims[1]}×${dims[2]}`);
+  }
+  const want = dims.reduce((a, b) => a * b, 1);
+  const have = buf.length - header;
+  if (have < want) fail(file, `is truncated: header ${dims.join('×')} promises ${want} data bytes, found ${have}`);
+  if (have > want) fail(file, `has ${have - want} unexpected trailing bytes: header ${dims.join('×')} promises exactly ${want} data bytes, found ${have}`);
+  const data = new Uint8Array(buf.buffer, buf.byteOffset + header, want);
+  if (n === 1) {
+    for (let i = 0; i < want; i++) {
+      if (data[i] >= CLASSES) fail(file, `expected labels 0..${CLASSES - 1}, found ${data[i]} at index ${i}`);
+    }
+  }
+  return { dims, data };
+}
+
+/** Reads and validates the images and labels of one split from `dir`. */
+export async function loadSplit(dir: string, split: SplitName): Promise<Split> {
+  const names = SPLIT_FILES[split];
+  const missing = [names.images, names.labels].filter((f) => !existsSync(join(dir, f)));
+  if (missing.length > 0) {
+    throw new UserError(
+      `missing ${missing.join(' and ')} in ${dir}; run \`mnist-par download --data-dir ${dir}\` or pass --data-dir with the folder that holds them`,
+    );
+  }
+  const [images, labels] = await Promise.all([
+    readIdx(join(dir, names.images), 'images'),
+    readIdx(join(dir, names.labels), 'labels'),
+  ]);
+  const count = images.dims[0];
+  if (labels.dims[0] !== count) {
+    throw new UserError(
+      `${join(dir, names.labels)}: expected ${count} labels to match ${names.images}, found ${labels.dims[0]}; ` +
+        `the two files come from different downloads: delete both and run \`mnist-par download --data-dir ${dir}\``,
+    );
+  }
+  return { images: images.data, labels: labels.data, count, rows: images.dims[1], cols: images.dims[2] };
+}
+
+async function readIdx(file: string, kind: IdxKind): Promise<IdxArray> {
+  let bytes: Uint8Array;
+  try {
+    bytes = await readFile(file);
+  } catch (e) {
+    throw new UserError(`${file}: cannot read it (${(e as Error).message}); check its permissions or pass another --data-dir`);
+  }
+  return parseIdx(bytes, file, kind);
+}
