@@ -1,0 +1,145 @@
+// The whole net (src/mlp.ts over the reference kernels): float64 gradient checks of every w[l] and b[l],
+// the initial loss, overfitting a tiny subset, and the property the data-parallel step relies on:
+// gradients of shards with scale 1/B sum to the gradient of the whole batch.
+import { describe, expect, it } from 'vitest';
+import { referenceKernels as k } from '../src/kernels/index.js';
+import type { F, Labels } from '../src/kernels/index.js';
+import { activationElements, activationViews, layerViews, mlpBackward, mlpEvaluate, mlpForward } from '../src/mlp.js';
+import { CLASSES, DEFAULT_HIDDEN, INPUT, initParams, paramLayout, widths } from '../src/model.js';
+import type { Layout } from '../src/model.js';
+import { Rng } from '../src/rng.js';
+import { expectClose, gradCheck, randomArray } from './check.js';
+
+/**
+ * A net with PyTorch-style init (every bias raised by `biasShift`), a gradient slot, and activations for B rows
+ * of zero-mean, unit-variance input.
+ */
+function makeNet<T extends Float32Array | Float64Array>(layers: number[], B: number, seed: number,
+                                                        Arr: new (n: number) => T, biasShift = 0) {
+  const layout = paramLayout(layers);
+  const params = new Arr(layout.size);
+  initParams(params, layout, seed);
+  for (const { b, OC } of layout.slots) for (let i = 0; i < OC; i++) params[b + i] += biasShift;
+  const grads = new Arr(layout.size).fill(NaN); // mlpBackward must overwrite every slot
+  const acts = activationViews(new Arr(activationElements(layout, B)), layout, B);
+  const rng = new Rng(seed + 1000);
+  // Uniform on ±√3 has mean 0 and variance 1, like MNIST after its (x − 0.1307) / 0.3081 normalization.
+  acts.h[0].set(randomArray(rng, B * layers[0], -Math.sqrt(3), Math.sqrt(3), Arr));
+  const targets = Uint8Array.from({ length: B }, () => rng.int(layers[layers.length - 1]));
+  return { layout, params, grads, net: layerViews(params, layout), grad: layerViews(grads, layout), acts, targets };
+}
+
+/** Indices in [start, start + n): all of them, or `count` of them at random (both ends always included). */
+function sample(start: number, n: number, count: number, rng: Rng): number[] {
+  if (n <= count) return Array.from({ length: n }, (_, i) => start + i);
+  const picked = new Set([start, start + n - 1]);
+  while (picked.size < count) picked.add(start + rng.int(n));
+  return [...picked];
+}
+
+/**
+ * Checks mlpBackward's gradient of scale · Σ_rows loss against centered differences of the same objective,
+ * for `perTensor` entries of every w[l] and b[l]. An entry is skipped when either ±h evaluation changes the
+ * ReLU mask of any hidden activation (the objective has a kink between the two points there).
+ * Biases start 1 higher than PyTorch's init: in nets this narrow many hidden units are otherwise dead on
+ * every row, and their weights' gradients are exactly 0, which a check cannot tell from a missing gradient.
+ */
+function checkNet(layers: number[], B: number, seed: number, smoothing: number, perTensor: number): void {
+  const { layout, params, grads, net, grad, acts, targets } = makeNet(layers, B, seed, Float64Array, 1);
+  const L = layout.slots.length;
+  const V = layers[L];
+  const scale = 1 / B;
+  mlpForward(k, net, acts, layout, B);
+  const masks = acts.h.slice(1, L).map((h) => h.map((v) => (v > 0 ? 1 : 0)));
+  const { lossSum } = mlpBackward(k, grad, net, acts, layout, targets, B, smoothing, scale);
+  expect(Number.isFinite(lossSum)).toBe(true);
+  expect(grads.every(Number.isFinite), 'every gradient slot overwritten (it started as NaN)').toBe(true);
+
+  const probs = new Float64Array(B * V);
+  const f = () => scale * k.crossEntropyForward(probs, mlpForward(k, net, acts, layout, B), targets, B, V, smoothing);
+  expect(f()).toBeCloseTo(scale * lossSum, 14);
+  const kinkCrossed = () => masks.some((m, i) => m.some((bit, j) => (acts.h[i + 1][j] > 0 ? 1 : 0) !== bit));
+
+  const rng = new Rng(seed + 7);
+  for (let l = 0; l < L; l++) {
+    const { C, OC, w, b } = layout.slots[l];
+    for (const [what, start, n] of [[`w[${l}]`, w, OC * C], [`b[${l}]`, b, OC]] as const) {
+      const idx = sample(start, n, perTensor, rng);
+      const r = gradCheck(`${layers.join('-')} ${what}`, params, grads, f, idx, { kinkCrossed });
+      // Most entries must really be held to relErr, not skipped at a kink nor ~0 (a dead unit passes trivially).
+      expect(r.checked - r.nearZero, `${what}: ${r.skipped} skipped, ${r.nearZero} ~0`)
+        .toBeGreaterThanOrEqual(0.6 * idx.length);
+    }
+  }
+}
+
+describe('whole-net float64 gradient check (h = 1e-5, relErr < 1e-7)', () => {
+  it('layers 7-5-6-4, every entry, label smoothing 0.1', () => {
+    checkNet([7, 5, 6, 4], 6, 21, 0.1, Infinity);
+  });
+
+  it('layers 784-6-5-10 (the real input), 40 entries per tensor, no smoothing', () => {
+    checkNet([INPUT, 6, 5, CLASSES], 4, 22, 0, 40);
+  });
+});
+
+describe('sanity', () => {
+  it('the initial loss on the real widths is ≈ ln 10', () => {
+    const B = 64;
+    const { layout, net, acts, targets } = makeNet(widths(DEFAULT_HIDDEN), B, 31, Float32Array);
+    const { lossSum, correct } = mlpEvaluate(k, net, acts, layout, targets, B);
+    expect(Math.abs(lossSum / B - Math.LN10)).toBeLessThan(0.1);
+    expect(correct).toBeLessThan(B / 2);
+  });
+
+  it('plain SGD overfits 32 random samples to loss < 0.01 (float32)', () => {
+    // Hidden widths smaller than the real ones keep this under a few seconds with the plain kernels.
+    const B = 32;
+    const { layout, params, grads, net, grad, acts, targets } = makeNet(widths([64, 32]), B, 41, Float32Array);
+    const lr = 0.1;
+    let loss = Infinity;
+    let correct = 0;
+    let step = 0;
+    for (; step < 300; step++) {
+      mlpForward(k, net, acts, layout, B);
+      const stats = mlpBackward(k, grad, net, acts, layout, targets, B, 0, 1 / B);
+      loss = stats.lossSum / B;
+      correct = stats.correct;
+      if (loss < 0.01) break;
+      for (let i = 0; i < layout.size; i++) params[i] -= lr * grads[i];
+    }
+    expect(loss, `loss after ${step} steps`).toBeLessThan(0.01);
+    expect(correct).toBe(B);
+  });
+});
+
+describe('shards', () => {
+  /** Gradient, loss sum and correct count of rows [r0, r0 + rows) of `x`, with the given scale. */
+  function shardGrad(layout: Layout, params: Float64Array, x: F, targets: Labels, r0: number, rows: number,
+                     scale: number) {
+    const C = layout.layers[0];
+    const grads = new Float64Array(layout.size).fill(NaN);
+    const acts = activationViews(new Float64Array(activationElements(layout, rows)), layout, rows);
+    acts.h[0].set(x.subarray(r0 * C, (r0 + rows) * C));
+    const net = layerViews(params, layout);
+    mlpForward(k, net, acts, layout, rows);
+    const stats = mlpBackward(k, layerViews(grads, layout), net, acts, layout, targets.subarray(r0, r0 + rows),
+      rows, 0.1, scale);
+    return { grads, ...stats };
+  }
+
+  it('one shard of B rows with scale 1/B equals the sum of two half-shards with scale 1/B', () => {
+    const B = 6;
+    const { layout, params, acts, targets } = makeNet([7, 5, 6, 4], B, 51, Float64Array);
+    const x = acts.h[0];
+    const whole = shardGrad(layout, params, x, targets, 0, B, 1 / B);
+    const a = shardGrad(layout, params, x, targets, 0, 3, 1 / B);
+    const b = shardGrad(layout, params, x, targets, 3, 3, 1 / B);
+    const sum = a.grads.map((g, i) => g + b.grads[i]);
+    // Only the order of the row sums differs (one pass over 6 rows vs 3 + 3): a few ulps.
+    expectClose(sum, whole.grads, 1e-15, 1e-12, 'Σ half-shard gradients');
+    expect(whole.grads.some((g) => g !== 0)).toBe(true);
+    expectClose([a.lossSum + b.lossSum], [whole.lossSum], 0, 1e-14, 'Σ half-shard losses');
+    expect(a.correct + b.correct).toBe(whole.correct);
+  });
+});
