@@ -1,0 +1,265 @@
+// Kernel benchmark: every kernel × family (js, simd, relaxed) on the model's real shapes.
+//
+// Each variant is first checked against the float64 reference (linear kernels, with the tolerance of
+// test/wasm-kernels.test.ts) or against the js family bit for bit (elementwise kernels), and only then
+// timed: warm-up, then the median of `repeats` timed runs of at least `minMs` each. Rates are GFLOP/s
+// (2 flops per multiply-add) for the linear kernels and GB/s of memory traffic for the others, with the
+// ratio to the js family measured in the same run.
+//
+//   node dist/bench/kernels.js        (or `mnist-par bench kernels`)
+import { packageRoot } from '../src/paths.js';
+import { cpus, arch, platform } from 'node:os';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { pathToFileURL } from 'node:url';
+import { writeFileAtomic } from '../src/fsutil.js';
+import * as ref from '../src/kernels/reference.js';
+import {
+  enableRelaxedSimd, loadKernels, simdSupported, type KernelFamily, type Kernels,
+} from '../src/kernels/wasm.js';
+import { DEFAULT_HIDDEN, paramLayout, widths } from '../src/model.js';
+import type { OptimizerConfig } from '../src/optim.js';
+import { Rng } from '../src/rng.js';
+
+export interface BenchOptions {
+  /** rows per micro-shard to try (default 16, 32, 64) */
+  batches?: number[];
+  /** families to time (default: js and every wasm family this Node runs) */
+  families?: KernelFamily[];
+  /** layer widths (default the model's, 784→128→256→512→128→10) */
+  layers?: number[];
+  /** timed runs per variant; the median is reported (default 7) */
+  repeats?: number;
+  /** minimum milliseconds of one timed run (default 20) */
+  minMs?: number;
+  /** where the JSON goes (default <package>/bench/results); null: not saved */
+  outDir?: string | null;
+  log?: (line: string) => void;
+}
+
+export interface Result {
+  kernel: string;
+  /** e.g. "784→128" for a layer, "n=…" for elementwise kernels */
+  shape: string;
+  B: number;
+  family: KernelFamily;
+  /** median time of one call */
+  us: number;
+  rate: number;
+  unit: 'GFLOP/s' | 'GB/s';
+  /** rate ÷ the js family's rate for the same kernel and shape (null when js was not timed) */
+  vsJs: number | null;
+}
+
+const U = 2 ** -24;
+const SLOTS = 8;
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+}
+
+/** Median seconds per call of fn, after warming up (so V8 has compiled and tiered up). */
+function time(fn: () => void, repeats: number, minMs: number): number {
+  let calls = 0;
+  const warm = performance.now();
+  while (performance.now() - warm < Math.max(30, minMs) || calls < 3) {
+    fn();
+    calls++;
+  }
+  const perCall = (performance.now() - warm) / calls;
+  const iters = Math.max(1, Math.ceil(minMs / perCall));
+  const samples: number[] = [];
+  for (let r = 0; r < repeats; r++) {
+    const t0 = performance.now();
+    for (let i = 0; i < iters; i++) fn();
+    samples.push((performance.now() - t0) / 1000 / iters);
+  }
+  return median(samples);
+}
+
+/** Throws unless |a − e| ≤ atol + rtol·|e| everywhere (NaN fails). */
+function verify(a: ArrayLike<number>, e: ArrayLike<number>, atol: number, rtol: number, what: string): void {
+  for (let i = 0; i < e.length; i++) {
+    if (!(Math.abs(a[i] - e[i]) <= atol + rtol * Math.abs(e[i]))) {
+      throw new Error(`bench: ${what} disagrees with the reference at ${i}: ${a[i]} vs ${e[i]}; not timing it`);
+    }
+  }
+}
+const tolFor = (K: number) => [16 * U * K, 16 * U * Math.sqrt(K)] as const;
+
+export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
+  const log = opts.log ?? ((line: string) => console.log(line));
+  const batches = opts.batches ?? [16, 32, 64];
+  const layers = opts.layers ?? widths(DEFAULT_HIDDEN);
+  const repeats = opts.repeats ?? 7;
+  const minMs = opts.minMs ?? 20;
+  const relaxed = enableRelaxedSimd();
+  const families = opts.families ?? (['js', ...(simdSupported() ? ['simd'] : []), ...(relaxed ? ['relaxed'] : [])] as KernelFamily[]);
+
+  // One shared arena, as in training: every view below lives in it.
+  const layout = paramLayout(layers);
+  const P = layout.size;
+  const maxB = Math.max(...batches);
+  const maxW = Math.max(...layout.slots.map((s) => s.C * s.OC));
+  const maxN = Math.max(...layers);
+  const floats = 4 * maxB * maxN + 2 * maxW + 2 * maxN + (SLOTS + 4) * P + 64;
+  const pages = Math.ceil((floats * 4) / 65536) + 1;
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  let off = 0;
+  const take = (n: number): Float32Array => {
+    const v = new Float32Array(memory.buffer, off, n);
+    off += Math.ceil(n / 16) * 64; // whole cache lines, like the arena
+    return v;
+  };
+  const rng = new Rng(1);
+  const fill = (v: Float32Array, lo = -1, hi = 1): Float32Array => {
+    for (let i = 0; i < v.length; i++) v[i] = rng.uniform(lo, hi);
+    return v;
+  };
+  const inp = fill(take(maxB * maxN));
+  const dout = fill(take(maxB * maxN));
+  const out = take(maxB * maxN);
+  const dinp = take(maxB * maxN);
+  const weight = fill(take(maxW), -0.1, 0.1);
+  const dweight = take(maxW);
+  const bias = fill(take(maxN));
+  const dbias = take(maxN);
+  const slots = fill(take(SLOTS * P), -1e-2, 1e-2);
+  const grad = take(P);
+  const param = fill(take(P));
+  const moments = [fill(take(P), -1e-3, 1e-3), fill(take(P), 0, 1e-6)];
+
+  const kernels = new Map<KernelFamily, Kernels>();
+  for (const f of families) kernels.set(f, await loadKernels(f, memory));
+
+  const results: Result[] = [];
+  const record = (kernel: string, shape: string, B: number, family: KernelFamily, seconds: number, amount: number,
+                  unit: Result['unit']) => {
+    const js = results.find((r) => r.kernel === kernel && r.shape === shape && r.B === B && r.family === 'js');
+    const rate = amount / seconds / 1e9;
+    results.push({ kernel, shape, B, family, us: seconds * 1e6, rate, unit, vsJs: js ? rate / js.rate : null });
+  };
+  const f64 = (v: Float32Array, n: number) => Float64Array.from(v.subarray(0, n));
+
+  for (const B of batches) {
+    for (let l = 0; l < layout.slots.length; l++) {
+      const { C, OC } = layout.slots[l];
+      const shape = `${C}→${OC}`;
+      const last = l === layout.slots.length - 1;
+      const fwdName = last ? 'linearForward' : 'linearReluForward';
+      const expected = new Float64Array(B * OC);
+      ref.linearForward(expected, f64(inp, B * C), f64(weight, OC * C), f64(bias, OC), B, C, OC);
+      if (!last) ref.reluForward(expected, expected, B * OC);
+      const withDinp = l > 0; // the first layer's input gradient is never needed
+      const e = { dinp: new Float64Array(B * C), dweight: new Float64Array(OC * C), dbias: new Float64Array(OC) };
+      ref.linearBackward(withDinp ? e.dinp : null, e.dweight, e.dbias, f64(dout, B * OC), f64(inp, B * C),
+                         f64(weight, OC * C), B, C, OC);
+      for (const [family, k] of kernels) {
+        const fwd = () => (last ? k.linearForward : k.linearReluForward)(out, inp, weight, bias, B, C, OC);
+        out.fill(NaN);
+        fwd();
+        verify(out.subarray(0, B * OC), expected, ...tolFor(C + 1), `${family} ${fwdName} ${shape} B=${B}`);
+        record(fwdName, shape, B, family, time(fwd, repeats, minMs), 2 * B * C * OC, 'GFLOP/s');
+
+        const bwd = () => k.linearBackward(withDinp ? dinp : null, dweight, dbias, dout, inp, weight, B, C, OC);
+        dweight.fill(NaN);
+        dinp.fill(NaN);
+        bwd();
+        const what = `${family} linearBackward ${shape} B=${B}`;
+        verify(dweight.subarray(0, OC * C), e.dweight, ...tolFor(B), `${what} dweight`);
+        verify(dbias.subarray(0, OC), e.dbias, ...tolFor(B), `${what} dbias`);
+        if (withDinp) verify(dinp.subarray(0, B * C), e.dinp, ...tolFor(OC), `${what} dinp`);
+        record('linearBackward', shape, B, family, time(bwd, repeats, minMs), (withDinp ? 4 : 2) * B * C * OC, 'GFLOP/s');
+      }
+    }
+    // the whole network's kernels, one shard: total flops over total time
+    for (const family of kernels.keys()) {
+      const mine = results.filter((r) => r.B === B && r.family === family && r.unit === 'GFLOP/s');
+      const flops = mine.reduce((s, r) => s + (r.rate * 1e9 * r.us) / 1e6, 0);
+      const us = mine.reduce((s, r) => s + r.us, 0);
+      record('mlp fwd+bwd', layers.join('-'), B, family, us / 1e6, flops, 'GFLOP/s');
+    }
+  }
+
+  // Elementwise kernels: bit-identical across families, so checked against js exactly.
+  const n = maxB * Math.max(...layers.slice(1, -1));
+  const reluExpected = new Float32Array(n);
+  ref.reluBackward(reluExpected, dout.subarray(0, n), inp.subarray(0, n), n);
+  const cfg: OptimizerConfig = {
+    optimizer: 'adamw', momentum: 0, dampening: 0, nesterov: false, weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8,
+  };
+  const paramStart = Float32Array.from(param);
+  const momentStart = moments.map((m) => Float32Array.from(m));
+  let optExpected: Float32Array | null = null;
+  let sumExpected: Float32Array | null = null;
+  for (const [family, k] of kernels) {
+    dinp.fill(NaN);
+    k.reluBackward(dinp, dout, inp, n);
+    verify(dinp.subarray(0, n), reluExpected, 0, 0, `${family} reluBackward`);
+    record('reluBackward', `n=${n}`, maxB, family, time(() => k.reluBackward(dinp, dout, inp, n), repeats, minMs),
+           12 * n, 'GB/s');
+
+    grad.fill(NaN);
+    k.reduceSlots(grad, slots, P, SLOTS, 0, P);
+    sumExpected ??= Float32Array.from(grad);
+    verify(grad, sumExpected, 0, 0, `${family} reduceSlots`);
+    record('reduceSlots', `S=${SLOTS} P=${P}`, 0, family,
+           time(() => k.reduceSlots(grad, slots, P, SLOTS, 0, P), repeats, minMs), 4 * (SLOTS + 1) * P, 'GB/s');
+
+    param.set(paramStart);
+    moments.forEach((m, i) => m.set(momentStart[i]));
+    k.optimizerStep(cfg, 1e-3, 1, param, grad, moments, 0, P);
+    optExpected ??= Float32Array.from(param);
+    verify(param, optExpected, 0, 0, `${family} optimizerStep`);
+    let t = 1;
+    record('optimizerStep adamw', `P=${P}`, 0, family,
+           time(() => k.optimizerStep(cfg, 1e-3, ++t, param, grad, moments, 0, P), repeats, minMs), 4 * 7 * P, 'GB/s');
+  }
+
+  log(formatTable(results, families));
+  const info = machineInfo(relaxed);
+  log(`${info.cpu} · ${info.cores} cores · Node ${info.node} · relaxed SIMD ${relaxed ? 'on' : 'off'} · one thread`);
+  if (opts.outDir !== null) {
+    const dir = opts.outDir ?? join(packageRoot(), 'bench', 'results');
+    mkdirSync(dir, { recursive: true });
+    const path = join(dir, `kernels-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+    await writeFileAtomic(path, JSON.stringify({ machine: info, repeats, minMs, results }, null, 2) + '\n');
+    log(`saved ${path}`);
+  }
+  return results;
+}
+
+function machineInfo(relaxed: boolean) {
+  const c = cpus();
+  return {
+    cpu: c[0]?.model ?? 'unknown', cores: c.length, arch: arch(), platform: platform(),
+    node: process.version, v8: process.versions.v8, relaxedSimd: relaxed, date: new Date().toISOString(),
+  };
+}
+
+/** One line per kernel, shape and B; one rate column per family, then each wasm family's speed-up over js. */
+export function formatTable(results: Result[], families: KernelFamily[]): string {
+  const keys = [...new Set(results.map((r) => `${r.kernel}\u0000${r.shape}\u0000${r.B}`))];
+  const fast = families.filter((f) => f !== 'js');
+  const header = ['kernel', 'shape', 'B', 'unit', ...families, ...(families.includes('js') ? fast.map((f) => `${f}/js`) : [])];
+  const rows = keys.map((key) => {
+    const [kernel, shape, B] = key.split('\u0000');
+    const of = (f: KernelFamily) => results.find((r) => r.kernel === kernel && r.shape === shape && String(r.B) === B && r.family === f);
+    const unit = of(families[0])?.unit ?? '';
+    return [kernel, shape, B === '0' ? '' : B, unit,
+      ...families.map((f) => of(f)?.rate.toFixed(2) ?? '–'),
+      ...(families.includes('js') ? fast.map((f) => (of(f)?.vsJs ? `×${of(f)!.vsJs!.toFixed(1)}` : '–')) : [])];
+  });
+  const widthsOf = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
+  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widthsOf[i]) : c.padStart(widthsOf[i]))).join('  ');
+  return [line(header), line(widthsOf.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  benchKernels().catch((e: unknown) => {
+    console.error(e instanceof Error ? e.message : e);
+    process.exit(1);
+  });
+}

@@ -1,0 +1,514 @@
+;; mnist-par's fast kernels: WebAssembly SIMD working directly in the shared arena.
+;;
+;; This file is a template. scripts/build-wasm.mjs expands every `(madd a b c)` (= a·b + c, f32x4) into
+;;   dist/kernels/relaxed.wasm:  f32x4.relaxed_madd   (one fused multiply-add on CPUs with FMA)
+;;   dist/kernels/simd.wasm:     f32x4.add(f32x4.mul) (plain SIMD, rounded twice)
+;; and nothing else differs between the two. Only the linear kernels use madd, so the families agree
+;; bit for bit on everything else (ReLU, slot reduction, optimizers).
+;;
+;; Every pointer is a byte offset into the imported shared memory (a Float32Array's byteOffset); every size
+;; counts floats. Legend: B rows in the shard, C in-features, OC out-features; matrices are row-major.
+;; Outputs are OVERWRITTEN (never accumulated into). Nothing allocates and nothing needs scratch.
+;; Vector loads need no alignment (the arena aligns its regions, but views into them need not be).
+;; Leftovers (sizes that are not multiples of 4) are done with partial loads that never touch a byte
+;; past the end of a view, so a view may end at the very end of the memory.
+(module
+  (import "env" "memory" (memory 1 65536 shared))
+
+  ;; The first n floats at p (n ≥ 4: a whole vector; 1..3: the rest of the lanes are 0).
+  (func $load_part (param $p i32) (param $n i32) (result v128)
+    (if (result v128) (i32.ge_u (local.get $n) (i32.const 4))
+      (then (v128.load (local.get $p)))
+      (else
+        (if (result v128) (i32.eq (local.get $n) (i32.const 1))
+          (then (v128.load32_zero (local.get $p)))
+          (else
+            (if (result v128) (i32.eq (local.get $n) (i32.const 2))
+              (then (v128.load64_zero (local.get $p)))
+              (else (v128.load32_lane offset=8 2 (local.get $p) (v128.load64_zero (local.get $p))))))))))
+
+  ;; Stores the first n lanes of v at p (n ≥ 4: the whole vector); nothing past p + 4n is written.
+  (func $store_part (param $p i32) (param $v v128) (param $n i32)
+    (if (i32.ge_u (local.get $n) (i32.const 4))
+      (then (v128.store (local.get $p) (local.get $v)) (return)))
+    (if (i32.and (local.get $n) (i32.const 2))
+      (then
+        (v128.store64_lane 0 (local.get $p) (local.get $v))
+        (if (i32.eq (local.get $n) (i32.const 3))
+          (then (v128.store32_lane offset=8 2 (local.get $p) (local.get $v)))))
+      (else (v128.store32_lane 0 (local.get $p) (local.get $v)))))
+
+  ;; [Σa, Σb, Σc, Σd]: four horizontal sums folded into one vector (6 shuffles, 3 adds instead of 12 + 12).
+  (func $hsum4 (param $a v128) (param $b v128) (param $c v128) (param $d v128) (result v128)
+    (local $ab v128) (local $cd v128)
+    ;; ab = [a0+a2, b0+b2, a1+a3, b1+b3], cd likewise
+    (local.set $ab (f32x4.add
+      (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a) (local.get $b))
+      (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a) (local.get $b))))
+    (local.set $cd (f32x4.add
+      (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $c) (local.get $d))
+      (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $c) (local.get $d))))
+    (f32x4.add
+      (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $ab) (local.get $cd))
+      (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))
+
+  ;; One output of the forward: dst = (Σ_{c<C} a[c]·b[c]) + bias[0], then ReLU when relu ≠ 0.
+  ;; a (C) one input row, b (C) one weight row, bias → dst (1). For the leftover rows (B mod 4) and an
+  ;; odd last output; the 4×2 blocks below do everything else.
+  (func $fwd_one (param $dst i32) (param $a i32) (param $b i32) (param $bias i32) (param $C i32) (param $relu i32)
+    (local $acc v128) (local $end i32) (local $s f32)
+    (local.set $end (i32.add (local.get $a) (i32.shl (i32.and (local.get $C) (i32.const -4)) (i32.const 2))))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $a) (local.get $end)))
+      (local.set $acc (madd (v128.load (local.get $a)) (v128.load (local.get $b)) (local.get $acc)))
+      (local.set $a (i32.add (local.get $a) (i32.const 16)))
+      (local.set $b (i32.add (local.get $b) (i32.const 16)))
+      (br $next)))
+    (if (i32.and (local.get $C) (i32.const 3))
+      (then (local.set $acc (madd (call $load_part (local.get $a) (i32.and (local.get $C) (i32.const 3)))
+                                  (call $load_part (local.get $b) (i32.and (local.get $C) (i32.const 3)))
+                                  (local.get $acc)))))
+    (local.set $s (f32.add
+      (f32x4.extract_lane 0 (call $hsum4 (local.get $acc) (local.get $acc) (local.get $acc) (local.get $acc)))
+      (f32.load (local.get $bias))))
+    ;; select, not max: NaN → 0 and −0 → 0 exactly as the reference's `x > 0 ? x : 0`
+    (if (local.get $relu)
+      (then (local.set $s (select (local.get $s) (f32.const 0) (f32.gt (local.get $s) (f32.const 0))))))
+    (f32.store (local.get $dst) (local.get $s)))
+
+  ;; linear_fwd: out = inp · wᵀ + bias, then ReLU when relu ≠ 0
+  ;; inp (B,C)  w (OC,C)  bias (OC)  →  out (B,OC)
+  ;; Input rows and weight rows are both contiguous along C, so every output is a dot product along C.
+  ;; Blocking: 4 rows × 2 outputs = 8 accumulators of 4 partial sums each. Per 4 floats of C that is 4 + 2
+  ;; vector loads for 8 multiply-adds, and 8 acc + 2 weights + 1 input = 11 live vectors, inside the 15 xmm
+  ;; registers V8 allocates on x64 (4 × 3 = 12 acc + 3 + 1 would spill). The horizontal sums happen once per
+  ;; block, two hsum4 folds whose lanes [r,o] [r,o+1] [r+1,o] [r+1,o+1] are stored as two 64-bit halves.
+  ;; C mod 4 is one zero-padded extra step. Loop order: rows outer, outputs inner, so the 4 input rows
+  ;; (16·C bytes) stay in L1 while the weight matrix streams through once per row block.
+  (func (export "linear_fwd") (param $out i32) (param $inp i32) (param $w i32) (param $bias i32)
+        (param $B i32) (param $C i32) (param $OC i32) (param $relu i32)
+    (local $ld i32) (local $ldo i32) (local $cv i32) (local $rem i32) (local $r i32) (local $o i32) (local $c i32)
+    (local $p0 i32) (local $p1 i32) (local $p2 i32) (local $p3 i32) (local $q0 i32) (local $q1 i32) (local $dst i32)
+    (local $a00 v128) (local $a01 v128) (local $a10 v128) (local $a11 v128)
+    (local $a20 v128) (local $a21 v128) (local $a30 v128) (local $a31 v128)
+    (local $x v128) (local $y0 v128) (local $y1 v128) (local $bv v128) (local $v v128)
+    (local.set $ld (i32.shl (local.get $C) (i32.const 2)))
+    (local.set $ldo (i32.shl (local.get $OC) (i32.const 2)))
+    (local.set $cv (i32.shl (i32.and (local.get $C) (i32.const -4)) (i32.const 2)))
+    (local.set $rem (i32.and (local.get $C) (i32.const 3)))
+    (block $rows_done (loop $rows
+      (br_if $rows_done (i32.gt_u (i32.add (local.get $r) (i32.const 4)) (local.get $B)))
+      (local.set $p0 (i32.add (local.get $inp) (i32.mul (local.get $r) (local.get $ld))))
+      (local.set $p1 (i32.add (local.get $p0) (local.get $ld)))
+      (local.set $p2 (i32.add (local.get $p1) (local.get $ld)))
+      (local.set $p3 (i32.add (local.get $p2) (local.get $ld)))
+      (local.set $o (i32.const 0))
+      (block $outs_done (loop $outs
+        (br_if $outs_done (i32.gt_u (i32.add (local.get $o) (i32.const 2)) (local.get $OC)))
+        (local.set $q0 (i32.add (local.get $w) (i32.mul (local.get $o) (local.get $ld))))
+        (local.set $q1 (i32.add (local.get $q0) (local.get $ld)))
+        (local.set $a00 (v128.const i32x4 0 0 0 0)) (local.set $a01 (v128.const i32x4 0 0 0 0))
+        (local.set $a10 (v128.const i32x4 0 0 0 0)) (local.set $a11 (v128.const i32x4 0 0 0 0))
+        (local.set $a20 (v128.const i32x4 0 0 0 0)) (local.set $a21 (v128.const i32x4 0 0 0 0))
+        (local.set $a30 (v128.const i32x4 0 0 0 0)) (local.set $a31 (v128.const i32x4 0 0 0 0))
+        (local.set $c (i32.const 0))
+        (block $k_done (loop $k
+          (br_if $k_done (i32.ge_u (local.get $c) (local.get $cv)))
+          (local.set $y0 (v128.load (i32.add (local.get $q0) (local.get $c))))
+          (local.set $y1 (v128.load (i32.add (local.get $q1) (local.get $c))))
+          (local.set $x (v128.load (i32.add (local.get $p0) (local.get $c))))
+          (local.set $a00 (madd (local.get $x) (local.get $y0) (local.get $a00)))
+          (local.set $a01 (madd (local.get $x) (local.get $y1) (local.get $a01)))
+          (local.set $x (v128.load (i32.add (local.get $p1) (local.get $c))))
+          (local.set $a10 (madd (local.get $x) (local.get $y0) (local.get $a10)))
+          (local.set $a11 (madd (local.get $x) (local.get $y1) (local.get $a11)))
+          (local.set $x (v128.load (i32.add (local.get $p2) (local.get $c))))
+          (local.set $a20 (madd (local.get $x) (local.get $y0) (local.get $a20)))
+          (local.set $a21 (madd (local.get $x) (local.get $y1) (local.get $a21)))
+          (local.set $x (v128.load (i32.add (local.get $p3) (local.get $c))))
+          (local.set $a30 (madd (local.get $x) (local.get $y0) (local.get $a30)))
+          (local.set $a31 (madd (local.get $x) (local.get $y1) (local.get $a31)))
+          (local.set $c (i32.add (local.get $c) (i32.const 16)))
+          (br $k)))
+        (if (local.get $rem) (then
+          (local.set $y0 (call $load_part (i32.add (local.get $q0) (local.get $c)) (local.get $rem)))
+          (local.set $y1 (call $load_part (i32.add (local.get $q1) (local.get $c)) (local.get $rem)))
+          (local.set $x (call $load_part (i32.add (local.get $p0) (local.get $c)) (local.get $rem)))
+          (local.set $a00 (madd (local.get $x) (local.get $y0) (local.get $a00)))
+          (local.set $a01 (madd (local.get $x) (local.get $y1) (local.get $a01)))
+          (local.set $x (call $load_part (i32.add (local.get $p1) (local.get $c)) (local.get $rem)))
+          (local.set $a10 (madd (local.get $x) (local.get $y0) (local.get $a10)))
+          (local.set $a11 (madd (local.get $x) (local.get $y1) (local.get $a11)))
+          (local.set $x (call $load_part (i32.add (local.get $p2) (local.get $c)) (local.get $rem)))
+          (local.set $a20 (madd (local.get $x) (local.get $y0) (local.get $a20)))
+          (local.set $a21 (madd (local.get $x) (local.get $y1) (local.get $a21)))
+          (local.set $x (call $load_part (i32.add (local.get $p3) (local.get $c)) (local.get $rem)))
+          (local.set $a30 (madd (local.get $x) (local.get $y0) (local.get $a30)))
+          (local.set $a31 (madd (local.get $x) (local.get $y1) (local.get $a31)))))
+        ;; bv = [bias[o], bias[o+1], bias[o], bias[o+1]] matches the hsum4 lane order
+        (local.set $bv (v128.load64_splat (i32.add (local.get $bias) (i32.shl (local.get $o) (i32.const 2)))))
+        (local.set $dst (i32.add (local.get $out)
+          (i32.shl (i32.add (i32.mul (local.get $r) (local.get $OC)) (local.get $o)) (i32.const 2))))
+        (local.set $v (f32x4.add (call $hsum4 (local.get $a00) (local.get $a01) (local.get $a10) (local.get $a11))
+                                 (local.get $bv)))
+        (if (local.get $relu) (then (local.set $v
+          (v128.and (local.get $v) (f32x4.gt (local.get $v) (v128.const i32x4 0 0 0 0))))))
+        (v128.store64_lane 0 (local.get $dst) (local.get $v))
+        (v128.store64_lane 1 (i32.add (local.get $dst) (local.get $ldo)) (local.get $v))
+        (local.set $dst (i32.add (local.get $dst) (i32.shl (local.get $ldo) (i32.const 1))))
+        (local.set $v (f32x4.add (call $hsum4 (local.get $a20) (local.get $a21) (local.get $a30) (local.get $a31))
+                                 (local.get $bv)))
+        (if (local.get $relu) (then (local.set $v
+          (v128.and (local.get $v) (f32x4.gt (local.get $v) (v128.const i32x4 0 0 0 0))))))
+        (v128.store64_lane 0 (local.get $dst) (local.get $v))
+        (v128.store64_lane 1 (i32.add (local.get $dst) (local.get $ldo)) (local.get $v))
+        (local.set $o (i32.add (local.get $o) (i32.const 2)))
+        (br $outs)))
+      ;; odd OC: the last output of these 4 rows
+      (if (i32.lt_u (local.get $o) (local.get $OC)) (then
+        (local.set $q0 (i32.add (local.get $w) (i32.mul (local.get $o) (local.get $ld))))
+        (local.set $dst (i32.add (local.get $out)
+          (i32.shl (i32.add (i32.mul (local.get $r) (local.get $OC)) (local.get $o)) (i32.const 2))))
+        (call $fwd_one (local.get $dst) (local.get $p0) (local.get $q0)
+          (i32.add (local.get $bias) (i32.shl (local.get $o) (i32.const 2))) (local.get $C) (local.get $relu))
+        (call $fwd_one (i32.add (local.get $dst) (local.get $ldo)) (local.get $p1) (local.get $q0)
+          (i32.add (local.get $bias) (i32.shl (local.get $o) (i32.const 2))) (local.get $C) (local.get $relu))
+        (call $fwd_one (i32.add (local.get $dst) (i32.mul (local.get $ldo) (i32.const 2))) (local.get $p2) (local.get $q0)
+          (i32.add (local.get $bias) (i32.shl (local.get $o) (i32.const 2))) (local.get $C) (local.get $relu))
+        (call $fwd_one (i32.add (local.get $dst) (i32.mul (local.get $ldo) (i32.const 3))) (local.get $p3) (local.get $q0)
+          (i32.add (local.get $bias) (i32.shl (local.get $o) (i32.const 2))) (local.get $C) (local.get $relu))))
+      (local.set $r (i32.add (local.get $r) (i32.const 4)))
+      (br $rows)))
+    ;; leftover rows (B mod 4): one dot product per output
+    (block $tail_done (loop $tail
+      (br_if $tail_done (i32.ge_u (local.get $r) (local.get $B)))
+      (local.set $o (i32.const 0))
+      (block $o_done (loop $o_next
+        (br_if $o_done (i32.ge_u (local.get $o) (local.get $OC)))
+        (call $fwd_one
+          (i32.add (local.get $out) (i32.shl (i32.add (i32.mul (local.get $r) (local.get $OC)) (local.get $o)) (i32.const 2)))
+          (i32.add (local.get $inp) (i32.mul (local.get $r) (local.get $ld)))
+          (i32.add (local.get $w) (i32.mul (local.get $o) (local.get $ld)))
+          (i32.add (local.get $bias) (i32.shl (local.get $o) (i32.const 2)))
+          (local.get $C) (local.get $relu))
+        (local.set $o (i32.add (local.get $o) (i32.const 1)))
+        (br $o_next)))
+      (local.set $r (i32.add (local.get $r) (i32.const 1)))
+      (br $tail))))
+
+  ;; D = Σ_{k<K} (column m of A at k) ⊗ (row k of Bm): a sum of K rank-1 updates, OVERWRITING D.
+  ;;   D[m,n] = Σ_k A[k·ak + m·am] · Bm[k·ldb + n]      D (M,N) with row stride ldd;  ak, am, ldb, ldd in bytes
+  ;; Both halves of the linear backward are this shape, vectorized along n (C, contiguous in D and Bm):
+  ;;   dweight (OC,C) = doutᵀ · inp:  M = OC, K = B,  A = dout read down a column (ak = 4·OC, am = 4)
+  ;;   dinp    (B,C)  = dout · w:     M = B,  K = OC, A = dout read along a row  (ak = 4, am = 4·OC)
+  ;; Blocking: 4 values of m × 8 of n = 8 accumulators; per k, 2 vector loads of Bm and 4 broadcast loads
+  ;; of A feed 8 multiply-adds (8 acc + 2 + 1 broadcast = 11 live vectors). Loop order: n outer, m inner:
+  ;; the 8-column strip of Bm (K rows × 32 bytes) and A are reused from L1 for every block of m, and every
+  ;; element of D is written exactly once. Leftover m (M mod 4) run one at a time; leftover columns
+  ;; (N mod 8) as one row × (up to) 4 columns with partial loads and stores.
+  (func $rank_update (param $D i32) (param $ldd i32) (param $A i32) (param $ak i32) (param $am i32)
+                     (param $Bm i32) (param $ldb i32) (param $M i32) (param $N i32) (param $K i32)
+    (local $n i32) (local $m i32) (local $k i32) (local $pa i32) (local $pb i32) (local $dst i32) (local $wd i32)
+    (local $am2 i32) (local $am3 i32)
+    (local $a00 v128) (local $a01 v128) (local $a10 v128) (local $a11 v128)
+    (local $a20 v128) (local $a21 v128) (local $a30 v128) (local $a31 v128)
+    (local $s v128) (local $y0 v128) (local $y1 v128)
+    (local.set $am2 (i32.shl (local.get $am) (i32.const 1)))
+    (local.set $am3 (i32.add (local.get $am2) (local.get $am)))
+    (block $nb_done (loop $nb
+      (br_if $nb_done (i32.gt_u (i32.add (local.get $n) (i32.const 8)) (local.get $N)))
+      (local.set $m (i32.const 0))
+      (block $mb_done (loop $mb
+        (br_if $mb_done (i32.gt_u (i32.add (local.get $m) (i32.const 4)) (local.get $M)))
+        (local.set $a00 (v128.const i32x4 0 0 0 0)) (local.set $a01 (v128.const i32x4 0 0 0 0))
+        (local.set $a10 (v128.const i32x4 0 0 0 0)) (local.set $a11 (v128.const i32x4 0 0 0 0))
+        (local.set $a20 (v128.const i32x4 0 0 0 0)) (local.set $a21 (v128.const i32x4 0 0 0 0))
+        (local.set $a30 (v128.const i32x4 0 0 0 0)) (local.set $a31 (v128.const i32x4 0 0 0 0))
+        (local.set $pa (i32.add (local.get $A) (i32.mul (local.get $m) (local.get $am))))
+        (local.set $pb (i32.add (local.get $Bm) (i32.shl (local.get $n) (i32.const 2))))
+        (local.set $k (local.get $K))
+        (block $k_done (loop $kl
+          (br_if $k_done (i32.eqz (local.get $k)))
+          (local.set $y0 (v128.load (local.get $pb)))
+          (local.set $y1 (v128.load offset=16 (local.get $pb)))
+          (local.set $s (v128.load32_splat (local.get $pa)))
+          (local.set $a00 (madd (local.get $s) (local.get $y0) (local.get $a00)))
+          (local.set $a01 (madd (local.get $s) (local.get $y1) (local.get $a01)))
+          (local.set $s (v128.load32_splat (i32.add (local.get $pa) (local.get $am))))
+          (local.set $a10 (madd (local.get $s) (local.get $y0) (local.get $a10)))
+          (local.set $a11 (madd (local.get $s) (local.get $y1) (local.get $a11)))
+          (local.set $s (v128.load32_splat (i32.add (local.get $pa) (local.get $am2))))
+          (local.set $a20 (madd (local.get $s) (local.get $y0) (local.get $a20)))
+          (local.set $a21 (madd (local.get $s) (local.get $y1) (local.get $a21)))
+          (local.set $s (v128.load32_splat (i32.add (local.get $pa) (local.get $am3))))
+          (local.set $a30 (madd (local.get $s) (local.get $y0) (local.get $a30)))
+          (local.set $a31 (madd (local.get $s) (local.get $y1) (local.get $a31)))
+          (local.set $pa (i32.add (local.get $pa) (local.get $ak)))
+          (local.set $pb (i32.add (local.get $pb) (local.get $ldb)))
+          (local.set $k (i32.sub (local.get $k) (i32.const 1)))
+          (br $kl)))
+        (local.set $dst (i32.add (i32.add (local.get $D) (i32.mul (local.get $m) (local.get $ldd)))
+                                 (i32.shl (local.get $n) (i32.const 2))))
+        (v128.store (local.get $dst) (local.get $a00))
+        (v128.store offset=16 (local.get $dst) (local.get $a01))
+        (local.set $dst (i32.add (local.get $dst) (local.get $ldd)))
+        (v128.store (local.get $dst) (local.get $a10))
+        (v128.store offset=16 (local.get $dst) (local.get $a11))
+        (local.set $dst (i32.add (local.get $dst) (local.get $ldd)))
+        (v128.store (local.get $dst) (local.get $a20))
+        (v128.store offset=16 (local.get $dst) (local.get $a21))
+        (local.set $dst (i32.add (local.get $dst) (local.get $ldd)))
+        (v128.store (local.get $dst) (local.get $a30))
+        (v128.store offset=16 (local.get $dst) (local.get $a31))
+        (local.set $m (i32.add (local.get $m) (i32.const 4)))
+        (br $mb)))
+      ;; leftover m: one row of 8 columns at a time
+      (block $m1_done (loop $m1
+        (br_if $m1_done (i32.ge_u (local.get $m) (local.get $M)))
+        (local.set $a00 (v128.const i32x4 0 0 0 0)) (local.set $a01 (v128.const i32x4 0 0 0 0))
+        (local.set $pa (i32.add (local.get $A) (i32.mul (local.get $m) (local.get $am))))
+        (local.set $pb (i32.add (local.get $Bm) (i32.shl (local.get $n) (i32.const 2))))
+        (local.set $k (local.get $K))
+        (block $k1_done (loop $k1
+          (br_if $k1_done (i32.eqz (local.get $k)))
+          (local.set $s (v128.load32_splat (local.get $pa)))
+          (local.set $a00 (madd (local.get $s) (v128.load (local.get $pb)) (local.get $a00)))
+          (local.set $a01 (madd (local.get $s) (v128.load offset=16 (local.get $pb)) (local.get $a01)))
+          (local.set $pa (i32.add (local.get $pa) (local.get $ak)))
+          (local.set $pb (i32.add (local.get $pb) (local.get $ldb)))
+          (local.set $k (i32.sub (local.get $k) (i32.const 1)))
+          (br $k1)))
+        (local.set $dst (i32.add (i32.add (local.get $D) (i32.mul (local.get $m) (local.get $ldd)))
+                                 (i32.shl (local.get $n) (i32.const 2))))
+        (v128.store (local.get $dst) (local.get $a00))
+        (v128.store offset=16 (local.get $dst) (local.get $a01))
+        (local.set $m (i32.add (local.get $m) (i32.const 1)))
+        (br $m1)))
+      (local.set $n (i32.add (local.get $n) (i32.const 8)))
+      (br $nb)))
+    ;; leftover columns (N mod 8): up to 4 at a time, one row at a time
+    (block $nt_done (loop $nt
+      (br_if $nt_done (i32.ge_u (local.get $n) (local.get $N)))
+      (local.set $wd (i32.sub (local.get $N) (local.get $n)))
+      (if (i32.gt_u (local.get $wd) (i32.const 4)) (then (local.set $wd (i32.const 4))))
+      (local.set $m (i32.const 0))
+      (block $mt_done (loop $mt
+        (br_if $mt_done (i32.ge_u (local.get $m) (local.get $M)))
+        (local.set $a00 (v128.const i32x4 0 0 0 0))
+        (local.set $pa (i32.add (local.get $A) (i32.mul (local.get $m) (local.get $am))))
+        (local.set $pb (i32.add (local.get $Bm) (i32.shl (local.get $n) (i32.const 2))))
+        (local.set $k (local.get $K))
+        (block $kt_done (loop $kt
+          (br_if $kt_done (i32.eqz (local.get $k)))
+          (local.set $a00 (madd (v128.load32_splat (local.get $pa))
+                                (call $load_part (local.get $pb) (local.get $wd)) (local.get $a00)))
+          (local.set $pa (i32.add (local.get $pa) (local.get $ak)))
+          (local.set $pb (i32.add (local.get $pb) (local.get $ldb)))
+          (local.set $k (i32.sub (local.get $k) (i32.const 1)))
+          (br $kt)))
+        (call $store_part
+          (i32.add (i32.add (local.get $D) (i32.mul (local.get $m) (local.get $ldd))) (i32.shl (local.get $n) (i32.const 2)))
+          (local.get $a00) (local.get $wd))
+        (local.set $m (i32.add (local.get $m) (i32.const 1)))
+        (br $mt)))
+      (local.set $n (i32.add (local.get $n) (local.get $wd)))
+      (br $nt))))
+
+  ;; linear_bwd: gradients of out = inp · wᵀ + bias
+  ;; dout (B,OC)  inp (B,C)  w (OC,C)  →  dweight (OC,C) = doutᵀ·inp,  dbias (OC) = Σ_rows dout,
+  ;;                                      dinp (B,C) = dout·w (only when want_dinp ≠ 0; dinp untouched otherwise)
+  ;; dbias is vectorized along OC and sums the rows in order r = 0, 1, … in float32.
+  (func (export "linear_bwd") (param $dinp i32) (param $dweight i32) (param $dbias i32) (param $dout i32)
+        (param $inp i32) (param $w i32) (param $B i32) (param $C i32) (param $OC i32) (param $want_dinp i32)
+    (local $o i32) (local $r i32) (local $wd i32) (local $p i32) (local $acc v128)
+    (call $rank_update (local.get $dweight) (i32.shl (local.get $C) (i32.const 2))
+      (local.get $dout) (i32.shl (local.get $OC) (i32.const 2)) (i32.const 4)
+      (local.get $inp) (i32.shl (local.get $C) (i32.const 2)) (local.get $OC) (local.get $C) (local.get $B))
+    (block $o_done (loop $o_next
+      (br_if $o_done (i32.ge_u (local.get $o) (local.get $OC)))
+      (local.set $wd (i32.sub (local.get $OC) (local.get $o)))
+      (if (i32.gt_u (local.get $wd) (i32.const 4)) (then (local.set $wd (i32.const 4))))
+      (local.set $acc (v128.const i32x4 0 0 0 0))
+      (local.set $p (i32.add (local.get $dout) (i32.shl (local.get $o) (i32.const 2))))
+      (local.set $r (i32.const 0))
+      (block $r_done (loop $r_next
+        (br_if $r_done (i32.ge_u (local.get $r) (local.get $B)))
+        (local.set $acc (f32x4.add (local.get $acc)
+          (if (result v128) (i32.eq (local.get $wd) (i32.const 4))
+            (then (v128.load (local.get $p)))
+            (else (call $load_part (local.get $p) (local.get $wd))))))
+        (local.set $p (i32.add (local.get $p) (i32.shl (local.get $OC) (i32.const 2))))
+        (local.set $r (i32.add (local.get $r) (i32.const 1)))
+        (br $r_next)))
+      (call $store_part (i32.add (local.get $dbias) (i32.shl (local.get $o) (i32.const 2))) (local.get $acc) (local.get $wd))
+      (local.set $o (i32.add (local.get $o) (local.get $wd)))
+      (br $o_next)))
+    (if (local.get $want_dinp) (then
+      (call $rank_update (local.get $dinp) (i32.shl (local.get $C) (i32.const 2))
+        (local.get $dout) (i32.const 4) (i32.shl (local.get $OC) (i32.const 2))
+        (local.get $w) (i32.shl (local.get $C) (i32.const 2)) (local.get $B) (local.get $C) (local.get $OC)))))
+
+  ;; relu_bwd: dinp = dout where out > 0, else 0 (NaN in out → 0, as the reference)
+  ;; dout (n)  out (n)  →  dinp (n); dinp may alias dout (each element is read before it is written)
+  (func (export "relu_bwd") (param $dinp i32) (param $dout i32) (param $out i32) (param $n i32)
+    (local $i i32) (local $end i32) (local $wd i32)
+    (local.set $end (i32.shl (i32.and (local.get $n) (i32.const -4)) (i32.const 2)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+      (v128.store (i32.add (local.get $dinp) (local.get $i))
+        (v128.and (v128.load (i32.add (local.get $dout) (local.get $i)))
+                  (f32x4.gt (v128.load (i32.add (local.get $out) (local.get $i))) (v128.const i32x4 0 0 0 0))))
+      (local.set $i (i32.add (local.get $i) (i32.const 16)))
+      (br $next)))
+    (local.set $wd (i32.and (local.get $n) (i32.const 3)))
+    (if (local.get $wd) (then
+      (call $store_part (i32.add (local.get $dinp) (local.get $i))
+        (v128.and (call $load_part (i32.add (local.get $dout) (local.get $i)) (local.get $wd))
+                  (f32x4.gt (call $load_part (i32.add (local.get $out) (local.get $i)) (local.get $wd))
+                            (v128.const i32x4 0 0 0 0)))
+        (local.get $wd)))))
+
+  ;; reduce_slots: grad[i] = slots[i] + slots[stride + i] + … + slots[(S−1)·stride + i], added left to right
+  ;; in float32 (S ≥ 1). slots: S gradient slots of `stride` bytes each  →  grad (n).
+  ;; The fixed slot order is what makes the summed gradient independent of the thread count. Blocks of
+  ;; 16 floats (4 independent vector sums) hide the add latency; each slot is one sequential stream.
+  (func (export "reduce_slots") (param $grad i32) (param $slots i32) (param $stride i32) (param $S i32) (param $n i32)
+    (local $i i32) (local $end i32) (local $p i32) (local $s i32) (local $wd i32)
+    (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128)
+    (local.set $end (i32.shl (i32.and (local.get $n) (i32.const -16)) (i32.const 2)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+      (local.set $p (i32.add (local.get $slots) (local.get $i)))
+      (local.set $v0 (v128.load (local.get $p)))
+      (local.set $v1 (v128.load offset=16 (local.get $p)))
+      (local.set $v2 (v128.load offset=32 (local.get $p)))
+      (local.set $v3 (v128.load offset=48 (local.get $p)))
+      (local.set $s (i32.const 1))
+      (block $s_done (loop $s_next
+        (br_if $s_done (i32.ge_u (local.get $s) (local.get $S)))
+        (local.set $p (i32.add (local.get $p) (local.get $stride)))
+        (local.set $v0 (f32x4.add (local.get $v0) (v128.load (local.get $p))))
+        (local.set $v1 (f32x4.add (local.get $v1) (v128.load offset=16 (local.get $p))))
+        (local.set $v2 (f32x4.add (local.get $v2) (v128.load offset=32 (local.get $p))))
+        (local.set $v3 (f32x4.add (local.get $v3) (v128.load offset=48 (local.get $p))))
+        (local.set $s (i32.add (local.get $s) (i32.const 1)))
+        (br $s_next)))
+      (local.set $p (i32.add (local.get $grad) (local.get $i)))
+      (v128.store (local.get $p) (local.get $v0))
+      (v128.store offset=16 (local.get $p) (local.get $v1))
+      (v128.store offset=32 (local.get $p) (local.get $v2))
+      (v128.store offset=48 (local.get $p) (local.get $v3))
+      (local.set $i (i32.add (local.get $i) (i32.const 64)))
+      (br $next)))
+    ;; the last n mod 16 floats, up to 4 at a time
+    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
+    (block $tdone (loop $tnext
+      (br_if $tdone (i32.ge_u (local.get $i) (local.get $end)))
+      (local.set $wd (i32.shr_u (i32.sub (local.get $end) (local.get $i)) (i32.const 2)))
+      (if (i32.gt_u (local.get $wd) (i32.const 4)) (then (local.set $wd (i32.const 4))))
+      (local.set $p (i32.add (local.get $slots) (local.get $i)))
+      (local.set $v0 (call $load_part (local.get $p) (local.get $wd)))
+      (local.set $s (i32.const 1))
+      (block $ts_done (loop $ts_next
+        (br_if $ts_done (i32.ge_u (local.get $s) (local.get $S)))
+        (local.set $p (i32.add (local.get $p) (local.get $stride)))
+        (local.set $v0 (f32x4.add (local.get $v0) (call $load_part (local.get $p) (local.get $wd))))
+        (local.set $s (i32.add (local.get $s) (i32.const 1)))
+        (br $ts_next)))
+      (call $store_part (i32.add (local.get $grad) (local.get $i)) (local.get $v0) (local.get $wd))
+      (local.set $i (i32.add (local.get $i) (i32.shl (local.get $wd) (i32.const 2))))
+      (br $tnext))))
+
+  ;; The optimizers compute each element in float64 (two per f64x2) with exactly the operations, in exactly
+  ;; the order, of src/optim.ts, rounding to float32 where it does, so they match it bit for bit. They handle
+  ;; n2 PAIRS of floats; the caller does an odd last element with optim.ts itself.
+
+  ;; sgd_plain: p = p − lr·(g + wd·p)            param (2·n2) updated in place, grad (2·n2)
+  (func (export "sgd_plain") (param $param i32) (param $grad i32) (param $n2 i32) (param $lr f64) (param $wd f64)
+    (local $i i32) (local $end i32) (local $p v128) (local $lrv v128) (local $wdv v128)
+    (local.set $lrv (f64x2.splat (local.get $lr)))
+    (local.set $wdv (f64x2.splat (local.get $wd)))
+    (local.set $end (i32.shl (local.get $n2) (i32.const 3)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+      (local.set $p (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $param) (local.get $i)))))
+      (local.set $p (f64x2.sub (local.get $p) (f64x2.mul (local.get $lrv)
+        (f64x2.add (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $grad) (local.get $i))))
+                   (f64x2.mul (local.get $wdv) (local.get $p))))))
+      (v128.store64_lane 0 (i32.add (local.get $param) (local.get $i)) (f32x4.demote_f64x2_zero (local.get $p)))
+      (local.set $i (i32.add (local.get $i) (i32.const 8)))
+      (br $next))))
+
+  ;; sgd_momentum: g = grad + wd·p;  b = f32(first ? g : mu·b + damp·g);  p = p − lr·(nesterov ? g + mu·b : b)
+  ;; param, buf (2·n2) updated in place, grad (2·n2); damp = 1 − dampening
+  (func (export "sgd_momentum") (param $param i32) (param $grad i32) (param $buf i32) (param $n2 i32)
+        (param $lr f64) (param $wd f64) (param $mu f64) (param $damp f64) (param $first i32) (param $nesterov i32)
+    (local $i i32) (local $end i32) (local $p v128) (local $g v128) (local $b v128)
+    (local $lrv v128) (local $wdv v128) (local $muv v128) (local $dampv v128)
+    (local.set $lrv (f64x2.splat (local.get $lr)))
+    (local.set $wdv (f64x2.splat (local.get $wd)))
+    (local.set $muv (f64x2.splat (local.get $mu)))
+    (local.set $dampv (f64x2.splat (local.get $damp)))
+    (local.set $end (i32.shl (local.get $n2) (i32.const 3)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+      (local.set $p (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $param) (local.get $i)))))
+      (local.set $g (f64x2.add (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $grad) (local.get $i))))
+                               (f64x2.mul (local.get $wdv) (local.get $p))))
+      (local.set $b (f32x4.demote_f64x2_zero
+        (if (result v128) (local.get $first)
+          (then (local.get $g))
+          (else (f64x2.add
+            (f64x2.mul (local.get $muv) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $buf) (local.get $i)))))
+            (f64x2.mul (local.get $dampv) (local.get $g)))))))
+      (v128.store64_lane 0 (i32.add (local.get $buf) (local.get $i)) (local.get $b))
+      (local.set $b (f64x2.promote_low_f32x4 (local.get $b)))
+      (local.set $p (f64x2.sub (local.get $p) (f64x2.mul (local.get $lrv)
+        (if (result v128) (local.get $nesterov)
+          (then (f64x2.add (local.get $g) (f64x2.mul (local.get $muv) (local.get $b))))
+          (else (local.get $b))))))
+      (v128.store64_lane 0 (i32.add (local.get $param) (local.get $i)) (f32x4.demote_f64x2_zero (local.get $p)))
+      (local.set $i (i32.add (local.get $i) (i32.const 8)))
+      (br $next))))
+
+  ;; adam: g = grad + l2·p;  m = f32(b1·m + c1·g);  v = f32(b2·v + c2·g·g);
+  ;;       p = p·keep − step·m / (sqrt(v) / bc2 + eps)
+  ;; with c1 = 1 − b1, c2 = 1 − b2, step = lr / (1 − b1^t), bc2 = sqrt(1 − b2^t); Adam: l2 = wd, keep = 1;
+  ;; AdamW: l2 = 0, keep = 1 − lr·wd.  param, m, v (2·n2) updated in place, grad (2·n2)
+  (func (export "adam") (param $param i32) (param $grad i32) (param $m i32) (param $v i32) (param $n2 i32)
+        (param $b1 f64) (param $c1 f64) (param $b2 f64) (param $c2 f64) (param $l2 f64) (param $keep f64)
+        (param $step f64) (param $bc2 f64) (param $eps f64)
+    (local $i i32) (local $end i32) (local $p v128) (local $g v128) (local $mi v128) (local $vi v128)
+    (local $b1v v128) (local $c1v v128) (local $b2v v128) (local $c2v v128) (local $l2v v128) (local $keepv v128)
+    (local $stepv v128) (local $bc2v v128) (local $epsv v128)
+    (local.set $b1v (f64x2.splat (local.get $b1)))
+    (local.set $c1v (f64x2.splat (local.get $c1)))
+    (local.set $b2v (f64x2.splat (local.get $b2)))
+    (local.set $c2v (f64x2.splat (local.get $c2)))
+    (local.set $l2v (f64x2.splat (local.get $l2)))
+    (local.set $keepv (f64x2.splat (local.get $keep)))
+    (local.set $stepv (f64x2.splat (local.get $step)))
+    (local.set $bc2v (f64x2.splat (local.get $bc2)))
+    (local.set $epsv (f64x2.splat (local.get $eps)))
+    (local.set $end (i32.shl (local.get $n2) (i32.const 3)))
+    (block $done (loop $next
+      (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
+      (local.set $p (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $param) (local.get $i)))))
+      (local.set $g (f64x2.add (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $grad) (local.get $i))))
+                               (f64x2.mul (local.get $l2v) (local.get $p))))
+      (local.set $mi (f32x4.demote_f64x2_zero (f64x2.add
+        (f64x2.mul (local.get $b1v) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $m) (local.get $i)))))
+        (f64x2.mul (local.get $c1v) (local.get $g)))))
+      (local.set $vi (f32x4.demote_f64x2_zero (f64x2.add
+        (f64x2.mul (local.get $b2v) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $v) (local.get $i)))))
+        (f64x2.mul (f64x2.mul (local.get $c2v) (local.get $g)) (local.get $g)))))
+      (v128.store64_lane 0 (i32.add (local.get $m) (local.get $i)) (local.get $mi))
+      (v128.store64_lane 0 (i32.add (local.get $v) (local.get $i)) (local.get $vi))
+      (local.set $p (f64x2.sub (f64x2.mul (local.get $p) (local.get $keepv))
+        (f64x2.div (f64x2.mul (local.get $stepv) (f64x2.promote_low_f32x4 (local.get $mi)))
+                   (f64x2.add (f64x2.div (f64x2.sqrt (f64x2.promote_low_f32x4 (local.get $vi))) (local.get $bc2v))
+                              (local.get $epsv)))))
+      (v128.store64_lane 0 (i32.add (local.get $param) (local.get $i)) (f32x4.demote_f64x2_zero (local.get $p)))
+      (local.set $i (i32.add (local.get $i) (i32.const 8)))
+      (br $next))))
+)

@@ -1,0 +1,208 @@
+// Loader for the WebAssembly kernel families and the KernelSet wrappers around them.
+//
+//   relaxed  dist/kernels/relaxed.wasm: SIMD with f32x4.relaxed_madd (fused on CPUs with FMA)
+//   simd     dist/kernels/simd.wasm:    the same kernels with a separate multiply and add
+//   js       the reference kernels (src/kernels/reference.ts), optim.ts and reduce.ts
+//
+// The wasm kernels work in place in the shared arena: every view handed to them must be a Float32Array
+// over `memory.buffer` (the arena), and they receive its byteOffset. Each thread instantiates the module
+// against the same memory. The linear kernels differ between families in the last bits (summation order,
+// fused vs separate multiply-add); ReLU backward, reduceSlots and the optimizers are bit-identical in all
+// three. Cross-entropy and countCorrect are tiny (B×10) and run the JS reference on the same views.
+//
+// Relaxed SIMD: Node ≥ 22 has it on; Node 20 needs the V8 flag --experimental-wasm-relaxed-simd. V8 flags
+// are per process, so enableRelaxedSimd() (v8.setFlagsFromString) in any thread enables it for the main
+// thread and every worker, including workers started earlier. Node refuses the flag in NODE_OPTIONS and in
+// Worker execArgv, but accepts it on the node command line.
+import { existsSync } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import v8 from 'node:v8';
+import { UserError } from '../errors.js';
+import { packageRoot } from '../paths.js';
+import { adamStep, optimizerStateCount, optimizerStep as jsOptimizerStep, sgdStep, type OptimizerConfig } from '../optim.js';
+import { referenceKernels, type F, type KernelSet } from './index.js';
+import * as ref from './reference.js';
+import { reduceSlots as jsReduceSlots } from './reduce.js';
+
+export type KernelFamily = 'relaxed' | 'simd' | 'js';
+
+/** A kernel family plus the optimizer-side kernels that run over a worker's [start, end) slice. */
+export interface Kernels extends KernelSet {
+  readonly family: KernelFamily;
+  // grad[i] = Σ_{s=0..S−1} slots[s·stride + i] for i in [start, end), added in slot order s = 0, 1, …
+  reduceSlots(grad: Float32Array, slots: Float32Array, stride: number, S: number, start: number, end: number): void;
+  // the update of src/optim.ts (same signature, bit-identical results)
+  optimizerStep(cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, grad: Float32Array,
+                state: Float32Array[], start: number, end: number): void;
+}
+
+// (func (param v128) (result v128) (f32x4.add (local.get 0) (local.get 0)))
+const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 6, 1, 96, 1, 123, 1, 123, 3, 2, 1, 0, 10, 11, 1, 9,
+  0, 32, 0, 32, 0, 253, 228, 1, 11]);
+// (func (param v128 v128 v128) (result v128) (f32x4.relaxed_madd (local.get 0) (local.get 1) (local.get 2)))
+const RELAXED_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 8, 1, 96, 3, 123, 123, 123, 1, 123, 3, 2, 1, 0,
+  10, 13, 1, 11, 0, 32, 0, 32, 1, 32, 2, 253, 133, 2, 11]);
+const RELAXED_FLAG = '--experimental-wasm-relaxed-simd';
+
+export function simdSupported(): boolean {
+  return WebAssembly.validate(SIMD_PROBE);
+}
+
+export function relaxedSimdSupported(): boolean {
+  return WebAssembly.validate(RELAXED_PROBE);
+}
+
+/** Turns relaxed SIMD on for this process if V8 has it behind a flag (Node 20); returns whether it is on.
+ *  Call it before compiling any wasm; every thread of the process sees the change. */
+export function enableRelaxedSimd(): boolean {
+  if (!relaxedSimdSupported()) v8.setFlagsFromString(RELAXED_FLAG);
+  return relaxedSimdSupported();
+}
+
+/** Where the build writes the module of a wasm family. */
+export function wasmPath(family: 'relaxed' | 'simd'): string {
+  return join(packageRoot(), 'dist', 'kernels', `${family}.wasm`);
+}
+
+/** 'auto' → relaxed if V8 can run it (turning the flag on if needed), else simd, else js; only js without memory. */
+export function resolveFamily(family: 'auto' | KernelFamily, memory: WebAssembly.Memory | null): KernelFamily {
+  if (family === 'auto') {
+    if (memory === null) return 'js';
+    if (enableRelaxedSimd()) return 'relaxed';
+    return simdSupported() ? 'simd' : 'js';
+  }
+  if (family === 'js') return 'js';
+  if (memory === null) throw new Error(`kernel family '${family}' needs the shared WebAssembly.Memory arena, got null`);
+  if (family === 'relaxed' && !enableRelaxedSimd()) {
+    throw new UserError(`--kernels relaxed: this Node (${process.version}) has no relaxed SIMD; it needs Node ≥ 22 or ` +
+      `the V8 flag ${RELAXED_FLAG}; use --kernels simd or auto`);
+  }
+  if (!simdSupported()) {
+    throw new UserError(`--kernels ${family}: this Node (${process.version}) has no WebAssembly SIMD; use --kernels js`);
+  }
+  return family;
+}
+
+// One compile per family per thread; each instantiation binds it to a memory.
+const compiled = new Map<'relaxed' | 'simd', Promise<WebAssembly.Module>>();
+
+async function compileFamily(family: 'relaxed' | 'simd'): Promise<WebAssembly.Module> {
+  const path = wasmPath(family);
+  let bytes: Uint8Array<ArrayBuffer>;
+  try {
+    bytes = new Uint8Array(await readFile(path));
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    throw new UserError(`${path}: kernel module missing (found no file); run npm run build`);
+  }
+  return WebAssembly.compile(bytes);
+}
+
+/** The kernels of `family` ('auto': the fastest this Node runs) bound to the shared arena `memory`. */
+export async function loadKernels(family: 'auto' | KernelFamily, memory: WebAssembly.Memory | null): Promise<Kernels> {
+  const chosen = resolveFamily(family, memory);
+  if (chosen === 'js' || memory === null) return jsKernels;
+  let mod = compiled.get(chosen);
+  if (!mod) {
+    mod = compileFamily(chosen);
+    compiled.set(chosen, mod);
+    mod.catch(() => compiled.delete(chosen));
+  }
+  const instance = await WebAssembly.instantiate(await mod, { env: { memory } });
+  return wasmKernels(chosen, instance.exports as unknown as Exports, memory);
+}
+
+export const jsKernels: Kernels = {
+  ...referenceKernels,
+  name: 'js',
+  family: 'js',
+  reduceSlots: jsReduceSlots,
+  optimizerStep: jsOptimizerStep,
+};
+
+interface Exports {
+  linear_fwd(out: number, inp: number, w: number, bias: number, B: number, C: number, OC: number, relu: number): void;
+  linear_bwd(dinp: number, dweight: number, dbias: number, dout: number, inp: number, w: number,
+             B: number, C: number, OC: number, wantDinp: number): void;
+  relu_bwd(dinp: number, dout: number, out: number, n: number): void;
+  reduce_slots(grad: number, slots: number, strideBytes: number, S: number, n: number): void;
+  sgd_plain(param: number, grad: number, n2: number, lr: number, wd: number): void;
+  sgd_momentum(param: number, grad: number, buf: number, n2: number, lr: number, wd: number, mu: number,
+               damp: number, first: number, nesterov: number): void;
+  adam(param: number, grad: number, m: number, v: number, n2: number, b1: number, c1: number, b2: number,
+       c2: number, l2: number, keep: number, step: number, bc2: number, eps: number): void;
+}
+
+function wasmKernels(family: 'relaxed' | 'simd', x: Exports, memory: WebAssembly.Memory): Kernels {
+  const arena = memory.buffer;
+  // Byte offset of a view that must lie in the arena and hold at least n floats. A view anywhere else
+  // would make the kernel read and write unrelated arena bytes, so this is a bug in the caller, not a user error.
+  const at = (v: F, n: number, what: string): number => {
+    if (!(v instanceof Float32Array) || v.buffer !== arena) {
+      throw new Error(`${family} kernels: ${what} must be a Float32Array over the shared arena`);
+    }
+    if (v.length < n) throw new Error(`${family} kernels: ${what} has ${v.length} floats, needs ${n}`);
+    return v.byteOffset;
+  };
+  const forward = (relu: number) => (out: F, inp: F, weight: F, bias: F, B: number, C: number, OC: number) => {
+    x.linear_fwd(at(out, B * OC, 'out'), at(inp, B * C, 'inp'), at(weight, OC * C, 'weight'), at(bias, OC, 'bias'),
+                 B, C, OC, relu);
+  };
+  return {
+    name: family,
+    family,
+    linearForward: forward(0),
+    linearReluForward: forward(1),
+    linearBackward(dinp, dweight, dbias, dout, inp, weight, B, C, OC) {
+      x.linear_bwd(dinp === null ? 0 : at(dinp, B * C, 'dinp'), at(dweight, OC * C, 'dweight'), at(dbias, OC, 'dbias'),
+                   at(dout, B * OC, 'dout'), at(inp, B * C, 'inp'), at(weight, OC * C, 'weight'), B, C, OC,
+                   dinp === null ? 0 : 1);
+    },
+    reluBackward(dinp, dout, out, n) {
+      x.relu_bwd(at(dinp, n, 'dinp'), at(dout, n, 'dout'), at(out, n, 'out'), n);
+    },
+    crossEntropyForward: ref.crossEntropyForward,
+    crossEntropyBackward: ref.crossEntropyBackward,
+    countCorrect: ref.countCorrect,
+    reduceSlots(grad, slots, stride, S, start, end) {
+      if (end <= start) return;
+      if (S === 0) {
+        grad.fill(0, start, end);
+        return;
+      }
+      x.reduce_slots(at(grad, end, 'grad') + 4 * start, at(slots, (S - 1) * stride + end, 'slots') + 4 * start,
+                     4 * stride, S, end - start);
+    },
+    optimizerStep(cfg, lr, t, param, grad, state, start, end) {
+      const need = optimizerStateCount(cfg);
+      if (state.length < need) throw new Error(`optimizer '${cfg.optimizer}' needs ${need} state arrays, got ${state.length}`);
+      if (end <= start) return;
+      // wasm does whole pairs; an odd last element goes through optim.ts, which computes the same thing
+      const n2 = (end - start) >> 1;
+      const tail = start + 2 * n2;
+      const p = at(param, end, 'param') + 4 * start;
+      const g = at(grad, end, 'grad') + 4 * start;
+      if (cfg.optimizer === 'sgd') {
+        const buf = need ? state[0] : null;
+        if (buf === null) x.sgd_plain(p, g, n2, lr, cfg.weightDecay);
+        else {
+          x.sgd_momentum(p, g, at(buf, end, 'momentum') + 4 * start, n2, lr, cfg.weightDecay, cfg.momentum,
+                         1 - cfg.dampening, t === 1 ? 1 : 0, cfg.nesterov ? 1 : 0);
+        }
+        if (tail < end) sgdStep(cfg, lr, t, param, buf, grad, tail, end);
+      } else {
+        // the constants exactly as optim.ts's adamStep computes them
+        const decoupled = cfg.optimizer === 'adamw';
+        const l2 = decoupled ? 0 : cfg.weightDecay;
+        const keep = decoupled ? 1 - lr * cfg.weightDecay : 1;
+        const step = lr / (1 - Math.pow(cfg.beta1, t));
+        const bc2 = Math.sqrt(1 - Math.pow(cfg.beta2, t));
+        x.adam(p, g, at(state[0], end, 'm') + 4 * start, at(state[1], end, 'v') + 4 * start, n2,
+               cfg.beta1, 1 - cfg.beta1, cfg.beta2, 1 - cfg.beta2, l2, keep, step, bc2, cfg.eps);
+        if (tail < end) adamStep(cfg, decoupled, lr, t, param, state[0], state[1], grad, tail, end);
+      }
+    },
+  };
+}

@@ -1,0 +1,323 @@
+// The WebAssembly kernel families against the reference, inside a shared WebAssembly.Memory like the arena.
+import { packageRoot } from '../src/paths.js';
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { Worker } from 'node:worker_threads';
+import { beforeAll, describe, expect, it } from 'vitest';
+import * as ref from '../src/kernels/reference.js';
+import { reduceSlots as refReduceSlots } from '../src/kernels/reduce.js';
+import {
+  enableRelaxedSimd, jsKernels, loadKernels, wasmPath, type Kernels,
+} from '../src/kernels/wasm.js';
+import { optimizerStep, type OptimizerConfig } from '../src/optim.js';
+import { Rng } from '../src/rng.js';
+import { expectClose } from './check.js';
+
+const PAGES = 512; // 32 MiB
+const memory = new WebAssembly.Memory({ initial: PAGES, maximum: PAGES, shared: true });
+const U = 2 ** -24; // float32 unit roundoff
+
+// Hands out Float32Array views of the shared memory at offsets that are 4-byte but deliberately not 16-byte
+// aligned, each surrounded by a guard band of NaN that must survive every kernel call (an out-of-bounds
+// write, e.g. a partial vector store that is too wide, breaks it). Every view starts filled with NaN, so a
+// kernel that forgets to overwrite an output fails.
+class Arena {
+  private off = 64;
+  private guards: [number, number][] = [];
+  constructor(private rng: Rng) {}
+  reset(): void {
+    this.off = 64 + 4 * this.rng.int(4);
+    this.guards = [];
+    new Float32Array(memory.buffer).fill(NaN);
+  }
+  take(n: number): Float32Array {
+    const GUARD = 32;
+    const start = this.off + 4 * GUARD + 4 * this.rng.int(4);
+    this.guards.push([this.off, start], [start + 4 * n, start + 4 * n + 4 * GUARD]);
+    this.off = start + 4 * n + 4 * GUARD;
+    if (this.off > memory.buffer.byteLength) throw new Error('test arena too small');
+    return new Float32Array(memory.buffer, start, n);
+  }
+  random(n: number, lo = -1, hi = 1): Float32Array {
+    const v = this.take(n);
+    for (let i = 0; i < n; i++) v[i] = this.rng.uniform(lo, hi);
+    return v;
+  }
+  checkGuards(what: string): void {
+    const all = new Float32Array(memory.buffer);
+    for (const [a, b] of this.guards) {
+      for (let i = a / 4; i < b / 4; i++) {
+        if (!Number.isNaN(all[i])) throw new Error(`${what}: wrote ${all[i]} outside its outputs at byte ${4 * i}`);
+      }
+    }
+  }
+}
+
+const f64 = (v: Float32Array) => Float64Array.from(v);
+
+// Tolerance for a float32 sum of K products of values in [−1, 1], compared with the float64 reference.
+// The wasm kernels sum in a different order (4 lanes, then a horizontal fold) and round every partial sum
+// (once or twice per multiply-add), so the error grows like a random walk: relative ~ u·√K, and since such a
+// sum is ~√K in size, absolute ~ u·K. Factor 16 for the tail of the distribution over thousands of outputs.
+// Dropping a single term (see the last test) overshoots this by orders of magnitude.
+const tol = (K: number) => ({ rtol: 16 * U * Math.sqrt(K), atol: 16 * U * K });
+
+const SHAPES: [number, number][] = [ // (C, OC)
+  [1, 1], [5, 10], [10, 5], [17, 3], [3, 17], [33, 7], [128, 10], [784, 128], [128, 256], [256, 512], [512, 128],
+  [12, 784], [9, 9],
+];
+const ROWS = [1, 3, 8, 13, 16, 32, 64];
+
+const families: ['simd' | 'relaxed', boolean][] = [['simd', true], ['relaxed', enableRelaxedSimd()]];
+
+beforeAll(() => {
+  // Build from the current .wat so the tests never run a stale module.
+  execFileSync(process.execPath, [`${packageRoot()}/scripts/build-wasm.mjs`], { stdio: 'pipe' });
+});
+
+for (const [family, supported] of families) {
+  const title = supported ? `${family} kernels` : `${family} kernels (SKIPPED: this Node ${process.version} has no relaxed SIMD)`;
+  describe.skipIf(!supported)(title, () => {
+    let k: Kernels;
+    const rng = new Rng(family === 'simd' ? 11 : 12);
+    const arena = new Arena(rng);
+    beforeAll(async () => {
+      k = await loadKernels(family, memory);
+      expect(k.family).toBe(family);
+    });
+
+    it('linearForward and linearReluForward match the reference on every shape', () => {
+      for (const B of ROWS) {
+        for (const [C, OC] of SHAPES) {
+          for (const relu of [false, true]) {
+            arena.reset();
+            const inp = arena.random(B * C);
+            const w = arena.random(OC * C);
+            const bias = arena.random(OC);
+            const out = arena.take(B * OC);
+            const expected = new Float64Array(B * OC);
+            ref.linearForward(expected, f64(inp), f64(w), f64(bias), B, C, OC);
+            if (relu) ref.reluForward(expected, expected, B * OC);
+            (relu ? k.linearReluForward : k.linearForward)(out, inp, w, bias, B, C, OC);
+            const what = `${relu ? 'linearReluForward' : 'linearForward'} B=${B} C=${C} OC=${OC}`;
+            const { atol, rtol } = tol(C + 1);
+            expectClose(out, expected, atol, rtol, what);
+            arena.checkGuards(what);
+          }
+        }
+      }
+    });
+
+    it('linearBackward matches the reference on every shape, with and without dinp', () => {
+      for (const B of ROWS) {
+        for (const [C, OC] of SHAPES) {
+          for (const withDinp of [true, false]) {
+            arena.reset();
+            const dout = arena.random(B * OC);
+            const inp = arena.random(B * C);
+            const w = arena.random(OC * C);
+            const dinp = arena.take(B * C);
+            const dweight = arena.take(OC * C);
+            const dbias = arena.take(OC);
+            const e = { dinp: new Float64Array(B * C), dweight: new Float64Array(OC * C), dbias: new Float64Array(OC) };
+            ref.linearBackward(e.dinp, e.dweight, e.dbias, f64(dout), f64(inp), f64(w), B, C, OC);
+            k.linearBackward(withDinp ? dinp : null, dweight, dbias, dout, inp, w, B, C, OC);
+            const what = `linearBackward B=${B} C=${C} OC=${OC}${withDinp ? '' : ' dinp=null'}`;
+            expectClose(dweight, e.dweight, tol(B).atol, tol(B).rtol, `${what} dweight`);
+            expectClose(dbias, e.dbias, tol(B).atol, tol(B).rtol, `${what} dbias`);
+            if (withDinp) expectClose(dinp, e.dinp, tol(OC).atol, tol(OC).rtol, `${what} dinp`);
+            else expect(dinp.every(Number.isNaN), `${what}: dinp must stay untouched`).toBe(true);
+            arena.checkGuards(what);
+          }
+        }
+      }
+    });
+
+    it('linearBackward with dinp = null writes nothing but dweight and dbias anywhere in the memory', () => {
+      arena.reset();
+      const [B, C, OC] = [13, 33, 7];
+      const dout = arena.random(B * OC);
+      const inp = arena.random(B * C);
+      const w = arena.random(OC * C);
+      const dweight = arena.take(OC * C);
+      const dbias = arena.take(OC);
+      const before = new Uint8Array(memory.buffer).slice();
+      k.linearBackward(null, dweight, dbias, dout, inp, w, B, C, OC);
+      const after = new Uint8Array(memory.buffer);
+      const inside = (i: number, v: Float32Array) => i >= v.byteOffset && i < v.byteOffset + v.byteLength;
+      for (let i = 0; i < after.length; i++) {
+        if (after[i] !== before[i] && !inside(i, dweight) && !inside(i, dbias)) throw new Error(`byte ${i} changed`);
+      }
+    });
+
+    it('reads nothing past a view that ends at the very end of the memory', () => {
+      // A partial vector load that is too wide would trap here (out of bounds).
+      const [B, C, OC] = [3, 7, 5];
+      const end = memory.buffer.byteLength;
+      const inp = new Float32Array(memory.buffer, end - 4 * B * C, B * C);
+      const dout = new Float32Array(memory.buffer, end - 4 * (B * C + B * OC), B * OC);
+      arena.reset();
+      for (let i = 0; i < B * C; i++) inp[i] = rng.uniform(-1, 1);
+      for (let i = 0; i < B * OC; i++) dout[i] = rng.uniform(-1, 1);
+      const w = arena.random(OC * C);
+      const bias = arena.random(OC);
+      const out = arena.take(B * OC);
+      const expected = new Float64Array(B * OC);
+      ref.linearForward(expected, f64(inp), f64(w), f64(bias), B, C, OC);
+      k.linearForward(out, inp, w, bias, B, C, OC);
+      expectClose(out, expected, tol(C + 1).atol, tol(C + 1).rtol, 'forward at the end');
+      const dweight = arena.take(OC * C);
+      const dbias = arena.take(OC);
+      const e = new Float64Array(OC * C);
+      ref.linearBackward(null, e, new Float64Array(OC), f64(dout), f64(inp), f64(w), B, C, OC);
+      k.linearBackward(null, dweight, dbias, dout, inp, w, B, C, OC);
+      expectClose(dweight, e, tol(B).atol, tol(B).rtol, 'backward at the end');
+      const relu = new Float32Array(memory.buffer, end - 4 * 5, 5);
+      k.reluBackward(relu, relu, relu, 5);
+    });
+
+    it('reluBackward matches the reference exactly, aliased or not, for every tail length', () => {
+      for (const n of [1, 2, 3, 4, 5, 7, 8, 13, 16, 1000, 1003]) {
+        arena.reset();
+        const dout = arena.random(n);
+        const out = arena.random(n);
+        out[0] = 0; // the gradient at exactly 0 is 0
+        if (n > 1) out[1] = -0;
+        const dinp = arena.take(n);
+        const expected = new Float32Array(n);
+        ref.reluBackward(expected, dout, out, n);
+        k.reluBackward(dinp, dout, out, n);
+        expectClose(dinp, expected, 0, 0, `reluBackward n=${n}`);
+        k.reluBackward(dout, dout, out, n); // in place, as mlp.ts calls it
+        expectClose(dout, expected, 0, 0, `reluBackward in place n=${n}`);
+        arena.checkGuards(`reluBackward n=${n}`);
+      }
+    });
+
+    it('reduceSlots equals the float32 left-to-right sum bit for bit on sub-ranges and tails', () => {
+      for (const S of [1, 2, 3, 8]) {
+        for (const [start, end] of [[0, 1], [0, 16], [3, 20], [5, 37], [0, 1001], [17, 1000]]) {
+          arena.reset();
+          const stride = 1003 + rng.int(5);
+          const slots = arena.random(S * stride, -1e3, 1e3);
+          const grad = arena.take(1003);
+          const expected = Float32Array.from(grad);
+          refReduceSlots(expected, slots, stride, S, start, end);
+          k.reduceSlots(grad, slots, stride, S, start, end);
+          const what = `reduceSlots S=${S} [${start},${end})`;
+          expectClose(grad.subarray(start, end), expected.subarray(start, end), 0, 0, what);
+          expect(grad.every((v, i) => (i >= start && i < end) || Number.isNaN(v)), `${what} outside the range`).toBe(true);
+          arena.checkGuards(what);
+        }
+      }
+    });
+
+    it('reduceSlots adds in slot order 0, 1, 2, … (the order decides the bits)', () => {
+      arena.reset();
+      const stride = 7;
+      const slots = arena.take(3 * stride);
+      const grad = arena.take(stride);
+      // 2^24 + 1 rounds back to 2^24 in float32, so (2^24 + 1) − 2^24 = 0 while 2^24 + (1 − 2^24) = 1.
+      for (let i = 0; i < stride; i++) {
+        slots[i] = 2 ** 24;
+        slots[stride + i] = 1;
+        slots[2 * stride + i] = -(2 ** 24);
+      }
+      k.reduceSlots(grad, slots, stride, 3, 0, stride);
+      expect(Array.from(grad)).toEqual(new Array(stride).fill(0));
+      const js = new Float32Array(stride);
+      refReduceSlots(js, slots, stride, 3, 0, stride);
+      expect(Array.from(js)).toEqual(new Array(stride).fill(0));
+    });
+
+    const base: OptimizerConfig = {
+      optimizer: 'sgd', momentum: 0, dampening: 0, nesterov: false, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8,
+    };
+    const configs: [string, OptimizerConfig][] = [
+      ['sgd', base],
+      ['sgd + wd', { ...base, weightDecay: 0.01 }],
+      ['sgd momentum', { ...base, momentum: 0.9, dampening: 0.1, weightDecay: 1e-4 }],
+      ['sgd nesterov', { ...base, momentum: 0.9, nesterov: true, weightDecay: 5e-4 }],
+      ['adam', { ...base, optimizer: 'adam', weightDecay: 0.01 }],
+      ['adamw', { ...base, optimizer: 'adamw', weightDecay: 0.05, beta2: 0.99 }],
+    ];
+    for (const [name, cfg] of configs) {
+      it(`optimizerStep ${name} matches src/optim.ts bit for bit over three steps`, () => {
+        for (const [start, end] of [[0, 1], [0, 2], [1, 2], [3, 1000], [0, 1001], [2, 997]]) {
+          arena.reset();
+          const N = 1001;
+          const param = arena.random(N);
+          const grad = arena.random(N, -0.1, 0.1);
+          const state = [arena.random(N, -0.01, 0.01), arena.random(N, 0, 1e-4)];
+          const jsParam = Float32Array.from(param);
+          const jsState = state.map((s) => Float32Array.from(s));
+          for (let t = 1; t <= 3; t++) {
+            k.optimizerStep(cfg, 0.01 * t, t, param, grad, state, start, end);
+            optimizerStep(cfg, 0.01 * t, t, jsParam, grad, jsState, start, end);
+            const what = `${name} [${start},${end}) t=${t}`;
+            expectClose(param, jsParam, 0, 0, `${what} param`);
+            for (let s = 0; s < state.length; s++) expectClose(state[s], jsState[s], 0, 0, `${what} state[${s}]`);
+          }
+          arena.checkGuards(name);
+        }
+      });
+    }
+
+    it('rejects views that are not float32 views of the shared memory', () => {
+      const outside = new Float32Array(4);
+      const inside = new Float32Array(memory.buffer, 0, 4);
+      expect(() => k.linearForward(outside, inside, inside, inside, 1, 1, 1)).toThrow(/out must be a Float32Array/);
+      expect(() => k.linearForward(inside, new Float64Array(4), inside, inside, 1, 1, 1)).toThrow(/inp/);
+      expect(() => k.linearForward(inside, inside, inside, inside, 2, 3, 1)).toThrow(/inp has 4 floats, needs 6/);
+    });
+
+    it('the tolerance catches a single missing term', () => {
+      arena.reset();
+      const [B, C, OC] = [16, 784, 128];
+      const inp = arena.random(B * C);
+      const w = arena.random(OC * C);
+      const bias = arena.random(OC);
+      const out = arena.take(B * OC);
+      k.linearForward(out, inp, w, bias, B, C, OC);
+      const missing = new Float64Array(B * OC);
+      const wrong = f64(w);
+      for (let o = 0; o < OC; o++) wrong[o * C + C - 1] = 0; // drop the product of the last column
+      ref.linearForward(missing, f64(inp), wrong, f64(bias), B, C, OC);
+      expect(() => expectClose(out, missing, tol(C + 1).atol, tol(C + 1).rtol, 'missing term')).toThrow();
+    });
+  });
+}
+
+describe('loading', () => {
+  it('auto picks relaxed where supported, and js without a memory', async () => {
+    expect((await loadKernels('auto', memory)).family).toBe(enableRelaxedSimd() ? 'relaxed' : 'simd');
+    expect((await loadKernels('auto', null)).family).toBe('js');
+    expect(await loadKernels('js', memory)).toBe(jsKernels);
+    await expect(loadKernels('simd', null)).rejects.toThrow(/needs the shared WebAssembly.Memory/);
+  });
+
+  it('a worker thread instantiates the same module on the same memory and sees what the main thread wrote', async () => {
+    const n = 10;
+    const all = new Float32Array(memory.buffer);
+    const at = 1000; // float index
+    for (let i = 0; i < n; i++) {
+      all[at + i] = i - 4.5; // dout
+      all[at + 100 + i] = i % 3 - 1; // out
+      all[at + 200 + i] = NaN; // dinp
+    }
+    const family = enableRelaxedSimd() ? 'relaxed' : 'simd';
+    const src = `
+      const { parentPort, workerData: d } = require('node:worker_threads');
+      WebAssembly.instantiate(d.bytes, { env: { memory: d.memory } }).then(({ instance }) => {
+        instance.exports.relu_bwd(4 * (d.at + 200), 4 * d.at, 4 * (d.at + 100), d.n);
+        parentPort.postMessage('done');
+      }, (e) => parentPort.postMessage(String(e)));`;
+    const worker = new Worker(src, { eval: true, workerData: { memory, bytes: readFileSync(wasmPath(family)), at, n } });
+    const reply = await new Promise((resolve) => worker.once('message', resolve));
+    await worker.terminate();
+    expect(reply).toBe('done');
+    const expected = new Float32Array(n);
+    ref.reluBackward(expected, all.subarray(at, at + n), all.subarray(at + 100, at + 100 + n), n);
+    expectClose(all.subarray(at + 200, at + 200 + n), expected, 0, 0, 'relu_bwd from a worker');
+  });
+});
