@@ -1,0 +1,178 @@
+// Plain and JSON-lines reporters for logs, pipes and CI: one line every `logEvery` batches, one per epoch,
+// never an escape code. Also the number formats and the run description the dashboard shares.
+import type { Config } from '../config.js';
+import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
+import type { Reporter, ReporterOptions } from './reporter.js';
+
+export const fmtLoss = (x: number): string => x.toFixed(4);
+export const fmtPct = (x: number, digits = 1): string => `${(x * 100).toFixed(digits)}%`;
+export const fmtLr = (x: number): string => x.toExponential(1);
+export const fmtInt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : String(x));
+
+/** 75 → 1:15, 3725 → 1:02:05; anything not finite or negative → –:– */
+export function fmtDuration(sec: number): string {
+  if (!Number.isFinite(sec) || sec < 0) return '–:–';
+  const t = Math.round(sec);
+  const h = Math.floor(t / 3600);
+  const m = Math.floor((t % 3600) / 60);
+  const ss = String(t % 60).padStart(2, '0');
+  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
+}
+
+/** Seconds left, from the mean time per step so far; NaN before the first step. */
+export function etaSec(s: Snapshot): number {
+  return s.step > 0 ? (s.elapsedSec / s.step) * Math.max(0, s.totalSteps - s.step) : NaN;
+}
+
+/** 0.0001 → 1e-4, 0.5 → 0.5 */
+const fmtSmall = (x: number): string => (x !== 0 && Math.abs(x) < 0.01 ? x.toExponential() : String(x));
+
+export function describeOptimizer(c: Config): string {
+  if (c.optimizer === 'sgd') {
+    return c.momentum > 0 ? `sgd momentum ${c.momentum}${c.nesterov ? ' nesterov' : ''}` : 'sgd';
+  }
+  return c.weightDecay > 0 ? `${c.optimizer} wd ${fmtSmall(c.weightDecay)}` : c.optimizer;
+}
+
+export function describeSchedule(c: Config): string {
+  switch (c.schedule) {
+    case 'none': return 'constant';
+    case 'step': return `step ×${c.gamma} every ${c.stepSize} epochs`;
+    case 'cosine': return `cosine to ${fmtSmall(c.minLr)}`;
+    case 'onecycle': return `onecycle warmup ${Math.round(c.warmup * 100)}%`;
+  }
+}
+
+/** The run in a few phrases, for the plain start line and the dashboard header. */
+export function describeRun(s: Snapshot): { model: string; setup: string } {
+  const c = s.config;
+  return {
+    model: `${c.dataset} · ${s.layers.join('→')} · ${fmtInt(s.paramCount)} params · seed ${c.seed} · out ${c.out}`,
+    setup: `${c.threads} threads · ${s.kernelFamily} kernels · batch ${c.batchSize} in ${c.shards} shards · ` +
+      `${describeOptimizer(c)} · lr ${fmtLr(c.lr)} ${describeSchedule(c)}`,
+  };
+}
+
+export function epochLine(e: EpochRecord, epochs: number): string {
+  return `epoch ${e.epoch}/${epochs}  train loss ${fmtLoss(e.trainLoss)} acc ${fmtPct(e.trainAccuracy, 2)}  ` +
+    `val loss ${fmtLoss(e.valLoss)} acc ${fmtPct(e.valAccuracy, 2)}  lr ${fmtLr(e.lr)}  ${e.seconds.toFixed(1)}s`;
+}
+
+/**
+ * First Ctrl-C (or `q` on the dashboard) asks the loop to stop after the current step; a second Ctrl-C quits
+ * at once with 130, so a stuck run can always be left. `beforeExit` restores whatever needs restoring.
+ */
+export class Interrupts {
+  private asked = false;
+  constructor(private readonly onInterrupt: ReporterOptions['onInterrupt'], private readonly beforeExit = (): void => {}) {}
+
+  get stopping(): boolean {
+    return this.asked;
+  }
+
+  /** Returns true when this press is the one that asked the loop to stop. */
+  press(how: 'q' | 'SIGINT'): boolean {
+    if (!this.asked) {
+      this.asked = true;
+      this.onInterrupt(how);
+      return true;
+    }
+    if (how === 'SIGINT') {
+      this.beforeExit();
+      process.exit(130);
+    }
+    return false;
+  }
+}
+
+/** Mean loss and accuracy of the batches of the current epoch after step `afterStep`. */
+function windowMean(batches: readonly BatchRecord[], epoch: number, afterStep: number): { loss: number; accuracy: number } {
+  let loss = 0;
+  let acc = 0;
+  let n = 0;
+  for (let i = batches.length - 1; i >= 0 && batches[i].step > afterStep && batches[i].epoch === epoch; i--) {
+    loss += batches[i].loss;
+    acc += batches[i].accuracy;
+    n++;
+  }
+  return n > 0 ? { loss: loss / n, accuracy: acc / n } : { loss: NaN, accuracy: NaN };
+}
+
+/**
+ * Plain text or JSON lines. A batch line every `logEvery` batches of an epoch carries the mean loss and
+ * accuracy of the batches since the previous line (less noisy than the last batch alone).
+ */
+export class LineReporter implements Reporter {
+  private readonly out: NodeJS.WritableStream;
+  private readonly json: boolean;
+  private readonly interrupts: Interrupts;
+  private lastLogged = 0; // global step of the last batch line
+  private listening = false;
+  private closedPipe = false;
+
+  constructor(private readonly o: ReporterOptions & { mode: 'plain' | 'json' }) {
+    this.out = o.out ?? process.stdout;
+    // a reader that went away (`| head`) must not kill the training run: stop writing, keep training
+    this.out.on?.('error', (err: NodeJS.ErrnoException) => {
+      if (err.code !== 'EPIPE') throw err;
+      this.closedPipe = true;
+    });
+    this.json = o.mode === 'json';
+    this.interrupts = new Interrupts(o.onInterrupt);
+  }
+
+  private readonly onSigint = (): void => {
+    if (this.interrupts.press('SIGINT')) {
+      process.stderr.write('stopping after this step… (Ctrl-C again to quit now)\n');
+    }
+  };
+
+  private line(text: string, obj: Record<string, unknown>): void {
+    if (!this.closedPipe) this.out.write((this.json ? JSON.stringify(obj) : text) + '\n');
+  }
+
+  start(s: Snapshot): void {
+    if (!this.listening) {
+      process.on('SIGINT', this.onSigint);
+      this.listening = true;
+    }
+    this.lastLogged = s.step;
+    const d = describeRun(s);
+    this.line(`${d.model}\n${d.setup}`, {
+      type: 'start', dataset: s.config.dataset, layers: s.layers, paramCount: s.paramCount, kernelFamily: s.kernelFamily,
+      threads: s.config.threads, shards: s.config.shards, batchSize: s.config.batchSize, optimizer: s.config.optimizer,
+      lr: s.config.lr, schedule: s.config.schedule, seed: s.config.seed, epochs: s.config.epochs,
+      batchesPerEpoch: s.batchesPerEpoch, totalSteps: s.totalSteps,
+    });
+  }
+
+  step(s: Snapshot): void {
+    if (s.batch === 0 || s.batch % this.o.logEvery !== 0 || s.step <= this.lastLogged) return;
+    const m = windowMean(s.batches, s.epoch, this.lastLogged);
+    this.lastLogged = s.step;
+    const lr = s.batches.length > 0 ? s.batches[s.batches.length - 1].lr : NaN;
+    this.line(
+      `epoch ${s.epoch}/${s.config.epochs}  batch ${s.batch}/${s.batchesPerEpoch}  loss ${fmtLoss(m.loss)}  ` +
+        `acc ${fmtPct(m.accuracy)}  lr ${fmtLr(lr)}  ${fmtInt(s.samplesPerSec)} samples/s`,
+      { type: 'batch', epoch: s.epoch, batch: s.batch, step: s.step, loss: m.loss, accuracy: m.accuracy, lr,
+        samplesPerSec: s.samplesPerSec, elapsedSec: s.elapsedSec },
+    );
+  }
+
+  epoch(s: Snapshot, e: EpochRecord): void {
+    this.lastLogged = s.step;
+    this.line(epochLine(e, s.config.epochs), { type: 'epoch', ...e });
+  }
+
+  finish(s: Snapshot, summary: string[]): void {
+    this.close();
+    if (!this.json && summary.length === 0) return;
+    this.line(summary.join('\n'), { type: 'summary', step: s.step, epochs: s.epochs.length, elapsedSec: s.elapsedSec,
+      lines: summary });
+  }
+
+  close(): void {
+    if (this.listening) process.removeListener('SIGINT', this.onSigint);
+    this.listening = false;
+  }
+}
