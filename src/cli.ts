@@ -1,0 +1,176 @@
+#!/usr/bin/env node
+// The command line: flags → validated Config → run. No logic beyond wiring.
+import { readFileSync } from 'node:fs';
+import { Command, CommanderError, Option } from 'commander';
+import { DEFAULTS, flagName, parseValue, validate, type Config } from './config.js';
+import { TaskError } from './coordinator.js';
+import { UsageError, UserError } from './errors.js';
+
+// Flags of `train`, in the order --help lists them. Each maps 1:1 to a Config field.
+const TRAIN_FLAGS: [keyof Config, string, string][] = [
+  ['dataset', '<name>', 'dataset: mnist or fashion-mnist'],
+  ['dataDir', '<dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)'],
+  ['threads', '<n>', 'worker threads in the pool (default: this machine\'s cores)'],
+  ['shards', '<n>', 'micro-shards per batch, each with its own gradient slot; independent of --threads'],
+  ['kernels', '<family>', 'compute kernels: auto, relaxed (WebAssembly relaxed SIMD), simd, js (reference)'],
+  ['epochs', '<n>', 'training epochs'],
+  ['batchSize', '<n>', 'samples per optimizer step'],
+  ['limitTrain', '<n>', 'use only the first N training images (0 = all)'],
+  ['limitTest', '<n>', 'validate on only the first N test images (0 = all)'],
+  ['hidden', '<widths>', 'hidden layer widths, comma-separated'],
+  ['seed', '<n>', 'seed for initialization and shuffling'],
+  ['optimizer', '<name>', 'sgd, adam or adamw'],
+  ['lr', '<x>', 'learning rate (the peak rate for onecycle)'],
+  ['momentum', '<x>', 'SGD momentum'],
+  ['weightDecay', '<x>', 'weight decay (L2 for sgd/adam, decoupled for adamw)'],
+  ['beta1', '<x>', 'Adam β1'],
+  ['beta2', '<x>', 'Adam β2'],
+  ['eps', '<x>', 'Adam ε'],
+  ['schedule', '<name>', 'learning-rate schedule: none, step, cosine, onecycle'],
+  ['warmup', '<fraction>', 'share of all steps spent warming up (onecycle, cosine)'],
+  ['stepSize', '<epochs>', 'epochs between decays (step schedule)'],
+  ['gamma', '<x>', 'decay factor (step schedule)'],
+  ['minLr', '<x>', 'final learning rate (cosine schedule)'],
+  ['labelSmoothing', '<x>', 'label smoothing of the cross-entropy'],
+  ['out', '<dir>', 'output directory for the model, metrics and config'],
+  ['logEvery', '<n>', 'print a progress line every N batches (plain output)'],
+];
+
+function showDefault(key: keyof Config): string {
+  if (key === 'dataDir') return '';
+  const v = DEFAULTS[key];
+  return Array.isArray(v) ? v.join(',') : String(v);
+}
+
+function addTrainOptions(cmd: Command): Command {
+  for (const [key, arg, help] of TRAIN_FLAGS) {
+    const opt = new Option(`${flagName(key)} ${arg}`, help);
+    const d = showDefault(key);
+    if (d !== '') opt.defaultValueDescription = d;
+    cmd.addOption(opt);
+  }
+  cmd.option('--nesterov', 'Nesterov momentum (sgd)');
+  cmd.option('--no-download', 'never download: fail if dataset files are missing');
+  cmd.option('--config <file>', 'JSON file of configuration values (flags override it)');
+  return cmd;
+}
+
+/** Merges defaults, the --config file and the flags actually given; validates the result. */
+export function resolveConfig(cmd: Command): Config {
+  const opts = cmd.opts();
+  const raw: Record<string, unknown> = {};
+  if (opts.config !== undefined) Object.assign(raw, readConfigFile(String(opts.config)));
+  for (const [key] of TRAIN_FLAGS) {
+    if (opts[key] !== undefined) raw[key] = parseValue(key, String(opts[key]));
+  }
+  if (cmd.getOptionValueSource('nesterov') === 'cli') raw.nesterov = true;
+  if (cmd.getOptionValueSource('download') === 'cli') raw.download = false;
+  return validate(raw);
+}
+
+function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new UsageError(`--config ${path}: cannot read the file (${(e as NodeJS.ErrnoException).code}); give the path of a JSON file`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`--config ${path}: not valid JSON (${(e as Error).message}); expected an object like {"epochs": 3}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new UsageError(`--config ${path}: expected a JSON object of configuration fields, got ${Array.isArray(value) ? 'an array' : typeof value}`);
+  }
+  return value as Record<string, unknown>;
+}
+
+async function runTrain(cmd: Command): Promise<number> {
+  const cfg = resolveConfig(cmd);
+  const { runTraining } = await import('./run.js');
+  return runTraining(cfg);
+}
+
+async function runDownload(opts: { dataset: string; dataDir?: string }): Promise<number> {
+  const cfg = validate({ dataset: parseValue('dataset', opts.dataset), dataDir: opts.dataDir });
+  const { downloadDataset } = await import('./data/download.js');
+  await downloadDataset(cfg.dataset, cfg.dataDir, {
+    log: (line) => process.stderr.write(line + '\n'),
+    progress: progressPrinter(),
+  });
+  process.stdout.write(`${cfg.dataset}: all files present and verified in ${cfg.dataDir}\n`);
+  return 0;
+}
+
+function progressPrinter(): (file: string, received: number, total: number | null) => void {
+  let last = 0;
+  return (file, received, total) => {
+    const now = Date.now();
+    const done = total !== null && received >= total;
+    if (!done && now - last < 250) return;
+    last = now;
+    const mb = (n: number) => (n / 1e6).toFixed(1);
+    const pct = total ? ` ${Math.floor((100 * received) / total)}%` : '';
+    const text = `  ${file}: ${mb(received)}${total ? '/' + mb(total) : ''} MB${pct}`;
+    if (process.stderr.isTTY) process.stderr.write(`\r${text}\x1b[K${done ? '\n' : ''}`);
+    else if (done) process.stderr.write(text + '\n');
+  };
+}
+
+export function buildProgram(): Command {
+  const program = new Command('mnist-par')
+    .description('Data-parallel MLP training on MNIST-style datasets with worker threads sharing memory')
+    .showHelpAfterError('(run mnist-par --help for the flags)')
+    .exitOverride();
+  addTrainOptions(program).action(async (_o, cmd: Command) => {
+    process.exitCode = await runTrain(cmd);
+  });
+  addTrainOptions(program.command('train').description('train the network (the default command)'))
+    .action(async (_o, cmd: Command) => {
+      process.exitCode = await runTrain(cmd);
+    });
+  program.command('download')
+    .description('download the dataset files from the public mirrors and verify their sha256')
+    .option('--dataset <name>', 'mnist or fashion-mnist', 'mnist')
+    .option('--data-dir <dir>', 'where to put the files (default: datasets/<dataset>)')
+    .action(async (opts) => {
+      process.exitCode = await runDownload(opts);
+    });
+  for (const c of program.commands) c.exitOverride();
+  return program;
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv);
+    return typeof process.exitCode === 'number' ? process.exitCode : 0;
+  } catch (e) {
+    return reportError(e);
+  }
+}
+
+function reportError(e: unknown): number {
+  if (e instanceof CommanderError) {
+    // commander already printed its message; --help and --version are not errors
+    return e.exitCode === 0 || e.code === 'commander.helpDisplayed' || e.code === 'commander.version' ? 0 : 2;
+  }
+  if (e instanceof UserError) {
+    process.stderr.write(`mnist-par: ${e.message}\n`);
+    return e.exitCode;
+  }
+  if (e instanceof TaskError) {
+    process.stderr.write(`mnist-par: training stopped: ${e.message}\n`);
+    return 1;
+  }
+  const err = e as Error;
+  process.stderr.write(`mnist-par: internal error: ${err?.message ?? String(e)} (set MNIST_PAR_DEBUG=1 for the stack)\n`);
+  if (process.env.MNIST_PAR_DEBUG) process.stderr.write(`${err?.stack}\n`);
+  return 1;
+}
+
+main(process.argv).then((code) => {
+  process.exitCode = code;
+});

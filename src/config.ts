@@ -1,0 +1,192 @@
+// The resolved training configuration: its type, its defaults, and validate(), whose every message names
+// the flag and the accepted values. Sources, lowest precedence first: DEFAULTS, a --config JSON file, flags.
+import { availableParallelism } from 'node:os';
+import { UsageError } from './errors.js';
+import { DEFAULT_HIDDEN } from './model.js';
+
+export const DATASET_NAMES = ['mnist', 'fashion-mnist'] as const;
+export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
+export const SCHEDULES = ['none', 'step', 'cosine', 'onecycle'] as const;
+export const KERNEL_CHOICES = ['auto', 'relaxed', 'simd', 'js'] as const;
+
+export interface Config {
+  dataset: (typeof DATASET_NAMES)[number];
+  /** folder holding the four IDX .gz files; default datasets/<dataset> */
+  dataDir: string;
+  /** download missing dataset files from the mirrors before training */
+  download: boolean;
+  threads: number;
+  shards: number;
+  kernels: (typeof KERNEL_CHOICES)[number];
+  epochs: number;
+  batchSize: number;
+  /** 0 = the whole training set */
+  limitTrain: number;
+  /** 0 = the whole test set */
+  limitTest: number;
+  hidden: number[];
+  seed: number;
+  optimizer: (typeof OPTIMIZERS)[number];
+  lr: number;
+  momentum: number;
+  nesterov: boolean;
+  weightDecay: number;
+  beta1: number;
+  beta2: number;
+  eps: number;
+  schedule: (typeof SCHEDULES)[number];
+  warmup: number;
+  stepSize: number;
+  gamma: number;
+  minLr: number;
+  labelSmoothing: number;
+  out: string;
+  logEvery: number;
+}
+
+export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } = {
+  dataset: 'mnist',
+  dataDir: '', // resolved to datasets/<dataset>
+  download: true,
+  threads: availableParallelism(),
+  shards: 8,
+  kernels: 'auto',
+  epochs: 6,
+  batchSize: 128,
+  limitTrain: 0,
+  limitTest: 0,
+  hidden: [...DEFAULT_HIDDEN],
+  seed: 42,
+  optimizer: 'adamw',
+  lr: 3e-3,
+  momentum: 0.9,
+  nesterov: false,
+  weightDecay: 1e-4,
+  beta1: 0.9,
+  beta2: 0.999,
+  eps: 1e-8,
+  schedule: 'onecycle',
+  warmup: 0.25,
+  stepSize: 2,
+  gamma: 0.5,
+  minLr: 0,
+  labelSmoothing: 0.05,
+  out: 'models',
+  logEvery: 100,
+};
+
+/** Flag spelling of a config key, for messages: batchSize → --batch-size. */
+export function flagName(key: string): string {
+  return '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
+}
+
+const INT_LIMITS: Partial<Record<keyof Config, [number, number]>> = {
+  threads: [1, 256],
+  shards: [1, 256],
+  epochs: [1, 100000],
+  batchSize: [1, 65536],
+  limitTrain: [0, 1e9],
+  limitTest: [0, 1e9],
+  seed: [0, 0xffffffff],
+  stepSize: [1, 100000],
+  logEvery: [1, 1e9],
+};
+
+const REAL_LIMITS: Partial<Record<keyof Config, [number, number, string]>> = {
+  lr: [Number.MIN_VALUE, 10, 'a number > 0 and ≤ 10'],
+  momentum: [0, 1, 'a number in [0, 1]'],
+  weightDecay: [0, 1, 'a number in [0, 1]'],
+  beta1: [0, 0.999999, 'a number in [0, 1)'],
+  beta2: [0, 0.999999999, 'a number in [0, 1)'],
+  eps: [Number.MIN_VALUE, 1, 'a number > 0 and ≤ 1'],
+  warmup: [0, 0.99, 'a fraction in [0, 0.99]'],
+  gamma: [Number.MIN_VALUE, 1, 'a number > 0 and ≤ 1'],
+  minLr: [0, 10, 'a number ≥ 0'],
+  labelSmoothing: [0, 0.99, 'a fraction in [0, 0.99]'],
+};
+
+const CHOICES: Partial<Record<keyof Config, readonly string[]>> = {
+  dataset: DATASET_NAMES,
+  optimizer: OPTIMIZERS,
+  schedule: SCHEDULES,
+  kernels: KERNEL_CHOICES,
+};
+
+/** Parses one textual value (from the command line) for `key`; throws UsageError naming the flag. */
+export function parseValue(key: keyof Config, text: string): unknown {
+  const flag = flagName(key);
+  if (key === 'hidden') return parseHidden(text);
+  if (key === 'download' || key === 'nesterov') {
+    if (text === 'true') return true;
+    if (text === 'false') return false;
+    throw new UsageError(`${flag}: expected true or false, got '${text}'`);
+  }
+  if (key in INT_LIMITS || key in REAL_LIMITS) {
+    const t = text.trim();
+    const n = t === '' ? NaN : Number(t);
+    if (!Number.isFinite(n)) throw new UsageError(`${flag}: expected a number, got '${text}'`);
+    return n;
+  }
+  return text;
+}
+
+function parseHidden(text: string): number[] {
+  const parts = text.split(',').map((s) => s.trim());
+  const widths = parts.map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
+  if (parts.length === 0 || widths.some((w) => !Number.isInteger(w) || w < 1 || w > 8192)) {
+    throw new UsageError(`--hidden: expected comma-separated layer widths, each an integer in 1..8192 (e.g. 128,256,512,128), got '${text}'`);
+  }
+  return widths;
+}
+
+/** Checks every field of a merged configuration; returns it typed. Unknown keys are refused. */
+export function validate(raw: Record<string, unknown>): Config {
+  const cfg: Record<string, unknown> = { ...DEFAULTS };
+  for (const [key, value] of Object.entries(raw)) {
+    if (value === undefined) continue;
+    if (!(key in DEFAULTS)) throw new UsageError(`unknown configuration field '${key}' (known: ${Object.keys(DEFAULTS).join(', ')})`);
+    cfg[key] = value;
+  }
+  for (const key of Object.keys(DEFAULTS) as (keyof Config)[]) {
+    const v = cfg[key];
+    const flag = flagName(key);
+    const ints = INT_LIMITS[key];
+    const reals = REAL_LIMITS[key];
+    const choices = CHOICES[key];
+    if (ints) {
+      if (typeof v !== 'number' || !Number.isInteger(v) || v < ints[0] || v > ints[1]) {
+        throw new UsageError(`${flag}: expected an integer in ${ints[0]}..${ints[1]}, got ${show(v)}`);
+      }
+    } else if (reals) {
+      if (typeof v !== 'number' || !Number.isFinite(v) || v < reals[0] || v > reals[1]) {
+        throw new UsageError(`${flag}: expected ${reals[2]}, got ${show(v)}`);
+      }
+    } else if (choices) {
+      if (typeof v !== 'string' || !choices.includes(v)) {
+        throw new UsageError(`${flag}: expected one of ${choices.join(', ')}, got ${show(v)}`);
+      }
+    } else if (key === 'hidden') {
+      if (!Array.isArray(v) || v.length === 0 || v.some((w) => !Number.isInteger(w) || w < 1 || w > 8192)) {
+        throw new UsageError(`--hidden: expected a list of layer widths, each an integer in 1..8192, got ${show(v)}`);
+      }
+    } else if (key === 'download' || key === 'nesterov') {
+      if (typeof v !== 'boolean') throw new UsageError(`${flag}: expected true or false, got ${show(v)}`);
+    } else if (key === 'dataDir' || key === 'out') {
+      if (typeof v !== 'string') throw new UsageError(`${flag}: expected a path, got ${show(v)}`);
+    }
+  }
+  const c = cfg as unknown as Config;
+  if (c.dataDir === '') c.dataDir = `datasets/${c.dataset}`;
+  if (c.out === '') throw new UsageError('--out: expected a directory path, got an empty string');
+  if (c.nesterov && (c.optimizer !== 'sgd' || c.momentum === 0)) {
+    throw new UsageError('--nesterov: needs --optimizer sgd with --momentum > 0');
+  }
+  if (c.schedule === 'cosine' && c.minLr > c.lr) {
+    throw new UsageError(`--min-lr: expected a value ≤ --lr (${c.lr}), got ${c.minLr}`);
+  }
+  return c;
+}
+
+function show(v: unknown): string {
+  return typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? String(v);
+}

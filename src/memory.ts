@@ -1,0 +1,177 @@
+// The shared arena: one shared WebAssembly.Memory (its buffer is a SharedArrayBuffer) holding everything the
+// workers touch, at offsets computed once here and handed to every worker at start-up. WebAssembly kernels
+// work in it directly; TypeScript kernels see it through typed-array views.
+//
+//   control   Int32  [CONTROL_INTS]        thread-index counter, barrier words (see CTRL_*)
+//   busy      Float64[threads]             milliseconds each worker thread spent in tasks
+//   shardStat Float64[2·shards]            per micro-shard (loss sum, correct count) of the last step
+//   evalStat  Float64[2·shards]            per evaluation shard (loss sum, correct count)
+//   params    Float32[P]                   the model, flat (model.ts layout)
+//   grad      Float32[P]                   the reduced (summed) gradient of the last step
+//   slots     Float32[shards × slotStride] gradient of each micro-shard, same layout as params
+//   state     Float32[k × P]               optimizer moments (k = 0, 1 or 2)
+//   acts      Float32[shards × actStride]  activation scratch of each shard (mlp.ts activationViews)
+//   labels    Int32  [shards × rows]       gathered labels of each shard
+//   perm      Uint32 [trainCount]          the epoch's permutation of training indices
+//   trainX    Uint8  [trainCount × 784]    training images, as stored in the IDX file
+//   trainY    Uint8  [trainCount]
+//   testX     Uint8  [testCount × 784]
+//   testY     Uint8  [testCount]
+//
+// Every region starts on a 64-byte boundary (a cache line; also keeps SIMD loads aligned).
+import { activationElements, activationViews, layerViews, type Activations, type LayerViews } from './mlp.js';
+import { paramLayout, type Layout } from './model.js';
+
+export const CONTROL_INTS = 16;
+/** control[CTRL_NEXT_THREAD]: each worker claims its thread index with Atomics.add on this word */
+export const CTRL_NEXT_THREAD = 0;
+
+export interface ArenaSpec {
+  layers: number[];
+  threads: number;
+  shards: number;
+  /** most rows one shard (or one evaluation chunk) processes at once */
+  rows: number;
+  optimizerStates: number;
+  trainCount: number;
+  testCount: number;
+  pixels: number;
+}
+
+export interface ArenaLayout {
+  spec: ArenaSpec;
+  bytes: number;
+  control: number;
+  busy: number;
+  shardStat: number;
+  evalStat: number;
+  params: number;
+  grad: number;
+  slots: number;
+  /** floats between consecutive gradient slots (P rounded up to 16 floats) */
+  slotStride: number;
+  state: number;
+  acts: number;
+  /** floats between consecutive shards' activation scratch */
+  actStride: number;
+  labels: number;
+  perm: number;
+  trainX: number;
+  trainY: number;
+  testX: number;
+  testY: number;
+}
+
+const ALIGN = 64;
+const PAGE = 65536;
+
+export function arenaLayout(spec: ArenaSpec): ArenaLayout {
+  const P = paramLayout(spec.layers).size;
+  let off = 0;
+  const take = (bytes: number): number => {
+    const at = off;
+    off = Math.ceil((off + bytes) / ALIGN) * ALIGN;
+    return at;
+  };
+  const slotStride = Math.ceil(P / 16) * 16;
+  const actStride = Math.ceil(activationElements(paramLayout(spec.layers), spec.rows) / 16) * 16;
+  const control = take(CONTROL_INTS * 4);
+  const busy = take(spec.threads * 8);
+  const shardStat = take(spec.shards * 16);
+  const evalStat = take(spec.shards * 16);
+  const params = take(P * 4);
+  const grad = take(P * 4);
+  const slots = take(spec.shards * slotStride * 4);
+  const state = take(spec.optimizerStates * P * 4);
+  const acts = take(spec.shards * actStride * 4);
+  const labels = take(spec.shards * spec.rows * 4);
+  const perm = take(spec.trainCount * 4);
+  const trainX = take(spec.trainCount * spec.pixels);
+  const trainY = take(spec.trainCount);
+  const testX = take(spec.testCount * spec.pixels);
+  const testY = take(spec.testCount);
+  return {
+    spec, bytes: off, control, busy, shardStat, evalStat, params, grad, slots, slotStride, state, acts,
+    actStride, labels, perm, trainX, trainY, testX, testY,
+  };
+}
+
+/** Allocates the shared memory for a layout (fixed size: initial = maximum). */
+export function createArenaMemory(layout: ArenaLayout): WebAssembly.Memory {
+  const pages = Math.ceil(layout.bytes / PAGE);
+  if (pages > 65536) throw new RangeError(`arena of ${layout.bytes} bytes exceeds 4 GiB`);
+  return new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+}
+
+/** Typed views of every region; built once per thread (coordinator and each worker). */
+export interface ArenaViews {
+  layout: ArenaLayout;
+  model: Layout;
+  control: Int32Array;
+  busy: Float64Array;
+  shardStat: Float64Array;
+  evalStat: Float64Array;
+  params: Float32Array;
+  grad: Float32Array;
+  /** all slots as one view (slot s starts at s·slotStride) */
+  slotsAll: Float32Array;
+  slot: Float32Array[];
+  state: Float32Array[];
+  perm: Uint32Array;
+  trainX: Uint8Array;
+  trainY: Uint8Array;
+  testX: Uint8Array;
+  testY: Uint8Array;
+}
+
+export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): ArenaViews {
+  const buf = memory.buffer;
+  const s = layout.spec;
+  const model = paramLayout(s.layers);
+  const P = model.size;
+  const f32 = (at: number, n: number) => new Float32Array(buf, at, n);
+  return {
+    layout,
+    model,
+    control: new Int32Array(buf, layout.control, CONTROL_INTS),
+    busy: new Float64Array(buf, layout.busy, s.threads),
+    shardStat: new Float64Array(buf, layout.shardStat, 2 * s.shards),
+    evalStat: new Float64Array(buf, layout.evalStat, 2 * s.shards),
+    params: f32(layout.params, P),
+    grad: f32(layout.grad, P),
+    slotsAll: f32(layout.slots, s.shards * layout.slotStride),
+    slot: Array.from({ length: s.shards }, (_, i) => f32(layout.slots + i * layout.slotStride * 4, P)),
+    state: Array.from({ length: s.optimizerStates }, (_, i) => f32(layout.state + i * P * 4, P)),
+    perm: new Uint32Array(buf, layout.perm, s.trainCount),
+    trainX: new Uint8Array(buf, layout.trainX, s.trainCount * s.pixels),
+    trainY: new Uint8Array(buf, layout.trainY, s.trainCount),
+    testX: new Uint8Array(buf, layout.testX, s.testCount * s.pixels),
+    testY: new Uint8Array(buf, layout.testY, s.testCount),
+  };
+}
+
+/** Per-shard working views: activation scratch, labels, gradient slot as layers. */
+export interface ShardViews {
+  acts: Activations;
+  input: Float32Array;
+  labels: Int32Array;
+  grad: LayerViews;
+}
+
+export function shardViews(memory: WebAssembly.Memory, views: ArenaViews, shard: number): ShardViews {
+  const { layout, model } = views;
+  const rows = layout.spec.rows;
+  const scratch = new Float32Array(memory.buffer, layout.acts + shard * layout.actStride * 4, layout.actStride);
+  const acts = activationViews(scratch, model, rows);
+  return {
+    acts,
+    input: acts.h[0] as Float32Array,
+    labels: new Int32Array(memory.buffer, layout.labels + shard * rows * 4, rows),
+    grad: layerViews(views.slot[shard], model),
+  };
+}
+
+/** Splits n items into `parts` contiguous ranges in a fixed way: part i is [⌊i·n/parts⌋, ⌊(i+1)·n/parts⌋). */
+export function splitRange(n: number, parts: number, i: number): [number, number] {
+  return [Math.floor((i * n) / parts), Math.floor(((i + 1) * n) / parts)];
+}

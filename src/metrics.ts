@@ -1,0 +1,78 @@
+// Metrics of a run: per-batch and per-epoch records, the snapshot the UI reads, and the CSV files.
+// The dashboard, the plain log and the charts read only these records, never the shared arena.
+import type { Config } from './config.js';
+
+export interface BatchRecord {
+  epoch: number;       // 1-based
+  batch: number;       // 1-based within the epoch
+  step: number;        // 1-based global optimizer step
+  loss: number;        // mean loss of the batch
+  accuracy: number;    // fraction correct in the batch, 0..1
+  lr: number;          // learning rate used by this step
+  samplesPerSec: number;
+}
+
+export interface EpochRecord {
+  epoch: number;
+  trainLoss: number;
+  trainAccuracy: number;
+  valLoss: number;
+  valAccuracy: number;
+  lr: number;          // learning rate of the epoch's last step
+  seconds: number;     // wall time of the epoch including validation
+}
+
+/** Average milliseconds per step over the recent window, split by phase (coordinator's clock). */
+export interface StepTiming {
+  stepMs: number;
+  computeMs: number;   // forward/backward phase, dispatch to last shard done
+  reduceMs: number;    // reduce-scatter + optimizer phase
+  overheadMs: number;  // coordinator work between phases (metrics, scheduling)
+}
+
+export type Phase = 'loading' | 'training' | 'validating' | 'done' | 'stopping' | 'failed';
+
+export interface Snapshot {
+  config: Config;
+  layers: readonly number[];
+  paramCount: number;
+  kernelFamily: string;
+  phase: Phase;
+  epoch: number;              // current epoch, 1-based
+  batch: number;              // batches done in the current epoch
+  batchesPerEpoch: number;
+  step: number;               // global steps done
+  totalSteps: number;
+  elapsedSec: number;         // since training started
+  epochElapsedSec: number;
+  samplesPerSec: number;      // recent throughput
+  /** every batch record so far (the UI smooths and windows them itself) */
+  batches: readonly BatchRecord[];
+  epochs: readonly EpochRecord[];
+  /** busy share 0..1 of each worker thread over the recent window, from the shared busy-time counters */
+  workerBusy: readonly number[];
+  timing: StepTiming;
+}
+
+export const BATCH_CSV_HEADER = 'epoch,batch,step,loss,accuracy,lr,samples_per_s';
+export const EPOCH_CSV_HEADER = 'epoch,train_loss,train_accuracy,val_loss,val_accuracy,lr,seconds';
+
+export function batchCsv(rows: readonly BatchRecord[]): string {
+  const lines = [BATCH_CSV_HEADER];
+  for (const r of rows) {
+    lines.push(`${r.epoch},${r.batch},${r.step},${num(r.loss)},${num(r.accuracy)},${num(r.lr)},${Math.round(r.samplesPerSec)}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+export function epochCsv(rows: readonly EpochRecord[]): string {
+  const lines = [EPOCH_CSV_HEADER];
+  for (const r of rows) {
+    lines.push(`${r.epoch},${num(r.trainLoss)},${num(r.trainAccuracy)},${num(r.valLoss)},${num(r.valAccuracy)},${num(r.lr)},${r.seconds.toFixed(3)}`);
+  }
+  return lines.join('\n') + '\n';
+}
+
+function num(x: number): string {
+  return Number.isFinite(x) ? String(Number(x.toPrecision(7))) : String(x);
+}

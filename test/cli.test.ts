@@ -1,0 +1,135 @@
+// The command line as a user meets it: --help, every kind of bad input (one line, the flag or file named,
+// the right exit code, nothing written), a --config file.
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { mnistDir, runCli } from './cli-run.js';
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-par-cli-'));
+
+describe('mnist-par --help', () => {
+  it('lists every training flag with its default', () => {
+    const r = runCli(['--help']);
+    expect(r.code).toBe(0);
+    for (const flag of ['--dataset', '--data-dir', '--threads', '--shards', '--kernels', '--epochs', '--batch-size',
+      '--limit-train', '--limit-test', '--hidden', '--seed', '--optimizer', '--lr', '--momentum', '--weight-decay',
+      '--schedule', '--warmup', '--label-smoothing', '--out', '--log-every', '--config', '--no-download']) {
+      expect(r.stdout, flag).toContain(flag);
+    }
+    expect(r.stdout).toMatch(/--batch-size <n>.*\(default: 128\)/);
+    expect(r.stdout).toMatch(/--hidden <widths>.*\(default: 128,256,512,128\)/);
+  });
+});
+
+describe('invalid flag values', () => {
+  const cases: [string[], string][] = [
+    [['--threads', '0'], '--threads'],
+    [['--threads', '2.5'], '--threads'],
+    [['--lr', '-1'], '--lr'],
+    [['--lr', 'fast'], '--lr'],
+    [['--hidden', '12,x'], '--hidden'],
+    [['--hidden', ''], '--hidden'],
+    [['--dataset', 'cifar'], '--dataset'],
+    [['--optimizer', 'lbfgs'], '--optimizer'],
+    [['--schedule', 'linear'], '--schedule'],
+    [['--kernels', 'gpu'], '--kernels'],
+    [['--batch-size', '0'], '--batch-size'],
+    [['--label-smoothing', '1.5'], '--label-smoothing'],
+    [['--epochs', '1e9'], '--epochs'],
+  ];
+  for (const [args, flag] of cases) {
+    it(`${args.join(' ')} → exit 2 naming ${flag}, nothing written`, () => {
+      const out = join(tmp(), 'out');
+      const r = runCli([...args, '--out', out, '--data-dir', mnistDir]);
+      expect(r.code).toBe(2);
+      const lines = r.stderr.trim().split('\n');
+      expect(lines).toHaveLength(1);
+      expect(lines[0]).toContain(flag);
+      expect(lines[0]).toMatch(/expected/);
+      expect(r.stderr).not.toMatch(/\n\s+at /); // no stack trace
+      expect(existsSync(out)).toBe(false);
+    });
+  }
+
+  it('an unknown flag → exit 2', () => {
+    const r = runCli(['--epochz', '3']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--epochz');
+  });
+
+  it('the same checks apply to `train`', () => {
+    const r = runCli(['train', '--threads', '0']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--threads');
+  });
+});
+
+describe('--config', () => {
+  it('a file that is not JSON names the file', () => {
+    const dir = tmp();
+    const f = join(dir, 'c.json');
+    writeFileSync(f, '{ epochs: 3 ');
+    const r = runCli(['--config', f]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(f);
+    expect(r.stderr).toMatch(/not valid JSON/);
+  });
+
+  it('an unknown field and a bad value are refused', () => {
+    const dir = tmp();
+    const f = join(dir, 'c.json');
+    writeFileSync(f, JSON.stringify({ epochz: 3 }));
+    expect(runCli(['--config', f]).stderr).toContain("'epochz'");
+    writeFileSync(f, JSON.stringify({ threads: -1 }));
+    const r = runCli(['--config', f]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--threads');
+  });
+
+  it('supplies values that flags override; config.json records the resolved configuration', () => {
+    const dir = tmp();
+    const f = join(dir, 'c.json');
+    writeFileSync(f, JSON.stringify({ epochs: 1, batchSize: 50, seed: 7, limitTrain: 200, limitTest: 100, threads: 1 }));
+    const out = join(dir, 'out');
+    const r = runCli(['--config', f, '--seed', '9', '--out', out, '--data-dir', mnistDir, '--no-download']);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    const cfg = JSON.parse(readFileSync(join(out, 'config.json'), 'utf8'));
+    expect(cfg).toMatchObject({ epochs: 1, batchSize: 50, seed: 9, limitTrain: 200, threads: 1, dataDir: mnistDir });
+  });
+});
+
+describe('data problems', () => {
+  it('missing dataset files with --no-download → one line naming the files, the folder and the flag', () => {
+    const dir = tmp();
+    const r = runCli(['--data-dir', dir, '--no-download', '--out', join(dir, 'out'), '--epochs', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain('train-images-idx3-ubyte.gz');
+    expect(r.stderr).toContain(dir);
+    expect(r.stderr).toContain('--data-dir');
+  });
+
+  it('a corrupt dataset file is named', () => {
+    const dir = tmp();
+    for (const f of ['train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz']) {
+      copyFileSync(join(mnistDir, f), join(dir, f));
+    }
+    const bytes = readFileSync(join(mnistDir, 'train-images-idx3-ubyte.gz'));
+    writeFileSync(join(dir, 'train-images-idx3-ubyte.gz'), bytes.subarray(0, bytes.length >> 1));
+    const r = runCli(['--data-dir', dir, '--no-download', '--out', join(dir, 'out'), '--epochs', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('train-images-idx3-ubyte.gz');
+    expect(r.stderr).not.toMatch(/\n\s+at /);
+  });
+
+  it('an unwritable output directory is named', () => {
+    const dir = tmp();
+    writeFileSync(join(dir, 'file'), 'x');
+    const r = runCli(['--data-dir', mnistDir, '--out', join(dir, 'file', 'out'), '--epochs', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toContain('--out');
+    expect(r.stderr).toContain(join(dir, 'file', 'out'));
+  });
+});
