@@ -10,7 +10,7 @@ import { UsageError, UserError } from './errors.js';
 const TRAIN_FLAGS: [keyof Config, string, string][] = [
   ['dataset', '<name>', 'dataset: mnist or fashion-mnist'],
   ['dataDir', '<dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)'],
-  ['threads', '<n>', 'worker threads in the pool (default: this machine\'s cores)'],
+  ['threads', '<n>', 'worker threads in the pool; the default is this machine\'s core count'],
   ['shards', '<n>', 'micro-shards per batch, each with its own gradient slot; independent of --threads'],
   ['kernels', '<family>', 'compute kernels: auto, relaxed (WebAssembly relaxed SIMD), simd, js (reference)'],
   ['epochs', '<n>', 'training epochs'],
@@ -44,10 +44,9 @@ function showDefault(key: keyof Config): string {
 
 function addTrainOptions(cmd: Command): Command {
   for (const [key, arg, help] of TRAIN_FLAGS) {
-    const opt = new Option(`${flagName(key)} ${arg}`, help);
+    // Defaults are shown, not set: a flag that was not given stays undefined so --config can supply it.
     const d = showDefault(key);
-    if (d !== '') opt.defaultValueDescription = d;
-    cmd.addOption(opt);
+    cmd.addOption(new Option(`${flagName(key)} ${arg}`, d === '' ? help : `${help} (default: ${d})`));
   }
   cmd.option('--nesterov', 'Nesterov momentum (sgd)');
   cmd.option('--no-download', 'never download: fail if dataset files are missing');
@@ -122,6 +121,7 @@ function progressPrinter(): (file: string, received: number, total: number | nul
 export function buildProgram(): Command {
   const program = new Command('mnist-par')
     .description('Data-parallel MLP training on MNIST-style datasets with worker threads sharing memory')
+    .enablePositionalOptions()
     .showHelpAfterError('(run mnist-par --help for the flags)')
     .exitOverride();
   addTrainOptions(program).action(async (_o, cmd: Command) => {

@@ -84,7 +84,7 @@ export class Coordinator {
   /** Starts every worker thread and waits until each has built its views and kernels. */
   async ready(): Promise<void> {
     const t = { shard: 0, start: 0, end: 0 };
-    await Promise.all(Array.from({ length: this.threads }, () => this.run<EvalTask>('evaluate', t, 'warm-up')));
+    await settle(Array.from({ length: this.threads }, () => this.run<EvalTask>('evaluate', t, 'warm-up')));
   }
 
   private async run<T>(name: string, task: T, detail: string): Promise<void> {
@@ -99,19 +99,16 @@ export class Coordinator {
    * One optimizer step on the batch perm[start, start+count): shards → reduce + update → metrics.
    * `t` is the 1-based step number, `lr` this step's learning rate.
    */
-  async step(start: number, count: number, lr: number, t: number, timing?: StepPhases): Promise<StepResult> {
-    const t0 = performance.now();
+  async step(start: number, count: number, lr: number, t: number): Promise<StepResult> {
     const shards: Promise<void>[] = [];
     for (let s = 0; s < this.shards; s++) {
       const [a, b] = splitRange(count, this.shards, s);
       const task: ShardTask = { shard: s, start: start + a, count: b - a, batch: count, step: t };
       shards.push(this.run('forwardBackward', task, `step ${t}, shard ${s}`));
     }
-    await Promise.all(shards);
-    const t1 = performance.now();
-    await Promise.all(this.slices.map(([a, b]) =>
+    await settle(shards);
+    await settle(this.slices.map(([a, b]) =>
       this.run<ReduceTask>('reduceStep', { start: a, end: b, lr, t }, `step ${t}, parameters ${a}..${b}`)));
-    const t2 = performance.now();
     const stat = this.views.shardStat;
     let lossSum = 0;
     let correct = 0;
@@ -119,17 +116,13 @@ export class Coordinator {
       lossSum += stat[2 * s];
       correct += stat[2 * s + 1];
     }
-    if (timing) {
-      timing.compute += t1 - t0;
-      timing.reduce += t2 - t1;
-    }
     return { lossSum, correct };
   }
 
   /** Loss and accuracy on the test set held in the arena, data-parallel over the shards. */
   async evaluate(): Promise<{ loss: number; accuracy: number }> {
     const n = this.options.spec.testCount;
-    await Promise.all(Array.from({ length: this.shards }, (_, s) => {
+    await settle(Array.from({ length: this.shards }, (_, s) => {
       const [a, b] = splitRange(n, this.shards, s);
       return this.run<EvalTask>('evaluate', { shard: s, start: a, end: b }, `test rows ${a}..${b}`);
     }));
@@ -147,8 +140,11 @@ export class Coordinator {
   }
 }
 
-/** Accumulated milliseconds per phase, for the step-time split. */
-export interface StepPhases {
-  compute: number;
-  reduce: number;
+/**
+ * Waits for every task of a phase, then throws the first failure (in task order). Waiting for all of them
+ * matters: destroying the pool while a sibling task is still running makes Piscina fail on its late reply.
+ */
+async function settle(tasks: Promise<void>[]): Promise<void> {
+  const results = await Promise.allSettled(tasks);
+  for (const r of results) if (r.status === 'rejected') throw r.reason;
 }

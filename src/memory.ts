@@ -3,7 +3,8 @@
 // work in it directly; TypeScript kernels see it through typed-array views.
 //
 //   control   Int32  [CONTROL_INTS]        thread-index counter, barrier words (see CTRL_*)
-//   busy      Float64[threads]             milliseconds each worker thread spent in tasks
+//   busy      Float64[threads × 2]         milliseconds each worker thread spent computing shards (2k) and
+//                                          reducing + updating (2k+1); evaluation counts as computing
 //   shardStat Float64[2·shards]            per micro-shard (loss sum, correct count) of the last step
 //   evalStat  Float64[2·shards]            per evaluation shard (loss sum, correct count)
 //   params    Float32[P]                   the model, flat (model.ts layout)
@@ -17,6 +18,7 @@
 //   trainY    Uint8  [trainCount]
 //   testX     Uint8  [testCount × 784]
 //   testY     Uint8  [testCount]
+//   testProbs Float32[testCount × classes] softmax output of the last evaluation, per test image
 //
 // Every region starts on a 64-byte boundary (a cache line; also keeps SIMD loads aligned).
 import { activationElements, activationViews, layerViews, type Activations, type LayerViews } from './mlp.js';
@@ -60,6 +62,7 @@ export interface ArenaLayout {
   trainY: number;
   testX: number;
   testY: number;
+  testProbs: number;
 }
 
 const ALIGN = 64;
@@ -76,7 +79,7 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const slotStride = Math.ceil(P / 16) * 16;
   const actStride = Math.ceil(activationElements(paramLayout(spec.layers), spec.rows) / 16) * 16;
   const control = take(CONTROL_INTS * 4);
-  const busy = take(spec.threads * 8);
+  const busy = take(spec.threads * 16);
   const shardStat = take(spec.shards * 16);
   const evalStat = take(spec.shards * 16);
   const params = take(P * 4);
@@ -90,9 +93,11 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const trainY = take(spec.trainCount);
   const testX = take(spec.testCount * spec.pixels);
   const testY = take(spec.testCount);
+  const classes = spec.layers[spec.layers.length - 1];
+  const testProbs = take(spec.testCount * classes * 4);
   return {
     spec, bytes: off, control, busy, shardStat, evalStat, params, grad, slots, slotStride, state, acts,
-    actStride, labels, perm, trainX, trainY, testX, testY,
+    actStride, labels, perm, trainX, trainY, testX, testY, testProbs,
   };
 }
 
@@ -122,6 +127,8 @@ export interface ArenaViews {
   trainY: Uint8Array;
   testX: Uint8Array;
   testY: Uint8Array;
+  /** (testCount, classes) probabilities written by the last evaluation */
+  testProbs: Float32Array;
 }
 
 export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): ArenaViews {
@@ -134,7 +141,7 @@ export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): Are
     layout,
     model,
     control: new Int32Array(buf, layout.control, CONTROL_INTS),
-    busy: new Float64Array(buf, layout.busy, s.threads),
+    busy: new Float64Array(buf, layout.busy, 2 * s.threads),
     shardStat: new Float64Array(buf, layout.shardStat, 2 * s.shards),
     evalStat: new Float64Array(buf, layout.evalStat, 2 * s.shards),
     params: f32(layout.params, P),
@@ -147,6 +154,7 @@ export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): Are
     trainY: new Uint8Array(buf, layout.trainY, s.trainCount),
     testX: new Uint8Array(buf, layout.testX, s.testCount * s.pixels),
     testY: new Uint8Array(buf, layout.testY, s.testCount),
+    testProbs: f32(layout.testProbs, s.testCount * s.layers[s.layers.length - 1]),
   };
 }
 

@@ -22,12 +22,16 @@ export interface EpochRecord {
   seconds: number;     // wall time of the epoch including validation
 }
 
-/** Average milliseconds per step over the recent window, split by phase (coordinator's clock). */
+/**
+ * Average milliseconds per step over the recent window. computeMs, reduceMs and waitMs split one step of an
+ * average worker thread: computeMs + reduceMs + waitMs = stepMs.
+ */
 export interface StepTiming {
-  stepMs: number;
-  computeMs: number;   // forward/backward phase, dispatch to last shard done
-  reduceMs: number;    // reduce-scatter + optimizer phase
-  overheadMs: number;  // coordinator work between phases (metrics, scheduling)
+  stepMs: number;      // wall time per step
+  computeMs: number;   // per thread: forward/backward of micro-shards (busy-time counters)
+  reduceMs: number;    // per thread: reduce-scatter + optimizer update (busy-time counters)
+  waitMs: number;      // per thread: not working — dispatch latency, barrier waits, imbalance
+  overheadMs: number;  // the coordinator's own serial work per step (schedule, metrics, UI), part of waitMs
 }
 
 export type Phase = 'loading' | 'training' | 'validating' | 'done' | 'stopping' | 'failed';

@@ -4,10 +4,10 @@ import { mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Config } from './config.js';
-import { Coordinator, type StepPhases } from './coordinator.js';
+import { Coordinator } from './coordinator.js';
 import { DATASETS } from './data/datasets.js';
 import { ensureDataset } from './data/download.js';
-import { loadSplit } from './data/idx.js';
+import { loadSplit, type Split } from './data/idx.js';
 import { UserError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 import { batchCsv, epochCsv, type BatchRecord, type EpochRecord, type Snapshot } from './metrics.js';
@@ -53,14 +53,27 @@ export async function prepareOutDir(dir: string, flag = '--out'): Promise<void> 
   }
 }
 
-export async function train(cfg: Config, reporter: Reporter, requestStop: { how: 'q' | 'SIGINT' | null }): Promise<RunSummary> {
+export interface Datasets {
+  train: Split;
+  test: Split;
+}
+
+/** Makes sure the dataset is present (downloading it unless --no-download) and parses both splits. */
+export async function loadDatasets(cfg: Config): Promise<Datasets> {
+  if (cfg.download) await ensureDataset(cfg.dataset, cfg.dataDir, { log: (line) => process.stderr.write(line + '\n') });
+  return { train: await loadSplit(cfg.dataDir, 'train'), test: await loadSplit(cfg.dataDir, 'test') };
+}
+
+/**
+ * Trains as configured. `data` may be passed in already loaded (benchmarks reuse it across runs).
+ * Stops early, after the current step, once `requestStop.how` is set.
+ */
+export async function train(cfg: Config, reporter: Reporter, requestStop: { how: 'q' | 'SIGINT' | null },
+                            data?: Datasets): Promise<RunSummary> {
   const outDir = resolve(cfg.out);
   await prepareOutDir(outDir);
   const info = DATASETS[cfg.dataset];
-
-  if (cfg.download) await ensureDataset(cfg.dataset, cfg.dataDir, { log: (line) => process.stderr.write(line + '\n') });
-  const trainSplit = await loadSplit(cfg.dataDir, 'train');
-  const testSplit = await loadSplit(cfg.dataDir, 'test');
+  const { train: trainSplit, test: testSplit } = data ?? await loadDatasets(cfg);
   const trainCount = cfg.limitTrain > 0 ? Math.min(cfg.limitTrain, trainSplit.count) : trainSplit.count;
   const testCount = cfg.limitTest > 0 ? Math.min(cfg.limitTest, testSplit.count) : testSplit.count;
   const pixels = trainSplit.rows * trainSplit.cols;
@@ -91,13 +104,12 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
     const rng = new Rng((cfg.seed ^ 0x5eed5eed) >>> 0);
     const batches: BatchRecord[] = [];
     const epochs: EpochRecord[] = [];
-    const phases: StepPhases = { compute: 0, reduce: 0 };
     const snap: Snapshot = {
       config: cfg, layers, paramCount: model.size, kernelFamily: coord.family, phase: 'training',
       epoch: 1, batch: 0, batchesPerEpoch: stepsPerEpoch, step: 0, totalSteps: stepsPerEpoch * cfg.epochs,
       elapsedSec: 0, epochElapsedSec: 0, samplesPerSec: 0, batches, epochs,
       workerBusy: new Array(cfg.threads).fill(0),
-      timing: { stepMs: 0, computeMs: 0, reduceMs: 0, overheadMs: 0 },
+      timing: { stepMs: 0, computeMs: 0, reduceMs: 0, waitMs: 0, overheadMs: 0 },
     };
     await writeFileAtomic(join(outDir, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
     files.push(join(outDir, 'config.json'));
@@ -106,6 +118,7 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
     const tStart = performance.now();
     const window = new ThroughputWindow(cfg.threads);
     let step = 0;
+    let lastStepEnd = performance.now();
     let stoppedBy: RunSummary['stoppedBy'] = 'completed';
     for (let epoch = 1; epoch <= cfg.epochs && stoppedBy === 'completed'; epoch++) {
       const tEpoch = performance.now();
@@ -120,10 +133,10 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
         const count = Math.min(cfg.batchSize, trainCount - start);
         lr = learningRate(schedule, step);
         const tStep = performance.now();
-        const r = await coord.step(start, count, lr, step + 1, phases);
+        const r = await coord.step(start, count, lr, step + 1);
         step++;
         const now = performance.now();
-        window.add(now, now - tStep, count, phases, v.busy);
+        window.add(now, count, tStep - lastStepEnd, v.busy);
         lossSum += r.lossSum;
         correct += r.correct;
         seen += count;
@@ -138,6 +151,7 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
         snap.samplesPerSec = window.samplesPerSec();
         window.fill(snap);
         reporter.step(snap);
+        lastStepEnd = performance.now();
         if (requestStop.how) {
           stoppedBy = requestStop.how;
           break;
@@ -177,14 +191,17 @@ async function writeOutputs(outDir: string, cfg: Config, model: ReturnType<typeo
 
 /** Recent throughput, step-time split and per-worker busy share over the last ~2 seconds. */
 class ThroughputWindow {
-  private marks: { t: number; samples: number; stepMs: number; compute: number; reduce: number; busy: number[] }[] = [];
-  private total = 0;
+  private marks: { t: number; samples: number; overhead: number; busy: Float64Array }[] = [];
+  private samples = 0;
+  private overhead = 0;
 
   constructor(private threads: number) {}
 
-  add(now: number, stepMs: number, samples: number, phases: StepPhases, busy: Float64Array): void {
-    this.total += samples;
-    this.marks.push({ t: now, samples: this.total, stepMs, compute: phases.compute, reduce: phases.reduce, busy: Array.from(busy) });
+  /** After each step: `overheadMs` is the coordinator's own time since the previous step finished. */
+  add(now: number, samples: number, overheadMs: number, busy: Float64Array): void {
+    this.samples += samples;
+    this.overhead += overheadMs;
+    this.marks.push({ t: now, samples: this.samples, overhead: this.overhead, busy: busy.slice() });
     while (this.marks.length > 2 && now - this.marks[1].t > 2000) this.marks.shift();
   }
 
@@ -201,10 +218,24 @@ class ThroughputWindow {
     const b = this.marks[this.marks.length - 1];
     const steps = this.marks.length - 1;
     const dt = b.t - a.t;
-    const compute = (b.compute - a.compute) / steps;
-    const reduce = (b.reduce - a.reduce) / steps;
+    const T = this.threads;
+    let compute = 0;
+    let reduce = 0;
+    const share: number[] = [];
+    for (let i = 0; i < T; i++) {
+      const c = b.busy[2 * i] - a.busy[2 * i];
+      const r = b.busy[2 * i + 1] - a.busy[2 * i + 1];
+      compute += c;
+      reduce += r;
+      share.push(dt > 0 ? Math.min(1, (c + r) / dt) : 0);
+    }
     const stepMs = dt / steps;
-    snap.timing = { stepMs, computeMs: compute, reduceMs: reduce, overheadMs: Math.max(0, stepMs - compute - reduce) };
-    snap.workerBusy = Array.from({ length: this.threads }, (_, i) => (dt > 0 ? Math.min(1, (b.busy[i] - a.busy[i]) / dt) : 0));
+    const computeMs = compute / T / steps;
+    const reduceMs = reduce / T / steps;
+    snap.timing = {
+      stepMs, computeMs, reduceMs, waitMs: Math.max(0, stepMs - computeMs - reduceMs),
+      overheadMs: (b.overhead - a.overhead) / steps,
+    };
+    snap.workerBusy = share;
   }
 }

@@ -17,8 +17,10 @@ describe('mnist-par --help', () => {
       '--schedule', '--warmup', '--label-smoothing', '--out', '--log-every', '--config', '--no-download']) {
       expect(r.stdout, flag).toContain(flag);
     }
-    expect(r.stdout).toMatch(/--batch-size <n>.*\(default: 128\)/);
-    expect(r.stdout).toMatch(/--hidden <widths>.*\(default: 128,256,512,128\)/);
+    const help = r.stdout.replace(/\s+/g, ' '); // commander wraps long descriptions
+    expect(help).toMatch(/--batch-size <n> [^-]*\(default: 128\)/);
+    expect(help).toContain("--hidden <widths> hidden layer widths, comma-separated (default: 128,256,512,128)");
+    expect(help).toMatch(/--optimizer <name> [^-]*\(default: adamw\)/);
   });
 });
 

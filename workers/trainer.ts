@@ -36,6 +36,8 @@ const net = layerViews(views.params, model);
 const shards: ShardViews[] = Array.from({ length: init.layout.spec.shards }, (_, s) => shardViews(memory, views, s));
 const kernels = await loadKernels(init.kernels, memory);
 const PIXELS = init.layout.spec.pixels;
+const L = model.slots.length;
+const CLASSES = model.layers[L];
 const ROWS = init.layout.spec.rows;
 // Normalizing through a 256-entry table gives every thread the same float32 for the same pixel value.
 const NORM = new Float32Array(256).map((_, v) => (v / 255 - init.mean) / init.std);
@@ -71,7 +73,7 @@ export function forwardBackward(t: ShardTask): void {
     views.shardStat[2 * t.shard] = lossSum;
     views.shardStat[2 * t.shard + 1] = correct;
   }
-  views.busy[me] += performance.now() - t0;
+  views.busy[2 * me] += performance.now() - t0;
 }
 
 export function reduceStep(t: ReduceTask): void {
@@ -80,7 +82,7 @@ export function reduceStep(t: ReduceTask): void {
   const S = init.layout.spec.shards;
   kernels.reduceSlots(views.grad, views.slotsAll, init.layout.slotStride, S, t.start, t.end);
   kernels.optimizerStep(init.optimizer, t.lr, t.t, views.params, views.grad, views.state, t.start, t.end);
-  views.busy[me] += performance.now() - t0;
+  views.busy[2 * me + 1] += performance.now() - t0;
 }
 
 export function evaluate(t: EvalTask): void {
@@ -92,12 +94,13 @@ export function evaluate(t: EvalTask): void {
     const n = Math.min(ROWS, t.end - a);
     gather(sv.input, sv.labels, views.testX, views.testY, (r) => a + r, n);
     const r = mlpEvaluate(kernels, net, sv.acts, model, sv.labels, n);
+    views.testProbs.set(sv.acts.dh[L].subarray(0, n * CLASSES), a * CLASSES);
     lossSum += r.lossSum;
     correct += r.correct;
   }
   views.evalStat[2 * t.shard] = lossSum;
   views.evalStat[2 * t.shard + 1] = correct;
-  views.busy[me] += performance.now() - t0;
+  views.busy[2 * me] += performance.now() - t0;
 }
 
 // Fault injection for the tests of failure handling: MNIST_PAR_INJECT_FAULT="forwardBackward:STEP" makes

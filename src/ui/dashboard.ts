@@ -196,19 +196,19 @@ function parallelism(s: Snapshot, w: number, h: number): string[] {
   const mean = busy.length > 0 ? busy.reduce((a, b) => a + b, 0) / busy.length : NaN;
   const facts = `${busy.length} threads · step ${t.stepMs.toFixed(1)} ms · busy ${fmtPct(mean, 0)}`;
   const title = visibleWidth(facts) + 12 <= w ? `${bold('parallelism')} ${facts}` : facts;
-  const total = t.computeMs + t.reduceMs + t.overheadMs;
+  const total = t.computeMs + t.reduceMs + t.waitMs;
   const body: string[] = [];
   if (total > 0) {
     const c = Math.round((w * t.computeMs) / total);
     const r = Math.round((w * (t.computeMs + t.reduceMs)) / total) - c;
     body.push(cyan('█'.repeat(c)) + magenta('█'.repeat(r)) + yellow('█'.repeat(Math.max(0, w - c - r))));
     // the longest legend that fits the panel
-    const ms = [t.computeMs, t.reduceMs, t.overheadMs];
+    const ms = [t.computeMs, t.reduceMs, t.waitMs];
     const pct = ms.map((x) => fmtPct(x / total, 0));
     const legends = [
-      ['compute', 'reduce+update', 'overhead'].map((n, i) => `${n} ${ms[i].toFixed(1)} ms ${pct[i]}`),
-      ['compute', 'reduce+update', 'overhead'].map((n, i) => `${n} ${pct[i]}`),
-      ['compute', 'reduce', 'other'].map((n, i) => `${n} ${pct[i]}`),
+      ['compute', 'reduce+update', 'waiting'].map((n, i) => `${n} ${ms[i].toFixed(1)} ms ${pct[i]}`),
+      ['compute', 'reduce+update', 'waiting'].map((n, i) => `${n} ${pct[i]}`),
+      ['compute', 'reduce', 'wait'].map((n, i) => `${n} ${pct[i]}`),
     ].map(([a, b, c]) => `${cyan('■')} ${a}  ${magenta('■')} ${b}  ${yellow('■')} ${c}`);
     body.push(legends.find((l) => visibleWidth(l) <= w) ?? legends[2]);
   } else {
