@@ -152,7 +152,7 @@ describe('dashboard layout', () => {
       'batch 128 in 8 shards', 'adamw wd 1e-4', 'lr 3.0e-3 onecycle warmup 25%', 'seed 42', 'out models',
       'epoch 3/6', 'batch 100/469', 'elapsed', 'ETA', 'samples/s', 'step 1,038/2,814',
       'batch loss', 'batch accuracy', 'epoch loss', 'epoch accuracy', 'throughput', 'parallelism',
-      'w0', 'w3', 'compute 76%', 'reduce+update 16%', 'overhead 8%',
+      'w0', 'w3', 'compute 76%', 'reduce+update 16%', 'waiting 8%',
       'train loss', 'val acc', 'q / Ctrl-C']) {
       expect(text, part).toContain(part);
     }
