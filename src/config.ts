@@ -8,6 +8,7 @@ export const DATASET_NAMES = ['mnist', 'fashion-mnist'] as const;
 export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
 export const SCHEDULES = ['none', 'step', 'cosine', 'onecycle'] as const;
 export const KERNEL_CHOICES = ['auto', 'relaxed', 'simd', 'js'] as const;
+export const PIPELINES = ['lockstep', 'tasks'] as const;
 
 export interface Config {
   dataset: (typeof DATASET_NAMES)[number];
@@ -18,6 +19,7 @@ export interface Config {
   threads: number;
   shards: number;
   kernels: (typeof KERNEL_CHOICES)[number];
+  pipeline: (typeof PIPELINES)[number];
   epochs: number;
   batchSize: number;
   /** 0 = the whole training set */
@@ -51,6 +53,7 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
   threads: availableParallelism(),
   shards: 8,
   kernels: 'auto',
+  pipeline: 'lockstep',
   epochs: 6,
   batchSize: 128,
   limitTrain: 0,
@@ -110,6 +113,7 @@ const CHOICES: Partial<Record<keyof Config, readonly string[]>> = {
   optimizer: OPTIMIZERS,
   schedule: SCHEDULES,
   kernels: KERNEL_CHOICES,
+  pipeline: PIPELINES,
 };
 
 /** Parses one textual value (from the command line) for `key`; throws UsageError naming the flag. */

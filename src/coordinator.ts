@@ -1,27 +1,40 @@
 // The coordinator: owns the Piscina pool and the shared arena. It never runs a kernel; it splits work into
 // tasks that carry indices, waits for them, and reads the few scalars they leave in the arena.
 //
-// One training step, as the pool sees it:
-//   1. forwardBackward × shards   micro-shard s takes rows [⌊s·n/S⌋, ⌊(s+1)·n/S⌋) of the batch and writes
+// One training step, in either pipeline:
+//   1. forward/backward × shards  micro-shard s takes rows [⌊s·n/S⌋, ⌊(s+1)·n/S⌋) of the batch and writes
 //                                 its gradient into slot s (slots are indexed by shard, never by thread)
-//   2. reduceStep × threads       worker k sums slice k of the parameter vector over slots 0..S−1 in order
+//   2. reduce + update × threads  worker k sums slice k of the parameter vector over slots 0..S−1 in order
 //                                 and applies the optimizer to that slice in place (reduce-scatter + a
 //                                 sharded optimizer step; no thread copies the weights)
 // Because every sum runs in the same order whatever thread runs it, the weights are bit-identical for any
 // --threads.
+//
+// Pipelines (--pipeline):
+//   lockstep  one long-lived task per worker per epoch; the workers step together, meeting at two
+//             Atomics.wait/notify barriers per step in the arena; the coordinator only dispatches the epoch
+//             and observes progress (steps done, per-step sums) — nothing of its own on the critical path
+//   tasks     every step dispatches S shard tasks, waits, then one reduce task per thread, waits
 import { existsSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Piscina } from 'piscina';
-import { arenaLayout, arenaViews, createArenaMemory, splitRange, type ArenaSpec, type ArenaViews } from './memory.js';
+import {
+  arenaLayout, arenaViews, createArenaMemory, splitRange, CTRL_ABORT, CTRL_STEPS_DONE, CTRL_STOP, CTRL_STOP_AFTER,
+  type ArenaSpec, type ArenaViews,
+} from './memory.js';
 import type { OptimizerConfig } from './optim.js';
 import { resolveFamily, type KernelFamily } from './kernels/wasm.js';
 import { packageRoot } from './paths.js';
-import type { EvalTask, ReduceTask, ShardTask, WorkerInit } from '../workers/trainer.js';
+import type { EpochTask, EvalTask, ReduceTask, ShardTask, WorkerInit } from '../workers/trainer.js';
+
+export type Pipeline = 'lockstep' | 'tasks';
 
 export interface CoordinatorOptions {
   spec: ArenaSpec;
   optimizer: OptimizerConfig;
   kernels: 'auto' | KernelFamily;
+  pipeline: Pipeline;
   mean: number;
   std: number;
   labelSmoothing: number;
@@ -35,9 +48,30 @@ export interface StepResult {
 /** A worker task failed: the message names the task and its indices. */
 export class TaskError extends Error {
   constructor(readonly task: string, readonly detail: string, cause: unknown) {
-    super(`worker task ${task} (${detail}) failed: ${cause instanceof Error ? cause.message : String(cause)}`);
+    const why = cause instanceof Error ? cause.message : String(cause);
+    // the lockstep worker names the failing shard or slice itself: "forwardBackward (step 5, shard 2) failed: …"
+    super(task === 'runEpoch' && /^\w+ \(.*\) failed: /.test(why) ? `worker task ${why}` : `worker task ${task} (${detail}) failed: ${why}`);
     this.name = 'TaskError';
   }
+}
+
+/** The steps of one epoch to run: batch b covers perm[b·batchSize, min((b+1)·batchSize, trainCount)). */
+export interface EpochPlan {
+  from: number;
+  to: number;
+  batchSize: number;
+  trainCount: number;
+  /** 1-based global step number of batch `from` */
+  firstT: number;
+  /** learning rate of batch b, for b in [from, to) */
+  lr: (b: number) => number;
+}
+
+export interface EpochHooks {
+  /** called in order for every finished step b with the batch's loss sum and correct count */
+  onStep(b: number, lossSum: number, correct: number): void;
+  /** polled between steps; true stops the epoch after the step in progress */
+  shouldStop(): boolean;
 }
 
 export class Coordinator {
@@ -48,8 +82,6 @@ export class Coordinator {
   /** the kernel family every thread runs, resolved once here so all threads do the same arithmetic */
   readonly family: KernelFamily;
   private pool: Piscina;
-  /** [start, end) of the parameter slice each reduce task owns */
-  private slices: [number, number][];
 
   constructor(readonly options: CoordinatorOptions) {
     const layout = arenaLayout(options.spec);
@@ -58,9 +90,18 @@ export class Coordinator {
     this.threads = options.spec.threads;
     this.shards = options.spec.shards;
     this.family = resolveFamily(options.kernels, this.memory);
+    // Slices of whole 16-float blocks so that SIMD kernels never straddle two owners' data.
+    const P = this.views.model.size;
+    const blocks = Math.ceil(P / 16);
+    const slices = Array.from({ length: this.threads }, (_, k) => {
+      const [a, b] = splitRange(blocks, this.threads, k);
+      return [Math.min(P, a * 16), Math.min(P, b * 16)] as [number, number];
+    });
     const init: WorkerInit = {
       memory: this.memory, layout, optimizer: options.optimizer, kernels: this.family,
-      mean: options.mean, std: options.std, labelSmoothing: options.labelSmoothing,
+      mean: options.mean, std: options.std, labelSmoothing: options.labelSmoothing, slices,
+      // spinning before sleeping at a barrier helps only when every thread has a core of its own
+      spin: this.threads <= availableParallelism() ? 2000 : 0,
     };
     const filename = join(packageRoot(), 'dist', 'workers', 'trainer.js');
     if (!existsSync(filename)) throw new Error(`worker script ${filename} is missing: run npm run build`);
@@ -72,13 +113,6 @@ export class Coordinator {
       concurrentTasksPerWorker: 1,
       workerData: init,
     });
-    // Slices of whole 16-float blocks so that SIMD kernels never straddle two owners' data.
-    const P = this.views.model.size;
-    const blocks = Math.ceil(P / 16);
-    this.slices = Array.from({ length: this.threads }, (_, k) => {
-      const [a, b] = splitRange(blocks, this.threads, k);
-      return [Math.min(P, a * 16), Math.min(P, b * 16)] as [number, number];
-    }).filter(([a, b]) => b > a);
   }
 
   /** Starts every worker thread and waits until each has built its views and kernels. */
@@ -107,8 +141,8 @@ export class Coordinator {
       shards.push(this.run('forwardBackward', task, `step ${t}, shard ${s}`));
     }
     await settle(shards);
-    await settle(this.slices.map(([a, b]) =>
-      this.run<ReduceTask>('reduceStep', { start: a, end: b, lr, t }, `step ${t}, parameters ${a}..${b}`)));
+    await settle(Array.from({ length: this.threads }, (_, k) =>
+      this.run<ReduceTask>('reduceStep', { slice: k, lr, t }, `step ${t}, slice ${k}`)));
     const stat = this.views.shardStat;
     let lossSum = 0;
     let correct = 0;
@@ -117,6 +151,51 @@ export class Coordinator {
       correct += stat[2 * s + 1];
     }
     return { lossSum, correct };
+  }
+
+  /** Runs the steps of `plan`; returns the number of the batch after the last one run. */
+  async runEpoch(plan: EpochPlan, hooks: EpochHooks): Promise<number> {
+    if (this.options.pipeline === 'tasks') {
+      for (let b = plan.from; b < plan.to; b++) {
+        const start = b * plan.batchSize;
+        const count = Math.min(plan.batchSize, plan.trainCount - start);
+        const r = await this.step(start, count, plan.lr(b), plan.firstT + b - plan.from);
+        hooks.onStep(b, r.lossSum, r.correct);
+        if (hooks.shouldStop()) return b + 1;
+      }
+      return plan.to;
+    }
+    const v = this.views;
+    for (let b = plan.from; b < plan.to; b++) v.lrs[b] = plan.lr(b);
+    const ctrl = v.control;
+    Atomics.store(ctrl, CTRL_STEPS_DONE, plan.from);
+    Atomics.store(ctrl, CTRL_STOP, 0);
+    Atomics.store(ctrl, CTRL_STOP_AFTER, -1);
+    Atomics.store(ctrl, CTRL_ABORT, 0);
+    const task: EpochTask = {
+      from: plan.from, to: plan.to, batchSize: plan.batchSize, trainCount: plan.trainCount, firstT: plan.firstT,
+    };
+    let finished = false;
+    const all = settle(Array.from({ length: this.threads }, () =>
+      this.run('runEpoch', task, `steps ${plan.firstT}..${plan.firstT + plan.to - plan.from - 1}`)),
+    ).finally(() => {
+      finished = true;
+    });
+    const quiet = all.catch(() => undefined);
+    let seen = plan.from;
+    const drain = () => {
+      const done = Atomics.load(ctrl, CTRL_STEPS_DONE);
+      for (; seen < done; seen++) hooks.onStep(seen, v.stepStat[2 * seen], v.stepStat[2 * seen + 1]);
+    };
+    // Observe, off the workers' critical path: a look every 20 ms is plenty for metrics and the UI.
+    while (!finished) {
+      await Promise.race([quiet, sleep(20)]);
+      drain();
+      if (hooks.shouldStop()) Atomics.store(ctrl, CTRL_STOP, 1);
+    }
+    await all;
+    drain();
+    return seen;
   }
 
   /** Loss and accuracy on the test set held in the arena, data-parallel over the shards. */
@@ -140,11 +219,18 @@ export class Coordinator {
   }
 }
 
+function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 /**
  * Waits for every task of a phase, then throws the first failure (in task order). Waiting for all of them
  * matters: destroying the pool while a sibling task is still running makes Piscina fail on its late reply.
  */
 async function settle(tasks: Promise<void>[]): Promise<void> {
   const results = await Promise.allSettled(tasks);
-  for (const r of results) if (r.status === 'rejected') throw r.reason;
+  const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason);
+  // a lockstep worker that stopped only because a peer failed is not the story: report the peer's error
+  const cause = failed.find((e) => !/aborted: another worker failed/.test(String(e?.message))) ?? failed[0];
+  if (cause !== undefined) throw cause;
 }

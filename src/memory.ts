@@ -2,11 +2,13 @@
 // workers touch, at offsets computed once here and handed to every worker at start-up. WebAssembly kernels
 // work in it directly; TypeScript kernels see it through typed-array views.
 //
-//   control   Int32  [CONTROL_INTS]        thread-index counter, barrier words (see CTRL_*)
+//   control   Int32  [CONTROL_INTS]        thread-index counter, barrier and lockstep words (see CTRL_*)
 //   busy      Float64[threads × 2]         milliseconds each worker thread spent computing shards (2k) and
 //                                          reducing + updating (2k+1); evaluation counts as computing
 //   shardStat Float64[2·shards]            per micro-shard (loss sum, correct count) of the last step
 //   evalStat  Float64[2·shards]            per evaluation shard (loss sum, correct count)
+//   lrs       Float64[stepsPerEpoch]       learning rate of each step of the current epoch (lockstep)
+//   stepStat  Float64[2·stepsPerEpoch]     (loss sum, correct count) of each step of the epoch (lockstep)
 //   params    Float32[P]                   the model, flat (model.ts layout)
 //   grad      Float32[P]                   the reduced (summed) gradient of the last step
 //   slots     Float32[shards × slotStride] gradient of each micro-shard, same layout as params
@@ -25,8 +27,19 @@ import { activationElements, activationViews, layerViews, type Activations, type
 import { paramLayout, type Layout } from './model.js';
 
 export const CONTROL_INTS = 16;
-/** control[CTRL_NEXT_THREAD]: each worker claims its thread index with Atomics.add on this word */
+/** each worker claims its thread index with Atomics.add on this word */
 export const CTRL_NEXT_THREAD = 0;
+/** barrier: threads arrived in the current round, and the round's generation number */
+export const CTRL_BAR_COUNT = 1;
+export const CTRL_BAR_GEN = 2;
+/** steps of the current epoch completed (written by the workers, read by the coordinator) */
+export const CTRL_STEPS_DONE = 3;
+/** set to 1 by the coordinator to ask the workers to stop after the current step */
+export const CTRL_STOP = 4;
+/** set to 1 by a worker that failed, so that the others leave their barriers instead of waiting forever */
+export const CTRL_ABORT = 5;
+/** the step index after which every worker stops, agreed at a barrier (−1: none) */
+export const CTRL_STOP_AFTER = 6;
 
 export interface ArenaSpec {
   layers: number[];
@@ -35,6 +48,8 @@ export interface ArenaSpec {
   /** most rows one shard (or one evaluation chunk) processes at once */
   rows: number;
   optimizerStates: number;
+  /** most optimizer steps in one epoch (sizes the per-step tables) */
+  stepsPerEpoch: number;
   trainCount: number;
   testCount: number;
   pixels: number;
@@ -47,6 +62,8 @@ export interface ArenaLayout {
   busy: number;
   shardStat: number;
   evalStat: number;
+  lrs: number;
+  stepStat: number;
   params: number;
   grad: number;
   slots: number;
@@ -82,6 +99,8 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const busy = take(spec.threads * 16);
   const shardStat = take(spec.shards * 16);
   const evalStat = take(spec.shards * 16);
+  const lrs = take(spec.stepsPerEpoch * 8);
+  const stepStat = take(spec.stepsPerEpoch * 16);
   const params = take(P * 4);
   const grad = take(P * 4);
   const slots = take(spec.shards * slotStride * 4);
@@ -96,7 +115,7 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const classes = spec.layers[spec.layers.length - 1];
   const testProbs = take(spec.testCount * classes * 4);
   return {
-    spec, bytes: off, control, busy, shardStat, evalStat, params, grad, slots, slotStride, state, acts,
+    spec, bytes: off, control, busy, shardStat, evalStat, lrs, stepStat, params, grad, slots, slotStride, state, acts,
     actStride, labels, perm, trainX, trainY, testX, testY, testProbs,
   };
 }
@@ -116,6 +135,8 @@ export interface ArenaViews {
   busy: Float64Array;
   shardStat: Float64Array;
   evalStat: Float64Array;
+  lrs: Float64Array;
+  stepStat: Float64Array;
   params: Float32Array;
   grad: Float32Array;
   /** all slots as one view (slot s starts at s·slotStride) */
@@ -144,6 +165,8 @@ export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): Are
     busy: new Float64Array(buf, layout.busy, 2 * s.threads),
     shardStat: new Float64Array(buf, layout.shardStat, 2 * s.shards),
     evalStat: new Float64Array(buf, layout.evalStat, 2 * s.shards),
+    lrs: new Float64Array(buf, layout.lrs, s.stepsPerEpoch),
+    stepStat: new Float64Array(buf, layout.stepStat, 2 * s.stepsPerEpoch),
     params: f32(layout.params, P),
     grad: f32(layout.grad, P),
     slotsAll: f32(layout.slots, s.shards * layout.slotStride),

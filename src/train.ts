@@ -81,12 +81,13 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
   const layers = widths(cfg.hidden);
   const model = paramLayout(layers);
   const optimizer = optimizerConfig(cfg);
+  const stepsPerEpoch = Math.ceil(trainCount / cfg.batchSize);
   const coord = new Coordinator({
     spec: {
       layers, threads: cfg.threads, shards: cfg.shards, rows: Math.max(Math.ceil(cfg.batchSize / cfg.shards), 64),
-      optimizerStates: optimizerStateCount(optimizer), trainCount, testCount, pixels,
+      optimizerStates: optimizerStateCount(optimizer), stepsPerEpoch, trainCount, testCount, pixels,
     },
-    optimizer, kernels: cfg.kernels, mean: info.mean, std: info.std, labelSmoothing: cfg.labelSmoothing,
+    optimizer, kernels: cfg.kernels, pipeline: cfg.pipeline, mean: info.mean, std: info.std, labelSmoothing: cfg.labelSmoothing,
   });
   const files: string[] = [];
   try {
@@ -98,7 +99,6 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
     initParams(v.params, model, cfg.seed);
     await coord.ready();
 
-    const stepsPerEpoch = Math.ceil(trainCount / cfg.batchSize);
     const schedule = scheduleConfig(cfg, stepsPerEpoch);
     // The permutation stream is separate from the initialization stream, both derived from --seed.
     const rng = new Rng((cfg.seed ^ 0x5eed5eed) >>> 0);
@@ -118,7 +118,8 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
     const tStart = performance.now();
     const window = new ThroughputWindow(cfg.threads);
     let step = 0;
-    let lastStepEnd = performance.now();
+    // the coordinator's own work per step (metrics, UI): in the lockstep pipeline it is off the critical path
+    let coordinatorMs = 0;
     let stoppedBy: RunSummary['stoppedBy'] = 'completed';
     for (let epoch = 1; epoch <= cfg.epochs && stoppedBy === 'completed'; epoch++) {
       const tEpoch = performance.now();
@@ -128,35 +129,34 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
       let seen = 0;
       let lr = 0;
       snap.epoch = epoch;
-      for (let b = 0; b < stepsPerEpoch; b++) {
-        const start = b * cfg.batchSize;
-        const count = Math.min(cfg.batchSize, trainCount - start);
-        lr = learningRate(schedule, step);
-        const tStep = performance.now();
-        const r = await coord.step(start, count, lr, step + 1);
-        step++;
-        const now = performance.now();
-        window.add(now, count, tStep - lastStepEnd, v.busy);
-        lossSum += r.lossSum;
-        correct += r.correct;
-        seen += count;
-        batches.push({
-          epoch, batch: b + 1, step, loss: r.lossSum / count, accuracy: r.correct / count, lr,
-          samplesPerSec: window.samplesPerSec(),
-        });
-        snap.batch = b + 1;
-        snap.step = step;
-        snap.elapsedSec = (now - tStart) / 1000;
-        snap.epochElapsedSec = (now - tEpoch) / 1000;
-        snap.samplesPerSec = window.samplesPerSec();
-        window.fill(snap);
-        reporter.step(snap);
-        lastStepEnd = performance.now();
-        if (requestStop.how) {
-          stoppedBy = requestStop.how;
-          break;
-        }
-      }
+      const firstStep = step;
+      const lrOf = (b: number) => learningRate(schedule, firstStep + b);
+      await coord.runEpoch({ from: 0, to: stepsPerEpoch, batchSize: cfg.batchSize, trainCount, firstT: firstStep + 1, lr: lrOf }, {
+        onStep: (b, batchLoss, batchCorrect) => {
+          const t0 = performance.now();
+          const count = Math.min(cfg.batchSize, trainCount - b * cfg.batchSize);
+          step = firstStep + b + 1;
+          lr = lrOf(b);
+          window.add(t0, count, coordinatorMs, v.busy);
+          lossSum += batchLoss;
+          correct += batchCorrect;
+          seen += count;
+          batches.push({
+            epoch, batch: b + 1, step, loss: batchLoss / count, accuracy: batchCorrect / count, lr,
+            samplesPerSec: window.samplesPerSec(),
+          });
+          snap.batch = b + 1;
+          snap.step = step;
+          snap.elapsedSec = (t0 - tStart) / 1000;
+          snap.epochElapsedSec = (t0 - tEpoch) / 1000;
+          snap.samplesPerSec = window.samplesPerSec();
+          window.fill(snap);
+          reporter.step(snap);
+          coordinatorMs = performance.now() - t0;
+        },
+        shouldStop: () => requestStop.how !== null,
+      });
+      if (requestStop.how) stoppedBy = requestStop.how;
       if (stoppedBy !== 'completed') break;
       snap.phase = 'validating';
       reporter.step(snap);
@@ -197,7 +197,7 @@ class ThroughputWindow {
 
   constructor(private threads: number) {}
 
-  /** After each step: `overheadMs` is the coordinator's own time since the previous step finished. */
+  /** After each step: `overheadMs` is the coordinator's own time spent on the previous step. */
   add(now: number, samples: number, overheadMs: number, busy: Float64Array): void {
     this.samples += samples;
     this.overhead += overheadMs;

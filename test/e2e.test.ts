@@ -45,6 +45,10 @@ describe('training end to end', () => {
       return readFileSync(join(out, 'model.safetensors'));
     });
     for (let i = 1; i < digests.length; i++) expect(digests[i].equals(digests[0]), `run ${i}`).toBe(true);
+    // the per-step Piscina-task pipeline runs the same arithmetic in the same order: the same bytes
+    const tasks = join(dir, 'tasks');
+    expect(runCli(['--data-dir', mnistDir, '--out', tasks, '--threads', '3', '--seed', '5', '--pipeline', 'tasks', ...small]).code).toBe(0);
+    expect(readFileSync(join(tasks, 'model.safetensors')).equals(digests[0])).toBe(true);
     // and a different seed gives different weights (the comparison above can fail)
     const out = join(dir, 'other-seed');
     expect(runCli(['--data-dir', mnistDir, '--out', out, '--threads', '2', '--seed', '6', ...small]).code).toBe(0);
@@ -69,6 +73,15 @@ describe('training end to end', () => {
     expect(r.stderr).toMatch(/worker task forwardBackward \(step 5, shard \d+\) failed: injected fault/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(readFileSync(join(out, 'model.safetensors')).equals(before)).toBe(true);
+  });
+
+  it('a failing reduce in an oversubscribed lockstep pool releases every barrier and names the slice', () => {
+    const out = join(tmp(), 'models');
+    const r = runCli(['--data-dir', mnistDir, '--out', out, '--threads', '8', ...small],
+      { MNIST_PAR_INJECT_FAULT: 'reduceStep:7' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/worker task reduceStep \(step 7, slice \d\) failed: injected fault/);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
   });
 });
 

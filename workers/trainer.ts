@@ -3,14 +3,19 @@
 // message never carries image data or weights.
 //
 // Tasks (Piscina named exports):
-//   forwardBackward  one micro-shard: gather + normalize its rows, forward, loss, backward into its own slot
-//   reduceStep       one slice of the parameter vector: sum the slots in shard order, optimizer update
+//   runEpoch         lockstep pipeline: every worker runs all steps of an epoch, meeting the others at two
+//                    barriers per step (after the shards, after the update); one task per worker per epoch
+//   forwardBackward  tasks pipeline: one micro-shard
+//   reduceStep       tasks pipeline: one slice of the parameter vector
 //   evaluate         one evaluation shard of the test set: forward + loss in chunks
 import { workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
-import { arenaViews, shardViews, CTRL_NEXT_THREAD, type ArenaLayout, type ShardViews } from '../src/memory.js';
+import {
+  arenaViews, shardViews, splitRange, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_NEXT_THREAD, CTRL_STEPS_DONE,
+  CTRL_STOP, CTRL_STOP_AFTER, type ArenaLayout, type ShardViews,
+} from '../src/memory.js';
 import { layerViews, mlpBackward, mlpEvaluate, mlpForward } from '../src/mlp.js';
-import { optimizerStep, type OptimizerConfig } from '../src/optim.js';
+import type { OptimizerConfig } from '../src/optim.js';
 import { loadKernels, type KernelFamily } from '../src/kernels/wasm.js';
 
 export interface WorkerInit {
@@ -22,27 +27,37 @@ export interface WorkerInit {
   mean: number;
   std: number;
   labelSmoothing: number;
+  /** [start, end) of the parameter slice owned by reducer k (one per thread) */
+  slices: [number, number][];
+  /** spin this many polls before sleeping at a barrier (0 when threads outnumber cores) */
+  spin: number;
 }
 
 export interface ShardTask { shard: number; start: number; count: number; batch: number; step: number }
-export interface ReduceTask { start: number; end: number; lr: number; t: number }
+export interface ReduceTask { slice: number; lr: number; t: number }
 export interface EvalTask { shard: number; start: number; end: number }
+/** Steps [from, to) of an epoch; batch b covers perm[b·batchSize, min((b+1)·batchSize, trainCount)). */
+export interface EpochTask { from: number; to: number; batchSize: number; trainCount: number; firstT: number }
 
 const init = workerData as WorkerInit;
 const memory = init.memory;
 const views = arenaViews(memory, init.layout);
 const model = views.model;
 const net = layerViews(views.params, model);
-const shards: ShardViews[] = Array.from({ length: init.layout.spec.shards }, (_, s) => shardViews(memory, views, s));
+const S = init.layout.spec.shards;
+const T = init.layout.spec.threads;
+const shards: ShardViews[] = Array.from({ length: S }, (_, s) => shardViews(memory, views, s));
 const kernels = await loadKernels(init.kernels, memory);
 const PIXELS = init.layout.spec.pixels;
+const ROWS = init.layout.spec.rows;
 const L = model.slots.length;
 const CLASSES = model.layers[L];
-const ROWS = init.layout.spec.rows;
+const ctrl = views.control;
 // Normalizing through a 256-entry table gives every thread the same float32 for the same pixel value.
 const NORM = new Float32Array(256).map((_, v) => (v / 255 - init.mean) / init.std);
-// This thread's index into the busy-time counters, claimed once; Piscina decides which thread runs a task.
-const me = Atomics.add(views.control, CTRL_NEXT_THREAD, 1) % init.layout.spec.threads;
+// This thread's index, claimed once: it picks the busy-time counters, and in lockstep the shards
+// (s ≡ me mod threads) and the parameter slice this thread owns. Piscina starts exactly `threads` workers.
+const me = Atomics.add(ctrl, CTRL_NEXT_THREAD, 1) % T;
 const fault = parseFault(process.env.MNIST_PAR_INJECT_FAULT);
 
 function gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array,
@@ -56,33 +71,130 @@ function gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint
   }
 }
 
+/** Micro-shard `shard` of step t: rows perm[start, start+count) of a batch of `batch` rows → slot `shard`. */
+function shardWork(shard: number, start: number, count: number, batch: number, t: number): void {
+  checkFault('forwardBackward', t, shard);
+  const sv = shards[shard];
+  if (count === 0) {
+    views.slot[shard].fill(0);
+    views.shardStat[2 * shard] = 0;
+    views.shardStat[2 * shard + 1] = 0;
+    return;
+  }
+  const perm = views.perm;
+  gather(sv.input, sv.labels, views.trainX, views.trainY, (r) => perm[start + r], count);
+  mlpForward(kernels, net, sv.acts, model, count);
+  const { lossSum, correct } = mlpBackward(kernels, sv.grad, net, sv.acts, model, sv.labels, count,
+    init.labelSmoothing, 1 / batch);
+  views.shardStat[2 * shard] = lossSum;
+  views.shardStat[2 * shard + 1] = correct;
+}
+
+/** Slice k of the parameters at step t: sum the slots in shard order, then the optimizer update. */
+function reduceWork(k: number, lr: number, t: number): void {
+  const [start, end] = init.slices[k] ?? [0, 0];
+  checkFault('reduceStep', t, start);
+  if (end <= start) return;
+  kernels.reduceSlots(views.grad, views.slotsAll, init.layout.slotStride, S, start, end);
+  kernels.optimizerStep(init.optimizer, lr, t, views.params, views.grad, views.state, start, end);
+}
+
 export function forwardBackward(t: ShardTask): void {
   const t0 = performance.now();
-  checkFault('forwardBackward', t.step, t.shard);
-  const sv = shards[t.shard];
-  if (t.count === 0) {
-    views.slot[t.shard].fill(0);
-    views.shardStat[2 * t.shard] = 0;
-    views.shardStat[2 * t.shard + 1] = 0;
-  } else {
-    const perm = views.perm;
-    gather(sv.input, sv.labels, views.trainX, views.trainY, (r) => perm[t.start + r], t.count);
-    mlpForward(kernels, net, sv.acts, model, t.count);
-    const { lossSum, correct } = mlpBackward(kernels, sv.grad, net, sv.acts, model, sv.labels, t.count,
-      init.labelSmoothing, 1 / t.batch);
-    views.shardStat[2 * t.shard] = lossSum;
-    views.shardStat[2 * t.shard + 1] = correct;
-  }
+  shardWork(t.shard, t.start, t.count, t.batch, t.step);
   views.busy[2 * me] += performance.now() - t0;
 }
 
 export function reduceStep(t: ReduceTask): void {
   const t0 = performance.now();
-  checkFault('reduceStep', t.t, t.start);
-  const S = init.layout.spec.shards;
-  kernels.reduceSlots(views.grad, views.slotsAll, init.layout.slotStride, S, t.start, t.end);
-  kernels.optimizerStep(init.optimizer, t.lr, t.t, views.params, views.grad, views.state, t.start, t.end);
+  reduceWork(t.slice, t.lr, t.t);
   views.busy[2 * me + 1] += performance.now() - t0;
+}
+
+/**
+ * Waits until all `threads` workers have arrived. The last to arrive runs `serial` (alone, while the others
+ * wait) and then releases the round. Sleeps in Atomics.wait after a short spin, so oversubscribed threads
+ * never burn the cores the working ones need. A failed peer (CTRL_ABORT) releases everyone with an error.
+ */
+function barrier(serial: (() => void) | null): void {
+  const gen = Atomics.load(ctrl, CTRL_BAR_GEN);
+  if (Atomics.add(ctrl, CTRL_BAR_COUNT, 1) === T - 1) {
+    Atomics.store(ctrl, CTRL_BAR_COUNT, 0);
+    if (serial) serial();
+    Atomics.add(ctrl, CTRL_BAR_GEN, 1);
+    Atomics.notify(ctrl, CTRL_BAR_GEN);
+    return;
+  }
+  for (let i = 0; i < init.spin; i++) if (Atomics.load(ctrl, CTRL_BAR_GEN) !== gen) return;
+  while (Atomics.load(ctrl, CTRL_BAR_GEN) === gen) {
+    Atomics.wait(ctrl, CTRL_BAR_GEN, gen, 200);
+    if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
+  }
+}
+
+/** Thrown in the workers that did not fail, so the coordinator can report the one that did. */
+class PeerAbort extends Error {
+  constructor() {
+    super('aborted: another worker failed');
+  }
+}
+
+// What this thread is doing in the lockstep loop, for the error message if it fails.
+const doing = { task: '', t: 0, what: '', index: 0 };
+
+export function runEpoch(task: EpochTask): void {
+  try {
+    lockstep(task);
+  } catch (e) {
+    Atomics.store(ctrl, CTRL_ABORT, 1);
+    Atomics.add(ctrl, CTRL_BAR_GEN, 1); // release whoever sleeps at a barrier
+    Atomics.notify(ctrl, CTRL_BAR_GEN);
+    if (e instanceof PeerAbort) throw e;
+    const why = e instanceof Error ? e.message : String(e);
+    throw new Error(`${doing.task} (step ${doing.t}, ${doing.what} ${doing.index}) failed: ${why}`);
+  }
+}
+
+function lockstep(task: EpochTask): void {
+  const { batchSize, trainCount, firstT } = task;
+  const stat = views.shardStat;
+  for (let b = task.from; b < task.to; b++) {
+    const t = firstT + (b - task.from);
+    const start = b * batchSize;
+    const count = Math.min(batchSize, trainCount - start);
+    const t0 = performance.now();
+    doing.task = 'forwardBackward';
+    doing.t = t;
+    doing.what = 'shard';
+    for (let s = me; s < S; s += T) {
+      const [a, z] = splitRange(count, S, s);
+      doing.index = s;
+      shardWork(s, start + a, z - a, count, t);
+    }
+    const t1 = performance.now();
+    views.busy[2 * me] += t1 - t0;
+    barrier(() => {
+      let lossSum = 0;
+      let correct = 0;
+      for (let s = 0; s < S; s++) {
+        lossSum += stat[2 * s];
+        correct += stat[2 * s + 1];
+      }
+      views.stepStat[2 * b] = lossSum;
+      views.stepStat[2 * b + 1] = correct;
+    });
+    const t2 = performance.now();
+    doing.task = 'reduceStep';
+    doing.what = 'slice';
+    doing.index = me;
+    reduceWork(me, views.lrs[b], t);
+    views.busy[2 * me + 1] += performance.now() - t2;
+    barrier(() => {
+      Atomics.store(ctrl, CTRL_STEPS_DONE, b + 1);
+      if (Atomics.load(ctrl, CTRL_STOP) !== 0) Atomics.store(ctrl, CTRL_STOP_AFTER, b);
+    });
+    if (Atomics.load(ctrl, CTRL_STOP_AFTER) === b) return;
+  }
 }
 
 export function evaluate(t: EvalTask): void {
@@ -116,4 +228,3 @@ function checkFault(task: string, step: number, where: number): void {
     throw new Error(`injected fault in ${task} at step ${step} (${where}) by MNIST_PAR_INJECT_FAULT`);
   }
 }
-
