@@ -34,7 +34,8 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
   ['minLr', '<x>', 'final learning rate (cosine schedule)'],
   ['labelSmoothing', '<x>', 'label smoothing of the cross-entropy'],
   ['out', '<dir>', 'output directory for the model, metrics and config'],
-  ['logEvery', '<n>', 'print a progress line every N batches (plain output)'],
+  ['plots', '<dir>', 'output directory for the PNG charts, refreshed after every epoch'],
+  ['logEvery', '<n>', 'print a progress line every N batches (plain and JSON output)'],
 ];
 
 function showDefault(key: keyof Config): string {
@@ -51,6 +52,8 @@ function addTrainOptions(cmd: Command): Command {
   }
   cmd.option('--nesterov', 'Nesterov momentum (sgd)');
   cmd.option('--no-download', 'never download: fail if dataset files are missing');
+  cmd.option('--no-dashboard', 'plain progress lines even in a terminal');
+  cmd.option('--json', 'JSON lines instead of plain progress lines');
   cmd.option('--config <file>', 'JSON file of configuration values (flags override it)');
   return cmd;
 }
@@ -65,6 +68,8 @@ export function resolveConfig(cmd: Command): Config {
   }
   if (cmd.getOptionValueSource('nesterov') === 'cli') raw.nesterov = true;
   if (cmd.getOptionValueSource('download') === 'cli') raw.download = false;
+  if (cmd.getOptionValueSource('dashboard') === 'cli') raw.dashboard = false;
+  if (cmd.getOptionValueSource('json') === 'cli') raw.json = true;
   return validate(raw);
 }
 
@@ -138,6 +143,16 @@ export function buildProgram(): Command {
     .option('--data-dir <dir>', 'where to put the files (default: datasets/<dataset>)')
     .action(async (opts) => {
       process.exitCode = await runDownload(opts);
+    });
+  program.command('plot')
+    .description('re-render the PNG charts from saved metrics CSVs and/or a bench scaling JSON')
+    .option('--metrics <dir>', 'folder with batch_metrics.csv and epoch_metrics.csv (default: models)')
+    .option('--bench <file>', 'a bench/results/scaling-*.json file')
+    .option('--plots <dir>', 'where to write the PNGs', 'plots')
+    .action(async (opts) => {
+      const { plotCommand } = await import('./plot.js');
+      const written = await plotCommand({ metrics: opts.metrics, bench: opts.bench, plots: opts.plots });
+      process.stdout.write(`wrote ${written.join(', ')}\n`);
     });
   for (const c of program.commands) c.exitOverride();
   return program;

@@ -43,6 +43,12 @@ export interface Config {
   minLr: number;
   labelSmoothing: number;
   out: string;
+  /** where the PNG charts go, refreshed at the end of every epoch */
+  plots: string;
+  /** full-screen dashboard when stdout is a terminal */
+  dashboard: boolean;
+  /** JSON lines instead of plain lines (implies no dashboard) */
+  json: boolean;
   logEvery: number;
 }
 
@@ -75,6 +81,9 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
   minLr: 0,
   labelSmoothing: 0.05,
   out: 'models',
+  plots: 'plots',
+  dashboard: true,
+  json: false,
   logEvery: 100,
 };
 
@@ -120,7 +129,7 @@ const CHOICES: Partial<Record<keyof Config, readonly string[]>> = {
 export function parseValue(key: keyof Config, text: string): unknown {
   const flag = flagName(key);
   if (key === 'hidden') return parseHidden(text);
-  if (key === 'download' || key === 'nesterov') {
+  if (key === 'download' || key === 'nesterov' || key === 'dashboard' || key === 'json') {
     if (text === 'true') return true;
     if (text === 'false') return false;
     throw new UsageError(`${flag}: expected true or false, got '${text}'`);
@@ -173,15 +182,16 @@ export function validate(raw: Record<string, unknown>): Config {
       if (!Array.isArray(v) || v.length === 0 || v.some((w) => !Number.isInteger(w) || w < 1 || w > 8192)) {
         throw new UsageError(`--hidden: expected a list of layer widths, each an integer in 1..8192, got ${show(v)}`);
       }
-    } else if (key === 'download' || key === 'nesterov') {
+    } else if (key === 'download' || key === 'nesterov' || key === 'dashboard' || key === 'json') {
       if (typeof v !== 'boolean') throw new UsageError(`${flag}: expected true or false, got ${show(v)}`);
-    } else if (key === 'dataDir' || key === 'out') {
+    } else if (key === 'dataDir' || key === 'out' || key === 'plots') {
       if (typeof v !== 'string') throw new UsageError(`${flag}: expected a path, got ${show(v)}`);
     }
   }
   const c = cfg as unknown as Config;
   if (c.dataDir === '') c.dataDir = `datasets/${c.dataset}`;
   if (c.out === '') throw new UsageError('--out: expected a directory path, got an empty string');
+  if (c.plots === '') throw new UsageError('--plots: expected a directory path, got an empty string');
   if (c.nesterov && (c.optimizer !== 'sgd' || c.momentum === 0)) {
     throw new UsageError('--nesterov: needs --optimizer sgd with --momentum > 0');
   }

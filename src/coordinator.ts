@@ -34,7 +34,8 @@ export interface CoordinatorOptions {
   spec: ArenaSpec;
   optimizer: OptimizerConfig;
   kernels: 'auto' | KernelFamily;
-  pipeline: Pipeline;
+  /** default lockstep */
+  pipeline?: Pipeline;
   mean: number;
   std: number;
   labelSmoothing: number;

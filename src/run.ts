@@ -6,7 +6,7 @@ import { createReporter } from './ui/reporter.js';
 export async function runTraining(cfg: Config): Promise<number> {
   const stop: { how: 'q' | 'SIGINT' | null } = { how: null };
   const reporter = createReporter({
-    mode: 'auto',
+    mode: cfg.json ? 'json' : cfg.dashboard ? 'auto' : 'plain',
     logEvery: cfg.logEvery,
     onInterrupt: (how) => {
       stop.how ??= how;

@@ -15,6 +15,7 @@ import { initParams, paramLayout, widths } from './model.js';
 import { learningRate, optimizerStateCount, type OptimizerConfig, type ScheduleConfig } from './optim.js';
 import { Rng } from './rng.js';
 import { weightTensors, writeSafetensors } from './safetensors.js';
+import { writeBatchChart, writeEpochChart } from './ui/charts.js';
 import type { Reporter } from './ui/reporter.js';
 
 export interface RunSummary {
@@ -71,7 +72,9 @@ export async function loadDatasets(cfg: Config): Promise<Datasets> {
 export async function train(cfg: Config, reporter: Reporter, requestStop: { how: 'q' | 'SIGINT' | null },
                             data?: Datasets): Promise<RunSummary> {
   const outDir = resolve(cfg.out);
+  const plotsDir = resolve(cfg.plots);
   await prepareOutDir(outDir);
+  await prepareOutDir(plotsDir, '--plots');
   const info = DATASETS[cfg.dataset];
   const { train: trainSplit, test: testSplit } = data ?? await loadDatasets(cfg);
   const trainCount = cfg.limitTrain > 0 ? Math.min(cfg.limitTrain, trainSplit.count) : trainSplit.count;
@@ -168,9 +171,13 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
       };
       epochs.push(rec);
       await writeOutputs(outDir, cfg, model, v.params, batches, epochs, files);
+      await writeCharts(plotsDir, batches, epochs, files);
       reporter.epoch(snap, rec);
     }
-    if (stoppedBy !== 'completed') await writeOutputs(outDir, cfg, model, v.params, batches, epochs, files);
+    if (stoppedBy !== 'completed') {
+      await writeOutputs(outDir, cfg, model, v.params, batches, epochs, files);
+      await writeCharts(plotsDir, batches, epochs, files);
+    }
     snap.phase = 'done';
     return { epochs, stoppedBy, seconds: (performance.now() - tStart) / 1000, files: [...new Set(files)], snapshot: snap };
   } finally {
@@ -187,6 +194,17 @@ async function writeOutputs(outDir: string, cfg: Config, model: ReturnType<typeo
   await writeFileAtomic(join(outDir, 'batch_metrics.csv'), batchCsv(batches));
   await writeFileAtomic(join(outDir, 'epoch_metrics.csv'), epochCsv(epochs));
   files.push(weights, join(outDir, 'batch_metrics.csv'), join(outDir, 'epoch_metrics.csv'));
+}
+
+async function writeCharts(dir: string, batches: BatchRecord[], epochs: EpochRecord[], files: string[]): Promise<void> {
+  if (batches.length > 0) {
+    await writeBatchChart(join(dir, 'batch_metrics.png'), batches);
+    files.push(join(dir, 'batch_metrics.png'));
+  }
+  if (epochs.length > 0) {
+    await writeEpochChart(join(dir, 'epoch_metrics.png'), epochs);
+    files.push(join(dir, 'epoch_metrics.png'));
+  }
 }
 
 /** Recent throughput, step-time split and per-worker busy share over the last ~2 seconds. */

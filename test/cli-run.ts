@@ -1,6 +1,8 @@
 // Runs the built CLI (dist/src/cli.js) as a user would, and locates the shared datasets for tests.
 import { spawnSync } from 'node:child_process';
-import { dirname, resolve } from 'node:path';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
@@ -15,8 +17,10 @@ export interface CliResult {
   stderr: string;
 }
 
+/** Runs in a fresh temporary working directory, so default outputs (models/, plots/) never land in the repo. */
 export function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 170_000): CliResult {
   const r = spawnSync(process.execPath, [cliPath, ...args], {
+    cwd: mkdtempSync(join(tmpdir(), 'mnist-par-cwd-')),
     encoding: 'utf8',
     env: { ...process.env, ...env },
     timeout: timeoutMs,
