@@ -33,7 +33,10 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
   ['gamma', '<x>', 'decay factor (step schedule)'],
   ['minLr', '<x>', 'final learning rate (cosine schedule)'],
   ['labelSmoothing', '<x>', 'label smoothing of the cross-entropy'],
-  ['out', '<dir>', 'output directory for the model, metrics and config'],
+  ['patience', '<epochs>', 'stop early after this many epochs without improvement of --monitor (0 = never)'],
+  ['minDelta', '<x>', 'smallest change of --monitor that counts as an improvement'],
+  ['monitor', '<metric>', 'what early stopping watches: val_loss or val_accuracy'],
+  ['out', '<dir>', 'output directory for the model, checkpoints, metrics and config'],
   ['plots', '<dir>', 'output directory for the PNG charts, refreshed after every epoch'],
   ['logEvery', '<n>', 'print a progress line every N batches (plain and JSON output)'],
 ];
@@ -51,6 +54,8 @@ function addTrainOptions(cmd: Command): Command {
     cmd.addOption(new Option(`${flagName(key)} ${arg}`, d === '' ? help : `${help} (default: ${d})`));
   }
   cmd.option('--nesterov', 'Nesterov momentum (sgd)');
+  cmd.option('--augment', 'random affine augmentation (rotation, scale, shift, shear) of training images');
+  cmd.option('--resume <checkpoint>', 'continue a run from a checkpoint file or the --out folder holding checkpoint-last.safetensors');
   cmd.option('--no-download', 'never download: fail if dataset files are missing');
   cmd.option('--no-dashboard', 'plain progress lines even in a terminal');
   cmd.option('--json', 'JSON lines instead of plain progress lines');
@@ -58,8 +63,8 @@ function addTrainOptions(cmd: Command): Command {
   return cmd;
 }
 
-/** Merges defaults, the --config file and the flags actually given; validates the result. */
-export function resolveConfig(cmd: Command): Config {
+/** The configuration values the user gave: the --config file's, overridden by the flags actually given. */
+function givenValues(cmd: Command): Record<string, unknown> {
   const opts = cmd.opts();
   const raw: Record<string, unknown> = {};
   if (opts.config !== undefined) Object.assign(raw, readConfigFile(String(opts.config)));
@@ -67,10 +72,34 @@ export function resolveConfig(cmd: Command): Config {
     if (opts[key] !== undefined) raw[key] = parseValue(key, String(opts[key]));
   }
   if (cmd.getOptionValueSource('nesterov') === 'cli') raw.nesterov = true;
+  if (cmd.getOptionValueSource('augment') === 'cli') raw.augment = true;
   if (cmd.getOptionValueSource('download') === 'cli') raw.download = false;
   if (cmd.getOptionValueSource('dashboard') === 'cli') raw.dashboard = false;
   if (cmd.getOptionValueSource('json') === 'cli') raw.json = true;
-  return validate(raw);
+  return raw;
+}
+
+/** Merges defaults, the --config file and the flags actually given; validates the result. */
+export function resolveConfig(cmd: Command): Config {
+  return validate(givenValues(cmd));
+}
+
+// Fields a resumed run may change: where things are and how they are shown, not what is computed.
+const RESUMABLE: readonly string[] = ['dataDir', 'download', 'threads', 'kernels', 'pipeline', 'out', 'plots',
+  'dashboard', 'json', 'logEvery', 'limitTest', 'patience', 'minDelta', 'monitor'];
+
+/** The checkpoint's configuration with the given values applied; conflicting values are refused. */
+function resumeConfig(given: Record<string, unknown>, saved: Config, file: string): Config {
+  const free = new Set(RESUMABLE);
+  // more epochs continue a run exactly only when the schedule does not depend on the total length
+  if (saved.schedule === 'none' || saved.schedule === 'step') free.add('epochs');
+  const conflicts = Object.entries(given)
+    .filter(([k, v]) => !free.has(k) && JSON.stringify(v) !== JSON.stringify((saved as unknown as Record<string, unknown>)[k]))
+    .map(([k, v]) => `${flagName(k)} ${JSON.stringify(v)} (checkpoint: ${JSON.stringify((saved as unknown as Record<string, unknown>)[k])})`);
+  if (conflicts.length > 0) {
+    throw new UsageError(`--resume ${file}: the checkpoint was trained with other values for ${conflicts.join(', ')}; drop those flags to continue it, or start a new run without --resume`);
+  }
+  return validate({ ...saved, ...given });
 }
 
 function readConfigFile(path: string): Record<string, unknown> {
@@ -93,9 +122,13 @@ function readConfigFile(path: string): Record<string, unknown> {
 }
 
 async function runTrain(cmd: Command): Promise<number> {
-  const cfg = resolveConfig(cmd);
   const { runTraining } = await import('./run.js');
-  return runTraining(cfg);
+  const resume = cmd.opts().resume as string | undefined;
+  if (resume === undefined) return runTraining(resolveConfig(cmd));
+  const given = givenValues(cmd);
+  const { loadCheckpoint } = await import('./checkpoint.js');
+  const ck = await loadCheckpoint(resume);
+  return runTraining(resumeConfig(given, ck.state.config, ck.file), ck);
 }
 
 async function runDownload(opts: { dataset: string; dataDir?: string }): Promise<number> {

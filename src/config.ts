@@ -9,6 +9,7 @@ export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
 export const SCHEDULES = ['none', 'step', 'cosine', 'onecycle'] as const;
 export const KERNEL_CHOICES = ['auto', 'relaxed', 'simd', 'js'] as const;
 export const PIPELINES = ['lockstep', 'tasks'] as const;
+export const MONITORS = ['val_loss', 'val_accuracy'] as const;
 
 export interface Config {
   dataset: (typeof DATASET_NAMES)[number];
@@ -42,6 +43,13 @@ export interface Config {
   gamma: number;
   minLr: number;
   labelSmoothing: number;
+  /** random affine augmentation of the training images */
+  augment: boolean;
+  /** early stopping: epochs without improvement of `monitor` before stopping (0 = never stop early) */
+  patience: number;
+  /** smallest change of `monitor` that counts as an improvement */
+  minDelta: number;
+  monitor: (typeof MONITORS)[number];
   out: string;
   /** where the PNG charts go, refreshed at the end of every epoch */
   plots: string;
@@ -80,12 +88,18 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
   gamma: 0.5,
   minLr: 0,
   labelSmoothing: 0.05,
+  augment: false,
+  patience: 0,
+  minDelta: 0,
+  monitor: 'val_loss',
   out: 'models',
   plots: 'plots',
   dashboard: true,
   json: false,
   logEvery: 100,
 };
+
+const BOOLEAN_KEYS: readonly (keyof Config)[] = ['download', 'nesterov', 'dashboard', 'json', 'augment'];
 
 /** Flag spelling of a config key, for messages: batchSize → --batch-size. */
 export function flagName(key: string): string {
@@ -102,6 +116,7 @@ const INT_LIMITS: Partial<Record<keyof Config, [number, number]>> = {
   seed: [0, 0xffffffff],
   stepSize: [1, 100000],
   logEvery: [1, 1e9],
+  patience: [0, 100000],
 };
 
 const REAL_LIMITS: Partial<Record<keyof Config, [number, number, string]>> = {
@@ -115,6 +130,7 @@ const REAL_LIMITS: Partial<Record<keyof Config, [number, number, string]>> = {
   gamma: [Number.MIN_VALUE, 1, 'a number > 0 and ≤ 1'],
   minLr: [0, 10, 'a number ≥ 0'],
   labelSmoothing: [0, 0.99, 'a fraction in [0, 0.99]'],
+  minDelta: [0, 1e9, 'a number ≥ 0'],
 };
 
 const CHOICES: Partial<Record<keyof Config, readonly string[]>> = {
@@ -123,13 +139,14 @@ const CHOICES: Partial<Record<keyof Config, readonly string[]>> = {
   schedule: SCHEDULES,
   kernels: KERNEL_CHOICES,
   pipeline: PIPELINES,
+  monitor: MONITORS,
 };
 
 /** Parses one textual value (from the command line) for `key`; throws UsageError naming the flag. */
 export function parseValue(key: keyof Config, text: string): unknown {
   const flag = flagName(key);
   if (key === 'hidden') return parseHidden(text);
-  if (key === 'download' || key === 'nesterov' || key === 'dashboard' || key === 'json') {
+  if (BOOLEAN_KEYS.includes(key)) {
     if (text === 'true') return true;
     if (text === 'false') return false;
     throw new UsageError(`${flag}: expected true or false, got '${text}'`);
@@ -182,7 +199,7 @@ export function validate(raw: Record<string, unknown>): Config {
       if (!Array.isArray(v) || v.length === 0 || v.some((w) => !Number.isInteger(w) || w < 1 || w > 8192)) {
         throw new UsageError(`--hidden: expected a list of layer widths, each an integer in 1..8192, got ${show(v)}`);
       }
-    } else if (key === 'download' || key === 'nesterov' || key === 'dashboard' || key === 'json') {
+    } else if (BOOLEAN_KEYS.includes(key)) {
       if (typeof v !== 'boolean') throw new UsageError(`${flag}: expected true or false, got ${show(v)}`);
     } else if (key === 'dataDir' || key === 'out' || key === 'plots') {
       if (typeof v !== 'string') throw new UsageError(`${flag}: expected a path, got ${show(v)}`);

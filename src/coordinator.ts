@@ -39,6 +39,8 @@ export interface CoordinatorOptions {
   mean: number;
   std: number;
   labelSmoothing: number;
+  /** augment training images with transforms seeded by (this seed, epoch, image index); null: no augmentation */
+  augment?: number | null;
 }
 
 export interface StepResult {
@@ -66,6 +68,8 @@ export interface EpochPlan {
   firstT: number;
   /** learning rate of batch b, for b in [from, to) */
   lr: (b: number) => number;
+  /** 1-based epoch number (seeds augmentation) */
+  epoch: number;
 }
 
 export interface EpochHooks {
@@ -101,6 +105,7 @@ export class Coordinator {
     const init: WorkerInit = {
       memory: this.memory, layout, optimizer: options.optimizer, kernels: this.family,
       mean: options.mean, std: options.std, labelSmoothing: options.labelSmoothing, slices,
+      augment: options.augment ?? null,
       // spinning before sleeping at a barrier helps only when every thread has a core of its own
       spin: this.threads <= availableParallelism() ? 2000 : 0,
     };
@@ -134,11 +139,11 @@ export class Coordinator {
    * One optimizer step on the batch perm[start, start+count): shards → reduce + update → metrics.
    * `t` is the 1-based step number, `lr` this step's learning rate.
    */
-  async step(start: number, count: number, lr: number, t: number): Promise<StepResult> {
+  async step(start: number, count: number, lr: number, t: number, epoch = 1): Promise<StepResult> {
     const shards: Promise<void>[] = [];
     for (let s = 0; s < this.shards; s++) {
       const [a, b] = splitRange(count, this.shards, s);
-      const task: ShardTask = { shard: s, start: start + a, count: b - a, batch: count, step: t };
+      const task: ShardTask = { shard: s, start: start + a, count: b - a, batch: count, step: t, epoch };
       shards.push(this.run('forwardBackward', task, `step ${t}, shard ${s}`));
     }
     await settle(shards);
@@ -160,7 +165,7 @@ export class Coordinator {
       for (let b = plan.from; b < plan.to; b++) {
         const start = b * plan.batchSize;
         const count = Math.min(plan.batchSize, plan.trainCount - start);
-        const r = await this.step(start, count, plan.lr(b), plan.firstT + b - plan.from);
+        const r = await this.step(start, count, plan.lr(b), plan.firstT + b - plan.from, plan.epoch);
         hooks.onStep(b, r.lossSum, r.correct);
         if (hooks.shouldStop()) return b + 1;
       }
@@ -175,6 +180,7 @@ export class Coordinator {
     Atomics.store(ctrl, CTRL_ABORT, 0);
     const task: EpochTask = {
       from: plan.from, to: plan.to, batchSize: plan.batchSize, trainCount: plan.trainCount, firstT: plan.firstT,
+      epoch: plan.epoch,
     };
     let finished = false;
     const all = settle(Array.from({ length: this.threads }, () =>

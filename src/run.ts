@@ -1,10 +1,16 @@
 // `mnist-par train`: a training run with its console reporter, interruption handling and summary.
+import type { Checkpoint } from './checkpoint.js';
 import type { Config } from './config.js';
-import { train } from './train.js';
+import { train, type StopRequest } from './train.js';
 import { createReporter } from './ui/reporter.js';
 
-export async function runTraining(cfg: Config): Promise<number> {
-  const stop: { how: 'q' | 'SIGINT' | null } = { how: null };
+export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<number> {
+  const stop: { how: StopRequest | null } = { how: null };
+  // SIGTERM (a scheduler, `kill`): finish the step, save a checkpoint, exit 143
+  const onTerm = () => {
+    stop.how ??= 'SIGTERM';
+  };
+  process.on('SIGTERM', onTerm);
   const reporter = createReporter({
     mode: cfg.json ? 'json' : cfg.dashboard ? 'auto' : 'plain',
     logEvery: cfg.logEvery,
@@ -13,14 +19,15 @@ export async function runTraining(cfg: Config): Promise<number> {
     },
   });
   try {
-    const r = await train(cfg, reporter, stop);
+    const r = await train(cfg, reporter, stop, undefined, resume);
     const last = r.epochs[r.epochs.length - 1];
-    const why = r.stoppedBy === 'completed' ? `finished ${r.epochs.length} epochs` : `stopped by ${r.stoppedBy} after ${r.epochs.length} complete epochs`;
-    const acc = last ? `, test accuracy ${(100 * last.valAccuracy).toFixed(2)}%, test loss ${last.valLoss.toFixed(4)}` : '';
-    reporter.finish(r.snapshot, [`mnist-par: ${why} in ${r.seconds.toFixed(1)} s${acc}`, `wrote ${r.files.join(', ')}`],
-    );
-    return r.stoppedBy === 'SIGINT' ? 130 : 0;
+    const acc = last ? `; test accuracy ${(100 * last.valAccuracy).toFixed(2)}%, test loss ${last.valLoss.toFixed(4)}` : '';
+    const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];
+    if (r.resumeHint) lines.push(r.resumeHint);
+    reporter.finish(r.snapshot, lines);
+    return r.stoppedBy === 'SIGINT' ? 130 : r.stoppedBy === 'SIGTERM' ? 143 : 0;
   } finally {
+    process.off('SIGTERM', onTerm);
     reporter.close();
   }
 }

@@ -1,8 +1,11 @@
 // The training run: load data into the arena, then the loop — for each epoch a fresh permutation, for each
-// batch one coordinator step, then validation, metrics and outputs. Like PyTorch's train()/test() pair.
-import { mkdir } from 'node:fs/promises';
+// batch one coordinator step, then validation, checkpoints, metrics and charts. Like PyTorch's train()/test()
+// pair. Everything the loop carries from one step to the next lives in one TrainState, which is what a
+// checkpoint saves, so a resumed run continues bit for bit.
+import { mkdir, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
+import { BEST, LAST, saveCheckpoint, type Checkpoint, type TrainState } from './checkpoint.js';
 import type { Config } from './config.js';
 import { Coordinator } from './coordinator.js';
 import { DATASETS } from './data/datasets.js';
@@ -11,16 +14,22 @@ import { loadSplit, type Split } from './data/idx.js';
 import { UserError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 import { batchCsv, epochCsv, type BatchRecord, type EpochRecord, type Snapshot } from './metrics.js';
-import { initParams, paramLayout, widths } from './model.js';
+import { initParams, paramLayout, widths, type Layout } from './model.js';
 import { learningRate, optimizerStateCount, type OptimizerConfig, type ScheduleConfig } from './optim.js';
 import { Rng } from './rng.js';
 import { weightTensors, writeSafetensors } from './safetensors.js';
 import { writeBatchChart, writeEpochChart } from './ui/charts.js';
 import type { Reporter } from './ui/reporter.js';
 
+export type StopRequest = 'q' | 'SIGINT' | 'SIGTERM';
+
 export interface RunSummary {
   epochs: EpochRecord[];
-  stoppedBy: 'completed' | 'q' | 'SIGINT';
+  stoppedBy: 'completed' | 'early' | StopRequest;
+  /** one sentence on why the run ended */
+  reason: string;
+  /** how to continue, when the run was interrupted */
+  resumeHint: string | null;
   seconds: number;
   files: string[];
   snapshot: Snapshot;
@@ -46,7 +55,6 @@ export async function prepareOutDir(dir: string, flag = '--out'): Promise<void> 
   try {
     await mkdir(dir, { recursive: true });
     await writeFileAtomic(join(dir, '.write-test'), '');
-    const { unlink } = await import('node:fs/promises');
     await unlink(join(dir, '.write-test'));
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code ?? 'error';
@@ -65,12 +73,41 @@ export async function loadDatasets(cfg: Config): Promise<Datasets> {
   return { train: await loadSplit(cfg.dataDir, 'train'), test: await loadSplit(cfg.dataDir, 'test') };
 }
 
+function freshState(cfg: Config): TrainState {
+  return {
+    version: 1, config: cfg, epoch: 1, batch: 0, step: 0,
+    // the permutation stream is separate from the initialization stream, both derived from --seed
+    rng: new Rng((cfg.seed ^ 0x5eed5eed) >>> 0).state(),
+    partial: { lossSum: 0, correct: 0, seen: 0, seconds: 0 },
+    elapsedSec: 0, batches: [], epochs: [], best: null,
+    early: { best: null, bestEpoch: 0, epochsWithoutImprovement: 0 },
+  };
+}
+
+/** Early stopping after an epoch: updates `early`; returns the reason to stop, or null. */
+function earlyStop(cfg: Config, st: TrainState, rec: EpochRecord): string | null {
+  const e = st.early;
+  const value = cfg.monitor === 'val_loss' ? rec.valLoss : rec.valAccuracy;
+  const better = e.best === null || (cfg.monitor === 'val_loss' ? value < e.best - cfg.minDelta : value > e.best + cfg.minDelta);
+  if (better) {
+    e.best = value;
+    e.bestEpoch = rec.epoch;
+    e.epochsWithoutImprovement = 0;
+    return null;
+  }
+  e.epochsWithoutImprovement++;
+  if (cfg.patience === 0 || e.epochsWithoutImprovement < cfg.patience) return null;
+  const what = cfg.monitor === 'val_loss' ? 'validation loss' : 'validation accuracy';
+  return `stopped early: ${what} did not improve by more than ${cfg.minDelta} for ${cfg.patience} epochs ` +
+    `(best ${value < 1 ? e.best!.toFixed(4) : e.best} at epoch ${e.bestEpoch})`;
+}
+
 /**
- * Trains as configured. `data` may be passed in already loaded (benchmarks reuse it across runs).
- * Stops early, after the current step, once `requestStop.how` is set.
+ * Trains as configured, from scratch or from `resume`. `data` may be passed in already loaded (benchmarks
+ * reuse it across runs). Stops after the current step once `requestStop.how` is set, saving a checkpoint.
  */
-export async function train(cfg: Config, reporter: Reporter, requestStop: { how: 'q' | 'SIGINT' | null },
-                            data?: Datasets): Promise<RunSummary> {
+export async function train(cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
+                            data?: Datasets, resume?: Checkpoint): Promise<RunSummary> {
   const outDir = resolve(cfg.out);
   const plotsDir = resolve(cfg.plots);
   await prepareOutDir(outDir);
@@ -80,6 +117,9 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
   const trainCount = cfg.limitTrain > 0 ? Math.min(cfg.limitTrain, trainSplit.count) : trainSplit.count;
   const testCount = cfg.limitTest > 0 ? Math.min(cfg.limitTest, testSplit.count) : testSplit.count;
   const pixels = trainSplit.rows * trainSplit.cols;
+  if (resume?.perm && resume.perm.length !== trainCount) {
+    throw new UserError(`--resume ${resume.file}: its epoch permutation covers ${resume.perm.length} images but this run has ${trainCount}; keep --data-dir and --limit-train as they were`);
+  }
 
   const layers = widths(cfg.hidden);
   const model = paramLayout(layers);
@@ -90,7 +130,8 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
       layers, threads: cfg.threads, shards: cfg.shards, rows: Math.max(Math.ceil(cfg.batchSize / cfg.shards), 64),
       optimizerStates: optimizerStateCount(optimizer), stepsPerEpoch, trainCount, testCount, pixels,
     },
-    optimizer, kernels: cfg.kernels, pipeline: cfg.pipeline, mean: info.mean, std: info.std, labelSmoothing: cfg.labelSmoothing,
+    optimizer, kernels: cfg.kernels, pipeline: cfg.pipeline, mean: info.mean, std: info.std,
+    labelSmoothing: cfg.labelSmoothing, augment: cfg.augment ? cfg.seed : null,
   });
   const files: string[] = [];
   try {
@@ -99,18 +140,22 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
     v.trainY.set(trainSplit.labels.subarray(0, trainCount));
     v.testX.set(testSplit.images.subarray(0, testCount * pixels));
     v.testY.set(testSplit.labels.subarray(0, testCount));
-    initParams(v.params, model, cfg.seed);
+    const st: TrainState = resume ? { ...resume.state, config: cfg } : freshState(cfg);
+    if (resume) {
+      v.params.set(resume.params);
+      resume.optimizerState.forEach((m, k) => v.state[k]?.set(m));
+      if (resume.perm) v.perm.set(resume.perm);
+    } else {
+      initParams(v.params, model, cfg.seed);
+    }
     await coord.ready();
 
     const schedule = scheduleConfig(cfg, stepsPerEpoch);
-    // The permutation stream is separate from the initialization stream, both derived from --seed.
-    const rng = new Rng((cfg.seed ^ 0x5eed5eed) >>> 0);
-    const batches: BatchRecord[] = [];
-    const epochs: EpochRecord[] = [];
+    const rng = new Rng(st.rng);
     const snap: Snapshot = {
       config: cfg, layers, paramCount: model.size, kernelFamily: coord.family, phase: 'training',
-      epoch: 1, batch: 0, batchesPerEpoch: stepsPerEpoch, step: 0, totalSteps: stepsPerEpoch * cfg.epochs,
-      elapsedSec: 0, epochElapsedSec: 0, samplesPerSec: 0, batches, epochs,
+      epoch: st.epoch, batch: st.batch, batchesPerEpoch: stepsPerEpoch, step: st.step, totalSteps: stepsPerEpoch * cfg.epochs,
+      elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: 0, batches: st.batches, epochs: st.epochs,
       workerBusy: new Array(cfg.threads).fill(0),
       timing: { stepMs: 0, computeMs: 0, reduceMs: 0, waitMs: 0, overheadMs: 0 },
     };
@@ -118,38 +163,47 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
     files.push(join(outDir, 'config.json'));
     reporter.start(snap);
 
-    const tStart = performance.now();
+    const tStart = performance.now() - st.elapsedSec * 1000;
     const window = new ThroughputWindow(cfg.threads);
-    let step = 0;
     // the coordinator's own work per step (metrics, UI): in the lockstep pipeline it is off the critical path
     let coordinatorMs = 0;
     let stoppedBy: RunSummary['stoppedBy'] = 'completed';
-    for (let epoch = 1; epoch <= cfg.epochs && stoppedBy === 'completed'; epoch++) {
-      const tEpoch = performance.now();
-      rng.permutation(v.perm);
-      let lossSum = 0;
-      let correct = 0;
-      let seen = 0;
-      let lr = 0;
+    let reason = '';
+    const save = async (name: string, withPerm: boolean) => {
+      st.rng = rng.state();
+      st.elapsedSec = (performance.now() - tStart) / 1000;
+      await saveCheckpoint(join(outDir, name), model, v.params, v.state, withPerm ? v.perm : null, st);
+      files.push(join(outDir, name));
+    };
+
+    while (st.epoch <= cfg.epochs && stoppedBy === 'completed') {
+      const epoch = st.epoch;
+      const tEpoch = performance.now() - st.partial.seconds * 1000;
+      if (st.batch === 0) rng.permutation(v.perm);
       snap.epoch = epoch;
-      const firstStep = step;
+      const firstStep = st.step - st.batch; // global steps done when this epoch began
       const lrOf = (b: number) => learningRate(schedule, firstStep + b);
-      await coord.runEpoch({ from: 0, to: stepsPerEpoch, batchSize: cfg.batchSize, trainCount, firstT: firstStep + 1, lr: lrOf }, {
+      let lr = st.batch > 0 ? lrOf(st.batch - 1) : 0;
+      const next = await coord.runEpoch({
+        from: st.batch, to: stepsPerEpoch, batchSize: cfg.batchSize, trainCount, firstT: st.step + 1, lr: lrOf,
+        epoch,
+      }, {
         onStep: (b, batchLoss, batchCorrect) => {
           const t0 = performance.now();
           const count = Math.min(cfg.batchSize, trainCount - b * cfg.batchSize);
-          step = firstStep + b + 1;
+          st.step = firstStep + b + 1;
+          st.batch = b + 1;
           lr = lrOf(b);
           window.add(t0, count, coordinatorMs, v.busy);
-          lossSum += batchLoss;
-          correct += batchCorrect;
-          seen += count;
-          batches.push({
-            epoch, batch: b + 1, step, loss: batchLoss / count, accuracy: batchCorrect / count, lr,
+          st.partial.lossSum += batchLoss;
+          st.partial.correct += batchCorrect;
+          st.partial.seen += count;
+          st.batches.push({
+            epoch, batch: b + 1, step: st.step, loss: batchLoss / count, accuracy: batchCorrect / count, lr,
             samplesPerSec: window.samplesPerSec(),
           });
           snap.batch = b + 1;
-          snap.step = step;
+          snap.step = st.step;
           snap.elapsedSec = (t0 - tStart) / 1000;
           snap.epochElapsedSec = (t0 - tEpoch) / 1000;
           snap.samplesPerSec = window.samplesPerSec();
@@ -159,50 +213,81 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
         },
         shouldStop: () => requestStop.how !== null,
       });
-      if (requestStop.how) stoppedBy = requestStop.how;
-      if (stoppedBy !== 'completed') break;
+      if (next < stepsPerEpoch) {
+        // interrupted mid-epoch: save where we are, with the permutation, and leave
+        stoppedBy = requestStop.how ?? 'SIGINT';
+        st.partial.seconds = (performance.now() - tEpoch) / 1000;
+        await save(LAST, true);
+        await writeOutputs(outDir, cfg, model, v.params, st, files);
+        await writeCharts(plotsDir, st, files);
+        reason = `stopped by ${stoppedBy} in epoch ${epoch} after batch ${next}/${stepsPerEpoch}`;
+        break;
+      }
       snap.phase = 'validating';
       reporter.step(snap);
       const val = await coord.evaluate();
       snap.phase = 'training';
       const rec: EpochRecord = {
-        epoch, trainLoss: lossSum / seen, trainAccuracy: correct / seen, valLoss: val.loss,
-        valAccuracy: val.accuracy, lr, seconds: (performance.now() - tEpoch) / 1000,
+        epoch, trainLoss: st.partial.lossSum / st.partial.seen, trainAccuracy: st.partial.correct / st.partial.seen,
+        valLoss: val.loss, valAccuracy: val.accuracy, lr, seconds: (performance.now() - tEpoch) / 1000,
       };
-      epochs.push(rec);
-      await writeOutputs(outDir, cfg, model, v.params, batches, epochs, files);
-      await writeCharts(plotsDir, batches, epochs, files);
+      st.epochs.push(rec);
+      st.epoch = epoch + 1;
+      st.batch = 0;
+      st.partial = { lossSum: 0, correct: 0, seen: 0, seconds: 0 };
+      const improved = st.best === null || rec.valAccuracy > st.best.valAccuracy;
+      if (improved) st.best = { epoch, valAccuracy: rec.valAccuracy };
+      const early = earlyStop(cfg, st, rec);
+      await save(LAST, false);
+      if (improved) {
+        await save(BEST, false);
+        await writeSafetensors(join(outDir, 'model-best.safetensors'), weightTensors(model, v.params), weightsMetadata(cfg, model));
+        files.push(join(outDir, 'model-best.safetensors'));
+      }
+      await writeOutputs(outDir, cfg, model, v.params, st, files);
+      await writeCharts(plotsDir, st, files);
       reporter.epoch(snap, rec);
+      if (early) {
+        stoppedBy = 'early';
+        reason = early;
+      } else if (requestStop.how) {
+        stoppedBy = requestStop.how;
+        reason = `stopped by ${stoppedBy} after epoch ${epoch}`;
+      }
     }
-    if (stoppedBy !== 'completed') {
-      await writeOutputs(outDir, cfg, model, v.params, batches, epochs, files);
-      await writeCharts(plotsDir, batches, epochs, files);
-    }
+    if (stoppedBy === 'completed') reason = `finished ${st.epochs.length} epochs`;
     snap.phase = 'done';
-    return { epochs, stoppedBy, seconds: (performance.now() - tStart) / 1000, files: [...new Set(files)], snapshot: snap };
+    return {
+      epochs: st.epochs, stoppedBy, reason,
+      resumeHint: stoppedBy === 'completed' || stoppedBy === 'early' ? null : `continue with: mnist-par train --resume ${join(cfg.out, LAST)}`,
+      seconds: (performance.now() - tStart) / 1000, files: [...new Set(files)],
+      snapshot: snap,
+    };
   } finally {
     await coord.close();
   }
 }
 
-async function writeOutputs(outDir: string, cfg: Config, model: ReturnType<typeof paramLayout>, params: Float32Array,
-                            batches: BatchRecord[], epochs: EpochRecord[], files: string[]): Promise<void> {
+function weightsMetadata(cfg: Config, model: Layout): Record<string, string> {
+  return { format: 'pt', producer: 'mnist-par', layers: model.layers.join(','), dataset: cfg.dataset };
+}
+
+async function writeOutputs(outDir: string, cfg: Config, model: Layout, params: Float32Array, st: TrainState,
+                            files: string[]): Promise<void> {
   const weights = join(outDir, 'model.safetensors');
-  await writeSafetensors(weights, weightTensors(model, params), {
-    format: 'pt', producer: 'mnist-par', layers: model.layers.join(','), dataset: cfg.dataset,
-  });
-  await writeFileAtomic(join(outDir, 'batch_metrics.csv'), batchCsv(batches));
-  await writeFileAtomic(join(outDir, 'epoch_metrics.csv'), epochCsv(epochs));
+  await writeSafetensors(weights, weightTensors(model, params), weightsMetadata(cfg, model));
+  await writeFileAtomic(join(outDir, 'batch_metrics.csv'), batchCsv(st.batches));
+  await writeFileAtomic(join(outDir, 'epoch_metrics.csv'), epochCsv(st.epochs));
   files.push(weights, join(outDir, 'batch_metrics.csv'), join(outDir, 'epoch_metrics.csv'));
 }
 
-async function writeCharts(dir: string, batches: BatchRecord[], epochs: EpochRecord[], files: string[]): Promise<void> {
-  if (batches.length > 0) {
-    await writeBatchChart(join(dir, 'batch_metrics.png'), batches);
+async function writeCharts(dir: string, st: TrainState, files: string[]): Promise<void> {
+  if (st.batches.length > 0) {
+    await writeBatchChart(join(dir, 'batch_metrics.png'), st.batches);
     files.push(join(dir, 'batch_metrics.png'));
   }
-  if (epochs.length > 0) {
-    await writeEpochChart(join(dir, 'epoch_metrics.png'), epochs);
+  if (st.epochs.length > 0) {
+    await writeEpochChart(join(dir, 'epoch_metrics.png'), st.epochs);
     files.push(join(dir, 'epoch_metrics.png'));
   }
 }

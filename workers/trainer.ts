@@ -17,6 +17,7 @@ import {
 import { layerViews, mlpBackward, mlpEvaluate, mlpForward } from '../src/mlp.js';
 import type { OptimizerConfig } from '../src/optim.js';
 import { loadKernels, type KernelFamily } from '../src/kernels/wasm.js';
+import { augmentRow, DEFAULT_AUGMENT, sampleTransform } from '../src/data/augment.js';
 
 export interface WorkerInit {
   memory: WebAssembly.Memory;
@@ -31,13 +32,15 @@ export interface WorkerInit {
   slices: [number, number][];
   /** spin this many polls before sleeping at a barrier (0 when threads outnumber cores) */
   spin: number;
+  /** seed of the augmentation transforms, or null for none */
+  augment: number | null;
 }
 
-export interface ShardTask { shard: number; start: number; count: number; batch: number; step: number }
+export interface ShardTask { shard: number; start: number; count: number; batch: number; step: number; epoch: number }
 export interface ReduceTask { slice: number; lr: number; t: number }
 export interface EvalTask { shard: number; start: number; end: number }
 /** Steps [from, to) of an epoch; batch b covers perm[b·batchSize, min((b+1)·batchSize, trainCount)). */
-export interface EpochTask { from: number; to: number; batchSize: number; trainCount: number; firstT: number }
+export interface EpochTask { from: number; to: number; batchSize: number; trainCount: number; firstT: number; epoch: number }
 
 const init = workerData as WorkerInit;
 const memory = init.memory;
@@ -60,19 +63,28 @@ const NORM = new Float32Array(256).map((_, v) => (v / 255 - init.mean) / init.st
 const me = Atomics.add(ctrl, CTRL_NEXT_THREAD, 1) % T;
 const fault = parseFault(process.env.MNIST_PAR_INJECT_FAULT);
 
+const affine = new Float32Array(6);
+
+/** Copies rows index(0..rows−1) into x normalized (augmented when `epoch` > 0 and augmentation is on). */
 function gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array,
-                index: (r: number) => number, rows: number): void {
+                index: (r: number) => number, rows: number, epoch: number): void {
   for (let r = 0; r < rows; r++) {
     const i = index(r);
     const src = i * PIXELS;
     const dst = r * PIXELS;
-    for (let p = 0; p < PIXELS; p++) x[dst + p] = NORM[images[src + p]];
+    if (init.augment !== null && epoch > 0) {
+      // the transform depends only on (seed, epoch, image index): the same whichever thread gathers it
+      sampleTransform(init.augment, epoch, i, DEFAULT_AUGMENT, affine);
+      augmentRow(x, dst, images, src, affine, init.mean, init.std);
+    } else {
+      for (let p = 0; p < PIXELS; p++) x[dst + p] = NORM[images[src + p]];
+    }
     y[r] = labels[i];
   }
 }
 
 /** Micro-shard `shard` of step t: rows perm[start, start+count) of a batch of `batch` rows → slot `shard`. */
-function shardWork(shard: number, start: number, count: number, batch: number, t: number): void {
+function shardWork(shard: number, start: number, count: number, batch: number, t: number, epoch: number): void {
   checkFault('forwardBackward', t, shard);
   const sv = shards[shard];
   if (count === 0) {
@@ -82,7 +94,7 @@ function shardWork(shard: number, start: number, count: number, batch: number, t
     return;
   }
   const perm = views.perm;
-  gather(sv.input, sv.labels, views.trainX, views.trainY, (r) => perm[start + r], count);
+  gather(sv.input, sv.labels, views.trainX, views.trainY, (r) => perm[start + r], count, epoch);
   mlpForward(kernels, net, sv.acts, model, count);
   const { lossSum, correct } = mlpBackward(kernels, sv.grad, net, sv.acts, model, sv.labels, count,
     init.labelSmoothing, 1 / batch);
@@ -101,7 +113,7 @@ function reduceWork(k: number, lr: number, t: number): void {
 
 export function forwardBackward(t: ShardTask): void {
   const t0 = performance.now();
-  shardWork(t.shard, t.start, t.count, t.batch, t.step);
+  shardWork(t.shard, t.start, t.count, t.batch, t.step, t.epoch);
   views.busy[2 * me] += performance.now() - t0;
 }
 
@@ -169,7 +181,7 @@ function lockstep(task: EpochTask): void {
     for (let s = me; s < S; s += T) {
       const [a, z] = splitRange(count, S, s);
       doing.index = s;
-      shardWork(s, start + a, z - a, count, t);
+      shardWork(s, start + a, z - a, count, t, task.epoch);
     }
     const t1 = performance.now();
     views.busy[2 * me] += t1 - t0;
@@ -204,7 +216,7 @@ export function evaluate(t: EvalTask): void {
   let correct = 0;
   for (let a = t.start; a < t.end; a += ROWS) {
     const n = Math.min(ROWS, t.end - a);
-    gather(sv.input, sv.labels, views.testX, views.testY, (r) => a + r, n);
+    gather(sv.input, sv.labels, views.testX, views.testY, (r) => a + r, n, 0);
     const r = mlpEvaluate(kernels, net, sv.acts, model, sv.labels, n);
     views.testProbs.set(sv.acts.dh[L].subarray(0, n * CLASSES), a * CLASSES);
     lossSum += r.lossSum;
