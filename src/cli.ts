@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULTS, flagName, parseValue, validate, type Config } from './config.js';
+import { addModelCommands } from './commands.js';
 import { TaskError } from './coordinator.js';
 import { UsageError, UserError } from './errors.js';
 
@@ -187,6 +188,7 @@ export function buildProgram(): Command {
       const written = await plotCommand({ metrics: opts.metrics, bench: opts.bench, plots: opts.plots });
       process.stdout.write(`wrote ${written.join(', ')}\n`);
     });
+  addModelCommands(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

@@ -1,0 +1,119 @@
+// `mnist-par predict`: classifies image files with a saved model. Each image goes through the MNIST-style
+// preprocessing of data/image.ts, the dataset's normalization, and one forward pass on the main thread with
+// the reference kernels (a handful of images needs no pool).
+import { DATASETS, isDatasetName, type DatasetName } from './data/datasets.js';
+import { loadDigitImage } from './data/image.js';
+import { UserError } from './errors.js';
+import { jsKernels } from './kernels/wasm.js';
+import { activationElements, activationViews, layerViews, mlpForward } from './mlp.js';
+import { paramLayout, type Layout } from './model.js';
+import { paramsFromTensors, readSafetensors } from './safetensors.js';
+
+export interface PredictOptions {
+  model: string;
+  images: string[];
+  json: boolean;
+  /** normalization and class names; default: the dataset named in the model's metadata, else mnist */
+  dataset?: DatasetName;
+}
+
+export interface Prediction {
+  file: string;
+  /** the predicted class index (a digit for MNIST) */
+  digit: number;
+  label: string;
+  probabilities: number[];
+}
+
+export interface LoadedModel {
+  layers: number[];
+  layout: Layout;
+  params: Float32Array;
+  /** the dataset the training run recorded in the file's metadata, if any */
+  dataset?: DatasetName;
+}
+
+/** Reads a safetensors model; every problem (missing, truncated, wrong shapes) is a one-line UserError. */
+export async function loadModel(path: string): Promise<LoadedModel> {
+  const file = await readSafetensors(path);
+  const { layers, params } = paramsFromTensors(file.tensors, path);
+  const recorded = file.metadata.dataset;
+  return { layers, layout: paramLayout(layers), params, dataset: recorded && isDatasetName(recorded) ? recorded : undefined };
+}
+
+/** The dataset to use: the flag if given, else the model's own, else mnist; warns on stderr when they differ. */
+export function chooseDataset(flag: DatasetName | undefined, model: LoadedModel, modelPath: string): DatasetName {
+  if (flag && model.dataset && flag !== model.dataset) {
+    process.stderr.write(`mnist-par: note: ${modelPath} was trained on ${model.dataset}, using it with --dataset ${flag}\n`);
+  }
+  return flag ?? model.dataset ?? 'mnist';
+}
+
+/** The same float32 for the same pixel as the workers compute: (v/255 − mean) / std through a 256-entry table. */
+export function normalizeTable(dataset: DatasetName): Float32Array {
+  const { mean, std } = DATASETS[dataset];
+  return new Float32Array(256).map((_, v) => (v / 255 - mean) / std);
+}
+
+/**
+ * Softmax of the model's logits for B images on the main thread.
+ * pixels (B, 784) uint8 → probabilities (B, classes) float32
+ */
+export function forwardProbs(model: LoadedModel, table: Float32Array, pixels: Uint8Array, B: number): Float32Array {
+  const { layout } = model;
+  const n0 = layout.layers[0];
+  const V = layout.layers[layout.layers.length - 1];
+  const acts = activationViews(new Float32Array(activationElements(layout, B)), layout, B);
+  for (let i = 0; i < B * n0; i++) acts.h[0][i] = table[pixels[i]];
+  const logits = mlpForward(jsKernels, layerViews(model.params, layout), acts, layout, B);
+  const probs = new Float32Array(B * V);
+  for (let r = 0; r < B; r++) {
+    let max = -Infinity;
+    for (let v = 0; v < V; v++) max = Math.max(max, logits[r * V + v]);
+    let sum = 0;
+    for (let v = 0; v < V; v++) sum += Math.exp(logits[r * V + v] - max);
+    for (let v = 0; v < V; v++) probs[r * V + v] = Math.exp(logits[r * V + v] - max) / sum;
+  }
+  return probs;
+}
+
+/** Index of the largest value in row r of a (·, V) matrix; the first one on ties, like countCorrect. */
+export function argmaxRow(m: ArrayLike<number>, r: number, V: number): number {
+  let best = 0;
+  for (let v = 1; v < V; v++) if (m[r * V + v] > m[r * V + best]) best = v;
+  return best;
+}
+
+const pct = (p: number): string => `${(100 * p).toFixed(2)}%`;
+
+/** Classifies every image, printing as it goes; returns the exit code (1 if any image failed). */
+export async function predictCommand(opts: PredictOptions): Promise<number> {
+  const model = await loadModel(opts.model);
+  const dataset = chooseDataset(opts.dataset, model, opts.model);
+  const names = DATASETS[dataset].classes;
+  const table = normalizeTable(dataset);
+  let failed = 0;
+  for (const file of opts.images) {
+    let pixels: Uint8Array;
+    try {
+      pixels = await loadDigitImage(file);
+    } catch (e) {
+      if (!(e instanceof UserError)) throw e;
+      failed++;
+      process.stderr.write(`mnist-par: ${e.message}\n`);
+      if (opts.json) process.stdout.write(JSON.stringify({ file, error: e.message }) + '\n');
+      continue;
+    }
+    const probs = forwardProbs(model, table, pixels, 1);
+    const digit = argmaxRow(probs, 0, probs.length);
+    const p: Prediction = { file, digit, label: names[digit], probabilities: Array.from(probs, (x) => Number(x.toPrecision(6))) };
+    if (opts.json) {
+      process.stdout.write(JSON.stringify(p) + '\n');
+    } else {
+      const what = dataset === 'mnist' ? `digit ${digit}` : `class ${digit} ${names[digit]}`;
+      process.stdout.write(`${file}: ${what} (${pct(probs[digit])})\n`);
+      process.stdout.write('  ' + Array.from(probs, (x, v) => `${v}: ${pct(x)}`).join('  ') + '\n');
+    }
+  }
+  return failed > 0 ? 1 : 0;
+}
