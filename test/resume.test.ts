@@ -1,0 +1,157 @@
+// Model lifecycle: checkpoints continue a run bit for bit, whether it stopped at an epoch boundary or in the
+// middle of an epoch; conflicting flags and damaged checkpoints are refused; early stopping says why;
+// augmentation stays independent of the thread count.
+import { spawn } from 'node:child_process';
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import { readSafetensors } from '../src/safetensors.js';
+import { cliPath, mnistDir, runCli } from './cli-run.js';
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-par-resume-'));
+const base = ['--data-dir', mnistDir, '--limit-test', '300', '--no-download'];
+const same = (a: string, b: string) => readFileSync(join(a, 'model.safetensors')).equals(readFileSync(join(b, 'model.safetensors')));
+
+/** Columns epoch..lr of batch_metrics.csv (samples/s is a timing, not a result). */
+function batchRows(dir: string): string[] {
+  return readFileSync(join(dir, 'batch_metrics.csv'), 'utf8').trim().split('\n').map((l) => l.split(',').slice(0, 6).join(','));
+}
+
+/** Starts a run and sends `signal` once it has reported batch `after` (JSON lines); resolves with the exit code. */
+function interruptAt(args: string[], after: number, signal: NodeJS.Signals): Promise<{ code: number | null; batches: number[] }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cliPath, ...args, '--json', '--log-every', '1'], { cwd: tmp(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const batches: number[] = [];
+    let buf = '';
+    let sent = false;
+    child.stdout.on('data', (d: Buffer) => {
+      buf += d.toString();
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        const rec = JSON.parse(line);
+        if (rec.type === 'batch') {
+          batches.push(rec.step);
+          if (!sent && rec.step >= after) {
+            sent = true;
+            child.kill(signal);
+          }
+        }
+      }
+    });
+    child.on('error', reject);
+    child.on('exit', (code) => resolve({ code, batches }));
+  });
+}
+
+describe('resume', () => {
+  it('k epochs, stop, resume to N gives the same bytes as N epochs straight', () => {
+    const dir = tmp();
+    const args = [...base, '--limit-train', '3000', '--batch-size', '100', '--schedule', 'step', '--step-size', '1'];
+    expect(runCli([...args, '--epochs', '3', '--out', join(dir, 'straight'), '--plots', join(dir, 'p1')]).code).toBe(0);
+    expect(runCli([...args, '--epochs', '1', '--out', join(dir, 'split'), '--plots', join(dir, 'p2')]).code).toBe(0);
+    expect(same(join(dir, 'straight'), join(dir, 'split'))).toBe(false);
+    const r = runCli(['--resume', join(dir, 'split'), '--epochs', '3', '--threads', '3', '--json', '--log-every', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    // the resumed process ran epochs 2 and 3 only (steps 31..90), not the whole run again
+    const steps = r.stdout.trim().split('\n').map((l) => JSON.parse(l)).filter((x) => x.type === 'batch').map((x) => x.step);
+    expect(steps[0]).toBe(31);
+    expect(steps[steps.length - 1]).toBe(90);
+    expect(same(join(dir, 'straight'), join(dir, 'split'))).toBe(true);
+    expect(batchRows(join(dir, 'split'))).toEqual(batchRows(join(dir, 'straight')));
+  });
+
+  it('an interruption in the middle of an epoch (SIGTERM) followed by resume gives the same bytes', async () => {
+    const dir = tmp();
+    const args = [...base, '--limit-train', '12800', '--batch-size', '64', '--epochs', '2', '--threads', '2'];
+    expect(runCli([...args, '--out', join(dir, 'straight'), '--plots', join(dir, 'p1')]).code).toBe(0);
+    const cut = await interruptAt([...args, '--out', join(dir, 'cut'), '--plots', join(dir, 'p2')], 40, 'SIGTERM');
+    expect(cut.code).toBe(143);
+    const stoppedAt = cut.batches[cut.batches.length - 1];
+    expect(stoppedAt).toBeLessThan(200); // stopped inside epoch 1 (200 steps per epoch)
+    const { metadata } = await readSafetensors(join(dir, 'cut', 'checkpoint-last.safetensors'));
+    const state = JSON.parse(metadata['mnist-par.state']);
+    expect(state.batch).toBe(stoppedAt); // mid-epoch: epoch 1 has 200 batches
+    expect(state.step).toBe(stoppedAt);
+    const r = runCli(['--resume', join(dir, 'cut', 'checkpoint-last.safetensors'), '--json', '--log-every', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    const first = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((x) => x.type === 'batch');
+    expect(first.step).toBe(stoppedAt + 1);
+    expect(same(join(dir, 'straight'), join(dir, 'cut'))).toBe(true);
+    expect(batchRows(join(dir, 'cut'))).toEqual(batchRows(join(dir, 'straight')));
+  });
+
+  it('keeps last and best checkpoints and PyTorch-style weight files', () => {
+    const out = join(tmp(), 'm');
+    expect(runCli([...base, '--limit-train', '2000', '--epochs', '2', '--out', out, '--plots', join(out, 'p')]).code).toBe(0);
+    for (const f of ['checkpoint-last.safetensors', 'checkpoint-best.safetensors', 'model.safetensors', 'model-best.safetensors']) {
+      expect(existsSync(join(out, f)), f).toBe(true);
+    }
+  });
+
+  it('refuses flags that conflict with the checkpoint, naming the fields', () => {
+    const out = join(tmp(), 'm');
+    expect(runCli([...base, '--limit-train', '1000', '--epochs', '1', '--out', out, '--plots', join(out, 'p')]).code).toBe(0);
+    const r = runCli(['--resume', out, '--lr', '0.1', '--hidden', '64,32']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain('--lr');
+    expect(r.stderr).toContain('--hidden');
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    // one-cycle depends on the total length: more epochs would not continue the same run
+    expect(runCli(['--resume', out, '--epochs', '3']).stderr).toContain('--epochs');
+  });
+
+  it('damaged or missing checkpoints get one clear line and damage nothing', () => {
+    const dir = tmp();
+    const out = join(dir, 'm');
+    expect(runCli([...base, '--limit-train', '1000', '--epochs', '1', '--out', out, '--plots', join(dir, 'p')]).code).toBe(0);
+    const good = readFileSync(join(out, 'checkpoint-last.safetensors'));
+    const truncated = join(dir, 'truncated.safetensors');
+    writeFileSync(truncated, good.subarray(0, good.length - 1000));
+    const headerless = join(dir, 'header.safetensors');
+    const bad = Buffer.from(good);
+    bad.writeBigUInt64LE(BigInt(1) << BigInt(40), 0);
+    writeFileSync(headerless, bad);
+    for (const [file, words] of [
+      [join(dir, 'nope.safetensors'), /nope\.safetensors/],
+      [truncated, /truncated\.safetensors/],
+      [headerless, /header\.safetensors/],
+      [join(out, 'model.safetensors'), /no training state/],
+      [dir, /checkpoint-last\.safetensors/],
+    ] as [string, RegExp][]) {
+      const r = runCli(['--resume', file]);
+      expect(r.code, file).not.toBe(0);
+      expect(r.stderr).toMatch(words);
+      expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
+    }
+    expect(readFileSync(join(out, 'checkpoint-last.safetensors')).equals(good)).toBe(true);
+  });
+});
+
+describe('early stopping', () => {
+  it('stops when the monitored metric stops improving and says why', () => {
+    const out = join(tmp(), 'm');
+    // an improvement must exceed 0.5 of accuracy: after the first epoch none can
+    const r = runCli([...base, '--limit-train', '1000', '--epochs', '10', '--patience', '2', '--monitor', 'val_accuracy',
+      '--min-delta', '0.5', '--out', out, '--plots', join(out, 'p')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).toMatch(/stopped early: validation accuracy did not improve by more than 0\.5 for 2 epochs \(best .* at epoch 1\)/);
+    const epochs = readFileSync(join(out, 'epoch_metrics.csv'), 'utf8').trim().split('\n').length - 1;
+    expect(epochs).toBe(3);
+  });
+});
+
+describe('augmentation', () => {
+  it('is seeded per image and epoch: the same bytes for any --threads, different from no augmentation', () => {
+    const dir = tmp();
+    const args = [...base, '--limit-train', '1500', '--epochs', '1', '--batch-size', '50'];
+    for (const t of [1, 3]) {
+      expect(runCli([...args, '--augment', '--threads', String(t), '--out', join(dir, `a${t}`), '--plots', join(dir, 'p')]).code).toBe(0);
+    }
+    expect(runCli([...args, '--threads', '2', '--out', join(dir, 'plain'), '--plots', join(dir, 'p')]).code).toBe(0);
+    expect(same(join(dir, 'a1'), join(dir, 'a3'))).toBe(true);
+    expect(same(join(dir, 'a1'), join(dir, 'plain'))).toBe(false);
+  });
+});
