@@ -21,7 +21,7 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
   try {
     const r = await train(cfg, reporter, stop, undefined, resume);
     const last = r.epochs[r.epochs.length - 1];
-    const acc = last ? `; test accuracy ${(100 * last.valAccuracy).toFixed(2)}%, test loss ${last.valLoss.toFixed(4)}` : '';
+    const acc = last ? `; epoch ${last.epoch} test accuracy ${(100 * last.valAccuracy).toFixed(2)}%, test loss ${last.valLoss.toFixed(4)}` : '';
     const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];
     if (r.resumeHint) lines.push(r.resumeHint);
     reporter.finish(r.snapshot, lines);
