@@ -10,7 +10,7 @@
 //   lrs       Float64[stepsPerEpoch]       learning rate of each step of the current epoch (lockstep)
 //   stepStat  Float64[2·stepsPerEpoch]     (loss sum, correct count) of each step of the epoch (lockstep)
 //   params    Float32[P]                   the model, flat (model.ts layout)
-//   grad      Float32[P]                   the reduced (summed) gradient of the last step
+//   grad      Float32[P]                   scratch of the reduction (the js family leaves the summed gradient)
 //   slots     Float32[shards × slotStride] gradient of each micro-shard, same layout as params
 //   state     Float32[k × P]               optimizer moments (k = 0, 1 or 2)
 //   acts      Float32[shards × actStride]  activation scratch of each shard (mlp.ts activationViews)

@@ -23,18 +23,22 @@ const U = 2 ** -24; // float32 unit roundoff
 // kernel that forgets to overwrite an output fails.
 class Arena {
   private off = 64;
+  private used = memory.buffer.byteLength; // the first reset clears everything
   private guards: [number, number][] = [];
   constructor(private rng: Rng) {}
   reset(): void {
+    // Only what the previous round handed out needs refilling; the rest is still NaN.
+    new Float32Array(memory.buffer, 0, Math.min(this.used, memory.buffer.byteLength) / 4).fill(NaN);
     this.off = 64 + 4 * this.rng.int(4);
+    this.used = 0;
     this.guards = [];
-    new Float32Array(memory.buffer).fill(NaN);
   }
   take(n: number): Float32Array {
     const GUARD = 32;
     const start = this.off + 4 * GUARD + 4 * this.rng.int(4);
     this.guards.push([this.off, start], [start + 4 * n, start + 4 * n + 4 * GUARD]);
     this.off = start + 4 * n + 4 * GUARD;
+    this.used = this.off;
     if (this.off > memory.buffer.byteLength) throw new Error('test arena too small');
     return new Float32Array(memory.buffer, start, n);
   }
@@ -62,11 +66,13 @@ const f64 = (v: Float32Array) => Float64Array.from(v);
 // Dropping a single term (see the last test) overshoots this by orders of magnitude.
 const tol = (K: number) => ({ rtol: 16 * U * Math.sqrt(K), atol: 16 * U * K });
 
+// Every leftover of the blockings: the forward does 4 rows × 2 outputs (B mod 4, odd OC, C mod 4); the
+// backward 2 × 16 columns of C (odd OC for dweight, odd B for dinp, C mod 16 in steps of 4, then C mod 4).
 const SHAPES: [number, number][] = [ // (C, OC)
-  [1, 1], [5, 10], [10, 5], [17, 3], [3, 17], [33, 7], [128, 10], [784, 128], [128, 256], [256, 512], [512, 128],
-  [12, 784], [9, 9],
+  [1, 1], [5, 10], [10, 5], [17, 3], [3, 17], [33, 7], [47, 2], [31, 16], [16, 31], [20, 1], [9, 9],
+  [128, 10], [784, 128], [128, 256], [256, 512], [512, 128], [12, 784],
 ];
-const ROWS = [1, 3, 8, 13, 16, 32, 64];
+const ROWS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 15, 16, 17, 31, 32, 33, 63, 64];
 
 const families: ['simd' | 'relaxed', boolean][] = [['simd', true], ['relaxed', enableRelaxedSimd()]];
 
@@ -261,7 +267,53 @@ for (const [family, supported] of families) {
           arena.checkGuards(name);
         }
       });
+
+      it(`reduceAndUpdate ${name} equals reduceSlots then optimizerStep bit for bit over three steps`, () => {
+        // every length mod 4 (the kernel does quads, the wrapper the rest), S = 0 (a zero gradient) to 8
+        const ranges = [[0, 1], [0, 2], [1, 4], [0, 4], [5, 11], [1, 8], [3, 1000], [0, 1001], [2, 997], [7, 7]];
+        for (const S of [0, 1, 3, 8]) {
+          for (const [start, end] of ranges) {
+            arena.reset();
+            const N = 1001;
+            const stride = N + rng.int(7);
+            const param = arena.random(N);
+            // slots of very different magnitudes, so that summing in another order changes the bits
+            const slots = arena.take(Math.max(1, S * stride));
+            for (let i = 0; i < slots.length; i++) slots[i] = rng.uniform(-1, 1) * 10 ** ((Math.floor(i / stride) % 4) - 2);
+            const slotsBefore = Float32Array.from(slots);
+            const grad = arena.take(N);
+            const state = [arena.random(N, -0.01, 0.01), arena.random(N, 0, 1e-4)];
+            const jsParam = Float32Array.from(param);
+            const jsState = state.map((s) => Float32Array.from(s));
+            const jsGrad = new Float32Array(N);
+            for (let t = 1; t <= 3; t++) {
+              k.reduceAndUpdate(cfg, 0.01 * t, t, param, slots, stride, S, state, grad, start, end);
+              refReduceSlots(jsGrad, slotsBefore, stride, S, start, end);
+              optimizerStep(cfg, 0.01 * t, t, jsParam, jsGrad, jsState, start, end);
+              const what = `reduceAndUpdate ${name} S=${S} [${start},${end}) t=${t}`;
+              expectClose(param, jsParam, 0, 0, `${what} param`);
+              for (let s = 0; s < state.length; s++) expectClose(state[s], jsState[s], 0, 0, `${what} state[${s}]`);
+              expectClose(slots, slotsBefore, 0, 0, `${what}: slots must stay untouched`);
+              expect(grad.every((v, i) => (i >= start && i < end) || Number.isNaN(v)), `${what}: grad outside the range`)
+                .toBe(true);
+            }
+            arena.checkGuards(`reduceAndUpdate ${name}`);
+          }
+        }
+      });
     }
+
+    it('reduceAndUpdate takes the gradient from the slots, not from grad', () => {
+      // A kernel that read grad (or a stale sum) instead of the slots would move param by the wrong amount.
+      arena.reset();
+      const [N, S] = [9, 2];
+      const cfg: OptimizerConfig = { ...base, weightDecay: 0 };
+      const param = arena.take(N).fill(1);
+      const slots = arena.take(S * N).fill(0.25);
+      const grad = arena.take(N).fill(100);
+      k.reduceAndUpdate(cfg, 0.5, 1, param, slots, N, S, [], grad, 0, N);
+      expect(Array.from(param)).toEqual(new Array(N).fill(1 - 0.5 * 0.5));
+    });
 
     it('rejects views that are not float32 views of the shared memory', () => {
       const outside = new Float32Array(4);

@@ -107,8 +107,8 @@ function reduceWork(k: number, lr: number, t: number): void {
   const [start, end] = init.slices[k] ?? [0, 0];
   checkFault('reduceStep', t, start);
   if (end <= start) return;
-  kernels.reduceSlots(views.grad, views.slotsAll, init.layout.slotStride, S, start, end);
-  kernels.optimizerStep(init.optimizer, lr, t, views.params, views.grad, views.state, start, end);
+  kernels.reduceAndUpdate(init.optimizer, lr, t, views.params, views.slotsAll, init.layout.slotStride, S,
+    views.state, views.grad, start, end);
 }
 
 export function forwardBackward(t: ShardTask): void {

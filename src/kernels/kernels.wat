@@ -1,9 +1,11 @@
 ;; mnist-par's fast kernels: WebAssembly SIMD working directly in the shared arena.
 ;;
-;; This file is a template. scripts/build-wasm.mjs expands every `(madd a b c)` (= a·b + c, f32x4) into
-;;   dist/kernels/relaxed.wasm:  f32x4.relaxed_madd   (one fused multiply-add on CPUs with FMA)
-;;   dist/kernels/simd.wasm:     f32x4.add(f32x4.mul) (plain SIMD, rounded twice)
-;; and nothing else differs between the two. Only the linear kernels use madd, so the families agree
+;; This file is a template. scripts/build-wasm.mjs expands two macros inline:
+;;   (madd a b c) (= a·b + c, f32x4) becomes
+;;     dist/kernels/relaxed.wasm:  f32x4.relaxed_madd   (one fused multiply-add on CPUs with FMA)
+;;     dist/kernels/simd.wasm:     f32x4.add(f32x4.mul) (plain SIMD, rounded twice)
+;;   (hsum4 a b c d) = [Σa, Σb, Σc, Σd], four horizontal sums folded into one vector (6 shuffles, 3 adds)
+;; and nothing else differs between the two files. Only the linear kernels use madd, so the families agree
 ;; bit for bit on everything else (ReLU, slot reduction, optimizers).
 ;;
 ;; Every pointer is a byte offset into the imported shared memory (a Float32Array's byteOffset); every size
@@ -12,6 +14,16 @@
 ;; Vector loads need no alignment (the arena aligns its regions, but views into them need not be).
 ;; Leftovers (sizes that are not multiples of 4) are done with partial loads that never touch a byte
 ;; past the end of a view, so a view may end at the very end of the memory.
+;;
+;; What V8 (Node 20, x64) does with this code decides the blocking below, measured with bench/kernels.ts:
+;; - it has 15 vector registers, and every one is caller-saved: a call inside a kernel's block spills the
+;;   live accumulators, so the linear kernels' blocks make no calls (hence hsum4 is a macro;
+;;   $load_part/$store_part only run in leftovers; the optimizers call $slot_sum once per 16 floats);
+;; - its scheduler hoists the loads of a loop body above the arithmetic, so a hand-unrolled inner loop
+;;   keeps every loaded vector live at once and spills (unrolling ×2 or ×4 was 20-30% slower);
+;; - one f32x4 multiply-add has a latency of 4 cycles and two issue per cycle, so 8 independent
+;;   accumulators are what keeps both units busy; 10-12 would help a little but do not fit next to
+;;   the hoisted loads (4×3, 6×2, 2×6 blocks all spilled and lost).
 (module
   (import "env" "memory" (memory 1 65536 shared))
 
@@ -38,20 +50,6 @@
           (then (v128.store32_lane offset=8 2 (local.get $p) (local.get $v)))))
       (else (v128.store32_lane 0 (local.get $p) (local.get $v)))))
 
-  ;; [Σa, Σb, Σc, Σd]: four horizontal sums folded into one vector (6 shuffles, 3 adds instead of 12 + 12).
-  (func $hsum4 (param $a v128) (param $b v128) (param $c v128) (param $d v128) (result v128)
-    (local $ab v128) (local $cd v128)
-    ;; ab = [a0+a2, b0+b2, a1+a3, b1+b3], cd likewise
-    (local.set $ab (f32x4.add
-      (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $a) (local.get $b))
-      (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $a) (local.get $b))))
-    (local.set $cd (f32x4.add
-      (i8x16.shuffle 0 1 2 3 16 17 18 19 4 5 6 7 20 21 22 23 (local.get $c) (local.get $d))
-      (i8x16.shuffle 8 9 10 11 24 25 26 27 12 13 14 15 28 29 30 31 (local.get $c) (local.get $d))))
-    (f32x4.add
-      (i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (local.get $ab) (local.get $cd))
-      (i8x16.shuffle 8 9 10 11 12 13 14 15 24 25 26 27 28 29 30 31 (local.get $ab) (local.get $cd))))
-
   ;; One output of the forward: dst = (Σ_{c<C} a[c]·b[c]) + bias[0], then ReLU when relu ≠ 0.
   ;; a (C) one input row, b (C) one weight row, bias → dst (1). For the leftover rows (B mod 4) and an
   ;; odd last output; the 4×2 blocks below do everything else.
@@ -69,7 +67,7 @@
                                   (call $load_part (local.get $b) (i32.and (local.get $C) (i32.const 3)))
                                   (local.get $acc)))))
     (local.set $s (f32.add
-      (f32x4.extract_lane 0 (call $hsum4 (local.get $acc) (local.get $acc) (local.get $acc) (local.get $acc)))
+      (f32x4.extract_lane 0 (hsum4 (local.get $acc) (local.get $acc) (local.get $acc) (local.get $acc)))
       (f32.load (local.get $bias))))
     ;; select, not max: NaN → 0 and −0 → 0 exactly as the reference's `x > 0 ? x : 0`
     (if (local.get $relu)
@@ -82,7 +80,8 @@
   ;; Blocking: 4 rows × 2 outputs = 8 accumulators of 4 partial sums each. Per 4 floats of C that is 4 + 2
   ;; vector loads for 8 multiply-adds, and 8 acc + 2 weights + 1 input = 11 live vectors, inside the 15 xmm
   ;; registers V8 allocates on x64 (4 × 3 = 12 acc + 3 + 1 would spill). The horizontal sums happen once per
-  ;; block, two hsum4 folds whose lanes [r,o] [r,o+1] [r+1,o] [r+1,o+1] are stored as two 64-bit halves.
+  ;; block, two hsum4 folds whose lanes [r,o] [r,o+1] [r+1,o] [r+1,o+1] are stored as two 64-bit halves
+  ;; (inline: as calls they cost 5-15% at C = 128, where a block is only 32 steps long).
   ;; C mod 4 is one zero-padded extra step. Loop order: rows outer, outputs inner, so the 4 input rows
   ;; (16·C bytes) stay in L1 while the weight matrix streams through once per row block.
   (func (export "linear_fwd") (param $out i32) (param $inp i32) (param $w i32) (param $bias i32)
@@ -149,14 +148,14 @@
         (local.set $bv (v128.load64_splat (i32.add (local.get $bias) (i32.shl (local.get $o) (i32.const 2)))))
         (local.set $dst (i32.add (local.get $out)
           (i32.shl (i32.add (i32.mul (local.get $r) (local.get $OC)) (local.get $o)) (i32.const 2))))
-        (local.set $v (f32x4.add (call $hsum4 (local.get $a00) (local.get $a01) (local.get $a10) (local.get $a11))
+        (local.set $v (f32x4.add (hsum4 (local.get $a00) (local.get $a01) (local.get $a10) (local.get $a11))
                                  (local.get $bv)))
         (if (local.get $relu) (then (local.set $v
           (v128.and (local.get $v) (f32x4.gt (local.get $v) (v128.const i32x4 0 0 0 0))))))
         (v128.store64_lane 0 (local.get $dst) (local.get $v))
         (v128.store64_lane 1 (i32.add (local.get $dst) (local.get $ldo)) (local.get $v))
         (local.set $dst (i32.add (local.get $dst) (i32.shl (local.get $ldo) (i32.const 1))))
-        (local.set $v (f32x4.add (call $hsum4 (local.get $a20) (local.get $a21) (local.get $a30) (local.get $a31))
+        (local.set $v (f32x4.add (hsum4 (local.get $a20) (local.get $a21) (local.get $a30) (local.get $a31))
                                  (local.get $bv)))
         (if (local.get $relu) (then (local.set $v
           (v128.and (local.get $v) (f32x4.gt (local.get $v) (v128.const i32x4 0 0 0 0))))))
@@ -201,29 +200,29 @@
   ;; Both halves of the linear backward are this shape, vectorized along n (C, contiguous in D and Bm):
   ;;   dweight (OC,C) = doutᵀ · inp:  M = OC, K = B,  A = dout read down a column (ak = 4·OC, am = 4)
   ;;   dinp    (B,C)  = dout · w:     M = B,  K = OC, A = dout read along a row  (ak = 4, am = 4·OC)
-  ;; Blocking: 4 values of m × 8 of n = 8 accumulators; per k, 2 vector loads of Bm and 4 broadcast loads
-  ;; of A feed 8 multiply-adds (8 acc + 2 + 1 broadcast = 11 live vectors). Loop order: n outer, m inner:
-  ;; the 8-column strip of Bm (K rows × 32 bytes) and A are reused from L1 for every block of m, and every
-  ;; element of D is written exactly once. Leftover m (M mod 4) run one at a time; leftover columns
-  ;; (N mod 8) as one row × (up to) 4 columns with partial loads and stores.
+  ;; Blocking: 2 values of m × 16 of n = 8 accumulators; per k, 4 vector loads of Bm and 2 broadcast loads
+  ;; of A feed 8 multiply-adds (8 acc + 4 + 1 broadcast = 13 live vectors). Loop order: n outer, m inner.
+  ;; 16 floats of n are one whole cache line of Bm per k: the strip of Bm (K rows, stride ldb) is read in
+  ;; whole lines, which matters because ldb = 4·C is a multiple of 512 bytes on the model's shapes, so the
+  ;; K rows of a strip fall into a few L1 sets and do not stay cached between strips. A 4 × 8 block (half
+  ;; lines) was 0-25% slower on the model's shapes (worst at C = 512, B = 32) and needs single-row leftovers
+  ;; for OC = 10; a 2 × 16 block leaves at most one row over. Leftover columns (N mod 16) run one row ×
+  ;; (up to) 4 columns at a time with partial loads and stores.
   (func $rank_update (param $D i32) (param $ldd i32) (param $A i32) (param $ak i32) (param $am i32)
                      (param $Bm i32) (param $ldb i32) (param $M i32) (param $N i32) (param $K i32)
     (local $n i32) (local $m i32) (local $k i32) (local $pa i32) (local $pb i32) (local $dst i32) (local $wd i32)
-    (local $am2 i32) (local $am3 i32)
-    (local $a00 v128) (local $a01 v128) (local $a10 v128) (local $a11 v128)
-    (local $a20 v128) (local $a21 v128) (local $a30 v128) (local $a31 v128)
-    (local $s v128) (local $y0 v128) (local $y1 v128)
-    (local.set $am2 (i32.shl (local.get $am) (i32.const 1)))
-    (local.set $am3 (i32.add (local.get $am2) (local.get $am)))
+    (local $a00 v128) (local $a01 v128) (local $a02 v128) (local $a03 v128)
+    (local $a10 v128) (local $a11 v128) (local $a12 v128) (local $a13 v128)
+    (local $s v128) (local $y0 v128) (local $y1 v128) (local $y2 v128) (local $y3 v128)
     (block $nb_done (loop $nb
-      (br_if $nb_done (i32.gt_u (i32.add (local.get $n) (i32.const 8)) (local.get $N)))
+      (br_if $nb_done (i32.gt_u (i32.add (local.get $n) (i32.const 16)) (local.get $N)))
       (local.set $m (i32.const 0))
       (block $mb_done (loop $mb
-        (br_if $mb_done (i32.gt_u (i32.add (local.get $m) (i32.const 4)) (local.get $M)))
+        (br_if $mb_done (i32.gt_u (i32.add (local.get $m) (i32.const 2)) (local.get $M)))
         (local.set $a00 (v128.const i32x4 0 0 0 0)) (local.set $a01 (v128.const i32x4 0 0 0 0))
+        (local.set $a02 (v128.const i32x4 0 0 0 0)) (local.set $a03 (v128.const i32x4 0 0 0 0))
         (local.set $a10 (v128.const i32x4 0 0 0 0)) (local.set $a11 (v128.const i32x4 0 0 0 0))
-        (local.set $a20 (v128.const i32x4 0 0 0 0)) (local.set $a21 (v128.const i32x4 0 0 0 0))
-        (local.set $a30 (v128.const i32x4 0 0 0 0)) (local.set $a31 (v128.const i32x4 0 0 0 0))
+        (local.set $a12 (v128.const i32x4 0 0 0 0)) (local.set $a13 (v128.const i32x4 0 0 0 0))
         (local.set $pa (i32.add (local.get $A) (i32.mul (local.get $m) (local.get $am))))
         (local.set $pb (i32.add (local.get $Bm) (i32.shl (local.get $n) (i32.const 2))))
         (local.set $k (local.get $K))
@@ -231,18 +230,18 @@
           (br_if $k_done (i32.eqz (local.get $k)))
           (local.set $y0 (v128.load (local.get $pb)))
           (local.set $y1 (v128.load offset=16 (local.get $pb)))
+          (local.set $y2 (v128.load offset=32 (local.get $pb)))
+          (local.set $y3 (v128.load offset=48 (local.get $pb)))
           (local.set $s (v128.load32_splat (local.get $pa)))
           (local.set $a00 (madd (local.get $s) (local.get $y0) (local.get $a00)))
           (local.set $a01 (madd (local.get $s) (local.get $y1) (local.get $a01)))
+          (local.set $a02 (madd (local.get $s) (local.get $y2) (local.get $a02)))
+          (local.set $a03 (madd (local.get $s) (local.get $y3) (local.get $a03)))
           (local.set $s (v128.load32_splat (i32.add (local.get $pa) (local.get $am))))
           (local.set $a10 (madd (local.get $s) (local.get $y0) (local.get $a10)))
           (local.set $a11 (madd (local.get $s) (local.get $y1) (local.get $a11)))
-          (local.set $s (v128.load32_splat (i32.add (local.get $pa) (local.get $am2))))
-          (local.set $a20 (madd (local.get $s) (local.get $y0) (local.get $a20)))
-          (local.set $a21 (madd (local.get $s) (local.get $y1) (local.get $a21)))
-          (local.set $s (v128.load32_splat (i32.add (local.get $pa) (local.get $am3))))
-          (local.set $a30 (madd (local.get $s) (local.get $y0) (local.get $a30)))
-          (local.set $a31 (madd (local.get $s) (local.get $y1) (local.get $a31)))
+          (local.set $a12 (madd (local.get $s) (local.get $y2) (local.get $a12)))
+          (local.set $a13 (madd (local.get $s) (local.get $y3) (local.get $a13)))
           (local.set $pa (i32.add (local.get $pa) (local.get $ak)))
           (local.set $pb (i32.add (local.get $pb) (local.get $ldb)))
           (local.set $k (i32.sub (local.get $k) (i32.const 1)))
@@ -251,21 +250,19 @@
                                  (i32.shl (local.get $n) (i32.const 2))))
         (v128.store (local.get $dst) (local.get $a00))
         (v128.store offset=16 (local.get $dst) (local.get $a01))
+        (v128.store offset=32 (local.get $dst) (local.get $a02))
+        (v128.store offset=48 (local.get $dst) (local.get $a03))
         (local.set $dst (i32.add (local.get $dst) (local.get $ldd)))
         (v128.store (local.get $dst) (local.get $a10))
         (v128.store offset=16 (local.get $dst) (local.get $a11))
-        (local.set $dst (i32.add (local.get $dst) (local.get $ldd)))
-        (v128.store (local.get $dst) (local.get $a20))
-        (v128.store offset=16 (local.get $dst) (local.get $a21))
-        (local.set $dst (i32.add (local.get $dst) (local.get $ldd)))
-        (v128.store (local.get $dst) (local.get $a30))
-        (v128.store offset=16 (local.get $dst) (local.get $a31))
-        (local.set $m (i32.add (local.get $m) (i32.const 4)))
+        (v128.store offset=32 (local.get $dst) (local.get $a12))
+        (v128.store offset=48 (local.get $dst) (local.get $a13))
+        (local.set $m (i32.add (local.get $m) (i32.const 2)))
         (br $mb)))
-      ;; leftover m: one row of 8 columns at a time
-      (block $m1_done (loop $m1
-        (br_if $m1_done (i32.ge_u (local.get $m) (local.get $M)))
+      ;; odd M: the last row of these 16 columns
+      (if (i32.lt_u (local.get $m) (local.get $M)) (then
         (local.set $a00 (v128.const i32x4 0 0 0 0)) (local.set $a01 (v128.const i32x4 0 0 0 0))
+        (local.set $a02 (v128.const i32x4 0 0 0 0)) (local.set $a03 (v128.const i32x4 0 0 0 0))
         (local.set $pa (i32.add (local.get $A) (i32.mul (local.get $m) (local.get $am))))
         (local.set $pb (i32.add (local.get $Bm) (i32.shl (local.get $n) (i32.const 2))))
         (local.set $k (local.get $K))
@@ -274,6 +271,8 @@
           (local.set $s (v128.load32_splat (local.get $pa)))
           (local.set $a00 (madd (local.get $s) (v128.load (local.get $pb)) (local.get $a00)))
           (local.set $a01 (madd (local.get $s) (v128.load offset=16 (local.get $pb)) (local.get $a01)))
+          (local.set $a02 (madd (local.get $s) (v128.load offset=32 (local.get $pb)) (local.get $a02)))
+          (local.set $a03 (madd (local.get $s) (v128.load offset=48 (local.get $pb)) (local.get $a03)))
           (local.set $pa (i32.add (local.get $pa) (local.get $ak)))
           (local.set $pb (i32.add (local.get $pb) (local.get $ldb)))
           (local.set $k (i32.sub (local.get $k) (i32.const 1)))
@@ -282,11 +281,11 @@
                                  (i32.shl (local.get $n) (i32.const 2))))
         (v128.store (local.get $dst) (local.get $a00))
         (v128.store offset=16 (local.get $dst) (local.get $a01))
-        (local.set $m (i32.add (local.get $m) (i32.const 1)))
-        (br $m1)))
-      (local.set $n (i32.add (local.get $n) (i32.const 8)))
+        (v128.store offset=32 (local.get $dst) (local.get $a02))
+        (v128.store offset=48 (local.get $dst) (local.get $a03))))
+      (local.set $n (i32.add (local.get $n) (i32.const 16)))
       (br $nb)))
-    ;; leftover columns (N mod 8): up to 4 at a time, one row at a time
+    ;; leftover columns (N mod 16): up to 4 at a time, one row at a time
     (block $nt_done (loop $nt
       (br_if $nt_done (i32.ge_u (local.get $n) (local.get $N)))
       (local.set $wd (i32.sub (local.get $N) (local.get $n)))
@@ -419,66 +418,130 @@
       (local.set $i (i32.add (local.get $i) (i32.shl (local.get $wd) (i32.const 2))))
       (br $tnext))))
 
-  ;; The optimizers compute each element in float64 (two per f64x2) with exactly the operations, in exactly
-  ;; the order, of src/optim.ts, rounding to float32 where it does, so they match it bit for bit. They handle
-  ;; n2 PAIRS of floats; the caller does an odd last element with optim.ts itself.
+  ;; The optimizers, fused with the slot reduction: each gradient element is first summed over the S slots
+  ;; exactly as reduce_slots does (float32, slot order 0, 1, …), then the update is computed in float64
+  ;; (two elements per f64x2) with exactly the operations, in exactly the order, of src/optim.ts, rounding
+  ;; to float32 where it does, so the result matches reduce.ts + optim.ts bit for bit. With S = 1 and
+  ;; slots = grad this is the plain optimizer step. One pass instead of two: the summed gradient is never
+  ;; stored, and the slot streams are read while the float64 arithmetic (Adam's divisions) runs.
+  ;; slots: S ≥ 1 gradient slots `stride` bytes apart. They handle n4 QUADS of floats; the caller does the
+  ;; last (n mod 4) elements with reduce.ts and optim.ts. Blocks of 4 quads (1 in the last n4 mod 4):
+  ;; $slot_sum adds the block over the slots, then the $pair loop updates it two elements at a time.
+  ;; 16 floats per slot step keeps the slot loop's overhead small (1 quad per step was ~15% slower on Adam).
 
-  ;; sgd_plain: p = p − lr·(g + wd·p)            param (2·n2) updated in place, grad (2·n2)
-  (func (export "sgd_plain") (param $param i32) (param $grad i32) (param $n2 i32) (param $lr f64) (param $wd f64)
-    (local $i i32) (local $end i32) (local $p v128) (local $lrv v128) (local $wdv v128)
+  ;; The float32 sums over S ≥ 1 slots `stride` bytes apart of nq = 4 quads at q (nq = 1: only the first)
+  (func $slot_sum (param $q i32) (param $stride i32) (param $S i32) (param $nq i32) (result v128 v128 v128 v128)
+    (local $s i32) (local $g0 v128) (local $g1 v128) (local $g2 v128) (local $g3 v128)
+    (local.set $s (i32.const 1))
+    (if (i32.eq (local.get $nq) (i32.const 4))
+      (then
+        (local.set $g0 (v128.load (local.get $q)))
+        (local.set $g1 (v128.load offset=16 (local.get $q)))
+        (local.set $g2 (v128.load offset=32 (local.get $q)))
+        (local.set $g3 (v128.load offset=48 (local.get $q)))
+        (block $done (loop $next
+          (br_if $done (i32.ge_u (local.get $s) (local.get $S)))
+          (local.set $q (i32.add (local.get $q) (local.get $stride)))
+          (local.set $g0 (f32x4.add (local.get $g0) (v128.load (local.get $q))))
+          (local.set $g1 (f32x4.add (local.get $g1) (v128.load offset=16 (local.get $q))))
+          (local.set $g2 (f32x4.add (local.get $g2) (v128.load offset=32 (local.get $q))))
+          (local.set $g3 (f32x4.add (local.get $g3) (v128.load offset=48 (local.get $q))))
+          (local.set $s (i32.add (local.get $s) (i32.const 1)))
+          (br $next))))
+      (else
+        (local.set $g0 (v128.load (local.get $q)))
+        (block $done1 (loop $next1
+          (br_if $done1 (i32.ge_u (local.get $s) (local.get $S)))
+          (local.set $q (i32.add (local.get $q) (local.get $stride)))
+          (local.set $g0 (f32x4.add (local.get $g0) (v128.load (local.get $q))))
+          (local.set $s (i32.add (local.get $s) (i32.const 1)))
+          (br $next1)))))
+    (local.get $g0) (local.get $g1) (local.get $g2) (local.get $g3))
+
+  ;; sgd_plain: p = p − lr·(g + wd·p)            param (4·n4) updated in place
+  (func (export "sgd_plain") (param $param i32) (param $slots i32) (param $stride i32) (param $S i32) (param $n4 i32)
+        (param $lr f64) (param $wd f64)
+    (local $i i32) (local $j i32) (local $jend i32) (local $end i32) (local $g0 v128) (local $g1 v128) (local $g2 v128) (local $g3 v128) (local $p v128) (local $lrv v128) (local $wdv v128)
     (local.set $lrv (f64x2.splat (local.get $lr)))
     (local.set $wdv (f64x2.splat (local.get $wd)))
-    (local.set $end (i32.shl (local.get $n2) (i32.const 3)))
+    (local.set $end (i32.shl (local.get $n4) (i32.const 4)))
     (block $done (loop $next
       (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
-      (local.set $p (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $param) (local.get $i)))))
-      (local.set $p (f64x2.sub (local.get $p) (f64x2.mul (local.get $lrv)
-        (f64x2.add (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $grad) (local.get $i))))
-                   (f64x2.mul (local.get $wdv) (local.get $p))))))
-      (v128.store64_lane 0 (i32.add (local.get $param) (local.get $i)) (f32x4.demote_f64x2_zero (local.get $p)))
-      (local.set $i (i32.add (local.get $i) (i32.const 8)))
+      (local.set $jend (i32.add (local.get $i)
+        (select (i32.const 64) (i32.const 16) (i32.ge_u (i32.sub (local.get $end) (local.get $i)) (i32.const 64)))))
+      (call $slot_sum (i32.add (local.get $slots) (local.get $i)) (local.get $stride) (local.get $S)
+                      (i32.shr_u (i32.sub (local.get $jend) (local.get $i)) (i32.const 4)))
+      (local.set $g3) (local.set $g2) (local.set $g1) (local.set $g0)
+      (local.set $j (local.get $i))
+      (loop $pair
+        (local.set $p (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $param) (local.get $j)))))
+        (local.set $p (f64x2.sub (local.get $p) (f64x2.mul (local.get $lrv)
+          (f64x2.add (f64x2.promote_low_f32x4 (local.get $g0)) (f64x2.mul (local.get $wdv) (local.get $p))))))
+        (v128.store64_lane 0 (i32.add (local.get $param) (local.get $j)) (f32x4.demote_f64x2_zero (local.get $p)))
+        ;; the next pair's gradient: the upper half of g0, or the next quad
+        (if (i32.and (local.get $j) (i32.const 8))
+          (then (local.set $g0 (local.get $g1)) (local.set $g1 (local.get $g2)) (local.set $g2 (local.get $g3)))
+          (else (local.set $g0 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $g0) (local.get $g0)))))
+        (local.set $j (i32.add (local.get $j) (i32.const 8)))
+        (br_if $pair (i32.lt_u (local.get $j) (local.get $jend))))
+      (local.set $i (local.get $jend))
       (br $next))))
 
   ;; sgd_momentum: g = grad + wd·p;  b = f32(first ? g : mu·b + damp·g);  p = p − lr·(nesterov ? g + mu·b : b)
-  ;; param, buf (2·n2) updated in place, grad (2·n2); damp = 1 − dampening
-  (func (export "sgd_momentum") (param $param i32) (param $grad i32) (param $buf i32) (param $n2 i32)
+  ;; param, buf (4·n4) updated in place; damp = 1 − dampening
+  (func (export "sgd_momentum") (param $param i32) (param $slots i32) (param $stride i32) (param $S i32)
+        (param $buf i32) (param $n4 i32)
         (param $lr f64) (param $wd f64) (param $mu f64) (param $damp f64) (param $first i32) (param $nesterov i32)
-    (local $i i32) (local $end i32) (local $p v128) (local $g v128) (local $b v128)
+    (local $i i32) (local $j i32) (local $jend i32) (local $end i32) (local $g0 v128) (local $g1 v128) (local $g2 v128) (local $g3 v128) (local $p v128) (local $g v128) (local $b v128)
     (local $lrv v128) (local $wdv v128) (local $muv v128) (local $dampv v128)
     (local.set $lrv (f64x2.splat (local.get $lr)))
     (local.set $wdv (f64x2.splat (local.get $wd)))
     (local.set $muv (f64x2.splat (local.get $mu)))
     (local.set $dampv (f64x2.splat (local.get $damp)))
-    (local.set $end (i32.shl (local.get $n2) (i32.const 3)))
+    (local.set $end (i32.shl (local.get $n4) (i32.const 4)))
     (block $done (loop $next
       (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
-      (local.set $p (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $param) (local.get $i)))))
-      (local.set $g (f64x2.add (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $grad) (local.get $i))))
-                               (f64x2.mul (local.get $wdv) (local.get $p))))
-      (local.set $b (f32x4.demote_f64x2_zero
-        (if (result v128) (local.get $first)
-          (then (local.get $g))
-          (else (f64x2.add
-            (f64x2.mul (local.get $muv) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $buf) (local.get $i)))))
-            (f64x2.mul (local.get $dampv) (local.get $g)))))))
-      (v128.store64_lane 0 (i32.add (local.get $buf) (local.get $i)) (local.get $b))
-      (local.set $b (f64x2.promote_low_f32x4 (local.get $b)))
-      (local.set $p (f64x2.sub (local.get $p) (f64x2.mul (local.get $lrv)
-        (if (result v128) (local.get $nesterov)
-          (then (f64x2.add (local.get $g) (f64x2.mul (local.get $muv) (local.get $b))))
-          (else (local.get $b))))))
-      (v128.store64_lane 0 (i32.add (local.get $param) (local.get $i)) (f32x4.demote_f64x2_zero (local.get $p)))
-      (local.set $i (i32.add (local.get $i) (i32.const 8)))
+      (local.set $jend (i32.add (local.get $i)
+        (select (i32.const 64) (i32.const 16) (i32.ge_u (i32.sub (local.get $end) (local.get $i)) (i32.const 64)))))
+      (call $slot_sum (i32.add (local.get $slots) (local.get $i)) (local.get $stride) (local.get $S)
+                      (i32.shr_u (i32.sub (local.get $jend) (local.get $i)) (i32.const 4)))
+      (local.set $g3) (local.set $g2) (local.set $g1) (local.set $g0)
+      (local.set $j (local.get $i))
+      (loop $pair
+        (local.set $p (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $param) (local.get $j)))))
+        (local.set $g (f64x2.add (f64x2.promote_low_f32x4 (local.get $g0)) (f64x2.mul (local.get $wdv) (local.get $p))))
+        (local.set $b (f32x4.demote_f64x2_zero
+          (if (result v128) (local.get $first)
+            (then (local.get $g))
+            (else (f64x2.add
+              (f64x2.mul (local.get $muv) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $buf) (local.get $j)))))
+              (f64x2.mul (local.get $dampv) (local.get $g)))))))
+        (v128.store64_lane 0 (i32.add (local.get $buf) (local.get $j)) (local.get $b))
+        (local.set $b (f64x2.promote_low_f32x4 (local.get $b)))
+        (local.set $p (f64x2.sub (local.get $p) (f64x2.mul (local.get $lrv)
+          (if (result v128) (local.get $nesterov)
+            (then (f64x2.add (local.get $g) (f64x2.mul (local.get $muv) (local.get $b))))
+            (else (local.get $b))))))
+        (v128.store64_lane 0 (i32.add (local.get $param) (local.get $j)) (f32x4.demote_f64x2_zero (local.get $p)))
+        ;; the next pair's gradient: the upper half of g0, or the next quad
+        (if (i32.and (local.get $j) (i32.const 8))
+          (then (local.set $g0 (local.get $g1)) (local.set $g1 (local.get $g2)) (local.set $g2 (local.get $g3)))
+          (else (local.set $g0 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $g0) (local.get $g0)))))
+        (local.set $j (i32.add (local.get $j) (i32.const 8)))
+        (br_if $pair (i32.lt_u (local.get $j) (local.get $jend))))
+      (local.set $i (local.get $jend))
       (br $next))))
 
   ;; adam: g = grad + l2·p;  m = f32(b1·m + c1·g);  v = f32(b2·v + c2·g·g);
   ;;       p = p·keep − step·m / (sqrt(v) / bc2 + eps)
   ;; with c1 = 1 − b1, c2 = 1 − b2, step = lr / (1 − b1^t), bc2 = sqrt(1 − b2^t); Adam: l2 = wd, keep = 1;
-  ;; AdamW: l2 = 0, keep = 1 − lr·wd.  param, m, v (2·n2) updated in place, grad (2·n2)
-  (func (export "adam") (param $param i32) (param $grad i32) (param $m i32) (param $v i32) (param $n2 i32)
+  ;; AdamW: l2 = 0, keep = 1 − lr·wd.  param, m, v (4·n4) updated in place.
+  ;; Bound by the two f64 divisions and the square root (one divider unit, ~14 cycles a pair), not memory.
+  (func (export "adam") (param $param i32) (param $slots i32) (param $stride i32) (param $S i32)
+        (param $m i32) (param $v i32) (param $n4 i32)
         (param $b1 f64) (param $c1 f64) (param $b2 f64) (param $c2 f64) (param $l2 f64) (param $keep f64)
         (param $step f64) (param $bc2 f64) (param $eps f64)
-    (local $i i32) (local $end i32) (local $p v128) (local $g v128) (local $mi v128) (local $vi v128)
+    (local $i i32) (local $j i32) (local $jend i32) (local $end i32) (local $g0 v128) (local $g1 v128) (local $g2 v128) (local $g3 v128) (local $p v128) (local $g v128) (local $mi v128) (local $vi v128)
     (local $b1v v128) (local $c1v v128) (local $b2v v128) (local $c2v v128) (local $l2v v128) (local $keepv v128)
     (local $stepv v128) (local $bc2v v128) (local $epsv v128)
     (local.set $b1v (f64x2.splat (local.get $b1)))
@@ -490,25 +553,37 @@
     (local.set $stepv (f64x2.splat (local.get $step)))
     (local.set $bc2v (f64x2.splat (local.get $bc2)))
     (local.set $epsv (f64x2.splat (local.get $eps)))
-    (local.set $end (i32.shl (local.get $n2) (i32.const 3)))
+    (local.set $end (i32.shl (local.get $n4) (i32.const 4)))
     (block $done (loop $next
       (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
-      (local.set $p (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $param) (local.get $i)))))
-      (local.set $g (f64x2.add (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $grad) (local.get $i))))
-                               (f64x2.mul (local.get $l2v) (local.get $p))))
-      (local.set $mi (f32x4.demote_f64x2_zero (f64x2.add
-        (f64x2.mul (local.get $b1v) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $m) (local.get $i)))))
-        (f64x2.mul (local.get $c1v) (local.get $g)))))
-      (local.set $vi (f32x4.demote_f64x2_zero (f64x2.add
-        (f64x2.mul (local.get $b2v) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $v) (local.get $i)))))
-        (f64x2.mul (f64x2.mul (local.get $c2v) (local.get $g)) (local.get $g)))))
-      (v128.store64_lane 0 (i32.add (local.get $m) (local.get $i)) (local.get $mi))
-      (v128.store64_lane 0 (i32.add (local.get $v) (local.get $i)) (local.get $vi))
-      (local.set $p (f64x2.sub (f64x2.mul (local.get $p) (local.get $keepv))
-        (f64x2.div (f64x2.mul (local.get $stepv) (f64x2.promote_low_f32x4 (local.get $mi)))
-                   (f64x2.add (f64x2.div (f64x2.sqrt (f64x2.promote_low_f32x4 (local.get $vi))) (local.get $bc2v))
-                              (local.get $epsv)))))
-      (v128.store64_lane 0 (i32.add (local.get $param) (local.get $i)) (f32x4.demote_f64x2_zero (local.get $p)))
-      (local.set $i (i32.add (local.get $i) (i32.const 8)))
+      (local.set $jend (i32.add (local.get $i)
+        (select (i32.const 64) (i32.const 16) (i32.ge_u (i32.sub (local.get $end) (local.get $i)) (i32.const 64)))))
+      (call $slot_sum (i32.add (local.get $slots) (local.get $i)) (local.get $stride) (local.get $S)
+                      (i32.shr_u (i32.sub (local.get $jend) (local.get $i)) (i32.const 4)))
+      (local.set $g3) (local.set $g2) (local.set $g1) (local.set $g0)
+      (local.set $j (local.get $i))
+      (loop $pair
+        (local.set $p (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $param) (local.get $j)))))
+        (local.set $g (f64x2.add (f64x2.promote_low_f32x4 (local.get $g0)) (f64x2.mul (local.get $l2v) (local.get $p))))
+        (local.set $mi (f32x4.demote_f64x2_zero (f64x2.add
+          (f64x2.mul (local.get $b1v) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $m) (local.get $j)))))
+          (f64x2.mul (local.get $c1v) (local.get $g)))))
+        (local.set $vi (f32x4.demote_f64x2_zero (f64x2.add
+          (f64x2.mul (local.get $b2v) (f64x2.promote_low_f32x4 (v128.load64_zero (i32.add (local.get $v) (local.get $j)))))
+          (f64x2.mul (f64x2.mul (local.get $c2v) (local.get $g)) (local.get $g)))))
+        (v128.store64_lane 0 (i32.add (local.get $m) (local.get $j)) (local.get $mi))
+        (v128.store64_lane 0 (i32.add (local.get $v) (local.get $j)) (local.get $vi))
+        (local.set $p (f64x2.sub (f64x2.mul (local.get $p) (local.get $keepv))
+          (f64x2.div (f64x2.mul (local.get $stepv) (f64x2.promote_low_f32x4 (local.get $mi)))
+                     (f64x2.add (f64x2.div (f64x2.sqrt (f64x2.promote_low_f32x4 (local.get $vi))) (local.get $bc2v))
+                                (local.get $epsv)))))
+        (v128.store64_lane 0 (i32.add (local.get $param) (local.get $j)) (f32x4.demote_f64x2_zero (local.get $p)))
+        ;; the next pair's gradient: the upper half of g0, or the next quad
+        (if (i32.and (local.get $j) (i32.const 8))
+          (then (local.set $g0 (local.get $g1)) (local.set $g1 (local.get $g2)) (local.set $g2 (local.get $g3)))
+          (else (local.set $g0 (i8x16.shuffle 8 9 10 11 12 13 14 15 8 9 10 11 12 13 14 15 (local.get $g0) (local.get $g0)))))
+        (local.set $j (i32.add (local.get $j) (i32.const 8)))
+        (br_if $pair (i32.lt_u (local.get $j) (local.get $jend))))
+      (local.set $i (local.get $jend))
       (br $next))))
 )

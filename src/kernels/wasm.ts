@@ -7,8 +7,9 @@
 // The wasm kernels work in place in the shared arena: every view handed to them must be a Float32Array
 // over `memory.buffer` (the arena), and they receive its byteOffset. Each thread instantiates the module
 // against the same memory. The linear kernels differ between families in the last bits (summation order,
-// fused vs separate multiply-add); ReLU backward, reduceSlots and the optimizers are bit-identical in all
-// three. Cross-entropy and countCorrect are tiny (B×10) and run the JS reference on the same views.
+// fused vs separate multiply-add); ReLU backward, reduceSlots, the optimizers and reduceAndUpdate (the
+// slot sum and the optimizer in one pass) are bit-identical in all three. Cross-entropy and countCorrect
+// are tiny (B×10) and run the JS reference on the same views.
 //
 // Relaxed SIMD: Node ≥ 22 has it on; Node 20 needs the V8 flag --experimental-wasm-relaxed-simd. V8 flags
 // are per process, so enableRelaxedSimd() (v8.setFlagsFromString) in any thread enables it for the main
@@ -21,7 +22,7 @@ import { fileURLToPath } from 'node:url';
 import v8 from 'node:v8';
 import { UserError } from '../errors.js';
 import { packageRoot } from '../paths.js';
-import { adamStep, optimizerStateCount, optimizerStep as jsOptimizerStep, sgdStep, type OptimizerConfig } from '../optim.js';
+import { optimizerStateCount, optimizerStep as jsOptimizerStep, type OptimizerConfig } from '../optim.js';
 import { referenceKernels, type F, type KernelSet } from './index.js';
 import * as ref from './reference.js';
 import { reduceSlots as jsReduceSlots } from './reduce.js';
@@ -36,6 +37,11 @@ export interface Kernels extends KernelSet {
   // the update of src/optim.ts (same signature, bit-identical results)
   optimizerStep(cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, grad: Float32Array,
                 state: Float32Array[], start: number, end: number): void;
+  // reduceSlots then optimizerStep over [start, end), bit-identical to calling the two, in one pass in wasm.
+  // grad is scratch: afterwards its [start, end) holds the summed gradient (js) or is unspecified (wasm
+  // never stores the sum, except for the last (end − start) mod 4 elements).
+  reduceAndUpdate(cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, slots: Float32Array, stride: number,
+                  S: number, state: Float32Array[], grad: Float32Array, start: number, end: number): void;
 }
 
 // (func (param v128) (result v128) (f32x4.add (local.get 0) (local.get 0)))
@@ -120,6 +126,10 @@ export const jsKernels: Kernels = {
   family: 'js',
   reduceSlots: jsReduceSlots,
   optimizerStep: jsOptimizerStep,
+  reduceAndUpdate(cfg, lr, t, param, slots, stride, S, state, grad, start, end) {
+    jsReduceSlots(grad, slots, stride, S, start, end);
+    jsOptimizerStep(cfg, lr, t, param, grad, state, start, end);
+  },
 };
 
 interface Exports {
@@ -128,11 +138,12 @@ interface Exports {
              B: number, C: number, OC: number, wantDinp: number): void;
   relu_bwd(dinp: number, dout: number, out: number, n: number): void;
   reduce_slots(grad: number, slots: number, strideBytes: number, S: number, n: number): void;
-  sgd_plain(param: number, grad: number, n2: number, lr: number, wd: number): void;
-  sgd_momentum(param: number, grad: number, buf: number, n2: number, lr: number, wd: number, mu: number,
-               damp: number, first: number, nesterov: number): void;
-  adam(param: number, grad: number, m: number, v: number, n2: number, b1: number, c1: number, b2: number,
-       c2: number, l2: number, keep: number, step: number, bc2: number, eps: number): void;
+  // the gradient is Σ of S ≥ 1 slots strideBytes apart; n4 quads of floats
+  sgd_plain(param: number, slots: number, strideBytes: number, S: number, n4: number, lr: number, wd: number): void;
+  sgd_momentum(param: number, slots: number, strideBytes: number, S: number, buf: number, n4: number, lr: number,
+               wd: number, mu: number, damp: number, first: number, nesterov: number): void;
+  adam(param: number, slots: number, strideBytes: number, S: number, m: number, v: number, n4: number, b1: number,
+       c1: number, b2: number, c2: number, l2: number, keep: number, step: number, bc2: number, eps: number): void;
 }
 
 function wasmKernels(family: 'relaxed' | 'simd', x: Exports, memory: WebAssembly.Memory): Kernels {
@@ -149,6 +160,33 @@ function wasmKernels(family: 'relaxed' | 'simd', x: Exports, memory: WebAssembly
   const forward = (relu: number) => (out: F, inp: F, weight: F, bias: F, B: number, C: number, OC: number) => {
     x.linear_fwd(at(out, B * OC, 'out'), at(inp, B * C, 'inp'), at(weight, OC * C, 'weight'), at(bias, OC, 'bias'),
                  B, C, OC, relu);
+  };
+  // The wasm optimizer over the whole quads of [start, end) with gradient Σ_{s<S} src[s·stride + i]; returns
+  // where the leftover (end − start) mod 4 elements start, for the caller to do with reduce.ts and optim.ts
+  // (which compute the same thing element by element).
+  const update = (cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, src: Float32Array, stride: number,
+                  S: number, state: Float32Array[], start: number, end: number, what: string): number => {
+    const need = optimizerStateCount(cfg);
+    if (state.length < need) throw new Error(`optimizer '${cfg.optimizer}' needs ${need} state arrays, got ${state.length}`);
+    if (end <= start) return end;
+    const n4 = (end - start) >> 2;
+    const p = at(param, end, 'param') + 4 * start;
+    const g = at(src, (S - 1) * stride + end, what) + 4 * start;
+    if (cfg.optimizer === 'sgd') {
+      if (need === 0) x.sgd_plain(p, g, 4 * stride, S, n4, lr, cfg.weightDecay);
+      else {
+        x.sgd_momentum(p, g, 4 * stride, S, at(state[0], end, 'momentum') + 4 * start, n4, lr, cfg.weightDecay,
+                       cfg.momentum, 1 - cfg.dampening, t === 1 ? 1 : 0, cfg.nesterov ? 1 : 0);
+      }
+    } else {
+      // the constants exactly as optim.ts's adamStep computes them
+      const decoupled = cfg.optimizer === 'adamw';
+      x.adam(p, g, 4 * stride, S, at(state[0], end, 'm') + 4 * start, at(state[1], end, 'v') + 4 * start, n4,
+             cfg.beta1, 1 - cfg.beta1, cfg.beta2, 1 - cfg.beta2, decoupled ? 0 : cfg.weightDecay,
+             decoupled ? 1 - lr * cfg.weightDecay : 1, lr / (1 - Math.pow(cfg.beta1, t)),
+             Math.sqrt(1 - Math.pow(cfg.beta2, t)), cfg.eps);
+    }
+    return start + 4 * n4;
   };
   return {
     name: family,
@@ -176,32 +214,19 @@ function wasmKernels(family: 'relaxed' | 'simd', x: Exports, memory: WebAssembly
                      4 * stride, S, end - start);
     },
     optimizerStep(cfg, lr, t, param, grad, state, start, end) {
-      const need = optimizerStateCount(cfg);
-      if (state.length < need) throw new Error(`optimizer '${cfg.optimizer}' needs ${need} state arrays, got ${state.length}`);
-      if (end <= start) return;
-      // wasm does whole pairs; an odd last element goes through optim.ts, which computes the same thing
-      const n2 = (end - start) >> 1;
-      const tail = start + 2 * n2;
-      const p = at(param, end, 'param') + 4 * start;
-      const g = at(grad, end, 'grad') + 4 * start;
-      if (cfg.optimizer === 'sgd') {
-        const buf = need ? state[0] : null;
-        if (buf === null) x.sgd_plain(p, g, n2, lr, cfg.weightDecay);
-        else {
-          x.sgd_momentum(p, g, at(buf, end, 'momentum') + 4 * start, n2, lr, cfg.weightDecay, cfg.momentum,
-                         1 - cfg.dampening, t === 1 ? 1 : 0, cfg.nesterov ? 1 : 0);
-        }
-        if (tail < end) sgdStep(cfg, lr, t, param, buf, grad, tail, end);
-      } else {
-        // the constants exactly as optim.ts's adamStep computes them
-        const decoupled = cfg.optimizer === 'adamw';
-        const l2 = decoupled ? 0 : cfg.weightDecay;
-        const keep = decoupled ? 1 - lr * cfg.weightDecay : 1;
-        const step = lr / (1 - Math.pow(cfg.beta1, t));
-        const bc2 = Math.sqrt(1 - Math.pow(cfg.beta2, t));
-        x.adam(p, g, at(state[0], end, 'm') + 4 * start, at(state[1], end, 'v') + 4 * start, n2,
-               cfg.beta1, 1 - cfg.beta1, cfg.beta2, 1 - cfg.beta2, l2, keep, step, bc2, cfg.eps);
-        if (tail < end) adamStep(cfg, decoupled, lr, t, param, state[0], state[1], grad, tail, end);
+      // the plain step is the fused one with a single slot: the gradient itself
+      const tail = update(cfg, lr, t, param, grad, 0, 1, state, start, end, 'grad');
+      if (tail < end) jsOptimizerStep(cfg, lr, t, param, grad, state, tail, end);
+    },
+    reduceAndUpdate(cfg, lr, t, param, slots, stride, S, state, grad, start, end) {
+      at(grad, end, 'grad');
+      // no slots: a zero gradient, as reduceSlots gives
+      if (S === 0) grad.fill(0, start, end);
+      const tail = S === 0 ? update(cfg, lr, t, param, grad, 0, 1, state, start, end, 'grad')
+        : update(cfg, lr, t, param, slots, stride, S, state, start, end, 'slots');
+      if (tail < end) {
+        jsReduceSlots(grad, slots, stride, S, tail, end);
+        jsOptimizerStep(cfg, lr, t, param, grad, state, tail, end);
       }
     },
   };
