@@ -4,7 +4,10 @@
 // test/wasm-kernels.test.ts) or against the js family bit for bit (elementwise kernels), and only then
 // timed: warm-up, then the median of `repeats` timed runs of at least `minMs` each. Rates are GFLOP/s
 // (2 flops per multiply-add) for the linear kernels and GB/s of memory traffic for the others, with the
-// ratio to the js family measured in the same run.
+// ratio to the js family measured in the same run. The step kernels are timed both ways: reduceSlots then
+// optimizerStep (two passes) and the fused reduceAndUpdate, counted with the same bytes so the rates compare.
+// Times are this process's CPU time, not wall time: the kernels run on one thread, and on a shared
+// machine wall time also counts whatever else ran while this process waited for a core.
 //
 //   node dist/bench/kernels.js        (or `mnist-par bench kernels`)
 import { packageRoot } from '../src/paths.js';
@@ -22,7 +25,7 @@ import type { OptimizerConfig } from '../src/optim.js';
 import { Rng } from '../src/rng.js';
 
 export interface BenchOptions {
-  /** rows per micro-shard to try (default 16, 32, 64) */
+  /** rows per micro-shard to try (default 8, 16, 32, 64: batch 64…512 split into 8 micro-shards) */
   batches?: number[];
   /** families to time (default: js and every wasm family this Node runs) */
   families?: KernelFamily[];
@@ -54,27 +57,33 @@ export interface Result {
 const U = 2 ** -24;
 const SLOTS = 8;
 
-function median(xs: number[]): number {
+export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
   const m = s.length >> 1;
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 }
 
-/** Median seconds per call of fn, after warming up (so V8 has compiled and tiered up). */
+/** CPU milliseconds used by this process so far. */
+function cpuMs(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1000;
+}
+
+/** Median CPU seconds per call of fn, after warming up (so V8 has compiled and tiered up). */
 function time(fn: () => void, repeats: number, minMs: number): number {
   let calls = 0;
-  const warm = performance.now();
-  while (performance.now() - warm < Math.max(30, minMs) || calls < 3) {
+  const warm = cpuMs();
+  while (cpuMs() - warm < Math.max(30, minMs) || calls < 3) {
     fn();
     calls++;
   }
-  const perCall = (performance.now() - warm) / calls;
+  const perCall = (cpuMs() - warm) / calls;
   const iters = Math.max(1, Math.ceil(minMs / perCall));
   const samples: number[] = [];
   for (let r = 0; r < repeats; r++) {
-    const t0 = performance.now();
+    const t0 = cpuMs();
     for (let i = 0; i < iters; i++) fn();
-    samples.push((performance.now() - t0) / 1000 / iters);
+    samples.push((cpuMs() - t0) / 1000 / iters);
   }
   return median(samples);
 }
@@ -91,7 +100,7 @@ const tolFor = (K: number) => [16 * U * K, 16 * U * Math.sqrt(K)] as const;
 
 export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   const log = opts.log ?? ((line: string) => console.log(line));
-  const batches = opts.batches ?? [16, 32, 64];
+  const batches = opts.batches ?? [8, 16, 32, 64];
   const layers = opts.layers ?? widths(DEFAULT_HIDDEN);
   const repeats = opts.repeats ?? 7;
   const minMs = opts.minMs ?? 20;
@@ -187,13 +196,18 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   const n = maxB * Math.max(...layers.slice(1, -1));
   const reluExpected = new Float32Array(n);
   ref.reluBackward(reluExpected, dout.subarray(0, n), inp.subarray(0, n), n);
-  const cfg: OptimizerConfig = {
+  const adamw: OptimizerConfig = {
     optimizer: 'adamw', momentum: 0, dampening: 0, nesterov: false, weightDecay: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8,
   };
+  const momentum: OptimizerConfig = { ...adamw, optimizer: 'sgd', momentum: 0.9, weightDecay: 5e-4 };
   const paramStart = Float32Array.from(param);
   const momentStart = moments.map((m) => Float32Array.from(m));
-  let optExpected: Float32Array | null = null;
+  const restore = () => {
+    param.set(paramStart);
+    moments.forEach((m, i) => m.set(momentStart[i]));
+  };
   let sumExpected: Float32Array | null = null;
+  const stepExpected = new Map<string, Float32Array>();
   for (const [family, k] of kernels) {
     dinp.fill(NaN);
     k.reluBackward(dinp, dout, inp, n);
@@ -208,30 +222,62 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
     record('reduceSlots', `S=${SLOTS} P=${P}`, 0, family,
            time(() => k.reduceSlots(grad, slots, P, SLOTS, 0, P), repeats, minMs), 4 * (SLOTS + 1) * P, 'GB/s');
 
-    param.set(paramStart);
-    moments.forEach((m, i) => m.set(momentStart[i]));
-    k.optimizerStep(cfg, 1e-3, 1, param, grad, moments, 0, P);
-    optExpected ??= Float32Array.from(param);
-    verify(param, optExpected, 0, 0, `${family} optimizerStep`);
-    let t = 1;
-    record('optimizerStep adamw', `P=${P}`, 0, family,
-           time(() => k.optimizerStep(cfg, 1e-3, ++t, param, grad, moments, 0, P), repeats, minMs), 4 * 7 * P, 'GB/s');
+    for (const [name, cfg, nState] of [['adamw', adamw, 2], ['sgd momentum', momentum, 1]] as const) {
+      const state = moments.slice(0, nState);
+      // both ways must give the js family's bits before either is timed
+      restore();
+      k.reduceAndUpdate(cfg, 1e-3, 1, param, slots, P, SLOTS, state, grad, 0, P);
+      const fused = Float32Array.from(param);
+      restore();
+      k.reduceSlots(grad, slots, P, SLOTS, 0, P);
+      k.optimizerStep(cfg, 1e-3, 1, param, grad, state, 0, P);
+      if (!stepExpected.has(name)) stepExpected.set(name, Float32Array.from(param));
+      verify(param, stepExpected.get(name)!, 0, 0, `${family} reduceSlots + optimizerStep ${name}`);
+      verify(fused, stepExpected.get(name)!, 0, 0, `${family} reduceAndUpdate ${name}`);
+      // bytes of one step either way: S slots read, param and state read and written
+      const bytes = 4 * (SLOTS + 2 * (1 + nState)) * P;
+      const shape = `S=${SLOTS} P=${P}`;
+      let t = 1;
+      record(`optimizerStep ${name}`, `P=${P}`, 0, family,
+             time(() => k.optimizerStep(cfg, 1e-3, ++t, param, grad, state, 0, P), repeats, minMs),
+             4 * (3 + 2 * nState) * P, 'GB/s');
+      restore();
+      record(`two-pass step ${name}`, shape, 0, family, time(() => {
+        k.reduceSlots(grad, slots, P, SLOTS, 0, P);
+        k.optimizerStep(cfg, 1e-3, ++t, param, grad, state, 0, P);
+      }, repeats, minMs), bytes, 'GB/s');
+      restore();
+      record(`reduceAndUpdate ${name}`, shape, 0, family,
+             time(() => k.reduceAndUpdate(cfg, 1e-3, ++t, param, slots, P, SLOTS, state, grad, 0, P), repeats, minMs),
+             bytes, 'GB/s');
+    }
   }
+  restore();
 
   log(formatTable(results, families));
   const info = machineInfo(relaxed);
   log(`${info.cpu} · ${info.cores} cores · Node ${info.node} · relaxed SIMD ${relaxed ? 'on' : 'off'} · one thread`);
   if (opts.outDir !== null) {
-    const dir = opts.outDir ?? join(packageRoot(), 'bench', 'results');
-    mkdirSync(dir, { recursive: true });
-    const path = join(dir, `kernels-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
-    await writeFileAtomic(path, JSON.stringify({ machine: info, repeats, minMs, results }, null, 2) + '\n');
+    const path = await saveJson(opts.outDir ?? resultsDir(), 'kernels', { machine: info, repeats, minMs, results });
     log(`saved ${path}`);
   }
   return results;
 }
 
-function machineInfo(relaxed: boolean) {
+/** Where benchmark JSON goes by default: <package>/bench/results. */
+export function resultsDir(): string {
+  return join(packageRoot(), 'bench', 'results');
+}
+
+/** Writes `data` as <dir>/<prefix>-<timestamp>.json (atomically) and returns the path. */
+export async function saveJson(dir: string, prefix: string, data: unknown): Promise<string> {
+  mkdirSync(dir, { recursive: true });
+  const path = join(dir, `${prefix}-${new Date().toISOString().replace(/[:.]/g, '-')}.json`);
+  await writeFileAtomic(path, JSON.stringify(data, null, 2) + '\n');
+  return path;
+}
+
+export function machineInfo(relaxed: boolean) {
   const c = cpus();
   return {
     cpu: c[0]?.model ?? 'unknown', cores: c.length, arch: arch(), platform: platform(),
@@ -252,8 +298,13 @@ export function formatTable(results: Result[], families: KernelFamily[]): string
       ...families.map((f) => of(f)?.rate.toFixed(2) ?? '–'),
       ...(families.includes('js') ? fast.map((f) => (of(f)?.vsJs ? `×${of(f)!.vsJs!.toFixed(1)}` : '–')) : [])];
   });
+  return textTable(header, rows, 2);
+}
+
+/** Aligned text columns under a dashed rule: the first `textColumns` left-aligned, the rest (numbers) right. */
+export function textTable(header: string[], rows: string[][], textColumns: number): string {
   const widthsOf = header.map((h, i) => Math.max(h.length, ...rows.map((r) => r[i].length)));
-  const line = (cells: string[]) => cells.map((c, i) => (i < 2 ? c.padEnd(widthsOf[i]) : c.padStart(widthsOf[i]))).join('  ');
+  const line = (cells: string[]) => cells.map((c, i) => (i < textColumns ? c.padEnd(widthsOf[i]) : c.padStart(widthsOf[i]))).join('  ');
   return [line(header), line(widthsOf.map((w) => '-'.repeat(w))), ...rows.map(line)].join('\n');
 }
 

@@ -3,6 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULTS, flagName, parseValue, validate, type Config } from './config.js';
+import { addBenchCommand } from '../bench/command.js';
 import { addModelCommands } from './commands.js';
 import { TaskError } from './coordinator.js';
 import { UsageError, UserError } from './errors.js';
@@ -189,6 +190,7 @@ export function buildProgram(): Command {
       process.stdout.write(`wrote ${written.join(', ')}\n`);
     });
   addModelCommands(program);
+  addBenchCommand(program);
   for (const c of program.commands) c.exitOverride();
   return program;
 }

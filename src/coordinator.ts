@@ -117,6 +117,8 @@ export class Coordinator {
       maxThreads: this.threads,
       idleTimeout: 60_000,
       concurrentTasksPerWorker: 1,
+      // workers allocate almost nothing per step: a small young generation keeps each thread's heap small
+      resourceLimits: { maxYoungGenerationSizeMb: 2 },
       workerData: init,
     });
   }

@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { BEST, LAST, saveCheckpoint, type Checkpoint, type TrainState } from './checkpoint.js';
 import type { Config } from './config.js';
 import { Coordinator } from './coordinator.js';
+import { collectGarbage } from './gc.js';
 import { DATASETS } from './data/datasets.js';
 import { ensureDataset } from './data/download.js';
 import { loadSplit, type Split } from './data/idx.js';
@@ -112,34 +113,18 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
   const plotsDir = resolve(cfg.plots);
   await prepareOutDir(outDir);
   await prepareOutDir(plotsDir, '--plots');
-  const info = DATASETS[cfg.dataset];
-  const { train: trainSplit, test: testSplit } = data ?? await loadDatasets(cfg);
-  const trainCount = cfg.limitTrain > 0 ? Math.min(cfg.limitTrain, trainSplit.count) : trainSplit.count;
-  const testCount = cfg.limitTest > 0 ? Math.min(cfg.limitTest, testSplit.count) : testSplit.count;
-  const pixels = trainSplit.rows * trainSplit.cols;
+  const { coord, trainCount, stepsPerEpoch } = await arenaWithData(cfg, data);
+  // the parsed files (55 MB for MNIST) are garbage now: collect them before training instead of whenever
+  if (data === undefined) collectGarbage();
   if (resume?.perm && resume.perm.length !== trainCount) {
+    await coord.close();
     throw new UserError(`--resume ${resume.file}: its epoch permutation covers ${resume.perm.length} images but this run has ${trainCount}; keep --data-dir and --limit-train as they were`);
   }
-
   const layers = widths(cfg.hidden);
   const model = paramLayout(layers);
-  const optimizer = optimizerConfig(cfg);
-  const stepsPerEpoch = Math.ceil(trainCount / cfg.batchSize);
-  const coord = new Coordinator({
-    spec: {
-      layers, threads: cfg.threads, shards: cfg.shards, rows: Math.max(Math.ceil(cfg.batchSize / cfg.shards), 64),
-      optimizerStates: optimizerStateCount(optimizer), stepsPerEpoch, trainCount, testCount, pixels,
-    },
-    optimizer, kernels: cfg.kernels, pipeline: cfg.pipeline, mean: info.mean, std: info.std,
-    labelSmoothing: cfg.labelSmoothing, augment: cfg.augment ? cfg.seed : null,
-  });
   const files: string[] = [];
   try {
     const v = coord.views;
-    v.trainX.set(trainSplit.images.subarray(0, trainCount * pixels));
-    v.trainY.set(trainSplit.labels.subarray(0, trainCount));
-    v.testX.set(testSplit.images.subarray(0, testCount * pixels));
-    v.testY.set(testSplit.labels.subarray(0, testCount));
     const st: TrainState = resume ? { ...resume.state, config: cfg } : freshState(cfg);
     if (resume) {
       v.params.set(resume.params);
@@ -266,6 +251,35 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
   } finally {
     await coord.close();
   }
+}
+
+/**
+ * Creates the coordinator and its arena, and copies the (limited) dataset into it. The parsed files are
+ * referenced only here, so unless the caller holds them they can be freed once they are in the arena.
+ */
+async function arenaWithData(cfg: Config, data?: Datasets): Promise<{ coord: Coordinator; trainCount: number; stepsPerEpoch: number }> {
+  const info = DATASETS[cfg.dataset];
+  const { train: trainSplit, test: testSplit } = data ?? await loadDatasets(cfg);
+  const trainCount = cfg.limitTrain > 0 ? Math.min(cfg.limitTrain, trainSplit.count) : trainSplit.count;
+  const testCount = cfg.limitTest > 0 ? Math.min(cfg.limitTest, testSplit.count) : testSplit.count;
+  const pixels = trainSplit.rows * trainSplit.cols;
+  const optimizer = optimizerConfig(cfg);
+  const stepsPerEpoch = Math.ceil(trainCount / cfg.batchSize);
+  const coord = new Coordinator({
+    spec: {
+      layers: widths(cfg.hidden), threads: cfg.threads, shards: cfg.shards,
+      rows: Math.max(Math.ceil(cfg.batchSize / cfg.shards), 64), optimizerStates: optimizerStateCount(optimizer),
+      stepsPerEpoch, trainCount, testCount, pixels,
+    },
+    optimizer, kernels: cfg.kernels, pipeline: cfg.pipeline, mean: info.mean, std: info.std,
+    labelSmoothing: cfg.labelSmoothing, augment: cfg.augment ? cfg.seed : null,
+  });
+  const v = coord.views;
+  v.trainX.set(trainSplit.images.subarray(0, trainCount * pixels));
+  v.trainY.set(trainSplit.labels.subarray(0, trainCount));
+  v.testX.set(testSplit.images.subarray(0, testCount * pixels));
+  v.testY.set(testSplit.labels.subarray(0, testCount));
+  return { coord, trainCount, stepsPerEpoch };
 }
 
 function weightsMetadata(cfg: Config, model: Layout): Record<string, string> {

@@ -1,0 +1,159 @@
+// `mnist-par bench kernels|scaling|peers`: flags → validated benchmark options → run. The benchmarks
+// themselves are loaded only when one is run, so the CLI starts as fast without them.
+import type { Command } from 'commander';
+import { DATASET_NAMES, KERNEL_CHOICES, type Config } from '../src/config.js';
+import { UsageError } from '../src/errors.js';
+import type { KernelFamily } from '../src/kernels/wasm.js';
+import type { BenchOptions } from './kernels.js';
+import type { PeerOptions } from './peers.js';
+import type { ScalingOptions } from './scaling.js';
+
+/** Flags as commander hands them over: every value is text until parsed here. */
+export interface BenchFlags {
+  threads?: string;
+  batchSize?: string;
+  repeats?: string;
+  kernels?: string;
+  dataDir?: string;
+  dataset?: string;
+  shards?: string;
+  seconds?: string;
+  peerScript?: string;
+  peers?: string;
+  out?: string;
+  plots?: string;
+  quick?: boolean;
+}
+
+/** "1,2,4" → [1, 2, 4]: distinct integers in [min, max]; otherwise a one-line UsageError naming the flag. */
+export function parseIntList(flag: string, text: string, min: number, max: number, example: string): number[] {
+  const parts = text.split(',').map((s) => s.trim());
+  const values = parts.map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
+  if (values.some((v) => !Number.isInteger(v) || v < min || v > max) || new Set(values).size !== values.length) {
+    throw new UsageError(`${flag}: expected distinct comma-separated integers in ${min}..${max} (e.g. ${example}), got '${text}'`);
+  }
+  return values;
+}
+
+export function parseIntFlag(flag: string, text: string, min: number, max: number): number {
+  const v = /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
+  if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`${flag}: expected an integer in ${min}..${max}, got '${text}'`);
+  return v;
+}
+
+function parseChoice<T extends string>(flag: string, text: string, choices: readonly T[]): T {
+  if (!(choices as readonly string[]).includes(text)) throw new UsageError(`${flag}: expected one of ${choices.join(', ')}, got '${text}'`);
+  return text as T;
+}
+
+/** The options shared by the two training benchmarks: data, kernels, shards, where results go. */
+function runFlags(f: BenchFlags): Omit<ScalingOptions, 'threads' | 'batchSizes' | 'repeats'> {
+  return {
+    ...(f.dataset !== undefined ? { dataset: parseChoice('--dataset', f.dataset, DATASET_NAMES) } : {}),
+    ...(f.dataDir !== undefined ? { dataDir: f.dataDir } : {}),
+    ...(f.kernels !== undefined ? { kernels: parseChoice<Config['kernels']>('--kernels', f.kernels, KERNEL_CHOICES) } : {}),
+    ...(f.shards !== undefined ? { shards: parseIntFlag('--shards', f.shards, 1, 256) } : {}),
+    ...(f.out !== undefined ? { outDir: f.out } : {}),
+    ...(f.plots !== undefined ? { plotsDir: f.plots } : {}),
+  };
+}
+
+export function scalingOptions(f: BenchFlags): ScalingOptions {
+  const quick = f.quick === true;
+  return {
+    threads: f.threads !== undefined ? parseIntList('--threads', f.threads, 1, 256, '1,2,4,8') : quick ? [1, 2] : undefined,
+    batchSizes: f.batchSize !== undefined ? parseIntList('--batch-size', f.batchSize, 1, 65536, '32,64,128') : quick ? [64] : undefined,
+    repeats: f.repeats !== undefined ? parseIntFlag('--repeats', f.repeats, 1, 1000) : quick ? 1 : undefined,
+    ...(quick ? { window: { warmupSteps: 3, minSteps: 5, minMs: 0 } } : {}),
+    ...runFlags(f),
+  };
+}
+
+export function peerOptions(f: BenchFlags): PeerOptions {
+  const quick = f.quick === true;
+  const seconds = f.seconds === undefined ? (quick ? 0.5 : undefined) : Number(f.seconds);
+  if (seconds !== undefined && !(Number.isFinite(seconds) && seconds > 0 && seconds <= 600)) {
+    throw new UsageError(`--seconds: expected a number of seconds in (0, 600], got '${f.seconds}'`);
+  }
+  return {
+    threads: f.threads !== undefined ? parseIntFlag('--threads', f.threads, 1, 256) : undefined,
+    batchSizes: f.batchSize !== undefined ? parseIntList('--batch-size', f.batchSize, 1, 65536, '64,128,256') : quick ? [64] : undefined,
+    repeats: f.repeats !== undefined ? parseIntFlag('--repeats', f.repeats, 1, 1000) : quick ? 1 : undefined,
+    seconds,
+    ...(quick ? { settings: [[1, 1]] as [number, number][], window: { warmupSteps: 3, minSteps: 5 } } : {}),
+    ...(f.peerScript !== undefined ? { script: f.peerScript } : {}),
+    ...runFlags(f),
+  };
+}
+
+export function kernelOptions(f: BenchFlags): BenchOptions {
+  const quick = f.quick === true;
+  const families: readonly KernelFamily[] = ['js', 'simd', 'relaxed'];
+  return {
+    batches: f.batchSize !== undefined ? parseIntList('--batch-size', f.batchSize, 1, 4096, '8,16,32,64') : quick ? [16] : undefined,
+    repeats: f.repeats !== undefined ? parseIntFlag('--repeats', f.repeats, 1, 1000) : quick ? 3 : undefined,
+    ...(quick ? { minMs: 5 } : {}),
+    ...(f.kernels !== undefined ? { families: f.kernels.split(',').map((k) => parseChoice('--kernels', k.trim(), families)) } : {}),
+    ...(f.out !== undefined ? { outDir: f.out } : {}),
+  };
+}
+
+export function addBenchCommand(program: Command): void {
+  const bench = program.command('bench').description('benchmarks: kernels, scaling over threads, PyTorch peer');
+
+  bench.command('kernels')
+    .description('time every kernel of every family on the model\'s shapes, each checked against the reference first')
+    .option('--batch-size <list>', 'rows per micro-shard to try (default: a spread from 8 to 64)')
+    .option('--kernels <list>', 'families to time: js, simd, relaxed (default: all this Node runs)')
+    .option('--repeats <n>', 'timed runs per variant; the median is reported (default: 7)')
+    .option('--out <dir>', 'folder for the JSON result (default: bench/results)')
+    .option('--quick', 'a tiny smoke run')
+    .action(async (f: BenchFlags) => {
+      const opts = kernelOptions(f);
+      const { benchKernels } = await import('./kernels.js');
+      await benchKernels(opts);
+      process.exitCode = 0;
+    });
+
+  withRunFlags(bench.command('scaling')
+    .description('training throughput on real data for threads × batch size: speedup, efficiency, where the step time goes')
+    .option('--threads <list>', 'worker threads to try (default: 1,2,4,8)')
+    .option('--batch-size <list>', 'batch sizes to try (default: 32,64,128,256,512)')
+    .option('--repeats <n>', 'interleaved rounds over all configurations; medians are reported (default: 5)')
+    .option('--peers <file>', 'a peers-*.json from bench peers: draw its PyTorch levels too'))
+    .action(async (f: BenchFlags) => {
+      const opts = scalingOptions(f);
+      const { benchScaling } = await import('./scaling.js');
+      if (f.peers !== undefined) {
+        const { readPeers } = await import('./peers.js');
+        opts.peers = await readPeers(f.peers);
+      }
+      await benchScaling(opts);
+      process.exitCode = 0;
+    });
+
+  withRunFlags(bench.command('peers')
+    .description('our throughput against PyTorch\'s best thread setting on the same network, interleaved, per batch size')
+    .option('--threads <n>', 'our worker threads (default: 2)')
+    .option('--batch-size <list>', 'batch sizes to compare (default: 64,128,256)')
+    .option('--repeats <n>', 'interleaved rounds; medians are reported (default: 5)')
+    .option('--seconds <s>', 'timed seconds of each PyTorch run and of our window (default: 1.5)')
+    .option('--peer-script <file>', 'the PyTorch script (default: <package>/../shared/peers/pytorch_throughput.py)'))
+    .action(async (f: BenchFlags) => {
+      const opts = peerOptions(f);
+      const { benchPeers } = await import('./peers.js');
+      await benchPeers(opts);
+      process.exitCode = 0;
+    });
+}
+
+function withRunFlags(cmd: Command): Command {
+  return cmd
+    .option('--kernels <family>', 'compute kernels: auto, relaxed, simd, js (default: auto)')
+    .option('--dataset <name>', 'mnist or fashion-mnist (default: mnist)')
+    .option('--data-dir <dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)')
+    .option('--shards <n>', 'micro-shards per batch (default: 8)')
+    .option('--out <dir>', 'folder for the JSON result (default: bench/results)')
+    .option('--plots <dir>', 'folder for scaling.png (default: plots)')
+    .option('--quick', 'a tiny smoke sweep');
+}
