@@ -24,7 +24,7 @@ import {
 } from './scaling.js';
 
 export const PYTHON = '/usr/bin/python3';
-export const INSTALL_HINT = 'install it with: apt-get install -y python3-torch (Debian\'s PyTorch, for /usr/bin/python3)';
+export const INSTALL_HINT = 'install it with: apt-get install -y python3-torch libopenblas0-pthread (Debian\'s PyTorch, for /usr/bin/python3, on OpenBLAS)';
 
 export function defaultPeerScript(): string {
   return resolve(packageRoot(), '..', 'shared', 'peers', 'pytorch_throughput.py');
@@ -80,6 +80,8 @@ export interface PeersReport {
   repeats: number;
   seconds: number;
   peer: string;
+  /** the BLAS library PyTorch ran on (openblas, mkl, reference, unknown) */
+  blas: string;
   settings: PeerSettingResult[];
   comparisons: PeerComparison[];
   /** the best PyTorch setting per batch size, in the shape of ScalingReport.peers */
@@ -90,6 +92,20 @@ export interface PeersReport {
 export function torchAvailable(python = PYTHON): boolean {
   const r = spawnSync(python, ['-c', 'import torch'], { stdio: 'ignore', timeout: 120_000 });
   return r.status === 0;
+}
+
+/**
+ * Which BLAS library the peer's process maps once torch is imported: Debian's PyTorch calls whatever
+ * libblas.so.3 the alternatives system points to, and without OpenBLAS that is the slow reference BLAS.
+ */
+export function peerBlas(python = PYTHON): string {
+  const r = spawnSync(python, ['-c', 'import torch, sys; sys.stdout.write(open("/proc/self/maps").read())'],
+    { encoding: 'utf8', timeout: 120_000, maxBuffer: 64 * 1024 * 1024 });
+  const libs = new Set((r.stdout ?? '').split('\n').map((l) => l.trim().split(/\s+/).pop() ?? '')
+    .filter((p) => /blas/i.test(p)));
+  if ([...libs].some((p) => /openblas/i.test(p))) return 'openblas';
+  if ([...libs].some((p) => /mkl/i.test(p))) return 'mkl';
+  return libs.size > 0 ? 'reference' : 'unknown';
 }
 
 /** One run of the peer script; resolves to its samples/s and the peer's name (e.g. pytorch-1.13.1). */
@@ -125,6 +141,12 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
   if (!torchAvailable(python)) {
     log(`bench peers: ${python} cannot import torch; skipped. To compare with PyTorch, ${INSTALL_HINT}`);
     return null;
+  }
+  const blas = peerBlas(python);
+  log(`bench peers: PyTorch runs on ${blas} BLAS`);
+  if (blas === 'reference') {
+    log('bench peers: warning: that is the unoptimized reference BLAS, so PyTorch will look far slower than it is; ' +
+      'apt-get install -y libopenblas0-pthread gives it OpenBLAS');
   }
   const threads = opts.threads ?? 2;
   const batchSizes = opts.batchSizes ?? [64, 128, 256];
@@ -177,7 +199,7 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
     };
   });
   const report: PeersReport = {
-    kind: 'peers', machine: { ...machineInfo(relaxedSimdSupported()), loadavgBefore, loadavgAfter: loadavg() },
+    kind: 'peers', blas, machine: { ...machineInfo(relaxedSimdSupported()), loadavgBefore, loadavgAfter: loadavg() },
     kernels: family, threads, repeats, seconds, peer, settings, comparisons, peers: comparisons.map((c) => c.pytorch),
   };
   log(formatPeersTable(report));
