@@ -1,12 +1,14 @@
 #!/usr/bin/env node
 // The command line: flags → validated Config → run. No logic beyond wiring.
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULTS, flagName, parseValue, validate, type Config } from './config.js';
 import { addBenchCommand } from '../bench/command.js';
 import { addModelCommands } from './commands.js';
 import { TaskError } from './coordinator.js';
 import { UsageError, UserError } from './errors.js';
+import { packageRoot } from './paths.js';
 
 // Flags of `train`, in the order --help lists them. Each maps 1:1 to a Config field.
 const TRAIN_FLAGS: [keyof Config, string, string][] = [
@@ -159,9 +161,14 @@ function progressPrinter(): (file: string, received: number, total: number | nul
   };
 }
 
+function packageVersion(): string {
+  return (JSON.parse(readFileSync(join(packageRoot(), 'package.json'), 'utf8')) as { version: string }).version;
+}
+
 export function buildProgram(): Command {
   const program = new Command('mnist-par')
     .description('Data-parallel MLP training on MNIST-style datasets with worker threads sharing memory')
+    .version(packageVersion(), '-V, --version', 'print the version')
     .enablePositionalOptions()
     .showHelpAfterError('(run mnist-par --help for the flags)')
     .exitOverride();

@@ -20,7 +20,8 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Piscina } from 'piscina';
 import {
-  arenaLayout, arenaViews, createArenaMemory, splitRange, CTRL_ABORT, CTRL_STEPS_DONE, CTRL_STOP, CTRL_STOP_AFTER,
+  arenaLayout, arenaViews, createArenaMemory, splitRange, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_PARTICIPANT, CTRL_STEPS_DONE, CTRL_STOP,
+  CTRL_STOP_AFTER,
   type ArenaSpec, type ArenaViews,
 } from './memory.js';
 import type { OptimizerConfig } from './optim.js';
@@ -180,6 +181,8 @@ export class Coordinator {
     Atomics.store(ctrl, CTRL_STOP, 0);
     Atomics.store(ctrl, CTRL_STOP_AFTER, -1);
     Atomics.store(ctrl, CTRL_ABORT, 0);
+    Atomics.store(ctrl, CTRL_PARTICIPANT, 0);
+    Atomics.store(ctrl, CTRL_BAR_COUNT, 0);
     const task: EpochTask = {
       from: plan.from, to: plan.to, batchSize: plan.batchSize, trainCount: plan.trainCount, firstT: plan.firstT,
       epoch: plan.epoch,

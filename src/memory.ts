@@ -40,6 +40,8 @@ export const CTRL_STOP = 4;
 export const CTRL_ABORT = 5;
 /** the step index after which every worker stops, agreed at a barrier (−1: none) */
 export const CTRL_STOP_AFTER = 6;
+/** each lockstep task claims its participant index 0..threads−1 here; the coordinator resets it per epoch */
+export const CTRL_PARTICIPANT = 7;
 
 export interface ArenaSpec {
   layers: number[];

@@ -1,7 +1,7 @@
 // `mnist-par predict`: classifies image files with a saved model. Each image goes through the MNIST-style
 // preprocessing of data/image.ts, the dataset's normalization, and one forward pass on the main thread with
 // the reference kernels (a handful of images needs no pool).
-import { DATASETS, isDatasetName, type DatasetName } from './data/datasets.js';
+import { DATASETS, isDatasetName, normalizationTable, type DatasetName } from './data/datasets.js';
 import { loadDigitImage } from './data/image.js';
 import { UserError } from './errors.js';
 import { jsKernels } from './kernels/wasm.js';
@@ -52,7 +52,7 @@ export function chooseDataset(flag: DatasetName | undefined, model: LoadedModel,
 /** The same float32 for the same pixel as the workers compute: (v/255 − mean) / std through a 256-entry table. */
 export function normalizeTable(dataset: DatasetName): Float32Array {
   const { mean, std } = DATASETS[dataset];
-  return new Float32Array(256).map((_, v) => (v / 255 - mean) / std);
+  return normalizationTable(mean, std);
 }
 
 /**

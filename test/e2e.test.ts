@@ -75,6 +75,16 @@ describe('training end to end', () => {
     expect(readFileSync(join(out, 'model.safetensors')).equals(before)).toBe(true);
   });
 
+  it('one failing shard stops its peers at their barriers; the error names that shard, not a peer', () => {
+    const out = join(tmp(), 'models');
+    for (const threads of ['3', '8']) {
+      const r = runCli(['--data-dir', mnistDir, '--out', out, '--threads', threads, ...small],
+        { MNIST_PAR_INJECT_FAULT: 'forwardBackward:6:4' }, 60_000);
+      expect(r.code, `threads ${threads}`).toBe(1);
+      expect(r.stderr).toMatch(/worker task forwardBackward \(step 6, shard 4\) failed: injected fault/);
+    }
+  });
+
   it('a failing reduce in an oversubscribed lockstep pool releases every barrier and names the slice', () => {
     const out = join(tmp(), 'models');
     const r = runCli(['--data-dir', mnistDir, '--out', out, '--threads', '8', ...small],

@@ -11,13 +11,14 @@
 import { workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import {
-  arenaViews, shardViews, splitRange, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_NEXT_THREAD, CTRL_STEPS_DONE,
-  CTRL_STOP, CTRL_STOP_AFTER, type ArenaLayout, type ShardViews,
+  arenaViews, shardViews, splitRange, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_NEXT_THREAD, CTRL_PARTICIPANT,
+  CTRL_STEPS_DONE, CTRL_STOP, CTRL_STOP_AFTER, type ArenaLayout, type ShardViews,
 } from '../src/memory.js';
 import { layerViews, mlpBackward, mlpEvaluate, mlpForward } from '../src/mlp.js';
 import type { OptimizerConfig } from '../src/optim.js';
 import { loadKernels, type KernelFamily } from '../src/kernels/wasm.js';
 import { augmentRow, DEFAULT_AUGMENT, sampleTransform } from '../src/data/augment.js';
+import { normalizationTable } from '../src/data/datasets.js';
 
 export interface WorkerInit {
   memory: WebAssembly.Memory;
@@ -56,11 +57,10 @@ const ROWS = init.layout.spec.rows;
 const L = model.slots.length;
 const CLASSES = model.layers[L];
 const ctrl = views.control;
-// Normalizing through a 256-entry table gives every thread the same float32 for the same pixel value.
-const NORM = new Float32Array(256).map((_, v) => (v / 255 - init.mean) / init.std);
-// This thread's index, claimed once: it picks the busy-time counters, and in lockstep the shards
-// (s ≡ me mod threads) and the parameter slice this thread owns. Piscina starts exactly `threads` workers.
-const me = Atomics.add(ctrl, CTRL_NEXT_THREAD, 1) % T;
+const NORM = normalizationTable(init.mean, init.std);
+// This thread's index for its busy-time counters, claimed once (Piscina starts exactly `threads` workers).
+// The lockstep pipeline does not rely on it: each epoch's tasks claim distinct participant indices.
+let me = Atomics.add(ctrl, CTRL_NEXT_THREAD, 1) % T;
 const fault = parseFault(process.env.MNIST_PAR_INJECT_FAULT);
 
 const affine = new Float32Array(6);
@@ -137,11 +137,18 @@ function barrier(serial: (() => void) | null): void {
     Atomics.notify(ctrl, CTRL_BAR_GEN);
     return;
   }
-  for (let i = 0; i < init.spin; i++) if (Atomics.load(ctrl, CTRL_BAR_GEN) !== gen) return;
+  let spins = init.spin;
   while (Atomics.load(ctrl, CTRL_BAR_GEN) === gen) {
-    Atomics.wait(ctrl, CTRL_BAR_GEN, gen, 200);
-    if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
+    if (spins > 0) {
+      spins--;
+    } else {
+      Atomics.wait(ctrl, CTRL_BAR_GEN, gen, 200);
+      // a worker that arrives after a peer failed is never released: it notices the abort word instead
+      if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
+    }
   }
+  // a failing worker also bumps the generation to wake everyone: then leave instead of going on
+  if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
 }
 
 /** Thrown in the workers that did not fail, so the coordinator can report the one that did. */
@@ -169,6 +176,9 @@ export function runEpoch(task: EpochTask): void {
 
 function lockstep(task: EpochTask): void {
   const { batchSize, trainCount, firstT } = task;
+  // participant k computes shards s ≡ k (mod threads) and owns parameter slice k
+  me = Atomics.add(ctrl, CTRL_PARTICIPANT, 1);
+  if (me >= T) throw new Error(`more lockstep tasks than the ${T} threads (participant ${me})`);
   const stat = views.shardStat;
   for (let b = task.from; b < task.to; b++) {
     const t = firstT + (b - task.from);
@@ -228,15 +238,16 @@ export function evaluate(t: EvalTask): void {
 }
 
 // Fault injection for the tests of failure handling: MNIST_PAR_INJECT_FAULT="forwardBackward:STEP" makes
-// that task throw at that step (every shard of it), "reduceStep:STEP" likewise.
-function parseFault(spec: string | undefined): { task: string; step: number } | null {
+// that task throw at that step (every shard of it), "forwardBackward:STEP:SHARD" only in that shard;
+// "reduceStep:STEP[:FIRST_PARAMETER_OF_THE_SLICE]" likewise.
+function parseFault(spec: string | undefined): { task: string; step: number; where: number | null } | null {
   if (!spec) return null;
-  const [task, step] = spec.split(':');
-  return { task, step: Number(step) };
+  const [task, step, where] = spec.split(':');
+  return { task, step: Number(step), where: where === undefined ? null : Number(where) };
 }
 
 function checkFault(task: string, step: number, where: number): void {
-  if (fault && fault.task === task && fault.step === step) {
+  if (fault && fault.task === task && fault.step === step && (fault.where === null || fault.where === where)) {
     throw new Error(`injected fault in ${task} at step ${step} (${where}) by MNIST_PAR_INJECT_FAULT`);
   }
 }

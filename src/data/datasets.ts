@@ -86,3 +86,11 @@ export const DATASET_NAMES = Object.keys(DATASETS) as DatasetName[];
 export function isDatasetName(s: string): s is DatasetName {
   return Object.hasOwn(DATASETS, s);
 }
+
+/**
+ * x ↦ (x/255 − mean)/std for every pixel value 0..255, as float32. Training, evaluation and predict all
+ * normalize through this one table, so the same pixel gives the same float32 everywhere.
+ */
+export function normalizationTable(mean: number, std: number): Float32Array {
+  return new Float32Array(256).map((_, v) => (v / 255 - mean) / std);
+}
