@@ -139,6 +139,7 @@ async function runDownload(opts: { dataset: string; dataDir?: string }): Promise
   const cfg = validate({ dataset: parseValue('dataset', opts.dataset), dataDir: opts.dataDir });
   const { downloadDataset } = await import('./data/download.js');
   await downloadDataset(cfg.dataset, cfg.dataDir, {
+    verify: true,
     log: (line) => process.stderr.write(line + '\n'),
     progress: progressPrinter(),
   });

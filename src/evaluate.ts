@@ -74,7 +74,7 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
   // Refuse an unwritable --plots before spending any time on the evaluation.
   await preparePlotsDir(opts.plots);
   if (opts.download) await ensureDataset(dataset, dataDir, { log: (line) => process.stderr.write(line + '\n') });
-  const test = await loadSplit(dataDir, 'test');
+  const test = await loadSplit(dataDir, 'test', dataset);
   const pixels = test.rows * test.cols;
   const V = model.layers[model.layers.length - 1];
 

@@ -71,7 +71,7 @@ export interface Datasets {
 /** Makes sure the dataset is present (downloading it unless --no-download) and parses both splits. */
 export async function loadDatasets(cfg: Config): Promise<Datasets> {
   if (cfg.download) await ensureDataset(cfg.dataset, cfg.dataDir, { log: (line) => process.stderr.write(line + '\n') });
-  return { train: await loadSplit(cfg.dataDir, 'train'), test: await loadSplit(cfg.dataDir, 'test') };
+  return { train: await loadSplit(cfg.dataDir, 'train', cfg.dataset), test: await loadSplit(cfg.dataDir, 'test', cfg.dataset) };
 }
 
 function freshState(cfg: Config): TrainState {

@@ -45,6 +45,11 @@ beforeAll(async () => {
       res.writeHead(200, { 'content-length': body.length }).write(body.subarray(0, 1000));
       return;
     }
+    if (mirror === 'badredir') {
+      res.writeHead(302, { location: 'http://' }); // not a URL at all
+      res.end();
+      return;
+    }
     if (mirror === 'redir') {
       res.writeHead(302, { location: `/good/${name}` }).end();
     } else if (!body || mirror === 'missing') {
@@ -119,25 +124,41 @@ describe('downloadDataset', () => {
     expect(lines.some((l) => l.includes(`${base}/half/${NAMES[0]}: no data for 300 ms after 1000 bytes`))).toBe(true);
   });
 
-  it('replaces a present file of the wrong size; trusts a right-sized one unless verify is asked', async () => {
+  it('a redirect to an invalid address is one more failed mirror, not a crash', async () => {
+    const dir = tmp();
+    for (const n of NAMES.slice(1)) writeFileSync(join(dir, n), real.get(n)!);
+    const lines: string[] = [];
+    requests.length = 0;
+    await downloadDataset('mnist', dir, { mirrors: [`${base}/badredir`, `${base}/good`], log: (l) => lines.push(l) });
+    expect(lines.some((l) => l.includes('redirect to an invalid address'))).toBe(true);
+    expect(sha(readFileSync(join(dir, NAMES[0])))).toBe(FILES[0].sha256);
+  });
+
+  it('never overwrites a present file that does not match: it names it and fetches nothing', async () => {
     const dir = tmp();
     for (const n of NAMES) writeFileSync(join(dir, n), real.get(n)!);
     const wrong = Buffer.from(real.get(NAMES[3])!);
     wrong[100] ^= 0xff; // same size, wrong content
     writeFileSync(join(dir, NAMES[3]), wrong);
-    writeFileSync(join(dir, NAMES[1]), real.get(NAMES[1])!.subarray(0, 1000)); // a short file
+    const short = real.get(NAMES[1])!.subarray(0, 1000); // e.g. another dataset's file of the same name
+    writeFileSync(join(dir, NAMES[1]), short);
 
     requests.length = 0;
-    const lines: string[] = [];
-    await downloadDataset('mnist', dir, { mirrors: [`${base}/good`], log: (l) => lines.push(l) });
-    expect(requests).toEqual([`/good/${NAMES[1]}`]);
-    expect(lines.some((l) => l.includes(`size 1000 bytes, expected ${FILES[1].bytes}`))).toBe(true);
-    expect(sha(readFileSync(join(dir, NAMES[3])))).not.toBe(FILES[3].sha256);
+    const err = await downloadDataset('mnist', dir, { mirrors: [`${base}/good`] }).then(() => null, (e: unknown) => e);
+    expect(err).toBeInstanceOf(UserError);
+    expect((err as Error).message).toContain(`${NAMES[1]} (size 1000 bytes, expected ${FILES[1].bytes})`);
+    expect((err as Error).message).toContain('--dataset');
+    expect(requests).toEqual([]);
+    expect(readFileSync(join(dir, NAMES[1])).equals(short)).toBe(true);
 
-    requests.length = 0;
-    await downloadDataset('mnist', dir, { mirrors: [`${base}/good`], verify: true });
-    expect(requests).toEqual([`/good/${NAMES[3]}`]);
-    for (const f of FILES) expect(sha(readFileSync(join(dir, f.name)))).toBe(f.sha256);
+    // a right-sized file is trusted without verify, and named with it
+    writeFileSync(join(dir, NAMES[1]), real.get(NAMES[1])!);
+    await downloadDataset('mnist', dir, { mirrors: [`${base}/good`] });
+    expect(requests).toEqual([]);
+    const err2 = await downloadDataset('mnist', dir, { mirrors: [`${base}/good`], verify: true }).then(() => null, (e: unknown) => e);
+    expect((err2 as Error).message).toMatch(new RegExp(`${NAMES[3].replace(/\./g, '\\.')} \\(sha256 `));
+    expect(readFileSync(join(dir, NAMES[3])).equals(wrong)).toBe(true);
+    expect(requests).toEqual([]);
   });
 
   it('fails with a UserError naming every missing file when no mirror has a good copy, leaving nothing behind', async () => {

@@ -167,7 +167,8 @@ describe('loadSplit', () => {
 
   it('names the missing files, the folder and the fix', async () => {
     const dir = tmp({ 'train-labels-idx1-ubyte.gz': gzipSync(labels([1])) });
-    await expectUserErrorAsync(loadSplit(dir, 'train'), 'missing train-images-idx3-ubyte.gz in ' + dir, `mnist-par download --data-dir ${dir}`);
+    await expectUserErrorAsync(loadSplit(dir, 'train'), 'missing train-images-idx3-ubyte.gz in ' + dir, `mnist-par download --dataset mnist --data-dir ${dir}`);
+    await expectUserErrorAsync(loadSplit(dir, 'train', 'fashion-mnist'), `mnist-par download --dataset fashion-mnist --data-dir ${dir}`);
     const empty = tmp({});
     await expectUserErrorAsync(loadSplit(empty, 'test'), 't10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz', empty, '--data-dir');
   });

@@ -1,8 +1,10 @@
 // Fetches a dataset's four .gz files from its mirrors into a folder.
 //
 // Policy: a file already in the folder is trusted when its size is right (a cheap stat; the IDX parser
-// validates the contents on every load anyway); `verify: true` re-hashes present files too. A file with
-// the wrong size, or the wrong sha256 under `verify`, is fetched again. Each file tries the mirrors in
+// validates the contents on every load anyway); `verify: true` re-hashes present files too. A present file
+// with the wrong size (or the wrong sha256 under `verify`) is never overwritten: it may be another dataset's
+// file (MNIST and Fashion-MNIST share file names) or the user's own, so the download refuses with a message
+// naming it, before fetching anything. Only missing files are fetched. Each file tries the mirrors in
 // order; the body is hashed as it streams in and only a file whose size and sha256 match is written,
 // atomically, so a failed or interrupted download never leaves anything behind in the folder.
 //
@@ -49,12 +51,20 @@ export async function downloadDataset(name: DatasetName, dir: string, opts: Down
     throw new UserError(`cannot create the data directory ${dir} (${(e as Error).message}); pass --data-dir with a writable folder`);
   }
 
-  const failed: string[] = [];
+  const wanted: DatasetFile[] = [];
+  const wrong: string[] = [];
   for (const f of info.files) {
+    const stale = await whyRefetch(join(dir, f.name), f, opts.verify ?? false);
+    if (stale === 'missing') wanted.push(f);
+    else if (stale !== null) wrong.push(`${f.name} (${stale})`);
+  }
+  if (wrong.length > 0) {
+    throw new UserError(`${dir} holds ${wrong.join(', ')}: not the ${info.title} files (another dataset's, or damaged); ` +
+      `check --dataset, or delete ${wrong.length > 1 ? 'them' : 'it'} to download fresh copies`);
+  }
+  const failed: string[] = [];
+  for (const f of wanted) {
     const path = join(dir, f.name);
-    const stale = await whyRefetch(path, f, opts.verify ?? false);
-    if (stale === null) continue;
-    if (stale !== 'missing') log(`${path}: ${stale}; downloading it again`);
 
     let data: Uint8Array | null = null;
     let lastError = 'no mirrors given';
@@ -182,7 +192,13 @@ function get(url: string, timeoutMs: number, timeout: { hit: boolean }, hops = 0
         res.resume();
         req.setTimeout(0);
         if (hops >= MAX_REDIRECTS) return reject(new Error(`more than ${MAX_REDIRECTS} redirects`));
-        return resolve(get(new URL(location, u).href, timeoutMs, timeout, hops + 1));
+        let next: string;
+        try {
+          next = new URL(location, u).href;
+        } catch {
+          return reject(new Error(`redirect to an invalid address ${JSON.stringify(location)}`));
+        }
+        return resolve(get(next, timeoutMs, timeout, hops + 1));
       }
       if (status !== 200) {
         res.resume();

@@ -10,7 +10,7 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
 import { UserError } from '../errors.js';
-import { SPLIT_FILES, type SplitName } from './datasets.js';
+import { SPLIT_FILES, type DatasetName, type SplitName } from './datasets.js';
 
 export interface IdxArray {
   dims: number[];
@@ -37,8 +37,13 @@ const CLASSES = 10;
 
 const hex = (n: number, width: number) => '0x' + n.toString(16).padStart(width, '0');
 
-function fail(file: string, problem: string): never {
-  throw new UserError(`${file}: ${problem}; delete it and run \`mnist-par download --data-dir ${dirname(file)}\` to fetch a fresh copy`);
+/** The command that fetches a fresh copy of the dataset into `dir`. */
+function downloadHint(dir: string, dataset: DatasetName): string {
+  return `mnist-par download --dataset ${dataset} --data-dir ${dir}`;
+}
+
+function fail(file: string, problem: string, dataset: DatasetName): never {
+  throw new UserError(`${file}: ${problem}; delete it and run \`${downloadHint(dirname(file), dataset)}\` to fetch a fresh copy`);
 }
 
 /**
@@ -46,28 +51,31 @@ function fail(file: string, problem: string): never {
  * MNIST labels or images: `kind` pins which one, otherwise the number of dimensions decides. `file` only
  * names the file in error messages. The returned data views the decompressed buffer (or `bytes`), no copy.
  */
-export function parseIdx(bytes: Uint8Array, file: string, kind?: IdxKind): IdxArray {
+export function parseIdx(bytes: Uint8Array, file: string, kind?: IdxKind, dataset: DatasetName = 'mnist'): IdxArray {
   let buf = bytes;
   if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
     try {
       // The gzip trailer's last 4 bytes hold the uncompressed size (mod 2^32): one output chunk of that size
       // avoids collecting 64 KiB chunks and concatenating them, which doubled the memory of a 47 MB load.
       const isize = buf.length >= 18 ? new DataView(buf.buffer, buf.byteOffset + buf.length - 4, 4).getUint32(0, true) : 0;
-      buf = gunzipSync(buf, { chunkSize: Math.min(Math.max(isize + 1, 64 * 1024), 256 * 1024 * 1024) });
+      // A damaged trailer must not make us allocate much: no more than 64× the compressed size (MNIST's
+      // files compress about 5:1), and no output beyond that either.
+      const cap = Math.max(64 * buf.length, 64 * 1024);
+      buf = gunzipSync(buf, { chunkSize: Math.min(Math.max(isize + 1, 64 * 1024), cap), maxOutputLength: cap });
     } catch (e) {
-      fail(file, `is not a valid gzip file (${(e as Error).message}); the download was probably cut short or corrupted`);
+      fail(file, `is not a valid gzip file (${(e as Error).message}); the download was probably cut short or corrupted`, dataset);
     }
   }
-  if (buf.length < 4) fail(file, `expected an IDX header of at least 4 bytes, found a ${buf.length}-byte file`);
+  if (buf.length < 4) fail(file, `expected an IDX header of at least 4 bytes, found a ${buf.length}-byte file`, dataset);
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const magic = view.getUint32(0);
   if (buf[0] !== 0 || buf[1] !== 0) {
-    fail(file, `expected IDX magic 0x00000801 (labels) or 0x00000803 (images), found ${hex(magic, 8)}: not an IDX file`);
+    fail(file, `expected IDX magic 0x00000801 (labels) or 0x00000803 (images), found ${hex(magic, 8)}: not an IDX file`, dataset);
   }
   const type = buf[2];
   if (type !== UBYTE) {
     const what = TYPE_NAMES[type] ?? 'an unknown type';
-    fail(file, `expected element type 0x08 (unsigned byte), found ${hex(type, 2)} (${what}) in magic ${hex(magic, 8)}`);
+    fail(file, `expected element type 0x08 (unsigned byte), found ${hex(type, 2)} (${what}) in magic ${hex(magic, 8)}`, dataset);
   }
   const n = buf[3];
   const wantN = kind ? NDIMS[kind] : n === 1 || n === 3 ? n : -1;
@@ -75,57 +83,57 @@ export function parseIdx(bytes: Uint8Array, file: string, kind?: IdxKind): IdxAr
     const want = kind
       ? `magic ${hex(0x800 + wantN, 8)} (${kind}, ${wantN} dimension${wantN > 1 ? 's' : ''})`
       : 'magic 0x00000801 (labels, 1 dimension) or 0x00000803 (images, 3 dimensions)';
-    fail(file, `expected ${want}, found ${hex(magic, 8)} (${n} dimensions)`);
+    fail(file, `expected ${want}, found ${hex(magic, 8)} (${n} dimensions)`, dataset);
   }
   const header = 4 + 4 * n;
-  if (buf.length < header) fail(file, `header is truncated: expected ${header} bytes for ${n} dimensions, found ${buf.length}`);
+  if (buf.length < header) fail(file, `header is truncated: expected ${header} bytes for ${n} dimensions, found ${buf.length}`, dataset);
   const dims: number[] = [];
   for (let i = 0; i < n; i++) dims.push(view.getUint32(4 + 4 * i));
   if (n === 3 && (dims[1] !== SIDE || dims[2] !== SIDE)) {
-    fail(file, `expected ${SIDE}×${SIDE} images, found ${dims[1]}×${dims[2]}`);
+    fail(file, `expected ${SIDE}×${SIDE} images, found ${dims[1]}×${dims[2]}`, dataset);
   }
   const want = dims.reduce((a, b) => a * b, 1);
   const have = buf.length - header;
-  if (have < want) fail(file, `is truncated: header ${dims.join('×')} promises ${want} data bytes, found ${have}`);
-  if (have > want) fail(file, `has ${have - want} unexpected trailing bytes: header ${dims.join('×')} promises exactly ${want} data bytes, found ${have}`);
+  if (have < want) fail(file, `is truncated: header ${dims.join('×')} promises ${want} data bytes, found ${have}`, dataset);
+  if (have > want) fail(file, `has ${have - want} unexpected trailing bytes: header ${dims.join('×')} promises exactly ${want} data bytes, found ${have}`, dataset);
   const data = new Uint8Array(buf.buffer, buf.byteOffset + header, want);
   if (n === 1) {
     for (let i = 0; i < want; i++) {
-      if (data[i] >= CLASSES) fail(file, `expected labels 0..${CLASSES - 1}, found ${data[i]} at index ${i}`);
+      if (data[i] >= CLASSES) fail(file, `expected labels 0..${CLASSES - 1}, found ${data[i]} at index ${i}`, dataset);
     }
   }
   return { dims, data };
 }
 
 /** Reads and validates the images and labels of one split from `dir`. */
-export async function loadSplit(dir: string, split: SplitName): Promise<Split> {
+export async function loadSplit(dir: string, split: SplitName, dataset: DatasetName = 'mnist'): Promise<Split> {
   const names = SPLIT_FILES[split];
   const missing = [names.images, names.labels].filter((f) => !existsSync(join(dir, f)));
   if (missing.length > 0) {
     throw new UserError(
-      `missing ${missing.join(' and ')} in ${dir}; run \`mnist-par download --data-dir ${dir}\` or pass --data-dir with the folder that holds them`,
+      `missing ${missing.join(' and ')} in ${dir}; run \`${downloadHint(dir, dataset)}\` or pass --data-dir with the folder that holds them`,
     );
   }
   const [images, labels] = await Promise.all([
-    readIdx(join(dir, names.images), 'images'),
-    readIdx(join(dir, names.labels), 'labels'),
+    readIdx(join(dir, names.images), 'images', dataset),
+    readIdx(join(dir, names.labels), 'labels', dataset),
   ]);
   const count = images.dims[0];
   if (labels.dims[0] !== count) {
     throw new UserError(
       `${join(dir, names.labels)}: expected ${count} labels to match ${names.images}, found ${labels.dims[0]}; ` +
-        `the two files come from different downloads: delete both and run \`mnist-par download --data-dir ${dir}\``,
+        `the two files come from different downloads: delete both and run \`${downloadHint(dir, dataset)}\``,
     );
   }
   return { images: images.data, labels: labels.data, count, rows: images.dims[1], cols: images.dims[2] };
 }
 
-async function readIdx(file: string, kind: IdxKind): Promise<IdxArray> {
+async function readIdx(file: string, kind: IdxKind, dataset: DatasetName): Promise<IdxArray> {
   let bytes: Uint8Array;
   try {
     bytes = await readFile(file);
   } catch (e) {
     throw new UserError(`${file}: cannot read it (${(e as Error).message}); check its permissions or pass another --data-dir`);
   }
-  return parseIdx(bytes, file, kind);
+  return parseIdx(bytes, file, kind, dataset);
 }
