@@ -8,6 +8,7 @@
 // the fewest threads measured (normally 1) at the same batch size, measured in the same sweep.
 //
 //   mnist-par bench scaling [--threads 1,2,4,8] [--batch-size 32,64,128,256,512] [--repeats 5]
+import { UserError } from '../src/errors.js';
 import { collectGarbage } from '../src/gc.js';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
@@ -269,7 +270,11 @@ export async function saveScaling(report: ScalingReport, outDir: string | null |
   }
   if (plotsDir !== null) {
     const dir = plotsDir ?? 'plots';
-    await mkdir(dir, { recursive: true });
+    try {
+      await mkdir(dir, { recursive: true });
+    } catch (e) {
+      throw new UserError(`--plots ${dir}: cannot create the folder (${(e as NodeJS.ErrnoException).code}); pass a writable --plots`);
+    }
     await writeScalingChart(join(dir, 'scaling.png'), report);
     log(`saved ${join(dir, 'scaling.png')}`);
   }

@@ -11,11 +11,12 @@
 // runtime check happens when the kernels are loaded).
 //
 //   node scripts/build-wasm.mjs          (run after tsc; `npm run build` does both)
-import { closeSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
-import { randomBytes } from 'node:crypto';
 import wabtInit from 'wabt';
+// tsc runs first in `npm run build`, so the compiled atomic writer is there
+import { writeFileAtomicSync } from '../dist/src/fsutil.js';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 export const WAT_PATH = join(ROOT, 'src', 'kernels', 'kernels.wat');
@@ -100,26 +101,13 @@ export async function assembleKernels(relaxed, watText = readFileSync(WAT_PATH, 
   }
 }
 
-function writeAtomic(path, data) {
-  const tmp = `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
-  const fd = openSync(tmp, 'w');
-  try {
-    let off = 0;
-    while (off < data.length) off += writeSync(fd, data, off, data.length - off);
-    fsyncSync(fd);
-  } finally {
-    closeSync(fd);
-  }
-  renameSync(tmp, path);
-}
-
 /** Builds both families into outDir (default dist/kernels); returns the paths written. */
 export async function buildWasm(outDir = OUT_DIR) {
   mkdirSync(outDir, { recursive: true });
   const written = [];
   for (const [file, relaxed] of [['simd.wasm', false], ['relaxed.wasm', true]]) {
     const path = join(outDir, file);
-    writeAtomic(path, await assembleKernels(relaxed));
+    writeFileAtomicSync(path, await assembleKernels(relaxed));
     written.push(path);
   }
   return written;

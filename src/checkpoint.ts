@@ -27,6 +27,8 @@ export interface EarlyStopState {
 export interface TrainState {
   version: 1;
   config: Config;
+  /** the kernel family that computed this state (runs continue bit for bit only with the same one) */
+  kernelFamily: string;
   /** the epoch in progress (batch > 0) or the next one to start (batch = 0), 1-based */
   epoch: number;
   /** next batch of `epoch` to run */

@@ -6,8 +6,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { DEFAULTS, flagName, parseValue, validate, type Config } from './config.js';
 import { addBenchCommand } from '../bench/command.js';
 import { addModelCommands } from './commands.js';
-import { TaskError } from './coordinator.js';
-import { UsageError, UserError } from './errors.js';
+import { TaskError, UsageError, UserError } from './errors.js';
 import { packageRoot } from './paths.js';
 
 // Flags of `train`, in the order --help lists them. Each maps 1:1 to a Config field.
@@ -23,7 +22,7 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
   ['limitTrain', '<n>', 'use only the first N training images (0 = all)'],
   ['limitTest', '<n>', 'validate on only the first N test images (0 = all)'],
   ['hidden', '<widths>', 'hidden layer widths, comma-separated'],
-  ['seed', '<n>', 'seed for initialization and shuffling'],
+  ['seed', '<n>', 'seed for initialization, shuffling and augmentation'],
   ['optimizer', '<name>', 'sgd, adam or adamw'],
   ['lr', '<x>', 'learning rate (the peak rate for onecycle)'],
   ['momentum', '<x>', 'SGD momentum'],
@@ -132,7 +131,13 @@ async function runTrain(cmd: Command): Promise<number> {
   const given = givenValues(cmd);
   const { loadCheckpoint } = await import('./checkpoint.js');
   const ck = await loadCheckpoint(resume);
-  return runTraining(resumeConfig(given, ck.state.config, ck.file), ck);
+  const cfg = resumeConfig(given, ck.state.config, ck.file);
+  if (ck.state.epoch > cfg.epochs) {
+    process.stdout.write(`mnist-par: ${ck.file} already finished its ${cfg.epochs} epochs; nothing to resume ` +
+      `(start a new run${cfg.schedule === 'none' || cfg.schedule === 'step' ? ', or give a larger --epochs' : ''})\n`);
+    return 0;
+  }
+  return runTraining(cfg, ck);
 }
 
 async function runDownload(opts: { dataset: string; dataDir?: string }): Promise<number> {

@@ -174,7 +174,7 @@ export function validate(raw: Record<string, unknown>): Config {
   const cfg: Record<string, unknown> = { ...DEFAULTS };
   for (const [key, value] of Object.entries(raw)) {
     if (value === undefined) continue;
-    if (!(key in DEFAULTS)) throw new UsageError(`unknown configuration field '${key}' (known: ${Object.keys(DEFAULTS).join(', ')})`);
+    if (!Object.hasOwn(DEFAULTS, key)) throw new UsageError(`unknown configuration field '${key}' (known: ${Object.keys(DEFAULTS).join(', ')})`);
     cfg[key] = value;
   }
   for (const key of Object.keys(DEFAULTS) as (keyof Config)[]) {

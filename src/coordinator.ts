@@ -26,6 +26,7 @@ import {
 } from './memory.js';
 import type { OptimizerConfig } from './optim.js';
 import { resolveFamily, type KernelFamily } from './kernels/wasm.js';
+import { TaskError } from './errors.js';
 import { packageRoot } from './paths.js';
 import type { EpochTask, EvalTask, ReduceTask, ShardTask, WorkerInit } from '../workers/trainer.js';
 
@@ -47,16 +48,6 @@ export interface CoordinatorOptions {
 export interface StepResult {
   lossSum: number;
   correct: number;
-}
-
-/** A worker task failed: the message names the task and its indices. */
-export class TaskError extends Error {
-  constructor(readonly task: string, readonly detail: string, cause: unknown) {
-    const why = cause instanceof Error ? cause.message : String(cause);
-    // the lockstep worker names the failing shard or slice itself: "forwardBackward (step 5, shard 2) failed: …"
-    super(task === 'runEpoch' && /^\w+ \(.*\) failed: /.test(why) ? `worker task ${why}` : `worker task ${task} (${detail}) failed: ${why}`);
-    this.name = 'TaskError';
-  }
 }
 
 /** The steps of one epoch to run: batch b covers perm[b·batchSize, min((b+1)·batchSize, trainCount)). */
@@ -124,7 +115,8 @@ export class Coordinator {
     });
   }
 
-  /** Starts every worker thread and waits until each has built its views and kernels. */
+  /** Starts the worker threads and waits for one warm-up task per thread (the first tasks wait for the
+   *  module, views and kernels of the thread they land on). */
   async ready(): Promise<void> {
     const t = { shard: 0, start: 0, end: 0 };
     await settle(Array.from({ length: this.threads }, () => this.run<EvalTask>('evaluate', t, 'warm-up')));
@@ -142,7 +134,7 @@ export class Coordinator {
    * One optimizer step on the batch perm[start, start+count): shards → reduce + update → metrics.
    * `t` is the 1-based step number, `lr` this step's learning rate.
    */
-  async step(start: number, count: number, lr: number, t: number, epoch = 1): Promise<StepResult> {
+  async step(start: number, count: number, lr: number, t: number, epoch: number): Promise<StepResult> {
     const shards: Promise<void>[] = [];
     for (let s = 0; s < this.shards; s++) {
       const [a, b] = splitRange(count, this.shards, s);

@@ -14,3 +14,13 @@ export class UsageError extends UserError {
     this.name = 'UsageError';
   }
 }
+
+/** A worker task failed: the message names the task and its indices. */
+export class TaskError extends Error {
+  constructor(readonly task: string, readonly detail: string, cause: unknown) {
+    const why = cause instanceof Error ? cause.message : String(cause);
+    // the lockstep worker names the failing shard or slice itself: "forwardBackward (step 5, shard 2) failed: …"
+    super(task === 'runEpoch' && /^\w+ \(.*\) failed: /.test(why) ? `worker task ${why}` : `worker task ${task} (${detail}) failed: ${why}`);
+    this.name = 'TaskError';
+  }
+}

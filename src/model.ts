@@ -43,11 +43,6 @@ export function paramLayout(layers: readonly number[]): Layout {
   return { layers: [...layers], slots, size: off };
 }
 
-/** Multiply-accumulates of one sample's forward pass; a training step costs about 3× this per sample. */
-export function macsPerSample(layout: Layout): number {
-  return layout.slots.reduce((s, l) => s + l.C * l.OC, 0);
-}
-
 /**
  * PyTorch's default nn.Linear initialization: weight ~ U(−1/√C, 1/√C) (kaiming_uniform with a = √5 works
  * out to exactly this bound) and bias ~ U(−1/√C, 1/√C), drawn from a seeded generator, layer by layer,

@@ -2,24 +2,40 @@
 import type { Checkpoint } from './checkpoint.js';
 import type { Config } from './config.js';
 import { train, type StopRequest } from './train.js';
-import { createReporter } from './ui/reporter.js';
+import { createReporter, type Reporter } from './ui/reporter.js';
 
 export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<number> {
   const stop: { how: StopRequest | null } = { how: null };
-  // SIGTERM (a scheduler, `kill`): finish the step, save a checkpoint, exit 143
-  const onTerm = () => {
-    stop.how ??= 'SIGTERM';
+  // SIGTERM (a scheduler, `kill`): once training runs, finish the step, save a checkpoint, exit 143;
+  // before that (downloading, loading) there is nothing to save: leave at once
+  let training = false;
+  const request = (how: StopRequest) => {
+    if (!training) {
+      reporter.close();
+      process.stderr.write(`mnist-par: stopped by ${how} before training started\n`);
+      process.exit(how === 'SIGTERM' ? 143 : how === 'SIGINT' ? 130 : 0);
+    }
+    stop.how ??= how;
   };
-  process.on('SIGTERM', onTerm);
+  const onTerm = () => request('SIGTERM');
   const reporter = createReporter({
     mode: cfg.json ? 'json' : cfg.dashboard ? 'auto' : 'plain',
     logEvery: cfg.logEvery,
-    onInterrupt: (how) => {
-      stop.how ??= how;
-    },
+    onInterrupt: request,
   });
+  process.on('SIGTERM', onTerm);
   try {
-    const r = await train(cfg, reporter, stop, undefined, resume);
+    const tracked: Reporter = {
+      start: (snap) => {
+        training = true;
+        reporter.start(snap);
+      },
+      step: (snap) => reporter.step(snap),
+      epoch: (snap, e) => reporter.epoch(snap, e),
+      finish: (snap, lines) => reporter.finish(snap, lines),
+      close: () => reporter.close(),
+    };
+    const r = await train(cfg, tracked, stop, undefined, resume);
     const last = r.epochs[r.epochs.length - 1];
     const acc = last ? `; epoch ${last.epoch} test accuracy ${(100 * last.valAccuracy).toFixed(2)}%, test loss ${last.valLoss.toFixed(4)}` : '';
     const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];

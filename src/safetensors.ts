@@ -30,7 +30,7 @@ export function encodeSafetensors(tensors: Tensor[], metadata?: Record<string, s
   if (metadata && Object.keys(metadata).length > 0) header.__metadata__ = metadata;
   let off = 0;
   for (const t of tensors) {
-    if (t.name === '__metadata__' || t.name in header) throw new Error(`safetensors: duplicate or reserved tensor name ${t.name}`);
+    if (t.name === '__metadata__' || Object.hasOwn(header, t.name)) throw new Error(`safetensors: duplicate or reserved tensor name ${t.name}`);
     if (numel(t.shape) !== t.data.length) {
       throw new Error(`safetensors: ${t.name} has shape ${fmt(t.shape)} but ${t.data.length} values`);
     }

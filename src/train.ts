@@ -12,7 +12,7 @@ import { collectGarbage } from './gc.js';
 import { DATASETS } from './data/datasets.js';
 import { ensureDataset } from './data/download.js';
 import { loadSplit, type Split } from './data/idx.js';
-import { UserError } from './errors.js';
+import { UsageError, UserError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 import { batchCsv, epochCsv, type BatchRecord, type EpochRecord, type Snapshot } from './metrics.js';
 import { initParams, paramLayout, widths, type Layout } from './model.js';
@@ -76,7 +76,7 @@ export async function loadDatasets(cfg: Config): Promise<Datasets> {
 
 function freshState(cfg: Config): TrainState {
   return {
-    version: 1, config: cfg, epoch: 1, batch: 0, step: 0,
+    version: 1, config: cfg, kernelFamily: '', epoch: 1, batch: 0, step: 0,
     // the permutation stream is separate from the initialization stream, both derived from --seed
     rng: new Rng((cfg.seed ^ 0x5eed5eed) >>> 0).state(),
     partial: { lossSum: 0, correct: 0, seen: 0, seconds: 0 },
@@ -126,6 +126,15 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
   try {
     const v = coord.views;
     const st: TrainState = resume ? { ...resume.state, config: cfg } : freshState(cfg);
+    if (resume && resume.state.config.monitor !== cfg.monitor) {
+      // the best value so far was of the other metric: early stopping starts over
+      st.early = { best: null, bestEpoch: 0, epochsWithoutImprovement: 0 };
+    }
+    if (resume && resume.state.kernelFamily && resume.state.kernelFamily !== coord.family) {
+      process.stderr.write(`mnist-par: note: ${resume.file} was trained with the ${resume.state.kernelFamily} kernels, this run uses ${coord.family}: ` +
+        `it continues correctly, but not bit for bit (the kernel families round differently)\n`);
+    }
+    st.kernelFamily = coord.family;
     if (resume) {
       v.params.set(resume.params);
       resume.optimizerState.forEach((m, k) => v.state[k]?.set(m));
@@ -235,7 +244,7 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
       if (early) {
         stoppedBy = 'early';
         reason = early;
-      } else if (requestStop.how) {
+      } else if (requestStop.how && st.epoch <= cfg.epochs) {
         stoppedBy = requestStop.how;
         reason = `stopped by ${stoppedBy} after epoch ${epoch}`;
       }
@@ -265,7 +274,9 @@ async function arenaWithData(cfg: Config, data?: Datasets): Promise<{ coord: Coo
   const pixels = trainSplit.rows * trainSplit.cols;
   const optimizer = optimizerConfig(cfg);
   const stepsPerEpoch = Math.ceil(trainCount / cfg.batchSize);
-  const coord = new Coordinator({
+  let coord: Coordinator;
+  try {
+    coord = new Coordinator({
     spec: {
       layers: widths(cfg.hidden), threads: cfg.threads, shards: cfg.shards,
       rows: Math.max(Math.ceil(cfg.batchSize / cfg.shards), 64), optimizerStates: optimizerStateCount(optimizer),
@@ -273,7 +284,13 @@ async function arenaWithData(cfg: Config, data?: Datasets): Promise<{ coord: Coo
     },
     optimizer, kernels: cfg.kernels, pipeline: cfg.pipeline, mean: info.mean, std: info.std,
     labelSmoothing: cfg.labelSmoothing, augment: cfg.augment ? cfg.seed : null,
-  });
+    });
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    // the arena holds the model, one gradient slot per shard and the activations of every shard
+    throw new UsageError(`--hidden ${cfg.hidden.join(',')} with --shards ${cfg.shards} and --batch-size ${cfg.batchSize}: ` +
+      `the shared memory does not fit (${e.message}); choose smaller layers, fewer shards or a smaller batch`);
+  }
   const v = coord.views;
   v.trainX.set(trainSplit.images.subarray(0, trainCount * pixels));
   v.trainY.set(trainSplit.labels.subarray(0, trainCount));

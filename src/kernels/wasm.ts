@@ -109,7 +109,7 @@ async function compileFamily(family: 'relaxed' | 'simd'): Promise<WebAssembly.Mo
 /** The kernels of `family` ('auto': the fastest this Node runs) bound to the shared arena `memory`. */
 export async function loadKernels(family: 'auto' | KernelFamily, memory: WebAssembly.Memory | null): Promise<Kernels> {
   const chosen = resolveFamily(family, memory);
-  if (chosen === 'js' || memory === null) return jsKernels;
+  if (chosen === 'js' || memory === null) return jsKernels; // memory is non-null here: resolveFamily checked
   let mod = compiled.get(chosen);
   if (!mod) {
     mod = compileFamily(chosen);
