@@ -2,14 +2,13 @@
 // data-parallel, exactly as validation does during training; the main thread turns those probabilities into
 // the report: loss, accuracy, per-class precision / recall / F1, the confusion matrix, and two PNGs (the
 // matrix as a heatmap, a grid of the most confident mistakes).
-import { mkdir, unlink } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { Coordinator } from './coordinator.js';
 import { DATASETS, type DatasetName } from './data/datasets.js';
 import { ensureDataset } from './data/download.js';
 import { loadSplit } from './data/idx.js';
 import { UserError } from './errors.js';
-import { writeFileAtomic } from './fsutil.js';
+import { ensureWritableDir, errorCode, writeFileAtomic } from './fsutil.js';
 import type { KernelFamily } from './kernels/wasm.js';
 import type { OptimizerConfig } from './optim.js';
 import { argmaxRow, chooseDataset, loadModel } from './predict.js';
@@ -72,7 +71,7 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
   const info = DATASETS[dataset];
   const dataDir = opts.dataDir ?? `datasets/${dataset}`;
   // Refuse an unwritable --plots before spending any time on the evaluation.
-  await preparePlotsDir(opts.plots);
+  await ensureWritableDir(opts.plots, '--plots');
   if (opts.download) await ensureDataset(dataset, dataDir, { log: (line) => process.stderr.write(line + '\n') });
   const test = await loadSplit(dataDir, 'test', dataset);
   const pixels = test.rows * test.cols;
@@ -372,26 +371,13 @@ export function errorsSvg(mistakes: Mistake[], images: Uint8Array, names: readon
 // ---------------------------------------------------------------------------------------------------------
 // Files
 
-const codeOf = (e: unknown): string => (e as NodeJS.ErrnoException)?.code ?? String(e);
-
-async function preparePlotsDir(dir: string): Promise<void> {
-  const probe = join(dir, `.write-test-${process.pid}`);
-  try {
-    await mkdir(dir, { recursive: true });
-    await writeFileAtomic(probe, '');
-    await unlink(probe);
-  } catch (e) {
-    throw new UserError(`--plots ${dir}: cannot write there (${codeOf(e)}); choose a writable folder with --plots <dir>`);
-  }
-}
-
 async function writePlot(dir: string, file: string, svg: string): Promise<string> {
   const path = join(dir, file);
   const png = await svgToPng(svg);
   try {
     await writeFileAtomic(path, png);
   } catch (e) {
-    throw new UserError(`--plots ${dir}: cannot write ${file} there (${codeOf(e)}); choose a writable folder with --plots <dir>`);
+    throw new UserError(`--plots ${dir}: cannot write ${file} there (${errorCode(e)}); choose a writable folder with --plots <dir>`);
   }
   return path;
 }

@@ -1,7 +1,9 @@
 // Atomic file writes: write a temporary file beside the target, fsync it, then rename it over the target,
 // so a reader (or a crash) sees either the old file or the new one, never half of one.
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { mkdir, open, rename, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UserError } from './errors.js';
 import { randomBytes } from 'node:crypto';
 
 function tmpName(path: string): string {
@@ -47,5 +49,25 @@ export function writeFileAtomicSync(path: string, data: string | Uint8Array): vo
   } catch (e) {
     try { unlinkSync(tmp); } catch { /* already gone */ }
     throw e;
+  }
+}
+
+/** The error code of a failed file operation (EACCES, ENOENT, …), for one-line messages. */
+export function errorCode(e: unknown): string {
+  return (e as NodeJS.ErrnoException)?.code ?? String(e);
+}
+
+/**
+ * Creates `dir` and proves it is writable with a probe file, before any time is spent on work whose results
+ * would have nowhere to go. `flag` names the option that chose the folder.
+ */
+export async function ensureWritableDir(dir: string, flag: string): Promise<void> {
+  const probe = join(dir, `.write-test-${process.pid}`);
+  try {
+    await mkdir(dir, { recursive: true });
+    await writeFileAtomic(probe, '');
+    await unlink(probe);
+  } catch (e) {
+    throw new UserError(`${flag} ${dir}: cannot write there (${errorCode(e)}); choose a writable directory with ${flag}`);
   }
 }

@@ -2,6 +2,7 @@
 import { mkdir, readFile } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { UserError } from './errors.js';
+import { errorCode } from './fsutil.js';
 import { writeBatchChart, writeEpochChart, writeScalingChart, type ScalingReport } from './ui/charts.js';
 import { parseBatchCsv, parseEpochCsv } from './ui/csv.js';
 
@@ -48,7 +49,7 @@ export async function plotCommand(opts: PlotOptions): Promise<string[]> {
   try {
     await mkdir(outDir, { recursive: true });
   } catch (e) {
-    throw new UserError(`${outDir}: cannot create the output folder for the charts (${codeOf(e)}); choose another with --plots <dir>`);
+    throw new UserError(`${outDir}: cannot create the output folder for the charts (${errorCode(e)}); choose another with --plots <dir>`);
   }
   const written: string[] = [];
   for (const job of jobs) {
@@ -56,7 +57,7 @@ export async function plotCommand(opts: PlotOptions): Promise<string[]> {
     try {
       await job.write(path);
     } catch (e) {
-      const code = codeOf(e);
+      const code = errorCode(e);
       if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOSPC' || code === 'ENOENT' || code === 'ENOTDIR') {
         throw new UserError(`${outDir}: cannot write ${job.file} there (${code}); make the folder writable or choose another with --plots <dir>`);
       }
@@ -67,15 +68,11 @@ export async function plotCommand(opts: PlotOptions): Promise<string[]> {
   return written;
 }
 
-function codeOf(e: unknown): string {
-  return (e as NodeJS.ErrnoException)?.code ?? String(e);
-}
-
 async function readText(file: string): Promise<string> {
   try {
     return await readFile(file, 'utf8');
   } catch (e) {
-    const code = codeOf(e);
+    const code = errorCode(e);
     const what = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'is a folder, expected a file' : code;
     throw new UserError(`${file}: cannot read it (${what}); check the path`);
   }
@@ -87,8 +84,8 @@ async function readOptional<T>(file: string, parse: (text: string, file: string)
   try {
     text = await readFile(file, 'utf8');
   } catch (e) {
-    if (codeOf(e) === 'ENOENT') return undefined;
-    throw new UserError(`${file}: cannot read it (${codeOf(e)}); check the path and its permissions`);
+    if (errorCode(e) === 'ENOENT') return undefined;
+    throw new UserError(`${file}: cannot read it (${errorCode(e)}); check the path and its permissions`);
   }
   return parse(text, file);
 }

@@ -2,7 +2,6 @@
 // batch one coordinator step, then validation, checkpoints, metrics and charts. Like PyTorch's train()/test()
 // pair. Everything the loop carries from one step to the next lives in one TrainState, which is what a
 // checkpoint saves, so a resumed run continues bit for bit.
-import { mkdir, unlink } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { BEST, LAST, saveCheckpoint, type Checkpoint, type TrainState } from './checkpoint.js';
@@ -13,7 +12,7 @@ import { DATASETS } from './data/datasets.js';
 import { ensureDataset } from './data/download.js';
 import { loadSplit, type Split } from './data/idx.js';
 import { UsageError, UserError } from './errors.js';
-import { writeFileAtomic } from './fsutil.js';
+import { ensureWritableDir, writeFileAtomic } from './fsutil.js';
 import { batchCsv, epochCsv, type BatchRecord, type EpochRecord, type Snapshot } from './metrics.js';
 import { initParams, paramLayout, widths, type Layout } from './model.js';
 import { learningRate, optimizerStateCount, type OptimizerConfig, type ScheduleConfig } from './optim.js';
@@ -49,18 +48,6 @@ export function scheduleConfig(cfg: Config, stepsPerEpoch: number): ScheduleConf
     stepSize: cfg.stepSize, gamma: cfg.gamma, warmupPct: cfg.warmup, minLr: cfg.minLr,
     divFactor: 25, finalDivFactor: 1e4,
   };
-}
-
-/** Creates the output directory and proves it is writable before any training time is spent. */
-export async function prepareOutDir(dir: string, flag = '--out'): Promise<void> {
-  try {
-    await mkdir(dir, { recursive: true });
-    await writeFileAtomic(join(dir, '.write-test'), '');
-    await unlink(join(dir, '.write-test'));
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code ?? 'error';
-    throw new UserError(`${flag} ${dir}: cannot write there (${code}); choose a writable directory with ${flag}`);
-  }
 }
 
 export interface Datasets {
@@ -111,8 +98,8 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
                             data?: Datasets, resume?: Checkpoint): Promise<RunSummary> {
   const outDir = resolve(cfg.out);
   const plotsDir = resolve(cfg.plots);
-  await prepareOutDir(outDir);
-  await prepareOutDir(plotsDir, '--plots');
+  await ensureWritableDir(outDir, '--out');
+  await ensureWritableDir(plotsDir, '--plots');
   const { coord, trainCount, stepsPerEpoch } = await arenaWithData(cfg, data);
   // the parsed files (55 MB for MNIST) are garbage now: collect them before training instead of whenever
   if (data === undefined) collectGarbage();

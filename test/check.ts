@@ -67,7 +67,7 @@ export interface GradCheckResult {
 
 /**
  * Rounding floor of a centered difference, in units of ε·max|f±|/step. Measured worst cases in our tests are
- * about 6 of these units; 64 leaves a margin without hiding a wrong gradient (which is off by far more).
+ * about 6 of these units; 16 leaves a margin without hiding a wrong gradient (which is off by far more).
  */
 const NOISE_UNITS = 16;
 
