@@ -20,6 +20,11 @@ export class Rng {
 
   constructor(seed: number | RngState) {
     this.s = new Uint32Array(4);
+    this.reseed(seed);
+  }
+
+  /** Restarts the sequence as `new Rng(seed)` would, without allocating (per-sample streams use this). */
+  reseed(seed: number | RngState): void {
     if (Array.isArray(seed)) {
       this.s.set(seed);
     } else {

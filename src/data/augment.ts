@@ -42,26 +42,34 @@ export function sampleSeed(seed: number, epoch: number, index: number): number {
   return mix32(h ^ (index >>> 0) ^ 0x13198a2e);
 }
 
-// Scratch matrices, reused so sampleTransform allocates only its result.
+// Scratch, reused so that sampleTransform allocates nothing when given `out` (it runs per sample per step).
 const tmp = mat2d.create();
 const shear = mat2d.create();
+const v2 = new Float32Array(2);
+const rng = new Rng(0);
 
 /** The output → input mapping for one sample as a gl-matrix mat2d [a, b, c, d, tx, ty]: x = a·u + c·v + tx. */
 export function sampleTransform(seed: number, epoch: number, index: number, opts: AugmentOptions,
                                 out: Float32Array = new Float32Array(6)): Float32Array {
-  const rng = new Rng(sampleSeed(seed, epoch, index));
+  rng.reseed(sampleSeed(seed, epoch, index));
   const angle = rng.uniform(-opts.rotateDeg, opts.rotateDeg) * DEG;
   const s = 1 + rng.uniform(-opts.scale, opts.scale);
   const sh = Math.tan(rng.uniform(-opts.shearDeg, opts.shearDeg) * DEG);
   const tx = rng.uniform(-opts.shiftPx, opts.shiftPx);
   const ty = rng.uniform(-opts.shiftPx, opts.shiftPx);
   // Built right to left onto `tmp`: each call post-multiplies, i.e. applies its step before the previous ones.
-  mat2d.fromTranslation(tmp, [CENTRE + tx, CENTRE + ty]);
+  v2[0] = CENTRE + tx;
+  v2[1] = CENTRE + ty;
+  mat2d.fromTranslation(tmp, v2);
   mat2d.rotate(tmp, tmp, angle);
   mat2d.set(shear, 1, 0, sh, 1, 0, 0);
   mat2d.multiply(tmp, tmp, shear);
-  mat2d.scale(tmp, tmp, [s, s]);
-  mat2d.translate(tmp, tmp, [-CENTRE, -CENTRE]);
+  v2[0] = s;
+  v2[1] = s;
+  mat2d.scale(tmp, tmp, v2);
+  v2[0] = -CENTRE;
+  v2[1] = -CENTRE;
+  mat2d.translate(tmp, tmp, v2);
   mat2d.invert(out, tmp);
   return out;
 }
