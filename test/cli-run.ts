@@ -1,15 +1,25 @@
 // Runs the built CLI (dist/src/cli.js) as a user would, and locates the shared datasets for tests.
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync } from 'node:fs';
+import { existsSync, mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 export const cliPath = resolve(repoRoot, 'dist/src/cli.js');
-/** MNIST as distributed (gzipped IDX); MNIST_DIR overrides the default ../shared/datasets/mnist. */
-export const mnistDir = process.env.MNIST_DIR ?? resolve(repoRoot, '../shared/datasets/mnist');
-export const fashionDir = process.env.FASHION_MNIST_DIR ?? resolve(repoRoot, '../shared/datasets/fashion-mnist');
+/**
+ * Where the tests find a dataset as distributed (gzipped IDX): the environment variable if set, else the
+ * shared copy beside the repository (../shared/datasets/NAME, as in CI), else the product's own download
+ * folder datasets/NAME (run `npx mnist-par download --dataset NAME` once).
+ */
+function datasetDir(env: string | undefined, name: string): string {
+  if (env) return resolve(env);
+  const shared = resolve(repoRoot, '../shared/datasets', name);
+  return existsSync(shared) ? shared : resolve(repoRoot, 'datasets', name);
+}
+
+export const mnistDir = datasetDir(process.env.MNIST_DIR, 'mnist');
+export const fashionDir = datasetDir(process.env.FASHION_MNIST_DIR, 'fashion-mnist');
 
 export interface CliResult {
   code: number | null;

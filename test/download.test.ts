@@ -7,15 +7,14 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSy
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DATASETS } from '../src/data/datasets.js';
 import { downloadDataset, ensureDataset, missingFiles } from '../src/data/download.js';
 import { UserError } from '../src/errors.js';
+import { mnistDir } from './cli-run.js';
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const MNIST_DIR = process.env.MNIST_DIR ?? resolve(repoRoot, '../shared/datasets/mnist');
+const MNIST_DIR = mnistDir;
 const FILES = DATASETS.mnist.files;
 const NAMES = FILES.map((f) => f.name);
 

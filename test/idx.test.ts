@@ -2,15 +2,14 @@
 // checks that the message names the file and the specific problem.
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
 import { loadSplit, parseIdx } from '../src/data/idx.js';
+import { mnistDir } from './cli-run.js';
 
-const repoRoot = resolve(dirname(fileURLToPath(import.meta.url)), '..');
-const MNIST_DIR = process.env.MNIST_DIR ?? resolve(repoRoot, '../shared/datasets/mnist');
+const MNIST_DIR = mnistDir;
 
 /** An IDX file: magic bytes [0, 0, type, ndims], big-endian uint32 dims, then the payload. */
 function idx(type: number, dims: number[], payload: Uint8Array | number): Uint8Array {

@@ -8,9 +8,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
 import { Rng } from '../src/rng.js';
 import { loadDigitImage } from '../src/data/image.js';
+import { mnistDir } from './cli-run.js';
 
 // Real digits, read with a bare 16-byte IDX header skip (the IDX parser lives elsewhere).
-const MNIST = new URL('../../shared/datasets/mnist/t10k-images-idx3-ubyte.gz', import.meta.url);
+const MNIST = join(mnistDir, 't10k-images-idx3-ubyte.gz');
 const raw = gunzipSync(readFileSync(MNIST));
 const digit = (k: number): Uint8Array => raw.subarray(16 + 784 * k, 16 + 784 * (k + 1));
 // The first 40 test digits. MNIST put each centre of mass within half a pixel of (14, 14) by whole-pixel shifts,
