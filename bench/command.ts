@@ -3,7 +3,7 @@
 import type { Command } from 'commander';
 import { DATASET_NAMES, KERNEL_CHOICES, type Config } from '../src/config.js';
 import { UsageError } from '../src/errors.js';
-import type { KernelFamily } from '../src/kernels/wasm.js';
+import { BENCH_FAMILIES } from './families.js';
 import type { BenchOptions } from './kernels.js';
 import type { PeerOptions } from './peers.js';
 import type { ScalingOptions } from './scaling.js';
@@ -88,12 +88,11 @@ export function peerOptions(f: BenchFlags): PeerOptions {
 
 export function kernelOptions(f: BenchFlags): BenchOptions {
   const quick = f.quick === true;
-  const families: readonly KernelFamily[] = ['js', 'simd', 'relaxed'];
   return {
     batches: f.batchSize !== undefined ? parseIntList('--batch-size', f.batchSize, 1, 4096, '8,16,32,64') : quick ? [16] : undefined,
     repeats: f.repeats !== undefined ? parseIntFlag('--repeats', f.repeats, 1, 1000) : quick ? 3 : undefined,
     ...(quick ? { minMs: 5 } : {}),
-    ...(f.kernels !== undefined ? { families: f.kernels.split(',').map((k) => parseChoice('--kernels', k.trim(), families)) } : {}),
+    ...(f.kernels !== undefined ? { families: f.kernels.split(',').map((k) => parseChoice('--kernels', k.trim(), BENCH_FAMILIES)) } : {}),
     ...(f.out !== undefined ? { outDir: f.out } : {}),
   };
 }
@@ -104,7 +103,7 @@ export function addBenchCommand(program: Command): void {
   bench.command('kernels')
     .description('time every kernel of every family on the model\'s shapes, each checked against the reference first')
     .option('--batch-size <list>', 'rows per micro-shard to try (default: a spread from 8 to 64)')
-    .option('--kernels <list>', 'families to time: js, simd, relaxed (default: all this Node runs)')
+    .option('--kernels <list>', `families to time: ${BENCH_FAMILIES.join(', ')} (default: all this machine runs)`)
     .option('--repeats <n>', 'timed runs per variant; the median is reported (default: 7)')
     .option('--out <dir>', 'folder for the JSON result (default: bench/results)')
     .option('--quick', 'a tiny smoke run')
@@ -149,7 +148,7 @@ export function addBenchCommand(program: Command): void {
 
 function withRunFlags(cmd: Command): Command {
   return cmd
-    .option('--kernels <family>', 'compute kernels: auto, relaxed, simd, js (default: auto)')
+    .option('--kernels <family>', 'compute kernels: auto, native, relaxed, simd, js (default: auto)')
     .option('--dataset <name>', 'mnist or fashion-mnist (default: mnist)')
     .option('--data-dir <dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)')
     .option('--shards <n>', 'micro-shards per batch (default: 8)')

@@ -1,4 +1,5 @@
-// Kernel benchmark: every kernel × family (js, simd, relaxed) on the model's real shapes.
+// Kernel benchmark: every kernel × family (js, simd, relaxed, native on each of its instruction-set paths
+// this CPU has: native-avx512, native-avx2) on the model's real shapes.
 //
 // Each variant is first checked against the float64 reference (linear kernels, with the tolerance of
 // test/wasm-kernels.test.ts) or against the js family bit for bit (elementwise kernels), and only then
@@ -21,6 +22,26 @@ import * as ref from '../src/kernels/reference.js';
 import {
   enableRelaxedSimd, jsKernels, loadKernels, simdSupported, type KernelFamily, type Kernels,
 } from '../src/kernels/wasm.js';
+import { loadNative, nativeKernels, type NativeIsa } from '../src/kernels/native.js';
+
+import type { BenchFamily } from './families.js';
+
+/** The families this process can run: js, the WebAssembly ones V8 has, and every native path of this CPU. */
+export function availableFamilies(): BenchFamily[] {
+  const native = loadNative();
+  const paths = native.ok ? (['avx2', 'avx512'] as const).filter((p) => native.addon.paths[p]) : [];
+  return ['js', ...(simdSupported() ? ['simd' as const] : []), ...(enableRelaxedSimd() ? ['relaxed' as const] : []),
+    ...paths.map((p) => `native-${p}` as const)];
+}
+
+async function loadBenchFamily(f: BenchFamily, memory: WebAssembly.Memory): Promise<Kernels> {
+  if (!f.startsWith('native-')) return loadKernels(f as KernelFamily, memory);
+  const native = loadNative();
+  if (!native.ok) throw new UserError(`--kernels ${f}: the native kernels are unavailable: ${native.reason}`);
+  const isa = f.slice('native-'.length) as NativeIsa;
+  if (!native.addon.paths[isa]) throw new UserError(`--kernels ${f}: this CPU has no ${isa} path`);
+  return nativeKernels(native.addon, isa);
+}
 import { DEFAULT_HIDDEN, paramLayout, widths } from '../src/model.js';
 import type { OptimizerConfig } from '../src/optim.js';
 import { Rng } from '../src/rng.js';
@@ -28,8 +49,8 @@ import { Rng } from '../src/rng.js';
 export interface BenchOptions {
   /** rows per micro-shard to try (default 8, 16, 32, 64: batch 64…512 split into 8 micro-shards) */
   batches?: number[];
-  /** families to time (default: js and every wasm family this Node runs) */
-  families?: KernelFamily[];
+  /** families to time (default: js, every wasm family this Node runs, every native path this CPU has) */
+  families?: BenchFamily[];
   /** layer widths (default the model's, 784→128→256→512→128→10) */
   layers?: number[];
   /** timed runs per variant; the median is reported (default 7) */
@@ -46,7 +67,7 @@ export interface Result {
   /** e.g. "784→128" for a layer, "n=…" for elementwise kernels */
   shape: string;
   B: number;
-  family: KernelFamily;
+  family: BenchFamily;
   /** median time of one call */
   us: number;
   rate: number;
@@ -106,7 +127,7 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   const repeats = opts.repeats ?? 7;
   const minMs = opts.minMs ?? 20;
   const relaxed = enableRelaxedSimd();
-  const families = opts.families ?? (['js', ...(simdSupported() ? ['simd'] : []), ...(relaxed ? ['relaxed'] : [])] as KernelFamily[]);
+  const families = opts.families ?? availableFamilies();
 
   // One shared arena, as in training: every view below lives in it.
   const layout = paramLayout(layers);
@@ -141,11 +162,11 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   const param = fill(take(P));
   const moments = [fill(take(P), -1e-3, 1e-3), fill(take(P), 0, 1e-6)];
 
-  const kernels = new Map<KernelFamily, Kernels>();
-  for (const f of families) kernels.set(f, await loadKernels(f, memory));
+  const kernels = new Map<BenchFamily, Kernels>();
+  for (const f of families) kernels.set(f, await loadBenchFamily(f, memory));
 
   const results: Result[] = [];
-  const record = (kernel: string, shape: string, B: number, family: KernelFamily, seconds: number, amount: number,
+  const record = (kernel: string, shape: string, B: number, family: BenchFamily, seconds: number, amount: number,
                   unit: Result['unit']) => {
     const js = results.find((r) => r.kernel === kernel && r.shape === shape && r.B === B && r.family === 'js');
     const rate = amount / seconds / 1e9;
@@ -264,7 +285,8 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
 
   log(formatTable(results, families));
   const info = machineInfo(relaxed);
-  log(`${info.cpu} · ${info.cores} cores · Node ${info.node} · relaxed SIMD ${relaxed ? 'on' : 'off'} · one thread`);
+  log(`${info.cpu} · ${info.cores} cores · Node ${info.node} · relaxed SIMD ${relaxed ? 'on' : 'off'} · ` +
+      `native ${info.native} · one thread`);
   if (opts.outDir !== null) {
     const path = await saveJson(opts.outDir ?? resultsDir(), 'kernels', { machine: info, repeats, minMs, results });
     log(`saved ${path}`);
@@ -291,20 +313,25 @@ export async function saveJson(dir: string, prefix: string, data: unknown): Prom
 
 export function machineInfo(relaxed: boolean) {
   const c = cpus();
+  const native = loadNative();
   return {
     cpu: c[0]?.model ?? 'unknown', cores: c.length, arch: arch(), platform: platform(),
-    node: process.version, v8: process.versions.v8, relaxedSimd: relaxed, date: new Date().toISOString(),
+    node: process.version, v8: process.versions.v8, relaxedSimd: relaxed,
+    /** the native path `auto` takes here (avx512, avx2) or why there is none */
+    native: native.ok ? native.addon.isa : `unavailable (${native.reason})`,
+    nativePaths: native.ok ? Object.keys(native.addon.paths) : [],
+    date: new Date().toISOString(),
   };
 }
 
 /** One line per kernel, shape and B; one rate column per family, then each wasm family's speed-up over js. */
-export function formatTable(results: Result[], families: KernelFamily[]): string {
+export function formatTable(results: Result[], families: BenchFamily[]): string {
   const keys = [...new Set(results.map((r) => `${r.kernel}\u0000${r.shape}\u0000${r.B}`))];
   const fast = families.filter((f) => f !== 'js');
   const header = ['kernel', 'shape', 'B', 'unit', ...families, ...(families.includes('js') ? fast.map((f) => `${f}/js`) : [])];
   const rows = keys.map((key) => {
     const [kernel, shape, B] = key.split('\u0000');
-    const of = (f: KernelFamily) => results.find((r) => r.kernel === kernel && r.shape === shape && String(r.B) === B && r.family === f);
+    const of = (f: BenchFamily) => results.find((r) => r.kernel === kernel && r.shape === shape && String(r.B) === B && r.family === f);
     const unit = of(families[0])?.unit ?? '';
     return [kernel, shape, B === '0' ? '' : B, unit,
       ...families.map((f) => of(f)?.rate.toFixed(2) ?? '–'),

@@ -15,7 +15,7 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
   ['dataDir', '<dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)'],
   ['threads', '<n>', 'worker threads in the pool; the default is this machine\'s core count'],
   ['shards', '<n>', 'micro-shards per batch, each with its own gradient slot; independent of --threads'],
-  ['kernels', '<family>', 'compute kernels: auto, relaxed (WebAssembly relaxed SIMD), simd, js (reference)'],
+  ['kernels', '<family>', 'compute kernels: auto, native (C++ AVX-512/AVX2 addon), relaxed (WebAssembly relaxed SIMD), simd, js (reference)'],
   ['pipeline', '<name>', 'lockstep (workers step together at shared-memory barriers) or tasks (Piscina tasks per step)'],
   ['epochs', '<n>', 'training epochs'],
   ['batchSize', '<n>', 'samples per optimizer step'],

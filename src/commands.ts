@@ -5,7 +5,7 @@ import { DATASET_NAMES, isDatasetName, type DatasetName } from './data/datasets.
 import { UsageError } from './errors.js';
 import type { KernelFamily } from './kernels/wasm.js';
 
-const KERNELS = ['auto', 'relaxed', 'simd', 'js'] as const;
+const KERNELS = ['auto', 'native', 'relaxed', 'simd', 'js'] as const;
 
 function datasetFlag(v: unknown): DatasetName | undefined {
   if (v === undefined) return undefined;
@@ -40,7 +40,7 @@ export function addModelCommands(program: Command): void {
     .option('--dataset <name>', 'mnist or fashion-mnist (default: the dataset the model was trained on)')
     .option('--data-dir <dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)')
     .option('--threads <n>', `worker threads in the pool (default: ${availableParallelism()}, this machine's core count)`)
-    .option('--kernels <family>', 'compute kernels: auto, relaxed, simd, js (default: auto)')
+    .option('--kernels <family>', 'compute kernels: auto, native, relaxed, simd, js (default: auto)')
     .option('--plots <dir>', 'folder for confusion_matrix.png and errors.png (default: plots)')
     .option('--json', 'print one JSON object instead of tables')
     .option('--no-download', 'never download: fail if dataset files are missing')

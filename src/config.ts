@@ -7,7 +7,7 @@ import { DEFAULT_HIDDEN } from './model.js';
 export const DATASET_NAMES = ['mnist', 'fashion-mnist'] as const;
 export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
 export const SCHEDULES = ['none', 'step', 'cosine', 'onecycle'] as const;
-export const KERNEL_CHOICES = ['auto', 'relaxed', 'simd', 'js'] as const;
+export const KERNEL_CHOICES = ['auto', 'native', 'relaxed', 'simd', 'js'] as const;
 export const PIPELINES = ['lockstep', 'tasks'] as const;
 export const MONITORS = ['val_loss', 'val_accuracy'] as const;
 

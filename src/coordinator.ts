@@ -25,7 +25,7 @@ import {
   type ArenaSpec, type ArenaViews,
 } from './memory.js';
 import type { OptimizerConfig } from './optim.js';
-import { resolveFamily, type KernelFamily } from './kernels/wasm.js';
+import { resolveKernels, type KernelFamily, type ResolvedKernels } from './kernels/wasm.js';
 import { TaskError } from './errors.js';
 import { packageRoot } from './paths.js';
 import type { EpochTask, EvalTask, ReduceTask, ShardTask, WorkerInit } from '../workers/trainer.js';
@@ -78,6 +78,8 @@ export class Coordinator {
   readonly shards: number;
   /** the kernel family every thread runs, resolved once here so all threads do the same arithmetic */
   readonly family: KernelFamily;
+  /** the family with its native path, and why `auto` fell back from native if it did */
+  readonly kernels: ResolvedKernels;
   private pool: Piscina;
 
   constructor(readonly options: CoordinatorOptions) {
@@ -86,7 +88,8 @@ export class Coordinator {
     this.views = arenaViews(this.memory, layout);
     this.threads = options.spec.threads;
     this.shards = options.spec.shards;
-    this.family = resolveFamily(options.kernels, this.memory);
+    this.kernels = resolveKernels(options.kernels, this.memory);
+    this.family = this.kernels.family;
     // Slices of whole 16-float blocks so that SIMD kernels never straddle two owners' data.
     const P = this.views.model.size;
     const blocks = Math.ceil(P / 16);

@@ -117,11 +117,14 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
       // the best value so far was of the other metric: early stopping starts over
       st.early = { best: null, bestEpoch: 0, epochsWithoutImprovement: 0 };
     }
-    if (resume && resume.state.kernelFamily && resume.state.kernelFamily !== coord.family) {
-      process.stderr.write(`mnist-par: note: ${resume.file} was trained with the ${resume.state.kernelFamily} kernels, this run uses ${coord.family}: ` +
+    // "native avx512" and "native avx2" round differently too, so the label (family and path) is compared
+    const kernels = coord.kernels.label;
+    if (coord.kernels.fallback) process.stderr.write(`mnist-par: note: ${coord.kernels.fallback}\n`);
+    if (resume && resume.state.kernelFamily && resume.state.kernelFamily !== kernels) {
+      process.stderr.write(`mnist-par: note: ${resume.file} was trained with the ${resume.state.kernelFamily} kernels, this run uses ${kernels}: ` +
         `it continues correctly, but not bit for bit (the kernel families round differently)\n`);
     }
-    st.kernelFamily = coord.family;
+    st.kernelFamily = kernels;
     if (resume) {
       v.params.set(resume.params);
       resume.optimizerState.forEach((m, k) => v.state[k]?.set(m));
@@ -134,7 +137,7 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
     const schedule = scheduleConfig(cfg, stepsPerEpoch);
     const rng = new Rng(st.rng);
     const snap: Snapshot = {
-      config: cfg, layers, paramCount: model.size, kernelFamily: coord.family, phase: 'training',
+      config: cfg, layers, paramCount: model.size, kernelFamily: kernels, phase: 'training',
       epoch: st.epoch, batch: st.batch, batchesPerEpoch: stepsPerEpoch, step: st.step, totalSteps: stepsPerEpoch * cfg.epochs,
       elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: 0, batches: st.batches, epochs: st.epochs,
       workerBusy: new Array(cfg.threads).fill(0),

@@ -34,7 +34,7 @@ describe('bench scaling', () => {
     expect(report.kind).toBe('scaling');
     expect(report.machine.cores).toBeGreaterThan(0);
     expect(report.machine.node).toBe(process.version);
-    expect(['relaxed', 'simd', 'js']).toContain(report.kernels);
+    expect(report.kernels).toMatch(/^(native avx512|native avx2|relaxed|simd|js)$/);
     const [one, two] = report.runs;
     for (const r of report.runs) {
       expect(r.samplesPerSec).toBeGreaterThan(0);
@@ -78,7 +78,7 @@ describe('bench flags', () => {
     expect(await usage('scaling', '--batch-size', '64,x')).toMatch(/^--batch-size: .*'64,x'$/);
     expect(await usage('scaling', '--batch-size', '')).toMatch(/^--batch-size: /);
     expect(await usage('scaling', '--repeats', '0')).toMatch(/^--repeats: /);
-    expect(await usage('scaling', '--kernels', 'fast')).toMatch(/^--kernels: expected one of auto, relaxed, simd, js, got 'fast'$/);
+    expect(await usage('scaling', '--kernels', 'fast')).toMatch(/^--kernels: expected one of auto, native, relaxed, simd, js, got 'fast'$/);
     expect(await usage('scaling', '--shards', '-1')).toMatch(/^--shards: /);
     expect(await usage('scaling', '--dataset', 'cifar')).toMatch(/^--dataset: /);
     expect(await usage('peers', '--threads', '1,2')).toMatch(/^--threads: expected an integer/);

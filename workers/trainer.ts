@@ -65,20 +65,19 @@ const fault = parseFault(process.env.MNIST_PAR_INJECT_FAULT);
 
 const affine = new Float32Array(6);
 
-/** Copies rows index(0..rows−1) into x normalized (augmented when `epoch` > 0 and augmentation is on). */
-function gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array,
-                index: (r: number) => number, rows: number, epoch: number): void {
+/** Copies images index[start + r] (start + r when index is null) of a uint8 set into rows r < rows of x,
+ *  normalized, and their labels into y; augmented when `epoch` > 0 and augmentation is on. */
+function gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null,
+                start: number, rows: number, epoch: number): void {
+  if (init.augment === null || epoch === 0) {
+    kernels.gather(x, y, images, labels, index, start, rows, PIXELS, NORM);
+    return;
+  }
   for (let r = 0; r < rows; r++) {
-    const i = index(r);
-    const src = i * PIXELS;
-    const dst = r * PIXELS;
-    if (init.augment !== null && epoch > 0) {
-      // the transform depends only on (seed, epoch, image index): the same whichever thread gathers it
-      sampleTransform(init.augment, epoch, i, DEFAULT_AUGMENT, affine);
-      augmentRow(x, dst, images, src, affine, init.mean, init.std);
-    } else {
-      for (let p = 0; p < PIXELS; p++) x[dst + p] = NORM[images[src + p]];
-    }
+    const i = index ? index[start + r] : start + r;
+    // the transform depends only on (seed, epoch, image index): the same whichever thread gathers it
+    sampleTransform(init.augment, epoch, i, DEFAULT_AUGMENT, affine);
+    augmentRow(x, r * PIXELS, images, i * PIXELS, affine, init.mean, init.std);
     y[r] = labels[i];
   }
 }
@@ -93,8 +92,7 @@ function shardWork(shard: number, start: number, count: number, batch: number, t
     views.shardStat[2 * shard + 1] = 0;
     return;
   }
-  const perm = views.perm;
-  gather(sv.input, sv.labels, views.trainX, views.trainY, (r) => perm[start + r], count, epoch);
+  gather(sv.input, sv.labels, views.trainX, views.trainY, views.perm, start, count, epoch);
   mlpForward(kernels, net, sv.acts, model, count);
   const { lossSum, correct } = mlpBackward(kernels, sv.grad, net, sv.acts, model, sv.labels, count,
     init.labelSmoothing, 1 / batch);
@@ -226,7 +224,7 @@ export function evaluate(t: EvalTask): void {
   let correct = 0;
   for (let a = t.start; a < t.end; a += ROWS) {
     const n = Math.min(ROWS, t.end - a);
-    gather(sv.input, sv.labels, views.testX, views.testY, (r) => a + r, n, 0);
+    gather(sv.input, sv.labels, views.testX, views.testY, null, a, n, 0);
     const r = mlpEvaluate(kernels, net, sv.acts, model, sv.labels, n);
     views.testProbs.set(sv.acts.dh[L].subarray(0, n * CLASSES), a * CLASSES);
     lossSum += r.lossSum;

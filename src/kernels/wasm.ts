@@ -1,5 +1,6 @@
-// Loader for the WebAssembly kernel families and the KernelSet wrappers around them.
+// Choosing a kernel family, and the loader of the WebAssembly families with their KernelSet wrappers.
 //
+//   native   dist/native/mnist_par.node: C++ with AVX-512 or AVX2+FMA intrinsics (see native.ts)
 //   relaxed  dist/kernels/relaxed.wasm: SIMD with f32x4.relaxed_madd (fused on CPUs with FMA)
 //   simd     dist/kernels/simd.wasm:    the same kernels with a separate multiply and add
 //   js       the reference kernels (src/kernels/reference.ts), optim.ts and reduce.ts
@@ -26,8 +27,9 @@ import { optimizerStateCount, optimizerStep as jsOptimizerStep, type OptimizerCo
 import { referenceKernels, type F, type KernelSet } from './index.js';
 import * as ref from './reference.js';
 import { reduceSlots as jsReduceSlots } from './reduce.js';
+import { ISA_NAMES, loadNative, nativeKernels, type NativeIsa } from './native.js';
 
-export type KernelFamily = 'relaxed' | 'simd' | 'js';
+export type KernelFamily = 'native' | 'relaxed' | 'simd' | 'js';
 
 /** A kernel family plus the optimizer-side kernels that run over a worker's [start, end) slice. */
 export interface Kernels extends KernelSet {
@@ -42,6 +44,9 @@ export interface Kernels extends KernelSet {
   // never stores the sum, except for the last (end − start) mod 4 elements).
   reduceAndUpdate(cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, slots: Float32Array, stride: number,
                   S: number, state: Float32Array[], grad: Float32Array, start: number, end: number): void;
+  // reference.gather: rows of uint8 images through the normalization table (bit-identical in every family)
+  gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null,
+         start: number, rows: number, pixels: number, table: Float32Array): void;
 }
 
 // (func (param v128) (result v128) (f32x4.add (local.get 0) (local.get 0)))
@@ -72,14 +77,34 @@ export function wasmPath(family: 'relaxed' | 'simd'): string {
   return join(packageRoot(), 'dist', 'kernels', `${family}.wasm`);
 }
 
-/** 'auto' → relaxed if V8 can run it (turning the flag on if needed), else simd, else js; only js without memory. */
-export function resolveFamily(family: 'auto' | KernelFamily, memory: WebAssembly.Memory | null): KernelFamily {
-  if (family === 'auto') {
-    if (memory === null) return 'js';
-    if (enableRelaxedSimd()) return 'relaxed';
-    return simdSupported() ? 'simd' : 'js';
+/** The family a choice resolves to, the native instruction-set path when native, and why `auto` did not
+ *  take native (null when it did, or when the choice was explicit). */
+export interface ResolvedKernels {
+  family: KernelFamily;
+  isa: NativeIsa | null;
+  /** "native avx512", "relaxed", …: what runs, for start lines, checkpoints and benchmark reports */
+  label: string;
+  fallback: string | null;
+}
+
+/**
+ * 'auto' → native when the addon loaded and the CPU has one of its paths, else relaxed if V8 can run it
+ * (turning the flag on if needed), else simd, else js; without a shared memory the WebAssembly families
+ * are out (js). An explicit family that cannot run here is a UserError naming --kernels.
+ */
+export function resolveKernels(family: 'auto' | KernelFamily, memory: WebAssembly.Memory | null): ResolvedKernels {
+  const plain = (f: KernelFamily, fallback: string | null = null): ResolvedKernels =>
+    ({ family: f, isa: null, label: f, fallback });
+  if (family === 'auto' || family === 'native') {
+    const native = loadNative();
+    if (native.ok) return { family: 'native', isa: native.addon.isa, label: `native ${native.addon.isa}`, fallback: null };
+    if (family === 'native') {
+      throw new UserError(`--kernels native: the native kernels are unavailable: ${native.reason}; use --kernels auto or relaxed`);
+    }
+    const wasm: KernelFamily = memory === null ? 'js' : enableRelaxedSimd() ? 'relaxed' : simdSupported() ? 'simd' : 'js';
+    return plain(wasm, `native kernels unavailable (${native.reason}); using ${wasm}`);
   }
-  if (family === 'js') return 'js';
+  if (family === 'js') return plain('js');
   if (memory === null) throw new Error(`kernel family '${family}' needs the shared WebAssembly.Memory arena, got null`);
   if (family === 'relaxed' && !enableRelaxedSimd()) {
     throw new UserError(`--kernels relaxed: this Node (${process.version}) has no relaxed SIMD; it needs Node ≥ 22 or ` +
@@ -88,7 +113,16 @@ export function resolveFamily(family: 'auto' | KernelFamily, memory: WebAssembly
   if (!simdSupported()) {
     throw new UserError(`--kernels ${family}: this Node (${process.version}) has no WebAssembly SIMD; use --kernels js`);
   }
-  return family;
+  return plain(family);
+}
+
+export function resolveFamily(family: 'auto' | KernelFamily, memory: WebAssembly.Memory | null): KernelFamily {
+  return resolveKernels(family, memory).family;
+}
+
+/** "native (AVX-512)" and the like, for people. */
+export function describeKernels(r: ResolvedKernels): string {
+  return r.isa ? `native (${ISA_NAMES[r.isa]})` : r.family;
 }
 
 // One compile per family per thread; each instantiation binds it to a memory.
@@ -109,6 +143,11 @@ async function compileFamily(family: 'relaxed' | 'simd'): Promise<WebAssembly.Mo
 /** The kernels of `family` ('auto': the fastest this Node runs) bound to the shared arena `memory`. */
 export async function loadKernels(family: 'auto' | KernelFamily, memory: WebAssembly.Memory | null): Promise<Kernels> {
   const chosen = resolveFamily(family, memory);
+  if (chosen === 'native') {
+    const native = loadNative();
+    if (!native.ok) throw new UserError(`--kernels native: the native kernels are unavailable: ${native.reason}`);
+    return nativeKernels(native.addon);
+  }
   if (chosen === 'js' || memory === null) return jsKernels; // memory is non-null here: resolveFamily checked
   let mod = compiled.get(chosen);
   if (!mod) {
@@ -130,6 +169,7 @@ export const jsKernels: Kernels = {
     jsReduceSlots(grad, slots, stride, S, start, end);
     jsOptimizerStep(cfg, lr, t, param, grad, state, start, end);
   },
+  gather: ref.gather,
 };
 
 interface Exports {
@@ -229,5 +269,6 @@ function wasmKernels(family: 'relaxed' | 'simd', x: Exports, memory: WebAssembly
         jsOptimizerStep(cfg, lr, t, param, grad, state, tail, end);
       }
     },
+    gather: ref.gather,
   };
 }

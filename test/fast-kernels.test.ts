@@ -1,4 +1,5 @@
-// The WebAssembly kernel families against the reference, inside a shared WebAssembly.Memory like the arena.
+// The fast kernel families (WebAssembly simd and relaxed; native on each instruction-set path this CPU has)
+// against the reference, on views of a shared WebAssembly.Memory like the arena.
 import { packageRoot } from '../src/paths.js';
 import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
@@ -7,8 +8,9 @@ import { beforeAll, describe, expect, it } from 'vitest';
 import * as ref from '../src/kernels/reference.js';
 import { reduceSlots as refReduceSlots } from '../src/kernels/reduce.js';
 import {
-  enableRelaxedSimd, jsKernels, loadKernels, wasmPath, type Kernels,
+  enableRelaxedSimd, jsKernels, loadKernels, resolveKernels, wasmPath, type Kernels,
 } from '../src/kernels/wasm.js';
+import { loadNative, nativeBuildPath, nativeKernels, type NativeIsa } from '../src/kernels/native.js';
 import { optimizerStep, type OptimizerConfig } from '../src/optim.js';
 import { Rng } from '../src/rng.js';
 import { expectClose } from './check.js';
@@ -74,22 +76,54 @@ const SHAPES: [number, number][] = [ // (C, OC)
 ];
 const ROWS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 15, 16, 17, 31, 32, 33, 63, 64];
 
-const families: ['simd' | 'relaxed', boolean][] = [['simd', true], ['relaxed', enableRelaxedSimd()]];
+interface FamilyUnderTest {
+  title: string;
+  /** why it is skipped here, or null when it runs */
+  skip: string | null;
+  load(): Promise<Kernels>;
+  seed: number;
+}
+
+const native = loadNative();
+const nativePath = (isa: NativeIsa, seed: number): FamilyUnderTest => ({
+  title: `native ${isa} kernels`,
+  skip: !native.ok ? `the addon did not load: ${native.reason}` : native.addon.paths[isa] ? null : `this CPU has no ${isa}`,
+  load: async () => nativeKernels(native.ok ? native.addon : assertNever(), isa),
+  seed,
+});
+function assertNever(): never {
+  throw new Error('unreachable');
+}
+const relaxedOn = enableRelaxedSimd();
+const families: FamilyUnderTest[] = [
+  { title: 'simd kernels', skip: null, load: () => loadKernels('simd', memory), seed: 11 },
+  { title: 'relaxed kernels', skip: relaxedOn ? null : `this Node ${process.version} has no relaxed SIMD`,
+    load: () => loadKernels('relaxed', memory), seed: 12 },
+  nativePath('avx512', 13),
+  nativePath('avx2', 14),
+];
 
 beforeAll(() => {
   // Build from the current .wat so the tests never run a stale module.
   execFileSync(process.execPath, [`${packageRoot()}/scripts/build-wasm.mjs`], { stdio: 'pipe' });
 });
 
-for (const [family, supported] of families) {
-  const title = supported ? `${family} kernels` : `${family} kernels (SKIPPED: this Node ${process.version} has no relaxed SIMD)`;
-  describe.skipIf(!supported)(title, () => {
+// The native family must be here wherever a compiler is: CI and every developer machine build it. It may
+// be missing only when the build reported why (no compiler), and then the suite says so instead of passing.
+it('the native addon was built and loads (or the build said why not)', () => {
+  if (native.ok) expect(native.addon.isa).toMatch(/^(avx512|avx2)$/);
+  else expect(native.reason, 'the addon did not load').toMatch(/not built \(/);
+});
+
+for (const fam of families) {
+  const title = fam.skip === null ? fam.title : `${fam.title} (SKIPPED: ${fam.skip})`;
+  describe.skipIf(fam.skip !== null)(title, () => {
     let k: Kernels;
-    const rng = new Rng(family === 'simd' ? 11 : 12);
+    const rng = new Rng(fam.seed);
     const arena = new Arena(rng);
+    const isWasm = fam.title.startsWith('simd') || fam.title.startsWith('relaxed');
     beforeAll(async () => {
-      k = await loadKernels(family, memory);
-      expect(k.family).toBe(family);
+      k = await fam.load();
     });
 
     it('linearForward and linearReluForward match the reference on every shape', () => {
@@ -315,12 +349,48 @@ for (const [family, supported] of families) {
       expect(Array.from(param)).toEqual(new Array(N).fill(1 - 0.5 * 0.5));
     });
 
-    it('rejects views that are not float32 views of the shared memory', () => {
+    it.runIf(isWasm)('rejects views that are not float32 views of the shared memory', () => {
       const outside = new Float32Array(4);
       const inside = new Float32Array(memory.buffer, 0, 4);
       expect(() => k.linearForward(outside, inside, inside, inside, 1, 1, 1)).toThrow(/out must be a Float32Array/);
       expect(() => k.linearForward(inside, new Float64Array(4), inside, inside, 1, 1, 1)).toThrow(/inp/);
       expect(() => k.linearForward(inside, inside, inside, inside, 2, 3, 1)).toThrow(/inp has 4 floats, needs 6/);
+    });
+
+    it.runIf(!isWasm)('rejects views of the wrong type or too short for the sizes, before touching memory', () => {
+      const v4 = new Float32Array(4);
+      expect(() => k.linearForward(v4, new Float64Array(4), v4, v4, 1, 1, 1)).toThrow(/inp must be a Float32Array/);
+      expect(() => k.linearForward(v4, v4, v4, v4, 2, 3, 1)).toThrow(/inp has 4 elements, needs 6/);
+      expect(() => k.linearBackward(null, v4, v4, v4, v4, v4, 1, 5, 1)).toThrow(/dweight has 4 elements, needs 5/);
+      expect(() => k.linearForward(v4, v4, v4, v4, -1, 1, 1)).toThrow(/non-negative integer for B/);
+      expect(() => k.reluBackward(v4, v4, v4, 5)).toThrow(/dinp has 4 elements, needs 5/);
+      expect(() => k.reduceSlots(v4, v4, 4, 2, 0, 4)).toThrow(/slots has 4 elements, needs 8/);
+      const images = new Uint8Array(2 * 3);
+      const labels = new Uint8Array(2);
+      expect(() => k.gather(new Float32Array(6), new Int32Array(2), images, labels, Uint32Array.of(0, 2), 0, 2, 3,
+        new Float32Array(256))).toThrow(/index out of range|out of range/);
+    });
+
+    it('gather copies rows through the normalization table bit for bit, by index or in order', () => {
+      const pixels = 13;
+      const N = 40;
+      const images = new Uint8Array(N * pixels).map(() => rng.int(256));
+      const labels = new Uint8Array(N).map(() => rng.int(10));
+      const table = new Float32Array(256).map((_, v) => (v / 255 - 0.1307) / 0.3081);
+      const index = new Uint32Array(N).map(() => rng.int(N));
+      for (const [idx, start, rows] of [[index, 3, 17], [null, 5, 9], [index, 0, 1], [null, 0, N]] as const) {
+        arena.reset();
+        const x = arena.take(rows * pixels);
+        const y = new Int32Array(rows).fill(-1);
+        const ex = new Float32Array(rows * pixels);
+        const ey = new Int32Array(rows);
+        ref.gather(ex, ey, images, labels, idx, start, rows, pixels, table);
+        k.gather(x, y, images, labels, idx, start, rows, pixels, table);
+        const what = `gather ${idx ? 'by index' : 'in order'} from ${start}, ${rows} rows`;
+        expectClose(x, ex, 0, 0, what);
+        expect(Array.from(y), what).toEqual(Array.from(ey));
+        arena.checkGuards(what);
+      }
     });
 
     it('the tolerance catches a single missing term', () => {
@@ -341,11 +411,43 @@ for (const [family, supported] of families) {
 }
 
 describe('loading', () => {
-  it('auto picks relaxed where supported, and js without a memory', async () => {
-    expect((await loadKernels('auto', memory)).family).toBe(enableRelaxedSimd() ? 'relaxed' : 'simd');
-    expect((await loadKernels('auto', null)).family).toBe('js');
+  it('auto picks native where the addon loaded, else relaxed where supported; js without a memory', async () => {
+    const wasm = enableRelaxedSimd() ? 'relaxed' : 'simd';
+    expect((await loadKernels('auto', memory)).family).toBe(native.ok ? 'native' : wasm);
+    expect((await loadKernels('auto', null)).family).toBe(native.ok ? 'native' : 'js');
     expect(await loadKernels('js', memory)).toBe(jsKernels);
     await expect(loadKernels('simd', null)).rejects.toThrow(/needs the shared WebAssembly.Memory/);
+    const r = resolveKernels('auto', memory);
+    if (native.ok) expect(r).toMatchObject({ family: 'native', isa: native.addon.isa, fallback: null });
+    else expect(r.fallback).toMatch(/^native kernels unavailable \(.+\); using (relaxed|simd)$/);
+  });
+
+  it.runIf(native.ok)('a worker thread loads its own instance of the addon and works on the shared memory', async () => {
+    const n = 37;
+    const all = new Float32Array(memory.buffer);
+    const at = 3001; // float index, deliberately not vector-aligned
+    for (let i = 0; i < n; i++) {
+      all[at + i] = i - 4.5; // dout
+      all[at + 100 + i] = (i % 3) - 1; // out
+      all[at + 200 + i] = NaN; // dinp
+    }
+    const src = `
+      const { parentPort, workerData: d } = require('node:worker_threads');
+      const addon = require(d.file);
+      const all = new Float32Array(d.memory.buffer);
+      addon.reluBackward(all.subarray(d.at + 200, d.at + 200 + d.n), all.subarray(d.at, d.at + d.n),
+                         all.subarray(d.at + 100, d.at + 100 + d.n), d.n);
+      parentPort.postMessage(addon.isa);`;
+    const worker = new Worker(src, { eval: true, workerData: { memory, file: nativeBuildPath(), at, n } });
+    const reply = await new Promise((resolve, reject) => {
+      worker.once('message', resolve);
+      worker.once('error', reject);
+    });
+    await worker.terminate();
+    expect(reply).toBe(native.ok ? native.addon.isa : '');
+    const expected = new Float32Array(n);
+    ref.reluBackward(expected, all.subarray(at, at + n), all.subarray(at + 100, at + 100 + n), n);
+    expectClose(all.subarray(at + 200, at + 200 + n), expected, 0, 0, 'reluBackward from a worker');
   });
 
   it('a worker thread instantiates the same module on the same memory and sees what the main thread wrote', async () => {

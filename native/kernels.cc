@@ -1,0 +1,451 @@
+// mnist-par's native kernel family: a Node-API addon, built from this file by scripts/build-native.mjs
+// during `npm install` (g++ and Node's headers; no network, no node-gyp).
+//
+// One binary holds two instruction-set paths of the same kernels (kernels.h), each compiled for its target
+// with `#pragma GCC target`, never -march=native, so the binary runs on any x86-64:
+//   avx512   AVX-512F/DQ: 16 floats a vector, 32 registers (Zen 4/5, Intel since Skylake-SP)
+//   avx2     AVX2 + FMA:   8 floats a vector, 16 registers (x86-64 since Haswell / Zen 1)
+// The path is chosen when the module loads in a thread, from the CPU's features (MNIST_PAR_NATIVE_ISA=avx2
+// forces the narrower one, for tests and benchmarks). Neither path is available on other CPUs: the loader
+// then reports the addon as unusable and `auto` falls back to WebAssembly.
+//
+// The kernels work in place on whatever Float32Array they are given (in training: views of the shared
+// WebAssembly.Memory arena; napi_get_typedarray_info returns the pointer). The addon has no mutable global
+// state, so every worker thread loads and calls it at once; each call checks the views' types and lengths
+// against the sizes it is given and throws instead of touching memory outside them.
+//
+// Built with -ffp-contract=off: the optimizers must round after every operation, exactly as
+// src/optim.ts does in float64, and the compiler must not fuse a multiply and an add behind our back.
+#define NAPI_VERSION 8
+#include <node_api.h>
+#include <immintrin.h>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+
+// ---------------------------------------------------------------------------------------------------------
+// AVX-512 path
+#pragma GCC push_options
+#pragma GCC target("avx512f,avx512dq,avx2,fma")
+namespace avx512 {
+typedef __m512 V;
+typedef __m512d VD;
+constexpr int W = 16;
+constexpr int FWD_ROWS = 4, FWD_OUTS = 4;  // 16 accumulators, 4 + 4 loads per 16 multiply-adds
+constexpr int BWD_OUTS = 4, BWD_VECS = 4;  // 16 accumulators over a 64-float strip of C
+constexpr int DIN_ROWS = 4, DIN_VECS = 4;
+static inline __mmask16 first_lanes(int n) { return (__mmask16)((1u << n) - 1); }
+static inline V vzero() { return _mm512_setzero_ps(); }
+static inline V vset1(float x) { return _mm512_set1_ps(x); }
+static inline V vload(const float* p) { return _mm512_loadu_ps(p); }
+static inline void vstore(float* p, V v) { _mm512_storeu_ps(p, v); }
+static inline V vloadn(const float* p, int n) { return _mm512_maskz_loadu_ps(first_lanes(n), p); }
+static inline void vstoren(float* p, V v, int n) { _mm512_mask_storeu_ps(p, first_lanes(n), v); }
+static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
+static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
+// x > 0 ? y : 0 per lane (ordered compare: a NaN x gives 0)
+static inline V vselect_pos(V x, V y) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ), y); }
+static inline VD vlo(V v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
+static inline VD vhi(V v) { return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); }
+static inline V vjoin(VD lo, VD hi) {
+  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
+}
+static inline VD vdset1(double x) { return _mm512_set1_pd(x); }
+static inline VD vdadd(VD a, VD b) { return _mm512_add_pd(a, b); }
+static inline VD vdsub(VD a, VD b) { return _mm512_sub_pd(a, b); }
+static inline VD vdmul(VD a, VD b) { return _mm512_mul_pd(a, b); }
+static inline VD vddiv(VD a, VD b) { return _mm512_div_pd(a, b); }
+static inline VD vdsqrt(VD a) { return _mm512_sqrt_pd(a); }
+
+// s[i·NO + j] = Σ lanes of acc[i][j]. The 4×4 block (the one that does nearly all the work) folds its 16
+// accumulators into one vector in four levels of shuffle + add (15 adds instead of 16 separate 4-level
+// reductions); lane 4i + j of the result is output (i, j). Other shapes reduce one accumulator at a time.
+template <int NR, int NO>
+static inline void fwd_reduce(V (&acc)[NR][NO], float* s) {
+  if constexpr (NR == 4 && NO == 4) {
+    // level 1 pairs t[k] with t[k+8], level 2 t[k] with t[k+4], levels 3-4 within 128-bit units; tracing
+    // the shuffles, result lane 4u + j sums t[UNIT[u] + LANE[j]], so accumulator (u, j) goes there.
+    constexpr int UNIT[4] = {0, 8, 4, 12};
+    constexpr int LANE[4] = {0, 2, 1, 3};
+    V t[16];
+    for (int u = 0; u < 4; u++)
+      for (int j = 0; j < 4; j++) t[UNIT[u] + LANE[j]] = acc[u][j];
+    V b[8];
+    for (int k = 0; k < 8; k++)
+      b[k] = _mm512_add_ps(_mm512_shuffle_f32x4(t[k], t[k + 8], 0x44), _mm512_shuffle_f32x4(t[k], t[k + 8], 0xEE));
+    V c[4];
+    for (int k = 0; k < 4; k++)
+      c[k] = _mm512_add_ps(_mm512_shuffle_f32x4(b[k], b[k + 4], 0x88), _mm512_shuffle_f32x4(b[k], b[k + 4], 0xDD));
+    V d[2];
+    for (int k = 0; k < 2; k++)
+      d[k] = _mm512_add_ps(_mm512_shuffle_ps(c[k], c[k + 2], 0x44), _mm512_shuffle_ps(c[k], c[k + 2], 0xEE));
+    V e = _mm512_add_ps(_mm512_shuffle_ps(d[0], d[1], 0x88), _mm512_shuffle_ps(d[0], d[1], 0xDD));
+    _mm512_storeu_ps(s, e);
+  } else {
+    for (int i = 0; i < NR; i++)
+      for (int j = 0; j < NO; j++) s[i * NO + j] = _mm512_reduce_add_ps(acc[i][j]);
+  }
+}
+#include "kernels.h"
+}  // namespace avx512
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------------------------------------
+// AVX2 + FMA path
+#pragma GCC push_options
+#pragma GCC target("avx2,fma")
+namespace avx2 {
+typedef __m256 V;
+typedef __m256d VD;
+constexpr int W = 8;
+constexpr int FWD_ROWS = 4, FWD_OUTS = 2;  // 8 accumulators + 2 weight vectors + 1 input: 11 of 16 registers
+constexpr int BWD_OUTS = 4, BWD_VECS = 2;
+constexpr int DIN_ROWS = 4, DIN_VECS = 2;
+static inline __m256i first_lanes(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+static inline V vzero() { return _mm256_setzero_ps(); }
+static inline V vset1(float x) { return _mm256_set1_ps(x); }
+static inline V vload(const float* p) { return _mm256_loadu_ps(p); }
+static inline void vstore(float* p, V v) { _mm256_storeu_ps(p, v); }
+// masked-off lanes are neither read nor written, and cannot fault
+static inline V vloadn(const float* p, int n) { return _mm256_maskload_ps(p, first_lanes(n)); }
+static inline void vstoren(float* p, V v, int n) { _mm256_maskstore_ps(p, first_lanes(n), v); }
+static inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
+static inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
+static inline V vselect_pos(V x, V y) { return _mm256_and_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ), y); }
+static inline VD vlo(V v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
+static inline VD vhi(V v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
+static inline V vjoin(VD lo, VD hi) { return _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo)); }
+static inline VD vdset1(double x) { return _mm256_set1_pd(x); }
+static inline VD vdadd(VD a, VD b) { return _mm256_add_pd(a, b); }
+static inline VD vdsub(VD a, VD b) { return _mm256_sub_pd(a, b); }
+static inline VD vdmul(VD a, VD b) { return _mm256_mul_pd(a, b); }
+static inline VD vddiv(VD a, VD b) { return _mm256_div_pd(a, b); }
+static inline VD vdsqrt(VD a) { return _mm256_sqrt_pd(a); }
+
+static inline float hsum(V v) {
+  __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  x = _mm_add_ps(x, _mm_movehl_ps(x, x));
+  x = _mm_add_ss(x, _mm_shuffle_ps(x, x, 1));
+  return _mm_cvtss_f32(x);
+}
+
+template <int NR, int NO>
+static inline void fwd_reduce(V (&acc)[NR][NO], float* s) {
+  for (int i = 0; i < NR; i++)
+    for (int j = 0; j < NO; j++) s[i * NO + j] = hsum(acc[i][j]);
+}
+#include "kernels.h"
+}  // namespace avx2
+#pragma GCC pop_options
+
+// ---------------------------------------------------------------------------------------------------------
+// Dispatch: one read-only table per path; each exported function carries a pointer to its path's table.
+
+struct Ops {
+  const char* name;
+  void (*linear_fwd)(float*, const float*, const float*, const float*, int, int, int, int);
+  void (*linear_bwd)(float*, float*, float*, const float*, const float*, const float*, int, int, int);
+  void (*relu_bwd)(float*, const float*, const float*, long);
+  void (*reduce_slots)(float*, const float*, long, int, long);
+  void (*sgd_plain)(float*, const float*, long, int, long, const avx512::SgdArgs&);
+  void (*sgd_momentum)(float*, const float*, long, int, float*, long, const avx512::SgdArgs&);
+  void (*adam)(float*, const float*, long, int, float*, float*, long, const avx512::AdamArgs&);
+};
+
+// The two namespaces declare identical argument structs; the tables use one of them for both paths.
+static_assert(sizeof(avx512::SgdArgs) == sizeof(avx2::SgdArgs) && sizeof(avx512::AdamArgs) == sizeof(avx2::AdamArgs));
+
+static void avx2_sgd_plain(float* p, const float* s, long st, int S, long n, const avx512::SgdArgs& a) {
+  avx2::SgdArgs b;
+  std::memcpy(&b, &a, sizeof b);
+  avx2::sgd_plain(p, s, st, S, n, b);
+}
+static void avx2_sgd_momentum(float* p, const float* s, long st, int S, float* buf, long n, const avx512::SgdArgs& a) {
+  avx2::SgdArgs b;
+  std::memcpy(&b, &a, sizeof b);
+  avx2::sgd_momentum(p, s, st, S, buf, n, b);
+}
+static void avx2_adam(float* p, const float* s, long st, int S, float* m, float* v, long n, const avx512::AdamArgs& a) {
+  avx2::AdamArgs b;
+  std::memcpy(&b, &a, sizeof b);
+  avx2::adam(p, s, st, S, m, v, n, b);
+}
+
+static const Ops OPS_AVX512 = {"avx512", avx512::linear_fwd, avx512::linear_bwd, avx512::relu_bwd,
+                               avx512::reduce_slots, avx512::sgd_plain, avx512::sgd_momentum, avx512::adam};
+static const Ops OPS_AVX2 = {"avx2", avx2::linear_fwd, avx2::linear_bwd, avx2::relu_bwd, avx2::reduce_slots,
+                             avx2_sgd_plain, avx2_sgd_momentum, avx2_adam};
+
+// ---------------------------------------------------------------------------------------------------------
+// Node-API glue: argument checking, then one kernel call.
+
+namespace {
+
+struct Call {
+  napi_env env;
+  size_t argc = 20;
+  napi_value argv[20];
+  const Ops* ops = nullptr;
+  bool failed = false;
+  const char* fn;
+
+  Call(napi_env e, napi_callback_info info, const char* name) : env(e), fn(name) {
+    void* data = nullptr;
+    if (napi_get_cb_info(env, info, &argc, argv, nullptr, &data) != napi_ok) fail("bad call");
+    ops = static_cast<const Ops*>(data);
+  }
+
+  void fail(const char* what, const char* detail = "") {
+    if (failed) return;
+    failed = true;
+    char msg[256];
+    snprintf(msg, sizeof msg, "native %s: %s%s", fn, what, detail);
+    napi_throw_type_error(env, nullptr, msg);
+  }
+
+  bool is_null(size_t i) {
+    napi_valuetype t;
+    return i < argc && napi_typeof(env, argv[i], &t) == napi_ok && (t == napi_null || t == napi_undefined);
+  }
+
+  // Element pointer of a typed array of the given type holding at least `need` elements.
+  void* array(size_t i, napi_typedarray_type want, double need, const char* name) {
+    if (failed) return nullptr;
+    bool is = false;
+    if (i >= argc || napi_is_typedarray(env, argv[i], &is) != napi_ok || !is) {
+      fail("expected a typed array for ", name);
+      return nullptr;
+    }
+    napi_typedarray_type type;
+    size_t length = 0;
+    void* data = nullptr;
+    if (napi_get_typedarray_info(env, argv[i], &type, &length, &data, nullptr, nullptr) != napi_ok || type != want) {
+      fail("wrong typed-array type for ", name);
+      return nullptr;
+    }
+    if (need < 0 || (double)length < need) {
+      char d[160];
+      snprintf(d, sizeof d, "%s has %zu elements, needs %.0f", name, length, need);
+      fail("view too short: ", d);
+      return nullptr;
+    }
+    return data;
+  }
+  float* f32(size_t i, double need, const char* name) {
+    return static_cast<float*>(array(i, napi_float32_array, need, name));
+  }
+
+  double num(size_t i, const char* name) {
+    double v = 0;
+    if (failed) return 0;
+    if (i >= argc || napi_get_value_double(env, argv[i], &v) != napi_ok) fail("expected a number for ", name);
+    return v;
+  }
+  // A non-negative integer below 2^31 (sizes, counts, offsets).
+  int size(size_t i, const char* name) {
+    double v = num(i, name);
+    if (failed) return 0;
+    if (!(v >= 0 && v < 2147483648.0) || v != (double)(int)v) fail("expected a non-negative integer for ", name);
+    return (int)v;
+  }
+  bool flag(size_t i, const char* name) { return num(i, name) != 0; }
+};
+
+// linearForward(out, inp, weight, bias, B, C, OC, relu)
+napi_value LinearForward(napi_env env, napi_callback_info info) {
+  Call a(env, info, "linearForward");
+  const int B = a.size(4, "B"), C = a.size(5, "C"), OC = a.size(6, "OC");
+  const bool relu = a.flag(7, "relu");
+  float* out = a.f32(0, (double)B * OC, "out");
+  const float* inp = a.f32(1, (double)B * C, "inp");
+  const float* w = a.f32(2, (double)OC * C, "weight");
+  const float* bias = a.f32(3, OC, "bias");
+  if (!a.failed) a.ops->linear_fwd(out, inp, w, bias, B, C, OC, relu);
+  return nullptr;
+}
+
+// linearBackward(dinp | null, dweight, dbias, dout, inp, weight, B, C, OC)
+napi_value LinearBackward(napi_env env, napi_callback_info info) {
+  Call a(env, info, "linearBackward");
+  const int B = a.size(6, "B"), C = a.size(7, "C"), OC = a.size(8, "OC");
+  float* dinp = a.is_null(0) ? nullptr : a.f32(0, (double)B * C, "dinp");
+  float* dw = a.f32(1, (double)OC * C, "dweight");
+  float* db = a.f32(2, OC, "dbias");
+  const float* dout = a.f32(3, (double)B * OC, "dout");
+  const float* inp = a.f32(4, (double)B * C, "inp");
+  const float* w = a.f32(5, (double)OC * C, "weight");
+  if (!a.failed) a.ops->linear_bwd(dinp, dw, db, dout, inp, w, B, C, OC);
+  return nullptr;
+}
+
+// reluBackward(dinp, dout, out, n)
+napi_value ReluBackward(napi_env env, napi_callback_info info) {
+  Call a(env, info, "reluBackward");
+  const int n = a.size(3, "n");
+  float* dinp = a.f32(0, n, "dinp");
+  const float* dout = a.f32(1, n, "dout");
+  const float* out = a.f32(2, n, "out");
+  if (!a.failed) a.ops->relu_bwd(dinp, dout, out, n);
+  return nullptr;
+}
+
+// The slot arguments shared by the reduction and the optimizers: (slots, stride, S, start, end) at argv[i..];
+// checks S ≥ 1 and that slot S−1 holds [start, end).
+struct Slice {
+  const float* slots;
+  long stride;
+  int S;
+  int start, end;
+};
+static Slice slice_args(Call& a, size_t i) {
+  Slice s{};
+  s.stride = a.size(i + 1, "stride");
+  s.S = a.size(i + 2, "S");
+  s.start = a.size(i + 3, "start");
+  s.end = a.size(i + 4, "end");
+  if (!a.failed && (s.S < 1 || s.end < s.start)) a.fail("expected S ≥ 1 and start ≤ end");
+  s.slots = a.f32(i, (double)(s.S - 1) * s.stride + s.end, "slots");
+  return s;
+}
+
+// reduceSlots(grad, slots, stride, S, start, end)
+napi_value ReduceSlots(napi_env env, napi_callback_info info) {
+  Call a(env, info, "reduceSlots");
+  Slice s = slice_args(a, 1);
+  float* grad = a.f32(0, s.end, "grad");
+  if (!a.failed) a.ops->reduce_slots(grad + s.start, s.slots + s.start, s.stride, s.S, s.end - s.start);
+  return nullptr;
+}
+
+// sgd(param, slots, stride, S, start, end, buf | null, lr, wd, mu, damp, first, nesterov)
+napi_value Sgd(napi_env env, napi_callback_info info) {
+  Call a(env, info, "sgd");
+  Slice s = slice_args(a, 1);
+  float* param = a.f32(0, s.end, "param");
+  float* buf = a.is_null(6) ? nullptr : a.f32(6, s.end, "momentum");
+  avx512::SgdArgs g{a.num(7, "lr"), a.num(8, "wd"), a.num(9, "mu"), a.num(10, "damp"), a.flag(11, "first"),
+                    a.flag(12, "nesterov")};
+  if (a.failed) return nullptr;
+  const long n = s.end - s.start;
+  if (buf == nullptr) a.ops->sgd_plain(param + s.start, s.slots + s.start, s.stride, s.S, n, g);
+  else a.ops->sgd_momentum(param + s.start, s.slots + s.start, s.stride, s.S, buf + s.start, n, g);
+  return nullptr;
+}
+
+// adam(param, slots, stride, S, start, end, m, v, b1, c1, b2, c2, l2, keep, step, bc2, eps)
+napi_value Adam(napi_env env, napi_callback_info info) {
+  Call a(env, info, "adam");
+  Slice s = slice_args(a, 1);
+  float* param = a.f32(0, s.end, "param");
+  float* m = a.f32(6, s.end, "m");
+  float* v = a.f32(7, s.end, "v");
+  avx512::AdamArgs g{a.num(8, "b1"), a.num(9, "c1"), a.num(10, "b2"), a.num(11, "c2"), a.num(12, "l2"),
+                     a.num(13, "keep"), a.num(14, "step"), a.num(15, "bc2"), a.num(16, "eps")};
+  if (!a.failed) a.ops->adam(param + s.start, s.slots + s.start, s.stride, s.S, m + s.start, v + s.start,
+                             s.end - s.start, g);
+  return nullptr;
+}
+
+// gather(x, y, images, labels, index | null, start, rows, pixels, table)
+//   x (rows, pixels) float32  y (rows) int32  images (N, pixels) uint8  labels (N) uint8  table (256) float32
+// Row r copies image i = index[start + r] (or start + r when index is null): x[r][p] = table[images[i][p]],
+// y[r] = labels[i]. A table lookup, so the result is the same bits as the TypeScript gather.
+napi_value Gather(napi_env env, napi_callback_info info) {
+  Call a(env, info, "gather");
+  const int start = a.size(5, "start"), rows = a.size(6, "rows"), pixels = a.size(7, "pixels");
+  float* x = a.f32(0, (double)rows * pixels, "x");
+  int32_t* y = static_cast<int32_t*>(a.array(1, napi_int32_array, rows, "y"));
+  const uint8_t* images = static_cast<const uint8_t*>(a.array(2, napi_uint8_array, 0, "images"));
+  const uint8_t* labels = static_cast<const uint8_t*>(a.array(3, napi_uint8_array, 0, "labels"));
+  const uint32_t* index = a.is_null(4) ? nullptr
+                                       : static_cast<const uint32_t*>(a.array(4, napi_uint32_array, (double)start + rows, "index"));
+  const float* table = a.f32(8, 256, "table");
+  if (a.failed) return nullptr;
+  // the image and label counts bound every index
+  size_t nImages = 0, nLabels = 0;
+  napi_typedarray_type t;
+  napi_get_typedarray_info(env, a.argv[2], &t, &nImages, nullptr, nullptr, nullptr);
+  napi_get_typedarray_info(env, a.argv[3], &t, &nLabels, nullptr, nullptr, nullptr);
+  const size_t count = pixels > 0 ? nImages / (size_t)pixels : 0;
+  for (int r = 0; r < rows; r++) {
+    const size_t i = index ? index[start + r] : (size_t)start + r;
+    if (i >= count || i >= nLabels) {
+      a.fail("image index out of range");
+      return nullptr;
+    }
+    const uint8_t* src = images + i * (size_t)pixels;
+    float* dst = x + (size_t)r * pixels;
+    for (int p = 0; p < pixels; p++) dst[p] = table[src[p]];
+    y[r] = labels[i];
+  }
+  return nullptr;
+}
+
+bool has_avx512() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"); }
+bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
+
+}  // namespace
+
+// The functions of one path, bound to its table, plus `isa` naming it; null on failure (exception pending).
+static napi_value make_path(napi_env env, const Ops* ops, napi_value target) {
+  struct Fn { const char* name; napi_callback cb; };
+  const Fn fns[] = {{"linearForward", LinearForward}, {"linearBackward", LinearBackward},
+                    {"reluBackward", ReluBackward},   {"reduceSlots", ReduceSlots},
+                    {"sgd", Sgd},                     {"adam", Adam},
+                    {"gather", Gather}};
+  for (const Fn& f : fns) {
+    napi_value fn;
+    if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, const_cast<Ops*>(ops), &fn) != napi_ok ||
+        napi_set_named_property(env, target, f.name, fn) != napi_ok) {
+      return nullptr;
+    }
+  }
+  napi_value isa;
+  if (napi_create_string_utf8(env, ops->name, NAPI_AUTO_LENGTH, &isa) != napi_ok ||
+      napi_set_named_property(env, target, "isa", isa) != napi_ok) {
+    return nullptr;
+  }
+  return target;
+}
+
+// Per thread (context-aware). The exports are the functions of the chosen path and `isa` naming it, plus
+// `paths`: every path this CPU can run, each as its own set of functions (tests and benchmarks compare
+// them in one process). The chosen path is the widest the CPU has; MNIST_PAR_NATIVE_ISA=avx2|avx512 asks
+// for one, and a path the CPU lacks makes loading fail.
+NAPI_MODULE_INIT() {
+  napi_value paths;
+  if (napi_create_object(env, &paths) != napi_ok) return nullptr;
+  const Ops* avail[2] = {has_avx512() ? &OPS_AVX512 : nullptr, has_avx2() ? &OPS_AVX2 : nullptr};
+  for (const Ops* ops : avail) {
+    if (ops == nullptr) continue;
+    napi_value obj;
+    if (napi_create_object(env, &obj) != napi_ok || make_path(env, ops, obj) == nullptr ||
+        napi_set_named_property(env, paths, ops->name, obj) != napi_ok) {
+      return nullptr;
+    }
+  }
+  const char* want = getenv("MNIST_PAR_NATIVE_ISA");
+  const Ops* ops = avail[0] != nullptr ? avail[0] : avail[1];
+  if (want && *want && strcmp(want, "auto") != 0) {
+    ops = nullptr;
+    for (const Ops* o : avail)
+      if (o != nullptr && strcmp(o->name, want) == 0) ops = o;
+    if (ops == nullptr) {
+      char msg[200];
+      snprintf(msg, sizeof msg, "MNIST_PAR_NATIVE_ISA=%s: this CPU has no such path (the paths are avx512 and avx2)", want);
+      napi_throw_error(env, nullptr, msg);
+      return nullptr;
+    }
+  }
+  if (ops == nullptr) {
+    napi_throw_error(env, nullptr, "this CPU has neither AVX-512 nor AVX2+FMA, the native kernels' two paths");
+    return nullptr;
+  }
+  if (make_path(env, ops, exports) == nullptr || napi_set_named_property(env, exports, "paths", paths) != napi_ok) {
+    return nullptr;
+  }
+  return exports;
+}

@@ -1,0 +1,314 @@
+// mnist-par's native kernels, written once over a small vector vocabulary and compiled twice by
+// kernels.cc: once for AVX-512 (16 floats a vector, 32 registers) and once for AVX2+FMA (8 floats, 16
+// registers). kernels.cc includes this file inside `#pragma GCC target(...)` with the vocabulary defined:
+//
+//   V            one vector of W floats            VD / WD    one vector of WD doubles (WD = W/2)
+//   vzero() vset1(x) vload(p) vstore(p,v) vadd(a,b) vfma(a,b,c) (= a·b + c, one rounding)
+//   vloadn(p,n) / vstoren(p,v,n)   the first n ≤ W floats; never touch memory past p + n
+//   FWD_ROWS × FWD_OUTS            forward register block;  fwd_reduce() its horizontal sums
+//   BWD_OUTS × BWD_VECS            weight-gradient block;   DIN_ROWS × DIN_VECS  input-gradient block
+//
+// Legend as in src/kernels/reference.ts: B rows in the shard, C in-features, OC out-features; matrices are
+// row-major; weights are (OC, C) exactly as nn.Linear.weight, so the arena and the files share one layout.
+// Every kernel OVERWRITES its outputs. Nothing here allocates, keeps state or touches a global: the same
+// code runs in every worker thread at once.
+//
+// Why these blockings (measured with bench/kernels.ts on Zen 5, 16 rows a shard):
+// - forward, out = inp · weightᵀ: both operands are contiguous along C, so each output is a dot product
+//   along C. A FWD_ROWS × FWD_OUTS block keeps one accumulator per output; per W floats of C it loads
+//   FWD_ROWS input vectors and FWD_OUTS weight vectors for FWD_ROWS·FWD_OUTS multiply-adds. The horizontal
+//   sums happen once per block (C/W steps long), as a transposing tree of shuffles.
+// - weight gradient, dweight = doutᵀ · inp: vectors run along C; each dout value is broadcast. A block of
+//   BWD_OUTS outputs × BWD_VECS vectors of C sums over the B rows in registers and is stored once.
+// - input gradient, dinp = dout · weight: vectors along C again; a DIN_ROWS × DIN_VECS block sums over OC.
+// A multiply-add has 4 cycles of latency and two issue per cycle, so at least 8 independent accumulators
+// keep both units busy; AVX-512 blocks hold 16, AVX2 blocks 8-12 (it has only 16 registers).
+
+// ---------------------------------------------------------------------------------------------------------
+// Linear forward
+
+// One FWD-style block of NR rows × NO outputs at (r, o): out[r+i][o+j] = Σ_c inp[r+i][c]·w[o+j][c] + bias.
+template <int NR, int NO>
+static inline void fwd_block(float* out, const float* inp, const float* w, const float* bias,
+                             int C, int OC, int r, int o, int relu) {
+  V acc[NR][NO];
+  for (int i = 0; i < NR; i++)
+    for (int j = 0; j < NO; j++) acc[i][j] = vzero();
+  const float* x[NR];
+  const float* y[NO];
+  for (int i = 0; i < NR; i++) x[i] = inp + (long)(r + i) * C;
+  for (int j = 0; j < NO; j++) y[j] = w + (long)(o + j) * C;
+  int c = 0;
+  for (; c + W <= C; c += W) {
+    V wv[NO];
+    for (int j = 0; j < NO; j++) wv[j] = vload(y[j] + c);
+    for (int i = 0; i < NR; i++) {
+      V xv = vload(x[i] + c);
+      for (int j = 0; j < NO; j++) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
+    }
+  }
+  if (c < C) {
+    const int n = C - c;
+    V wv[NO];
+    for (int j = 0; j < NO; j++) wv[j] = vloadn(y[j] + c, n);
+    for (int i = 0; i < NR; i++) {
+      V xv = vloadn(x[i] + c, n);
+      for (int j = 0; j < NO; j++) acc[i][j] = vfma(xv, wv[j], acc[i][j]);
+    }
+  }
+  float s[NR * NO];
+  fwd_reduce<NR, NO>(acc, s);
+  for (int i = 0; i < NR; i++) {
+    for (int j = 0; j < NO; j++) {
+      float v = s[i * NO + j] + bias[o + j];
+      // `v > 0 ? v : 0`, as the reference: NaN and −0 become 0
+      if (relu) v = v > 0 ? v : 0.0f;
+      out[(long)(r + i) * OC + o + j] = v;
+    }
+  }
+}
+
+template <int NR>
+static inline void fwd_rows(float* out, const float* inp, const float* w, const float* bias,
+                            int C, int OC, int r, int relu) {
+  int o = 0;
+  // outputs in blocks of FWD_OUTS; the last OC mod FWD_OUTS one at a time
+  for (; o + FWD_OUTS <= OC; o += FWD_OUTS) fwd_block<NR, FWD_OUTS>(out, inp, w, bias, C, OC, r, o, relu);
+  for (; o < OC; o++) fwd_block<NR, 1>(out, inp, w, bias, C, OC, r, o, relu);
+}
+
+// linear_fwd: out = inp · wᵀ + bias, then ReLU when relu ≠ 0
+// inp (B,C)  w (OC,C)  bias (OC)  →  out (B,OC)
+// Loop order: outputs outer (in fwd_rows), rows inner would keep the weights in L1; rows outer keeps the
+// FWD_ROWS input rows in L1 while the weights stream from L2. With B = 16 the two move the same bytes;
+// rows outer won by a few percent.
+static void linear_fwd(float* out, const float* inp, const float* w, const float* bias,
+                       int B, int C, int OC, int relu) {
+  int r = 0;
+  for (; r + FWD_ROWS <= B; r += FWD_ROWS) fwd_rows<FWD_ROWS>(out, inp, w, bias, C, OC, r, relu);
+  // the last B mod FWD_ROWS rows (FWD_ROWS ≤ 8)
+  switch (B - r) {
+    case 7: if constexpr (FWD_ROWS > 7) fwd_rows<7>(out, inp, w, bias, C, OC, r, relu); break;
+    case 6: if constexpr (FWD_ROWS > 6) fwd_rows<6>(out, inp, w, bias, C, OC, r, relu); break;
+    case 5: if constexpr (FWD_ROWS > 5) fwd_rows<5>(out, inp, w, bias, C, OC, r, relu); break;
+    case 4: if constexpr (FWD_ROWS > 4) fwd_rows<4>(out, inp, w, bias, C, OC, r, relu); break;
+    case 3: fwd_rows<3>(out, inp, w, bias, C, OC, r, relu); break;
+    case 2: fwd_rows<2>(out, inp, w, bias, C, OC, r, relu); break;
+    case 1: fwd_rows<1>(out, inp, w, bias, C, OC, r, relu); break;
+    default: break;
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Linear backward
+
+// dweight[o+j][c .. c + NV·W) = Σ_r dout[r][o+j] · inp[r][c ..]; the last vector holds `last` ≤ W floats.
+template <int NO, int NV>
+static inline void dw_block(float* dw, const float* dout, const float* inp, int B, int C, int OC,
+                            int o, int c, int last) {
+  V acc[NO][NV];
+  for (int j = 0; j < NO; j++)
+    for (int v = 0; v < NV; v++) acc[j][v] = vzero();
+  for (int r = 0; r < B; r++) {
+    const float* x = inp + (long)r * C + c;
+    const float* g = dout + (long)r * OC + o;
+    V xv[NV];
+    for (int v = 0; v < NV; v++) xv[v] = (v == NV - 1 && last < W) ? vloadn(x + v * W, last) : vload(x + v * W);
+    for (int j = 0; j < NO; j++) {
+      V gv = vset1(g[j]);
+      for (int v = 0; v < NV; v++) acc[j][v] = vfma(gv, xv[v], acc[j][v]);
+    }
+  }
+  for (int j = 0; j < NO; j++) {
+    float* d = dw + (long)(o + j) * C + c;
+    for (int v = 0; v < NV; v++) {
+      if (v == NV - 1 && last < W) vstoren(d + v * W, acc[j][v], last);
+      else vstore(d + v * W, acc[j][v]);
+    }
+  }
+}
+
+template <int NV>
+static inline void dw_cols(float* dw, const float* dout, const float* inp, int B, int C, int OC, int c, int last) {
+  int o = 0;
+  for (; o + BWD_OUTS <= OC; o += BWD_OUTS) dw_block<BWD_OUTS, NV>(dw, dout, inp, B, C, OC, o, c, last);
+  for (; o < OC; o++) dw_block<1, NV>(dw, dout, inp, B, C, OC, o, c, last);
+}
+
+// dinp[r+i][c .. c + NV·W) = Σ_o dout[r+i][o] · w[o][c ..]; the last vector holds `last` ≤ W floats.
+template <int NR, int NV>
+static inline void di_block(float* dinp, const float* dout, const float* w, int C, int OC, int r, int c, int last) {
+  V acc[NR][NV];
+  for (int i = 0; i < NR; i++)
+    for (int v = 0; v < NV; v++) acc[i][v] = vzero();
+  for (int o = 0; o < OC; o++) {
+    const float* y = w + (long)o * C + c;
+    V wv[NV];
+    for (int v = 0; v < NV; v++) wv[v] = (v == NV - 1 && last < W) ? vloadn(y + v * W, last) : vload(y + v * W);
+    for (int i = 0; i < NR; i++) {
+      V gv = vset1(dout[(long)(r + i) * OC + o]);
+      for (int v = 0; v < NV; v++) acc[i][v] = vfma(gv, wv[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < NR; i++) {
+    float* d = dinp + (long)(r + i) * C + c;
+    for (int v = 0; v < NV; v++) {
+      if (v == NV - 1 && last < W) vstoren(d + v * W, acc[i][v], last);
+      else vstore(d + v * W, acc[i][v]);
+    }
+  }
+}
+
+template <int NV>
+static inline void di_cols(float* dinp, const float* dout, const float* w, int B, int C, int OC, int c, int last) {
+  int r = 0;
+  for (; r + DIN_ROWS <= B; r += DIN_ROWS) di_block<DIN_ROWS, NV>(dinp, dout, w, C, OC, r, c, last);
+  for (; r < B; r++) di_block<1, NV>(dinp, dout, w, C, OC, r, c, last);
+}
+
+// linear_bwd: gradients of out = inp · wᵀ + bias
+// dout (B,OC)  inp (B,C)  w (OC,C)  →  dweight (OC,C) = doutᵀ · inp,  dbias (OC) = Σ_rows dout,
+//                                      dinp (B,C) = dout · w   (skipped when dinp is null)
+// Columns of C go in strips of BWD_VECS (DIN_VECS) vectors, outermost, so the strip of inp (of w) that a
+// block reads stays in L1 while the blocks of outputs (of rows) walk over it; the last strip is narrower
+// and its last vector partial.
+static void linear_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
+                       int B, int C, int OC) {
+  for (int o = 0; o < OC; o++) {
+    float s = 0;
+    for (int r = 0; r < B; r++) s += dout[(long)r * OC + o];
+    db[o] = s;
+  }
+  {
+    const int strip = BWD_VECS * W;
+    int c = 0;
+    for (; c + strip <= C; c += strip) dw_cols<BWD_VECS>(dw, dout, inp, B, C, OC, c, W);
+    for (; c < C; c += W) dw_cols<1>(dw, dout, inp, B, C, OC, c, C - c < W ? C - c : W);
+  }
+  if (dinp == nullptr) return;
+  const int strip = DIN_VECS * W;
+  int c = 0;
+  for (; c + strip <= C; c += strip) di_cols<DIN_VECS>(dinp, dout, w, B, C, OC, c, W);
+  for (; c < C; c += W) di_cols<1>(dinp, dout, w, B, C, OC, c, C - c < W ? C - c : W);
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// Elementwise kernels: bit-identical to the reference and to the WebAssembly families
+
+// relu_bwd: dinp = dout where out > 0, else 0 (also for a NaN out)
+// dout (n)  out (n)  →  dinp (n); dinp may alias dout
+static void relu_bwd(float* dinp, const float* dout, const float* out, long n) {
+  long i = 0;
+  for (; i + W <= n; i += W) vstore(dinp + i, vselect_pos(vload(out + i), vload(dout + i)));
+  if (i < n) vstoren(dinp + i, vselect_pos(vloadn(out + i, n - i), vloadn(dout + i, n - i)), (int)(n - i));
+}
+
+// The gradient of element i: Σ_{s<S} slots[s·stride + i], added in slot order and rounded to float32 after
+// every addition (src/kernels/reduce.ts).
+static inline V slot_sum(const float* slots, long stride, int S, long i) {
+  V g = vload(slots + i);
+  for (int s = 1; s < S; s++) g = vadd(g, vload(slots + s * stride + i));
+  return g;
+}
+
+static inline float slot_sum1(const float* slots, long stride, int S, long i) {
+  float g = slots[i];
+  for (int s = 1; s < S; s++) g = g + slots[s * stride + i];
+  return g;
+}
+
+// reduce_slots: grad[i] = Σ_s slots[s·stride + i] for i in [0, n)   (pointers already at the slice start)
+static void reduce_slots(float* grad, const float* slots, long stride, int S, long n) {
+  long i = 0;
+  for (; i + W <= n; i += W) vstore(grad + i, slot_sum(slots, stride, S, i));
+  for (; i < n; i++) grad[i] = slot_sum1(slots, stride, S, i);
+}
+
+// The optimizers of src/optim.ts with the gradient summed from the slots on the fly (never stored): the
+// float64 arithmetic of optim.ts in the same order, one rounding per operation (the build disables
+// contraction into FMA), so every family gives the same bits. W floats at a time as two halves of WD doubles.
+struct SgdArgs { double lr, wd, mu, damp; int first, nesterov; };
+struct AdamArgs { double b1, c1, b2, c2, l2, keep, step, bc2, eps; };
+
+// sgd without momentum: p = p − lr·(g + wd·p)
+static void sgd_plain(float* param, const float* slots, long stride, int S, long n, const SgdArgs& a) {
+  const VD lr = vdset1(a.lr), wd = vdset1(a.wd);
+  long i = 0;
+  for (; i + W <= n; i += W) {
+    V g = slot_sum(slots, stride, S, i);
+    V pf = vload(param + i);
+    VD p0 = vlo(pf), p1 = vhi(pf);
+    p0 = vdsub(p0, vdmul(lr, vdadd(vlo(g), vdmul(wd, p0))));
+    p1 = vdsub(p1, vdmul(lr, vdadd(vhi(g), vdmul(wd, p1))));
+    vstore(param + i, vjoin(p0, p1));
+  }
+  for (; i < n; i++) {
+    double p = param[i];
+    param[i] = (float)(p - a.lr * ((double)slot_sum1(slots, stride, S, i) + a.wd * p));
+  }
+}
+
+// sgd with momentum μ: g = grad + wd·p; b = f32(first ? g : μ·b + damp·g); p = p − lr·(nesterov ? g + μ·b : b)
+static void sgd_momentum(float* param, const float* slots, long stride, int S, float* buf, long n, const SgdArgs& a) {
+  const VD lr = vdset1(a.lr), wd = vdset1(a.wd), mu = vdset1(a.mu), damp = vdset1(a.damp);
+  long i = 0;
+  for (; i + W <= n; i += W) {
+    V gf = slot_sum(slots, stride, S, i);
+    V pf = vload(param + i);
+    V bf = vload(buf + i);
+    VD p[2] = {vlo(pf), vhi(pf)}, g[2] = {vlo(gf), vhi(gf)}, b[2] = {vlo(bf), vhi(bf)};
+    for (int h = 0; h < 2; h++) {
+      g[h] = vdadd(g[h], vdmul(wd, p[h]));
+      b[h] = a.first ? g[h] : vdadd(vdmul(mu, b[h]), vdmul(damp, g[h]));
+    }
+    V bn = vjoin(b[0], b[1]);  // rounded to float32, then used
+    vstore(buf + i, bn);
+    b[0] = vlo(bn);
+    b[1] = vhi(bn);
+    for (int h = 0; h < 2; h++) p[h] = vdsub(p[h], vdmul(lr, a.nesterov ? vdadd(g[h], vdmul(mu, b[h])) : b[h]));
+    vstore(param + i, vjoin(p[0], p[1]));
+  }
+  for (; i < n; i++) {
+    double p = param[i];
+    double g = (double)slot_sum1(slots, stride, S, i) + a.wd * p;
+    float b = (float)(a.first ? g : a.mu * (double)buf[i] + a.damp * g);
+    buf[i] = b;
+    param[i] = (float)(p - a.lr * (a.nesterov ? g + a.mu * (double)b : (double)b));
+  }
+}
+
+// adam / adamw: g = grad + l2·p; m = f32(b1·m + c1·g); v = f32(b2·v + c2·g·g);
+//               p = p·keep − (step·m) / (sqrt(v)/bc2 + eps)
+static void adam(float* param, const float* slots, long stride, int S, float* m, float* v, long n, const AdamArgs& a) {
+  const VD b1 = vdset1(a.b1), c1 = vdset1(a.c1), b2 = vdset1(a.b2), c2 = vdset1(a.c2), l2 = vdset1(a.l2);
+  const VD keep = vdset1(a.keep), step = vdset1(a.step), bc2 = vdset1(a.bc2), eps = vdset1(a.eps);
+  long i = 0;
+  for (; i + W <= n; i += W) {
+    V gf = slot_sum(slots, stride, S, i);
+    V pf = vload(param + i), mf = vload(m + i), vf = vload(v + i);
+    VD p[2] = {vlo(pf), vhi(pf)}, g[2] = {vlo(gf), vhi(gf)};
+    VD mm[2] = {vlo(mf), vhi(mf)}, vv[2] = {vlo(vf), vhi(vf)};
+    for (int h = 0; h < 2; h++) {
+      g[h] = vdadd(g[h], vdmul(l2, p[h]));
+      mm[h] = vdadd(vdmul(b1, mm[h]), vdmul(c1, g[h]));
+      vv[h] = vdadd(vdmul(b2, vv[h]), vdmul(vdmul(c2, g[h]), g[h]));
+    }
+    V mn = vjoin(mm[0], mm[1]), vn = vjoin(vv[0], vv[1]);
+    vstore(m + i, mn);
+    vstore(v + i, vn);
+    mm[0] = vlo(mn); mm[1] = vhi(mn);
+    vv[0] = vlo(vn); vv[1] = vhi(vn);
+    for (int h = 0; h < 2; h++)
+      p[h] = vdsub(vdmul(p[h], keep), vddiv(vdmul(step, mm[h]), vdadd(vddiv(vdsqrt(vv[h]), bc2), eps)));
+    vstore(param + i, vjoin(p[0], p[1]));
+  }
+  for (; i < n; i++) {
+    double p = param[i];
+    double g = (double)slot_sum1(slots, stride, S, i) + a.l2 * p;
+    float mi = (float)(a.b1 * (double)m[i] + a.c1 * g);
+    float vi = (float)(a.b2 * (double)v[i] + a.c2 * g * g);
+    m[i] = mi;
+    v[i] = vi;
+    param[i] = (float)(p * a.keep - a.step * (double)mi / (__builtin_sqrt((double)vi) / a.bc2 + a.eps));
+  }
+}
