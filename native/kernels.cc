@@ -35,6 +35,7 @@ constexpr int W = 16;
 constexpr int FWD_ROWS = 4, FWD_OUTS = 4;  // 16 accumulators, 4 + 4 loads per 16 multiply-adds
 constexpr int BWD_OUTS = 4, BWD_VECS = 4;  // 16 accumulators over a 64-float strip of C
 constexpr int DIN_ROWS = 4, DIN_VECS = 4;
+constexpr int FWDT_ROWS = 8, FWDT_VECS = 2;  // 16 accumulators; 8 broadcasts + 2 loads per 16 multiply-adds
 static inline __mmask16 first_lanes(int n) { return (__mmask16)((1u << n) - 1); }
 static inline V vzero() { return _mm512_setzero_ps(); }
 static inline V vset1(float x) { return _mm512_set1_ps(x); }
@@ -43,6 +44,11 @@ static inline void vstore(float* p, V v) { _mm512_storeu_ps(p, v); }
 static inline V vloadn(const float* p, int n) { return _mm512_maskz_loadu_ps(first_lanes(n), p); }
 static inline void vstoren(float* p, V v, int n) { _mm512_mask_storeu_ps(p, first_lanes(n), v); }
 static inline V vadd(V a, V b) { return _mm512_add_ps(a, b); }
+// p[0], p[stride], …, p[(n−1)·stride] (n ≤ W; the other lanes 0, their addresses never read)
+static inline V vgather_rows(const float* p, int stride, int n) {
+  const __m512i idx = _mm512_mullo_epi32(_mm512_set1_epi32(stride), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+  return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), first_lanes(n), idx, p, 4);
+}
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 // x > 0 ? y : 0 per lane (ordered compare: a NaN x gives 0)
 static inline V vselect_pos(V x, V y) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ), y); }
@@ -102,6 +108,7 @@ constexpr int W = 8;
 constexpr int FWD_ROWS = 4, FWD_OUTS = 2;  // 8 accumulators + 2 weight vectors + 1 input: 11 of 16 registers
 constexpr int BWD_OUTS = 4, BWD_VECS = 2;
 constexpr int DIN_ROWS = 4, DIN_VECS = 2;
+constexpr int FWDT_ROWS = 4, FWDT_VECS = 2;
 static inline __m256i first_lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
@@ -113,6 +120,10 @@ static inline void vstore(float* p, V v) { _mm256_storeu_ps(p, v); }
 static inline V vloadn(const float* p, int n) { return _mm256_maskload_ps(p, first_lanes(n)); }
 static inline void vstoren(float* p, V v, int n) { _mm256_maskstore_ps(p, first_lanes(n), v); }
 static inline V vadd(V a, V b) { return _mm256_add_ps(a, b); }
+static inline V vgather_rows(const float* p, int stride, int n) {
+  const __m256i idx = _mm256_mullo_epi32(_mm256_set1_epi32(stride), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, _mm256_castsi256_ps(first_lanes(n)), 4);
+}
 static inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 static inline V vselect_pos(V x, V y) { return _mm256_and_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ), y); }
 static inline VD vlo(V v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
@@ -147,6 +158,8 @@ static inline void fwd_reduce(V (&acc)[NR][NO], float* s) {
 struct Ops {
   const char* name;
   void (*linear_fwd)(float*, const float*, const float*, const float*, int, int, int, int);
+  void (*linear_fwd_t)(float*, const float*, const float*, const float*, int, int, int, int);
+  void (*transpose_rows)(float*, const float*, int, int, long, long);
   void (*linear_bwd)(float*, float*, float*, const float*, const float*, const float*, int, int, int);
   void (*relu_bwd)(float*, const float*, const float*, long);
   void (*reduce_slots)(float*, const float*, long, int, long);
@@ -174,9 +187,11 @@ static void avx2_adam(float* p, const float* s, long st, int S, float* m, float*
   avx2::adam(p, s, st, S, m, v, n, b);
 }
 
-static const Ops OPS_AVX512 = {"avx512", avx512::linear_fwd, avx512::linear_bwd, avx512::relu_bwd,
+static const Ops OPS_AVX512 = {"avx512", avx512::linear_fwd, avx512::linear_fwd_t, avx512::transpose_rows,
+                               avx512::linear_bwd, avx512::relu_bwd,
                                avx512::reduce_slots, avx512::sgd_plain, avx512::sgd_momentum, avx512::adam};
-static const Ops OPS_AVX2 = {"avx2", avx2::linear_fwd, avx2::linear_bwd, avx2::relu_bwd, avx2::reduce_slots,
+static const Ops OPS_AVX2 = {"avx2", avx2::linear_fwd, avx2::linear_fwd_t, avx2::transpose_rows,
+                             avx2::linear_bwd, avx2::relu_bwd, avx2::reduce_slots,
                              avx2_sgd_plain, avx2_sgd_momentum, avx2_adam};
 
 // ---------------------------------------------------------------------------------------------------------
@@ -264,6 +279,30 @@ napi_value LinearForward(napi_env env, napi_callback_info info) {
   const float* w = a.f32(2, (double)OC * C, "weight");
   const float* bias = a.f32(3, OC, "bias");
   if (!a.failed) a.ops->linear_fwd(out, inp, w, bias, B, C, OC, relu);
+  return nullptr;
+}
+
+// linearForwardT(out, inp, weightT, bias, B, C, OC, relu): weightT (C,OC)
+napi_value LinearForwardT(napi_env env, napi_callback_info info) {
+  Call a(env, info, "linearForwardT");
+  const int B = a.size(4, "B"), C = a.size(5, "C"), OC = a.size(6, "OC");
+  const bool relu = a.flag(7, "relu");
+  float* out = a.f32(0, (double)B * OC, "out");
+  const float* inp = a.f32(1, (double)B * C, "inp");
+  const float* wt = a.f32(2, (double)OC * C, "weightT");
+  const float* bias = a.f32(3, OC, "bias");
+  if (!a.failed) a.ops->linear_fwd_t(out, inp, wt, bias, B, C, OC, relu);
+  return nullptr;
+}
+
+// transposeRows(weightT, weight, C, OC, from, to): weightT (C,OC) ← weight (OC,C) for flat elements [from, to)
+napi_value TransposeRows(napi_env env, napi_callback_info info) {
+  Call a(env, info, "transposeRows");
+  const int C = a.size(2, "C"), OC = a.size(3, "OC"), from = a.size(4, "from"), to = a.size(5, "to");
+  if (!a.failed && (from > to || (double)to > (double)C * OC)) a.fail("expected from ≤ to ≤ C·OC");
+  float* wt = a.f32(0, (double)C * OC, "weightT");
+  const float* w = a.f32(1, (double)C * OC, "weight");
+  if (!a.failed) a.ops->transpose_rows(wt, w, C, OC, from, to);
   return nullptr;
 }
 
@@ -392,7 +431,9 @@ bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_support
 // The functions of one path, bound to its table, plus `isa` naming it; null on failure (exception pending).
 static napi_value make_path(napi_env env, const Ops* ops, napi_value target) {
   struct Fn { const char* name; napi_callback cb; };
-  const Fn fns[] = {{"linearForward", LinearForward}, {"linearBackward", LinearBackward},
+  const Fn fns[] = {{"linearForward", LinearForward}, {"linearForwardT", LinearForwardT},
+                    {"transposeRows", TransposeRows},
+                    {"linearBackward", LinearBackward},
                     {"reluBackward", ReluBackward},   {"reduceSlots", ReduceSlots},
                     {"sgd", Sgd},                     {"adam", Adam},
                     {"gather", Gather}};

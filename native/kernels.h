@@ -99,6 +99,92 @@ static void linear_fwd(float* out, const float* inp, const float* w, const float
   }
 }
 
+// Linear forward on transposed weights (the layout the native family keeps a copy in)
+
+// out[r+i][o .. o + NV·W) = bias + Σ_c inp[r+i][c] · wt[c][o ..]; the last vector holds `last` ≤ W outputs.
+template <int NR, int NV>
+static inline void fwdt_block(float* out, const float* inp, const float* wt, const float* bias,
+                              int C, int OC, int r, int o, int last, int relu) {
+  V acc[NR][NV];
+  for (int v = 0; v < NV; v++) {
+    V b = (v == NV - 1 && last < W) ? vloadn(bias + o + v * W, last) : vload(bias + o + v * W);
+    for (int i = 0; i < NR; i++) acc[i][v] = b;
+  }
+  const float* x = inp + (long)r * C;
+  for (int c = 0; c < C; c++) {
+    const float* y = wt + (long)c * OC + o;
+    V wv[NV];
+    for (int v = 0; v < NV; v++) wv[v] = (v == NV - 1 && last < W) ? vloadn(y + v * W, last) : vload(y + v * W);
+    for (int i = 0; i < NR; i++) {
+      V xv = vset1(x[(long)i * C + c]);
+      for (int v = 0; v < NV; v++) acc[i][v] = vfma(xv, wv[v], acc[i][v]);
+    }
+  }
+  for (int i = 0; i < NR; i++) {
+    float* d = out + (long)(r + i) * OC + o;
+    for (int v = 0; v < NV; v++) {
+      V a = relu ? vselect_pos(acc[i][v], acc[i][v]) : acc[i][v];
+      if (v == NV - 1 && last < W) vstoren(d + v * W, a, last);
+      else vstore(d + v * W, a);
+    }
+  }
+}
+
+template <int NV>
+static inline void fwdt_cols(float* out, const float* inp, const float* wt, const float* bias, int B, int C, int OC,
+                             int o, int last, int relu) {
+  int r = 0;
+  for (; r + FWDT_ROWS <= B; r += FWDT_ROWS) fwdt_block<FWDT_ROWS, NV>(out, inp, wt, bias, C, OC, r, o, last, relu);
+  if constexpr (FWDT_ROWS > 4) {
+    if (r + 4 <= B) {
+      fwdt_block<4, NV>(out, inp, wt, bias, C, OC, r, o, last, relu);
+      r += 4;
+    }
+  }
+  for (; r < B; r++) fwdt_block<1, NV>(out, inp, wt, bias, C, OC, r, o, last, relu);
+}
+
+// linear_fwd_t: out = inp · wt + bias, then ReLU when relu ≠ 0 (the same function as linear_fwd)
+// inp (B,C)  wt (C,OC): the weight transposed  bias (OC)  →  out (B,OC)
+// Vectors run along OC and each input value is broadcast, so there are no horizontal sums. Blocks of
+// FWDT_ROWS rows × FWDT_VECS vectors of outputs; output strips outermost, so the strip of wt they read
+// (C × FWDT_VECS·W floats) is reused by every row block while it is in L2.
+static void linear_fwd_t(float* out, const float* inp, const float* wt, const float* bias,
+                         int B, int C, int OC, int relu) {
+  const int strip = FWDT_VECS * W;
+  int o = 0;
+  for (; o + strip <= OC; o += strip) fwdt_cols<FWDT_VECS>(out, inp, wt, bias, B, C, OC, o, W, relu);
+  for (; o < OC; o += W) fwdt_cols<1>(out, inp, wt, bias, B, C, OC, o, OC - o < W ? OC - o : W, relu);
+}
+
+// transpose_rows: wt (C,OC) ← w (OC,C) for the elements w[from .. to) of the flattened w, 0 ≤ from ≤ to ≤ OC·C.
+// Keeps the transposed copy current for the slice of the parameters a thread has just updated. Whole rows
+// go W at a time: for each column c, one gather reads w[o .. o+W)[c] (W rows, stride C) and one store writes
+// them as W consecutive floats of wt's row c, so every store fills a run of a cache line instead of one float
+// per line (element by element, the strides of OC·4 bytes, multiples of 512, also map all those lines to the
+// same few L1 sets). The partial rows at the two ends of the range go element by element.
+static void transpose_rows(float* wt, const float* w, int C, int OC, long from, long to) {
+  auto one_by_one = [&](long a, long z) {
+    for (long i = a; i < z; i++) {
+      const long o = i / C;
+      wt[(i - o * C) * OC + o] = w[i];
+    }
+  };
+  const long o0 = (from + C - 1) / C;  // first whole row
+  const long o1 = to / C;              // past the last whole row
+  if (o0 >= o1) {
+    one_by_one(from, to);
+    return;
+  }
+  one_by_one(from, o0 * C);
+  for (long ob = o0; ob < o1; ob += W) {
+    const int n = o1 - ob < W ? (int)(o1 - ob) : W;
+    const float* src = w + ob * C;
+    for (long c = 0; c < C; c++) vstoren(wt + c * OC + ob, vgather_rows(src + c, C, n), n);
+  }
+  one_by_one(o1 * C, to);
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // Linear backward
 

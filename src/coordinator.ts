@@ -119,10 +119,12 @@ export class Coordinator {
   }
 
   /** Starts the worker threads and waits for one warm-up task per thread (the first tasks wait for the
-   *  module, views and kernels of the thread they land on). */
+   *  module, views and kernels of the thread they land on). Call it after setting the parameters: it also
+   *  brings the copies the kernels keep of them (the transposed weights) up to date. */
   async ready(): Promise<void> {
     const t = { shard: 0, start: 0, end: 0 };
     await settle(Array.from({ length: this.threads }, () => this.run<EvalTask>('evaluate', t, 'warm-up')));
+    await settle(Array.from({ length: this.threads }, (_, k) => this.run<number>('syncWeights', k, `slice ${k}`)));
   }
 
   private async run<T>(name: string, task: T, detail: string): Promise<void> {

@@ -10,6 +10,9 @@
 //   lrs       Float64[stepsPerEpoch]       learning rate of each step of the current epoch (lockstep)
 //   stepStat  Float64[2·stepsPerEpoch]     (loss sum, correct count) of each step of the epoch (lockstep)
 //   params    Float32[P]                   the model, flat (model.ts layout)
+//   paramsT   Float32[P]                   each layer's weight transposed, (C,OC), at the weight's offset, for
+//                                          families that read it in the forward pass (native); kept current
+//                                          by whoever writes params (the sharded optimizer step, ready())
 //   grad      Float32[P]                   scratch of the reduction (the js family leaves the summed gradient)
 //   slots     Float32[shards × slotStride] gradient of each micro-shard, same layout as params
 //   state     Float32[k × P]               optimizer moments (k = 0, 1 or 2)
@@ -67,6 +70,7 @@ export interface ArenaLayout {
   lrs: number;
   stepStat: number;
   params: number;
+  paramsT: number;
   grad: number;
   slots: number;
   /** floats between consecutive gradient slots (P rounded up to 16 floats) */
@@ -104,6 +108,7 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const lrs = take(spec.stepsPerEpoch * 8);
   const stepStat = take(spec.stepsPerEpoch * 16);
   const params = take(P * 4);
+  const paramsT = take(P * 4);
   const grad = take(P * 4);
   const slots = take(spec.shards * slotStride * 4);
   const state = take(spec.optimizerStates * P * 4);
@@ -117,7 +122,7 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const classes = spec.layers[spec.layers.length - 1];
   const testProbs = take(spec.testCount * classes * 4);
   return {
-    spec, bytes: off, control, busy, shardStat, evalStat, lrs, stepStat, params, grad, slots, slotStride, state, acts,
+    spec, bytes: off, control, busy, shardStat, evalStat, lrs, stepStat, params, paramsT, grad, slots, slotStride, state, acts,
     actStride, labels, perm, trainX, trainY, testX, testY, testProbs,
   };
 }
@@ -140,6 +145,7 @@ export interface ArenaViews {
   lrs: Float64Array;
   stepStat: Float64Array;
   params: Float32Array;
+  paramsT: Float32Array;
   grad: Float32Array;
   /** all slots as one view (slot s starts at s·slotStride) */
   slotsAll: Float32Array;
@@ -170,6 +176,7 @@ export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): Are
     lrs: new Float64Array(buf, layout.lrs, s.stepsPerEpoch),
     stepStat: new Float64Array(buf, layout.stepStat, 2 * s.stepsPerEpoch),
     params: f32(layout.params, P),
+    paramsT: f32(layout.paramsT, P),
     grad: f32(layout.grad, P),
     slotsAll: f32(layout.slots, s.shards * layout.slotStride),
     slot: Array.from({ length: s.shards }, (_, i) => f32(layout.slots + i * layout.slotStride * 4, P)),

@@ -10,6 +10,8 @@ import type { Layout } from './model.js';
 export interface LayerViews {
   w: F[];
   b: F[];
+  /** the parameters only, for families with linearForwardT: weightᵀ (C,OC) of each layer, kept current */
+  wt?: F[];
 }
 
 /** Activation scratch for one shard: h[0..L] and their gradients dh[1..L] (dh[0] is never needed). */
@@ -26,6 +28,21 @@ export function layerViews(buf: F, layout: Layout): LayerViews {
     b.push(buf.subarray(s.b, s.b + s.OC));
   }
   return { w, b };
+}
+
+/** The parameters' views plus their transposed weights, stored in `transposed` at the weights' offsets. */
+export function layerViewsWithTransposed(buf: F, transposed: F, layout: Layout): LayerViews {
+  return { ...layerViews(buf, layout), wt: layerViews(transposed, layout).w };
+}
+
+/** Brings the transposed copy up to date for the flat parameter range [start, end) (biases are skipped). */
+export function syncTransposed(k: KernelSet, net: LayerViews, layout: Layout, start: number, end: number): void {
+  if (!k.transposeRows || !net.wt) return;
+  layout.slots.forEach((s, l) => {
+    const a = Math.max(start, s.w);
+    const z = Math.min(end, s.w + s.OC * s.C);
+    if (a < z) k.transposeRows!(net.wt![l], net.w[l], s.C, s.OC, a - s.w, z - s.w);
+  });
 }
 
 /** Elements of scratch one shard of up to `rows` rows needs: Σ_l n[l]·rows for h plus Σ_{l≥1} n[l]·rows for dh. */
@@ -57,9 +74,13 @@ export function activationViews(buf: F, layout: Layout, rows: number): Activatio
 /** Fills acts.h[1..L] from acts.h[0] (B rows); returns the logits view h[L]. */
 export function mlpForward(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout, B: number): F {
   const last = layout.slots.length - 1;
+  const wt = k.linearForwardT && k.linearReluForwardT ? net.wt : undefined;
   for (let l = 0; l <= last; l++) {
     const { C, OC } = layout.slots[l];
-    if (l < last) k.linearReluForward(acts.h[l + 1], acts.h[l], net.w[l], net.b[l], B, C, OC);
+    if (wt) {
+      if (l < last) k.linearReluForwardT!(acts.h[l + 1], acts.h[l], wt[l], net.b[l], B, C, OC);
+      else k.linearForwardT!(acts.h[l + 1], acts.h[l], wt[l], net.b[l], B, C, OC);
+    } else if (l < last) k.linearReluForward(acts.h[l + 1], acts.h[l], net.w[l], net.b[l], B, C, OC);
     else k.linearForward(acts.h[l + 1], acts.h[l], net.w[l], net.b[l], B, C, OC);
   }
   return acts.h[last + 1];

@@ -148,6 +148,65 @@ for (const fam of families) {
       }
     });
 
+    it.runIf(!isWasm)('linearForwardT and linearReluForwardT (transposed weights) match the reference on every shape', () => {
+      expect(k.linearForwardT && k.linearReluForwardT && k.transposeRows, 'native keeps transposed weights').toBeTruthy();
+      for (const B of ROWS) {
+        for (const [C, OC] of SHAPES) {
+          for (const relu of [false, true]) {
+            arena.reset();
+            const inp = arena.random(B * C);
+            const w = arena.random(OC * C);
+            const wt = arena.take(OC * C);
+            ref.transposeRows(wt, w, C, OC, 0, OC * C);
+            const bias = arena.random(OC);
+            const out = arena.take(B * OC);
+            const expected = new Float64Array(B * OC);
+            ref.linearForward(expected, f64(inp), f64(w), f64(bias), B, C, OC);
+            if (relu) ref.reluForward(expected, expected, B * OC);
+            (relu ? k.linearReluForwardT! : k.linearForwardT!)(out, inp, wt, bias, B, C, OC);
+            const what = `${relu ? 'linearReluForwardT' : 'linearForwardT'} B=${B} C=${C} OC=${OC}`;
+            expectClose(out, expected, tol(C + 1).atol, tol(C + 1).rtol, what);
+            arena.checkGuards(what);
+          }
+        }
+      }
+    });
+
+    it.runIf(!isWasm)('linearForwardT gives each row the same bits whichever rows it is computed with', () => {
+      // what lets a thread run the forward pass of all its micro-shards in one call
+      arena.reset();
+      const [B, C, OC] = [37, 129, 70];
+      const inp = arena.random(B * C);
+      const wt = arena.random(OC * C);
+      const bias = arena.random(OC);
+      const all = arena.take(B * OC);
+      k.linearReluForwardT!(all, inp, wt, bias, B, C, OC);
+      for (const [a, z] of [[0, 1], [3, 20], [20, 37], [5, 6]]) {
+        const part = arena.take((z - a) * OC);
+        k.linearReluForwardT!(part, inp.subarray(a * C), wt, bias, z - a, C, OC);
+        expectClose(part, all.subarray(a * OC, z * OC), 0, 0, `rows [${a}, ${z})`);
+      }
+    });
+
+    it.runIf(!isWasm)('transposeRows equals the reference bit for bit on whole and partial rows', () => {
+      for (const [C, OC] of [[1, 1], [5, 3], [17, 33], [784, 128], [128, 10], [3, 40]]) {
+        const n = C * OC;
+        for (const [from, to] of [[0, n], [1, n - 1], [0, Math.min(n, 3)], [C, Math.min(n, 5 * C + 2)], [n, n],
+                                  [Math.floor(n / 3), Math.floor(n / 2) + 1]]) {
+          if (from > to) continue;
+          arena.reset();
+          const w = arena.random(n);
+          const wt = arena.take(n);
+          const expected = Float32Array.from(wt);
+          ref.transposeRows(expected, w, C, OC, from, to);
+          k.transposeRows!(wt, w, C, OC, from, to);
+          const what = `transposeRows C=${C} OC=${OC} [${from}, ${to})`;
+          expect(wt.every((v, i) => Object.is(v, expected[i])), what).toBe(true);
+          arena.checkGuards(what);
+        }
+      }
+    });
+
     it('linearBackward matches the reference on every shape, with and without dinp', () => {
       for (const B of ROWS) {
         for (const [C, OC] of SHAPES) {

@@ -8,13 +8,14 @@
 //   forwardBackward  tasks pipeline: one micro-shard
 //   reduceStep       tasks pipeline: one slice of the parameter vector
 //   evaluate         one evaluation shard of the test set: forward + loss in chunks
+//   syncWeights      one slice of the transposed weights, after the parameters were set from outside
 import { workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import {
   arenaViews, shardViews, splitRange, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_NEXT_THREAD, CTRL_PARTICIPANT,
   CTRL_STEPS_DONE, CTRL_STOP, CTRL_STOP_AFTER, type ArenaLayout, type ShardViews,
 } from '../src/memory.js';
-import { layerViews, mlpBackward, mlpEvaluate, mlpForward } from '../src/mlp.js';
+import { layerViewsWithTransposed, mlpBackward, mlpEvaluate, mlpForward, syncTransposed } from '../src/mlp.js';
 import type { OptimizerConfig } from '../src/optim.js';
 import { loadKernels, type KernelFamily } from '../src/kernels/wasm.js';
 import { augmentRow, DEFAULT_AUGMENT, sampleTransform } from '../src/data/augment.js';
@@ -47,11 +48,12 @@ const init = workerData as WorkerInit;
 const memory = init.memory;
 const views = arenaViews(memory, init.layout);
 const model = views.model;
-const net = layerViews(views.params, model);
 const S = init.layout.spec.shards;
 const T = init.layout.spec.threads;
 const shards: ShardViews[] = Array.from({ length: S }, (_, s) => shardViews(memory, views, s));
 const kernels = await loadKernels(init.kernels, memory);
+// the parameters, with the transposed weights the family's forward pass may read (unused otherwise)
+const net = layerViewsWithTransposed(views.params, views.paramsT, model);
 const PIXELS = init.layout.spec.pixels;
 const ROWS = init.layout.spec.rows;
 const L = model.slots.length;
@@ -107,6 +109,14 @@ function reduceWork(k: number, lr: number, t: number): void {
   if (end <= start) return;
   kernels.reduceAndUpdate(init.optimizer, lr, t, views.params, views.slotsAll, init.layout.slotStride, S,
     views.state, views.grad, start, end);
+  syncTransposed(kernels, net, model, start, end);
+}
+
+/** After the parameters were written from outside (initialization, a checkpoint): refresh slice k's
+ *  transposed weights. */
+export function syncWeights(k: number): void {
+  const [start, end] = init.slices[k] ?? [0, 0];
+  syncTransposed(kernels, net, model, start, end);
 }
 
 export function forwardBackward(t: ShardTask): void {

@@ -24,6 +24,13 @@ export interface KernelSet {
   crossEntropyBackward(dlogits: F, probs: F, targets: Labels, B: number, V: number,
                        smoothing: number, scale: number): void;
   countCorrect(logits: F, targets: Labels, B: number, V: number): number;
+  // Families whose forward pass is faster on transposed weights (native) keep a copy weightT (C,OC) = weightᵀ
+  // beside the parameters and implement these three; mlp.ts uses them when the copy is there.
+  // out = inp · weightT + bias (then ReLU): the same functions as linearForward / linearReluForward
+  linearForwardT?(out: F, inp: F, weightT: F, bias: F, B: number, C: number, OC: number): void;
+  linearReluForwardT?(out: F, inp: F, weightT: F, bias: F, B: number, C: number, OC: number): void;
+  // weightT (C,OC) ← weight (OC,C) for the elements [from, to) of the flattened weight
+  transposeRows?(weightT: F, weight: F, C: number, OC: number, from: number, to: number): void;
 }
 
 export const referenceKernels: KernelSet = {

@@ -26,6 +26,9 @@ export interface NativePath {
   readonly isa: NativeIsa;
   linearForward(out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array,
                 B: number, C: number, OC: number, relu: number): void;
+  linearForwardT(out: Float32Array, inp: Float32Array, weightT: Float32Array, bias: Float32Array,
+                 B: number, C: number, OC: number, relu: number): void;
+  transposeRows(weightT: Float32Array, weight: Float32Array, C: number, OC: number, from: number, to: number): void;
   linearBackward(dinp: Float32Array | null, dweight: Float32Array, dbias: Float32Array, dout: Float32Array,
                  inp: Float32Array, weight: Float32Array, B: number, C: number, OC: number): void;
   reluBackward(dinp: Float32Array, dout: Float32Array, out: Float32Array, n: number): void;
@@ -128,6 +131,12 @@ export function nativeKernels(addon: NativeAddon, isa?: NativeIsa): Kernels & { 
       x.linearForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), B, C, OC, 0),
     linearReluForward: (out, inp, weight, bias, B, C, OC) =>
       x.linearForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), B, C, OC, 1),
+    linearForwardT: (out, inp, weightT, bias, B, C, OC) =>
+      x.linearForwardT(f32(out, 'out'), f32(inp, 'inp'), f32(weightT, 'weightT'), f32(bias, 'bias'), B, C, OC, 0),
+    linearReluForwardT: (out, inp, weightT, bias, B, C, OC) =>
+      x.linearForwardT(f32(out, 'out'), f32(inp, 'inp'), f32(weightT, 'weightT'), f32(bias, 'bias'), B, C, OC, 1),
+    transposeRows: (weightT, weight, C, OC, from, to) =>
+      x.transposeRows(f32(weightT, 'weightT'), f32(weight, 'weight'), C, OC, from, to),
     linearBackward: (dinp, dweight, dbias, dout, inp, weight, B, C, OC) =>
       x.linearBackward(dinp === null ? null : f32(dinp, 'dinp'), f32(dweight, 'dweight'), f32(dbias, 'dbias'),
                        f32(dout, 'dout'), f32(inp, 'inp'), f32(weight, 'weight'), B, C, OC),

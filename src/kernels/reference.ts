@@ -28,6 +28,15 @@ export function linearForward(out: F, inp: F, weight: F, bias: F, B: number, C: 
   }
 }
 
+// weightT (C,OC) ← weight (OC,C) for the elements [from, to) of the flattened weight (row-major (OC,C)):
+// weightT[c·OC + o] = weight[o·C + c]. The layout the native family's forward pass reads.
+export function transposeRows(weightT: F, weight: F, C: number, OC: number, from: number, to: number): void {
+  for (let i = from; i < to; i++) {
+    const o = Math.floor(i / C);
+    weightT[(i - o * C) * OC + o] = weight[i];
+  }
+}
+
 // Gradients of out = inp · weightᵀ + bias.
 // dout (B,OC)  inp (B,C)  weight (OC,C)  →  dweight (OC,C) = doutᵀ · inp,  dbias (OC) = Σ_rows dout,
 //                                            dinp (B,C) = dout · weight   (skipped when dinp is null:
