@@ -30,7 +30,6 @@
 #pragma GCC target("avx512f,avx512dq,avx2,fma")
 namespace avx512 {
 typedef __m512 V;
-typedef __m512d VD;
 constexpr int W = 16;
 constexpr int FWD_ROWS = 4, FWD_OUTS = 4;  // 16 accumulators, 4 + 4 loads per 16 multiply-adds
 constexpr int BWD_OUTS = 4, BWD_VECS = 4;  // 16 accumulators over a 64-float strip of C
@@ -52,17 +51,10 @@ static inline V vgather_rows(const float* p, int stride, int n) {
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 // x > 0 ? y : 0 per lane (ordered compare: a NaN x gives 0)
 static inline V vselect_pos(V x, V y) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ), y); }
-static inline VD vlo(V v) { return _mm512_cvtps_pd(_mm512_castps512_ps256(v)); }
-static inline VD vhi(V v) { return _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1))); }
-static inline V vjoin(VD lo, VD hi) {
-  return _mm512_insertf32x8(_mm512_castps256_ps512(_mm512_cvtpd_ps(lo)), _mm512_cvtpd_ps(hi), 1);
-}
-static inline VD vdset1(double x) { return _mm512_set1_pd(x); }
-static inline VD vdadd(VD a, VD b) { return _mm512_add_pd(a, b); }
-static inline VD vdsub(VD a, VD b) { return _mm512_sub_pd(a, b); }
-static inline VD vdmul(VD a, VD b) { return _mm512_mul_pd(a, b); }
-static inline VD vddiv(VD a, VD b) { return _mm512_div_pd(a, b); }
-static inline VD vdsqrt(VD a) { return _mm512_sqrt_pd(a); }
+static inline V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
+static inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
+static inline V vdiv(V a, V b) { return _mm512_div_ps(a, b); }
+static inline V vsqrt(V a) { return _mm512_sqrt_ps(a); }
 
 // s[i·NO + j] = Σ lanes of acc[i][j]. The 4×4 block (the one that does nearly all the work) folds its 16
 // accumulators into one vector in four levels of shuffle + add (15 adds instead of 16 separate 4-level
@@ -103,7 +95,6 @@ static inline void fwd_reduce(V (&acc)[NR][NO], float* s) {
 #pragma GCC target("avx2,fma")
 namespace avx2 {
 typedef __m256 V;
-typedef __m256d VD;
 constexpr int W = 8;
 constexpr int FWD_ROWS = 4, FWD_OUTS = 2;  // 8 accumulators + 2 weight vectors + 1 input: 11 of 16 registers
 constexpr int BWD_OUTS = 4, BWD_VECS = 2;
@@ -126,15 +117,10 @@ static inline V vgather_rows(const float* p, int stride, int n) {
 }
 static inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 static inline V vselect_pos(V x, V y) { return _mm256_and_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ), y); }
-static inline VD vlo(V v) { return _mm256_cvtps_pd(_mm256_castps256_ps128(v)); }
-static inline VD vhi(V v) { return _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)); }
-static inline V vjoin(VD lo, VD hi) { return _mm256_set_m128(_mm256_cvtpd_ps(hi), _mm256_cvtpd_ps(lo)); }
-static inline VD vdset1(double x) { return _mm256_set1_pd(x); }
-static inline VD vdadd(VD a, VD b) { return _mm256_add_pd(a, b); }
-static inline VD vdsub(VD a, VD b) { return _mm256_sub_pd(a, b); }
-static inline VD vdmul(VD a, VD b) { return _mm256_mul_pd(a, b); }
-static inline VD vddiv(VD a, VD b) { return _mm256_div_pd(a, b); }
-static inline VD vdsqrt(VD a) { return _mm256_sqrt_pd(a); }
+static inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
+static inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
+static inline V vdiv(V a, V b) { return _mm256_div_ps(a, b); }
+static inline V vsqrt(V a) { return _mm256_sqrt_ps(a); }
 
 static inline float hsum(V v) {
   __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -161,6 +147,7 @@ struct Ops {
   void (*linear_fwd_t)(float*, const float*, const float*, const float*, int, int, int, int);
   void (*transpose_rows)(float*, const float*, int, int, long, long);
   void (*linear_bwd)(float*, float*, float*, const float*, const float*, const float*, int, int, int);
+  void (*linear_bwd_input)(float*, const float*, const float*, int, int, int);
   void (*relu_bwd)(float*, const float*, const float*, long);
   void (*reduce_slots)(float*, const float*, long, int, long);
   void (*sgd_plain)(float*, const float*, long, int, long, const avx512::SgdArgs&);
@@ -188,10 +175,10 @@ static void avx2_adam(float* p, const float* s, long st, int S, float* m, float*
 }
 
 static const Ops OPS_AVX512 = {"avx512", avx512::linear_fwd, avx512::linear_fwd_t, avx512::transpose_rows,
-                               avx512::linear_bwd, avx512::relu_bwd,
+                               avx512::linear_bwd, avx512::linear_bwd_input, avx512::relu_bwd,
                                avx512::reduce_slots, avx512::sgd_plain, avx512::sgd_momentum, avx512::adam};
 static const Ops OPS_AVX2 = {"avx2", avx2::linear_fwd, avx2::linear_fwd_t, avx2::transpose_rows,
-                             avx2::linear_bwd, avx2::relu_bwd, avx2::reduce_slots,
+                             avx2::linear_bwd, avx2::linear_bwd_input, avx2::relu_bwd, avx2::reduce_slots,
                              avx2_sgd_plain, avx2_sgd_momentum, avx2_adam};
 
 // ---------------------------------------------------------------------------------------------------------
@@ -320,6 +307,17 @@ napi_value LinearBackward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// linearBackwardInput(dinp, dout, weight, B, C, OC)
+napi_value LinearBackwardInput(napi_env env, napi_callback_info info) {
+  Call a(env, info, "linearBackwardInput");
+  const int B = a.size(3, "B"), C = a.size(4, "C"), OC = a.size(5, "OC");
+  float* dinp = a.f32(0, (double)B * C, "dinp");
+  const float* dout = a.f32(1, (double)B * OC, "dout");
+  const float* w = a.f32(2, (double)OC * C, "weight");
+  if (!a.failed) a.ops->linear_bwd_input(dinp, dout, w, B, C, OC);
+  return nullptr;
+}
+
 // reluBackward(dinp, dout, out, n)
 napi_value ReluBackward(napi_env env, napi_callback_info info) {
   Call a(env, info, "reluBackward");
@@ -365,8 +363,9 @@ napi_value Sgd(napi_env env, napi_callback_info info) {
   Slice s = slice_args(a, 1);
   float* param = a.f32(0, s.end, "param");
   float* buf = a.is_null(6) ? nullptr : a.f32(6, s.end, "momentum");
-  avx512::SgdArgs g{a.num(7, "lr"), a.num(8, "wd"), a.num(9, "mu"), a.num(10, "damp"), a.flag(11, "first"),
-                    a.flag(12, "nesterov")};
+  // the constants rounded to float32 once, as optim.ts does
+  avx512::SgdArgs g{(float)a.num(7, "lr"), (float)a.num(8, "wd"), (float)a.num(9, "mu"), (float)a.num(10, "damp"),
+                    a.flag(11, "first"), a.flag(12, "nesterov")};
   if (a.failed) return nullptr;
   const long n = s.end - s.start;
   if (buf == nullptr) a.ops->sgd_plain(param + s.start, s.slots + s.start, s.stride, s.S, n, g);
@@ -381,8 +380,9 @@ napi_value Adam(napi_env env, napi_callback_info info) {
   float* param = a.f32(0, s.end, "param");
   float* m = a.f32(6, s.end, "m");
   float* v = a.f32(7, s.end, "v");
-  avx512::AdamArgs g{a.num(8, "b1"), a.num(9, "c1"), a.num(10, "b2"), a.num(11, "c2"), a.num(12, "l2"),
-                     a.num(13, "keep"), a.num(14, "step"), a.num(15, "bc2"), a.num(16, "eps")};
+  avx512::AdamArgs g{(float)a.num(8, "b1"), (float)a.num(9, "c1"), (float)a.num(10, "b2"), (float)a.num(11, "c2"),
+                     (float)a.num(12, "l2"), (float)a.num(13, "keep"), (float)a.num(14, "step"), (float)a.num(15, "bc2"),
+                     (float)a.num(16, "eps")};
   if (!a.failed) a.ops->adam(param + s.start, s.slots + s.start, s.stride, s.S, m + s.start, v + s.start,
                              s.end - s.start, g);
   return nullptr;
@@ -433,7 +433,7 @@ static napi_value make_path(napi_env env, const Ops* ops, napi_value target) {
   struct Fn { const char* name; napi_callback cb; };
   const Fn fns[] = {{"linearForward", LinearForward}, {"linearForwardT", LinearForwardT},
                     {"transposeRows", TransposeRows},
-                    {"linearBackward", LinearBackward},
+                    {"linearBackward", LinearBackward}, {"linearBackwardInput", LinearBackwardInput},
                     {"reluBackward", ReluBackward},   {"reduceSlots", ReduceSlots},
                     {"sgd", Sgd},                     {"adam", Adam},
                     {"gather", Gather}};

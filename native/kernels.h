@@ -2,22 +2,29 @@
 // kernels.cc: once for AVX-512 (16 floats a vector, 32 registers) and once for AVX2+FMA (8 floats, 16
 // registers). kernels.cc includes this file inside `#pragma GCC target(...)` with the vocabulary defined:
 //
-//   V            one vector of W floats            VD / WD    one vector of WD doubles (WD = W/2)
-//   vzero() vset1(x) vload(p) vstore(p,v) vadd(a,b) vfma(a,b,c) (= a·b + c, one rounding)
+//   V            one vector of W floats
+//   vzero() vset1(x) vload(p) vstore(p,v)          vadd vsub vmul vdiv vsqrt (one rounding each)
+//   vfma(a,b,c) = a·b + c with one rounding          vselect_pos(x,y) = x > 0 ? y : 0 per lane
 //   vloadn(p,n) / vstoren(p,v,n)   the first n ≤ W floats; never touch memory past p + n
+//   vgather_rows(p,stride,n)       p[0], p[stride], … (n ≤ W lanes)
 //   FWD_ROWS × FWD_OUTS            forward register block;  fwd_reduce() its horizontal sums
+//   FWDT_ROWS × FWDT_VECS          forward block on transposed weights
 //   BWD_OUTS × BWD_VECS            weight-gradient block;   DIN_ROWS × DIN_VECS  input-gradient block
 //
 // Legend as in src/kernels/reference.ts: B rows in the shard, C in-features, OC out-features; matrices are
-// row-major; weights are (OC, C) exactly as nn.Linear.weight, so the arena and the files share one layout.
+// row-major; weights are (OC, C) exactly as nn.Linear.weight, the layout of the arena and the files. The
+// training forward pass reads a transposed copy (C, OC) that the arena keeps beside them (transpose_rows).
 // Every kernel OVERWRITES its outputs. Nothing here allocates, keeps state or touches a global: the same
 // code runs in every worker thread at once.
 //
-// Why these blockings (measured with bench/kernels.ts on Zen 5, 16 rows a shard):
-// - forward, out = inp · weightᵀ: both operands are contiguous along C, so each output is a dot product
-//   along C. A FWD_ROWS × FWD_OUTS block keeps one accumulator per output; per W floats of C it loads
-//   FWD_ROWS input vectors and FWD_OUTS weight vectors for FWD_ROWS·FWD_OUTS multiply-adds. The horizontal
-//   sums happen once per block (C/W steps long), as a transposing tree of shuffles.
+// Why these blockings (measured with bench/kernels.ts and micro-benchmarks on Zen 5, 16-64 rows):
+// - forward, out = inp · weightᵀ on (OC, C) weights: both operands are contiguous along C, so each output
+//   is a dot product along C. A FWD_ROWS × FWD_OUTS block keeps one accumulator per output; per W floats of
+//   C it loads FWD_ROWS input vectors and FWD_OUTS weight vectors. The horizontal sums happen once per block
+//   (C/W steps long), as a transposing tree of shuffles; at C = 128 they cost about half the time, which is
+//   why training reads the transposed copy instead:
+// - forward on transposed weights (C, OC): vectors run along OC and each input value is broadcast, no
+//   horizontal sums; 8 rows × 2 vectors beat 4 × 4, 6 × 4 and 16 × 1 (1.4-2× the dot-product form).
 // - weight gradient, dweight = doutᵀ · inp: vectors run along C; each dout value is broadcast. A block of
 //   BWD_OUTS outputs × BWD_VECS vectors of C sums over the B rows in registers and is stored once.
 // - input gradient, dinp = dout · weight: vectors along C again; a DIN_ROWS × DIN_VECS block sums over OC.
@@ -252,6 +259,17 @@ static inline void di_cols(float* dinp, const float* dout, const float* w, int B
   for (; r < B; r++) di_block<1, NV>(dinp, dout, w, C, OC, r, c, last);
 }
 
+// linear_bwd_input: dinp = dout · w, the input gradient alone
+// dout (B,OC)  w (OC,C)  →  dinp (B,C)
+// Each row's result is the same whatever rows it is computed with (a sum over OC in order, per row), so a
+// thread may compute the input gradient of all its micro-shards in one call.
+static void linear_bwd_input(float* dinp, const float* dout, const float* w, int B, int C, int OC) {
+  const int strip = DIN_VECS * W;
+  int c = 0;
+  for (; c + strip <= C; c += strip) di_cols<DIN_VECS>(dinp, dout, w, B, C, OC, c, W);
+  for (; c < C; c += W) di_cols<1>(dinp, dout, w, B, C, OC, c, C - c < W ? C - c : W);
+}
+
 // linear_bwd: gradients of out = inp · wᵀ + bias
 // dout (B,OC)  inp (B,C)  w (OC,C)  →  dweight (OC,C) = doutᵀ · inp,  dbias (OC) = Σ_rows dout,
 //                                      dinp (B,C) = dout · w   (skipped when dinp is null)
@@ -271,11 +289,7 @@ static void linear_bwd(float* dinp, float* dw, float* db, const float* dout, con
     for (; c + strip <= C; c += strip) dw_cols<BWD_VECS>(dw, dout, inp, B, C, OC, c, W);
     for (; c < C; c += W) dw_cols<1>(dw, dout, inp, B, C, OC, c, C - c < W ? C - c : W);
   }
-  if (dinp == nullptr) return;
-  const int strip = DIN_VECS * W;
-  int c = 0;
-  for (; c + strip <= C; c += strip) di_cols<DIN_VECS>(dinp, dout, w, B, C, OC, c, W);
-  for (; c < C; c += W) di_cols<1>(dinp, dout, w, B, C, OC, c, C - c < W ? C - c : W);
+  if (dinp != nullptr) linear_bwd_input(dinp, dout, w, B, C, OC);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -310,91 +324,67 @@ static void reduce_slots(float* grad, const float* slots, long stride, int S, lo
   for (; i < n; i++) grad[i] = slot_sum1(slots, stride, S, i);
 }
 
-// The optimizers of src/optim.ts with the gradient summed from the slots on the fly (never stored): the
-// float64 arithmetic of optim.ts in the same order, one rounding per operation (the build disables
-// contraction into FMA), so every family gives the same bits. W floats at a time as two halves of WD doubles.
-struct SgdArgs { double lr, wd, mu, damp; int first, nesterov; };
-struct AdamArgs { double b1, c1, b2, c2, l2, keep, step, bc2, eps; };
+// The optimizers of src/optim.ts with the gradient summed from the slots on the fly (never stored): float32
+// arithmetic in optim.ts's order, one rounding per operation (the build disables contraction into FMA), so
+// every family gives the same bits. The constants arrive rounded to float32 once, as optim.ts rounds them.
+struct SgdArgs { float lr, wd, mu, damp; int first, nesterov; };
+struct AdamArgs { float b1, c1, b2, c2, l2, keep, step, bc2, eps; };
 
 // sgd without momentum: p = p − lr·(g + wd·p)
 static void sgd_plain(float* param, const float* slots, long stride, int S, long n, const SgdArgs& a) {
-  const VD lr = vdset1(a.lr), wd = vdset1(a.wd);
+  const V lr = vset1(a.lr), wd = vset1(a.wd);
   long i = 0;
   for (; i + W <= n; i += W) {
-    V g = slot_sum(slots, stride, S, i);
-    V pf = vload(param + i);
-    VD p0 = vlo(pf), p1 = vhi(pf);
-    p0 = vdsub(p0, vdmul(lr, vdadd(vlo(g), vdmul(wd, p0))));
-    p1 = vdsub(p1, vdmul(lr, vdadd(vhi(g), vdmul(wd, p1))));
-    vstore(param + i, vjoin(p0, p1));
+    const V p = vload(param + i);
+    vstore(param + i, vsub(p, vmul(lr, vadd(slot_sum(slots, stride, S, i), vmul(wd, p)))));
   }
   for (; i < n; i++) {
-    double p = param[i];
-    param[i] = (float)(p - a.lr * ((double)slot_sum1(slots, stride, S, i) + a.wd * p));
+    const float p = param[i];
+    param[i] = p - a.lr * (slot_sum1(slots, stride, S, i) + a.wd * p);
   }
 }
 
-// sgd with momentum μ: g = grad + wd·p; b = f32(first ? g : μ·b + damp·g); p = p − lr·(nesterov ? g + μ·b : b)
+// sgd with momentum μ: g = grad + wd·p; b = first ? g : μ·b + damp·g; p = p − lr·(nesterov ? g + μ·b : b)
 static void sgd_momentum(float* param, const float* slots, long stride, int S, float* buf, long n, const SgdArgs& a) {
-  const VD lr = vdset1(a.lr), wd = vdset1(a.wd), mu = vdset1(a.mu), damp = vdset1(a.damp);
+  const V lr = vset1(a.lr), wd = vset1(a.wd), mu = vset1(a.mu), damp = vset1(a.damp);
   long i = 0;
   for (; i + W <= n; i += W) {
-    V gf = slot_sum(slots, stride, S, i);
-    V pf = vload(param + i);
-    V bf = vload(buf + i);
-    VD p[2] = {vlo(pf), vhi(pf)}, g[2] = {vlo(gf), vhi(gf)}, b[2] = {vlo(bf), vhi(bf)};
-    for (int h = 0; h < 2; h++) {
-      g[h] = vdadd(g[h], vdmul(wd, p[h]));
-      b[h] = a.first ? g[h] : vdadd(vdmul(mu, b[h]), vdmul(damp, g[h]));
-    }
-    V bn = vjoin(b[0], b[1]);  // rounded to float32, then used
-    vstore(buf + i, bn);
-    b[0] = vlo(bn);
-    b[1] = vhi(bn);
-    for (int h = 0; h < 2; h++) p[h] = vdsub(p[h], vdmul(lr, a.nesterov ? vdadd(g[h], vdmul(mu, b[h])) : b[h]));
-    vstore(param + i, vjoin(p[0], p[1]));
+    const V p = vload(param + i);
+    const V g = vadd(slot_sum(slots, stride, S, i), vmul(wd, p));
+    const V b = a.first ? g : vadd(vmul(mu, vload(buf + i)), vmul(damp, g));
+    vstore(buf + i, b);
+    vstore(param + i, vsub(p, vmul(lr, a.nesterov ? vadd(g, vmul(mu, b)) : b)));
   }
   for (; i < n; i++) {
-    double p = param[i];
-    double g = (double)slot_sum1(slots, stride, S, i) + a.wd * p;
-    float b = (float)(a.first ? g : a.mu * (double)buf[i] + a.damp * g);
+    const float p = param[i];
+    const float g = slot_sum1(slots, stride, S, i) + a.wd * p;
+    const float b = a.first ? g : a.mu * buf[i] + a.damp * g;
     buf[i] = b;
-    param[i] = (float)(p - a.lr * (a.nesterov ? g + a.mu * (double)b : (double)b));
+    param[i] = p - a.lr * (a.nesterov ? g + a.mu * b : b);
   }
 }
 
-// adam / adamw: g = grad + l2·p; m = f32(b1·m + c1·g); v = f32(b2·v + c2·g·g);
-//               p = p·keep − (step·m) / (sqrt(v)/bc2 + eps)
+// adam / adamw: g = grad + l2·p; m = b1·m + c1·g; v = b2·v + c2·g·g; p = p·keep − (step·m) / (sqrt(v)/bc2 + eps)
 static void adam(float* param, const float* slots, long stride, int S, float* m, float* v, long n, const AdamArgs& a) {
-  const VD b1 = vdset1(a.b1), c1 = vdset1(a.c1), b2 = vdset1(a.b2), c2 = vdset1(a.c2), l2 = vdset1(a.l2);
-  const VD keep = vdset1(a.keep), step = vdset1(a.step), bc2 = vdset1(a.bc2), eps = vdset1(a.eps);
+  const V b1 = vset1(a.b1), c1 = vset1(a.c1), b2 = vset1(a.b2), c2 = vset1(a.c2), l2 = vset1(a.l2);
+  const V keep = vset1(a.keep), step = vset1(a.step), bc2 = vset1(a.bc2), eps = vset1(a.eps);
   long i = 0;
   for (; i + W <= n; i += W) {
-    V gf = slot_sum(slots, stride, S, i);
-    V pf = vload(param + i), mf = vload(m + i), vf = vload(v + i);
-    VD p[2] = {vlo(pf), vhi(pf)}, g[2] = {vlo(gf), vhi(gf)};
-    VD mm[2] = {vlo(mf), vhi(mf)}, vv[2] = {vlo(vf), vhi(vf)};
-    for (int h = 0; h < 2; h++) {
-      g[h] = vdadd(g[h], vdmul(l2, p[h]));
-      mm[h] = vdadd(vdmul(b1, mm[h]), vdmul(c1, g[h]));
-      vv[h] = vdadd(vdmul(b2, vv[h]), vdmul(vdmul(c2, g[h]), g[h]));
-    }
-    V mn = vjoin(mm[0], mm[1]), vn = vjoin(vv[0], vv[1]);
-    vstore(m + i, mn);
-    vstore(v + i, vn);
-    mm[0] = vlo(mn); mm[1] = vhi(mn);
-    vv[0] = vlo(vn); vv[1] = vhi(vn);
-    for (int h = 0; h < 2; h++)
-      p[h] = vdsub(vdmul(p[h], keep), vddiv(vdmul(step, mm[h]), vdadd(vddiv(vdsqrt(vv[h]), bc2), eps)));
-    vstore(param + i, vjoin(p[0], p[1]));
+    const V p = vload(param + i);
+    const V g = vadd(slot_sum(slots, stride, S, i), vmul(l2, p));
+    const V mi = vadd(vmul(b1, vload(m + i)), vmul(c1, g));
+    const V vi = vadd(vmul(b2, vload(v + i)), vmul(vmul(c2, g), g));
+    vstore(m + i, mi);
+    vstore(v + i, vi);
+    vstore(param + i, vsub(vmul(p, keep), vdiv(vmul(step, mi), vadd(vdiv(vsqrt(vi), bc2), eps))));
   }
   for (; i < n; i++) {
-    double p = param[i];
-    double g = (double)slot_sum1(slots, stride, S, i) + a.l2 * p;
-    float mi = (float)(a.b1 * (double)m[i] + a.c1 * g);
-    float vi = (float)(a.b2 * (double)v[i] + a.c2 * g * g);
+    const float p = param[i];
+    const float g = slot_sum1(slots, stride, S, i) + a.l2 * p;
+    const float mi = a.b1 * m[i] + a.c1 * g;
+    const float vi = a.b2 * v[i] + a.c2 * g * g;
     m[i] = mi;
     v[i] = vi;
-    param[i] = (float)(p * a.keep - a.step * (double)mi / (__builtin_sqrt((double)vi) / a.bc2 + a.eps));
+    param[i] = p * a.keep - a.step * mi / (__builtin_sqrtf(vi) / a.bc2 + a.eps);
   }
 }

@@ -101,8 +101,9 @@ export class Coordinator {
       memory: this.memory, layout, optimizer: options.optimizer, kernels: this.family,
       mean: options.mean, std: options.std, labelSmoothing: options.labelSmoothing, slices,
       augment: options.augment ?? null,
-      // spinning before sleeping at a barrier helps only when every thread has a core of its own
-      spin: this.threads <= availableParallelism() ? 2000 : 0,
+      // spinning before sleeping at a barrier helps only when every thread has a core of its own; 2 ms
+      // covers the usual skew between threads at the end of a phase
+      spinMs: this.threads <= availableParallelism() ? 2 : 0,
     };
     const filename = join(packageRoot(), 'dist', 'workers', 'trainer.js');
     if (!existsSync(filename)) throw new Error(`worker script ${filename} is missing: run npm run build`);

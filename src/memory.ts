@@ -16,8 +16,12 @@
 //   grad      Float32[P]                   scratch of the reduction (the js family leaves the summed gradient)
 //   slots     Float32[shards × slotStride] gradient of each micro-shard, same layout as params
 //   state     Float32[k × P]               optimizer moments (k = 0, 1 or 2)
-//   acts      Float32[shards × actStride]  activation scratch of each shard (mlp.ts activationViews)
-//   labels    Int32  [shards × rows]       gathered labels of each shard
+//   acts      Float32[…]                   activations and their gradients for shards × rows rows, layer by
+//                                          layer (mlp.ts activationViews): a training batch's micro-shard s
+//                                          holds its rows at their place in the batch, so the micro-shards a
+//                                          thread runs are contiguous rows; evaluation shard s uses rows
+//                                          [s·rows, (s+1)·rows)
+//   labels    Int32  [shards × rows]       gathered labels, row for row
 //   perm      Uint32 [trainCount]          the epoch's permutation of training indices
 //   trainX    Uint8  [trainCount × 784]    training images, as stored in the IDX file
 //   trainY    Uint8  [trainCount]
@@ -77,8 +81,8 @@ export interface ArenaLayout {
   slotStride: number;
   state: number;
   acts: number;
-  /** floats between consecutive shards' activation scratch */
-  actStride: number;
+  /** rows the activation buffers hold: shards × rows */
+  actRows: number;
   labels: number;
   perm: number;
   trainX: number;
@@ -100,7 +104,7 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
     return at;
   };
   const slotStride = Math.ceil(P / 16) * 16;
-  const actStride = Math.ceil(activationElements(paramLayout(spec.layers), spec.rows) / 16) * 16;
+  const actRows = spec.shards * spec.rows;
   const control = take(CONTROL_INTS * 4);
   const busy = take(spec.threads * 16);
   const shardStat = take(spec.shards * 16);
@@ -112,8 +116,8 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const grad = take(P * 4);
   const slots = take(spec.shards * slotStride * 4);
   const state = take(spec.optimizerStates * P * 4);
-  const acts = take(spec.shards * actStride * 4);
-  const labels = take(spec.shards * spec.rows * 4);
+  const acts = take(activationElements(paramLayout(spec.layers), actRows) * 4);
+  const labels = take(actRows * 4);
   const perm = take(spec.trainCount * 4);
   const trainX = take(spec.trainCount * spec.pixels);
   const trainY = take(spec.trainCount);
@@ -123,7 +127,7 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const testProbs = take(spec.testCount * classes * 4);
   return {
     spec, bytes: off, control, busy, shardStat, evalStat, lrs, stepStat, params, paramsT, grad, slots, slotStride, state, acts,
-    actStride, labels, perm, trainX, trainY, testX, testY, testProbs,
+    actRows, labels, perm, trainX, trainY, testX, testY, testProbs,
   };
 }
 
@@ -190,24 +194,21 @@ export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): Are
   };
 }
 
-/** Per-shard working views: activation scratch, labels, gradient slot as layers. */
-export interface ShardViews {
+/** The activation buffers and labels of all shards × rows rows, and every gradient slot as layers. */
+export interface BatchViews {
   acts: Activations;
-  input: Float32Array;
   labels: Int32Array;
-  grad: LayerViews;
+  grad: LayerViews[];
 }
 
-export function shardViews(memory: WebAssembly.Memory, views: ArenaViews, shard: number): ShardViews {
+export function batchViews(memory: WebAssembly.Memory, views: ArenaViews): BatchViews {
   const { layout, model } = views;
-  const rows = layout.spec.rows;
-  const scratch = new Float32Array(memory.buffer, layout.acts + shard * layout.actStride * 4, layout.actStride);
-  const acts = activationViews(scratch, model, rows);
+  const n = layout.actRows;
+  const buf = new Float32Array(memory.buffer, layout.acts, activationElements(model, n));
   return {
-    acts,
-    input: acts.h[0] as Float32Array,
-    labels: new Int32Array(memory.buffer, layout.labels + shard * rows * 4, rows),
-    grad: layerViews(views.slot[shard], model),
+    acts: activationViews(buf, model, n),
+    labels: new Int32Array(memory.buffer, layout.labels, n),
+    grad: views.slot.map((slot) => layerViews(slot, model)),
   };
 }
 

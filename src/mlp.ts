@@ -71,6 +71,15 @@ export function activationViews(buf: F, layout: Layout, rows: number): Activatio
   return { h, dh };
 }
 
+/** Views of rows [first, first + count) of activations carved for more rows (each h[l], dh[l] is row-major). */
+export function rowsOf(acts: Activations, layout: Layout, first: number, count: number): Activations {
+  const n = layout.layers;
+  return {
+    h: acts.h.map((v, l) => v.subarray(first * n[l], (first + count) * n[l])),
+    dh: acts.dh.map((v, l) => (l === 0 ? v : v.subarray(first * n[l], (first + count) * n[l]))),
+  };
+}
+
 /** Fills acts.h[1..L] from acts.h[0] (B rows); returns the logits view h[L]. */
 export function mlpForward(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout, B: number): F {
   const last = layout.slots.length - 1;
@@ -110,6 +119,47 @@ export function mlpBackward(k: KernelSet, grad: LayerViews, net: LayerViews, act
     if (l > 0) k.reluBackward(acts.dh[l], acts.dh[l], acts.h[l], B * C);
   }
   return { lossSum, correct };
+}
+
+/** Rows [first, first + count) of a group: one micro-shard. */
+export interface RowRange {
+  first: number;
+  count: number;
+}
+
+/**
+ * mlpBackward for several micro-shards whose rows lie together in `acts` (B rows in all, forward already
+ * run over them): each shard's loss and weight gradients go to its own slot, grads[i] for shards[i], while
+ * the input gradients run once over all B rows. Needs k.groupsRows and k.linearBackwardInput; every shard's
+ * gradient then has the same bits as mlpBackward on that shard alone.
+ */
+export function mlpBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerViews, acts: Activations, layout: Layout,
+                                 targets: Labels, shards: readonly RowRange[], B: number, smoothing: number,
+                                 scale: number): LossStats[] {
+  if (!k.groupsRows || !k.linearBackwardInput) throw new Error(`the ${k.name} kernels cannot run micro-shards together`);
+  const L = layout.slots.length;
+  const V = layout.layers[L];
+  const stats = shards.map(({ first, count }) => {
+    const logits = acts.h[L].subarray(first * V, (first + count) * V);
+    const probs = acts.dh[L].subarray(first * V, (first + count) * V);
+    const t = targets.subarray(first, first + count);
+    const correct = k.countCorrect(logits, t, count, V);
+    const lossSum = k.crossEntropyForward(probs, logits, t, count, V, smoothing);
+    k.crossEntropyBackward(probs, probs, t, count, V, smoothing, scale);
+    return { lossSum, correct };
+  });
+  for (let l = L - 1; l >= 0; l--) {
+    const { C, OC } = layout.slots[l];
+    shards.forEach(({ first, count }, i) => {
+      k.linearBackward(null, grads[i].w[l], grads[i].b[l], acts.dh[l + 1].subarray(first * OC, (first + count) * OC),
+                       acts.h[l].subarray(first * C, (first + count) * C), net.w[l], count, C, OC);
+    });
+    if (l > 0) {
+      k.linearBackwardInput(acts.dh[l], acts.dh[l + 1], net.w[l], B, C, OC);
+      k.reluBackward(acts.dh[l], acts.dh[l], acts.h[l], B * C);
+    }
+  }
+  return stats;
 }
 
 /** Forward pass and loss only (validation): returns loss sum and correct count; probs land in dh[L]. */

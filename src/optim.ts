@@ -2,8 +2,11 @@
 //
 // Each worker owns a slice [start, end) of the flat parameter vector and updates it in place. Every rule is
 // elementwise (no norms, no sums across elements), so the float32 result does not depend on how the vector
-// is sliced among workers. The arithmetic of one element is done in float64 and stored as float32; moments
-// are rounded to float32 before they are used, as they would be when kept in float32 tensors.
+// is sliced among workers. The arithmetic is float32, as PyTorch's for float32 parameters: every constant is
+// rounded to float32 once, and every operation's result is rounded to float32 (Math.fround; for +, −, ×, ÷
+// and √ that gives exactly the float32 operation's bits), so the SIMD kernels of every family reproduce it
+// bit for bit. Float32 division and square root are what let the step keep up with memory (float64 ones,
+// used here before, made Adam the largest cost of a step after the matrix products).
 
 export type OptimizerName = 'sgd' | 'adam' | 'adamw';
 
@@ -37,7 +40,7 @@ export function optimizerStep(cfg: OptimizerConfig, lr: number, t: number, param
   else adamStep(cfg, cfg.optimizer === 'adamw', lr, t, param, state[0], state[1], grad, start, end);
 }
 
-// torch.optim.SGD, per element i in [start, end):
+// torch.optim.SGD, per element i in [start, end), each operation rounded to float32:
 //   g = grad + wd·p
 //   if momentum μ ≠ 0:  buf = g on the first step (t = 1), else μ·buf + (1 − dampening)·g
 //                       g = nesterov ? g + μ·buf : buf
@@ -45,51 +48,58 @@ export function optimizerStep(cfg: OptimizerConfig, lr: number, t: number, param
 // param, buf (updated in place; null when μ = 0), grad (read only): all (N), only [start, end) touched.
 export function sgdStep(o: SgdParams, lr: number, t: number, param: Float32Array, buf: Float32Array | null,
                         grad: Float32Array, start: number, end: number): void {
-  const wd = o.weightDecay;
-  const mu = o.momentum;
+  const f = Math.fround;
+  const lr32 = f(lr);
+  const wd = f(o.weightDecay);
+  const mu = f(o.momentum);
   if (mu === 0 || buf === null) {
     for (let i = start; i < end; i++) {
       const p = param[i];
-      param[i] = p - lr * (grad[i] + wd * p);
+      param[i] = f(p - f(lr32 * f(grad[i] + f(wd * p))));
     }
     return;
   }
-  const damp = 1 - o.dampening;
+  const damp = f(1 - o.dampening);
   const nesterov = o.nesterov;
   // PyTorch creates the buffer from the gradient on the first step, so whatever the buffer held is ignored.
   const first = t === 1;
   for (let i = start; i < end; i++) {
     const p = param[i];
-    const g = grad[i] + wd * p;
-    const b = Math.fround(first ? g : mu * buf[i] + damp * g);
+    const g = f(grad[i] + f(wd * p));
+    const b = first ? g : f(f(mu * buf[i]) + f(damp * g));
     buf[i] = b;
-    param[i] = p - lr * (nesterov ? g + mu * b : b);
+    param[i] = f(p - f(lr32 * (nesterov ? f(g + f(mu * b)) : b)));
   }
 }
 
 // torch.optim.Adam (decoupled = false: L2 decay added to the gradient) or torch.optim.AdamW (decoupled =
 // true: p = p·(1 − lr·wd) before the Adam update). Per element, with t the 1-based step:
-//   m = β1·m + (1 − β1)·g        v = β2·v + (1 − β2)·g²
-//   p = p − (lr / (1 − β1^t)) · m / (sqrt(v) / sqrt(1 − β2^t) + eps)
-// param, m, v (updated in place), grad (read only): all (N), only [start, end) touched.
+//   m = β1·m + (1 − β1)·g        v = β2·v + (1 − β2)·g·g
+//   p = p·keep − (step · m) / (sqrt(v) / bc2 + eps)
+// with step = lr / (1 − β1^t) and bc2 = sqrt(1 − β2^t) computed in float64 and rounded once, as PyTorch
+// computes its Python-float scalars. param, m, v (updated in place), grad (read only): all (N), only
+// [start, end) touched.
 export function adamStep(o: AdamParams, decoupled: boolean, lr: number, t: number, param: Float32Array,
                          m: Float32Array, v: Float32Array, grad: Float32Array, start: number, end: number): void {
-  const b1 = o.beta1;
-  const b2 = o.beta2;
-  const eps = o.eps;
+  const f = Math.fround;
+  const b1 = f(o.beta1);
+  const c1 = f(1 - o.beta1);
+  const b2 = f(o.beta2);
+  const c2 = f(1 - o.beta2);
+  const eps = f(o.eps);
   // Exactly one of the two decays is active; the other is the identity (l2 = 0, keep = 1), so one loop serves both.
-  const l2 = decoupled ? 0 : o.weightDecay;
-  const keep = decoupled ? 1 - lr * o.weightDecay : 1;
-  const stepSize = lr / (1 - Math.pow(b1, t));
-  const bc2Sqrt = Math.sqrt(1 - Math.pow(b2, t));
+  const l2 = f(decoupled ? 0 : o.weightDecay);
+  const keep = f(decoupled ? 1 - lr * o.weightDecay : 1);
+  const step = f(lr / (1 - Math.pow(o.beta1, t)));
+  const bc2 = f(Math.sqrt(1 - Math.pow(o.beta2, t)));
   for (let i = start; i < end; i++) {
     const p = param[i];
-    const g = grad[i] + l2 * p;
-    const mi = Math.fround(b1 * m[i] + (1 - b1) * g);
-    const vi = Math.fround(b2 * v[i] + (1 - b2) * g * g);
+    const g = f(grad[i] + f(l2 * p));
+    const mi = f(f(b1 * m[i]) + f(c1 * g));
+    const vi = f(f(b2 * v[i]) + f(f(c2 * g) * g));
     m[i] = mi;
     v[i] = vi;
-    param[i] = p * keep - stepSize * mi / (Math.sqrt(vi) / bc2Sqrt + eps);
+    param[i] = f(f(p * keep) - f(f(step * mi) / f(f(f(Math.sqrt(vi)) / bc2) + eps)));
   }
 }
 

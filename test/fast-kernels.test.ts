@@ -188,6 +188,33 @@ for (const fam of families) {
       }
     });
 
+    it.runIf(!isWasm)('linearBackwardInput matches the reference and gives each row the same bits in any group', () => {
+      expect(k.groupsRows && k.linearBackwardInput, 'native runs micro-shards together').toBeTruthy();
+      for (const B of [1, 5, 16, 33]) {
+        for (const [C, OC] of SHAPES) {
+          arena.reset();
+          const dout = arena.random(B * OC);
+          const w = arena.random(OC * C);
+          const dinp = arena.take(B * C);
+          const e = new Float64Array(B * C);
+          ref.linearBackward(e, new Float64Array(OC * C), new Float64Array(OC), f64(dout), new Float64Array(B * C), f64(w),
+                             B, C, OC);
+          k.linearBackwardInput!(dinp, dout, w, B, C, OC);
+          const what = `linearBackwardInput B=${B} C=${C} OC=${OC}`;
+          expectClose(dinp, e, tol(OC).atol, tol(OC).rtol, what);
+          arena.checkGuards(what);
+          // the same rows alone, and the full backward's dinp: the same bits
+          const a = Math.floor(B / 3);
+          const part = arena.take((B - a) * C);
+          k.linearBackwardInput!(part, dout.subarray(a * OC), w, B - a, C, OC);
+          expectClose(part, dinp.subarray(a * C), 0, 0, `${what} rows [${a}, ${B})`);
+          const full = arena.take(B * C);
+          k.linearBackward(full, arena.take(OC * C), arena.take(OC), dout, arena.random(B * C), w, B, C, OC);
+          expectClose(full, dinp, 0, 0, `${what} = linearBackward's dinp`);
+        }
+      }
+    });
+
     it.runIf(!isWasm)('transposeRows equals the reference bit for bit on whole and partial rows', () => {
       for (const [C, OC] of [[1, 1], [5, 3], [17, 33], [784, 128], [128, 10], [3, 40]]) {
         const n = C * OC;

@@ -23,9 +23,9 @@ function mismatches(actual: ArrayLike<number>, expected: readonly number[], atol
   return bad;
 }
 
-// Parameters and moments are stored as float32 after every step, so each stored value carries a relative
-// rounding error of at most 2^-24 ≈ 6e-8; over three chained steps on values of size ~1 that stays well below
-// 5e-7. A wrong formula moves these results by 1e-3 or more.
+// The optimizers compute in float32, rounding after every operation (2^-24 ≈ 6e-8 relative each); the hand
+// values are exact or float64. Over the handful of operations of three chained steps on values of size ~1
+// that stays below 5e-7. A wrong formula moves these results by 1e-3 or more.
 const ATOL = 5e-7;
 const RTOL = 5e-7;
 

@@ -12,10 +12,13 @@
 import { workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import {
-  arenaViews, shardViews, splitRange, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_NEXT_THREAD, CTRL_PARTICIPANT,
-  CTRL_STEPS_DONE, CTRL_STOP, CTRL_STOP_AFTER, type ArenaLayout, type ShardViews,
+  arenaViews, batchViews, splitRange, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_NEXT_THREAD, CTRL_PARTICIPANT,
+  CTRL_STEPS_DONE, CTRL_STOP, CTRL_STOP_AFTER, type ArenaLayout,
 } from '../src/memory.js';
-import { layerViewsWithTransposed, mlpBackward, mlpEvaluate, mlpForward, syncTransposed } from '../src/mlp.js';
+import {
+  layerViewsWithTransposed, mlpBackward, mlpBackwardGroup, mlpEvaluate, mlpForward, rowsOf, syncTransposed,
+  type Activations, type RowRange,
+} from '../src/mlp.js';
 import type { OptimizerConfig } from '../src/optim.js';
 import { loadKernels, type KernelFamily } from '../src/kernels/wasm.js';
 import { augmentRow, DEFAULT_AUGMENT, sampleTransform } from '../src/data/augment.js';
@@ -32,8 +35,8 @@ export interface WorkerInit {
   labelSmoothing: number;
   /** [start, end) of the parameter slice owned by reducer k (one per thread) */
   slices: [number, number][];
-  /** spin this many polls before sleeping at a barrier (0 when threads outnumber cores) */
-  spin: number;
+  /** milliseconds to spin at a barrier before sleeping (0 when threads outnumber cores) */
+  spinMs: number;
   /** seed of the augmentation transforms, or null for none */
   augment: number | null;
 }
@@ -50,7 +53,7 @@ const views = arenaViews(memory, init.layout);
 const model = views.model;
 const S = init.layout.spec.shards;
 const T = init.layout.spec.threads;
-const shards: ShardViews[] = Array.from({ length: S }, (_, s) => shardViews(memory, views, s));
+const batchBuffers = batchViews(memory, views);
 const kernels = await loadKernels(init.kernels, memory);
 // the parameters, with the transposed weights the family's forward pass may read (unused otherwise)
 const net = layerViewsWithTransposed(views.params, views.paramsT, model);
@@ -84,22 +87,71 @@ function gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint
   }
 }
 
-/** Micro-shard `shard` of step t: rows perm[start, start+count) of a batch of `batch` rows → slot `shard`. */
+// Views of rows [first, first + count) of the activation buffers and labels, built once per distinct range
+// (a run has a handful: the micro-shards and groups of a full batch and of the last one, evaluation chunks).
+const rowViewCache = new Map<number, { acts: Activations; labels: Int32Array }>();
+function rows(first: number, count: number): { acts: Activations; labels: Int32Array } {
+  const key = first * 65536 + count;
+  let v = rowViewCache.get(key);
+  if (!v) {
+    if (rowViewCache.size > 1024) rowViewCache.clear();
+    v = { acts: rowsOf(batchBuffers.acts, model, first, count), labels: batchBuffers.labels.subarray(first, first + count) };
+    rowViewCache.set(key, v);
+  }
+  return v;
+}
+
+function emptyShard(shard: number): void {
+  views.slot[shard].fill(0);
+  views.shardStat[2 * shard] = 0;
+  views.shardStat[2 * shard + 1] = 0;
+}
+
+/** Micro-shard `shard` of step t: rows perm[start, start+count) of a batch of `batch` rows → slot `shard`.
+ *  Its rows sit at their place in the batch: [⌊shard·batch/S⌋, +count). */
 function shardWork(shard: number, start: number, count: number, batch: number, t: number, epoch: number): void {
   checkFault('forwardBackward', t, shard);
-  const sv = shards[shard];
-  if (count === 0) {
-    views.slot[shard].fill(0);
-    views.shardStat[2 * shard] = 0;
-    views.shardStat[2 * shard + 1] = 0;
-    return;
-  }
-  gather(sv.input, sv.labels, views.trainX, views.trainY, views.perm, start, count, epoch);
+  if (count === 0) return emptyShard(shard);
+  const sv = rows(splitRange(batch, S, shard)[0], count);
+  gather(sv.acts.h[0] as Float32Array, sv.labels, views.trainX, views.trainY, views.perm, start, count, epoch);
   mlpForward(kernels, net, sv.acts, model, count);
-  const { lossSum, correct } = mlpBackward(kernels, sv.grad, net, sv.acts, model, sv.labels, count,
+  const { lossSum, correct } = mlpBackward(kernels, batchBuffers.grad[shard], net, sv.acts, model, sv.labels, count,
     init.labelSmoothing, 1 / batch);
   views.shardStat[2 * shard] = lossSum;
   views.shardStat[2 * shard + 1] = correct;
+}
+
+/**
+ * Micro-shards [s0, s1) of step t, whose rows are contiguous in the batch perm[start, start+batch): one
+ * gather, one forward pass and one input-gradient pass over all their rows, each shard's weight gradient to
+ * its own slot (mlpBackwardGroup). The same bits as shardWork on each shard, in fewer, larger kernel calls.
+ */
+function groupWork(s0: number, s1: number, start: number, batch: number, t: number, epoch: number): void {
+  for (let s = s0; s < s1; s++) {
+    doing.index = s;
+    checkFault('forwardBackward', t, s);
+  }
+  doing.index = s0;
+  const first = splitRange(batch, S, s0)[0];
+  const n = splitRange(batch, S, s1 - 1)[1] - first;
+  if (n === 0) {
+    for (let s = s0; s < s1; s++) emptyShard(s);
+    return;
+  }
+  const g = rows(first, n);
+  gather(g.acts.h[0] as Float32Array, g.labels, views.trainX, views.trainY, views.perm, start + first, n, epoch);
+  mlpForward(kernels, net, g.acts, model, n);
+  const ranges: RowRange[] = [];
+  for (let s = s0; s < s1; s++) {
+    const [a, z] = splitRange(batch, S, s);
+    ranges.push({ first: a - first, count: z - a });
+  }
+  const stats = mlpBackwardGroup(kernels, batchBuffers.grad.slice(s0, s1), net, g.acts, model, g.labels, ranges, n,
+    init.labelSmoothing, 1 / batch);
+  stats.forEach((r, i) => {
+    views.shardStat[2 * (s0 + i)] = r.lossSum;
+    views.shardStat[2 * (s0 + i) + 1] = r.correct;
+  });
 }
 
 /** Slice k of the parameters at step t: sum the slots in shard order, then the optimizer update. */
@@ -145,15 +197,19 @@ function barrier(serial: (() => void) | null): void {
     Atomics.notify(ctrl, CTRL_BAR_GEN);
     return;
   }
-  let spins = init.spin;
+  // Spin first: waking from Atomics.wait (a futex) takes 50-100 µs in a VM, a few percent of a step.
+  const spinUntil = performance.now() + init.spinMs;
+  let spinning = init.spinMs > 0;
+  let polls = 0;
   while (Atomics.load(ctrl, CTRL_BAR_GEN) === gen) {
-    if (spins > 0) {
-      spins--;
-    } else {
-      Atomics.wait(ctrl, CTRL_BAR_GEN, gen, 200);
-      // a worker that arrives after a peer failed is never released: it notices the abort word instead
-      if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
+    if (spinning) {
+      // the clock is read every 256 polls
+      if ((++polls & 255) === 0 && performance.now() >= spinUntil) spinning = false;
+      continue;
     }
+    Atomics.wait(ctrl, CTRL_BAR_GEN, gen, 200);
+    // a worker that arrives after a peer failed is never released: it notices the abort word instead
+    if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
   }
   // a failing worker also bumps the generation to wake everyone: then leave instead of going on
   if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
@@ -184,7 +240,7 @@ export function runEpoch(task: EpochTask): void {
 
 function lockstep(task: EpochTask): void {
   const { batchSize, trainCount, firstT } = task;
-  // participant k computes shards s ≡ k (mod threads) and owns parameter slice k
+  // participant k owns parameter slice k
   me = Atomics.add(ctrl, CTRL_PARTICIPANT, 1);
   if (me >= T) throw new Error(`more lockstep tasks than the ${T} threads (participant ${me})`);
   const stat = views.shardStat;
@@ -196,10 +252,16 @@ function lockstep(task: EpochTask): void {
     doing.task = 'forwardBackward';
     doing.t = t;
     doing.what = 'shard';
-    for (let s = me; s < S; s += T) {
-      const [a, z] = splitRange(count, S, s);
-      doing.index = s;
-      shardWork(s, start + a, z - a, count, t, task.epoch);
+    // participant k runs the contiguous micro-shards [⌊k·S/T⌋, ⌊(k+1)·S/T⌋): their rows lie together
+    const [s0, s1] = splitRange(S, T, me);
+    if (kernels.groupsRows && s1 > s0) {
+      groupWork(s0, s1, start, count, t, task.epoch);
+    } else {
+      for (let s = s0; s < s1; s++) {
+        const [a, z] = splitRange(count, S, s);
+        doing.index = s;
+        shardWork(s, start + a, z - a, count, t, task.epoch);
+      }
     }
     const t1 = performance.now();
     views.busy[2 * me] += t1 - t0;
@@ -229,12 +291,13 @@ function lockstep(task: EpochTask): void {
 
 export function evaluate(t: EvalTask): void {
   const t0 = performance.now();
-  const sv = shards[t.shard];
   let lossSum = 0;
   let correct = 0;
   for (let a = t.start; a < t.end; a += ROWS) {
     const n = Math.min(ROWS, t.end - a);
-    gather(sv.input, sv.labels, views.testX, views.testY, null, a, n, 0);
+    // evaluation shard s works in rows [s·ROWS, (s+1)·ROWS) of the buffers
+    const sv = rows(t.shard * ROWS, n);
+    gather(sv.acts.h[0] as Float32Array, sv.labels, views.testX, views.testY, null, a, n, 0);
     const r = mlpEvaluate(kernels, net, sv.acts, model, sv.labels, n);
     views.testProbs.set(sv.acts.dh[L].subarray(0, n * CLASSES), a * CLASSES);
     lossSum += r.lossSum;

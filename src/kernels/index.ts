@@ -31,6 +31,11 @@ export interface KernelSet {
   linearReluForwardT?(out: F, inp: F, weightT: F, bias: F, B: number, C: number, OC: number): void;
   // weightT (C,OC) ← weight (OC,C) for the elements [from, to) of the flattened weight
   transposeRows?(weightT: F, weight: F, C: number, OC: number, from: number, to: number): void;
+  // dinp = dout · weight alone (linearBackward's third output)
+  linearBackwardInput?(dinp: F, dout: F, weight: F, B: number, C: number, OC: number): void;
+  // true when the forward pass (the kernels mlp.ts picks) and linearBackwardInput give every row the same
+  // bits whatever other rows share the call: then a thread may run all its micro-shards' rows at once
+  readonly groupsRows?: boolean;
 }
 
 export const referenceKernels: KernelSet = {

@@ -31,6 +31,7 @@ export interface NativePath {
   transposeRows(weightT: Float32Array, weight: Float32Array, C: number, OC: number, from: number, to: number): void;
   linearBackward(dinp: Float32Array | null, dweight: Float32Array, dbias: Float32Array, dout: Float32Array,
                  inp: Float32Array, weight: Float32Array, B: number, C: number, OC: number): void;
+  linearBackwardInput(dinp: Float32Array, dout: Float32Array, weight: Float32Array, B: number, C: number, OC: number): void;
   reluBackward(dinp: Float32Array, dout: Float32Array, out: Float32Array, n: number): void;
   reduceSlots(grad: Float32Array, slots: Float32Array, stride: number, S: number, start: number, end: number): void;
   sgd(param: Float32Array, slots: Float32Array, stride: number, S: number, start: number, end: number,
@@ -140,6 +141,10 @@ export function nativeKernels(addon: NativeAddon, isa?: NativeIsa): Kernels & { 
     linearBackward: (dinp, dweight, dbias, dout, inp, weight, B, C, OC) =>
       x.linearBackward(dinp === null ? null : f32(dinp, 'dinp'), f32(dweight, 'dweight'), f32(dbias, 'dbias'),
                        f32(dout, 'dout'), f32(inp, 'inp'), f32(weight, 'weight'), B, C, OC),
+    linearBackwardInput: (dinp, dout, weight, B, C, OC) =>
+      x.linearBackwardInput(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(weight, 'weight'), B, C, OC),
+    // the forward on transposed weights and the input gradient sum each row on its own (kernels.h)
+    groupsRows: true,
     reluBackward: (dinp, dout, out, n) => x.reluBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(out, 'out'), n),
     // B×10: too small to pay for a call
     crossEntropyForward: ref.crossEntropyForward,

@@ -9,7 +9,7 @@
 // over `memory.buffer` (the arena), and they receive its byteOffset. Each thread instantiates the module
 // against the same memory. The linear kernels differ between families in the last bits (summation order,
 // fused vs separate multiply-add); ReLU backward, reduceSlots, the optimizers and reduceAndUpdate (the
-// slot sum and the optimizer in one pass) are bit-identical in all three. Cross-entropy and countCorrect
+// slot sum and the optimizer in one pass, float32 arithmetic as optim.ts) are bit-identical in all of them. Cross-entropy and countCorrect
 // are tiny (B×10) and run the JS reference on the same views.
 //
 // Relaxed SIMD: Node ≥ 22 has it on; Node 20 needs the V8 flag --experimental-wasm-relaxed-simd. V8 flags
