@@ -186,6 +186,18 @@ static const Ops OPS_AVX2 = {"avx2", avx2::linear_fwd, avx2::linear_fwd_t, avx2:
 
 namespace {
 
+// Subnormal floats (below 2^-126) cost this CPU one to two orders of magnitude per operation, and training
+// makes them: Adam's first moment of a dead unit decays by β1 every step, tiny activations multiply tiny
+// gradients. Every kernel call runs with flush-to-zero and denormals-are-zero set in MXCSR, and restores the
+// thread's previous MXCSR on the way out, so the JavaScript around it keeps IEEE semantics. (The same
+// trade-off as PyTorch's torch.set_flush_denormal(True).) The results differ from the other families only
+// where a value is subnormal.
+struct FlushDenormals {
+  unsigned saved;
+  FlushDenormals() : saved(_mm_getcsr()) { _mm_setcsr(saved | 0x8040); }  // FTZ (bit 15) | DAZ (bit 6)
+  ~FlushDenormals() { _mm_setcsr(saved); }
+};
+
 struct Call {
   napi_env env;
   size_t argc = 20;
@@ -265,7 +277,10 @@ napi_value LinearForward(napi_env env, napi_callback_info info) {
   const float* inp = a.f32(1, (double)B * C, "inp");
   const float* w = a.f32(2, (double)OC * C, "weight");
   const float* bias = a.f32(3, OC, "bias");
-  if (!a.failed) a.ops->linear_fwd(out, inp, w, bias, B, C, OC, relu);
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->linear_fwd(out, inp, w, bias, B, C, OC, relu);
+  }
   return nullptr;
 }
 
@@ -278,7 +293,10 @@ napi_value LinearForwardT(napi_env env, napi_callback_info info) {
   const float* inp = a.f32(1, (double)B * C, "inp");
   const float* wt = a.f32(2, (double)OC * C, "weightT");
   const float* bias = a.f32(3, OC, "bias");
-  if (!a.failed) a.ops->linear_fwd_t(out, inp, wt, bias, B, C, OC, relu);
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->linear_fwd_t(out, inp, wt, bias, B, C, OC, relu);
+  }
   return nullptr;
 }
 
@@ -289,7 +307,10 @@ napi_value TransposeRows(napi_env env, napi_callback_info info) {
   if (!a.failed && (from > to || (double)to > (double)C * OC)) a.fail("expected from ≤ to ≤ C·OC");
   float* wt = a.f32(0, (double)C * OC, "weightT");
   const float* w = a.f32(1, (double)C * OC, "weight");
-  if (!a.failed) a.ops->transpose_rows(wt, w, C, OC, from, to);
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->transpose_rows(wt, w, C, OC, from, to);
+  }
   return nullptr;
 }
 
@@ -303,7 +324,10 @@ napi_value LinearBackward(napi_env env, napi_callback_info info) {
   const float* dout = a.f32(3, (double)B * OC, "dout");
   const float* inp = a.f32(4, (double)B * C, "inp");
   const float* w = a.f32(5, (double)OC * C, "weight");
-  if (!a.failed) a.ops->linear_bwd(dinp, dw, db, dout, inp, w, B, C, OC);
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->linear_bwd(dinp, dw, db, dout, inp, w, B, C, OC);
+  }
   return nullptr;
 }
 
@@ -314,7 +338,10 @@ napi_value LinearBackwardInput(napi_env env, napi_callback_info info) {
   float* dinp = a.f32(0, (double)B * C, "dinp");
   const float* dout = a.f32(1, (double)B * OC, "dout");
   const float* w = a.f32(2, (double)OC * C, "weight");
-  if (!a.failed) a.ops->linear_bwd_input(dinp, dout, w, B, C, OC);
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->linear_bwd_input(dinp, dout, w, B, C, OC);
+  }
   return nullptr;
 }
 
@@ -325,7 +352,10 @@ napi_value ReluBackward(napi_env env, napi_callback_info info) {
   float* dinp = a.f32(0, n, "dinp");
   const float* dout = a.f32(1, n, "dout");
   const float* out = a.f32(2, n, "out");
-  if (!a.failed) a.ops->relu_bwd(dinp, dout, out, n);
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->relu_bwd(dinp, dout, out, n);
+  }
   return nullptr;
 }
 
@@ -353,7 +383,10 @@ napi_value ReduceSlots(napi_env env, napi_callback_info info) {
   Call a(env, info, "reduceSlots");
   Slice s = slice_args(a, 1);
   float* grad = a.f32(0, s.end, "grad");
-  if (!a.failed) a.ops->reduce_slots(grad + s.start, s.slots + s.start, s.stride, s.S, s.end - s.start);
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->reduce_slots(grad + s.start, s.slots + s.start, s.stride, s.S, s.end - s.start);
+  }
   return nullptr;
 }
 
@@ -368,6 +401,7 @@ napi_value Sgd(napi_env env, napi_callback_info info) {
                     a.flag(11, "first"), a.flag(12, "nesterov")};
   if (a.failed) return nullptr;
   const long n = s.end - s.start;
+  FlushDenormals ftz;
   if (buf == nullptr) a.ops->sgd_plain(param + s.start, s.slots + s.start, s.stride, s.S, n, g);
   else a.ops->sgd_momentum(param + s.start, s.slots + s.start, s.stride, s.S, buf + s.start, n, g);
   return nullptr;
@@ -383,8 +417,11 @@ napi_value Adam(napi_env env, napi_callback_info info) {
   avx512::AdamArgs g{(float)a.num(8, "b1"), (float)a.num(9, "c1"), (float)a.num(10, "b2"), (float)a.num(11, "c2"),
                      (float)a.num(12, "l2"), (float)a.num(13, "keep"), (float)a.num(14, "step"), (float)a.num(15, "bc2"),
                      (float)a.num(16, "eps")};
-  if (!a.failed) a.ops->adam(param + s.start, s.slots + s.start, s.stride, s.S, m + s.start, v + s.start,
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->adam(param + s.start, s.slots + s.start, s.stride, s.S, m + s.start, v + s.start,
                              s.end - s.start, g);
+  }
   return nullptr;
 }
 

@@ -457,6 +457,27 @@ for (const fam of families) {
         new Float32Array(256))).toThrow(/index out of range|out of range/);
     });
 
+    it.runIf(!isWasm)('flushes subnormal floats to zero inside its calls and leaves the thread in IEEE mode', () => {
+      // Adam's first moment of a weight whose gradient is 0 decays by β1 a step until it is subnormal (below
+      // 2^-126 ≈ 1.18e-38): the
+      // native family flushes it (as torch.set_flush_denormal(True)); the reference keeps it.
+      const cfg: OptimizerConfig = { ...base, optimizer: 'adam' };
+      arena.reset();
+      const param = arena.take(16).fill(0.5);
+      const slots = arena.take(16).fill(0);
+      const m = arena.take(16).fill(1.2e-38);
+      const v = arena.take(16).fill(1e-30);
+      k.reduceAndUpdate(cfg, 1e-3, 5, param, slots, 16, 1, [m, v], arena.take(16), 0, 16);
+      expect(Array.from(m), 'β1 · 1.2e-38 is subnormal: flushed').toEqual(new Array(16).fill(0));
+      const jsM = new Float32Array(16).fill(1.2e-38);
+      optimizerStep(cfg, 1e-3, 5, new Float32Array(16).fill(0.5), new Float32Array(16), [jsM, new Float32Array(16).fill(1e-30)], 0, 16);
+      expect(jsM[0]).toBeGreaterThan(0); // the reference keeps the subnormal value
+      // the thread's own arithmetic is IEEE again after the call: subnormals survive in JavaScript
+      expect(Number.MIN_VALUE * 2).toBe(2 * 5e-324);
+      expect(Math.fround(1e-40)).not.toBe(0);
+      expect(new Float32Array([1e-40])[0] * 0.5).not.toBe(0);
+    });
+
     it('gather copies rows through the normalization table bit for bit, by index or in order', () => {
       const pixels = 13;
       const N = 40;
