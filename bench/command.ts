@@ -151,7 +151,7 @@ function withRunFlags(cmd: Command): Command {
     .option('--kernels <family>', 'compute kernels: auto, native, relaxed, simd, js (default: auto)')
     .option('--dataset <name>', 'mnist or fashion-mnist (default: mnist)')
     .option('--data-dir <dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)')
-    .option('--shards <n>', 'micro-shards per batch (default: 8)')
+    .option('--shards <n>', 'micro-shards per batch (default: 4, as training)')
     .option('--out <dir>', 'folder for the JSON result (default: bench/results)')
     .option('--plots <dir>', 'folder for scaling.png (default: plots)')
     .option('--quick', 'a tiny smoke sweep');

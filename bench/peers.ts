@@ -11,6 +11,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { DEFAULTS } from '../src/config.js';
 import { UserError } from '../src/errors.js';
 import { writeFileAtomic } from '../src/fsutil.js';
 import { relaxedSimdSupported } from '../src/kernels/wasm.js';
@@ -156,7 +157,7 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
   const window = { ...DEFAULT_WINDOW, minMs: seconds * 1000, ...opts.window };
   const run: RunSettings = {
     dataset: opts.dataset ?? 'mnist', dataDir: opts.dataDir ?? '', kernels: opts.kernels ?? 'auto',
-    shards: opts.shards ?? 8, limitTest: opts.limitTest ?? 256,
+    shards: opts.shards ?? DEFAULTS.shards, limitTest: opts.limitTest ?? 256,
   };
   for (const b of batchSizes) runConfig(run, threads, b, 'unused');
   const loadavgBefore = loadavg();

@@ -14,7 +14,7 @@ import { mkdir, mkdtemp, rm } from 'node:fs/promises';
 import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
-import { validate, type Config } from '../src/config.js';
+import { DEFAULTS, validate, type Config } from '../src/config.js';
 import { UsageError } from '../src/errors.js';
 import { relaxedSimdSupported } from '../src/kernels/wasm.js';
 import type { Snapshot, StepTiming } from '../src/metrics.js';
@@ -207,7 +207,7 @@ export async function benchScaling(opts: ScalingOptions = {}): Promise<ScalingBe
   const window = { ...DEFAULT_WINDOW, ...opts.window };
   const settings: RunSettings = {
     dataset: opts.dataset ?? 'mnist', dataDir: opts.dataDir ?? '', kernels: opts.kernels ?? 'auto',
-    shards: opts.shards ?? 8, limitTest: opts.limitTest ?? 256,
+    shards: opts.shards ?? DEFAULTS.shards, limitTest: opts.limitTest ?? 256,
   };
   // Validate every configuration before spending any time.
   for (const t of threads) for (const b of batchSizes) runConfig(settings, t, b, 'unused');

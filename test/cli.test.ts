@@ -18,7 +18,7 @@ describe('mnist-par --help', () => {
       expect(r.stdout, flag).toContain(flag);
     }
     const help = r.stdout.replace(/\s+/g, ' '); // commander wraps long descriptions
-    expect(help).toMatch(/--batch-size <n> [^-]*\(default: 128\)/);
+    expect(help).toMatch(/--batch-size <n> [^-]*\(default: 256\)/);
     expect(help).toContain("--hidden <widths> hidden layer widths, comma-separated (default: 128,256,512,128)");
     expect(help).toMatch(/--optimizer <name> [^-]*\(default: adamw\)/);
   });
