@@ -182,6 +182,11 @@ export interface ScalingResult extends ScalingRun {
   reduceMs: number;
   waitMs: number;
   overheadMs: number;
+  /** parts of computeMs (gather, forward, backward) and of reduceMs (the transposed copy's upkeep) */
+  gatherMs: number;
+  forwardMs: number;
+  backwardMs: number;
+  syncMs: number;
   idle: number[];
   /** the largest peak over repeats, MiB */
   peakRssMiB: number;
@@ -290,6 +295,8 @@ function summarize(threads: number, batchSize: number, ms: Measurement[]): Scali
     stepMs: med((m) => m.timing.stepMs), computeMs: med((m) => m.timing.computeMs),
     reduceMs: med((m) => m.timing.reduceMs), waitMs: med((m) => m.timing.waitMs),
     overheadMs: med((m) => m.timing.overheadMs),
+    gatherMs: med((m) => m.timing.gatherMs ?? NaN), forwardMs: med((m) => m.timing.forwardMs ?? NaN),
+    backwardMs: med((m) => m.timing.backwardMs ?? NaN), syncMs: med((m) => m.timing.syncMs ?? NaN),
     idle: Array.from({ length: threads }, (_, k) => med((m) => m.idle[k] ?? NaN)),
     peakRssMiB: Math.max(...ms.map((m) => m.peakRssMiB)), steps: med((m) => m.steps),
   };
@@ -299,17 +306,19 @@ function summarize(threads: number, batchSize: number, ms: Measurement[]): Scali
 export function formatScalingTable(report: { runs: ScalingResult[] }): string {
   const f = (x: number, d: number) => (Number.isFinite(x) ? x.toFixed(d) : '–');
   const pct = (x: number) => (Number.isFinite(x) ? `${Math.round(100 * x)}%` : '–');
-  const header = ['batch', 'threads', 'samples/s', 'min–max', 'speedup', 'eff', 'step ms', 'compute', 'reduce',
-    'wait', 'coord', 'idle avg', 'idle max', 'RSS MiB'];
+  const header = ['batch', 'threads', 'samples/s', 'min–max', 'speedup', 'eff', 'step ms', 'compute', '(gather',
+    'fwd', 'bwd)', 'reduce', '(sync)', 'wait', 'coord', 'idle avg', 'idle max', 'RSS MiB'];
   const rows = report.runs.map((r) => {
     const idle = r.idle.filter(Number.isFinite);
     return [String(r.batchSize), String(r.threads), Math.round(r.samplesPerSec).toLocaleString('en-US'),
       `${Math.round(r.minSamplesPerSec)}–${Math.round(r.maxSamplesPerSec)}`, `×${f(r.speedup, 2)}`, pct(r.efficiency),
-      f(r.stepMs, 2), f(r.computeMs, 2), f(r.reduceMs, 2), f(r.waitMs, 2), f(r.overheadMs, 2),
+      f(r.stepMs, 2), f(r.computeMs, 2), f(r.gatherMs, 2), f(r.forwardMs, 2), f(r.backwardMs, 2), f(r.reduceMs, 2),
+      f(r.syncMs, 2), f(r.waitMs, 2), f(r.overheadMs, 2),
       idle.length ? pct(idle.reduce((a, b) => a + b, 0) / idle.length) : '–', idle.length ? pct(Math.max(...idle)) : '–',
       f(r.peakRssMiB, 0)];
   });
   return textTable(header, rows, 0) + '\n' +
     'step ms = wall time per step; compute/reduce/wait split an average worker\'s step (wait includes coord, the ' +
-    'coordinator\'s serial work); idle = 1 − busy share per worker';
+    'coordinator\'s serial work); gather/fwd/bwd are parts of compute, sync (the transposed weights\' upkeep) of ' +
+    'reduce, all in ms; idle = 1 − busy share per worker';
 }

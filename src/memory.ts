@@ -3,8 +3,9 @@
 // work in it directly; TypeScript kernels see it through typed-array views.
 //
 //   control   Int32  [CONTROL_INTS]        thread-index counter, barrier and lockstep words (see CTRL_*)
-//   busy      Float64[threads × 2]         milliseconds each worker thread spent computing shards (2k) and
-//                                          reducing + updating (2k+1); evaluation counts as computing
+//   busy      Float64[threads × BUSY]      milliseconds each worker thread spent, by what (BUSY_*): computing
+//                                          micro-shards (evaluation counts here too) and reducing + updating,
+//                                          and within those gathering, forward, backward, transposed-copy upkeep
 //   shardStat Float64[2·shards]            per micro-shard (loss sum, correct count) of the last step
 //   evalStat  Float64[2·shards]            per evaluation shard (loss sum, correct count)
 //   lrs       Float64[stepsPerEpoch]       learning rate of each step of the current epoch (lockstep)
@@ -34,6 +35,16 @@ import { activationElements, activationViews, layerViews, type Activations, type
 import { paramLayout, type Layout } from './model.js';
 
 export const CONTROL_INTS = 16;
+
+/** Per-thread busy-time counters: thread k's counter X is busy[k·BUSY + X]. COMPUTE and REDUCE split a
+ *  step (they sum everything a worker does); GATHER, FORWARD and BACKWARD are parts of COMPUTE, SYNC of REDUCE. */
+export const BUSY = 6;
+export const BUSY_COMPUTE = 0;
+export const BUSY_REDUCE = 1;
+export const BUSY_GATHER = 2;
+export const BUSY_FORWARD = 3;
+export const BUSY_BACKWARD = 4;
+export const BUSY_SYNC = 5;
 /** each worker claims its thread index with Atomics.add on this word */
 export const CTRL_NEXT_THREAD = 0;
 /** barrier: threads arrived in the current round, and the round's generation number */
@@ -106,7 +117,7 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const slotStride = Math.ceil(P / 16) * 16;
   const actRows = spec.shards * spec.rows;
   const control = take(CONTROL_INTS * 4);
-  const busy = take(spec.threads * 16);
+  const busy = take(spec.threads * BUSY * 8);
   const shardStat = take(spec.shards * 16);
   const evalStat = take(spec.shards * 16);
   const lrs = take(spec.stepsPerEpoch * 8);
@@ -174,7 +185,7 @@ export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): Are
     layout,
     model,
     control: new Int32Array(buf, layout.control, CONTROL_INTS),
-    busy: new Float64Array(buf, layout.busy, 2 * s.threads),
+    busy: new Float64Array(buf, layout.busy, BUSY * s.threads),
     shardStat: new Float64Array(buf, layout.shardStat, 2 * s.shards),
     evalStat: new Float64Array(buf, layout.evalStat, 2 * s.shards),
     lrs: new Float64Array(buf, layout.lrs, s.stepsPerEpoch),

@@ -32,6 +32,11 @@ export interface StepTiming {
   reduceMs: number;    // per thread: reduce-scatter + optimizer update (busy-time counters)
   waitMs: number;      // per thread: not working — dispatch latency, barrier waits, imbalance
   overheadMs: number;  // the coordinator's own serial work per step (schedule, metrics, UI), part of waitMs
+  // parts of computeMs and reduceMs, per thread (0 until measured)
+  gatherMs?: number;   // copying and normalizing the batch's images
+  forwardMs?: number;  // the forward pass
+  backwardMs?: number; // loss and backward pass, gradients into the slots
+  syncMs?: number;     // keeping the transposed copy of the weights current (native)
 }
 
 export type Phase = 'loading' | 'training' | 'validating' | 'done' | 'stopping' | 'failed';

@@ -8,6 +8,7 @@ import { performance } from 'node:perf_hooks';
 import { BEST, LAST, saveCheckpoint, type Checkpoint, type TrainState } from './checkpoint.js';
 import type { Config } from './config.js';
 import { Coordinator } from './coordinator.js';
+import { BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE, BUSY_SYNC } from './memory.js';
 import { collectGarbage } from './gc.js';
 import { DATASETS } from './data/datasets.js';
 import { ensureDataset } from './data/download.js';
@@ -359,22 +360,25 @@ class ThroughputWindow {
     const steps = this.marks.length - 1;
     const dt = b.t - a.t;
     const T = this.threads;
-    let compute = 0;
-    let reduce = 0;
     const share: number[] = [];
+    // per thread and step: the mean over threads of counter x's growth over the window
+    const per = (x: number) => {
+      let sum = 0;
+      for (let i = 0; i < T; i++) sum += b.busy[BUSY * i + x] - a.busy[BUSY * i + x];
+      return sum / T / steps;
+    };
     for (let i = 0; i < T; i++) {
-      const c = b.busy[2 * i] - a.busy[2 * i];
-      const r = b.busy[2 * i + 1] - a.busy[2 * i + 1];
-      compute += c;
-      reduce += r;
+      const c = b.busy[BUSY * i + BUSY_COMPUTE] - a.busy[BUSY * i + BUSY_COMPUTE];
+      const r = b.busy[BUSY * i + BUSY_REDUCE] - a.busy[BUSY * i + BUSY_REDUCE];
       share.push(dt > 0 ? Math.min(1, (c + r) / dt) : 0);
     }
     const stepMs = dt / steps;
-    const computeMs = compute / T / steps;
-    const reduceMs = reduce / T / steps;
+    const computeMs = per(BUSY_COMPUTE);
+    const reduceMs = per(BUSY_REDUCE);
     snap.timing = {
       stepMs, computeMs, reduceMs, waitMs: Math.max(0, stepMs - computeMs - reduceMs),
       overheadMs: (b.overhead - a.overhead) / steps,
+      gatherMs: per(BUSY_GATHER), forwardMs: per(BUSY_FORWARD), backwardMs: per(BUSY_BACKWARD), syncMs: per(BUSY_SYNC),
     };
     snap.workerBusy = share;
   }

@@ -12,7 +12,8 @@
 import { workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import {
-  arenaViews, batchViews, splitRange, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_NEXT_THREAD, CTRL_PARTICIPANT,
+  arenaViews, batchViews, splitRange, BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE,
+  BUSY_SYNC, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_NEXT_THREAD, CTRL_PARTICIPANT,
   CTRL_STEPS_DONE, CTRL_STOP, CTRL_STOP_AFTER, type ArenaLayout,
 } from '../src/memory.js';
 import {
@@ -113,10 +114,17 @@ function shardWork(shard: number, start: number, count: number, batch: number, t
   checkFault('forwardBackward', t, shard);
   if (count === 0) return emptyShard(shard);
   const sv = rows(splitRange(batch, S, shard)[0], count);
+  const t0 = performance.now();
   gather(sv.acts.h[0] as Float32Array, sv.labels, views.trainX, views.trainY, views.perm, start, count, epoch);
+  const t1 = performance.now();
   mlpForward(kernels, net, sv.acts, model, count);
+  const t2 = performance.now();
   const { lossSum, correct } = mlpBackward(kernels, batchBuffers.grad[shard], net, sv.acts, model, sv.labels, count,
     init.labelSmoothing, 1 / batch);
+  const busy = views.busy;
+  busy[BUSY * me + BUSY_GATHER] += t1 - t0;
+  busy[BUSY * me + BUSY_FORWARD] += t2 - t1;
+  busy[BUSY * me + BUSY_BACKWARD] += performance.now() - t2;
   views.shardStat[2 * shard] = lossSum;
   views.shardStat[2 * shard + 1] = correct;
 }
@@ -139,8 +147,11 @@ function groupWork(s0: number, s1: number, start: number, batch: number, t: numb
     return;
   }
   const g = rows(first, n);
+  const t0 = performance.now();
   gather(g.acts.h[0] as Float32Array, g.labels, views.trainX, views.trainY, views.perm, start + first, n, epoch);
+  const t1 = performance.now();
   mlpForward(kernels, net, g.acts, model, n);
+  const t2 = performance.now();
   const ranges: RowRange[] = [];
   for (let s = s0; s < s1; s++) {
     const [a, z] = splitRange(batch, S, s);
@@ -148,6 +159,10 @@ function groupWork(s0: number, s1: number, start: number, batch: number, t: numb
   }
   const stats = mlpBackwardGroup(kernels, batchBuffers.grad.slice(s0, s1), net, g.acts, model, g.labels, ranges, n,
     init.labelSmoothing, 1 / batch);
+  const busy = views.busy;
+  busy[BUSY * me + BUSY_GATHER] += t1 - t0;
+  busy[BUSY * me + BUSY_FORWARD] += t2 - t1;
+  busy[BUSY * me + BUSY_BACKWARD] += performance.now() - t2;
   stats.forEach((r, i) => {
     views.shardStat[2 * (s0 + i)] = r.lossSum;
     views.shardStat[2 * (s0 + i) + 1] = r.correct;
@@ -161,7 +176,9 @@ function reduceWork(k: number, lr: number, t: number): void {
   if (end <= start) return;
   kernels.reduceAndUpdate(init.optimizer, lr, t, views.params, views.slotsAll, init.layout.slotStride, S,
     views.state, views.grad, start, end);
+  const t0 = performance.now();
   syncTransposed(kernels, net, model, start, end);
+  views.busy[BUSY * me + BUSY_SYNC] += performance.now() - t0;
 }
 
 /** After the parameters were written from outside (initialization, a checkpoint): refresh slice k's
@@ -174,13 +191,13 @@ export function syncWeights(k: number): void {
 export function forwardBackward(t: ShardTask): void {
   const t0 = performance.now();
   shardWork(t.shard, t.start, t.count, t.batch, t.step, t.epoch);
-  views.busy[2 * me] += performance.now() - t0;
+  views.busy[BUSY * me + BUSY_COMPUTE] += performance.now() - t0;
 }
 
 export function reduceStep(t: ReduceTask): void {
   const t0 = performance.now();
   reduceWork(t.slice, t.lr, t.t);
-  views.busy[2 * me + 1] += performance.now() - t0;
+  views.busy[BUSY * me + BUSY_REDUCE] += performance.now() - t0;
 }
 
 /**
@@ -264,7 +281,7 @@ function lockstep(task: EpochTask): void {
       }
     }
     const t1 = performance.now();
-    views.busy[2 * me] += t1 - t0;
+    views.busy[BUSY * me + BUSY_COMPUTE] += t1 - t0;
     barrier(() => {
       let lossSum = 0;
       let correct = 0;
@@ -280,7 +297,7 @@ function lockstep(task: EpochTask): void {
     doing.what = 'slice';
     doing.index = me;
     reduceWork(me, views.lrs[b], t);
-    views.busy[2 * me + 1] += performance.now() - t2;
+    views.busy[BUSY * me + BUSY_REDUCE] += performance.now() - t2;
     barrier(() => {
       Atomics.store(ctrl, CTRL_STEPS_DONE, b + 1);
       if (Atomics.load(ctrl, CTRL_STOP) !== 0) Atomics.store(ctrl, CTRL_STOP_AFTER, b);
@@ -305,7 +322,7 @@ export function evaluate(t: EvalTask): void {
   }
   views.evalStat[2 * t.shard] = lossSum;
   views.evalStat[2 * t.shard + 1] = correct;
-  views.busy[2 * me] += performance.now() - t0;
+  views.busy[BUSY * me + BUSY_COMPUTE] += performance.now() - t0;
 }
 
 // Fault injection for the tests of failure handling: MNIST_PAR_INJECT_FAULT="forwardBackward:STEP" makes
