@@ -135,7 +135,7 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   const maxB = Math.max(...batches);
   const maxW = Math.max(...layout.slots.map((s) => s.C * s.OC));
   const maxN = Math.max(...layers);
-  const floats = 4 * maxB * maxN + 2 * maxW + 2 * maxN + (SLOTS + 4) * P + 64;
+  const floats = 4 * maxB * maxN + 3 * maxW + 2 * maxN + (SLOTS + 4) * P + 64;
   const pages = Math.ceil((floats * 4) / 65536) + 1;
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
   let off = 0;
@@ -154,6 +154,7 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   const out = take(maxB * maxN);
   const dinp = take(maxB * maxN);
   const weight = fill(take(maxW), -0.1, 0.1);
+  const weightT = take(maxW);
   const dweight = take(maxW);
   const bias = fill(take(maxN));
   const dbias = take(maxN);
@@ -193,6 +194,15 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
         fwd();
         verify(out.subarray(0, B * OC), expected, ...tolFor(C + 1), `${family} ${fwdName} ${shape} B=${B}`);
         record(fwdName, shape, B, family, time(fwd, repeats, minMs), 2 * B * C * OC, 'GFLOP/s');
+        if (k.linearForwardT && k.linearReluForwardT && k.transposeRows) {
+          // the forward pass training runs in this family: on the transposed copy of the weights
+          k.transposeRows(weightT, weight, C, OC, 0, OC * C);
+          const fwdT = () => (last ? k.linearForwardT! : k.linearReluForwardT!)(out, inp, weightT, bias, B, C, OC);
+          out.fill(NaN);
+          fwdT();
+          verify(out.subarray(0, B * OC), expected, ...tolFor(C + 1), `${family} ${fwdName}T ${shape} B=${B}`);
+          record(`${fwdName}T`, shape, B, family, time(fwdT, repeats, minMs), 2 * B * C * OC, 'GFLOP/s');
+        }
 
         const bwd = () => k.linearBackward(withDinp ? dinp : null, dweight, dbias, dout, inp, weight, B, C, OC);
         dweight.fill(NaN);
@@ -205,9 +215,11 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
         record('linearBackward', shape, B, family, time(bwd, repeats, minMs), (withDinp ? 4 : 2) * B * C * OC, 'GFLOP/s');
       }
     }
-    // the whole network's kernels, one shard: total flops over total time
-    for (const family of kernels.keys()) {
-      const mine = results.filter((r) => r.B === B && r.family === family && r.unit === 'GFLOP/s');
+    // the whole network's kernels as training runs them, one shard: total flops over total time (the
+    // forward on transposed weights where the family has it)
+    for (const [family, k] of kernels) {
+      const skip = k.linearForwardT ? /^linear(Relu)?Forward$/ : /^linear(Relu)?ForwardT$/;
+      const mine = results.filter((r) => r.B === B && r.family === family && r.unit === 'GFLOP/s' && !skip.test(r.kernel));
       const flops = mine.reduce((s, r) => s + (r.rate * 1e9 * r.us) / 1e6, 0);
       const us = mine.reduce((s, r) => s + r.us, 0);
       record('mlp fwd+bwd', layers.join('-'), B, family, us / 1e6, flops, 'GFLOP/s');

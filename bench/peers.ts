@@ -1,7 +1,7 @@
 // Peer benchmark: our training throughput against PyTorch's on the same network, on this machine.
 //
-// PyTorch runs ../shared/peers/pytorch_throughput.py (same MLP, Adam, random data already in memory: its
-// best case) under each thread setting (torch threads, OPENBLAS_NUM_THREADS); a fair comparison takes its
+// PyTorch runs ../shared/peers/pytorch_throughput.py (same MLP, Adam, the real MNIST images normalized once
+// and kept in memory, glibc's allocator tuned: its best case on the real job) under each thread setting (torch threads, OPENBLAS_NUM_THREADS); a fair comparison takes its
 // best setting per batch size. Our run (real MNIST, the real training loop, `threads` workers) is measured in
 // the same loop, interleaved with PyTorch's, over `repeats` rounds; every figure is a median over rounds.
 //
@@ -81,6 +81,8 @@ export interface PeersReport {
   repeats: number;
   seconds: number;
   peer: string;
+  /** what the peer trained on, as it says: 'mnist' (the real images) or 'randn' */
+  peerData: string;
   /** the BLAS library PyTorch ran on (openblas, mkl, reference, unknown) */
   blas: string;
   settings: PeerSettingResult[];
@@ -111,13 +113,13 @@ export function peerBlas(python = PYTHON): string {
 
 /** One run of the peer script; resolves to its samples/s and the peer's name (e.g. pytorch-1.13.1). */
 export function runPeer(python: string, script: string, threads: number, blasThreads: number, batchSize: number,
-                        seconds: number): Promise<{ name: string; samplesPerSec: number }> {
+                        seconds: number): Promise<{ name: string; samplesPerSec: number; data: string }> {
   const env = { ...process.env, OPENBLAS_NUM_THREADS: String(blasThreads) };
   return new Promise((done, fail) => {
     execFile(python, [script, String(threads), String(batchSize), String(seconds)],
       { env, timeout: (seconds + 300) * 1000, encoding: 'utf8' }, (err, stdout, stderr) => {
         const last = stdout.trim().split('\n').pop() ?? '';
-        let out: { peer?: unknown; samples_per_s?: unknown } = {};
+        let out: { peer?: unknown; samples_per_s?: unknown; data?: unknown } = {};
         try {
           out = JSON.parse(last);
         } catch { /* reported below */ }
@@ -126,7 +128,8 @@ export function runPeer(python: string, script: string, threads: number, blasThr
           fail(new Error(`bench peers: ${script} ${threads} ${batchSize} ${seconds} failed: ${why} ${stderr.trim().split('\n').pop() ?? ''}`));
           return;
         }
-        done({ name: typeof out.peer === 'string' ? out.peer : 'pytorch', samplesPerSec: out.samples_per_s });
+        done({ name: typeof out.peer === 'string' ? out.peer : 'pytorch', samplesPerSec: out.samples_per_s,
+               data: typeof out.data === 'string' ? out.data : 'unknown' });
       });
   });
 }
@@ -166,6 +169,7 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
   const theirs = batchSizes.map(() => settingsTried.map(() => [] as number[]));
   const ours = batchSizes.map(() => [] as number[]);
   let peer = 'pytorch';
+  let peerData = 'unknown';
   let family = '';
   const tmp = await mkdtemp(join(tmpdir(), 'mnist-par-peers-'));
   try {
@@ -176,6 +180,7 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
           const [t, blas] = settingsTried[k];
           const p = await runPeer(python, script, t, blas, b, seconds);
           peer = p.name;
+          peerData = p.data;
           theirs[i][k].push(p.samplesPerSec);
         }
         const m = await measureThroughput(runConfig(run, threads, b, join(tmp, 'run')), data, window);
@@ -201,11 +206,11 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
   });
   const report: PeersReport = {
     kind: 'peers', blas, machine: { ...machineInfo(relaxedSimdSupported()), loadavgBefore, loadavgAfter: loadavg() },
-    kernels: family, threads, repeats, seconds, peer, settings, comparisons, peers: comparisons.map((c) => c.pytorch),
+    kernels: family, threads, repeats, seconds, peer, peerData, settings, comparisons, peers: comparisons.map((c) => c.pytorch),
   };
   log(formatPeersTable(report));
   const m = report.machine;
-  log(`${m.cpu} · ${m.cores} cores · Node ${m.node} · ${peer} (random data in memory) · ours: ${family} kernels, ` +
+  log(`${m.cpu} · ${m.cores} cores · Node ${m.node} · ${peer} (${peerData === 'mnist' ? 'real MNIST in memory' : peerData === 'randn' ? 'random data in memory' : `data: ${peerData}`}) · ours: ${family} kernels, ` +
       `real MNIST · median of ${repeats} · load average ${m.loadavgBefore[0].toFixed(2)} before, ${m.loadavgAfter[0].toFixed(2)} after`);
   if (opts.outDir !== null) {
     const dir = opts.outDir ?? resultsDir();

@@ -48,6 +48,35 @@ static inline V vgather_rows(const float* p, int stride, int n) {
   const __m512i idx = _mm512_mullo_epi32(_mm512_set1_epi32(stride), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
   return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), first_lanes(n), idx, p, 4);
 }
+// dst[j·ldd + i] = src[i·lds + j] for i, j < 16: a 16×16 tile transposed in registers. Four rounds swap the
+// off-diagonal blocks of 8, 4, 2 and 1 between rows i and i + d (two two-source permutes per pair).
+constexpr bool TILE_TRANSPOSE = true;
+static inline void vtranspose_tile(float* dst, long ldd, const float* src, long lds) {
+  V r[16];
+  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+  // round d, lane j: lo keeps a[j] where j & d == 0 and takes b[j − d] elsewhere; hi takes a[j + d] / b[j]
+  const __m512i lo8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
+  const __m512i hi8 = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
+  const __m512i lo4 = _mm512_setr_epi32(0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27);
+  const __m512i hi4 = _mm512_setr_epi32(4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31);
+  const __m512i lo2 = _mm512_setr_epi32(0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29);
+  const __m512i hi2 = _mm512_setr_epi32(2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31);
+  const __m512i lo1 = _mm512_setr_epi32(0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30);
+  const __m512i hi1 = _mm512_setr_epi32(1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31);
+  auto round = [&](int d, __m512i ilo, __m512i ihi) {
+    for (int i = 0; i < 16; i++) {
+      if (i & d) continue;
+      const V a = r[i], b = r[i + d];
+      r[i] = _mm512_permutex2var_ps(a, ilo, b);
+      r[i + d] = _mm512_permutex2var_ps(a, ihi, b);
+    }
+  };
+  round(8, lo8, hi8);
+  round(4, lo4, hi4);
+  round(2, lo2, hi2);
+  round(1, lo1, hi1);
+  for (int j = 0; j < 16; j++) _mm512_storeu_ps(dst + j * ldd, r[j]);
+}
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
 // x > 0 ? y : 0 per lane (ordered compare: a NaN x gives 0)
 static inline V vselect_pos(V x, V y) { return _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(x, _mm512_setzero_ps(), _CMP_GT_OQ), y); }
@@ -115,6 +144,9 @@ static inline V vgather_rows(const float* p, int stride, int n) {
   const __m256i idx = _mm256_mullo_epi32(_mm256_set1_epi32(stride), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, _mm256_castsi256_ps(first_lanes(n)), 4);
 }
+// the fallback path keeps transposing with gathers
+constexpr bool TILE_TRANSPOSE = false;
+static inline void vtranspose_tile(float*, long, const float*, long) {}
 static inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
 static inline V vselect_pos(V x, V y) { return _mm256_and_ps(_mm256_cmp_ps(x, _mm256_setzero_ps(), _CMP_GT_OQ), y); }
 static inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }

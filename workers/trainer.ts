@@ -92,7 +92,7 @@ function gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint
 // (a run has a handful: the micro-shards and groups of a full batch and of the last one, evaluation chunks).
 const rowViewCache = new Map<number, { acts: Activations; labels: Int32Array }>();
 function rows(first: number, count: number): { acts: Activations; labels: Int32Array } {
-  const key = first * 65536 + count;
+  const key = first * 0x20000 + count; // count ≤ 65536 (the largest --batch-size)
   let v = rowViewCache.get(key);
   if (!v) {
     if (rowViewCache.size > 1024) rowViewCache.clear();
