@@ -93,13 +93,18 @@ export class Coordinator {
     // Slices of whole 16-float blocks so that SIMD kernels never straddle two owners' data.
     const P = this.views.model.size;
     const blocks = Math.ceil(P / 16);
+    // With more threads than cores, only as many threads as there are cores get work in a step (the rest
+    // pass the barriers asleep): time-slicing 8 busy threads on 2 cores only adds context switches. Which
+    // threads do the work never changes the arithmetic, so the bytes stay the same.
+    const active = Math.min(this.threads, availableParallelism());
     const slices = Array.from({ length: this.threads }, (_, k) => {
-      const [a, b] = splitRange(blocks, this.threads, k);
+      if (k >= active) return [0, 0] as [number, number];
+      const [a, b] = splitRange(blocks, active, k);
       return [Math.min(P, a * 16), Math.min(P, b * 16)] as [number, number];
     });
     const init: WorkerInit = {
       memory: this.memory, layout, optimizer: options.optimizer, kernels: this.family,
-      mean: options.mean, std: options.std, labelSmoothing: options.labelSmoothing, slices,
+      mean: options.mean, std: options.std, labelSmoothing: options.labelSmoothing, slices, active,
       augment: options.augment ?? null,
       // spinning before sleeping at a barrier helps only when every thread has a core of its own; 2 ms
       // covers the usual skew between threads at the end of a phase

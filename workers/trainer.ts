@@ -34,8 +34,10 @@ export interface WorkerInit {
   mean: number;
   std: number;
   labelSmoothing: number;
-  /** [start, end) of the parameter slice owned by reducer k (one per thread) */
+  /** [start, end) of the parameter slice owned by reducer k (one per thread; empty for k ≥ active) */
   slices: [number, number][];
+  /** lockstep participants that get micro-shards and slices: min(threads, cores) */
+  active: number;
   /** milliseconds to spin at a barrier before sleeping (0 when threads outnumber cores) */
   spinMs: number;
   /** seed of the augmentation transforms, or null for none */
@@ -172,8 +174,8 @@ function groupWork(s0: number, s1: number, start: number, batch: number, t: numb
 /** Slice k of the parameters at step t: sum the slots in shard order, then the optimizer update. */
 function reduceWork(k: number, lr: number, t: number): void {
   const [start, end] = init.slices[k] ?? [0, 0];
-  checkFault('reduceStep', t, start);
   if (end <= start) return;
+  checkFault('reduceStep', t, start);
   kernels.reduceAndUpdate(init.optimizer, lr, t, views.params, views.slotsAll, init.layout.slotStride, S,
     views.state, views.grad, start, end);
   const t0 = performance.now();
@@ -269,8 +271,8 @@ function lockstep(task: EpochTask): void {
     doing.task = 'forwardBackward';
     doing.t = t;
     doing.what = 'shard';
-    // participant k runs the contiguous micro-shards [⌊k·S/T⌋, ⌊(k+1)·S/T⌋): their rows lie together
-    const [s0, s1] = splitRange(S, T, me);
+    // participant k < active runs the contiguous micro-shards [⌊k·S/A⌋, ⌊(k+1)·S/A⌋): their rows lie together
+    const [s0, s1] = me < init.active ? splitRange(S, init.active, me) : [0, 0];
     if (kernels.groupsRows && s1 > s0) {
       groupWork(s0, s1, start, count, t, task.epoch);
     } else {
