@@ -344,7 +344,8 @@ export function formatTable(results: Result[], families: BenchFamily[]): string 
   const rows = keys.map((key) => {
     const [kernel, shape, B] = key.split('\u0000');
     const of = (f: BenchFamily) => results.find((r) => r.kernel === kernel && r.shape === shape && String(r.B) === B && r.family === f);
-    const unit = of(families[0])?.unit ?? '';
+    // the forward on transposed weights has no js row: take the unit from any family that has the kernel
+    const unit = families.map(of).find((r) => r !== undefined)?.unit ?? '';
     return [kernel, shape, B === '0' ? '' : B, unit,
       ...families.map((f) => of(f)?.rate.toFixed(2) ?? '–'),
       ...(families.includes('js') ? fast.map((f) => (of(f)?.vsJs ? `×${of(f)!.vsJs!.toFixed(1)}` : '–')) : [])];

@@ -300,34 +300,20 @@ struct Call {
   bool flag(size_t i, const char* name) { return num(i, name) != 0; }
 };
 
-// linearForward(out, inp, weight, bias, B, C, OC, relu)
-napi_value LinearForward(napi_env env, napi_callback_info info) {
-  Call a(env, info, "linearForward");
+// linearForward(out, inp, weight, bias, B, C, OC, relu)      weight (OC,C)
+// linearForwardT(out, inp, weightT, bias, B, C, OC, relu)    weightT (C,OC)
+template <bool TRANSPOSED>
+napi_value Forward(napi_env env, napi_callback_info info) {
+  Call a(env, info, TRANSPOSED ? "linearForwardT" : "linearForward");
   const int B = a.size(4, "B"), C = a.size(5, "C"), OC = a.size(6, "OC");
   const bool relu = a.flag(7, "relu");
   float* out = a.f32(0, (double)B * OC, "out");
   const float* inp = a.f32(1, (double)B * C, "inp");
-  const float* w = a.f32(2, (double)OC * C, "weight");
+  const float* w = a.f32(2, (double)OC * C, TRANSPOSED ? "weightT" : "weight");
   const float* bias = a.f32(3, OC, "bias");
   if (!a.failed) {
     FlushDenormals ftz;
-    a.ops->linear_fwd(out, inp, w, bias, B, C, OC, relu);
-  }
-  return nullptr;
-}
-
-// linearForwardT(out, inp, weightT, bias, B, C, OC, relu): weightT (C,OC)
-napi_value LinearForwardT(napi_env env, napi_callback_info info) {
-  Call a(env, info, "linearForwardT");
-  const int B = a.size(4, "B"), C = a.size(5, "C"), OC = a.size(6, "OC");
-  const bool relu = a.flag(7, "relu");
-  float* out = a.f32(0, (double)B * OC, "out");
-  const float* inp = a.f32(1, (double)B * C, "inp");
-  const float* wt = a.f32(2, (double)OC * C, "weightT");
-  const float* bias = a.f32(3, OC, "bias");
-  if (!a.failed) {
-    FlushDenormals ftz;
-    a.ops->linear_fwd_t(out, inp, wt, bias, B, C, OC, relu);
+    (TRANSPOSED ? a.ops->linear_fwd_t : a.ops->linear_fwd)(out, inp, w, bias, B, C, OC, relu);
   }
   return nullptr;
 }
@@ -500,7 +486,7 @@ bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_support
 // The functions of one path, bound to its table, plus `isa` naming it; null on failure (exception pending).
 static napi_value make_path(napi_env env, const Ops* ops, napi_value target) {
   struct Fn { const char* name; napi_callback cb; };
-  const Fn fns[] = {{"linearForward", LinearForward}, {"linearForwardT", LinearForwardT},
+  const Fn fns[] = {{"linearForward", Forward<false>}, {"linearForwardT", Forward<true>},
                     {"transposeRows", TransposeRows},
                     {"linearBackward", LinearBackward}, {"linearBackwardInput", LinearBackwardInput},
                     {"reluBackward", ReluBackward},   {"reduceSlots", ReduceSlots},

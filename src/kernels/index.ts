@@ -3,6 +3,7 @@
 // Every kernel takes views (Float32Array over the shared arena in training) and explicit sizes, and
 // overwrites its outputs; see reference.ts for the exact definitions and shapes.
 import * as ref from './reference.js';
+import type { OptimizerConfig } from '../optim.js';
 import type { F, Labels } from './reference.js';
 
 export type { F, Labels };
@@ -51,3 +52,23 @@ export const referenceKernels: KernelSet = {
   crossEntropyBackward: ref.crossEntropyBackward,
   countCorrect: ref.countCorrect,
 };
+
+export type KernelFamily = 'native' | 'relaxed' | 'simd' | 'js';
+
+/** A kernel family plus the optimizer-side kernels that run over a worker's [start, end) slice. */
+export interface Kernels extends KernelSet {
+  readonly family: KernelFamily;
+  // grad[i] = Σ_{s=0..S−1} slots[s·stride + i] for i in [start, end), added in slot order s = 0, 1, …
+  reduceSlots(grad: Float32Array, slots: Float32Array, stride: number, S: number, start: number, end: number): void;
+  // the update of src/optim.ts (same signature, bit-identical results)
+  optimizerStep(cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, grad: Float32Array,
+                state: Float32Array[], start: number, end: number): void;
+  // reduceSlots then optimizerStep over [start, end), bit-identical to calling the two, in one pass in wasm.
+  // grad is scratch: afterwards its [start, end) holds the summed gradient (js) or is unspecified (wasm
+  // never stores the sum, except for the last (end − start) mod 4 elements).
+  reduceAndUpdate(cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, slots: Float32Array, stride: number,
+                  S: number, state: Float32Array[], grad: Float32Array, start: number, end: number): void;
+  // reference.gather: rows of uint8 images through the normalization table (bit-identical in every family)
+  gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null,
+         start: number, rows: number, pixels: number, table: Float32Array): void;
+}

@@ -17,7 +17,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../paths.js';
 import { optimizerStateCount, type OptimizerConfig } from '../optim.js';
 import * as ref from './reference.js';
-import type { Kernels } from './wasm.js';
+import type { Kernels } from './index.js';
 
 export type NativeIsa = 'avx512' | 'avx2';
 

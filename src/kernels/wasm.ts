@@ -24,30 +24,12 @@ import v8 from 'node:v8';
 import { UserError } from '../errors.js';
 import { packageRoot } from '../paths.js';
 import { optimizerStateCount, optimizerStep as jsOptimizerStep, type OptimizerConfig } from '../optim.js';
-import { referenceKernels, type F, type KernelSet } from './index.js';
+import { referenceKernels, type F, type KernelFamily, type Kernels } from './index.js';
 import * as ref from './reference.js';
 import { reduceSlots as jsReduceSlots } from './reduce.js';
 import { ISA_NAMES, loadNative, nativeKernels, type NativeIsa } from './native.js';
 
-export type KernelFamily = 'native' | 'relaxed' | 'simd' | 'js';
-
-/** A kernel family plus the optimizer-side kernels that run over a worker's [start, end) slice. */
-export interface Kernels extends KernelSet {
-  readonly family: KernelFamily;
-  // grad[i] = Σ_{s=0..S−1} slots[s·stride + i] for i in [start, end), added in slot order s = 0, 1, …
-  reduceSlots(grad: Float32Array, slots: Float32Array, stride: number, S: number, start: number, end: number): void;
-  // the update of src/optim.ts (same signature, bit-identical results)
-  optimizerStep(cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, grad: Float32Array,
-                state: Float32Array[], start: number, end: number): void;
-  // reduceSlots then optimizerStep over [start, end), bit-identical to calling the two, in one pass in wasm.
-  // grad is scratch: afterwards its [start, end) holds the summed gradient (js) or is unspecified (wasm
-  // never stores the sum, except for the last (end − start) mod 4 elements).
-  reduceAndUpdate(cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, slots: Float32Array, stride: number,
-                  S: number, state: Float32Array[], grad: Float32Array, start: number, end: number): void;
-  // reference.gather: rows of uint8 images through the normalization table (bit-identical in every family)
-  gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null,
-         start: number, rows: number, pixels: number, table: Float32Array): void;
-}
+export type { KernelFamily, Kernels } from './index.js';
 
 // (func (param v128) (result v128) (f32x4.add (local.get 0) (local.get 0)))
 const SIMD_PROBE = new Uint8Array([0, 97, 115, 109, 1, 0, 0, 0, 1, 6, 1, 96, 1, 123, 1, 123, 3, 2, 1, 0, 10, 11, 1, 9,
