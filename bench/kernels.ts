@@ -37,7 +37,7 @@ export function availableFamilies(): BenchFamily[] {
 async function loadBenchFamily(f: BenchFamily, memory: WebAssembly.Memory): Promise<Kernels> {
   if (!f.startsWith('native-')) return loadKernels(f as KernelFamily, memory);
   const native = loadNative();
-  if (!native.ok) throw new UserError(`--kernels ${f}: the native kernels are unavailable: ${native.reason}`);
+  if (!native.ok) throw new UserError(`--kernels ${f}: the native addon ${native.reason}`);
   const isa = f.slice('native-'.length) as NativeIsa;
   if (!native.addon.paths[isa]) throw new UserError(`--kernels ${f}: this CPU has no ${isa} path`);
   return nativeKernels(native.addon, isa);
@@ -330,7 +330,7 @@ export function machineInfo(relaxed: boolean) {
     cpu: c[0]?.model ?? 'unknown', cores: c.length, arch: arch(), platform: platform(),
     node: process.version, v8: process.versions.v8, relaxedSimd: relaxed,
     /** the native path `auto` takes here (avx512, avx2) or why there is none */
-    native: native.ok ? native.addon.isa : `unavailable (${native.reason})`,
+    native: native.ok ? native.addon.isa : `none: the addon ${native.reason}`,
     nativePaths: native.ok ? Object.keys(native.addon.paths) : [],
     date: new Date().toISOString(),
   };

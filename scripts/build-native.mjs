@@ -60,9 +60,9 @@ function build() {
       break;
     }
   }
-  if (!cxx) return { ok: false, reason: `no C++ compiler found (tried ${wanted.join(', ')}; install g++ or set CXX)` };
+  if (!cxx) return { ok: false, reason: `no C++ compiler found; tried ${wanted.join(', ')}; install g++ or set CXX` };
   const headers = findHeaders();
-  if (!headers) return { ok: false, reason: 'no Node-API headers found (node_api.h; set npm\'s nodedir or install node-api-headers)' };
+  if (!headers) return { ok: false, reason: 'no Node-API headers (node_api.h) found; set npm\'s nodedir or install node-api-headers' };
   const tmp = `${ADDON}.${process.pid}.tmp`;
   const args = [...FLAGS, '-I', headers, SOURCE, '-o', tmp];
   const r = spawnSync(cxx, args, { encoding: 'utf8', timeout: 300_000 });

@@ -24,8 +24,8 @@ describe('building the addon', () => {
       env: { ...process.env, CXX: '/nonexistent/c++', MNIST_PAR_NATIVE_OUT_DIR: out },
     });
     expect(r.status, r.stderr).toBe(0);
-    expect(r.stdout.trim()).toBe('build-native: native kernels not built: no C++ compiler found (tried /nonexistent/c++; ' +
-      'install g++ or set CXX); mnist-par will use its WebAssembly kernels');
+    expect(r.stdout.trim()).toBe('build-native: native kernels not built: no C++ compiler found; tried /nonexistent/c++; ' +
+      'install g++ or set CXX; mnist-par will use its WebAssembly kernels');
     expect(existsSync(join(out, 'mnist_par.node'))).toBe(false);
     const report = JSON.parse(readFileSync(join(out, 'build.json'), 'utf8'));
     expect(report).toMatchObject({ ok: false, reason: expect.stringMatching(/^no C\+\+ compiler found/) });
@@ -64,7 +64,7 @@ describe('choosing the kernels', () => {
   it('auto without the addon falls back to WebAssembly with one line saying why', () => {
     const r = runCli(['--data-dir', mnistDir, '--out', join(tmp(), 'm'), '--threads', '1', ...small], hidden);
     expect(r.code, r.stderr).toBe(0);
-    expect(r.stderr.trim()).toMatch(/^mnist-par: note: native kernels unavailable \(hidden by MNIST_PAR_NATIVE=off\); using (relaxed|simd)$/);
+    expect(r.stderr.trim()).toMatch(/^mnist-par: note: using the (relaxed|simd) kernels: the native addon is hidden by MNIST_PAR_NATIVE=off$/);
     expect(r.stdout).toMatch(/· (relaxed|simd) kernels ·/);
   });
 
@@ -72,8 +72,8 @@ describe('choosing the kernels', () => {
     const out = join(tmp(), 'm');
     const r = runCli(['--data-dir', mnistDir, '--out', out, '--kernels', 'native', ...small], hidden);
     expect(r.code).toBe(1);
-    expect(r.stderr.trim()).toBe('mnist-par: --kernels native: the native kernels are unavailable: hidden by ' +
-      'MNIST_PAR_NATIVE=off; use --kernels auto or relaxed');
+    expect(r.stderr.trim()).toBe('mnist-par: --kernels native: the native addon is hidden by MNIST_PAR_NATIVE=off; ' +
+      'use --kernels auto or relaxed');
     expect(existsSync(join(out, 'model.safetensors'))).toBe(false);
   });
 });

@@ -48,6 +48,7 @@ export interface NativeAddon extends NativePath {
   readonly paths: Partial<Record<NativeIsa, NativePath>>;
 }
 
+/** reason completes "the native addon …": "was not built (…)", "is hidden by …", "did not load: …" */
 export type NativeLoad = { ok: true; addon: NativeAddon; file: string } | { ok: false; reason: string };
 
 export const ISA_NAMES: Record<NativeIsa, string> = { avx512: 'AVX-512', avx2: 'AVX2+FMA' };
@@ -71,11 +72,11 @@ function prebuiltPath(): string | null {
 function whyNotBuilt(): string {
   try {
     const r = JSON.parse(readFileSync(nativeBuildReport(), 'utf8')) as { ok?: boolean; reason?: string };
-    if (r.ok === false && r.reason) return `it was not built (${r.reason})`;
+    if (r.ok === false && r.reason) return `was not built (${r.reason})`;
   } catch {
     // no report: the build never ran here
   }
-  return 'it was not built (run npm run build with a C++ compiler)';
+  return 'was not built (run npm run build where a C++ compiler is installed)';
 }
 
 let cached: NativeLoad | null = null;
@@ -88,8 +89,8 @@ export function loadNative(): NativeLoad {
 }
 
 function tryLoad(): NativeLoad {
-  if (process.env.MNIST_PAR_NATIVE === 'off') return { ok: false, reason: 'hidden by MNIST_PAR_NATIVE=off' };
-  if (process.arch !== 'x64') return { ok: false, reason: `it has paths for x86-64 only, this is ${process.arch}` };
+  if (process.env.MNIST_PAR_NATIVE === 'off') return { ok: false, reason: 'is hidden by MNIST_PAR_NATIVE=off' };
+  if (process.arch !== 'x64') return { ok: false, reason: `has paths for x86-64 only, and this is ${process.arch}` };
   const file = existsSync(nativeBuildPath()) ? nativeBuildPath() : prebuiltPath();
   if (file === null) return { ok: false, reason: whyNotBuilt() };
   try {
@@ -97,7 +98,7 @@ function tryLoad(): NativeLoad {
     return { ok: true, addon, file };
   } catch (e) {
     const why = (e instanceof Error ? e.message : String(e)).split('\n')[0];
-    return { ok: false, reason: `${file} did not load: ${why}` };
+    return { ok: false, reason: `did not load (${file}: ${why})` };
   }
 }
 

@@ -81,10 +81,10 @@ export function resolveKernels(family: 'auto' | KernelFamily, memory: WebAssembl
     const native = loadNative();
     if (native.ok) return { family: 'native', isa: native.addon.isa, label: `native ${native.addon.isa}`, fallback: null };
     if (family === 'native') {
-      throw new UserError(`--kernels native: the native kernels are unavailable: ${native.reason}; use --kernels auto or relaxed`);
+      throw new UserError(`--kernels native: the native addon ${native.reason}; use --kernels auto or relaxed`);
     }
     const wasm: KernelFamily = memory === null ? 'js' : enableRelaxedSimd() ? 'relaxed' : simdSupported() ? 'simd' : 'js';
-    return plain(wasm, `native kernels unavailable (${native.reason}); using ${wasm}`);
+    return plain(wasm, `using the ${wasm} kernels: the native addon ${native.reason}`);
   }
   if (family === 'js') return plain('js');
   if (memory === null) throw new Error(`kernel family '${family}' needs the shared WebAssembly.Memory arena, got null`);
@@ -127,7 +127,7 @@ export async function loadKernels(family: 'auto' | KernelFamily, memory: WebAsse
   const chosen = resolveFamily(family, memory);
   if (chosen === 'native') {
     const native = loadNative();
-    if (!native.ok) throw new UserError(`--kernels native: the native kernels are unavailable: ${native.reason}`);
+    if (!native.ok) throw new UserError(`--kernels native: the native addon ${native.reason}`);
     return nativeKernels(native.addon);
   }
   if (chosen === 'js' || memory === null) return jsKernels; // memory is non-null here: resolveFamily checked
