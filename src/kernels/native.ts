@@ -10,7 +10,8 @@
 // state. They take any Float32Array (in training, views of the shared arena) and check each view's length
 // against the sizes they are given. The linear kernels round differently from the other families (wider
 // vectors, fused multiply-adds, other summation orders); ReLU backward, the slot reduction, the optimizers
-// and the gather are bit-identical to the reference, as in the WebAssembly families.
+// and the gather are bit-identical to the reference, as in the WebAssembly families, except where a value is
+// subnormal: each native call runs with flush-to-zero (see FlushDenormals in kernels.cc).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { join } from 'node:path';
