@@ -119,7 +119,8 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
       // the best value so far was of the other metric: early stopping starts over
       st.early = { best: null, bestEpoch: 0, epochsWithoutImprovement: 0 };
     }
-    // "native avx512" and "native avx2" round differently too, so the label (family and path) is compared
+    // the checkpoint records the family and the native path ("native avx512"); the two native paths train to
+    // the same bytes, so only the family decides whether a resumed run continues bit for bit
     const kernels = coord.kernels.label;
     if (coord.kernels.fallback) process.stderr.write(`mnist-par: note: ${coord.kernels.fallback}\n`);
     if (cfg.threads > cfg.shards && availableParallelism() > cfg.shards) {
@@ -127,7 +128,7 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
       process.stderr.write(`mnist-par: note: --threads ${cfg.threads} with --shards ${cfg.shards}: only ${cfg.shards} threads ` +
         `run the forward and backward passes; pass --shards ${Math.min(cfg.threads, availableParallelism())} (or more) to use more cores\n`);
     }
-    if (resume && resume.state.kernelFamily && resume.state.kernelFamily !== kernels) {
+    if (resume && resume.state.kernelFamily && resume.state.kernelFamily.split(' ')[0] !== coord.family) {
       process.stderr.write(`mnist-par: note: ${resume.file} was trained with the ${resume.state.kernelFamily} kernels, this run uses ${kernels}: ` +
         `it continues correctly, but not bit for bit (the kernel families round differently)\n`);
     }

@@ -97,6 +97,21 @@ describe('determinism within each family', () => {
     expect(bytes[1].equals(bytes[0])).toBe(true);
   });
 
+  it.runIf(native.ok && native.addon.paths.avx2 !== undefined && native.addon.paths.avx512 !== undefined)(
+    'the AVX-512 and AVX2 paths train to the same bytes: every lane does the same multiply-adds in the same order',
+    () => {
+      const dir = tmp();
+      const bytes = ['avx512', 'avx2'].map((isa) => {
+        const out = join(dir, isa);
+        const r = runCli(['--data-dir', mnistDir, '--out', out, '--threads', '2', '--seed', '9', ...small],
+          { MNIST_PAR_NATIVE_ISA: isa });
+        expect(r.code, r.stderr).toBe(0);
+        expect(r.stdout).toContain(`native ${isa} kernels`);
+        return readFileSync(join(out, 'model.safetensors'));
+      });
+      expect(bytes[1].equals(bytes[0])).toBe(true);
+    });
+
   it.runIf(native.ok)('native and relaxed round differently: the comparison above can fail', () => {
     const dir = tmp();
     const bytes = ['native', 'relaxed'].map((k) => {
