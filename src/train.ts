@@ -60,7 +60,9 @@ export interface Datasets {
 /** Makes sure the dataset is present (downloading it unless --no-download) and parses both splits. */
 export async function loadDatasets(cfg: Config): Promise<Datasets> {
   if (cfg.download) await ensureDataset(cfg.dataset, cfg.dataDir, { log: (line) => process.stderr.write(line + '\n') });
-  return { train: await loadSplit(cfg.dataDir, 'train', cfg.dataset), test: await loadSplit(cfg.dataDir, 'test', cfg.dataset) };
+  // the four files are read and decompressed at once
+  const [train, test] = await Promise.all([loadSplit(cfg.dataDir, 'train', cfg.dataset), loadSplit(cfg.dataDir, 'test', cfg.dataset)]);
+  return { train, test };
 }
 
 function freshState(cfg: Config): TrainState {

@@ -8,7 +8,10 @@
 import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
-import { gunzipSync } from 'node:zlib';
+import { promisify } from 'node:util';
+import { gunzip, gunzipSync, type ZlibOptions } from 'node:zlib';
+
+const gunzipAsync = promisify(gunzip) as (buf: Uint8Array, options: ZlibOptions) => Promise<Buffer>;
 import { UserError } from '../errors.js';
 import { SPLIT_FILES, type DatasetName, type SplitName } from './datasets.js';
 
@@ -53,19 +56,36 @@ function fail(file: string, problem: string, dataset: DatasetName): never {
  */
 export function parseIdx(bytes: Uint8Array, file: string, kind?: IdxKind, dataset: DatasetName = 'mnist'): IdxArray {
   let buf = bytes;
-  if (buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b) {
+  if (isGzip(buf)) {
     try {
-      // The gzip trailer's last 4 bytes hold the uncompressed size (mod 2^32): one output chunk of that size
-      // avoids collecting 64 KiB chunks and concatenating them, which doubled the memory of a 47 MB load.
-      const isize = buf.length >= 18 ? new DataView(buf.buffer, buf.byteOffset + buf.length - 4, 4).getUint32(0, true) : 0;
-      // A damaged trailer must not make us allocate much: no more than 64× the compressed size (MNIST's
-      // files compress about 5:1), and no output beyond that either.
-      const cap = Math.max(64 * buf.length, 64 * 1024);
-      buf = gunzipSync(buf, { chunkSize: Math.min(Math.max(isize + 1, 64 * 1024), cap), maxOutputLength: cap });
+      buf = gunzipSync(buf, gunzipOptions(buf));
     } catch (e) {
-      fail(file, `is not a valid gzip file (${(e as Error).message}); the download was probably cut short or corrupted`, dataset);
+      failGunzip(file, e, dataset);
     }
   }
+  return parseRaw(buf, file, kind, dataset);
+}
+
+function isGzip(buf: Uint8Array): boolean {
+  return buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b;
+}
+
+function gunzipOptions(buf: Uint8Array): ZlibOptions {
+  // The gzip trailer's last 4 bytes hold the uncompressed size (mod 2^32): one output chunk of that size
+  // avoids collecting 64 KiB chunks and concatenating them, which doubled the memory of a 47 MB load.
+  const isize = buf.length >= 18 ? new DataView(buf.buffer, buf.byteOffset + buf.length - 4, 4).getUint32(0, true) : 0;
+  // A damaged trailer must not make us allocate much: no more than 64× the compressed size (MNIST's
+  // files compress about 5:1), and no output beyond that either.
+  const cap = Math.max(64 * buf.length, 64 * 1024);
+  return { chunkSize: Math.min(Math.max(isize + 1, 64 * 1024), cap), maxOutputLength: cap };
+}
+
+function failGunzip(file: string, e: unknown, dataset: DatasetName): never {
+  fail(file, `is not a valid gzip file (${(e as Error).message}); the download was probably cut short or corrupted`, dataset);
+}
+
+/** parseIdx of an already decompressed file. */
+function parseRaw(buf: Uint8Array, file: string, kind: IdxKind | undefined, dataset: DatasetName): IdxArray {
   if (buf.length < 4) fail(file, `expected an IDX header of at least 4 bytes, found a ${buf.length}-byte file`, dataset);
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const magic = view.getUint32(0);
@@ -135,5 +155,13 @@ async function readIdx(file: string, kind: IdxKind, dataset: DatasetName): Promi
   } catch (e) {
     throw new UserError(`${file}: cannot read it (${(e as Error).message}); check its permissions or pass another --data-dir`);
   }
-  return parseIdx(bytes, file, kind, dataset);
+  if (!isGzip(bytes)) return parseRaw(bytes, file, kind, dataset);
+  // decompressed in libuv's thread pool, so the splits' files (and the caller's other work) overlap
+  let raw: Uint8Array;
+  try {
+    raw = await gunzipAsync(bytes, gunzipOptions(bytes));
+  } catch (e) {
+    failGunzip(file, e, dataset);
+  }
+  return parseRaw(raw, file, kind, dataset);
 }
