@@ -123,12 +123,18 @@ function shardWork(shard: number, start: number, count: number, batch: number, t
   const t2 = performance.now();
   const { lossSum, correct } = mlpBackward(kernels, batchBuffers.grad[shard], net, sv.acts, model, sv.labels, count,
     init.labelSmoothing, 1 / batch);
+  countPhases(t0, t1, t2);
+  views.shardStat[2 * shard] = lossSum;
+  views.shardStat[2 * shard + 1] = correct;
+}
+
+/** Adds a gather that ran from t0 to t1, a forward pass to t2 and a backward pass to now to this thread's
+ *  busy counters. */
+function countPhases(t0: number, t1: number, t2: number): void {
   const busy = views.busy;
   busy[BUSY * me + BUSY_GATHER] += t1 - t0;
   busy[BUSY * me + BUSY_FORWARD] += t2 - t1;
   busy[BUSY * me + BUSY_BACKWARD] += performance.now() - t2;
-  views.shardStat[2 * shard] = lossSum;
-  views.shardStat[2 * shard + 1] = correct;
 }
 
 /**
@@ -161,10 +167,7 @@ function groupWork(s0: number, s1: number, start: number, batch: number, t: numb
   }
   const stats = mlpBackwardGroup(kernels, batchBuffers.grad.slice(s0, s1), net, g.acts, model, g.labels, ranges, n,
     init.labelSmoothing, 1 / batch);
-  const busy = views.busy;
-  busy[BUSY * me + BUSY_GATHER] += t1 - t0;
-  busy[BUSY * me + BUSY_FORWARD] += t2 - t1;
-  busy[BUSY * me + BUSY_BACKWARD] += performance.now() - t2;
+  countPhases(t0, t1, t2);
   stats.forEach((r, i) => {
     views.shardStat[2 * (s0 + i)] = r.lossSum;
     views.shardStat[2 * (s0 + i) + 1] = r.correct;
