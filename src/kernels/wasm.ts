@@ -27,7 +27,7 @@ import { optimizerStateCount, optimizerStep as jsOptimizerStep, type OptimizerCo
 import { referenceKernels, type F, type KernelFamily, type Kernels } from './index.js';
 import * as ref from './reference.js';
 import { reduceSlots as jsReduceSlots } from './reduce.js';
-import { ISA_NAMES, loadNative, nativeKernels, type NativeIsa } from './native.js';
+import { loadNative, nativeKernels, type NativeIsa } from './native.js';
 
 export type { KernelFamily, Kernels } from './index.js';
 
@@ -100,11 +100,6 @@ export function resolveKernels(family: 'auto' | KernelFamily, memory: WebAssembl
 
 export function resolveFamily(family: 'auto' | KernelFamily, memory: WebAssembly.Memory | null): KernelFamily {
   return resolveKernels(family, memory).family;
-}
-
-/** "native (AVX-512)" and the like, for people. */
-export function describeKernels(r: ResolvedKernels): string {
-  return r.isa ? `native (${ISA_NAMES[r.isa]})` : r.family;
 }
 
 // One compile per family per thread; each instantiation binds it to a memory.
