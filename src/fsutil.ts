@@ -1,8 +1,8 @@
 // Atomic file writes: write a temporary file beside the target, fsync it, then rename it over the target,
 // so a reader (or a crash) sees either the old file or the new one, never half of one.
 import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { mkdir, open, rename, unlink } from 'node:fs/promises';
-import { join } from 'node:path';
+import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { dirname, join, resolve } from 'node:path';
 import { UserError } from './errors.js';
 import { randomBytes } from 'node:crypto';
 
@@ -64,10 +64,37 @@ export function errorCode(e: unknown): string {
 export async function ensureWritableDir(dir: string, flag: string): Promise<void> {
   const probe = join(dir, `.write-test-${process.pid}`);
   try {
-    await mkdir(dir, { recursive: true });
+    await makeDir(dir);
     await writeFileAtomic(probe, '');
     await unlink(probe);
   } catch (e) {
     throw new UserError(`${flag} ${dir}: cannot write there (${errorCode(e)}); choose a writable directory with ${flag}`);
+  }
+}
+
+/**
+ * `mkdir -p`, one level at a time. Node 20's own `mkdir(dir, { recursive: true })` never returns for a path
+ * under /proc (mkdir answers ENOENT although the parent exists, and Node retries forever); here a level that
+ * still cannot be made after its parent exists is an error.
+ */
+export async function makeDir(dir: string): Promise<void> {
+  const path = resolve(dir);
+  try {
+    await mkdir(path);
+    return;
+  } catch (e) {
+    const code = errorCode(e);
+    if (code === 'EEXIST') {
+      if ((await stat(path)).isDirectory()) return;
+      throw e;
+    }
+    const parent = dirname(path);
+    if (code !== 'ENOENT' || parent === path) throw e;
+    await makeDir(parent);
+  }
+  try {
+    await mkdir(path);
+  } catch (e) {
+    if (errorCode(e) !== 'EEXIST' || !(await stat(path)).isDirectory()) throw e;
   }
 }

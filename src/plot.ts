@@ -1,8 +1,8 @@
 // `mnist-par plot`: re-renders the PNG charts from files a run or a benchmark left behind.
-import { mkdir, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { basename, extname, join } from 'node:path';
 import { UserError } from './errors.js';
-import { errorCode } from './fsutil.js';
+import { errorCode, makeDir } from './fsutil.js';
 import { writeBatchChart, writeEpochChart, writeScalingChart, type ScalingReport } from './ui/charts.js';
 import { parseBatchCsv, parseEpochCsv } from './ui/csv.js';
 
@@ -47,7 +47,7 @@ export async function plotCommand(opts: PlotOptions): Promise<string[]> {
   }
 
   try {
-    await mkdir(outDir, { recursive: true });
+    await makeDir(outDir);
   } catch (e) {
     throw new UserError(`${outDir}: cannot create the output folder for the charts (${errorCode(e)}); choose another with --plots <dir>`);
   }

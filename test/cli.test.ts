@@ -134,4 +134,17 @@ describe('data problems', () => {
     expect(r.stderr).toContain('--out');
     expect(r.stderr).toContain(join(dir, 'file', 'out'));
   });
+
+  it.runIf(existsSync('/proc/self'))('an --out, --plots or --data-dir under /proc is refused at once instead of hanging', () => {
+    // Node's recursive mkdir retries forever there; the run must end in seconds with the flag named
+    for (const [flag, extra] of [['--out', []], ['--plots', []], ['--data-dir', []]] as const) {
+      const args = ['--data-dir', mnistDir, '--epochs', '1', '--limit-train', '256', '--no-dashboard', ...extra];
+      const i = args.indexOf(flag);
+      if (i >= 0) args.splice(i, 2);
+      const r = runCli([...args, flag, '/proc/mnist-par-test/x'], {}, 20_000);
+      expect(r.code, `${flag}: ${r.stderr}`).toBe(1);
+      expect(r.stderr).toContain('/proc/mnist-par-test/x');
+      expect(r.stderr.trim().split('\n').at(-1)).toMatch(/cannot (write there|create the data directory)/);
+    }
+  });
 });

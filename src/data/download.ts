@@ -12,12 +12,12 @@
 // labels `Content-Encoding: gzip`, and then the bytes would no longer be the .gz file we hash.
 import { createHash } from 'node:crypto';
 import { statSync } from 'node:fs';
-import { mkdir, readFile, stat } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { writeFileAtomic } from '../fsutil.js';
+import { makeDir, writeFileAtomic } from '../fsutil.js';
 import { DATASETS, type DatasetFile, type DatasetName } from './datasets.js';
 
 export interface DownloadOptions {
@@ -46,7 +46,7 @@ export async function downloadDataset(name: DatasetName, dir: string, opts: Down
   const log = opts.log ?? (() => {});
   const timeoutMs = opts.timeoutMs ?? 30_000;
   try {
-    await mkdir(dir, { recursive: true });
+    await makeDir(dir);
   } catch (e) {
     throw new UserError(`cannot create the data directory ${dir} (${(e as Error).message}); pass --data-dir with a writable folder`);
   }
