@@ -141,7 +141,7 @@ export async function measureThroughput(cfg: Config, data: Datasets, w: WindowOp
 export function runConfig(s: RunSettings, threads: number, batchSize: number, out: string): Config {
   return validate({
     dataset: s.dataset, dataDir: s.dataDir, download: false, kernels: s.kernels, shards: s.shards,
-    threads, batchSize, epochs: 1, limitTest: s.limitTest, out, logEvery: 1e9,
+    threads, batchSize, epochs: 1, limitTest: s.limitTest, out, overwrite: true, logEvery: 1e9,
   });
 }
 

@@ -3,12 +3,13 @@
 //   optimizer.state.K   (P)   the optimizer's moment arrays (Adam: K=0 first, K=1 second; SGD: K=0 momentum)
 //   epoch.permutation   (N)   the permutation of the epoch in progress (only mid-epoch; exact in float32
 //                             because indices stay below 2^24)
-// and in the header's __metadata__, under "mnist-par.state", the JSON TrainState below.
+// and in the header's __metadata__, under "mnist-par.state", the JSON TrainState below: counters and the few
+// values early stopping and best-model tracking need, so its size does not grow with the run (the metrics
+// history is in the run's CSV files, metrics-files.ts).
 import { join } from 'node:path';
 import { statSync } from 'node:fs';
 import type { Config } from './config.js';
 import { UserError } from './errors.js';
-import type { BatchRecord, EpochRecord } from './metrics.js';
 import { paramLayout, widths, type Layout } from './model.js';
 import type { RngState } from './rng.js';
 import { paramsFromTensors, readSafetensors, weightTensors, writeSafetensors, type Tensor } from './safetensors.js';
@@ -25,8 +26,10 @@ export interface EarlyStopState {
 }
 
 export interface TrainState {
-  version: 1;
+  version: 2;
   config: Config;
+  /** the folder the run started in: relative paths in `config` are relative to it */
+  cwd: string;
   /** the kernel family that computed this state (runs continue bit for bit only with the same one) */
   kernelFamily: string;
   /** the epoch in progress (batch > 0) or the next one to start (batch = 0), 1-based */
@@ -40,8 +43,6 @@ export interface TrainState {
   /** sums over the finished batches of the epoch in progress */
   partial: { lossSum: number; correct: number; seen: number; seconds: number };
   elapsedSec: number;
-  batches: BatchRecord[];
-  epochs: EpochRecord[];
   /** best epoch by validation accuracy so far */
   best: { epoch: number; valAccuracy: number } | null;
   early: EarlyStopState;
@@ -86,8 +87,13 @@ export async function loadCheckpoint(fileOrDir: string): Promise<Checkpoint> {
   } catch {
     throw new UserError(`${file}: the training state in its header is not valid JSON; the checkpoint is damaged, resume from another one`);
   }
-  if (state?.version !== 1 || typeof state.config !== 'object' || !Array.isArray(state.config?.hidden)) {
+  if (((state?.version as number) !== 1 && state?.version !== 2) || typeof state.config !== 'object' || !Array.isArray(state.config?.hidden)) {
     throw new UserError(`${file}: training state of an unknown version; resume from a checkpoint this mnist-par wrote`);
+  }
+  // version 1 also carried every batch and epoch record (now only in the CSV files) and no start folder
+  if ((state.version as number) === 1) {
+    const { batches: _b, epochs: _e, ...rest } = state as TrainState & { batches?: unknown; epochs?: unknown };
+    state = { ...rest, version: 2, cwd: '' };
   }
   const { layers, params } = paramsFromTensors(tensors, file);
   const expected = widths(state.config.hidden);

@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The command line: flags → validated Config → run. No logic beyond wiring.
 import { readFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULTS, flagName, parseValue, validate, type Config } from './config.js';
 import { addBenchCommand } from '../bench/command.js';
@@ -39,13 +39,13 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
   ['patience', '<epochs>', 'stop early after this many epochs without improvement of --monitor (0 = never)'],
   ['minDelta', '<x>', 'smallest change of --monitor that counts as an improvement'],
   ['monitor', '<metric>', 'what early stopping watches: val_loss or val_accuracy'],
-  ['out', '<dir>', 'output directory for the model, checkpoints, metrics and config'],
-  ['plots', '<dir>', 'output directory for the PNG charts, refreshed after every epoch'],
+  ['out', '<dir>', 'folder for the model, checkpoints, metrics and config (default: a new numbered run folder, models/run-N)'],
+  ['plots', '<dir>', 'folder for the PNG charts, refreshed during the run (default: plots/run-N, or the --out folder)'],
   ['logEvery', '<n>', 'print a progress line every N batches (plain and JSON output)'],
 ];
 
 function showDefault(key: keyof Config): string {
-  if (key === 'dataDir') return '';
+  if (key === 'dataDir' || key === 'out' || key === 'plots') return ''; // described in the help text
   const v = DEFAULTS[key];
   return Array.isArray(v) ? v.join(',') : String(v);
 }
@@ -58,7 +58,8 @@ function addTrainOptions(cmd: Command): Command {
   }
   cmd.option('--nesterov', 'Nesterov momentum (sgd)');
   cmd.option('--augment', 'random affine augmentation (rotation, scale, shift, shear) of training images');
-  cmd.option('--resume <checkpoint>', 'continue a run from a checkpoint file or the --out folder holding checkpoint-last.safetensors');
+  cmd.option('--resume [checkpoint]', 'continue a run from a checkpoint file or a run folder; alone, the newest run in models/');
+  cmd.option('--overwrite', 'let --out name a folder holding an earlier run, and replace that run');
   cmd.option('--no-download', 'never download: fail if dataset files are missing');
   cmd.option('--no-dashboard', 'plain progress lines even in a terminal');
   cmd.option('--json', 'JSON lines instead of plain progress lines');
@@ -76,6 +77,7 @@ function givenValues(cmd: Command): Record<string, unknown> {
   }
   if (cmd.getOptionValueSource('nesterov') === 'cli') raw.nesterov = true;
   if (cmd.getOptionValueSource('augment') === 'cli') raw.augment = true;
+  if (cmd.getOptionValueSource('overwrite') === 'cli') raw.overwrite = true;
   if (cmd.getOptionValueSource('download') === 'cli') raw.download = false;
   if (cmd.getOptionValueSource('dashboard') === 'cli') raw.dashboard = false;
   if (cmd.getOptionValueSource('json') === 'cli') raw.json = true;
@@ -88,7 +90,7 @@ export function resolveConfig(cmd: Command): Config {
 }
 
 // Fields a resumed run may change: where things are and how they are shown, not what is computed.
-const RESUMABLE: readonly string[] = ['dataDir', 'download', 'threads', 'kernels', 'pipeline', 'out', 'plots',
+const RESUMABLE: readonly string[] = ['dataDir', 'download', 'threads', 'kernels', 'pipeline', 'out', 'plots', 'overwrite',
   'dashboard', 'json', 'logEvery', 'limitTest', 'patience', 'minDelta', 'monitor'];
 
 /** The checkpoint's configuration with the given values applied; conflicting values are refused. */
@@ -126,15 +128,29 @@ function readConfigFile(path: string): Record<string, unknown> {
 
 async function runTrain(cmd: Command): Promise<number> {
   const { runTraining } = await import('./run.js');
-  const resume = cmd.opts().resume as string | undefined;
+  const resume = cmd.opts().resume as string | true | undefined;
   if (resume === undefined) return runTraining(resolveConfig(cmd));
   const given = givenValues(cmd);
-  const { loadCheckpoint } = await import('./checkpoint.js');
-  const ck = await loadCheckpoint(resume);
-  const cfg = resumeConfig(given, ck.state.config, ck.file);
+  const [{ loadCheckpoint, LAST }, { newestRunFile, storedPath }, { finishedEarly }] =
+    await Promise.all([import('./checkpoint.js'), import('./runs.js'), import('./train.js')]);
+  const file = resume === true ? newestRunFile(LAST, '--resume') : resume;
+  const ck = await loadCheckpoint(file);
+  if (resume === true) process.stderr.write(`mnist-par: resuming ${ck.file}\n`);
+  // The run continues in the checkpoint's folder, wherever that is now; the other folders it names were
+  // relative to where it started.
+  const saved = ck.state.config;
+  const placed: Config = {
+    ...saved, out: dirname(ck.file), plots: storedPath(saved.plots, ck.state.cwd), dataDir: storedPath(saved.dataDir, ck.state.cwd),
+  };
+  const cfg = resumeConfig(given, placed, ck.file);
   if (ck.state.epoch > cfg.epochs) {
     process.stdout.write(`mnist-par: ${ck.file} already finished its ${cfg.epochs} epochs; nothing to resume ` +
       `(start a new run${cfg.schedule === 'none' || cfg.schedule === 'step' ? ', or give a larger --epochs' : ''})\n`);
+    return 0;
+  }
+  const early = finishedEarly(cfg, ck.state);
+  if (early !== null) {
+    process.stdout.write(`mnist-par: ${ck.file} already ${early}; nothing to resume (give a larger --patience, or --patience 0, to train on)\n`);
     return 0;
   }
   return runTraining(cfg, ck);
@@ -194,9 +210,9 @@ export function buildProgram(): Command {
     });
   program.command('plot')
     .description('re-render the PNG charts from saved metrics CSVs and/or a bench scaling JSON')
-    .option('--metrics <dir>', 'folder with batch_metrics.csv and epoch_metrics.csv (default: models)')
+    .option('--metrics <dir>', 'folder with batch_metrics.csv and epoch_metrics.csv (default: the newest run, models/run-N)')
     .option('--bench <file>', 'a bench/results/scaling-*.json file')
-    .option('--plots <dir>', 'where to write the PNGs', 'plots')
+    .option('--plots <dir>', 'where to write the PNGs (default: plots/run-N for a numbered run, else plots)')
     .action(async (opts) => {
       const { plotCommand } = await import('./plot.js');
       const written = await plotCommand({ metrics: opts.metrics, bench: opts.bench, plots: opts.plots });

@@ -50,9 +50,13 @@ export interface Config {
   /** smallest change of `monitor` that counts as an improvement */
   minDelta: number;
   monitor: (typeof MONITORS)[number];
+  /** the run's folder; '' (the default): a new numbered folder models/run-N (runs.ts) */
   out: string;
-  /** where the PNG charts go, refreshed at the end of every epoch */
+  /** where the PNG charts go, refreshed at the end of every epoch; '' (the default): plots/run-N for a
+   *  numbered run, else the --out folder */
   plots: string;
+  /** let --out name a folder that holds an earlier run, replacing that run's files */
+  overwrite: boolean;
   /** full-screen dashboard when stdout is a terminal */
   dashboard: boolean;
   /** JSON lines instead of plain lines (implies no dashboard) */
@@ -92,14 +96,15 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
   patience: 0,
   minDelta: 0,
   monitor: 'val_loss',
-  out: 'models',
-  plots: 'plots',
+  out: '', // a new models/run-N
+  plots: '', // plots/run-N, or the --out folder
+  overwrite: false,
   dashboard: true,
   json: false,
   logEvery: 100,
 };
 
-const BOOLEAN_KEYS: readonly (keyof Config)[] = ['download', 'nesterov', 'dashboard', 'json', 'augment'];
+const BOOLEAN_KEYS: readonly (keyof Config)[] = ['download', 'nesterov', 'dashboard', 'json', 'augment', 'overwrite'];
 
 /** Flag spelling of a config key, for messages: batchSize → --batch-size. */
 export function flagName(key: string): string {
@@ -207,8 +212,9 @@ export function validate(raw: Record<string, unknown>): Config {
   }
   const c = cfg as unknown as Config;
   if (c.dataDir === '') c.dataDir = `datasets/${c.dataset}`;
-  if (c.out === '') throw new UsageError('--out: expected a directory path, got an empty string');
-  if (c.plots === '') throw new UsageError('--plots: expected a directory path, got an empty string');
+  // left out, they are '' (a numbered run folder); given, they must name a folder
+  if (raw.out === '') throw new UsageError('--out: expected a directory path, got an empty string');
+  if (raw.plots === '') throw new UsageError('--plots: expected a directory path, got an empty string');
   if (c.nesterov && (c.optimizer !== 'sgd' || c.momentum === 0)) {
     throw new UsageError('--nesterov: needs --optimizer sgd with --momentum > 0');
   }

@@ -85,3 +85,53 @@ export function epochCsv(rows: readonly EpochRecord[]): string {
 function num(x: number): string {
   return Number.isFinite(x) ? String(Number(x.toPrecision(7))) : String(x);
 }
+
+/** CSV data rows (no header) for appending to batch_metrics.csv / epoch_metrics.csv. */
+export function batchCsvRows(rows: readonly BatchRecord[]): string {
+  return rows.length === 0 ? '' : batchCsv(rows).slice(BATCH_CSV_HEADER.length + 1);
+}
+
+export function epochCsvRows(rows: readonly EpochRecord[]): string {
+  return rows.length === 0 ? '' : epochCsv(rows).slice(EPOCH_CSV_HEADER.length + 1);
+}
+
+/**
+ * The batch records the dashboard and the charts draw, in bounded memory however long the run. The newest
+ * RAW_TAIL records are kept as they are; once there are more than CAPACITY, the older ones are merged in
+ * adjacent pairs (loss and accuracy averaged, weighted by how many batches each stands for; step, lr and
+ * throughput those of the later one), so the far past is drawn coarser. The complete per-batch record is
+ * batch_metrics.csv.
+ */
+export class BatchHistory {
+  static readonly CAPACITY = 8192;
+  static readonly RAW_TAIL = 2048;
+  readonly records: BatchRecord[] = [];
+  /** how many batches each record stands for */
+  private weights: number[] = [];
+
+  push(r: BatchRecord): void {
+    this.records.push(r);
+    this.weights.push(1);
+    if (this.records.length > BatchHistory.CAPACITY) this.compact();
+  }
+
+  private compact(): void {
+    const old = this.records.length - BatchHistory.RAW_TAIL;
+    const recs: BatchRecord[] = [];
+    const ws: number[] = [];
+    let i = 0;
+    for (; i + 1 < old; i += 2) {
+      const [a, b] = [this.records[i], this.records[i + 1]];
+      const [wa, wb] = [this.weights[i], this.weights[i + 1]];
+      const mean = (x: number, y: number) => (x * wa + y * wb) / (wa + wb);
+      recs.push({ ...b, loss: mean(a.loss, b.loss), accuracy: mean(a.accuracy, b.accuracy) });
+      ws.push(wa + wb);
+    }
+    for (; i < this.records.length; i++) {
+      recs.push(this.records[i]);
+      ws.push(this.weights[i]);
+    }
+    this.records.splice(0, this.records.length, ...recs);
+    this.weights = ws;
+  }
+}

@@ -1,30 +1,41 @@
 // `mnist-par plot`: re-renders the PNG charts from files a run or a benchmark left behind.
 import { readFile } from 'node:fs/promises';
-import { basename, extname, join } from 'node:path';
+import { basename, dirname, extname, join } from 'node:path';
 import { UserError } from './errors.js';
 import { errorCode, makeDir } from './fsutil.js';
+import { BATCH_CSV, EPOCH_CSV } from './metrics-files.js';
+import { MODELS_ROOT, PLOTS_ROOT, newestRunFile } from './runs.js';
 import { writeBatchChart, writeEpochChart, writeScalingChart, type ScalingReport } from './ui/charts.js';
 import { parseBatchCsv, parseEpochCsv } from './ui/csv.js';
 
 export interface PlotOptions {
-  /** folder holding batch_metrics.csv / epoch_metrics.csv; default `models` (skipped when only bench is given) */
+  /** folder holding batch_metrics.csv / epoch_metrics.csv; default the newest run's (skipped when only bench is given) */
   metrics?: string;
   /** a bench/results/scaling-*.json file */
   bench?: string;
-  /** output folder, default `plots` */
-  plots: string;
+  /** output folder; default plots/run-N for a numbered run's metrics, else `plots` */
+  plots?: string;
 }
 
-export const BATCH_CSV = 'batch_metrics.csv';
-export const EPOCH_CSV = 'epoch_metrics.csv';
+
+/** The newest run's folder with metrics, else models/ (whose message then says that nothing is there). */
+function newestMetrics(): string {
+  try {
+    return dirname(newestRunFile(EPOCH_CSV, '--metrics'));
+  } catch {
+    return MODELS_ROOT;
+  }
+}
 
 /** Renders every chart it has data for and returns the PNG paths written. */
 export async function plotCommand(opts: PlotOptions): Promise<string[]> {
-  const outDir = opts.plots || 'plots';
+  let outDir = opts.plots || PLOTS_ROOT;
   const jobs: { file: string; write: (path: string) => Promise<void> }[] = [];
 
   if (opts.metrics !== undefined || opts.bench === undefined) {
-    const dir = opts.metrics ?? 'models';
+    const dir = opts.metrics ?? newestMetrics();
+    // a numbered run's charts go beside the ones training drew for it
+    if (!opts.plots && /^run-\d+$/.test(basename(dir))) outDir = join(PLOTS_ROOT, basename(dir));
     const batches = await readOptional(join(dir, BATCH_CSV), parseBatchCsv);
     const epochs = await readOptional(join(dir, EPOCH_CSV), parseEpochCsv);
     if (batches === undefined && epochs === undefined) {

@@ -2,7 +2,7 @@
 // batch one coordinator step, then validation, checkpoints, metrics and charts. Like PyTorch's train()/test()
 // pair. Everything the loop carries from one step to the next lives in one TrainState, which is what a
 // checkpoint saves, so a resumed run continues bit for bit.
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { BEST, LAST, saveCheckpoint, type Checkpoint, type TrainState } from './checkpoint.js';
@@ -15,7 +15,9 @@ import { ensureDataset } from './data/download.js';
 import { loadSplit, type Split } from './data/idx.js';
 import { UsageError, UserError } from './errors.js';
 import { ensureWritableDir, writeFileAtomic } from './fsutil.js';
-import { batchCsv, epochCsv, type BatchRecord, type EpochRecord, type Snapshot } from './metrics.js';
+import { BatchHistory, type BatchRecord, type EpochRecord, type Snapshot } from './metrics.js';
+import { MetricsFiles } from './metrics-files.js';
+import { MODELS_ROOT, PLOTS_ROOT, pointLatest, prepareRunDirs, removeIfEmpty, type RunDirs } from './runs.js';
 import { initParams, paramLayout, widths, type Layout } from './model.js';
 import { learningRate, optimizerStateCount, type OptimizerConfig, type ScheduleConfig } from './optim.js';
 import { Rng } from './rng.js';
@@ -67,11 +69,11 @@ export async function loadDatasets(cfg: Config): Promise<Datasets> {
 
 function freshState(cfg: Config): TrainState {
   return {
-    version: 1, config: cfg, kernelFamily: '', epoch: 1, batch: 0, step: 0,
+    version: 2, config: cfg, cwd: process.cwd(), kernelFamily: '', epoch: 1, batch: 0, step: 0,
     // the permutation stream is separate from the initialization stream, both derived from --seed
     rng: new Rng((cfg.seed ^ 0x5eed5eed) >>> 0).state(),
     partial: { lossSum: 0, correct: 0, seen: 0, seconds: 0 },
-    elapsedSec: 0, batches: [], epochs: [], best: null,
+    elapsedSec: 0, best: null,
     early: { best: null, bestEpoch: 0, epochsWithoutImprovement: 0 },
   };
 }
@@ -89,9 +91,23 @@ function earlyStop(cfg: Config, st: TrainState, rec: EpochRecord): string | null
   }
   e.epochsWithoutImprovement++;
   if (cfg.patience === 0 || e.epochsWithoutImprovement < cfg.patience) return null;
+  return earlyReason(cfg, e);
+}
+
+function earlyReason(cfg: Config, e: TrainState['early']): string {
   const what = cfg.monitor === 'val_loss' ? 'validation loss' : 'validation accuracy';
   return `stopped early: ${what} did not improve by more than ${cfg.minDelta} for ${cfg.patience} epochs ` +
-    `(best ${value < 1 ? e.best!.toFixed(4) : e.best} at epoch ${e.bestEpoch})`;
+    `(best ${e.best === null ? '–' : e.best.toFixed(4)} at epoch ${e.bestEpoch})`;
+}
+
+/**
+ * Why the run of a checkpoint has already ended by early stopping under `cfg`'s settings (a larger
+ * --patience lets it go on), or null: such a checkpoint has nothing left to resume.
+ */
+export function finishedEarly(cfg: Config, st: TrainState): string | null {
+  const e = st.early;
+  if (st.batch > 0 || cfg.patience === 0 || cfg.monitor !== st.config.monitor || e.epochsWithoutImprovement < cfg.patience) return null;
+  return earlyReason(cfg, e);
 }
 
 /**
@@ -100,8 +116,20 @@ function earlyStop(cfg: Config, st: TrainState, rec: EpochRecord): string | null
  */
 export async function train(cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
                             data?: Datasets, resume?: Checkpoint): Promise<RunSummary> {
-  const outDir = resolve(cfg.out);
-  const plotsDir = resolve(cfg.plots);
+  const dirs = await prepareRunDirs(cfg.out, cfg.plots, cfg.overwrite, resume ? dirname(resume.file) : null);
+  try {
+    return await trainIn(dirs, { ...cfg, out: dirs.out, plots: dirs.plots }, reporter, requestStop, data, resume);
+  } finally {
+    // a numbered run that ended before writing anything leaves no empty folders behind
+    if (dirs.created !== null) await removeIfEmpty(dirs.created);
+    if (dirs.createdPlots !== null) await removeIfEmpty(dirs.createdPlots);
+  }
+}
+
+async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
+                       data?: Datasets, resume?: Checkpoint): Promise<RunSummary> {
+  const outDir = resolve(dirs.out);
+  const plotsDir = resolve(dirs.plots);
   await ensureWritableDir(outDir, '--out');
   await ensureWritableDir(plotsDir, '--plots');
   const { coord, trainCount, stepsPerEpoch } = await arenaWithData(cfg, data);
@@ -116,7 +144,8 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
   const files: string[] = [];
   try {
     const v = coord.views;
-    const st: TrainState = resume ? { ...resume.state, config: cfg } : freshState(cfg);
+    // the configuration's relative paths are now relative to this run's working directory
+    const st: TrainState = resume ? { ...resume.state, config: cfg, cwd: process.cwd() } : freshState(cfg);
     if (resume && resume.state.config.monitor !== cfg.monitor) {
       // the best value so far was of the other metric: early stopping starts over
       st.early = { best: null, bestEpoch: 0, epochsWithoutImprovement: 0 };
@@ -146,15 +175,33 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
 
     const schedule = scheduleConfig(cfg, stepsPerEpoch);
     const rng = new Rng(st.rng);
+    // the metrics so far (for a resumed run, read back from its files) and the files the new ones go to
+    const { files: metricsFiles, batches: earlier, epochs } = await MetricsFiles.open(outDir,
+      resume ? { dir: dirname(resume.file), step: st.step, epoch: st.epoch } : null,
+      (line) => process.stderr.write(`mnist-par: note: ${line}\n`));
+    files.push(metricsFiles.batchPath, metricsFiles.epochPath);
+    const history = new BatchHistory();
+    for (const r of earlier) history.push(r);
+    // batch records of the epoch in progress, appended to the file at its end or at an interruption
+    let pending: BatchRecord[] = [];
+    const flushBatches = async () => {
+      await metricsFiles.appendBatches(pending);
+      pending = [];
+    };
     const snap: Snapshot = {
       config: cfg, layers, paramCount: model.size, kernelFamily: kernels, phase: 'training',
       epoch: st.epoch, batch: st.batch, batchesPerEpoch: stepsPerEpoch, step: st.step, totalSteps: stepsPerEpoch * cfg.epochs,
-      elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: 0, batches: st.batches, epochs: st.epochs,
+      elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: 0, batches: history.records, epochs,
       workerBusy: new Array(cfg.threads).fill(0),
       timing: { stepMs: 0, computeMs: 0, reduceMs: 0, waitMs: 0, overheadMs: 0 },
     };
     await writeFileAtomic(join(outDir, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
     files.push(join(outDir, 'config.json'));
+    if (dirs.created !== null) {
+      // training starts in a new numbered folder: models/latest and plots/latest point at it from now on
+      await pointLatest(MODELS_ROOT, dirs.created);
+      if (dirs.createdPlots !== null) await pointLatest(PLOTS_ROOT, dirs.createdPlots);
+    }
     reporter.start(snap);
 
     const tStart = performance.now() - st.elapsedSec * 1000;
@@ -193,10 +240,12 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
           st.partial.lossSum += batchLoss;
           st.partial.correct += batchCorrect;
           st.partial.seen += count;
-          st.batches.push({
+          const record: BatchRecord = {
             epoch, batch: b + 1, step: st.step, loss: batchLoss / count, accuracy: batchCorrect / count, lr,
             samplesPerSec: window.samplesPerSec(),
-          });
+          };
+          pending.push(record);
+          history.push(record);
           snap.batch = b + 1;
           snap.step = st.step;
           snap.elapsedSec = (t0 - tStart) / 1000;
@@ -212,9 +261,10 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
         // interrupted mid-epoch: save where we are, with the permutation, and leave
         stoppedBy = requestStop.how ?? 'SIGINT';
         st.partial.seconds = (performance.now() - tEpoch) / 1000;
+        await flushBatches();
         await save(LAST, true);
-        await writeOutputs(outDir, cfg, model, v.params, st, files);
-        await writeCharts(plotsDir, st, files);
+        await writeWeights(outDir, cfg, model, v.params, files);
+        await writeCharts(plotsDir, history.records, epochs, files);
         reason = `stopped by ${stoppedBy} in epoch ${epoch} after batch ${next}/${stepsPerEpoch}`;
         break;
       }
@@ -226,7 +276,9 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
         epoch, trainLoss: st.partial.lossSum / st.partial.seen, trainAccuracy: st.partial.correct / st.partial.seen,
         valLoss: val.loss, valAccuracy: val.accuracy, lr, seconds: (performance.now() - tEpoch) / 1000,
       };
-      st.epochs.push(rec);
+      epochs.push(rec);
+      await flushBatches();
+      await metricsFiles.appendEpoch(rec);
       st.epoch = epoch + 1;
       st.batch = 0;
       st.partial = { lossSum: 0, correct: 0, seen: 0, seconds: 0 };
@@ -239,12 +291,12 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
         await writeSafetensors(join(outDir, 'model-best.safetensors'), weightTensors(model, v.params), weightsMetadata(cfg, model));
         files.push(join(outDir, 'model-best.safetensors'));
       }
-      await writeOutputs(outDir, cfg, model, v.params, st, files);
+      await writeWeights(outDir, cfg, model, v.params, files);
       // Rendering the two charts costs 0.1-0.2 s of CPU, as much as a tenth of a short epoch: refresh them
       // after an epoch only when the last refresh is CHART_REFRESH_MS old, and always after the last epoch.
       const lastEpoch = epoch >= cfg.epochs || early !== null || requestStop.how !== null;
       if (lastEpoch || performance.now() - chartsAt >= CHART_REFRESH_MS) {
-        await writeCharts(plotsDir, st, files);
+        await writeCharts(plotsDir, history.records, epochs, files);
         chartsAt = performance.now();
       }
       reporter.epoch(snap, rec);
@@ -256,11 +308,11 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
         reason = `stopped by ${stoppedBy} after epoch ${epoch}`;
       }
     }
-    if (stoppedBy === 'completed') reason = `finished ${st.epochs.length} epochs`;
+    if (stoppedBy === 'completed') reason = `finished ${epochs.length} epochs`;
     snap.phase = 'done';
     return {
-      epochs: st.epochs, stoppedBy, reason,
-      resumeHint: stoppedBy === 'completed' || stoppedBy === 'early' ? null : `continue with: mnist-par train --resume ${join(cfg.out, LAST)}`,
+      epochs, stoppedBy, reason,
+      resumeHint: stoppedBy === 'completed' || stoppedBy === 'early' ? null : `continue with: mnist-par train --resume ${cfg.out}`,
       seconds: (performance.now() - tStart) / 1000, files: [...new Set(files)],
       snapshot: snap,
     };
@@ -310,25 +362,22 @@ function weightsMetadata(cfg: Config, model: Layout): Record<string, string> {
   return { format: 'pt', producer: 'mnist-par', layers: model.layers.join(','), dataset: cfg.dataset };
 }
 
-async function writeOutputs(outDir: string, cfg: Config, model: Layout, params: Float32Array, st: TrainState,
-                            files: string[]): Promise<void> {
+async function writeWeights(outDir: string, cfg: Config, model: Layout, params: Float32Array, files: string[]): Promise<void> {
   const weights = join(outDir, 'model.safetensors');
   await writeSafetensors(weights, weightTensors(model, params), weightsMetadata(cfg, model));
-  await writeFileAtomic(join(outDir, 'batch_metrics.csv'), batchCsv(st.batches));
-  await writeFileAtomic(join(outDir, 'epoch_metrics.csv'), epochCsv(st.epochs));
-  files.push(weights, join(outDir, 'batch_metrics.csv'), join(outDir, 'epoch_metrics.csv'));
+  files.push(weights);
 }
 
 /** The charts are refreshed after an epoch when the last refresh is this old (and after the last epoch). */
 export const CHART_REFRESH_MS = 10_000;
 
-async function writeCharts(dir: string, st: TrainState, files: string[]): Promise<void> {
-  if (st.batches.length > 0) {
-    await writeBatchChart(join(dir, 'batch_metrics.png'), st.batches);
+async function writeCharts(dir: string, batches: readonly BatchRecord[], epochs: readonly EpochRecord[], files: string[]): Promise<void> {
+  if (batches.length > 0) {
+    await writeBatchChart(join(dir, 'batch_metrics.png'), batches);
     files.push(join(dir, 'batch_metrics.png'));
   }
-  if (st.epochs.length > 0) {
-    await writeEpochChart(join(dir, 'epoch_metrics.png'), st.epochs);
+  if (epochs.length > 0) {
+    await writeEpochChart(join(dir, 'epoch_metrics.png'), epochs);
     files.push(join(dir, 'epoch_metrics.png'));
   }
 }

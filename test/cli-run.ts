@@ -27,10 +27,13 @@ export interface CliResult {
   stderr: string;
 }
 
-/** Runs in a fresh temporary working directory, so default outputs (models/, plots/) never land in the repo. */
-export function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 170_000): CliResult {
+/**
+ * Runs in `cwd`, by default a fresh temporary working directory, so default outputs (models/, plots/) never
+ * land in the repo.
+ */
+export function runCli(args: string[], env: Record<string, string> = {}, timeoutMs = 170_000, cwd?: string): CliResult {
   const r = spawnSync(process.execPath, [cliPath, ...args], {
-    cwd: mkdtempSync(join(tmpdir(), 'mnist-par-cwd-')),
+    cwd: cwd ?? mkdtempSync(join(tmpdir(), 'mnist-par-cwd-')),
     encoding: 'utf8',
     env: { ...process.env, ...env },
     timeout: timeoutMs,

@@ -6,7 +6,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { readSafetensors } from '../src/safetensors.js';
+import { readSafetensors, writeSafetensors } from '../src/safetensors.js';
 import { cliPath, mnistDir, runCli } from './cli-run.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-par-resume-'));
@@ -83,6 +83,23 @@ describe('resume', () => {
     expect(batchRows(join(dir, 'cut'))).toEqual(batchRows(join(dir, 'straight')));
   });
 
+  it('resumes a checkpoint of the earlier format, which carried every batch record in its header', async () => {
+    const dir = tmp();
+    const args = [...base, '--limit-train', '1000', '--batch-size', '100', '--schedule', 'none'];
+    expect(runCli([...args, '--epochs', '2', '--out', join(dir, 'straight')]).code).toBe(0);
+    expect(runCli([...args, '--epochs', '1', '--out', join(dir, 'old')]).code).toBe(0);
+    const file = join(dir, 'old', 'checkpoint-last.safetensors');
+    const { tensors, metadata } = await readSafetensors(file);
+    const { cwd: _cwd, ...rest } = JSON.parse(metadata['mnist-par.state']);
+    const v1 = { ...rest, version: 1, batches: [{ epoch: 1, batch: 1, step: 1, loss: 2, accuracy: 0.1, lr: 0.005, samplesPerSec: 1 }], epochs: [] };
+    await writeSafetensors(file, [...tensors.entries()].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
+      { ...metadata, 'mnist-par.state': JSON.stringify(v1) });
+    const r = runCli(['--resume', join(dir, 'old'), '--epochs', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(same(join(dir, 'straight'), join(dir, 'old'))).toBe(true);
+    expect(batchRows(join(dir, 'old'))).toEqual(batchRows(join(dir, 'straight')));
+  });
+
   it('keeps last and best checkpoints and PyTorch-style weight files', () => {
     const out = join(tmp(), 'm');
     expect(runCli([...base, '--limit-train', '2000', '--epochs', '2', '--out', out, '--plots', join(out, 'p')]).code).toBe(0);
@@ -140,6 +157,18 @@ describe('early stopping', () => {
     expect(r.stdout).toMatch(/stopped early: validation accuracy did not improve by more than 0\.5 for 2 epochs \(best .* at epoch 1\)/);
     const epochs = readFileSync(join(out, 'epoch_metrics.csv'), 'utf8').trim().split('\n').length - 1;
     expect(epochs).toBe(3);
+
+    // resuming it has nothing to do, and says so without training another epoch or touching its files
+    const last = readFileSync(join(out, 'checkpoint-last.safetensors'));
+    const again = runCli(['--resume', out]);
+    expect(again.code, again.stderr).toBe(0);
+    expect(again.stdout).toMatch(/already stopped early: validation accuracy did not improve .*nothing to resume \(give a larger --patience/);
+    expect(readFileSync(join(out, 'checkpoint-last.safetensors')).equals(last)).toBe(true);
+    // a larger patience lets it go on: one more epoch, appended to its metrics
+    const more = runCli(['--resume', out, '--patience', '3']);
+    expect(more.code, more.stderr).toBe(0);
+    expect(more.stdout).toMatch(/stopped early: .* for 3 epochs/);
+    expect(readFileSync(join(out, 'epoch_metrics.csv'), 'utf8').trim().split('\n').map((l) => l.split(',')[0]).slice(1)).toEqual(['1', '2', '3', '4']);
   });
 });
 

@@ -521,7 +521,8 @@ export function batchChartSpec(batches: readonly BatchRecord[]): ChartSpec {
   const epochs = new Set(batches.map((b) => b.epoch)).size;
   const last = batches[batches.length - 1];
   const subtitle = batches.length === 0 ? 'no batches recorded'
-    : `${batches.length} steps over ${epochs} epoch${epochs === 1 ? '' : 's'} · bold: EMA over ~${window} step${window === 1 ? '' : 's'}` +
+    // counted by step number: a long run's history merges old batches in pairs (BatchHistory)
+    : `${last.step - batches[0].step + 1} steps over ${epochs} epoch${epochs === 1 ? '' : 's'} · bold: EMA over ~${window} point${window === 1 ? '' : 's'}` +
       ` · last batch: loss ${fix(last.loss)}, accuracy ${pct(last.accuracy)}`;
   return {
     title: 'Training, per batch',

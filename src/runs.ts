@@ -1,0 +1,158 @@
+// Run folders: where a training run's files go, and how a later command finds them again.
+//
+// A run started without --out gets the next numbered folder, models/run-1, models/run-2, … (its charts go to
+// plots/run-N), and models/latest is re-pointed at it: running the main command twice keeps both runs. A run
+// given --out uses exactly that folder, but refuses one that already holds a run unless told --overwrite
+// (or --resume, which continues the run in its own folder). `eval`, `predict` and `--resume` without a path
+// take the newest run: the highest N whose folder holds the file they need.
+import { existsSync, readdirSync, statSync } from 'node:fs';
+import { mkdir, rename, rm, rmdir, symlink, unlink } from 'node:fs/promises';
+import { basename, join, relative, resolve, isAbsolute } from 'node:path';
+import { UsageError, UserError } from './errors.js';
+import { errorCode, makeDir } from './fsutil.js';
+
+/** Parent folder of the numbered runs, and of their charts (both relative to the working directory). */
+export const MODELS_ROOT = 'models';
+export const PLOTS_ROOT = 'plots';
+/** The link in MODELS_ROOT and PLOTS_ROOT to the newest run's folder (a convenience for people: `ls models/latest`). */
+export const LATEST = 'latest';
+const RUN_NAME = /^run-(\d+)$/;
+
+/** Every file a training run writes into its --out folder; a folder holding any of them holds a run. */
+export const RUN_FILES = ['config.json', 'model.safetensors', 'model-best.safetensors', 'checkpoint-last.safetensors',
+  'checkpoint-best.safetensors', 'batch_metrics.csv', 'epoch_metrics.csv'] as const;
+/** The charts a run writes into its --plots folder. */
+export const RUN_CHARTS = ['batch_metrics.png', 'epoch_metrics.png'] as const;
+
+/** The numbered run folders under `root`, newest (highest number) first. */
+export function runFolders(root: string = MODELS_ROOT): string[] {
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return [];
+  }
+  return names
+    .map((n) => ({ n, m: RUN_NAME.exec(n) }))
+    .filter((e) => e.m !== null && isDir(join(root, e.n)))
+    .sort((a, b) => Number(b.m![1]) - Number(a.m![1]))
+    .map((e) => join(root, e.n));
+}
+
+function isDir(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * The newest run's `file` (model.safetensors for eval and predict, checkpoint-last.safetensors for --resume):
+ * the highest-numbered run folder holding it; runs from before numbered folders (the file directly in
+ * models/) count as the oldest. `flag` names the option that would have given the path.
+ */
+export function newestRunFile(file: string, flag: string, root: string = MODELS_ROOT): string {
+  for (const dir of runFolders(root)) {
+    if (existsSync(join(dir, file))) return join(dir, file);
+  }
+  if (existsSync(join(root, file))) return join(root, file);
+  throw new UserError(`${flag}: no run in ${root}/ holds ${file}; train one first (npx mnist-par), or give ${flag} <path>`);
+}
+
+/** The run files present in `dir` (none when it does not exist). */
+export function runFilesIn(dir: string): string[] {
+  return RUN_FILES.filter((f) => existsSync(join(dir, f)));
+}
+
+export interface RunDirs {
+  /** the folder for the model, checkpoints, metrics and config.json */
+  out: string;
+  /** the folder for the PNG charts */
+  plots: string;
+  /** the numbered folder made for this run, if any (removed again if the run ends before writing to it) */
+  created: string | null;
+  /** its charts' folder plots/run-N, when that was chosen here */
+  createdPlots: string | null;
+}
+
+/**
+ * Decides where a run writes, before it does any work. `out` and `plots` are the configuration's values:
+ * '' means "a new numbered run folder" and "beside the run" (plots/run-N for a numbered run, the --out folder
+ * otherwise). `resumeDir` is the folder of the checkpoint being resumed, whose run may continue in place.
+ */
+export async function prepareRunDirs(out: string, plots: string, overwrite: boolean, resumeDir: string | null): Promise<RunDirs> {
+  if (out === '') {
+    const dir = await createRunFolder(MODELS_ROOT);
+    const ownPlots = plots === '' ? join(PLOTS_ROOT, basename(dir)) : null;
+    return { out: dir, plots: ownPlots ?? plots, created: dir, createdPlots: ownPlots };
+  }
+  const continuing = resumeDir !== null && resolve(resumeDir) === resolve(out);
+  const previous = continuing ? [] : runFilesIn(out);
+  if (previous.length > 0) {
+    if (!overwrite) {
+      const named = previous.length > 3 ? `${previous.slice(0, 3).join(', ')}, …` : previous.join(', ');
+      throw new UsageError(`--out ${out}: already holds a run (${named}); continue it with --resume ${out}, ` +
+        `replace it with --overwrite, or leave out --out to start a new numbered run in ${MODELS_ROOT}/`);
+    }
+    // replacing: nothing of the old run may stay behind to be mistaken for the new one's
+    for (const f of [...previous, ...RUN_CHARTS]) await rm(join(out, f), { force: true });
+  }
+  return { out, plots: plots === '' ? out : plots, created: null, createdPlots: null };
+}
+
+/** Makes `root`/run-N for the next free N (safe against a second run starting at the same moment). */
+async function createRunFolder(root: string): Promise<string> {
+  try {
+    await makeDir(root);
+  } catch (e) {
+    throw new UserError(`${root}: cannot create the folder for the runs (${errorCode(e)}); run from a writable directory or pass --out <dir>`);
+  }
+  for (let n = Number(RUN_NAME.exec(basename(runFolders(root)[0] ?? 'run-0'))![1]) + 1; ; n++) {
+    const dir = join(root, `run-${n}`);
+    try {
+      await mkdir(dir);
+      return dir;
+    } catch (e) {
+      if (errorCode(e) !== 'EEXIST') {
+        throw new UserError(`${dir}: cannot create the run folder (${errorCode(e)}); run from a writable directory or pass --out <dir>`);
+      }
+    }
+  }
+}
+
+/**
+ * Points `root`/latest at the run folder `dir` (one of its children), replacing the link atomically. A
+ * `latest` that is not a link (someone's own folder) is left alone, as is a file system without links.
+ */
+export async function pointLatest(root: string, dir: string): Promise<void> {
+  const link = join(root, LATEST);
+  const tmp = `${link}.tmp-${process.pid}`;
+  // Windows makes directory junctions without extra rights, but they need an absolute target
+  const target = process.platform === 'win32' ? resolve(dir) : relative(root, dir);
+  try {
+    await unlink(tmp).catch(() => {});
+    await symlink(target, tmp, 'junction');
+    await rename(tmp, link);
+  } catch {
+    await unlink(tmp).catch(() => {});
+  }
+}
+
+/** Removes a run folder made for a run that ended before writing anything into it. */
+export async function removeIfEmpty(dir: string): Promise<void> {
+  await rmdir(dir).catch(() => {});
+}
+
+/**
+ * A path stored in a checkpoint's configuration, for the run that resumes it: relative paths were relative to
+ * the folder the run started in (`startDir`), wherever the resumed run starts. Used as given when that folder
+ * is gone (the project was moved) and the path is relative.
+ */
+export function storedPath(path: string, startDir: string | undefined): string {
+  if (isAbsolute(path) || !startDir || !isDir(startDir)) return path;
+  const abs = resolve(startDir, path);
+  const rel = relative(process.cwd(), abs);
+  // keep messages short when the run resumes from the same folder (or one above it)
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) ? rel : abs;
+}

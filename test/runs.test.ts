@@ -1,0 +1,127 @@
+// Run folders: a new run never destroys an earlier one. Without --out each run gets models/run-N (charts in
+// plots/run-N) and models/latest points at the newest; eval, predict and --resume find the newest run on
+// their own; an --out holding a run is refused unless --overwrite; a resumed run writes where the run lives,
+// whichever folder it is started from.
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import sharp from 'sharp';
+import { describe, expect, it } from 'vitest';
+import { readSafetensors } from '../src/safetensors.js';
+import { mnistDir, runCli } from './cli-run.js';
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-par-runs-'));
+const small = ['--limit-train', '600', '--limit-test', '200', '--batch-size', '100', '--epochs', '1', '--no-dashboard', '--no-download'];
+const stateOf = async (file: string) => JSON.parse((await readSafetensors(file)).metadata['mnist-par.state']);
+
+describe('numbered run folders', () => {
+  it('running the main command twice keeps both runs; eval, predict and --resume take the newest', async () => {
+    const cwd = tmp();
+    for (const seed of ['1', '2']) {
+      const r = runCli(['--data-dir', mnistDir, ...small, '--seed', seed], {}, undefined, cwd);
+      expect(r.code, r.stderr).toBe(0);
+    }
+    expect(readdirSync(join(cwd, 'models')).sort()).toEqual(['latest', 'run-1', 'run-2']);
+    expect(readlinkSync(join(cwd, 'models', 'latest'))).toBe('run-2');
+    expect(readlinkSync(join(cwd, 'plots', 'latest'))).toBe('run-2');
+    for (const [n, seed] of [[1, 1], [2, 2]]) {
+      const cfg = JSON.parse(readFileSync(join(cwd, 'models', `run-${n}`, 'config.json'), 'utf8'));
+      expect(cfg.seed).toBe(seed);
+      expect(cfg.out).toBe(join('models', `run-${n}`));
+      expect(existsSync(join(cwd, 'plots', `run-${n}`, 'epoch_metrics.png'))).toBe(true);
+    }
+
+    const ev = runCli(['eval', '--data-dir', mnistDir, '--no-download', '--threads', '1', '--json'], {}, undefined, cwd);
+    expect(ev.code, ev.stderr).toBe(0);
+    expect(JSON.parse(ev.stdout).model).toBe(join('models', 'run-2', 'model.safetensors'));
+    expect(existsSync(join(cwd, 'plots', 'run-2', 'confusion_matrix.png'))).toBe(true);
+
+    // a drawn digit: a white vertical bar on black
+    const digit = join(cwd, 'digit.png');
+    const px = Buffer.alloc(28 * 28);
+    for (let y = 5; y < 23; y++) px.fill(255, y * 28 + 12, y * 28 + 16);
+    await sharp(px, { raw: { width: 28, height: 28, channels: 1 } }).png().toFile(digit);
+    const pr = runCli(['predict', '--json', digit], {}, undefined, cwd);
+    expect(pr.code, pr.stderr).toBe(0);
+    const byFolder = runCli(['predict', '--json', '--model', join('models', 'run-2'), digit], {}, undefined, cwd);
+    expect(byFolder.stdout).toBe(pr.stdout);
+
+    // run-2 finished its epoch: --resume alone names it and says there is nothing to do
+    const rs = runCli(['--resume'], {}, undefined, cwd);
+    expect(rs.code, rs.stderr).toBe(0);
+    expect(rs.stderr).toContain(join('models', 'run-2', 'checkpoint-last.safetensors'));
+    expect(rs.stdout).toContain('nothing to resume');
+  });
+
+  it('without any run, eval and --resume say how to make one', () => {
+    const cwd = tmp();
+    for (const args of [['eval'], ['predict', 'x.png'], ['--resume']]) {
+      const r = runCli(args, {}, undefined, cwd);
+      expect(r.code, args.join(' ')).toBe(1);
+      expect(r.stderr.trim().split('\n')).toHaveLength(1);
+      expect(r.stderr).toMatch(/no run in models\/ holds .*; train one first \(npx mnist-par\)/);
+    }
+  });
+
+  it('a run that fails before training leaves no empty run folder behind', () => {
+    const cwd = tmp();
+    const r = runCli(['--data-dir', join(cwd, 'nowhere'), ...small], {}, undefined, cwd);
+    expect(r.code).toBe(1);
+    expect(existsSync(join(cwd, 'models')) ? readdirSync(join(cwd, 'models')) : []).toEqual([]);
+    expect(existsSync(join(cwd, 'plots')) ? readdirSync(join(cwd, 'plots')) : []).toEqual([]);
+  });
+});
+
+describe('--out', () => {
+  it('refuses a folder holding a run, changing nothing; --overwrite replaces the run', () => {
+    const dir = tmp();
+    const out = join(dir, 'exp');
+    expect(runCli(['--data-dir', mnistDir, ...small, '--out', out, '--seed', '1']).code).toBe(0);
+    const before = readdirSync(out).sort().map((f) => [f, readFileSync(join(out, f)).toString('base64')]);
+    const r = runCli(['--data-dir', mnistDir, ...small, '--out', out, '--seed', '2']);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain(`--out ${out}: already holds a run`);
+    expect(r.stderr).toContain(`--resume ${out}`);
+    expect(r.stderr).toContain('--overwrite');
+    expect(readdirSync(out).sort().map((f) => [f, readFileSync(join(out, f)).toString('base64')])).toEqual(before);
+
+    // an earlier run's best checkpoint must not survive into the new run: make one the new run will not write
+    writeFileSync(join(out, 'checkpoint-best.safetensors'), 'from the old run');
+    const o = runCli(['--data-dir', mnistDir, ...small, '--out', out, '--seed', '2', '--overwrite', '--epochs', '2', '--patience', '1',
+      '--monitor', 'val_accuracy', '--min-delta', '0.9']);
+    expect(o.code, o.stderr).toBe(0);
+    expect(JSON.parse(readFileSync(join(out, 'config.json'), 'utf8')).seed).toBe(2);
+    expect(readFileSync(join(out, 'checkpoint-best.safetensors')).toString()).not.toBe('from the old run');
+    expect(readFileSync(join(out, 'epoch_metrics.csv'), 'utf8').trim().split('\n')).toHaveLength(3);
+    // the charts of a run given --out go beside it
+    expect(existsSync(join(out, 'epoch_metrics.png'))).toBe(true);
+  });
+
+  it('an empty or unrelated folder is fine', () => {
+    const out = join(tmp(), 'exp');
+    mkdirSync(out);
+    writeFileSync(join(out, 'notes.txt'), 'mine');
+    expect(runCli(['--data-dir', mnistDir, ...small, '--out', out]).code).toBe(0);
+    expect(readFileSync(join(out, 'notes.txt'), 'utf8')).toBe('mine');
+  });
+});
+
+describe('a resumed run', () => {
+  it('finds the data and writes into its own folders, relative to where the run started, from anywhere', async () => {
+    const home = tmp();
+    symlinkSync(mnistDir, join(home, 'digits'));
+    // schedule none: a larger --epochs continues the same run
+    const args = ['--data-dir', 'digits', ...small, '--schedule', 'none', '--epochs', '1'];
+    expect(runCli(args, {}, undefined, home).code).toBe(0);
+    const elsewhere = tmp();
+    const r = runCli(['--resume', join(home, 'models', 'run-1'), '--epochs', '2', '--no-dashboard'], {}, undefined, elsewhere);
+    expect(r.code, r.stderr).toBe(0);
+    expect(readdirSync(elsewhere)).toEqual([]);
+    expect(readFileSync(join(home, 'models', 'run-1', 'epoch_metrics.csv'), 'utf8').trim().split('\n')).toHaveLength(3);
+    expect(existsSync(join(home, 'plots', 'run-1', 'epoch_metrics.png'))).toBe(true);
+    const st = await stateOf(join(home, 'models', 'run-1', 'checkpoint-last.safetensors'));
+    expect(st.epoch).toBe(3);
+    expect(st.cwd).toBe(elsewhere);
+  });
+});
