@@ -66,20 +66,21 @@ describe('training end to end', () => {
 
   it('a worker that throws stops the run with one line naming the task; the saved model survives', () => {
     const out = join(tmp(), 'models');
-    const r1 = runCli(['--data-dir', mnistDir, '--out', out, '--threads', '2', ...small]);
+    // epoch 1 of 2 (32 steps each; schedule none, so a resumed run may ask for more epochs) …
+    const r1 = runCli(['--data-dir', mnistDir, '--out', out, '--threads', '2', ...small, '--schedule', 'none']);
     expect(r1.code).toBe(0);
     const before = readFileSync(join(out, 'model.safetensors'));
-    const r = runCli(['--data-dir', mnistDir, '--out', out, '--threads', '2', ...small],
-      { MNIST_PAR_INJECT_FAULT: 'forwardBackward:5' });
+    // … then epoch 2 fails at its fifth step
+    const r = runCli(['--resume', out, '--epochs', '2'], { MNIST_PAR_INJECT_FAULT: 'forwardBackward:37' });
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/worker task forwardBackward \(step 5, shard \d+\) failed: injected fault/);
+    expect(r.stderr).toMatch(/worker task forwardBackward \(step 37, shard \d+\) failed: injected fault/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(readFileSync(join(out, 'model.safetensors')).equals(before)).toBe(true);
   });
 
   it('one failing shard stops its peers at their barriers; the error names that shard, not a peer', () => {
-    const out = join(tmp(), 'models');
     for (const threads of ['3', '8']) {
+      const out = join(tmp(), 'models');
       const r = runCli(['--data-dir', mnistDir, '--out', out, '--threads', threads, ...small],
         { MNIST_PAR_INJECT_FAULT: 'forwardBackward:6:3' }, 60_000);
       expect(r.code, `threads ${threads}`).toBe(1);

@@ -210,10 +210,11 @@ describe('eval, bad inputs: one line, the file or flag named, nothing half-writt
     });
   }
 
-  it('no --model → exit 2 naming it', () => {
+  it('no --model and no run to take it from → one line naming --model and how to get a model', () => {
     const r = runCli(['eval', '--data-dir', mnistDir]);
-    expect(r.code).toBe(2);
-    expect(r.stderr).toContain('--model');
+    expect(r.code).toBe(1);
+    expect(r.stderr.trim().split('\n')).toHaveLength(1);
+    expect(r.stderr).toContain('--model: no run in models/ holds model.safetensors; train one first');
   });
 });
 
