@@ -66,7 +66,7 @@ const get = (name: string): Data => {
   return t.data;
 };
 const settings = JSON.parse(fx.metadata.settings) as {
-  seed: number; layers: number[]; batch: number; label_smoothing: number; steps: number;
+  seed: number; layers: number[]; batch: number; mean: number; std: number; label_smoothing: number; steps: number;
   adamw: { lr: number; betas: [number, number]; eps: number; weight_decay: number };
   onecycle: { max_lr: number; total_steps: number; pct_start: number; div_factor: number; final_div_factor: number };
   sgd: { lr: number; momentum: number; nesterov: boolean; weight_decay: number };
@@ -230,6 +230,7 @@ afterAll(() => {
 describe('the fixture', () => {
   it('starts from the weights initParams gives for the default net and seed (same bits)', () => {
     expect(settings.layers).toEqual(layout.layers);
+    expect([settings.mean, settings.std]).toEqual([mnist.mean, mnist.std]); // the script's normalization is ours
     const index = get('init.index');
     const values = get('init.values');
     expect(Array.from(index, (i) => init[i])).toEqual(Array.from(values));
