@@ -84,9 +84,10 @@ describe('one image per micro-shard', () => {
 });
 
 describe('a ragged last batch at a real batch size', () => {
-  // 3 full batches of 64, then the ragged one: 5 images over 8 shards leaves shards 0, 2 and 5 empty, inside
-  // each thread's group of shards; 1 image over 3 shards leaves the first thread's whole group empty. Two epochs, so a
-  // full step follows the ragged one. Default kernels (native when built, else WebAssembly).
+  // 3 full batches of 64, then the ragged one: 5 images over 8 shards leave shards 0, 2 and 5 empty, inside
+  // each thread's group of shards; 1 image over 3 shards leaves shards 0 and 1 empty, the whole group of the
+  // first thread when two or more share the work. Two epochs, so a full step follows the ragged one. Default
+  // kernels (native when built, else WebAssembly).
   const cases: [string, string, Run[]][] = [
     ['5 rows over --shards 8', '197', [
       { shards: 8, threads: 1, pipeline: 'lockstep' },
