@@ -46,7 +46,9 @@ class Pane {
   private readonly socket = join(this.dir, 'tmux.sock');
 
   tmux(...args: string[]): string {
-    const r = spawnSync('tmux', ['-S', this.socket, ...args], { encoding: 'utf8', timeout: 20_000 });
+    // TMUX unset: a test run inside tmux still starts its own server rather than nesting
+    const r = spawnSync('tmux', ['-S', this.socket, ...args],
+      { encoding: 'utf8', timeout: 20_000, env: { ...process.env, TMUX: undefined } });
     if (r.status !== 0) throw new Error(`tmux ${args.join(' ')}: ${r.stderr || r.error?.message}`);
     return r.stdout;
   }
