@@ -1,5 +1,7 @@
 // The resolved training configuration: its type, its defaults, and validate(), whose every message names
-// the flag and the accepted values. Sources, lowest precedence first: DEFAULTS, a --config JSON file, flags.
+// the flag and the accepted values. Sources, lowest precedence first: DEFAULTS, a --config JSON file (read by
+// readConfigFile), flags.
+import { readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { UsageError } from './errors.js';
 import { DEFAULT_HIDDEN } from './model.js';
@@ -220,4 +222,24 @@ export function validate(raw: Record<string, unknown>): Config {
 
 function show(v: unknown): string {
   return typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? String(v);
+}
+
+/** The values of a --config JSON file, as the CLI reads them (not yet validated: flags may override them). */
+export function readConfigFile(path: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (e) {
+    throw new UsageError(`--config ${path}: cannot read the file (${(e as NodeJS.ErrnoException).code}); give the path of a JSON file`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw new UsageError(`--config ${path}: not valid JSON (${(e as Error).message}); expected an object like {"epochs": 3}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw new UsageError(`--config ${path}: expected a JSON object of configuration fields, got ${Array.isArray(value) ? 'an array' : typeof value}`);
+  }
+  return value as Record<string, unknown>;
 }
