@@ -3,7 +3,7 @@
 // (offsets relative to the start of the data section), then the raw little-endian tensor data. We pad the
 // header with spaces to a multiple of 8 so the data section starts aligned. We write and read F32 only.
 import { readFile } from 'node:fs/promises';
-import { UserError } from './errors.js';
+import { printable, UserError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 import { CLASSES, INPUT, paramLayout, tensorNames, type Layout } from './model.js';
 
@@ -22,7 +22,8 @@ const MAX_HEADER = 100 * 1024 * 1024;
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
-const fmt = (shape: readonly unknown[]): string => `[${shape.join(', ')}]`;
+// a shape read from a file may have thousands of dimensions: a message shows the first few
+const fmt = (shape: readonly unknown[]): string => `[${shape.slice(0, 8).join(', ')}${shape.length > 8 ? `, … (${shape.length} dimensions)` : ''}]`;
 
 /** Tensors in the order given, packed back to back; `data` may be a view into a shared buffer. */
 export function encodeSafetensors(tensors: Tensor[], metadata?: Record<string, string>): Uint8Array {
@@ -71,18 +72,19 @@ export function decodeSafetensors(bytes: Uint8Array, file: string): SafetensorsF
   try {
     header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)));
   } catch (e) {
-    throw bad(`header is not valid JSON (${(e as Error).message})`);
+    throw bad(`header is not valid JSON (${printable((e as Error).message, 200)})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw bad('header is not a JSON object');
 
   const metadata: Record<string, string> = {};
   const entries: Entry[] = [];
   const dataLen = bytes.length - 8 - n;
-  for (const [name, v] of Object.entries(header as Record<string, unknown>)) {
-    if (name === '__metadata__') {
+  for (const [key, v] of Object.entries(header as Record<string, unknown>)) {
+    const name = printable(key);
+    if (key === '__metadata__') {
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad('__metadata__ is not an object');
       for (const [k, s] of Object.entries(v)) {
-        if (typeof s !== 'string') throw bad(`__metadata__.${k} is not a string`);
+        if (typeof s !== 'string') throw bad(`__metadata__.${printable(k)} is not a string`);
         metadata[k] = s;
       }
       continue;
@@ -97,21 +99,21 @@ export function decodeSafetensors(bytes: Uint8Array, file: string): SafetensorsF
       throw bad(`tensor ${name} has no valid data_offsets (expected [begin, end] with begin <= end)`);
     }
     if (e.dtype !== 'F32') {
-      throw new UserError(`${file}: tensor ${name} has dtype ${e.dtype}, only F32 is supported; convert the file to float32`);
+      throw new UserError(`${file}: tensor ${name} has dtype ${printable(e.dtype)}, only F32 is supported; convert the file to float32`);
     }
     const [begin, end] = e.data_offsets;
     if (numel(e.shape) * 4 !== end - begin) {
       throw bad(`tensor ${name} has shape ${fmt(e.shape)} (${numel(e.shape) * 4} bytes) but data_offsets [${begin}, ${end}] span ${end - begin} bytes`);
     }
     if (end > dataLen) throw bad(`tensor ${name} data_offsets [${begin}, ${end}] run past the ${dataLen}-byte data section`);
-    entries.push({ name, shape: e.shape, begin, end });
+    entries.push({ name: key, shape: e.shape, begin, end });
   }
 
   // The tensors must tile the data section exactly: no overlaps, no gaps, nothing trailing.
   const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
   let pos = 0;
   for (const e of sorted) {
-    if (e.begin < pos) throw bad(`tensor ${e.name} data_offsets [${e.begin}, ${e.end}] overlap the previous tensor (ending at ${pos})`);
+    if (e.begin < pos) throw bad(`tensor ${printable(e.name)} data_offsets [${e.begin}, ${e.end}] overlap the previous tensor (ending at ${pos})`);
     if (e.begin > pos) throw bad(`gap in the data section: bytes ${pos}..${e.begin} belong to no tensor`);
     pos = e.end;
   }

@@ -167,6 +167,20 @@ describe('corrupt files', () => {
   it('bad metadata', () => {
     expectUserError(() => decodeSafetensors(handMade({ ...ok, __metadata__: { a: 1 } }, four), F), F, /__metadata__\.a is not a string/);
   });
+  it('names, dtypes and JSON errors from the file stay on one line, escaped and cut', () => {
+    // found by test/fuzz.test.ts: a newline in a tensor name or a metadata key reached the message
+    expectUserError(() => decodeSafetensors(handMade({ 'a\nb': 5 }, four), F), F, /entry "a\\nb" is not an object/);
+    expectUserError(() => decodeSafetensors(handMade({ ...ok, __metadata__: { 'x\ry': 1 } }, four), F), /__metadata__\."x\\ry" is not a string/);
+    const dtype = { t: { dtype: 'F16\n'.repeat(100), shape: [8], data_offsets: [0, 16] } };
+    expectUserError(() => decodeSafetensors(handMade(dtype, four), F), /dtype "F16\\nF16.*"…, only F32/);
+    // V8 quotes the bad JSON, newlines included, in its complaint
+    expectUserError(() => decodeSafetensors(handMade(null, four, '{"t":\n\n x}'), F), F, /not valid JSON/);
+    const shape = { t: { dtype: 'F32', shape: new Array(5000).fill(1), data_offsets: [0, 12] } };
+    let msg = '';
+    try { decodeSafetensors(handMade(shape, four), F); } catch (e) { msg = (e as Error).message; }
+    expect(msg).toMatch(/shape \[1, 1, 1, 1, 1, 1, 1, 1, … \(5000 dimensions\)\]/);
+    expect(msg.length).toBeLessThan(300);
+  });
   it('missing file', async () => {
     await expect(readSafetensors(join(dir, 'nope.safetensors'))).rejects.toThrow(/nope\.safetensors: cannot read \(no such file\)/);
   });
