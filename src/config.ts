@@ -101,6 +101,9 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
   logEvery: 100,
 };
 
+/** More hidden layers than this is no MLP for MNIST: a bound for what a file (a --config, a checkpoint) may ask for. */
+export const MAX_HIDDEN_LAYERS = 64;
+
 const BOOLEAN_KEYS: readonly (keyof Config)[] = ['download', 'nesterov', 'dashboard', 'json', 'augment'];
 
 /** Flag spelling of a config key, for messages: batchSize → --batch-size. */
@@ -197,6 +200,7 @@ function checkField(key: keyof Config, v: unknown): void {
     if (!Array.isArray(v) || v.length === 0 || v.some((w) => !Number.isInteger(w) || w < 1 || w > 8192)) {
       throw new UsageError(`--hidden: expected a list of layer widths, each an integer in 1..8192, got ${show(v)}`);
     }
+    if (v.length > MAX_HIDDEN_LAYERS) throw new UsageError(`--hidden: expected at most ${MAX_HIDDEN_LAYERS} hidden layers, got ${v.length}`);
   } else if (BOOLEAN_KEYS.includes(key)) {
     if (typeof v !== 'boolean') throw new UsageError(`${flag}: expected true or false, got ${show(v)}`);
   } else if (key === 'dataDir' || key === 'out' || key === 'plots') {

@@ -65,3 +65,12 @@ describe('readConfigFile', () => {
     expect(() => readConfigFile(dir)).toThrow(/cannot read the file \(EISDIR\)/);
   });
 });
+
+describe('--hidden', () => {
+  it('takes at most 64 hidden layers: a file cannot ask for an unbounded network', () => {
+    // found by test/fuzz.test.ts: a checkpoint's configuration with 100000 layers of 8192 passed validate()
+    expect(validate({ hidden: new Array(64).fill(8) }).hidden).toHaveLength(64);
+    expect(() => validate({ hidden: new Array(65).fill(8) })).toThrow(/^--hidden: expected at most 64 hidden layers, got 65$/);
+    expect(refusal(`{"hidden": [${'8192,'.repeat(99_999)}8192]}`).message).toContain('got 100000');
+  });
+});
