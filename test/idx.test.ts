@@ -126,6 +126,11 @@ describe('parseIdx', () => {
     expectUserError(() => parseIdx(gzipSync(idx(0x08, [2], 5)), F), F, '3 unexpected trailing bytes');
   });
 
+  it('rejects a file of zero images or labels, which would train for zero steps with NaN metrics', () => {
+    expectUserError(() => parseIdx(images(0), F), F, 'holds no images: its header gives 0×28×28');
+    expectUserError(() => parseIdx(gzipSync(labels([])), F, 'labels'), F, 'holds no labels: its header gives 0');
+  });
+
   it('rejects labels outside 0..9', () => {
     expectUserError(() => parseIdx(labels([0, 9, 10, 1]), F), F, 'expected labels 0..9, found 10 at index 2');
     expectUserError(() => parseIdx(labels([255]), F), F, 'found 255 at index 0');
@@ -170,6 +175,11 @@ describe('loadSplit', () => {
     await expectUserErrorAsync(loadSplit(dir, 'train', 'fashion-mnist'), `mnist-par download --dataset fashion-mnist --data-dir ${dir}`);
     const empty = tmp({});
     await expectUserErrorAsync(loadSplit(empty, 'test'), 't10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz', empty, '--data-dir');
+  });
+
+  it('an empty split (zero images and zero labels, consistent) is refused naming the images file', async () => {
+    const dir = tmp({ 't10k-images-idx3-ubyte.gz': gzipSync(images(0)), 't10k-labels-idx1-ubyte.gz': gzipSync(labels([])) });
+    await expectUserErrorAsync(loadSplit(dir, 'test'), join(dir, 't10k-images-idx3-ubyte.gz'), 'holds no images');
   });
 
   it('names the file when one of them is corrupt', async () => {

@@ -112,6 +112,8 @@ function parseRaw(buf: Uint8Array, file: string, kind: IdxKind | undefined, data
   if (n === 3 && (dims[1] !== SIDE || dims[2] !== SIDE)) {
     fail(file, `expected ${SIDE}×${SIDE} images, found ${dims[1]}×${dims[2]}`, dataset);
   }
+  // an empty split would train for zero steps and report NaN metrics
+  if (dims[0] === 0) fail(file, `holds no ${n === 1 ? 'labels' : 'images'}: its header gives ${dims.join('×')}`, dataset);
   const want = dims.reduce((a, b) => a * b, 1);
   const have = buf.length - header;
   if (have < want) fail(file, `is truncated: header ${dims.join('×')} promises ${want} data bytes, found ${have}`, dataset);
