@@ -184,6 +184,12 @@ export function paramsFromTensors(tensors: Map<string, Tensor>, file: string): {
     const b = tensors.get(`${2 * l}.bias`);
     if (!b) throw new UserError(`${file}: ${w.name} has no matching ${2 * l}.bias; the file does not hold weights for this network`);
     if (b.shape.length !== 1 || b.shape[0] !== OC) throw wrong(b.name, b.shape, fmt([OC]));
+    for (const t of [w, b]) {
+      const i = t.data.findIndex((v) => !Number.isFinite(v));
+      if (i >= 0) {
+        throw new UserError(`${file}: ${t.name} holds ${t.data[i]} at index ${i}; the weights are damaged or come from a run that diverged, use another file`);
+      }
+    }
     layers.push(OC);
     chain.push(w, b);
   }

@@ -207,6 +207,13 @@ describe('paramsFromTensors', () => {
     expectUserError(() => paramsFromTensors(net(t('0.weight', 10, 784), t('0.bias', 10), t('4.weight', 10, 10)), 'w.st'),
       /unexpected tensor 4\.weight/);
   });
+  it('rejects a NaN or an infinite weight (found by fuzzing: one flipped exponent bit made predict print NaN%)', () => {
+    for (const [v, at] of [[NaN, 7], [Infinity, 0], [-Infinity, 9]] as const) {
+      const ts = net(t('0.weight', 10, 784), t('0.bias', 10));
+      ts.get('0.bias')!.data[at] = v;
+      expectUserError(() => paramsFromTensors(ts, 'w.st'), new RegExp(`^w\\.st: 0\\.bias holds ${v} at index ${at}; the weights are damaged`));
+    }
+  });
 });
 
 describe('atomic write', () => {
