@@ -123,6 +123,8 @@ export async function loadCheckpoint(fileOrDir: string): Promise<Checkpoint> {
     if (t.data.length !== P) {
       throw new UserError(`${file}: ${name} has ${t.data.length} values, expected ${P}; the checkpoint is inconsistent`);
     }
+    const bad = t.data.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw damaged(`its ${name} holds ${t.data[bad]} at index ${bad}`);
     optimizerState.push(t.data);
   }
   const p = tensors.get('epoch.permutation');

@@ -64,6 +64,13 @@ describe('loadCheckpoint: optimizer state tensors', () => {
     const three = await roundTrip(state({ optimizer: 'adamw' }), moments(3), goodPerm());
     await refused(three.load(), three.f, /needs 2 state tensors .*found 3/);
   });
+
+  it('refuses a NaN or an infinite moment', async () => {
+    const m = moments(2);
+    m[1][5] = Infinity;
+    const r = await roundTrip(state({ optimizer: 'adam' }), m, goodPerm());
+    await refused(r.load(), r.f, /its optimizer\.state\.1 holds Infinity at index 5/);
+  });
 });
 
 describe('loadCheckpoint: the epoch permutation', () => {
