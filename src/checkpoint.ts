@@ -169,6 +169,8 @@ function permutationProblem(values: Float32Array): string {
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 const isSeconds = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
 
+const EPOCH_FIELDS = ['epoch', 'trainLoss', 'trainAccuracy', 'valLoss', 'valAccuracy', 'lr', 'seconds'] as const;
+
 /** The first field of a training state that training could not continue from, or null. */
 function stateProblem(st: TrainState): string | null {
   if (!isCount(st.epoch) || st.epoch < 1) return `epoch ${printable(String(st.epoch))} (expected an integer ≥ 1)`;
@@ -184,6 +186,9 @@ function stateProblem(st: TrainState): string | null {
   }
   if (!isSeconds(st.elapsedSec)) return `elapsedSec ${printable(String(st.elapsedSec))} (expected seconds ≥ 0)`;
   if (!Array.isArray(st.epochs)) return 'no list of epoch records';
+  const i = st.epochs.findIndex((r) => typeof r !== 'object' || r === null || EPOCH_FIELDS.some((k) => typeof r[k] !== 'number' && r[k] !== null));
+  // null is a NaN written as JSON (a diverged epoch's loss): kept as the run recorded it
+  if (i >= 0) return `an epoch record (number ${i + 1}) without the numbers ${EPOCH_FIELDS.join(', ')}`;
   if (st.best !== null && (typeof st.best !== 'object' || !isCount(st.best.epoch) || typeof st.best.valAccuracy !== 'number')) {
     return 'a best epoch that is neither null nor an epoch and an accuracy';
   }

@@ -115,6 +115,7 @@ describe('loadCheckpoint: the training state', () => {
     ['a generator state of three words', { rng: [1, 2, 3] }, /random generator state/],
     ['elapsed seconds of null (NaN, once written as JSON)', { elapsedSec: null }, /elapsedSec null/],
     ['no early-stopping counts', { early: {} }, /early-stopping/],
+    ['an epoch record that is not one', { epochs: [{ epoch: 1, trainLoss: 'x' }] }, /an epoch record \(number 1\) without the numbers epoch, trainLoss/],
   ] as const) {
     it(`refuses ${what}`, async () => {
       const r = await roundTrip(state({ optimizer: 'adam' }, over), moments(2), goodPerm());
