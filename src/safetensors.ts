@@ -2,7 +2,7 @@
 //   { "<name>": { "dtype": "F32", "shape": [..], "data_offsets": [begin, end] }, ..., "__metadata__": {..} }
 // (offsets relative to the start of the data section), then the raw little-endian tensor data. We pad the
 // header with spaces to a multiple of 8 so the data section starts aligned. We write and read F32 only.
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { printable, UserError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 import { CLASSES, INPUT, paramLayout, tensorNames, type Layout } from './model.js';
@@ -19,6 +19,8 @@ export interface SafetensorsFile {
 }
 
 const MAX_HEADER = 100 * 1024 * 1024;
+/** The largest file we read: 268M float32 values, some 900× the default network with its Adam state. */
+export const MAX_FILE = 1 << 30;
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
@@ -143,8 +145,14 @@ export async function writeSafetensors(path: string, tensors: Tensor[], metadata
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   let bytes: Uint8Array;
   try {
+    // the size is checked before the file is read into memory
+    const { size } = await stat(path);
+    if (size > MAX_FILE) {
+      throw new UserError(`${path}: ${size} bytes, larger than the ${MAX_FILE}-byte limit for a model or checkpoint; check the path`);
+    }
     bytes = await readFile(path);
   } catch (e) {
+    if (e instanceof UserError) throw e;
     const err = e as NodeJS.ErrnoException;
     const why = err.code === 'ENOENT' ? 'no such file' : err.message;
     throw new UserError(`${path}: cannot read (${why}); check the path`);

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, truncate, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -180,6 +180,12 @@ describe('corrupt files', () => {
     try { decodeSafetensors(handMade(shape, four), F); } catch (e) { msg = (e as Error).message; }
     expect(msg).toMatch(/shape \[1, 1, 1, 1, 1, 1, 1, 1, … \(5000 dimensions\)\]/);
     expect(msg.length).toBeLessThan(300);
+  });
+  it('a file over 1 GiB is refused before it is read into memory', async () => {
+    const big = join(dir, 'big.safetensors');
+    await writeFile(big, handMade(ok, four));
+    await truncate(big, 2 ** 30 + 1); // sparse: costs no disk
+    await expect(readSafetensors(big)).rejects.toThrow(/big\.safetensors: 1073741825 bytes, larger than the 1073741824-byte limit/);
   });
   it('missing file', async () => {
     await expect(readSafetensors(join(dir, 'nope.safetensors'))).rejects.toThrow(/nope\.safetensors: cannot read \(no such file\)/);
