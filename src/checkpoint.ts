@@ -166,6 +166,8 @@ function permutationProblem(values: Float32Array): string {
   return 'no problem';
 }
 
+/** A value from the file for a message; arrays and objects are named, not printed (they may nest deep). */
+const shown = (v: unknown): string => (typeof v === 'object' ? (v === null ? 'null' : Array.isArray(v) ? 'an array' : 'an object') : printable(String(v)));
 const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 const isSeconds = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
 
@@ -173,9 +175,9 @@ const EPOCH_FIELDS = ['epoch', 'trainLoss', 'trainAccuracy', 'valLoss', 'valAccu
 
 /** The first field of a training state that training could not continue from, or null. */
 function stateProblem(st: TrainState): string | null {
-  if (!isCount(st.epoch) || st.epoch < 1) return `epoch ${printable(String(st.epoch))} (expected an integer ≥ 1)`;
-  if (!isCount(st.batch)) return `batch ${printable(String(st.batch))} (expected an integer ≥ 0)`;
-  if (!isCount(st.step) || st.step < st.batch) return `step ${printable(String(st.step))} (expected an integer ≥ batch ${st.batch})`;
+  if (!isCount(st.epoch) || st.epoch < 1) return `epoch ${shown(st.epoch)} (expected an integer ≥ 1)`;
+  if (!isCount(st.batch)) return `batch ${shown(st.batch)} (expected an integer ≥ 0)`;
+  if (!isCount(st.step) || st.step < st.batch) return `step ${shown(st.step)} (expected an integer ≥ batch ${st.batch})`;
   if (!Array.isArray(st.rng) || st.rng.length !== 4 || !st.rng.every((w) => isCount(w) && w <= 0xffffffff)) {
     return 'a random generator state that is not four uint32 values';
   }
@@ -184,7 +186,7 @@ function stateProblem(st: TrainState): string | null {
     || !isSeconds(part.seconds)) {
     return 'epoch sums (partial) that are not finite non-negative numbers';
   }
-  if (!isSeconds(st.elapsedSec)) return `elapsedSec ${printable(String(st.elapsedSec))} (expected seconds ≥ 0)`;
+  if (!isSeconds(st.elapsedSec)) return `elapsedSec ${shown(st.elapsedSec)} (expected seconds ≥ 0)`;
   if (!Array.isArray(st.epochs)) return 'no list of epoch records';
   const i = st.epochs.findIndex((r) => typeof r !== 'object' || r === null || EPOCH_FIELDS.some((k) => typeof r[k] !== 'number' && r[k] !== null));
   // null is a NaN written as JSON (a diverged epoch's loss): kept as the run recorded it

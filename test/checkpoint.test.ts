@@ -123,6 +123,16 @@ describe('loadCheckpoint: the training state', () => {
     });
   }
 
+  it('refuses a step that is an array nested 20000 deep (describing it with String() overflowed the stack)', async () => {
+    const f = join(dir, `deep${n++}.safetensors`);
+    const tensors = weightTensors(layout, params);
+    moments(2).forEach((data, k) => tensors.push({ name: `optimizer.state.${k}`, shape: [data.length], data }));
+    tensors.push({ name: 'epoch.permutation', shape: [N], data: goodPerm() });
+    const text = JSON.stringify(state({ optimizer: 'adam' }, { step: 'DEEP' })).replace('"DEEP"', '['.repeat(20_000) + ']'.repeat(20_000));
+    writeFileSync(f, encodeSafetensors(tensors, { 'mnist-par.state': text }));
+    await refused(loadCheckpoint(f), f, /its training state has step an array \(expected an integer ≥ batch 1\)/);
+  });
+
   it('refuses a configuration validate() would refuse, naming the field', async () => {
     const st = state({ optimizer: 'adam' });
     (st.config as unknown as Record<string, unknown>).optimizer = 'adagrad';
