@@ -8,9 +8,10 @@
 // history is in the run's CSV files, metrics-files.ts).
 import { join } from 'node:path';
 import { statSync } from 'node:fs';
-import type { Config } from './config.js';
-import { UserError } from './errors.js';
+import { validate, type Config } from './config.js';
+import { printable, UsageError, UserError } from './errors.js';
 import { paramLayout, widths, type Layout } from './model.js';
+import { optimizerStateCount } from './optim.js';
 import type { RngState } from './rng.js';
 import { paramsFromTensors, readSafetensors, weightTensors, writeSafetensors, type Tensor } from './safetensors.js';
 
@@ -95,24 +96,109 @@ export async function loadCheckpoint(fileOrDir: string): Promise<Checkpoint> {
     const { batches: _b, epochs: _e, ...rest } = state as TrainState & { batches?: unknown; epochs?: unknown };
     state = { ...rest, version: 2, cwd: '' };
   }
+  // Everything below comes from the file: check what training relies on before trusting it.
+  const damaged = (what: string): UserError =>
+    new UserError(`${file}: ${what}; the checkpoint is damaged or inconsistent, resume from another one`);
+  let config: Config;
+  try {
+    config = validate(state.config as unknown as Record<string, unknown>);
+  } catch (e) {
+    if (e instanceof UsageError) throw damaged(`the configuration in its training state is invalid (${e.message})`);
+    throw e;
+  }
+  const problem = stateProblem(state);
+  if (problem) throw damaged(`its training state has ${problem}`);
   const { layers, params } = paramsFromTensors(tensors, file);
-  const expected = widths(state.config.hidden);
+  const expected = widths(config.hidden);
   if (layers.join(',') !== expected.join(',')) {
     throw new UserError(`${file}: weights have layer widths ${layers.join(',')} but its configuration says ${expected.join(',')}; the checkpoint is inconsistent`);
   }
   const P = paramLayout(layers).size;
+  // exactly the moment arrays the configured optimizer steps with: optimizer.state.0 .. need-1
+  const need = optimizerStateCount({ ...config, dampening: 0 });
+  const stateNames = [...tensors.keys()].filter((name) => name.startsWith('optimizer.state.'));
+  const wanted = Array.from({ length: need }, (_, k) => `optimizer.state.${k}`);
+  if (stateNames.length !== need || wanted.some((name) => !tensors.has(name))) {
+    throw damaged(`its optimizer ${config.optimizer}${config.optimizer === 'sgd' ? ` with momentum ${config.momentum}` : ''} needs ` +
+      `${need} state tensor${need === 1 ? '' : 's'} (${wanted.join(', ') || 'none'}), found ${stateNames.length}` +
+      `${stateNames.length > 0 ? ` (${stateNames.slice(0, 4).map((n) => printable(n)).join(', ')}${stateNames.length > 4 ? ', …' : ''})` : ''}`);
+  }
   const optimizerState: Float32Array[] = [];
-  for (let k = 0; tensors.has(`optimizer.state.${k}`); k++) {
-    const t = tensors.get(`optimizer.state.${k}`)!;
+  for (const name of wanted) {
+    const t = tensors.get(name)!;
     if (t.data.length !== P) {
-      throw new UserError(`${file}: optimizer.state.${k} has ${t.data.length} values, expected ${P}; the checkpoint is inconsistent`);
+      throw new UserError(`${file}: ${name} has ${t.data.length} values, expected ${P}; the checkpoint is inconsistent`);
     }
+    const bad = t.data.findIndex((v) => !Number.isFinite(v));
+    if (bad >= 0) throw damaged(`its ${name} holds ${t.data[bad]} at index ${bad}`);
     optimizerState.push(t.data);
   }
   const p = tensors.get('epoch.permutation');
-  const perm = p ? Uint32Array.from(p.data) : null;
+  if (p && p.shape.length !== 1) throw damaged(`its epoch.permutation has shape [${p.shape.slice(0, 4).join(', ')}${p.shape.length > 4 ? ', …' : ''}], expected [N]`);
+  const perm = p ? permutation(p.data) : null;
+  if (perm === undefined) throw damaged(`its epoch.permutation is not a permutation of 0..${p!.data.length - 1} (${permutationProblem(p!.data)})`);
   if (state.batch > 0 && perm === null) {
     throw new UserError(`${file}: saved in the middle of epoch ${state.epoch} but holds no epoch.permutation; the checkpoint is inconsistent`);
   }
+  if (state.batch > 0 && state.batch * config.batchSize >= perm!.length) {
+    throw damaged(`it was saved before batch ${state.batch + 1} of epoch ${state.epoch}, past the end of its ${perm!.length}-image permutation in batches of ${config.batchSize}`);
+  }
   return { file, state, params, optimizerState, perm };
+}
+
+/** The permutation as indices, or undefined unless `values` holds each of 0..N-1 exactly once. */
+function permutation(values: Float32Array): Uint32Array | undefined {
+  const perm = new Uint32Array(values.length);
+  const seen = new Uint8Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!Number.isInteger(v) || v < 0 || v >= values.length || seen[v]) return undefined;
+    seen[v] = 1;
+    perm[i] = v;
+  }
+  return perm;
+}
+
+/** What is wrong with a permutation that permutation() refused, for the message. */
+function permutationProblem(values: Float32Array): string {
+  const seen = new Uint8Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!Number.isInteger(v)) return `entry ${i} is ${v}, not an integer`;
+    if (v < 0 || v >= values.length) return `entry ${i} is ${v}, out of range`;
+    if (seen[v]) return `entry ${i} repeats ${v}`;
+    seen[v] = 1;
+  }
+  return 'no problem';
+}
+
+/** A value from the file for a message; arrays and objects are named, not printed (they may nest deep). */
+const shown = (v: unknown): string => (typeof v === 'object' ? (v === null ? 'null' : Array.isArray(v) ? 'an array' : 'an object') : printable(String(v)));
+const isCount = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
+const isSeconds = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v) && v >= 0;
+
+/** The first field of a training state that training could not continue from, or null. */
+function stateProblem(st: TrainState): string | null {
+  if (!isCount(st.epoch) || st.epoch < 1) return `epoch ${shown(st.epoch)} (expected an integer ≥ 1)`;
+  if (!isCount(st.batch)) return `batch ${shown(st.batch)} (expected an integer ≥ 0)`;
+  if (!isCount(st.step) || st.step < st.batch) return `step ${shown(st.step)} (expected an integer ≥ batch ${st.batch})`;
+  if (!Array.isArray(st.rng) || st.rng.length !== 4 || !st.rng.every((w) => isCount(w) && w <= 0xffffffff)) {
+    return 'a random generator state that is not four uint32 values';
+  }
+  const part = st.partial as Partial<TrainState['partial']> | null;
+  if (typeof part !== 'object' || part === null || !isSeconds(part.lossSum) || !isCount(part.correct) || !isCount(part.seen)
+    || !isSeconds(part.seconds)) {
+    return 'epoch sums (partial) that are not finite non-negative numbers';
+  }
+  if (!isSeconds(st.elapsedSec)) return `elapsedSec ${shown(st.elapsedSec)} (expected seconds ≥ 0)`;
+  if (typeof st.cwd !== 'string') return `a start folder (cwd) ${shown(st.cwd)} that is not a path`;
+  if (st.best !== null && (typeof st.best !== 'object' || !isCount(st.best.epoch) || typeof st.best.valAccuracy !== 'number')) {
+    return 'a best epoch that is neither null nor an epoch and an accuracy';
+  }
+  const early = st.early as Partial<EarlyStopState> | null;
+  if (typeof early !== 'object' || early === null || !(early.best === null || typeof early.best === 'number')
+    || !isCount(early.bestEpoch) || !isCount(early.epochsWithoutImprovement)) {
+    return 'early-stopping bookkeeping that is not a best value and two counts';
+  }
+  return null;
 }

@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { DEFAULTS, flagName, parseValue, validate, type Config } from './config.js';
+import { DEFAULTS, flagName, parseValue, readConfigFile, validate, type Config } from './config.js';
 import { addBenchCommand } from '../bench/command.js';
 import { addModelCommands } from './commands.js';
 import { TaskError, UsageError, UserError } from './errors.js';
@@ -105,25 +105,6 @@ function resumeConfig(given: Record<string, unknown>, saved: Config, file: strin
     throw new UsageError(`--resume ${file}: the checkpoint was trained with other values for ${conflicts.join(', ')}; drop those flags to continue it, or start a new run without --resume`);
   }
   return validate({ ...saved, ...given });
-}
-
-function readConfigFile(path: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(path, 'utf8');
-  } catch (e) {
-    throw new UsageError(`--config ${path}: cannot read the file (${(e as NodeJS.ErrnoException).code}); give the path of a JSON file`);
-  }
-  let value: unknown;
-  try {
-    value = JSON.parse(text);
-  } catch (e) {
-    throw new UsageError(`--config ${path}: not valid JSON (${(e as Error).message}); expected an object like {"epochs": 3}`);
-  }
-  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
-    throw new UsageError(`--config ${path}: expected a JSON object of configuration fields, got ${Array.isArray(value) ? 'an array' : typeof value}`);
-  }
-  return value as Record<string, unknown>;
 }
 
 async function runTrain(cmd: Command): Promise<number> {

@@ -1,7 +1,9 @@
 // The resolved training configuration: its type, its defaults, and validate(), whose every message names
-// the flag and the accepted values. Sources, lowest precedence first: DEFAULTS, a --config JSON file, flags.
+// the flag and the accepted values. Sources, lowest precedence first: DEFAULTS, a --config JSON file (read by
+// readConfigFile), flags.
+import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
-import { UsageError } from './errors.js';
+import { printable, UsageError } from './errors.js';
 import { DEFAULT_HIDDEN } from './model.js';
 
 export const DATASET_NAMES = ['mnist', 'fashion-mnist'] as const;
@@ -104,6 +106,9 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
   logEvery: 100,
 };
 
+/** More hidden layers than this is no MLP for MNIST: a bound for what a file (a --config, a checkpoint) may ask for. */
+export const MAX_HIDDEN_LAYERS = 64;
+
 const BOOLEAN_KEYS: readonly (keyof Config)[] = ['download', 'nesterov', 'dashboard', 'json', 'augment', 'overwrite'];
 
 /** Flag spelling of a config key, for messages: batchSize → --batch-size. */
@@ -151,6 +156,7 @@ const CHOICES: Partial<Record<keyof Config, readonly string[]>> = {
 export function parseValue(key: keyof Config, text: string): unknown {
   const flag = flagName(key);
   if (key === 'hidden') return parseHidden(text);
+  checkGivenPath(key, text);
   if (BOOLEAN_KEYS.includes(key)) {
     if (text === 'true') return true;
     if (text === 'false') return false;
@@ -174,47 +180,61 @@ function parseHidden(text: string): number[] {
   return widths;
 }
 
+function checkKnown(key: string): void {
+  if (!Object.hasOwn(DEFAULTS, key)) throw new UsageError(`unknown configuration field '${printable(key)}' (known: ${Object.keys(DEFAULTS).join(', ')})`);
+}
+
+/** Checks one field on its own (validate() then checks the fields that depend on each other). */
+function checkField(key: keyof Config, v: unknown): void {
+  const flag = flagName(key);
+  const ints = INT_LIMITS[key];
+  const reals = REAL_LIMITS[key];
+  const choices = CHOICES[key];
+  if (ints) {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < ints[0] || v > ints[1]) {
+      throw new UsageError(`${flag}: expected an integer in ${ints[0]}..${ints[1]}, got ${show(v)}`);
+    }
+  } else if (reals) {
+    if (typeof v !== 'number' || !Number.isFinite(v) || v < reals[0] || v > reals[1]) {
+      throw new UsageError(`${flag}: expected ${reals[2]}, got ${show(v)}`);
+    }
+  } else if (choices) {
+    if (typeof v !== 'string' || !choices.includes(v)) {
+      throw new UsageError(`${flag}: expected one of ${choices.join(', ')}, got ${show(v)}`);
+    }
+  } else if (key === 'hidden') {
+    if (!Array.isArray(v) || v.length === 0 || v.some((w) => !Number.isInteger(w) || w < 1 || w > 8192)) {
+      throw new UsageError(`--hidden: expected a list of layer widths, each an integer in 1..8192, got ${show(v)}`);
+    }
+    if (v.length > MAX_HIDDEN_LAYERS) throw new UsageError(`--hidden: expected at most ${MAX_HIDDEN_LAYERS} hidden layers, got ${v.length}`);
+  } else if (BOOLEAN_KEYS.includes(key)) {
+    if (typeof v !== 'boolean') throw new UsageError(`${flag}: expected true or false, got ${show(v)}`);
+  } else if (key === 'dataDir' || key === 'out' || key === 'plots') {
+    if (typeof v !== 'string') throw new UsageError(`${flag}: expected a path, got ${show(v)}`);
+  }
+}
+
+/**
+ * --out and --plots left out are '' in a Config (a numbered run folder, runs.ts); given, as a flag or in a
+ * --config file, they must name a folder.
+ */
+function checkGivenPath(key: string, v: unknown): void {
+  if ((key === 'out' || key === 'plots') && typeof v === 'string' && v.trim() === '') {
+    throw new UsageError(`${flagName(key)}: expected a directory path, got an empty string`);
+  }
+}
+
 /** Checks every field of a merged configuration; returns it typed. Unknown keys are refused. */
 export function validate(raw: Record<string, unknown>): Config {
   const cfg: Record<string, unknown> = { ...DEFAULTS };
   for (const [key, value] of Object.entries(raw)) {
     if (value === undefined) continue;
-    if (!Object.hasOwn(DEFAULTS, key)) throw new UsageError(`unknown configuration field '${key}' (known: ${Object.keys(DEFAULTS).join(', ')})`);
+    checkKnown(key);
     cfg[key] = value;
   }
-  for (const key of Object.keys(DEFAULTS) as (keyof Config)[]) {
-    const v = cfg[key];
-    const flag = flagName(key);
-    const ints = INT_LIMITS[key];
-    const reals = REAL_LIMITS[key];
-    const choices = CHOICES[key];
-    if (ints) {
-      if (typeof v !== 'number' || !Number.isInteger(v) || v < ints[0] || v > ints[1]) {
-        throw new UsageError(`${flag}: expected an integer in ${ints[0]}..${ints[1]}, got ${show(v)}`);
-      }
-    } else if (reals) {
-      if (typeof v !== 'number' || !Number.isFinite(v) || v < reals[0] || v > reals[1]) {
-        throw new UsageError(`${flag}: expected ${reals[2]}, got ${show(v)}`);
-      }
-    } else if (choices) {
-      if (typeof v !== 'string' || !choices.includes(v)) {
-        throw new UsageError(`${flag}: expected one of ${choices.join(', ')}, got ${show(v)}`);
-      }
-    } else if (key === 'hidden') {
-      if (!Array.isArray(v) || v.length === 0 || v.some((w) => !Number.isInteger(w) || w < 1 || w > 8192)) {
-        throw new UsageError(`--hidden: expected a list of layer widths, each an integer in 1..8192, got ${show(v)}`);
-      }
-    } else if (BOOLEAN_KEYS.includes(key)) {
-      if (typeof v !== 'boolean') throw new UsageError(`${flag}: expected true or false, got ${show(v)}`);
-    } else if (key === 'dataDir' || key === 'out' || key === 'plots') {
-      if (typeof v !== 'string') throw new UsageError(`${flag}: expected a path, got ${show(v)}`);
-    }
-  }
+  for (const key of Object.keys(DEFAULTS) as (keyof Config)[]) checkField(key, cfg[key]);
   const c = cfg as unknown as Config;
   if (c.dataDir === '') c.dataDir = `datasets/${c.dataset}`;
-  // left out, they are '' (a numbered run folder); given, they must name a folder
-  if (raw.out === '') throw new UsageError('--out: expected a directory path, got an empty string');
-  if (raw.plots === '') throw new UsageError('--plots: expected a directory path, got an empty string');
   if (c.nesterov && (c.optimizer !== 'sgd' || c.momentum === 0)) {
     throw new UsageError('--nesterov: needs --optimizer sgd with --momentum > 0');
   }
@@ -224,6 +244,67 @@ export function validate(raw: Record<string, unknown>): Config {
   return c;
 }
 
+/** A value for a message: one line, at most about 80 characters, whatever a --config file holds. */
 function show(v: unknown): string {
-  return typeof v === 'string' ? `'${v}'` : JSON.stringify(v) ?? String(v);
+  if (typeof v === 'string') return printable(v) === v ? `'${v}'` : printable(v);
+  let text: string;
+  try {
+    text = JSON.stringify(v) ?? String(v);
+  } catch {
+    return Array.isArray(v) ? 'an array nested too deep' : 'an object nested too deep'; // for JSON.stringify's stack
+  }
+  // JSON text escapes control characters itself
+  return text.length <= 80 ? text : `${text.slice(0, 80)}…`;
+}
+
+/** A configuration file larger than this is not one (the defaults written out take about 900 bytes). */
+const MAX_CONFIG_BYTES = 1 << 20;
+
+/**
+ * The values of a --config JSON file, as the CLI reads them: each field checked on its own, so that an error
+ * names the file; validate() checks the result merged with the flags. Every error is a UsageError naming the file.
+ */
+export function readConfigFile(path: string): Record<string, unknown> {
+  const fail = (what: string): UsageError => new UsageError(`--config ${path}: ${what}`);
+  let text: string;
+  try {
+    text = readCapped(path, MAX_CONFIG_BYTES);
+  } catch (e) {
+    if (e instanceof UsageError) throw fail(e.message);
+    const err = e as NodeJS.ErrnoException;
+    throw fail(`cannot read the file (${err.code ?? printable(err.message)}); give the path of a JSON file`);
+  }
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch (e) {
+    throw fail(`not valid JSON (${printable((e as Error).message, 200)}); expected an object like {"epochs": 3}`);
+  }
+  if (value === null || typeof value !== 'object' || Array.isArray(value)) {
+    throw fail(`expected a JSON object of configuration fields, got ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}`);
+  }
+  for (const [key, v] of Object.entries(value)) {
+    try {
+      checkKnown(key);
+      checkField(key as keyof Config, v);
+      checkGivenPath(key, v);
+    } catch (e) {
+      throw e instanceof UsageError ? fail(e.message) : e;
+    }
+  }
+  return value as Record<string, unknown>;
+}
+
+/** The file as UTF-8 text, read no further than `max` bytes: a larger file (or a device) is refused. */
+function readCapped(path: string, max: number): string {
+  const fd = openSync(path, 'r');
+  try {
+    const buf = Buffer.alloc(max + 1);
+    let n = 0;
+    for (let got; n < buf.length && (got = readSync(fd, buf, n, buf.length - n, null)) > 0;) n += got;
+    if (n > max) throw new UsageError(`larger than ${max} bytes, too large for a configuration file; give the path of a JSON file`);
+    return buf.toString('utf8', 0, n);
+  } finally {
+    closeSync(fd);
+  }
 }

@@ -24,3 +24,14 @@ export class TaskError extends Error {
     this.name = 'TaskError';
   }
 }
+
+/**
+ * Text read from a file (a tensor name, a JSON parser's complaint quoting the file), fit for a one-line
+ * message: returned as is when it is short and printable, otherwise escaped as a JSON string and cut to `max`
+ * characters, so no newline or terminal control sequence from the file reaches stderr.
+ */
+export function printable(text: string, max = 80): string {
+  if (text.length <= max && /^[\x20-\x7e]*$/.test(text)) return text;
+  const escaped = JSON.stringify(text).slice(1, -1).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+  return escaped.length <= max ? `"${escaped}"` : `"${escaped.slice(0, max)}"…`;
+}

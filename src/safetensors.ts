@@ -2,8 +2,8 @@
 //   { "<name>": { "dtype": "F32", "shape": [..], "data_offsets": [begin, end] }, ..., "__metadata__": {..} }
 // (offsets relative to the start of the data section), then the raw little-endian tensor data. We pad the
 // header with spaces to a multiple of 8 so the data section starts aligned. We write and read F32 only.
-import { readFile } from 'node:fs/promises';
-import { UserError } from './errors.js';
+import { readFile, stat } from 'node:fs/promises';
+import { printable, UserError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 import { CLASSES, INPUT, paramLayout, tensorNames, type Layout } from './model.js';
 
@@ -19,10 +19,13 @@ export interface SafetensorsFile {
 }
 
 const MAX_HEADER = 100 * 1024 * 1024;
+/** The largest file we read: 268M float32 values, some 900× the default network with its Adam state. */
+export const MAX_FILE = 1 << 30;
 const LITTLE_ENDIAN = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 
 const numel = (shape: readonly number[]): number => shape.reduce((a, b) => a * b, 1);
-const fmt = (shape: readonly unknown[]): string => `[${shape.join(', ')}]`;
+// a shape read from a file may have thousands of dimensions: a message shows the first few
+const fmt = (shape: readonly unknown[]): string => `[${shape.slice(0, 8).join(', ')}${shape.length > 8 ? `, … (${shape.length} dimensions)` : ''}]`;
 
 /** Tensors in the order given, packed back to back; `data` may be a view into a shared buffer. */
 export function encodeSafetensors(tensors: Tensor[], metadata?: Record<string, string>): Uint8Array {
@@ -71,18 +74,19 @@ export function decodeSafetensors(bytes: Uint8Array, file: string): SafetensorsF
   try {
     header = JSON.parse(new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(8, 8 + n)));
   } catch (e) {
-    throw bad(`header is not valid JSON (${(e as Error).message})`);
+    throw bad(`header is not valid JSON (${printable((e as Error).message, 200)})`);
   }
   if (typeof header !== 'object' || header === null || Array.isArray(header)) throw bad('header is not a JSON object');
 
   const metadata: Record<string, string> = {};
   const entries: Entry[] = [];
   const dataLen = bytes.length - 8 - n;
-  for (const [name, v] of Object.entries(header as Record<string, unknown>)) {
-    if (name === '__metadata__') {
+  for (const [key, v] of Object.entries(header as Record<string, unknown>)) {
+    const name = printable(key);
+    if (key === '__metadata__') {
       if (typeof v !== 'object' || v === null || Array.isArray(v)) throw bad('__metadata__ is not an object');
       for (const [k, s] of Object.entries(v)) {
-        if (typeof s !== 'string') throw bad(`__metadata__.${k} is not a string`);
+        if (typeof s !== 'string') throw bad(`__metadata__.${printable(k)} is not a string`);
         metadata[k] = s;
       }
       continue;
@@ -97,21 +101,21 @@ export function decodeSafetensors(bytes: Uint8Array, file: string): SafetensorsF
       throw bad(`tensor ${name} has no valid data_offsets (expected [begin, end] with begin <= end)`);
     }
     if (e.dtype !== 'F32') {
-      throw new UserError(`${file}: tensor ${name} has dtype ${e.dtype}, only F32 is supported; convert the file to float32`);
+      throw new UserError(`${file}: tensor ${name} has dtype ${printable(e.dtype)}, only F32 is supported; convert the file to float32`);
     }
     const [begin, end] = e.data_offsets;
     if (numel(e.shape) * 4 !== end - begin) {
       throw bad(`tensor ${name} has shape ${fmt(e.shape)} (${numel(e.shape) * 4} bytes) but data_offsets [${begin}, ${end}] span ${end - begin} bytes`);
     }
     if (end > dataLen) throw bad(`tensor ${name} data_offsets [${begin}, ${end}] run past the ${dataLen}-byte data section`);
-    entries.push({ name, shape: e.shape, begin, end });
+    entries.push({ name: key, shape: e.shape, begin, end });
   }
 
   // The tensors must tile the data section exactly: no overlaps, no gaps, nothing trailing.
   const sorted = [...entries].sort((a, b) => a.begin - b.begin || a.end - b.end);
   let pos = 0;
   for (const e of sorted) {
-    if (e.begin < pos) throw bad(`tensor ${e.name} data_offsets [${e.begin}, ${e.end}] overlap the previous tensor (ending at ${pos})`);
+    if (e.begin < pos) throw bad(`tensor ${printable(e.name)} data_offsets [${e.begin}, ${e.end}] overlap the previous tensor (ending at ${pos})`);
     if (e.begin > pos) throw bad(`gap in the data section: bytes ${pos}..${e.begin} belong to no tensor`);
     pos = e.end;
   }
@@ -141,8 +145,14 @@ export async function writeSafetensors(path: string, tensors: Tensor[], metadata
 export async function readSafetensors(path: string): Promise<SafetensorsFile> {
   let bytes: Uint8Array;
   try {
+    // the size is checked before the file is read into memory
+    const { size } = await stat(path);
+    if (size > MAX_FILE) {
+      throw new UserError(`${path}: ${size} bytes, larger than the ${MAX_FILE}-byte limit for a model or checkpoint; check the path`);
+    }
     bytes = await readFile(path);
   } catch (e) {
+    if (e instanceof UserError) throw e;
     const err = e as NodeJS.ErrnoException;
     const why = err.code === 'ENOENT' ? 'no such file' : err.message;
     throw new UserError(`${path}: cannot read (${why}); check the path`);
@@ -182,6 +192,12 @@ export function paramsFromTensors(tensors: Map<string, Tensor>, file: string): {
     const b = tensors.get(`${2 * l}.bias`);
     if (!b) throw new UserError(`${file}: ${w.name} has no matching ${2 * l}.bias; the file does not hold weights for this network`);
     if (b.shape.length !== 1 || b.shape[0] !== OC) throw wrong(b.name, b.shape, fmt([OC]));
+    for (const t of [w, b]) {
+      const i = t.data.findIndex((v) => !Number.isFinite(v));
+      if (i >= 0) {
+        throw new UserError(`${file}: ${t.name} holds ${t.data[i]} at index ${i}; the weights are damaged or come from a run that diverged, use another file`);
+      }
+    }
     layers.push(OC);
     chain.push(w, b);
   }

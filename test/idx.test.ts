@@ -1,6 +1,6 @@
 // IDX parsing: the real MNIST files, then one synthetic file per way a file can be wrong. Every error test
 // checks that the message names the file and the specific problem.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, truncateSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gzipSync } from 'node:zlib';
@@ -126,6 +126,11 @@ describe('parseIdx', () => {
     expectUserError(() => parseIdx(gzipSync(idx(0x08, [2], 5)), F), F, '3 unexpected trailing bytes');
   });
 
+  it('rejects a file of zero images or labels, which would train for zero steps with NaN metrics', () => {
+    expectUserError(() => parseIdx(images(0), F), F, 'holds no images: its header gives 0×28×28');
+    expectUserError(() => parseIdx(gzipSync(labels([])), F, 'labels'), F, 'holds no labels: its header gives 0');
+  });
+
   it('rejects labels outside 0..9', () => {
     expectUserError(() => parseIdx(labels([0, 9, 10, 1]), F), F, 'expected labels 0..9, found 10 at index 2');
     expectUserError(() => parseIdx(labels([255]), F), F, 'found 255 at index 0');
@@ -138,6 +143,33 @@ describe('parseIdx', () => {
     expectUserError(() => parseIdx(corrupt, F), F, 'is not a valid gzip file', 'mnist-par download');
     expectUserError(() => parseIdx(gz.subarray(0, gz.length - 5), F), F, 'is not a valid gzip file', /unexpected end of file/);
     expectUserError(() => parseIdx(new Uint8Array([0x1f, 0x8b, 0x08]), F), F, 'is not a valid gzip file');
+  });
+});
+
+describe('limits: nothing read from a file makes us allocate without bound', () => {
+  const F = '/data/x-idx-ubyte.gz';
+  /** One gzip member of 16 MiB of zeros (about 16 KB), repeated: concatenated members inflate as one stream. */
+  const zeros16M = gzipSync(new Uint8Array(16 << 20), { level: 9 });
+
+  it('a gzip bomb stops just past the size its header promises', () => {
+    // 3 images, then 256 members of zeros: 4 GiB from a 4 MB file. The old cap (64× the file, 256 MB) let
+    // it inflate a quarter of a gigabyte before failing with zlib's "Cannot create a Buffer larger than …"
+    const bomb = Buffer.concat([gzipSync(images(3)), ...new Array(256).fill(zeros16M)]);
+    const t0 = performance.now();
+    expectUserError(() => parseIdx(bomb, F), F, 'has unexpected trailing bytes: header 3×28×28 promises exactly 2352 data bytes, its gzip stream holds more');
+    expect(performance.now() - t0).toBeLessThan(2000);
+  });
+
+  it('a header promising more than the gzip stream can hold is refused before anything is inflated', () => {
+    const big = images(3);
+    new DataView(big.buffer).setUint32(4, 1_000_000); // 784 MB promised by a file of a few hundred bytes
+    expectUserError(() => parseIdx(gzipSync(big), F), F, /is truncated: header 1000000×28×28 promises 784000000 data bytes, more than a \d+-byte gzip file can hold/);
+  });
+
+  it('a header promising more than 1 GiB is refused, raw or gzipped', () => {
+    const huge = images(1);
+    new DataView(huge.buffer).setUint32(4, 0xffffffff);
+    for (const b of [huge, gzipSync(huge)]) expectUserError(() => parseIdx(b, F), F, 'promises 3367254359280 data bytes, more than the 1073741824 this reader accepts');
   });
 });
 
@@ -170,6 +202,18 @@ describe('loadSplit', () => {
     await expectUserErrorAsync(loadSplit(dir, 'train', 'fashion-mnist'), `mnist-par download --dataset fashion-mnist --data-dir ${dir}`);
     const empty = tmp({});
     await expectUserErrorAsync(loadSplit(empty, 'test'), 't10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz', empty, '--data-dir');
+  });
+
+  it('an empty split (zero images and zero labels, consistent) is refused naming the images file', async () => {
+    const dir = tmp({ 't10k-images-idx3-ubyte.gz': gzipSync(images(0)), 't10k-labels-idx1-ubyte.gz': gzipSync(labels([])) });
+    await expectUserErrorAsync(loadSplit(dir, 'test'), join(dir, 't10k-images-idx3-ubyte.gz'), 'holds no images');
+  });
+
+  it('a file over 1 GiB is refused before it is read into memory', async () => {
+    const dir = tmp({ 't10k-images-idx3-ubyte.gz': new Uint8Array(0), 't10k-labels-idx1-ubyte.gz': gzipSync(labels([1])) });
+    const big = join(dir, 't10k-images-idx3-ubyte.gz');
+    truncateSync(big, 2 ** 30 + 1); // sparse: costs no disk
+    await expectUserErrorAsync(loadSplit(dir, 'test'), big, 'is 1073741825 bytes, more than the 1073741824 an IDX file may be');
   });
 
   it('names the file when one of them is corrupt', async () => {

@@ -1,4 +1,4 @@
-import { mkdtemp, readdir, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, truncate, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -167,6 +167,26 @@ describe('corrupt files', () => {
   it('bad metadata', () => {
     expectUserError(() => decodeSafetensors(handMade({ ...ok, __metadata__: { a: 1 } }, four), F), F, /__metadata__\.a is not a string/);
   });
+  it('names, dtypes and JSON errors from the file stay on one line, escaped and cut', () => {
+    // found by test/fuzz.test.ts: a newline in a tensor name or a metadata key reached the message
+    expectUserError(() => decodeSafetensors(handMade({ 'a\nb': 5 }, four), F), F, /entry "a\\nb" is not an object/);
+    expectUserError(() => decodeSafetensors(handMade({ ...ok, __metadata__: { 'x\ry': 1 } }, four), F), /__metadata__\."x\\ry" is not a string/);
+    const dtype = { t: { dtype: 'F16\n'.repeat(100), shape: [8], data_offsets: [0, 16] } };
+    expectUserError(() => decodeSafetensors(handMade(dtype, four), F), /dtype "F16\\nF16.*"…, only F32/);
+    // V8 quotes the bad JSON, newlines included, in its complaint
+    expectUserError(() => decodeSafetensors(handMade(null, four, '{"t":\n\n x}'), F), F, /not valid JSON/);
+    const shape = { t: { dtype: 'F32', shape: new Array(5000).fill(1), data_offsets: [0, 12] } };
+    let msg = '';
+    try { decodeSafetensors(handMade(shape, four), F); } catch (e) { msg = (e as Error).message; }
+    expect(msg).toMatch(/shape \[1, 1, 1, 1, 1, 1, 1, 1, … \(5000 dimensions\)\]/);
+    expect(msg.length).toBeLessThan(300);
+  });
+  it('a file over 1 GiB is refused before it is read into memory', async () => {
+    const big = join(dir, 'big.safetensors');
+    await writeFile(big, handMade(ok, four));
+    await truncate(big, 2 ** 30 + 1); // sparse: costs no disk
+    await expect(readSafetensors(big)).rejects.toThrow(/big\.safetensors: 1073741825 bytes, larger than the 1073741824-byte limit/);
+  });
   it('missing file', async () => {
     await expect(readSafetensors(join(dir, 'nope.safetensors'))).rejects.toThrow(/nope\.safetensors: cannot read \(no such file\)/);
   });
@@ -192,6 +212,13 @@ describe('paramsFromTensors', () => {
     expectUserError(() => paramsFromTensors(net(t('2.weight', 10, 784)), 'w.st'), /no tensor named 0\.weight/);
     expectUserError(() => paramsFromTensors(net(t('0.weight', 10, 784), t('0.bias', 10), t('4.weight', 10, 10)), 'w.st'),
       /unexpected tensor 4\.weight/);
+  });
+  it('rejects a NaN or an infinite weight (found by fuzzing: one flipped exponent bit made predict print NaN%)', () => {
+    for (const [v, at] of [[NaN, 7], [Infinity, 0], [-Infinity, 9]] as const) {
+      const ts = net(t('0.weight', 10, 784), t('0.bias', 10));
+      ts.get('0.bias')!.data[at] = v;
+      expectUserError(() => paramsFromTensors(ts, 'w.st'), new RegExp(`^w\\.st: 0\\.bias holds ${v} at index ${at}; the weights are damaged`));
+    }
   });
 });
 

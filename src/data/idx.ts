@@ -6,13 +6,13 @@
 //   then exactly prod(dims) elements, row-major.
 // Labels are magic 0x00000801 = 2049 (n = 1), images 0x00000803 = 2051 (n = 3, each 28×28).
 import { existsSync } from 'node:fs';
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { promisify } from 'node:util';
-import { gunzip, gunzipSync, type ZlibOptions } from 'node:zlib';
+import { constants as zlibConstants, gunzip, gunzipSync, type ZlibOptions } from 'node:zlib';
 
 const gunzipAsync = promisify(gunzip) as (buf: Uint8Array, options: ZlibOptions) => Promise<Buffer>;
-import { UserError } from '../errors.js';
+import { printable, UserError } from '../errors.js';
 import { SPLIT_FILES, type DatasetName, type SplitName } from './datasets.js';
 
 export interface IdxArray {
@@ -55,37 +55,70 @@ function fail(file: string, problem: string, dataset: DatasetName): never {
  * names the file in error messages. The returned data views the decompressed buffer (or `bytes`), no copy.
  */
 export function parseIdx(bytes: Uint8Array, file: string, kind?: IdxKind, dataset: DatasetName = 'mnist'): IdxArray {
-  let buf = bytes;
-  if (isGzip(buf)) {
-    try {
-      buf = gunzipSync(buf, gunzipOptions(buf));
-    } catch (e) {
-      failGunzip(file, e, dataset);
-    }
+  if (!isGzip(bytes)) return parseRaw(bytes, file, kind, dataset);
+  const plan = gunzipPlan(bytes, file, kind, dataset);
+  let buf: Uint8Array;
+  try {
+    buf = gunzipSync(bytes, plan.options);
+  } catch (e) {
+    failGunzip(file, e, plan, dataset);
   }
   return parseRaw(buf, file, kind, dataset);
 }
+
+/** The largest IDX file we read, decompressed: 20× MNIST's training images (47 MB). */
+export const MAX_IDX_BYTES = 1 << 30;
+/** Compressed bytes inflated first to read the header from: MNIST's header comes out of the first few dozen. */
+const HEAD_INPUT = 1024;
+/** Bytes inflated beyond the promised size before we stop and call the rest trailing data. */
+const TRAILING_SLACK = 64 * 1024;
+/** Deflate's best case: 258 bytes from about two bits, so a stream inflates to at most ~1032× its size. */
+const DEFLATE_MAX_RATIO = 1032;
 
 function isGzip(buf: Uint8Array): boolean {
   return buf.length >= 2 && buf[0] === 0x1f && buf[1] === 0x8b;
 }
 
-function gunzipOptions(buf: Uint8Array): ZlibOptions {
-  // The gzip trailer's last 4 bytes hold the uncompressed size (mod 2^32): one output chunk of that size
-  // avoids collecting 64 KiB chunks and concatenating them, which doubled the memory of a 47 MB load.
-  const isize = buf.length >= 18 ? new DataView(buf.buffer, buf.byteOffset + buf.length - 4, 4).getUint32(0, true) : 0;
-  // A damaged trailer must not make us allocate much: no more than 64× the compressed size (MNIST's
-  // files compress about 5:1), and no output beyond that either.
-  const cap = Math.max(64 * buf.length, 64 * 1024);
-  return { chunkSize: Math.min(Math.max(isize + 1, 64 * 1024), cap), maxOutputLength: cap };
+interface GunzipPlan { dims: number[]; want: number; options: ZlibOptions }
+
+/**
+ * How far to inflate a gzipped IDX file: what the header (inflated from the first kilobyte) promises, plus a
+ * little to notice and count trailing data. Damaged or hostile data cannot make us allocate more (a "gzip
+ * bomb" stops just past the promised size), and the promise itself is checked against MAX_IDX_BYTES and
+ * against what a deflate stream of this length can hold before anything is allocated for it. One output
+ * chunk of the whole size avoids collecting 64 KiB chunks and concatenating them, which doubled the memory
+ * of a 47 MB load.
+ */
+function gunzipPlan(buf: Uint8Array, file: string, kind: IdxKind | undefined, dataset: DatasetName): GunzipPlan {
+  let head: Uint8Array;
+  try {
+    // a sync flush inflates what a prefix holds without asking for the rest of the stream; a file no longer
+    // than the prefix is inflated whole, so that a truncated stream is reported as such
+    const whole = buf.length <= HEAD_INPUT;
+    head = gunzipSync(whole ? buf : buf.subarray(0, HEAD_INPUT), {
+      finishFlush: whole ? zlibConstants.Z_FINISH : zlibConstants.Z_SYNC_FLUSH, maxOutputLength: DEFLATE_MAX_RATIO * HEAD_INPUT,
+    });
+  } catch (e) {
+    failGunzip(file, e, null, dataset);
+  }
+  const { dims, header, want } = readHeader(head, file, kind, dataset);
+  const size = header + want;
+  if (size > DEFLATE_MAX_RATIO * buf.length) {
+    fail(file, `is truncated: header ${dims.join('×')} promises ${want} data bytes, more than a ${buf.length}-byte gzip file can hold`, dataset);
+  }
+  // room for a little more, so that a few trailing bytes are counted in the message
+  return { dims, want, options: { chunkSize: Math.max(size + 1, 64), maxOutputLength: size + TRAILING_SLACK } };
 }
 
-function failGunzip(file: string, e: unknown, dataset: DatasetName): never {
-  fail(file, `is not a valid gzip file (${(e as Error).message}); the download was probably cut short or corrupted`, dataset);
+function failGunzip(file: string, e: unknown, plan: GunzipPlan | null, dataset: DatasetName): never {
+  if (plan && (e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
+    fail(file, `has unexpected trailing bytes: header ${plan.dims.join('×')} promises exactly ${plan.want} data bytes, its gzip stream holds more`, dataset);
+  }
+  fail(file, `is not a valid gzip file (${printable((e as Error).message)}); the download was probably cut short or corrupted`, dataset);
 }
 
-/** parseIdx of an already decompressed file. */
-function parseRaw(buf: Uint8Array, file: string, kind: IdxKind | undefined, dataset: DatasetName): IdxArray {
+/** Validates the header (magic, element type, dimensions, 28×28, at least one entry); the data may be absent. */
+function readHeader(buf: Uint8Array, file: string, kind: IdxKind | undefined, dataset: DatasetName): { dims: number[]; header: number; want: number } {
   if (buf.length < 4) fail(file, `expected an IDX header of at least 4 bytes, found a ${buf.length}-byte file`, dataset);
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const magic = view.getUint32(0);
@@ -112,12 +145,23 @@ function parseRaw(buf: Uint8Array, file: string, kind: IdxKind | undefined, data
   if (n === 3 && (dims[1] !== SIDE || dims[2] !== SIDE)) {
     fail(file, `expected ${SIDE}×${SIDE} images, found ${dims[1]}×${dims[2]}`, dataset);
   }
+  // an empty split would train for zero steps and report NaN metrics
+  if (dims[0] === 0) fail(file, `holds no ${n === 1 ? 'labels' : 'images'}: its header gives ${dims.join('×')}`, dataset);
   const want = dims.reduce((a, b) => a * b, 1);
+  if (header + want > MAX_IDX_BYTES) {
+    fail(file, `header ${dims.join('×')} promises ${want} data bytes, more than the ${MAX_IDX_BYTES} this reader accepts`, dataset);
+  }
+  return { dims, header, want };
+}
+
+/** parseIdx of an already decompressed file. */
+function parseRaw(buf: Uint8Array, file: string, kind: IdxKind | undefined, dataset: DatasetName): IdxArray {
+  const { dims, header, want } = readHeader(buf, file, kind, dataset);
   const have = buf.length - header;
   if (have < want) fail(file, `is truncated: header ${dims.join('×')} promises ${want} data bytes, found ${have}`, dataset);
   if (have > want) fail(file, `has ${have - want} unexpected trailing bytes: header ${dims.join('×')} promises exactly ${want} data bytes, found ${have}`, dataset);
   const data = new Uint8Array(buf.buffer, buf.byteOffset + header, want);
-  if (n === 1) {
+  if (dims.length === 1) {
     for (let i = 0; i < want; i++) {
       if (data[i] >= CLASSES) fail(file, `expected labels 0..${CLASSES - 1}, found ${data[i]} at index ${i}`, dataset);
     }
@@ -151,17 +195,22 @@ export async function loadSplit(dir: string, split: SplitName, dataset: DatasetN
 async function readIdx(file: string, kind: IdxKind, dataset: DatasetName): Promise<IdxArray> {
   let bytes: Uint8Array;
   try {
+    // the size is checked before the file is read into memory
+    const { size } = await stat(file);
+    if (size > MAX_IDX_BYTES) fail(file, `is ${size} bytes, more than the ${MAX_IDX_BYTES} an IDX file may be`, dataset);
     bytes = await readFile(file);
   } catch (e) {
-    throw new UserError(`${file}: cannot read it (${(e as Error).message}); check its permissions or pass another --data-dir`);
+    if (e instanceof UserError) throw e;
+    throw new UserError(`${file}: cannot read it (${printable((e as Error).message)}); check its permissions or pass another --data-dir`);
   }
   if (!isGzip(bytes)) return parseRaw(bytes, file, kind, dataset);
+  const plan = gunzipPlan(bytes, file, kind, dataset);
   // decompressed in libuv's thread pool, so the splits' files (and the caller's other work) overlap
   let raw: Uint8Array;
   try {
-    raw = await gunzipAsync(bytes, gunzipOptions(bytes));
+    raw = await gunzipAsync(bytes, plan.options);
   } catch (e) {
-    failGunzip(file, e, dataset);
+    failGunzip(file, e, plan, dataset);
   }
   return parseRaw(raw, file, kind, dataset);
 }

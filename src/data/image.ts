@@ -20,6 +20,12 @@ const SIDE = 28;
 const BOX = 20;
 /** MNIST's centres of mass sit at (14.0, 14.0) on average, in pixel-index coordinates. */
 const CENTRE = 14;
+/**
+ * The most pixels an input image may have: a 64-megapixel photo. The decoder works through every pixel the
+ * header declares, so without a limit below sharp's own (268M) a 500-byte PNG declaring 8257564×28 pixels
+ * kept it busy for 6 s before it failed.
+ */
+export const MAX_PIXELS = 64 * 1024 * 1024;
 /** Ink must stand out from the background by this many grey levels (of 255) at its strongest. */
 const MIN_CONTRAST = 32;
 /** A row or column belongs to the digit when its strongest ink reaches this fraction of the peak. */
@@ -47,11 +53,13 @@ async function readGrey(path: string): Promise<Nd> {
   let raw: { data: Buffer; info: OutputInfo };
   try {
     // A phone photo needs no more than 512 pixels a side to find a 20-pixel digit in.
-    raw = await sharp(path, { failOn: 'warning' }).autoOrient()
+    raw = await sharp(path, { failOn: 'warning', limitInputPixels: MAX_PIXELS }).autoOrient()
       .resize(512, 512, { fit: 'inside', withoutEnlargement: true, kernel: 'linear' })
       .toColourspace('srgb').ensureAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (e) {
-    throw fail(`cannot decode it (${(e as Error).message.split('\n')[0]})`);
+    const why = (e as Error).message.split('\n')[0];
+    if (/pixel limit/.test(why)) throw fail(`more than ${MAX_PIXELS} pixels (its header says so); scale it down`);
+    throw fail(`cannot decode it (${why})`);
   }
   const { data, info: { width, height, channels } } = raw;
   if (channels !== 4) throw fail(`decoded to ${channels} channels instead of RGBA`);

@@ -1,0 +1,76 @@
+// --config files as the CLI reads them (readConfigFile, then validate): every problem is one line that names
+// the file. The cases here were found by test/fuzz.test.ts.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { readConfigFile, validate } from '../src/config.js';
+import { UsageError } from '../src/errors.js';
+
+const dir = mkdtempSync(join(tmpdir(), 'mnist-par-config-'));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+let n = 0;
+/** The UsageError that reading (and validating) a config file of `text` throws. */
+function refusal(text: string | Uint8Array): UsageError {
+  const f = join(dir, `c${n++}.json`);
+  writeFileSync(f, text);
+  try {
+    validate(readConfigFile(f));
+  } catch (e) {
+    expect(e).toBeInstanceOf(UsageError);
+    const msg = (e as Error).message;
+    expect(msg).not.toMatch(/[\r\n]/);
+    expect(msg).toContain(f);
+    expect(msg.length).toBeLessThan(600);
+    return e as UsageError;
+  }
+  throw new Error(`${text.slice(0, 80)} was accepted`);
+}
+
+describe('readConfigFile', () => {
+  it('accepts a valid file; flags may still override its values', () => {
+    const f = join(dir, 'ok.json');
+    writeFileSync(f, JSON.stringify({ epochs: 2, hidden: [32], optimizer: 'sgd', momentum: 0.5, nesterov: true }));
+    const values = readConfigFile(f);
+    expect(values).toEqual({ epochs: 2, hidden: [32], optimizer: 'sgd', momentum: 0.5, nesterov: true });
+    expect(validate({ ...values, epochs: 3 }).epochs).toBe(3);
+  });
+
+  it('a bad value names the file and the flag', () => {
+    expect(refusal('{"threads": -1}').message).toMatch(/^--config .*c\d+\.json: --threads: expected an integer in 1\.\.256, got -1$/);
+    expect(refusal('{"out": ""}').message).toContain('--out: expected a directory path, got an empty string');
+    expect(refusal('{"epochz": 3}').message).toContain("unknown configuration field 'epochz'");
+  });
+
+  it('a newline in a value, a key or the JSON stays out of the message', () => {
+    expect(refusal('{"optimizer": "a\\nb"}').message).toContain('got "a\\nb"');
+    expect(refusal('{"a\\nb": 1}').message).toContain('unknown configuration field \'"a\\nb"\'');
+    expect(refusal('{"epochs":\n\n x}').message).toMatch(/not valid JSON \(.*\); expected an object/);
+  });
+
+  it('a value nested too deep, or too long, for a message is described, not printed', () => {
+    // JSON.parse takes 20000 nested arrays; JSON.stringify of them for the message overflowed the stack
+    expect(refusal(`{"hidden": ${'['.repeat(20_000)}${']'.repeat(20_000)}}`).message).toContain('--hidden: expected a list of layer widths');
+    expect(refusal(`{"seed": "${'x'.repeat(10_000)}"}`).message).toMatch(/got "x{70,}"…$/);
+    expect(refusal(`{"hidden": [${'8192,'.repeat(99_999)}-1]}`).message).toMatch(/got \[8192,8192,.*…$/);
+  });
+
+  it('a file over 1 MiB is refused before it is read whole', () => {
+    expect(refusal(`{"epochs": 3}${' '.repeat(1 << 20)}`).message).toContain(`larger than ${1 << 20} bytes`);
+  });
+
+  it('a file that is not there, or a folder', () => {
+    expect(() => readConfigFile(join(dir, 'none.json'))).toThrow(/none\.json: cannot read the file \(ENOENT\)/);
+    expect(() => readConfigFile(dir)).toThrow(/cannot read the file \(EISDIR\)/);
+  });
+});
+
+describe('--hidden', () => {
+  it('takes at most 64 hidden layers: a file cannot ask for an unbounded network', () => {
+    // found by test/fuzz.test.ts: a checkpoint's configuration with 100000 layers of 8192 passed validate()
+    expect(validate({ hidden: new Array(64).fill(8) }).hidden).toHaveLength(64);
+    expect(() => validate({ hidden: new Array(65).fill(8) })).toThrow(/^--hidden: expected at most 64 hidden layers, got 65$/);
+    expect(refusal(`{"hidden": [${'8192,'.repeat(99_999)}8192]}`).message).toContain('got 100000');
+  });
+});
