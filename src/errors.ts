@@ -24,3 +24,20 @@ export class TaskError extends Error {
     this.name = 'TaskError';
   }
 }
+
+/** A worker thread died (it exited, crashed or hit its heap limit): `who` (worker 1), `where` (in step 5
+ *  (forward/backward)), `why` (it exited with code 7). The weights may be torn: nothing is saved after it. */
+export class WorkerDied extends Error {
+  constructor(readonly who: string, readonly where: string, readonly why: string) {
+    super(`${who} died${where ? ' ' + where : ''}: ${why}`);
+    this.name = 'WorkerDied';
+  }
+}
+
+/** A stop was requested but the step in progress never finished (a thread hangs): given up, nothing saved. */
+export class StuckStep extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StuckStep';
+  }
+}
