@@ -6,7 +6,7 @@ import { Command, CommanderError, Option } from 'commander';
 import { DEFAULTS, flagName, parseValue, readConfigFile, validate, type Config } from './config.js';
 import { addBenchCommand } from '../bench/command.js';
 import { addModelCommands } from './commands.js';
-import { TaskError, UsageError, UserError } from './errors.js';
+import { TaskError, UsageError, UserError, WorkerDied } from './errors.js';
 import { packageRoot } from './paths.js';
 
 // Flags of `train`, in the order --help lists them. Each maps 1:1 to a Config field.
@@ -223,6 +223,10 @@ function reportError(e: unknown): number {
   if (e instanceof UserError) {
     process.stderr.write(`mnist-par: ${e.message}\n`);
     return e.exitCode;
+  }
+  if (e instanceof WorkerDied) {
+    process.stderr.write(`mnist-par: training stopped: ${e.message}; nothing was saved after the last checkpoint\n`);
+    return 1;
   }
   if (e instanceof TaskError) {
     process.stderr.write(`mnist-par: training stopped: ${e.message}\n`);

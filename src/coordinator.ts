@@ -15,18 +15,25 @@
 //             Atomics.wait/notify barriers per step in the arena; the coordinator only dispatches the epoch
 //             and observes progress (steps done, per-step sums) — nothing of its own on the critical path
 //   tasks     every step dispatches S shard tasks, waits, then one reduce task per thread, waits
+//
+// A worker thread that dies (process.exit, an uncaught error, its heap limit) tells its peers nothing: the
+// coordinator notices (Piscina rejects the dead thread's task, or emits 'error' for an idle one), sets the
+// arena's abort word and wakes every barrier, so the peers leave at once; the run then stops with a
+// WorkerDied error and nothing is saved from the torn step. A stop request that the step in progress cannot
+// honour (a thread that never arrives at the barrier) is given up after STUCK_GRACE_MS: the same abort, then a
+// StuckStep error. A thread that does not leave within LEAVE_MS is abandoned: close() terminates it.
 import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Piscina } from 'piscina';
 import {
-  arenaLayout, arenaViews, createArenaMemory, splitRange, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_PARTICIPANT, CTRL_STEPS_DONE, CTRL_STOP,
-  CTRL_STOP_AFTER,
+  arenaLayout, arenaViews, createArenaMemory, splitRange, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_PARTICIPANT,
+  CTRL_STEPS_DONE, CTRL_STOP, CTRL_STOP_AFTER,
   type ArenaSpec, type ArenaViews,
 } from './memory.js';
 import type { OptimizerConfig } from './optim.js';
 import { resolveKernels, type KernelFamily, type ResolvedKernels } from './kernels/wasm.js';
-import { TaskError } from './errors.js';
+import { StuckStep, TaskError, WorkerDied } from './errors.js';
 import { packageRoot } from './paths.js';
 import type { EpochTask, EvalTask, ReduceTask, ShardTask, WorkerInit } from '../workers/trainer.js';
 
@@ -71,6 +78,14 @@ export interface EpochHooks {
   shouldStop(): boolean;
 }
 
+/** A stop request that no step finishes for this long (and 3× the slowest step seen) gives up on the step. */
+export const STUCK_GRACE_MS = 500;
+/** After the abort word is set, how long the threads get to leave before they are abandoned (and terminated). */
+export const LEAVE_MS = 250;
+/** The old-generation heap of a worker thread, in MB: it keeps only views and small caches (a few MB); a
+ *  runaway thread is stopped with ERR_WORKER_OUT_OF_MEMORY instead of taking the machine's memory. */
+export const WORKER_HEAP_MB = 256;
+
 export class Coordinator {
   readonly views: ArenaViews;
   readonly memory: WebAssembly.Memory;
@@ -81,6 +96,17 @@ export class Coordinator {
   /** the family with its native path, and why `auto` fell back from native if it did */
   readonly kernels: ResolvedKernels;
   private pool: Piscina;
+  /** the first worker thread that died; every later task is refused with it */
+  private dead: WorkerDied | null = null;
+  /** worker threads Piscina removed (they died) while the pool was not being closed */
+  private lost = 0;
+  private closing = false;
+  /** the slowest step seen in this run (lockstep), which scales how long a stop waits for a step */
+  private slowestStepMs = 0;
+  /** during a lockstep epoch: where the threads are, and which ones left their task */
+  private epoch: { where: () => string; left: boolean[] } | null = null;
+  /** the tasks dispatched and not finished, by name and detail */
+  private readonly inFlight = new Set<string>();
 
   constructor(readonly options: CoordinatorOptions) {
     const layout = arenaLayout(options.spec);
@@ -119,9 +145,36 @@ export class Coordinator {
       idleTimeout: 60_000,
       concurrentTasksPerWorker: 1,
       // workers allocate almost nothing per step: a small young generation keeps each thread's heap small
-      resourceLimits: { maxYoungGenerationSizeMb: 2 },
+      resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: WORKER_HEAP_MB },
       workerData: init,
     });
+    this.pool.on('workerDestroy', () => {
+      if (!this.closing) this.lost++;
+    });
+    // Piscina emits 'error' for a thread that dies with no task (a replacement that fails to start); without
+    // a listener that would end the process with a stack trace
+    this.pool.on('error', (e: unknown) => {
+      if (this.closing || this.dead) return;
+      // during an epoch, the thread that already left its task is the one that died after its reply
+      const gone = this.epoch?.left.map((_, k) => k).filter((k) => this.epoch!.left[k]) ?? [];
+      this.dead = gone.length === 1
+        ? new WorkerDied(`worker ${gone[0]}`, this.epoch!.where(), causeOf(e))
+        : new WorkerDied('a worker thread with no task', 'while idle', causeOf(e));
+      this.abortWorkers();
+    });
+  }
+
+  /** The first worker thread that died, or null. */
+  get failure(): WorkerDied | null {
+    return this.dead;
+  }
+
+  /** Sets the abort word and wakes every barrier: the lockstep threads leave their epoch task. */
+  private abortWorkers(): void {
+    const ctrl = this.views.control;
+    Atomics.store(ctrl, CTRL_ABORT, 1);
+    Atomics.add(ctrl, CTRL_BAR_GEN, 1);
+    Atomics.notify(ctrl, CTRL_BAR_GEN);
   }
 
   /** Starts the worker threads and waits for one warm-up task per thread (the first tasks wait for the
@@ -133,11 +186,26 @@ export class Coordinator {
     await settle(Array.from({ length: this.threads }, (_, k) => this.run<number>('syncWeights', k, `slice ${k}`)));
   }
 
-  private async run<T>(name: string, task: T, detail: string): Promise<void> {
+  /** Runs one task. `who` names the worker and `where` says where it was, should its thread die. */
+  private async run<T>(name: string, task: T, detail: string, who = `the worker running ${name} (${detail})`,
+                       where: () => string = () => ''): Promise<void> {
+    if (this.dead) throw this.dead;
+    const lost = this.lost;
+    const label = `${name} (${detail})`;
+    this.inFlight.add(label);
     try {
       await this.pool.run(task, { name });
     } catch (e) {
+      // Piscina removes a thread that died before it rejects that thread's task
+      if (this.lost > lost && !/aborted: another worker failed/.test(String((e as Error)?.message))) {
+        const died = new WorkerDied(who, where(), causeOf(e));
+        this.dead ??= died;
+        this.abortWorkers();
+        throw died;
+      }
       throw new TaskError(name, detail, e);
+    } finally {
+      this.inFlight.delete(label);
     }
   }
 
@@ -168,12 +236,37 @@ export class Coordinator {
   /** Runs the steps of `plan`; returns the number of the batch after the last one run. */
   async runEpoch(plan: EpochPlan, hooks: EpochHooks): Promise<number> {
     if (this.options.pipeline === 'tasks') {
-      for (let b = plan.from; b < plan.to; b++) {
-        const start = b * plan.batchSize;
-        const count = Math.min(plan.batchSize, plan.trainCount - start);
-        const r = await this.step(start, count, plan.lr(b), plan.firstT + b - plan.from, plan.epoch);
-        hooks.onStep(b, r.lossSum, r.correct);
-        if (hooks.shouldStop()) return b + 1;
+      // a stop request is honoured between steps; a step that never ends (a task hangs) is given up
+      let progressAt = performance.now();
+      let stopAt: number | null = null;
+      let giveUp!: (e: StuckStep) => void;
+      const stuck = new Promise<never>((_, reject) => {
+        giveUp = reject;
+      });
+      stuck.catch(() => undefined);
+      const watch = setInterval(() => {
+        if (!hooks.shouldStop()) return;
+        const now = performance.now();
+        stopAt ??= now;
+        const grace = Math.max(STUCK_GRACE_MS, 3 * this.slowestStepMs);
+        if (now - stopAt > grace && now - progressAt > grace) {
+          giveUp(new StuckStep(`the step in progress did not finish within ${(grace / 1000).toFixed(1)} s: ` +
+            `${[...this.inFlight].join(', ')} never finished`));
+        }
+      }, 20);
+      try {
+        for (let b = plan.from; b < plan.to; b++) {
+          const start = b * plan.batchSize;
+          const count = Math.min(plan.batchSize, plan.trainCount - start);
+          const r = await Promise.race([this.step(start, count, plan.lr(b), plan.firstT + b - plan.from, plan.epoch), stuck]);
+          const now = performance.now();
+          this.slowestStepMs = Math.max(this.slowestStepMs, now - progressAt);
+          progressAt = now;
+          hooks.onStep(b, r.lossSum, r.correct);
+          if (hooks.shouldStop()) return b + 1;
+        }
+      } finally {
+        clearInterval(watch);
       }
       return plan.to;
     }
@@ -186,15 +279,39 @@ export class Coordinator {
     Atomics.store(ctrl, CTRL_ABORT, 0);
     Atomics.store(ctrl, CTRL_PARTICIPANT, 0);
     Atomics.store(ctrl, CTRL_BAR_COUNT, 0);
-    const task: EpochTask = {
-      from: plan.from, to: plan.to, batchSize: plan.batchSize, trainCount: plan.trainCount, firstT: plan.firstT,
-      epoch: plan.epoch,
+    if (this.dead) throw this.dead;
+    const gen0 = Atomics.load(ctrl, CTRL_BAR_GEN);
+    const steps = `steps ${plan.firstT}..${plan.firstT + plan.to - plan.from - 1}`;
+    // where the threads are: step firstT + done - from; two barrier rounds per step tell the phase
+    const where = (): string => {
+      const done = Atomics.load(ctrl, CTRL_STEPS_DONE);
+      const rounds = Atomics.load(ctrl, CTRL_BAR_GEN) - gen0;
+      const phase = rounds > 2 * (done - plan.from) ? 'reduce + update' : 'forward/backward';
+      return `in step ${plan.firstT + done - plan.from} (${phase})`;
     };
+    const left = new Array<boolean>(this.threads).fill(false);
+    let abortedAt: number | null = null;
+    let failure: unknown = null;
+    const tasks = Array.from({ length: this.threads }, (_, k) => {
+      const task: EpochTask = {
+        from: plan.from, to: plan.to, batchSize: plan.batchSize, trainCount: plan.trainCount, firstT: plan.firstT,
+        epoch: plan.epoch, participant: k,
+      };
+      return this.run('runEpoch', task, steps, `worker ${k}`, where).catch((e: unknown) => {
+        // a failed thread may leave its peers waiting for it: wake them all
+        abortedAt ??= performance.now();
+        if (!/aborted: another worker failed/.test(String((e as Error)?.message))) failure ??= e;
+        this.abortWorkers();
+        throw e;
+      }).finally(() => {
+        left[k] = true;
+      });
+    });
     let finished = false;
-    const all = settle(Array.from({ length: this.threads }, () =>
-      this.run('runEpoch', task, `steps ${plan.firstT}..${plan.firstT + plan.to - plan.from - 1}`)),
-    ).finally(() => {
+    this.epoch = { where, left };
+    const all = settle(tasks).finally(() => {
       finished = true;
+      this.epoch = null;
     });
     const quiet = all.catch(() => undefined);
     let seen = plan.from;
@@ -202,11 +319,49 @@ export class Coordinator {
       const done = Atomics.load(ctrl, CTRL_STEPS_DONE);
       for (; seen < done; seen++) hooks.onStep(seen, v.stepStat[2 * seen], v.stepStat[2 * seen + 1]);
     };
+    let stopAt: number | null = null;
+    let stuck: StuckStep | null = null;
+    let progressAt = performance.now();
+    let doneBefore = plan.from;
     // Observe, off the workers' critical path: a look every 20 ms is plenty for metrics and the UI.
     while (!finished) {
       await Promise.race([quiet, sleep(20)]);
+      const now = performance.now();
+      const done = Atomics.load(ctrl, CTRL_STEPS_DONE);
+      if (done > doneBefore) {
+        if (doneBefore > plan.from) this.slowestStepMs = Math.max(this.slowestStepMs, (now - progressAt) / (done - doneBefore));
+        doneBefore = done;
+        progressAt = now;
+      }
       drain();
-      if (hooks.shouldStop()) Atomics.store(ctrl, CTRL_STOP, 1);
+      if (this.dead && abortedAt === null) abortedAt = now; // a thread died after its reply (the pool's 'error')
+      if (hooks.shouldStop() && abortedAt === null) {
+        Atomics.store(ctrl, CTRL_STOP, 1);
+        stopAt ??= now;
+        // the stop is honoured at the end of the step in progress; a step that does not end has a stuck thread
+        const grace = Math.max(STUCK_GRACE_MS, 3 * this.slowestStepMs);
+        if (now - stopAt > grace && now - progressAt > grace) {
+          const at = where();
+          const waiting = left.map((_, k) => k).filter((k) => !left[k]);
+          abortedAt = now;
+          this.abortWorkers();
+          await Promise.race([quiet, sleep(LEAVE_MS)]);
+          const missing = waiting.filter((k) => !left[k]);
+          stuck = new StuckStep(`the step in progress did not finish within ${(grace / 1000).toFixed(1)} s: ` +
+            `${missing.length > 0 ? missing.map((k) => `worker ${k}`).join(', ') : 'a worker'} never reached the barrier ${at}`);
+        }
+      }
+      if (abortedAt !== null && !finished && now - abortedAt >= LEAVE_MS) break;
+    }
+    if (stuck) throw stuck;
+    // a dead thread is the story, whatever its peers said when they left
+    if (this.dead) {
+      await Promise.race([quiet, sleep(LEAVE_MS)]);
+      throw this.dead;
+    }
+    if (!finished) {
+      // a thread that does not leave after the abort (it hangs) is abandoned; close() terminates it
+      throw this.dead ?? failure ?? new StuckStep(`a worker did not leave its epoch task ${where()} after the abort`);
     }
     await all;
     drain();
@@ -229,13 +384,27 @@ export class Coordinator {
     return { loss: lossSum / n, accuracy: correct / n };
   }
 
+  /** Terminates the worker threads; gives up after 5 s on one that cannot be terminated (a native loop). */
   async close(): Promise<void> {
-    await this.pool.destroy();
+    this.closing = true;
+    await Promise.race([this.pool.destroy(), sleep(5000, false)]);
   }
 }
 
-function sleep(ms: number): Promise<void> {
-  return new Promise((resolve) => setTimeout(resolve, ms));
+function sleep(ms: number, ref = true): Promise<void> {
+  return new Promise((resolve) => {
+    const t = setTimeout(resolve, ms);
+    if (!ref) t.unref();
+  });
+}
+
+/** Why a thread died, from what Piscina rejected its task with (or emitted as 'error'). */
+function causeOf(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  const exited = /^worker exited with code: (-?\d+)/.exec(String(err?.message));
+  if (exited) return `it exited with code ${exited[1]}`;
+  if (err?.code === 'ERR_WORKER_OUT_OF_MEMORY') return `it reached its heap limit of ${WORKER_HEAP_MB} MB and was terminated`;
+  return `it crashed: ${err instanceof Error ? err.message : String(e)}`;
 }
 
 /**

@@ -35,3 +35,20 @@ export function printable(text: string, max = 80): string {
   const escaped = JSON.stringify(text).slice(1, -1).replace(/[\u007f-\u009f\u2028\u2029]/g, (c) => `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
   return escaped.length <= max ? `"${escaped}"` : `"${escaped.slice(0, max)}"…`;
 }
+
+/** A worker thread died (it exited, crashed or hit its heap limit): `who` (worker 1), `where` (in step 5
+ *  (forward/backward)), `why` (it exited with code 7). The weights may be torn: nothing is saved after it. */
+export class WorkerDied extends Error {
+  constructor(readonly who: string, readonly where: string, readonly why: string) {
+    super(`${who} died${where ? ' ' + where : ''}: ${why}`);
+    this.name = 'WorkerDied';
+  }
+}
+
+/** A stop was requested but the step in progress never finished (a thread hangs): given up, nothing saved. */
+export class StuckStep extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'StuckStep';
+  }
+}

@@ -1,6 +1,7 @@
 // `mnist-par train`: a training run with its console reporter, interruption handling and summary.
 import type { Checkpoint } from './checkpoint.js';
 import type { Config } from './config.js';
+import { StuckStep } from './errors.js';
 import { train, type StopRequest } from './train.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
 
@@ -41,9 +42,21 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
     const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];
     if (r.resumeHint) lines.push(r.resumeHint);
     reporter.finish(r.snapshot, lines);
-    return r.stoppedBy === 'SIGINT' ? 130 : r.stoppedBy === 'SIGTERM' ? 143 : 0;
+    return exitCode(r.stoppedBy);
+  } catch (e) {
+    // a stop that the step in progress could not honour: a thread hangs; it was terminated, nothing saved
+    if (!(e instanceof StuckStep)) throw e;
+    reporter.close();
+    const why = `${e.message}; it was terminated and nothing was saved after the last checkpoint`;
+    process.stderr.write(stop.how ? `mnist-par: stopped by ${stop.how}, but ${why}\n` : `mnist-par: training stopped: ${why}\n`);
+    return stop.how ? exitCode(stop.how) : 1;
   } finally {
     process.off('SIGTERM', onTerm);
     reporter.close();
   }
+}
+
+function exitCode(stoppedBy: string): number {
+  // 128 + the signal's number, as a shell reports a process the signal ended
+  return stoppedBy === 'SIGINT' ? 130 : stoppedBy === 'SIGTERM' ? 143 : stoppedBy === 'SIGPIPE' ? 141 : 0;
 }

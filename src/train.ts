@@ -25,7 +25,8 @@ import { weightTensors, writeSafetensors } from './safetensors.js';
 import { writeBatchChart, writeEpochChart } from './ui/charts.js';
 import type { Reporter } from './ui/reporter.js';
 
-export type StopRequest = 'q' | 'SIGINT' | 'SIGTERM';
+/** SIGPIPE: standard output was closed (`| head`) or failed; the run stops as for the signals */
+export type StopRequest = 'q' | 'SIGINT' | 'SIGTERM' | 'SIGPIPE';
 
 export interface RunSummary {
   epochs: EpochRecord[];

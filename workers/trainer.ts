@@ -13,7 +13,7 @@ import { workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import {
   arenaViews, batchViews, splitRange, BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE,
-  BUSY_SYNC, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_NEXT_THREAD, CTRL_PARTICIPANT,
+  BUSY_SYNC, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_NEXT_THREAD,
   CTRL_STEPS_DONE, CTRL_STOP, CTRL_STOP_AFTER, type ArenaLayout,
 } from '../src/memory.js';
 import {
@@ -47,8 +47,11 @@ export interface WorkerInit {
 export interface ShardTask { shard: number; start: number; count: number; batch: number; step: number; epoch: number }
 export interface ReduceTask { slice: number; lr: number; t: number }
 export interface EvalTask { shard: number; start: number; end: number }
-/** Steps [from, to) of an epoch; batch b covers perm[b·batchSize, min((b+1)·batchSize, trainCount)). */
-export interface EpochTask { from: number; to: number; batchSize: number; trainCount: number; firstT: number; epoch: number }
+/** Steps [from, to) of an epoch; batch b covers perm[b·batchSize, min((b+1)·batchSize, trainCount)).
+ *  `participant` (0..threads-1) is given by the coordinator, so that when a thread dies it knows which one. */
+export interface EpochTask {
+  from: number; to: number; batchSize: number; trainCount: number; firstT: number; epoch: number; participant: number;
+}
 
 const init = workerData as WorkerInit;
 const memory = init.memory;
@@ -68,8 +71,12 @@ const ctrl = views.control;
 const NORM = normalizationTable(init.mean, init.std);
 // This thread's index for its busy-time counters, claimed once (Piscina starts exactly `threads` workers).
 // The lockstep pipeline does not rely on it: each epoch's tasks claim distinct participant indices.
-let me = Atomics.add(ctrl, CTRL_NEXT_THREAD, 1) % T;
+const started = Atomics.add(ctrl, CTRL_NEXT_THREAD, 1);
+let me = started % T;
 const fault = parseFault(process.env.MNIST_PAR_INJECT_FAULT);
+if (fault?.task === 'load' && started >= fault.step) {
+  throw new Error(`injected fault: worker thread ${started} fails while loading, by MNIST_PAR_INJECT_FAULT`);
+}
 
 const affine = new Float32Array(6);
 
@@ -195,13 +202,23 @@ export function syncWeights(k: number): void {
 
 export function forwardBackward(t: ShardTask): void {
   const t0 = performance.now();
-  shardWork(t.shard, t.start, t.count, t.batch, t.step, t.epoch);
+  try {
+    shardWork(t.shard, t.start, t.count, t.batch, t.step, t.epoch);
+  } catch (e) {
+    if (e instanceof Vanish) return;
+    throw e;
+  }
   views.busy[BUSY * me + BUSY_COMPUTE] += performance.now() - t0;
 }
 
 export function reduceStep(t: ReduceTask): void {
   const t0 = performance.now();
-  reduceWork(t.slice, t.lr, t.t);
+  try {
+    reduceWork(t.slice, t.lr, t.t);
+  } catch (e) {
+    if (e instanceof Vanish) return;
+    throw e;
+  }
   views.busy[BUSY * me + BUSY_REDUCE] += performance.now() - t0;
 }
 
@@ -211,6 +228,8 @@ export function reduceStep(t: ReduceTask): void {
  * never burn the cores the working ones need. A failed peer (CTRL_ABORT) releases everyone with an error.
  */
 function barrier(serial: (() => void) | null): void {
+  // the coordinator sets the abort word when a thread died or a stop could not wait for a stuck one
+  if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
   const gen = Atomics.load(ctrl, CTRL_BAR_GEN);
   if (Atomics.add(ctrl, CTRL_BAR_COUNT, 1) === T - 1) {
     Atomics.store(ctrl, CTRL_BAR_COUNT, 0);
@@ -244,6 +263,9 @@ class PeerAbort extends Error {
   }
 }
 
+/** Thrown by the "crash" fault: the thread leaves its task at once, without a word to its peers, and dies. */
+class Vanish extends Error {}
+
 // What this thread is doing in the lockstep loop, for the error message if it fails.
 const doing = { task: '', t: 0, what: '', index: 0 };
 
@@ -251,6 +273,7 @@ export function runEpoch(task: EpochTask): void {
   try {
     lockstep(task);
   } catch (e) {
+    if (e instanceof Vanish) return;
     Atomics.store(ctrl, CTRL_ABORT, 1);
     Atomics.add(ctrl, CTRL_BAR_GEN, 1); // release whoever sleeps at a barrier
     Atomics.notify(ctrl, CTRL_BAR_GEN);
@@ -263,8 +286,7 @@ export function runEpoch(task: EpochTask): void {
 function lockstep(task: EpochTask): void {
   const { batchSize, trainCount, firstT } = task;
   // participant k owns parameter slice k
-  me = Atomics.add(ctrl, CTRL_PARTICIPANT, 1);
-  if (me >= T) throw new Error(`more lockstep tasks than the ${T} threads (participant ${me})`);
+  me = task.participant;
   const stat = views.shardStat;
   for (let b = task.from; b < task.to; b++) {
     const t = firstT + (b - task.from);
@@ -330,17 +352,51 @@ export function evaluate(t: EvalTask): void {
   views.busy[BUSY * me + BUSY_COMPUTE] += performance.now() - t0;
 }
 
-// Fault injection for the tests of failure handling: MNIST_PAR_INJECT_FAULT="forwardBackward:STEP" makes
-// that task throw at that step (every shard of it), "forwardBackward:STEP:SHARD" only in that shard;
-// "reduceStep:STEP[:FIRST_PARAMETER_OF_THE_SLICE]" likewise.
-function parseFault(spec: string | undefined): { task: string; step: number; where: number | null } | null {
+// Fault injection for the tests of failure handling. MNIST_PAR_INJECT_FAULT="TASK:STEP[:WHERE][:MODE]":
+//   TASK   forwardBackward (WHERE: the shard) or reduceStep (WHERE: the first parameter of the slice); without
+//          WHERE every shard or slice of that step is hit
+//   MODE   throw  (default) the task throws an Error: the ordinary failure, reported by the worker itself
+//          exit   process.exit(7) in the worker thread: it dies mid-step, telling nobody
+//          crash  an uncaught error outside the task (a queued microtask), the thread dies before it replies
+//          hang   the thread blocks forever (Atomics.wait on a private word), alive but never arriving
+//          oom    the thread allocates until it hits its heap limit (resourceLimits) and is terminated
+// "load:N": the N-th worker thread to start (0-based, counting replacements) and every later one fail while
+// loading this module, before any task.
+type FaultMode = 'throw' | 'exit' | 'crash' | 'hang' | 'oom';
+interface Fault { task: string; step: number; where: number | null; mode: FaultMode }
+
+function parseFault(spec: string | undefined): Fault | null {
   if (!spec) return null;
-  const [task, step, where] = spec.split(':');
-  return { task, step: Number(step), where: where === undefined ? null : Number(where) };
+  const parts = spec.split(':');
+  const modes: readonly string[] = ['throw', 'exit', 'crash', 'hang', 'oom'];
+  const mode = (parts.length > 2 && modes.includes(parts[parts.length - 1]) ? parts.pop() : 'throw') as FaultMode;
+  const [task, step, where] = parts;
+  return { task, step: Number(step), where: where === undefined ? null : Number(where), mode };
 }
 
 function checkFault(task: string, step: number, where: number): void {
-  if (fault && fault.task === task && fault.step === step && (fault.where === null || fault.where === where)) {
-    throw new Error(`injected fault in ${task} at step ${step} (${where}) by MNIST_PAR_INJECT_FAULT`);
+  if (!fault || fault.task !== task || fault.step !== step || (fault.where !== null && fault.where !== where)) return;
+  const what = `injected ${fault.mode} in ${task} at step ${step} (${where}) by MNIST_PAR_INJECT_FAULT`;
+  switch (fault.mode) {
+    case 'throw':
+      throw new Error(`injected fault in ${task} at step ${step} (${where}) by MNIST_PAR_INJECT_FAULT`);
+    case 'exit':
+      process.exit(7);
+      break;
+    case 'crash':
+      // the thread dies as soon as its task returns: before or just after Piscina's reply, so the coordinator
+      // sees either the task rejected or the pool's 'error' for a thread with no task
+      queueMicrotask(() => {
+        throw new Error(what);
+      });
+      throw new Vanish();
+    case 'hang':
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
+      break;
+    case 'oom': {
+      // plain JS arrays live on the worker's heap (typed arrays would not count against its limit)
+      const hog: number[][] = [];
+      for (;;) hog.push(new Array<number>(1 << 16).fill(0.5));
+    }
   }
 }

@@ -112,10 +112,15 @@ export class LineReporter implements Reporter {
 
   constructor(private readonly o: ReporterOptions & { mode: 'plain' | 'json' }) {
     this.out = o.out ?? process.stdout;
-    // a reader that went away (`| head`) must not kill the training run: stop writing, keep training
+    // A reader that went away (`| head`) or an output that fails (a full disk) ends the run as a signal
+    // would: stop writing, finish the step, save a checkpoint, print the summary on stderr. Never a throw
+    // here: it would escape as an uncaught exception, with a stack trace and no checkpoint.
     this.out.on?.('error', (err: NodeJS.ErrnoException) => {
-      if (err.code !== 'EPIPE') throw err;
+      if (this.closedPipe) return;
       this.closedPipe = true;
+      const what = err.code === 'EPIPE' ? 'was closed' : `failed (${err.code ?? err.message})`;
+      process.stderr.write(`mnist-par: standard output ${what}: stopping after this step\n`);
+      o.onInterrupt('SIGPIPE');
     });
     this.json = o.mode === 'json';
     this.interrupts = new Interrupts(o.onInterrupt);
@@ -166,6 +171,10 @@ export class LineReporter implements Reporter {
 
   finish(s: Snapshot, summary: string[]): void {
     this.close();
+    if (this.closedPipe) {
+      if (summary.length > 0) process.stderr.write(summary.join('\n') + '\n');
+      return;
+    }
     if (!this.json && summary.length === 0) return;
     this.line(summary.join('\n'), { type: 'summary', step: s.step, epochs: s.epochs.length, elapsedSec: s.elapsedSec,
       lines: summary });

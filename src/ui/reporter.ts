@@ -20,7 +20,7 @@ export interface ReporterOptions {
   mode: 'auto' | 'dashboard' | 'plain' | 'json';
   logEvery: number;
   /** the loop finishes the current step, saves, then calls finish() */
-  onInterrupt: (how: 'q' | 'SIGINT') => void;
+  onInterrupt: (how: 'q' | 'SIGINT' | 'SIGPIPE') => void;
   out?: NodeJS.WriteStream;
 }
 

@@ -1,0 +1,269 @@
+// Failure handling: a worker thread that dies (process.exit, an uncaught error, its heap limit) or hangs must
+// end the run promptly with one line naming the worker, the step and the cause, a non-zero exit code, the
+// terminal left alone and the last checkpoint as it was. Faults are injected with MNIST_PAR_INJECT_FAULT
+// (workers/trainer.ts). Every run here has a hard deadline: on code that hangs, the test fails instead of
+// waiting forever.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { afterEach, describe, expect, it } from 'vitest';
+import { loadCheckpoint } from '../src/checkpoint.js';
+import { Coordinator } from '../src/coordinator.js';
+import { WorkerDied } from '../src/errors.js';
+import { cliPath, mnistDir, runCli } from './cli-run.js';
+
+const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-par-faults-'));
+// 2048 images in batches of 64: 32 steps per epoch; step 40 is the 8th step of epoch 2
+const small = ['--data-dir', mnistDir, '--limit-train', '2048', '--limit-test', '500', '--batch-size', '64',
+  '--no-download', '--threads', '2'];
+// generous for a loaded 2-vCPU machine, far below "forever"
+const PROMPT_MS = 10_000;
+const DEADLINE_MS = 60_000;
+
+interface Timed {
+  code: number | null;
+  signal: NodeJS.Signals | null;
+  stdout: string;
+  stderr: string;
+  /** ms from the last batch line before the fault (or the signal sent) to the exit; NaN if none */
+  afterMs: number;
+  /** true when the run had to be killed at the deadline */
+  hung: boolean;
+  sentSignal: boolean;
+}
+
+/**
+ * Runs the CLI with JSON lines and a line per batch. With `signal`, sends it `waitMs` after the batch line of
+ * step `afterStep` (when the peers of a hanging thread wait at a barrier); `afterMs` counts from the signal.
+ * Without it, `afterMs` counts from the last batch line seen. The run is killed at DEADLINE_MS.
+ */
+function runTimed(args: string[], env: Record<string, string>, signal?: { name: NodeJS.Signals; afterStep: number; waitMs: number }): Promise<Timed> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [cliPath, ...args, '--json', '--log-every', '1'], {
+      cwd: tmp(), env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'],
+    });
+    let stdout = '';
+    let stderr = '';
+    let mark = NaN;
+    let sent = false;
+    let hung = false;
+    child.stdout.on('data', (d: Buffer) => {
+      const before = stdout.length;
+      stdout += d.toString();
+      for (const line of stdout.slice(before).split('\n')) {
+        if (!line.startsWith('{"type":"batch"')) continue;
+        const step = (JSON.parse(line) as { step: number }).step;
+        if (!signal) mark = performance.now();
+        else if (!sent && step >= signal.afterStep) {
+          sent = true;
+          setTimeout(() => {
+            mark = performance.now();
+            child.kill(signal.name);
+          }, signal.waitMs);
+        }
+      }
+    });
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const deadline = setTimeout(() => {
+      hung = true;
+      child.kill('SIGKILL');
+    }, DEADLINE_MS);
+    child.on('error', reject);
+    child.on('exit', (code, sig) => {
+      clearTimeout(deadline);
+      resolve({ code, signal: sig, stdout, stderr, afterMs: performance.now() - mark, hung, sentSignal: sent });
+    });
+  });
+}
+
+/** The one line a failed run prints, checked for a stack trace and escape codes. */
+function oneLine(r: Timed): string {
+  expect(r.hung, `the run hung: ${r.stderr}`).toBe(false);
+  expect(r.stderr).not.toMatch(/\n\s+at /);
+  expect(r.stderr).not.toContain('\x1b');
+  // Ctrl-C's own acknowledgement (log.ts) comes before the line, and is not it
+  const lines = r.stderr.trim().split('\n').filter((l) => !l.startsWith('stopping after this step'));
+  expect(lines, r.stderr).toHaveLength(1);
+  return lines[0];
+}
+
+/** checkpoint-last was written at the end of epoch 1 and not since: it resumes at epoch 2, batch 0. */
+async function checkpointFromEpoch1(out: string): Promise<void> {
+  const ck = await loadCheckpoint(out);
+  expect(ck.state.epoch).toBe(2);
+  expect(ck.state.batch).toBe(0);
+  expect(ck.state.epochs).toHaveLength(1);
+  expect(ck.perm).toBeNull();
+}
+
+describe('a worker thread that dies', () => {
+  it('by process.exit mid-epoch: the run ends at once, naming worker, step and exit code; checkpoint-last intact and resumable', async () => {
+    const dir = tmp();
+    const out = join(dir, 'models');
+    const args = [...small, '--epochs', '2', '--out', out, '--plots', join(dir, 'plots')];
+    // shard 3 of 4 belongs to participant 1 of 2
+    const r = await runTimed(args, { MNIST_PAR_INJECT_FAULT: 'forwardBackward:40:3:exit' });
+    const line = oneLine(r);
+    expect(line).toBe('mnist-par: training stopped: worker 1 died in step 40 (forward/backward): it exited with code 7; ' +
+      'nothing was saved after the last checkpoint');
+    expect(r.code).toBe(1);
+    expect(r.afterMs).toBeLessThan(PROMPT_MS);
+    await checkpointFromEpoch1(out);
+    // and it still continues the run
+    const resumed = runCli(['--resume', out, '--no-download', '--data-dir', mnistDir, '--plots', join(dir, 'plots')]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect((await loadCheckpoint(out)).state.epoch).toBe(3);
+  });
+
+  it('in its reduce phase: the line says so', async () => {
+    const out = join(tmp(), 'models');
+    const r = await runTimed([...small, '--epochs', '1', '--out', out], { MNIST_PAR_INJECT_FAULT: 'reduceStep:9:exit' });
+    expect(oneLine(r)).toMatch(/^mnist-par: training stopped: worker [01] died in step 9 \(reduce \+ update\): it exited with code 7; /);
+    expect(r.code).toBe(1);
+    expect(r.afterMs).toBeLessThan(PROMPT_MS);
+  });
+
+  it('by an uncaught error outside its task (a crash): the line carries the error', async () => {
+    const dir = tmp();
+    const out = join(dir, 'models');
+    const r = await runTimed([...small, '--epochs', '2', '--out', out, '--plots', join(dir, 'plots')],
+      { MNIST_PAR_INJECT_FAULT: 'forwardBackward:40:0:crash' });
+    expect(oneLine(r)).toMatch(/^mnist-par: training stopped: worker 0 died in step 40 \(forward\/backward\): it crashed: injected crash in forwardBackward at step 40 \(0\)/);
+    expect(r.code).toBe(1);
+    expect(r.afterMs).toBeLessThan(PROMPT_MS);
+    await checkpointFromEpoch1(out);
+  });
+
+  it('at its heap limit (resourceLimits): the line names the limit', async () => {
+    const out = join(tmp(), 'models');
+    const r = await runTimed([...small, '--epochs', '1', '--out', out], { MNIST_PAR_INJECT_FAULT: 'forwardBackward:6:1:oom' });
+    expect(oneLine(r)).toMatch(/^mnist-par: training stopped: worker 0 died in step 6 \(forward\/backward\): it reached its heap limit of 256 MB/);
+    expect(r.code).toBe(1);
+    expect(r.afterMs).toBeLessThan(PROMPT_MS);
+  });
+
+  it('in the tasks pipeline: the line names the task and its step', async () => {
+    const out = join(tmp(), 'models');
+    for (const mode of ['exit', 'crash']) {
+      const r = await runTimed([...small, '--epochs', '1', '--pipeline', 'tasks', '--out', out],
+        { MNIST_PAR_INJECT_FAULT: `forwardBackward:7:2:${mode}` });
+      // a crash may land after the task's reply: then the thread dies idle and the next task reports it
+      expect(oneLine(r)).toMatch(/^mnist-par: training stopped: the worker running (forwardBackward|reduceStep) \(step [78], (shard|slice) \d\) died: it (exited with code 7|crashed: injected crash in forwardBackward at step 7)/);
+      expect(r.code, mode).toBe(1);
+      expect(r.afterMs).toBeLessThan(PROMPT_MS);
+    }
+  });
+});
+
+describe('a thread that dies with no task (the pool\'s error event)', () => {
+  afterEach(() => {
+    delete process.env.MNIST_PAR_INJECT_FAULT;
+  });
+
+  it('is recorded, not thrown: later tasks are refused with the cause instead of waiting for a thread that never comes', async () => {
+    // every worker thread fails while loading: the first one with its warm-up task, its replacement (started by
+    // Piscina) with none, which Piscina reports as the pool's 'error' event
+    process.env.MNIST_PAR_INJECT_FAULT = 'load:0';
+    const coord = new Coordinator({
+      spec: { layers: [784, 16, 10], threads: 1, shards: 1, rows: 64, optimizerStates: 0, stepsPerEpoch: 1,
+        trainCount: 64, testCount: 64, pixels: 784 },
+      optimizer: { optimizer: 'sgd', momentum: 0, dampening: 0, nesterov: false, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
+      kernels: 'js', mean: 0.1307, std: 0.3081, labelSmoothing: 0,
+    });
+    try {
+      const first = await coord.ready().then(() => null, (e: unknown) => e);
+      expect(first).toBeInstanceOf(WorkerDied);
+      expect((first as Error).message).toMatch(/died: it crashed: injected fault: worker thread 0 fails while loading/);
+      // the replacement fails within a moment; an unhandled 'error' event would fail this test file
+      await new Promise((r) => setTimeout(r, 1500));
+      const t0 = performance.now();
+      const later = await Promise.race([
+        coord.evaluate().then(() => 'resolved', (e: unknown) => e),
+        new Promise((r) => setTimeout(() => r('still waiting'), 5000)),
+      ]);
+      expect(later).toBe(first);
+      expect(performance.now() - t0).toBeLessThan(1000);
+    } finally {
+      await coord.close();
+    }
+  });
+});
+
+describe('a signal while the peers of a hanging thread wait at a barrier', () => {
+  for (const [signal, code] of [['SIGTERM', 143], ['SIGINT', 130]] as const) {
+    it(`${signal}: the run ends within seconds with exit ${code}, naming the stuck worker; checkpoint-last intact`, async () => {
+      const dir = tmp();
+      const out = join(dir, 'models');
+      const r = await runTimed([...small, '--epochs', '2', '--out', out, '--plots', join(dir, 'plots')],
+        { MNIST_PAR_INJECT_FAULT: 'forwardBackward:40:1:hang' }, { name: signal, afterStep: 39, waitMs: 500 });
+      expect(r.sentSignal).toBe(true);
+      const line = oneLine(r);
+      expect(line).toMatch(new RegExp(`^mnist-par: stopped by ${signal}, but the step in progress did not finish within 0\\.\\d s: ` +
+        'worker 0 never reached the barrier in step 40 \\(forward/backward\\); it was terminated and nothing was saved after the last checkpoint$'));
+      expect(r.code).toBe(code);
+      expect(r.afterMs).toBeLessThan(PROMPT_MS);
+      await checkpointFromEpoch1(out);
+    });
+  }
+
+  it('SIGTERM in the tasks pipeline: the same, naming the task that never finished', async () => {
+    const dir = tmp();
+    const out = join(dir, 'models');
+    const r = await runTimed([...small, '--epochs', '2', '--pipeline', 'tasks', '--out', out, '--plots', join(dir, 'plots')],
+      { MNIST_PAR_INJECT_FAULT: 'forwardBackward:40:1:hang' }, { name: 'SIGTERM', afterStep: 39, waitMs: 500 });
+    expect(oneLine(r)).toMatch(/^mnist-par: stopped by SIGTERM, but the step in progress did not finish within 0\.\d s: forwardBackward \(step 40, shard 1\) never finished; /);
+    expect(r.code).toBe(143);
+    expect(r.afterMs).toBeLessThan(PROMPT_MS);
+    await checkpointFromEpoch1(out);
+  });
+});
+
+describe('standard output that goes away', () => {
+  it('a closed pipe (| head -1) stops the run after the step: checkpoint saved, summary on stderr, exit 141, no stack', async () => {
+    const dir = tmp();
+    const out = join(dir, 'models');
+    const child = spawn(process.execPath, [cliPath, ...small, '--epochs', '3', '--log-every', '1', '--out', out,
+      '--plots', join(dir, 'plots')], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    // read the first line, then close our end, as `head -1` does
+    child.stdout.once('data', () => child.stdout.destroy());
+    const deadline = setTimeout(() => child.kill('SIGKILL'), DEADLINE_MS);
+    const [code] = await new Promise<[number | null]>((resolve) => child.on('exit', (c) => resolve([c])));
+    clearTimeout(deadline);
+    expect(stderr).not.toMatch(/\n\s+at /);
+    expect(stderr).toMatch(/^mnist-par: standard output was closed: stopping after this step\nmnist-par: stopped by SIGPIPE in epoch 1 after batch \d+\/32/);
+    expect(stderr).toContain('continue with: mnist-par train --resume');
+    expect(code).toBe(141);
+    const ck = await loadCheckpoint(out);
+    expect(ck.state.epoch).toBe(1);
+    expect(ck.state.batch).toBeGreaterThan(0);
+  });
+
+  it('a failing one (/dev/full: ENOSPC) does the same instead of an uncaught exception', async () => {
+    const dir = tmp();
+    const out = join(dir, 'models');
+    const { openSync, closeSync } = await import('node:fs');
+    const full = openSync('/dev/full', 'w');
+    const child = spawn(process.execPath, [cliPath, ...small, '--epochs', '3', '--out', out, '--plots', join(dir, 'plots')],
+      { cwd: dir, stdio: ['ignore', full, 'pipe'] });
+    closeSync(full);
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => {
+      stderr += d.toString();
+    });
+    const deadline = setTimeout(() => child.kill('SIGKILL'), DEADLINE_MS);
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    clearTimeout(deadline);
+    expect(stderr).not.toMatch(/\n\s+at /);
+    expect(stderr).toMatch(/^mnist-par: standard output failed \(ENOSPC\): stopping after this step\n/);
+    expect(code).toBe(141);
+    expect(readFileSync(join(out, 'checkpoint-last.safetensors')).length).toBeGreaterThan(0);
+  });
+});
