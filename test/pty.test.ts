@@ -143,7 +143,7 @@ async function expectResumable(p: Pane, how: string): Promise<void> {
   const stop = screen.match(new RegExp(`mnist-par: stopped by ${how} (?:in epoch (\\d+) after batch (\\d+)/400|after epoch (\\d+))`));
   expect(stop, screen).not.toBeNull();
   const ckpt = join(p.out, 'checkpoint-last.safetensors');
-  expect(screen).toContain(`continue with: mnist-par train --resume ${ckpt}`);
+  expect(screen).toContain(`continue with: mnist-par train --resume ${p.out}`);
   const { metadata, tensors } = await readSafetensors(ckpt);
   expect(tensors.size).toBeGreaterThan(0);
   const state = JSON.parse(metadata['mnist-par.state']);
