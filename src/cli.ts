@@ -240,4 +240,8 @@ function reportError(e: unknown): number {
 
 main(process.argv).then((code) => {
   process.exitCode = code;
+  // Everything is written and awaited by now, and the process normally ends here. A worker thread that
+  // crashed mid-task can leave the pool holding a message port that keeps the event loop alive; this timer
+  // (unref'd: it keeps nothing alive itself) ends the process a second later if nothing else does.
+  setTimeout(() => process.exit(code), 1000).unref();
 });
