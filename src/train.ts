@@ -1,32 +1,36 @@
-// The training run: load data into the arena, then the loop — for each epoch a fresh permutation, for each
-// batch one coordinator step, then validation, checkpoints, metrics and charts. Like PyTorch's train()/test()
-// pair. Everything the loop carries from one step to the next lives in one TrainState, which is what a
-// checkpoint saves, so a resumed run continues bit for bit.
-import { dirname, join, resolve } from 'node:path';
+// The training run, as PyTorch's MNIST example writes it: for each epoch a fresh permutation, for each batch
+// one data-parallel step (forward, loss, backward into per-shard gradient slots, all-reduce, optimizer step:
+// coordinator.ts and the workers), then validation, then the epoch's outputs. Everything the loop carries
+// from one step to the next lives in one TrainState, which is what a checkpoint saves, so a resumed run
+// continues bit for bit. What is written when is run-outputs.ts; early stopping is early-stopping.ts; the
+// dashboard's live figures are throughput.ts.
+import { dirname, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
-import { BEST, LAST, saveCheckpoint, type Checkpoint, type TrainState } from './checkpoint.js';
+import type { Checkpoint, TrainState } from './checkpoint.js';
 import type { Config } from './config.js';
 import { Coordinator } from './coordinator.js';
-import { BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE, BUSY_SYNC } from './memory.js';
 import { collectGarbage } from './gc.js';
 import { DATASETS } from './data/datasets.js';
 import { ensureDataset } from './data/download.js';
 import { loadSplit, type Split } from './data/idx.js';
+import { NO_EARLY_STOP_YET, earlyStop } from './early-stopping.js';
 import { UsageError, UserError } from './errors.js';
-import { ensureWritableDir, writeFileAtomic } from './fsutil.js';
-import { BatchHistory, type BatchRecord, type EpochRecord, type Snapshot } from './metrics.js';
-import { MetricsFiles } from './metrics-files.js';
-import { MODELS_ROOT, PLOTS_ROOT, pointLatest, prepareRunDirs, removeIfEmpty, type RunDirs } from './runs.js';
-import { initParams, paramLayout, widths, type Layout } from './model.js';
+import { ensureWritableDir } from './fsutil.js';
+import type { EpochRecord, Snapshot } from './metrics.js';
+import { initParams, paramLayout, widths } from './model.js';
 import { learningRate, optimizerStateCount, type OptimizerConfig, type ScheduleConfig } from './optim.js';
 import { Rng } from './rng.js';
-import { weightTensors, writeSafetensors } from './safetensors.js';
-import { writeBatchChart, writeEpochChart } from './ui/charts.js';
+import { RunOutputs } from './run-outputs.js';
+import { prepareRunDirs, removeIfEmpty, type RunDirs } from './runs.js';
+import { ThroughputWindow } from './throughput.js';
 import type { Reporter } from './ui/reporter.js';
 
-/** SIGPIPE: standard output was closed (`| head`) or failed; the run stops as for the signals */
-export type StopRequest = 'q' | 'SIGINT' | 'SIGTERM' | 'SIGPIPE';
+export { finishedEarly } from './early-stopping.js';
+export { CHART_REFRESH_MS } from './run-outputs.js';
+
+/** SIGPIPE: standard output was closed (`| head`) or failed; abort: the library caller's AbortSignal */
+export type StopRequest = 'q' | 'SIGINT' | 'SIGTERM' | 'SIGPIPE' | 'abort';
 
 export interface RunSummary {
   epochs: EpochRecord[];
@@ -38,6 +42,8 @@ export interface RunSummary {
   seconds: number;
   files: string[];
   snapshot: Snapshot;
+  /** the run's folder */
+  out: string;
 }
 
 export function optimizerConfig(cfg: Config): OptimizerConfig {
@@ -74,52 +80,22 @@ function freshState(cfg: Config): TrainState {
     // the permutation stream is separate from the initialization stream, both derived from --seed
     rng: new Rng((cfg.seed ^ 0x5eed5eed) >>> 0).state(),
     partial: { lossSum: 0, correct: 0, seen: 0, seconds: 0 },
-    elapsedSec: 0, best: null,
-    early: { best: null, bestEpoch: 0, epochsWithoutImprovement: 0 },
+    elapsedSec: 0, best: null, early: { ...NO_EARLY_STOP_YET },
   };
 }
 
-/** Early stopping after an epoch: updates `early`; returns the reason to stop, or null. */
-function earlyStop(cfg: Config, st: TrainState, rec: EpochRecord): string | null {
-  const e = st.early;
-  const value = cfg.monitor === 'val_loss' ? rec.valLoss : rec.valAccuracy;
-  const better = e.best === null || (cfg.monitor === 'val_loss' ? value < e.best - cfg.minDelta : value > e.best + cfg.minDelta);
-  if (better) {
-    e.best = value;
-    e.bestEpoch = rec.epoch;
-    e.epochsWithoutImprovement = 0;
-    return null;
-  }
-  e.epochsWithoutImprovement++;
-  if (cfg.patience === 0 || e.epochsWithoutImprovement < cfg.patience) return null;
-  return earlyReason(cfg, e);
-}
-
-function earlyReason(cfg: Config, e: TrainState['early']): string {
-  const what = cfg.monitor === 'val_loss' ? 'validation loss' : 'validation accuracy';
-  return `stopped early: ${what} did not improve by more than ${cfg.minDelta} for ${cfg.patience} epochs ` +
-    `(best ${e.best === null ? '–' : e.best.toFixed(4)} at epoch ${e.bestEpoch})`;
-}
-
-/**
- * Why the run of a checkpoint has already ended by early stopping under `cfg`'s settings (a larger
- * --patience lets it go on), or null: such a checkpoint has nothing left to resume.
- */
-export function finishedEarly(cfg: Config, st: TrainState): string | null {
-  const e = st.early;
-  if (st.batch > 0 || cfg.patience === 0 || cfg.monitor !== st.config.monitor || e.epochsWithoutImprovement < cfg.patience) return null;
-  return earlyReason(cfg, e);
-}
+/** Notes go to stderr unless the caller routes them elsewhere (the library API stays silent). */
+const stderrNote = (line: string) => process.stderr.write(`mnist-par: note: ${line}\n`);
 
 /**
  * Trains as configured, from scratch or from `resume`. `data` may be passed in already loaded (benchmarks
  * reuse it across runs). Stops after the current step once `requestStop.how` is set, saving a checkpoint.
  */
 export async function train(cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
-                            data?: Datasets, resume?: Checkpoint): Promise<RunSummary> {
+                            data?: Datasets, resume?: Checkpoint, note: (line: string) => void = stderrNote): Promise<RunSummary> {
   const dirs = await prepareRunDirs(cfg.out, cfg.plots, cfg.overwrite, resume ? dirname(resume.file) : null);
   try {
-    return await trainIn(dirs, { ...cfg, out: dirs.out, plots: dirs.plots }, reporter, requestStop, data, resume);
+    return await trainIn(dirs, { ...cfg, out: dirs.out, plots: dirs.plots }, reporter, requestStop, data, resume, note);
   } finally {
     // a numbered run that ended before writing anything leaves no empty folders behind
     if (dirs.created !== null) await removeIfEmpty(dirs.created);
@@ -128,43 +104,16 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
 }
 
 async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
-                       data?: Datasets, resume?: Checkpoint): Promise<RunSummary> {
-  const outDir = resolve(dirs.out);
-  const plotsDir = resolve(dirs.plots);
-  await ensureWritableDir(outDir, '--out');
-  await ensureWritableDir(plotsDir, '--plots');
+                       data: Datasets | undefined, resume: Checkpoint | undefined, note: (line: string) => void): Promise<RunSummary> {
+  await ensureWritableDir(resolve(dirs.out), '--out');
+  await ensureWritableDir(resolve(dirs.plots), '--plots');
   const { coord, trainCount, stepsPerEpoch } = await arenaWithData(cfg, data);
   // the parsed files (55 MB for MNIST) are garbage now: collect them before training instead of whenever
   if (data === undefined) collectGarbage();
-  if (resume?.perm && resume.perm.length !== trainCount) {
-    await coord.close();
-    throw new UserError(`--resume ${resume.file}: its epoch permutation covers ${resume.perm.length} images but this run has ${trainCount}; keep --data-dir and --limit-train as they were`);
-  }
-  const layers = widths(cfg.hidden);
-  const model = paramLayout(layers);
-  const files: string[] = [];
   try {
     const v = coord.views;
-    // the configuration's relative paths are now relative to this run's working directory
-    const st: TrainState = resume ? { ...resume.state, config: cfg, cwd: process.cwd() } : freshState(cfg);
-    if (resume && resume.state.config.monitor !== cfg.monitor) {
-      // the best value so far was of the other metric: early stopping starts over
-      st.early = { best: null, bestEpoch: 0, epochsWithoutImprovement: 0 };
-    }
-    // the checkpoint records the family and the native path ("native avx512"); the two native paths train to
-    // the same bytes, so only the family decides whether a resumed run continues bit for bit
-    const kernels = coord.kernels.label;
-    if (coord.kernels.fallback) process.stderr.write(`mnist-par: note: ${coord.kernels.fallback}\n`);
-    if (cfg.threads > cfg.shards && availableParallelism() > cfg.shards) {
-      // a micro-shard is the unit of work of the forward and backward passes: more threads than shards wait
-      process.stderr.write(`mnist-par: note: --threads ${cfg.threads} with --shards ${cfg.shards}: only ${cfg.shards} threads ` +
-        `run the forward and backward passes; pass --shards ${Math.min(cfg.threads, availableParallelism())} (or more) to use more cores\n`);
-    }
-    if (resume && resume.state.kernelFamily && resume.state.kernelFamily.split(' ')[0] !== coord.family) {
-      process.stderr.write(`mnist-par: note: ${resume.file} was trained with the ${resume.state.kernelFamily} kernels, this run uses ${kernels}: ` +
-        `it continues correctly, but not bit for bit (the kernel families round differently)\n`);
-    }
-    st.kernelFamily = kernels;
+    const model = paramLayout(widths(cfg.hidden));
+    const st = startState(cfg, coord, trainCount, resume, note);
     if (resume) {
       v.params.set(resume.params);
       resume.optimizerState.forEach((m, k) => v.state[k]?.set(m));
@@ -173,85 +122,60 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       initParams(v.params, model, cfg.seed);
     }
     await coord.ready();
-
+    const outputs = await RunOutputs.open(dirs, cfg, model, v, st, resume, note);
     const schedule = scheduleConfig(cfg, stepsPerEpoch);
     const rng = new Rng(st.rng);
-    // the metrics so far (for a resumed run, read back from its files) and the files the new ones go to
-    const { files: metricsFiles, batches: earlier, epochs } = await MetricsFiles.open(outDir,
-      resume ? { dir: dirname(resume.file), step: st.step, epoch: st.epoch } : null,
-      (line) => process.stderr.write(`mnist-par: note: ${line}\n`));
-    files.push(metricsFiles.batchPath, metricsFiles.epochPath);
-    const history = new BatchHistory();
-    for (const r of earlier) history.push(r);
-    // batch records of the epoch in progress, appended to the file at its end or at an interruption
-    let pending: BatchRecord[] = [];
-    const flushBatches = async () => {
-      await metricsFiles.appendBatches(pending);
-      pending = [];
-    };
     const snap: Snapshot = {
-      config: cfg, layers, paramCount: model.size, kernelFamily: kernels, phase: 'training',
+      config: cfg, layers: model.layers, paramCount: model.size, kernelFamily: st.kernelFamily, phase: 'training',
       epoch: st.epoch, batch: st.batch, batchesPerEpoch: stepsPerEpoch, step: st.step, totalSteps: stepsPerEpoch * cfg.epochs,
-      elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: 0, batches: history.records, epochs,
+      elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: 0, batches: outputs.history.records, epochs: outputs.epochs,
       workerBusy: new Array(cfg.threads).fill(0),
       timing: { stepMs: 0, computeMs: 0, reduceMs: 0, waitMs: 0, overheadMs: 0 },
     };
-    await writeFileAtomic(join(outDir, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
-    files.push(join(outDir, 'config.json'));
-    if (dirs.created !== null) {
-      // training starts in a new numbered folder: models/latest and plots/latest point at it from now on
-      await pointLatest(MODELS_ROOT, dirs.created);
-      if (dirs.createdPlots !== null) await pointLatest(PLOTS_ROOT, dirs.createdPlots);
-    }
     reporter.start(snap);
 
     const tStart = performance.now() - st.elapsedSec * 1000;
     const window = new ThroughputWindow(cfg.threads);
-    // the coordinator's own work per step (metrics, UI): in the lockstep pipeline it is off the critical path
+    // the coordinator's own work per step (metrics, UI): off the workers' critical path
     let coordinatorMs = 0;
-    let stoppedBy: RunSummary['stoppedBy'] = 'completed';
-    let reason = '';
-    const save = async (name: string, withPerm: boolean) => {
+    const finish = (stoppedBy: RunSummary['stoppedBy'], reason: string): RunSummary => {
+      snap.phase = 'done';
+      return {
+        epochs: outputs.epochs, stoppedBy, reason, out: cfg.out,
+        resumeHint: stoppedBy === 'completed' || stoppedBy === 'early' ? null : `continue with: mnist-par train --resume ${cfg.out}`,
+        seconds: (performance.now() - tStart) / 1000, files: [...new Set(outputs.files)], snapshot: snap,
+      };
+    };
+    const keep = () => {
       st.rng = rng.state();
       st.elapsedSec = (performance.now() - tStart) / 1000;
-      await saveCheckpoint(join(outDir, name), model, v.params, v.state, withPerm ? v.perm : null, st);
-      files.push(join(outDir, name));
     };
 
-    let chartsAt = performance.now();
-    while (st.epoch <= cfg.epochs && stoppedBy === 'completed') {
+    while (st.epoch <= cfg.epochs) {
       const epoch = st.epoch;
       const tEpoch = performance.now() - st.partial.seconds * 1000;
       if (st.batch === 0) rng.permutation(v.perm);
       snap.epoch = epoch;
       const firstStep = st.step - st.batch; // global steps done when this epoch began
       const lrOf = (b: number) => learningRate(schedule, firstStep + b);
-      let lr = st.batch > 0 ? lrOf(st.batch - 1) : 0;
+
+      // the epoch's steps, on the workers; after each, its loss and accuracy come back here
       const next = await coord.runEpoch({
-        from: st.batch, to: stepsPerEpoch, batchSize: cfg.batchSize, trainCount, firstT: st.step + 1, lr: lrOf,
-        epoch,
+        from: st.batch, to: stepsPerEpoch, batchSize: cfg.batchSize, trainCount, firstT: st.step + 1, lr: lrOf, epoch,
       }, {
-        onStep: (b, batchLoss, batchCorrect) => {
+        onStep: (b, lossSum, correct) => {
           const t0 = performance.now();
           const count = Math.min(cfg.batchSize, trainCount - b * cfg.batchSize);
           st.step = firstStep + b + 1;
           st.batch = b + 1;
-          lr = lrOf(b);
-          window.add(t0, count, coordinatorMs, v.busy);
-          st.partial.lossSum += batchLoss;
-          st.partial.correct += batchCorrect;
+          st.partial.lossSum += lossSum;
+          st.partial.correct += correct;
           st.partial.seen += count;
-          const record: BatchRecord = {
-            epoch, batch: b + 1, step: st.step, loss: batchLoss / count, accuracy: batchCorrect / count, lr,
-            samplesPerSec: window.samplesPerSec(),
-          };
-          pending.push(record);
-          history.push(record);
-          snap.batch = b + 1;
-          snap.step = st.step;
-          snap.elapsedSec = (t0 - tStart) / 1000;
-          snap.epochElapsedSec = (t0 - tEpoch) / 1000;
-          snap.samplesPerSec = window.samplesPerSec();
+          window.add(t0, count, coordinatorMs, v.busy);
+          outputs.recordBatch({ epoch, batch: b + 1, step: st.step, loss: lossSum / count, accuracy: correct / count, lr: lrOf(b),
+            samplesPerSec: window.samplesPerSec() });
+          Object.assign(snap, { batch: b + 1, step: st.step, elapsedSec: (t0 - tStart) / 1000, epochElapsedSec: (t0 - tEpoch) / 1000,
+            samplesPerSec: window.samplesPerSec() });
           window.fill(snap);
           reporter.step(snap);
           coordinatorMs = performance.now() - t0;
@@ -260,66 +184,66 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       });
       if (next < stepsPerEpoch) {
         // interrupted mid-epoch: save where we are, with the permutation, and leave
-        stoppedBy = requestStop.how ?? 'SIGINT';
+        const by = requestStop.how ?? 'SIGINT';
         st.partial.seconds = (performance.now() - tEpoch) / 1000;
-        await flushBatches();
-        await save(LAST, true);
-        await writeWeights(outDir, cfg, model, v.params, files);
-        await writeCharts(plotsDir, history.records, epochs, files);
-        reason = `stopped by ${stoppedBy} in epoch ${epoch} after batch ${next}/${stepsPerEpoch}`;
-        break;
+        keep();
+        await outputs.interrupted(st);
+        return finish(by, `stopped by ${by} in epoch ${epoch} after batch ${next}/${stepsPerEpoch}`);
       }
+
+      // validation on the test split, then the epoch's outputs
       snap.phase = 'validating';
       reporter.step(snap);
       const val = await coord.evaluate();
       snap.phase = 'training';
       const rec: EpochRecord = {
         epoch, trainLoss: st.partial.lossSum / st.partial.seen, trainAccuracy: st.partial.correct / st.partial.seen,
-        valLoss: val.loss, valAccuracy: val.accuracy, lr, seconds: (performance.now() - tEpoch) / 1000,
+        valLoss: val.loss, valAccuracy: val.accuracy, lr: lrOf(stepsPerEpoch - 1), seconds: (performance.now() - tEpoch) / 1000,
       };
-      epochs.push(rec);
-      await flushBatches();
-      await metricsFiles.appendEpoch(rec);
-      st.epoch = epoch + 1;
-      st.batch = 0;
-      st.partial = { lossSum: 0, correct: 0, seen: 0, seconds: 0 };
-      const improved = st.best === null || rec.valAccuracy > st.best.valAccuracy;
-      if (improved) st.best = { epoch, valAccuracy: rec.valAccuracy };
-      const early = earlyStop(cfg, st, rec);
-      await save(LAST, false);
-      if (improved) {
-        await save(BEST, false);
-        await writeSafetensors(join(outDir, 'model-best.safetensors'), weightTensors(model, v.params), weightsMetadata(cfg, model));
-        files.push(join(outDir, 'model-best.safetensors'));
-      }
-      await writeWeights(outDir, cfg, model, v.params, files);
-      // Rendering the two charts costs 0.1-0.2 s of CPU, as much as a tenth of a short epoch: refresh them
-      // after an epoch only when the last refresh is CHART_REFRESH_MS old, and always after the last epoch.
-      const lastEpoch = epoch >= cfg.epochs || early !== null || requestStop.how !== null;
-      if (lastEpoch || performance.now() - chartsAt >= CHART_REFRESH_MS) {
-        await writeCharts(plotsDir, history.records, epochs, files);
-        chartsAt = performance.now();
-      }
+      Object.assign(st, { epoch: epoch + 1, batch: 0, partial: { lossSum: 0, correct: 0, seen: 0, seconds: 0 } });
+      const best = st.best === null || rec.valAccuracy > st.best.valAccuracy;
+      if (best) st.best = { epoch, valAccuracy: rec.valAccuracy };
+      const early = earlyStop(cfg, st.early, rec);
+      keep();
+      await outputs.epochEnd(st, rec, best, epoch >= cfg.epochs || early !== null || requestStop.how !== null);
       reporter.epoch(snap, rec);
-      if (early) {
-        stoppedBy = 'early';
-        reason = early;
-      } else if (requestStop.how && st.epoch <= cfg.epochs) {
-        stoppedBy = requestStop.how;
-        reason = `stopped by ${stoppedBy} after epoch ${epoch}`;
-      }
+      if (early) return finish('early', early);
+      if (requestStop.how && st.epoch <= cfg.epochs) return finish(requestStop.how, `stopped by ${requestStop.how} after epoch ${epoch}`);
     }
-    if (stoppedBy === 'completed') reason = `finished ${epochs.length} epochs`;
-    snap.phase = 'done';
-    return {
-      epochs, stoppedBy, reason,
-      resumeHint: stoppedBy === 'completed' || stoppedBy === 'early' ? null : `continue with: mnist-par train --resume ${cfg.out}`,
-      seconds: (performance.now() - tStart) / 1000, files: [...new Set(files)],
-      snapshot: snap,
-    };
+    return finish('completed', `finished ${outputs.epochs.length} epochs`);
   } finally {
     await coord.close();
   }
+}
+
+/**
+ * The state the loop starts from: a fresh one, or the checkpoint's with this run's configuration. Says what
+ * a user should know about how the run will go (notes), and refuses a checkpoint that does not fit the data.
+ */
+function startState(cfg: Config, coord: Coordinator, trainCount: number, resume: Checkpoint | undefined,
+                    note: (line: string) => void): TrainState {
+  if (resume?.perm && resume.perm.length !== trainCount) {
+    throw new UserError(`--resume ${resume.file}: its epoch permutation covers ${resume.perm.length} images but this run has ${trainCount}; keep --data-dir and --limit-train as they were`);
+  }
+  // the configuration's relative paths are now relative to this run's working directory
+  const st: TrainState = resume ? { ...resume.state, config: cfg, cwd: process.cwd() } : freshState(cfg);
+  // the best value so far was of the other metric: early stopping starts over
+  if (resume && resume.state.config.monitor !== cfg.monitor) st.early = { ...NO_EARLY_STOP_YET };
+  // the checkpoint records the family and the native path ("native avx512"); the two native paths train to
+  // the same bytes, so only the family decides whether a resumed run continues bit for bit
+  const kernels = coord.kernels.label;
+  if (coord.kernels.fallback) note(coord.kernels.fallback);
+  if (cfg.threads > cfg.shards && availableParallelism() > cfg.shards) {
+    // a micro-shard is the unit of work of the forward and backward passes: more threads than shards wait
+    note(`--threads ${cfg.threads} with --shards ${cfg.shards}: only ${cfg.shards} threads ` +
+      `run the forward and backward passes; pass --shards ${Math.min(cfg.threads, availableParallelism())} (or more) to use more cores`);
+  }
+  if (resume && resume.state.kernelFamily && resume.state.kernelFamily.split(' ')[0] !== coord.family) {
+    note(`${resume.file} was trained with the ${resume.state.kernelFamily} kernels, this run uses ${kernels}: ` +
+      `it continues correctly, but not bit for bit (the kernel families round differently)`);
+  }
+  st.kernelFamily = kernels;
+  return st;
 }
 
 /**
@@ -357,82 +281,4 @@ async function arenaWithData(cfg: Config, data?: Datasets): Promise<{ coord: Coo
   v.testX.set(testSplit.images.subarray(0, testCount * pixels));
   v.testY.set(testSplit.labels.subarray(0, testCount));
   return { coord, trainCount, stepsPerEpoch };
-}
-
-function weightsMetadata(cfg: Config, model: Layout): Record<string, string> {
-  return { format: 'pt', producer: 'mnist-par', layers: model.layers.join(','), dataset: cfg.dataset };
-}
-
-async function writeWeights(outDir: string, cfg: Config, model: Layout, params: Float32Array, files: string[]): Promise<void> {
-  const weights = join(outDir, 'model.safetensors');
-  await writeSafetensors(weights, weightTensors(model, params), weightsMetadata(cfg, model));
-  files.push(weights);
-}
-
-/** The charts are refreshed after an epoch when the last refresh is this old (and after the last epoch). */
-export const CHART_REFRESH_MS = 10_000;
-
-async function writeCharts(dir: string, batches: readonly BatchRecord[], epochs: readonly EpochRecord[], files: string[]): Promise<void> {
-  if (batches.length > 0) {
-    await writeBatchChart(join(dir, 'batch_metrics.png'), batches);
-    files.push(join(dir, 'batch_metrics.png'));
-  }
-  if (epochs.length > 0) {
-    await writeEpochChart(join(dir, 'epoch_metrics.png'), epochs);
-    files.push(join(dir, 'epoch_metrics.png'));
-  }
-}
-
-/** Recent throughput, step-time split and per-worker busy share over the last ~2 seconds. */
-class ThroughputWindow {
-  private marks: { t: number; samples: number; overhead: number; busy: Float64Array }[] = [];
-  private samples = 0;
-  private overhead = 0;
-
-  constructor(private threads: number) {}
-
-  /** After each step: `overheadMs` is the coordinator's own time spent on the previous step. */
-  add(now: number, samples: number, overheadMs: number, busy: Float64Array): void {
-    this.samples += samples;
-    this.overhead += overheadMs;
-    this.marks.push({ t: now, samples: this.samples, overhead: this.overhead, busy: busy.slice() });
-    while (this.marks.length > 2 && now - this.marks[1].t > 2000) this.marks.shift();
-  }
-
-  samplesPerSec(): number {
-    if (this.marks.length < 2) return 0;
-    const a = this.marks[0];
-    const b = this.marks[this.marks.length - 1];
-    return b.t > a.t ? ((b.samples - a.samples) * 1000) / (b.t - a.t) : 0;
-  }
-
-  fill(snap: Snapshot): void {
-    if (this.marks.length < 2) return;
-    const a = this.marks[0];
-    const b = this.marks[this.marks.length - 1];
-    const steps = this.marks.length - 1;
-    const dt = b.t - a.t;
-    const T = this.threads;
-    const share: number[] = [];
-    // per thread and step: the mean over threads of counter x's growth over the window
-    const per = (x: number) => {
-      let sum = 0;
-      for (let i = 0; i < T; i++) sum += b.busy[BUSY * i + x] - a.busy[BUSY * i + x];
-      return sum / T / steps;
-    };
-    for (let i = 0; i < T; i++) {
-      const c = b.busy[BUSY * i + BUSY_COMPUTE] - a.busy[BUSY * i + BUSY_COMPUTE];
-      const r = b.busy[BUSY * i + BUSY_REDUCE] - a.busy[BUSY * i + BUSY_REDUCE];
-      share.push(dt > 0 ? Math.min(1, (c + r) / dt) : 0);
-    }
-    const stepMs = dt / steps;
-    const computeMs = per(BUSY_COMPUTE);
-    const reduceMs = per(BUSY_REDUCE);
-    snap.timing = {
-      stepMs, computeMs, reduceMs, waitMs: Math.max(0, stepMs - computeMs - reduceMs),
-      overheadMs: (b.overhead - a.overhead) / steps,
-      gatherMs: per(BUSY_GATHER), forwardMs: per(BUSY_FORWARD), backwardMs: per(BUSY_BACKWARD), syncMs: per(BUSY_SYNC),
-    };
-    snap.workerBusy = share;
-  }
 }

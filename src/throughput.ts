@@ -1,0 +1,59 @@
+// The dashboard's live figures: throughput, the split of a step's time, and each worker's busy share, over
+// the last ~2 seconds of steps. Read from the arena's per-thread busy counters (memory.ts), which the
+// workers add to as they go; the UI only ever sees the numbers written into the snapshot here.
+import { BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE, BUSY_SYNC } from './memory.js';
+import type { Snapshot } from './metrics.js';
+
+/** Recent throughput, step-time split and per-worker busy share over the last ~2 seconds. */
+export class ThroughputWindow {
+  private marks: { t: number; samples: number; overhead: number; busy: Float64Array }[] = [];
+  private samples = 0;
+  private overhead = 0;
+
+  constructor(private threads: number) {}
+
+  /** After each step: `overheadMs` is the coordinator's own time spent on the previous step. */
+  add(now: number, samples: number, overheadMs: number, busy: Float64Array): void {
+    this.samples += samples;
+    this.overhead += overheadMs;
+    this.marks.push({ t: now, samples: this.samples, overhead: this.overhead, busy: busy.slice() });
+    while (this.marks.length > 2 && now - this.marks[1].t > 2000) this.marks.shift();
+  }
+
+  samplesPerSec(): number {
+    if (this.marks.length < 2) return 0;
+    const a = this.marks[0];
+    const b = this.marks[this.marks.length - 1];
+    return b.t > a.t ? ((b.samples - a.samples) * 1000) / (b.t - a.t) : 0;
+  }
+
+  fill(snap: Snapshot): void {
+    if (this.marks.length < 2) return;
+    const a = this.marks[0];
+    const b = this.marks[this.marks.length - 1];
+    const steps = this.marks.length - 1;
+    const dt = b.t - a.t;
+    const T = this.threads;
+    const share: number[] = [];
+    // per thread and step: the mean over threads of counter x's growth over the window
+    const per = (x: number) => {
+      let sum = 0;
+      for (let i = 0; i < T; i++) sum += b.busy[BUSY * i + x] - a.busy[BUSY * i + x];
+      return sum / T / steps;
+    };
+    for (let i = 0; i < T; i++) {
+      const c = b.busy[BUSY * i + BUSY_COMPUTE] - a.busy[BUSY * i + BUSY_COMPUTE];
+      const r = b.busy[BUSY * i + BUSY_REDUCE] - a.busy[BUSY * i + BUSY_REDUCE];
+      share.push(dt > 0 ? Math.min(1, (c + r) / dt) : 0);
+    }
+    const stepMs = dt / steps;
+    const computeMs = per(BUSY_COMPUTE);
+    const reduceMs = per(BUSY_REDUCE);
+    snap.timing = {
+      stepMs, computeMs, reduceMs, waitMs: Math.max(0, stepMs - computeMs - reduceMs),
+      overheadMs: (b.overhead - a.overhead) / steps,
+      gatherMs: per(BUSY_GATHER), forwardMs: per(BUSY_FORWARD), backwardMs: per(BUSY_BACKWARD), syncMs: per(BUSY_SYNC),
+    };
+    snap.workerBusy = share;
+  }
+}
