@@ -322,8 +322,13 @@
         (local.set $k (local.get $K))
         (block $kt_done (loop $kt
           (br_if $kt_done (i32.eqz (local.get $k)))
+          ;; whole quads load inline: a call per step is costly where the leftover is most of the work (the
+          ;; conv1 weight gradient: 9 of its 25 columns)
           (local.set $a00 (madd (v128.load32_splat (local.get $pa))
-                                (call $load_part (local.get $pb) (local.get $wd)) (local.get $a00)))
+                                (if (result v128) (i32.eq (local.get $wd) (i32.const 4))
+                                  (then (v128.load (local.get $pb)))
+                                  (else (call $load_part (local.get $pb) (local.get $wd))))
+                                (local.get $a00)))
           (local.set $pa (i32.add (local.get $pa) (local.get $ak)))
           (local.set $pb (i32.add (local.get $pb) (local.get $ldb)))
           (local.set $k (i32.sub (local.get $k) (i32.const 1)))
