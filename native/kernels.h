@@ -532,12 +532,20 @@ static inline void conv_dw_block(float* dw, const float* dout, const float* cols
   }
 }
 
-template <int NV>
+template <int NO, int NV>
 static inline void conv_dw_cols(float* dw, const float* dout, const float* cols, int P, int KC, int OC, int k, int last,
                                 int acc0) {
   int o = 0;
-  for (; o + CONV_DW_OUTS <= OC; o += CONV_DW_OUTS) conv_dw_block<CONV_DW_OUTS, NV>(dw, dout, cols, P, KC, o, k, last, acc0);
+  for (; o + NO <= OC; o += NO) conv_dw_block<NO, NV>(dw, dout, cols, P, KC, o, k, last, acc0);
   for (; o < OC; o++) conv_dw_block<1, NV>(dw, dout, cols, P, KC, o, k, last, acc0);
+}
+
+// The last strip of KC (NV ≤ CONV_DW_VECS vectors, shorter than a whole strip) in one pass, with more outputs per block
+// so that it still keeps about as many accumulators: conv1's KC = 25 is 2 vectors, one of 9 floats.
+template <int NV>
+static inline void conv_dw_tail(float* dw, const float* dout, const float* cols, int P, int KC, int OC, int k, int acc0) {
+  constexpr int NO = (CONV_DW_OUTS * CONV_DW_VECS) % NV == 0 ? CONV_DW_OUTS * CONV_DW_VECS / NV : CONV_DW_OUTS;
+  conv_dw_cols<NO, NV>(dw, dout, cols, P, KC, OC, k, KC - k - (NV - 1) * W, acc0);
 }
 
 // conv2d_fwd: out = conv(inp, w) + bias, then ReLU when relu ≠ 0
@@ -575,8 +583,15 @@ static void conv2d_bwd(float* dinp, float* dw, float* db, const float* dout, con
     const float* g = dout + (long)b * OC * P;
     im2row(cols, inp + (long)b * C * IH * IW, C, IH, IW);
     int k = 0;
-    for (; k + strip <= KC; k += strip) conv_dw_cols<CONV_DW_VECS>(dw, g, cols, P, KC, OC, k, W, b > 0);
-    for (; k < KC; k += W) conv_dw_cols<1>(dw, g, cols, P, KC, OC, k, KC - k < W ? KC - k : W, b > 0);
+    for (; k + strip <= KC; k += strip) conv_dw_cols<CONV_DW_OUTS, CONV_DW_VECS>(dw, g, cols, P, KC, OC, k, W, b > 0);
+    static_assert(CONV_DW_VECS <= 4, "the tail below handles strips of up to 4 vectors");
+    switch ((KC - k + W - 1) / W) {  // the vectors left, the last one partial unless KC is a multiple of W
+      case 4: conv_dw_tail<4>(dw, g, cols, P, KC, OC, k, b > 0); break;
+      case 3: conv_dw_tail<3>(dw, g, cols, P, KC, OC, k, b > 0); break;
+      case 2: conv_dw_tail<2>(dw, g, cols, P, KC, OC, k, b > 0); break;
+      case 1: conv_dw_tail<1>(dw, g, cols, P, KC, OC, k, b > 0); break;
+      default: break;
+    }
     if (dinp != nullptr) {
       // dcols (KC, P) = wᵀ · dout_img: A = w read down its columns (am = 1, aq = KC)
       gemm(cols, P, w, 1, KC, g, P, OC, nullptr, KC, P, 0);
@@ -666,11 +681,18 @@ static void maxpool_bwd(float* dinp, const float* dout, const float* inp, long m
     for (long e = 0; e < (long)IH * IW; e++) dm[e] = 0;
     for (int y = 0; y < PH; y++) {
       const long a = (m * IH + 2 * y) * IW;
+      // the running maximum in a register and selects, not branches: which element wins is data, and random
       for (int x = 0; x < PW; x++) {
-        long at = a + 2 * x;
-        if (inp[a + 2 * x + 1] > inp[at]) at = a + 2 * x + 1;
-        if (inp[a + IW + 2 * x] > inp[at]) at = a + IW + 2 * x;
-        if (inp[a + IW + 2 * x + 1] > inp[at]) at = a + IW + 2 * x + 1;
+        const long e = a + 2 * x;
+        long at = e;
+        float best = inp[e];
+        bool gt = inp[e + 1] > best;
+        at = gt ? e + 1 : at;
+        best = gt ? inp[e + 1] : best;
+        gt = inp[e + IW] > best;
+        at = gt ? e + IW : at;
+        best = gt ? inp[e + IW] : best;
+        at = inp[e + IW + 1] > best ? e + IW + 1 : at;
         dinp[at] = dout[(m * PH + y) * PW + x];
       }
     }

@@ -651,7 +651,7 @@
   (func (export "maxpool_bwd") (param $dinp i32) (param $dout i32) (param $inp i32) (param $maps i32) (param $H i32)
         (param $W i32)
     (local $PH i32) (local $PW i32) (local $m i32) (local $y i32) (local $x i32) (local $r0 i32) (local $r1 i32)
-    (local $at i32) (local $best f32) (local $v f32)
+    (local $at i32) (local $gt i32) (local $best f32) (local $v f32)
     (call $fill (local.get $dinp) (v128.const i32x4 0 0 0 0)
       (i32.mul (i32.mul (local.get $maps) (local.get $H)) (local.get $W)))
     (local.set $PH (i32.shr_u (local.get $H) (i32.const 1)))
@@ -671,14 +671,17 @@
           (local.set $at (local.get $r0))
           (local.set $best (f32.load (i32.add (local.get $inp) (local.get $r0))))
           (local.set $v (f32.load offset=4 (i32.add (local.get $inp) (local.get $r0))))
-          (if (f32.gt (local.get $v) (local.get $best)) (then
-            (local.set $best (local.get $v)) (local.set $at (i32.add (local.get $r0) (i32.const 4)))))
+          ;; selects, not branches: which element wins is data, and random
+          (local.set $gt (f32.gt (local.get $v) (local.get $best)))
+          (local.set $at (select (i32.add (local.get $r0) (i32.const 4)) (local.get $at) (local.get $gt)))
+          (local.set $best (select (local.get $v) (local.get $best) (local.get $gt)))
           (local.set $v (f32.load (i32.add (local.get $inp) (local.get $r1))))
-          (if (f32.gt (local.get $v) (local.get $best)) (then
-            (local.set $best (local.get $v)) (local.set $at (local.get $r1))))
+          (local.set $gt (f32.gt (local.get $v) (local.get $best)))
+          (local.set $at (select (local.get $r1) (local.get $at) (local.get $gt)))
+          (local.set $best (select (local.get $v) (local.get $best) (local.get $gt)))
           (local.set $v (f32.load offset=4 (i32.add (local.get $inp) (local.get $r1))))
-          (if (f32.gt (local.get $v) (local.get $best)) (then
-            (local.set $at (i32.add (local.get $r1) (i32.const 4)))))
+          (local.set $at (select (i32.add (local.get $r1) (i32.const 4)) (local.get $at)
+                                 (f32.gt (local.get $v) (local.get $best))))
           (f32.store (i32.add (local.get $dinp) (local.get $at)) (f32.load (local.get $dout)))
           (local.set $dout (i32.add (local.get $dout) (i32.const 4)))
           (local.set $r0 (i32.add (local.get $r0) (i32.const 8)))
