@@ -614,7 +614,7 @@
   ;; last row or column is dropped. Scalar: it moves a tenth of the bytes the convolutions around it compute on.
   (func (export "maxpool_fwd") (param $out i32) (param $inp i32) (param $maps i32) (param $H i32) (param $W i32)
     (local $PH i32) (local $PW i32) (local $m i32) (local $y i32) (local $x i32) (local $r0 i32) (local $r1 i32)
-    (local $best f32) (local $v f32)
+    (local $gt i32) (local $best f32) (local $v f32)
     (local.set $PH (i32.shr_u (local.get $H) (i32.const 1)))
     (local.set $PW (i32.shr_u (local.get $W) (i32.const 1)))
     (block $m_done (loop $ml
@@ -628,13 +628,24 @@
         (local.set $x (i32.const 0))
         (block $x_done (loop $xl
           (br_if $x_done (i32.ge_u (local.get $x) (local.get $PW)))
+          ;; best = v > best ? v : best by masks on the bits: V8 compiles an f32 select to a jump, and which
+          ;; element wins is data, and random (mispredicted jumps made this several times slower)
           (local.set $best (f32.load (local.get $r0)))
           (local.set $v (f32.load offset=4 (local.get $r0)))
-          (local.set $best (select (local.get $v) (local.get $best) (f32.gt (local.get $v) (local.get $best))))
+          (local.set $gt (f32.gt (local.get $v) (local.get $best)))
+          (local.set $best (f32.reinterpret_i32 (i32.or
+            (i32.and (i32.reinterpret_f32 (local.get $v)) (i32.sub (i32.const 0) (local.get $gt)))
+            (i32.and (i32.reinterpret_f32 (local.get $best)) (i32.sub (local.get $gt) (i32.const 1))))))
           (local.set $v (f32.load (local.get $r1)))
-          (local.set $best (select (local.get $v) (local.get $best) (f32.gt (local.get $v) (local.get $best))))
+          (local.set $gt (f32.gt (local.get $v) (local.get $best)))
+          (local.set $best (f32.reinterpret_i32 (i32.or
+            (i32.and (i32.reinterpret_f32 (local.get $v)) (i32.sub (i32.const 0) (local.get $gt)))
+            (i32.and (i32.reinterpret_f32 (local.get $best)) (i32.sub (local.get $gt) (i32.const 1))))))
           (local.set $v (f32.load offset=4 (local.get $r1)))
-          (local.set $best (select (local.get $v) (local.get $best) (f32.gt (local.get $v) (local.get $best))))
+          (local.set $gt (f32.gt (local.get $v) (local.get $best)))
+          (local.set $best (f32.reinterpret_i32 (i32.or
+            (i32.and (i32.reinterpret_f32 (local.get $v)) (i32.sub (i32.const 0) (local.get $gt)))
+            (i32.and (i32.reinterpret_f32 (local.get $best)) (i32.sub (local.get $gt) (i32.const 1))))))
           (f32.store (local.get $out) (local.get $best))
           (local.set $out (i32.add (local.get $out) (i32.const 4)))
           (local.set $r0 (i32.add (local.get $r0) (i32.const 8)))
@@ -671,17 +682,22 @@
           (local.set $at (local.get $r0))
           (local.set $best (f32.load (i32.add (local.get $inp) (local.get $r0))))
           (local.set $v (f32.load offset=4 (i32.add (local.get $inp) (local.get $r0))))
-          ;; selects, not branches: which element wins is data, and random
+          ;; no jumps, as in maxpool_fwd: the offset moves by an integer multiply, best by masks
           (local.set $gt (f32.gt (local.get $v) (local.get $best)))
-          (local.set $at (select (i32.add (local.get $r0) (i32.const 4)) (local.get $at) (local.get $gt)))
-          (local.set $best (select (local.get $v) (local.get $best) (local.get $gt)))
+          (local.set $at (i32.add (local.get $at) (i32.mul (local.get $gt)
+            (i32.sub (i32.add (local.get $r0) (i32.const 4)) (local.get $at)))))
+          (local.set $best (f32.reinterpret_i32 (i32.or
+            (i32.and (i32.reinterpret_f32 (local.get $v)) (i32.sub (i32.const 0) (local.get $gt)))
+            (i32.and (i32.reinterpret_f32 (local.get $best)) (i32.sub (local.get $gt) (i32.const 1))))))
           (local.set $v (f32.load (i32.add (local.get $inp) (local.get $r1))))
           (local.set $gt (f32.gt (local.get $v) (local.get $best)))
-          (local.set $at (select (local.get $r1) (local.get $at) (local.get $gt)))
-          (local.set $best (select (local.get $v) (local.get $best) (local.get $gt)))
+          (local.set $at (i32.add (local.get $at) (i32.mul (local.get $gt) (i32.sub (local.get $r1) (local.get $at)))))
+          (local.set $best (f32.reinterpret_i32 (i32.or
+            (i32.and (i32.reinterpret_f32 (local.get $v)) (i32.sub (i32.const 0) (local.get $gt)))
+            (i32.and (i32.reinterpret_f32 (local.get $best)) (i32.sub (local.get $gt) (i32.const 1))))))
           (local.set $v (f32.load offset=4 (i32.add (local.get $inp) (local.get $r1))))
-          (local.set $at (select (i32.add (local.get $r1) (i32.const 4)) (local.get $at)
-                                 (f32.gt (local.get $v) (local.get $best))))
+          (local.set $at (i32.add (local.get $at) (i32.mul (f32.gt (local.get $v) (local.get $best))
+            (i32.sub (i32.add (local.get $r1) (i32.const 4)) (local.get $at)))))
           (f32.store (i32.add (local.get $dinp) (local.get $at)) (f32.load (local.get $dout)))
           (local.set $dout (i32.add (local.get $dout) (i32.const 4)))
           (local.set $r0 (i32.add (local.get $r0) (i32.const 8)))
