@@ -23,6 +23,7 @@ export interface BenchFlags {
   out?: string;
   plots?: string;
   quick?: boolean;
+  conv?: boolean;
 }
 
 /** "1,2,4" → [1, 2, 4]: distinct integers in [min, max]; otherwise a one-line UsageError naming the flag. */
@@ -94,6 +95,7 @@ export function kernelOptions(f: BenchFlags): BenchOptions {
     ...(quick ? { minMs: 5 } : {}),
     ...(f.kernels !== undefined ? { families: f.kernels.split(',').map((k) => parseChoice('--kernels', k.trim(), BENCH_FAMILIES)) } : {}),
     ...(f.out !== undefined ? { outDir: f.out } : {}),
+    ...(f.conv === true ? { conv: true } : {}),
   };
 }
 
@@ -106,6 +108,7 @@ export function addBenchCommand(program: Command): void {
     .option('--kernels <list>', `families to time: ${BENCH_FAMILIES.join(', ')} (default: all this machine runs)`)
     .option('--repeats <n>', 'timed runs per variant; the median is reported (default: 7)')
     .option('--out <dir>', 'folder for the JSON result (default: bench/results)')
+    .option('--conv', 'time the convolutional net\'s kernels (conv2d, max-pool; default batch sizes 16,32,64) instead')
     .option('--quick', 'a tiny smoke run')
     .action(async (f: BenchFlags) => {
       const opts = kernelOptions(f);

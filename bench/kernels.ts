@@ -10,7 +10,11 @@
 // Times are this process's CPU time, not wall time: the kernels run on one thread, and on a shared
 // machine wall time also counts whatever else ran while this process waited for a core.
 //
-//   node dist/bench/kernels.js        (or `mnist-par bench kernels`)
+// With `conv` (`--conv`) it times the convolutional net's kernels instead (issue 11): conv2d forward (+ReLU) and
+// backward and the 2×2 max-pool, per family, on the real layers (conv1 1→16 on 28×28, conv2 16→32 on 12×12),
+// plus, for each native path, the direct convolution that the im2col form was chosen over.
+//
+//   node dist/bench/kernels.js [--conv]       (or `mnist-par bench kernels [--conv]`)
 import { packageRoot } from '../src/paths.js';
 import { cpus, arch, platform } from 'node:os';
 import { mkdirSync } from 'node:fs';
@@ -59,6 +63,8 @@ export interface BenchOptions {
   minMs?: number;
   /** where the JSON goes (default <package>/bench/results); null: not saved */
   outDir?: string | null;
+  /** time the convolutional net's kernels (conv2d, max-pool) instead of the MLP's (default false) */
+  conv?: boolean;
   log?: (line: string) => void;
 }
 
@@ -71,7 +77,7 @@ export interface Result {
   /** median time of one call */
   us: number;
   rate: number;
-  unit: 'GFLOP/s' | 'GB/s';
+  unit: 'GFLOP/s' | 'GB/s' | 'k images/s';
   /** rate ÷ the js family's rate for the same kernel and shape (null when js was not timed) */
   vsJs: number | null;
 }
@@ -128,6 +134,7 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   const minMs = opts.minMs ?? 20;
   const relaxed = enableRelaxedSimd();
   const families = opts.families ?? availableFamilies();
+  if (opts.conv) return benchConv(opts, families, relaxed, log);
 
   // One shared arena, as in training: every view below lives in it.
   const layout = paramLayout(layers);
@@ -301,6 +308,151 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
       `native ${info.native} · one thread`);
   if (opts.outDir !== null) {
     const path = await saveJson(opts.outDir ?? resultsDir(), 'kernels', { machine: info, repeats, minMs, results });
+    log(`saved ${path}`);
+  }
+  return results;
+}
+
+// The convolutional net's layers (issue 11): 5×5 valid convolutions, PyTorch's NCHW, each followed by ReLU and
+// a 2×2 max-pool. conv1 needs no input gradient (its input is the image).
+const CONV_LAYERS = [
+  { name: 'conv1', C: 1, OC: 16, H: 28, W: 28, dinp: false },
+  { name: 'conv2', C: 16, OC: 32, H: 12, W: 12, dinp: true },
+] as const;
+
+async function benchConv(opts: BenchOptions, families: BenchFamily[], relaxed: boolean,
+                         log: (line: string) => void): Promise<Result[]> {
+  const batches = opts.batches ?? [16, 32, 64];
+  const repeats = opts.repeats ?? 7;
+  const minMs = opts.minMs ?? 20;
+  const maxB = Math.max(...batches);
+  const most = (f: (l: (typeof CONV_LAYERS)[number]) => number) => Math.max(...CONV_LAYERS.map(f));
+  const inN = maxB * most((l) => l.C * l.H * l.W);
+  const outN = maxB * most((l) => l.OC * (l.H - 4) * (l.W - 4));
+  const wN = most((l) => l.OC * l.C * 25);
+  const colsN = most((l) => ref.conv2dColsLength(l.C, l.H, l.W));
+  const floats = 2 * inN + 4 * outN + 3 * wN + colsN + 4 * 64 + 1024;
+  const pages = Math.ceil((floats * 4) / 65536) + 1;
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  let off = 0;
+  const take = (n: number): Float32Array => {
+    const v = new Float32Array(memory.buffer, off, n);
+    off += Math.ceil(n / 16) * 64;
+    return v;
+  };
+  const rng = new Rng(1);
+  const fill = (v: Float32Array, lo = -1, hi = 1): Float32Array => {
+    for (let i = 0; i < v.length; i++) v[i] = rng.uniform(lo, hi);
+    return v;
+  };
+  const inp = fill(take(inN));
+  const dinp = take(Math.max(inN, outN)); // the conv's input gradient, and the pool's (the size of a conv output)
+  const out = take(outN);
+  const dout = fill(take(outN));
+  const weight = fill(take(wN), -0.2, 0.2);
+  const dweight = take(wN);
+  const bias = fill(take(64), -0.1, 0.1);
+  const dbias = take(64);
+  const cols = take(colsN);
+  const pooled = take(outN);
+
+  const kernels = new Map<BenchFamily, Kernels>();
+  for (const f of families) kernels.set(f, await loadBenchFamily(f, memory));
+  const native = loadNative();
+
+  const results: Result[] = [];
+  const record = (kernel: string, shape: string, B: number, family: BenchFamily, seconds: number, amount: number,
+                  unit: Result['unit']) => {
+    const js = results.find((r) => r.kernel === kernel && r.shape === shape && r.B === B && r.family === 'js');
+    const rate = amount / seconds / 1e9;
+    results.push({ kernel, shape, B, family, us: seconds * 1e6, rate, unit, vsJs: js ? rate / js.rate : null });
+  };
+  const f64 = (v: Float32Array, n: number) => Float64Array.from(v.subarray(0, n));
+
+  for (const B of batches) {
+    for (const l of CONV_LAYERS) {
+      const { C, OC, H, W } = l;
+      const OH = H - 4;
+      const OW = W - 4;
+      const P = OH * OW;
+      const shape = `${l.name} ${C}→${OC} ${H}×${W}`;
+      const nIn = B * C * H * W;
+      const nOut = B * OC * P;
+      const nW = OC * C * 25;
+      const flops = 2 * B * OC * P * C * 25; // one product of the layer
+      const expected = new Float64Array(nOut);
+      ref.conv2dForward(expected, f64(inp, nIn), f64(weight, nW), f64(bias, OC), null, B, C, OC, H, W);
+      ref.reluForward(expected, expected, nOut);
+      const e = { dinp: new Float64Array(nIn), dweight: new Float64Array(nW), dbias: new Float64Array(OC) };
+      ref.conv2dBackward(l.dinp ? e.dinp : null, e.dweight, e.dbias, f64(dout, nOut), f64(inp, nIn), f64(weight, nW), null,
+                         B, C, OC, H, W);
+      const PH = OH >> 1;
+      const PW = OW >> 1;
+      const poolShape = `${OC}×${OH}×${OW}`;
+      // the pool's input is the ReLU's output, with its zeros (ties) and all
+      const poolIn = Float32Array.from(expected);
+      const poolOut = new Float32Array(B * OC * PH * PW);
+      ref.maxPoolForward(poolOut, poolIn, B, OC, OH, OW);
+      const poolBack = new Float32Array(nOut);
+      ref.maxPoolBackward(poolBack, dout.subarray(0, poolOut.length), poolIn, B, OC, OH, OW);
+      for (const [family, k] of kernels) {
+        const fwd = () => k.conv2dReluForward(out, inp, weight, bias, cols, B, C, OC, H, W);
+        out.fill(NaN);
+        fwd();
+        verify(out.subarray(0, nOut), expected, ...tolFor(C * 25 + 1), `${family} conv2dReluForward ${shape} B=${B}`);
+        record('conv2dReluForward', shape, B, family, time(fwd, repeats, minMs), flops, 'GFLOP/s');
+
+        const isa = family.startsWith('native-') ? (family.slice('native-'.length) as NativeIsa) : null;
+        const direct = isa && native.ok ? native.addon.paths[isa] : undefined;
+        if (direct) {
+          const fwdDirect = () => direct.conv2dForwardDirect(out, inp, weight, bias, B, C, OC, H, W, 1);
+          out.fill(NaN);
+          fwdDirect();
+          verify(out.subarray(0, nOut), expected, ...tolFor(C * 25 + 1), `${family} direct conv ${shape} B=${B}`);
+          record('conv2dReluForward direct', shape, B, family, time(fwdDirect, repeats, minMs), flops, 'GFLOP/s');
+        }
+
+        const bwd = () => k.conv2dBackward(l.dinp ? dinp : null, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W);
+        dweight.fill(NaN);
+        dinp.fill(NaN);
+        bwd();
+        const what = `${family} conv2dBackward ${shape} B=${B}`;
+        verify(dweight.subarray(0, nW), e.dweight, ...tolFor(B * P), `${what} dweight`);
+        verify(dbias.subarray(0, OC), e.dbias, ...tolFor(B * P), `${what} dbias`);
+        if (l.dinp) verify(dinp.subarray(0, nIn), e.dinp, ...tolFor(OC * 25), `${what} dinp`);
+        record('conv2dBackward', shape, B, family, time(bwd, repeats, minMs), (l.dinp ? 2 : 1) * flops, 'GFLOP/s');
+
+        // the pool moves bytes: its input read, its output written (backward: dout and inp read, dinp written)
+        out.set(poolIn);
+        const pf = () => k.maxPoolForward(pooled, out, B, OC, OH, OW);
+        pooled.fill(NaN);
+        pf();
+        verify(pooled.subarray(0, poolOut.length), poolOut, 0, 0, `${family} maxPoolForward ${poolShape} B=${B}`);
+        record('maxPoolForward', poolShape, B, family, time(pf, repeats, minMs), 4 * (nOut + poolOut.length), 'GB/s');
+        const pb = () => k.maxPoolBackward(dinp, dout, out, B, OC, OH, OW);
+        dinp.fill(NaN);
+        pb();
+        verify(dinp.subarray(0, nOut), poolBack, 0, 0, `${family} maxPoolBackward ${poolShape} B=${B}`);
+        record('maxPoolBackward', poolShape, B, family, time(pb, repeats, minMs), 4 * (2 * nOut + poolOut.length), 'GB/s');
+      }
+    }
+    // the two conv layers as the net runs them (im2col form; pools and ReLU backward left out): total flops over
+    // total time, and the images per second that alone would allow on one thread
+    for (const family of kernels.keys()) {
+      const mine = results.filter((r) => r.B === B && r.family === family && /^conv2d(ReluForward|Backward)$/.test(r.kernel));
+      const flops = mine.reduce((sum, r) => sum + (r.rate * 1e9 * r.us) / 1e6, 0);
+      const us = mine.reduce((sum, r) => sum + r.us, 0);
+      record('conv layers fwd+bwd', 'conv1+conv2', B, family, us / 1e6, flops, 'GFLOP/s');
+      record('conv layers images/s', 'conv1+conv2', B, family, us / 1e6, B * 1e6, 'k images/s');
+    }
+  }
+
+  log(formatTable(results, families));
+  const info = machineInfo(relaxed);
+  log(`${info.cpu} · ${info.cores} cores · Node ${info.node} · relaxed SIMD ${relaxed ? 'on' : 'off'} · ` +
+      `native ${info.native} · one thread`);
+  if (opts.outDir !== null) {
+    const path = await saveJson(opts.outDir ?? resultsDir(), 'conv-kernels', { machine: info, repeats, minMs, results });
     log(`saved ${path}`);
   }
   return results;

@@ -35,6 +35,8 @@ constexpr int FWD_ROWS = 4, FWD_OUTS = 4;  // 16 accumulators, 4 + 4 loads per 1
 constexpr int BWD_OUTS = 4, BWD_VECS = 4;  // 16 accumulators over a 64-float strip of C
 constexpr int DIN_ROWS = 4, DIN_VECS = 4;
 constexpr int FWDT_ROWS = 8, FWDT_VECS = 2;  // 16 accumulators; 8 broadcasts + 2 loads per 16 multiply-adds
+constexpr int CONV_ROWS = 4, CONV_VECS = 4;  // convolution products: 16 accumulators, 4 broadcasts + 4 loads
+constexpr int CONV_DW_OUTS = 4, CONV_DW_VECS = 4;
 static inline __mmask16 first_lanes(int n) { return (__mmask16)((1u << n) - 1); }
 static inline V vzero() { return _mm512_setzero_ps(); }
 static inline V vset1(float x) { return _mm512_set1_ps(x); }
@@ -129,6 +131,8 @@ constexpr int FWD_ROWS = 4, FWD_OUTS = 2;  // 8 accumulators + 2 weight vectors 
 constexpr int BWD_OUTS = 4, BWD_VECS = 2;
 constexpr int DIN_ROWS = 4, DIN_VECS = 2;
 constexpr int FWDT_ROWS = 4, FWDT_VECS = 2;
+constexpr int CONV_ROWS = 4, CONV_VECS = 2;  // 8 accumulators + 2 loads + 1 broadcast of 16 registers
+constexpr int CONV_DW_OUTS = 4, CONV_DW_VECS = 2;
 static inline __m256i first_lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
@@ -185,6 +189,11 @@ struct Ops {
   void (*sgd_plain)(float*, const float*, long, int, long, const avx512::SgdArgs&);
   void (*sgd_momentum)(float*, const float*, long, int, float*, long, const avx512::SgdArgs&);
   void (*adam)(float*, const float*, long, int, float*, float*, long, const avx512::AdamArgs&);
+  void (*conv2d_fwd)(float*, const float*, const float*, const float*, float*, int, int, int, int, int, int);
+  void (*conv2d_fwd_direct)(float*, const float*, const float*, const float*, int, int, int, int, int, int);
+  void (*conv2d_bwd)(float*, float*, float*, const float*, const float*, const float*, float*, int, int, int, int, int);
+  void (*maxpool_fwd)(float*, const float*, long, int, int);
+  void (*maxpool_bwd)(float*, const float*, const float*, long, int, int);
 };
 
 // The two namespaces declare identical argument structs; the tables use one of them for both paths.
@@ -208,10 +217,14 @@ static void avx2_adam(float* p, const float* s, long st, int S, float* m, float*
 
 static const Ops OPS_AVX512 = {"avx512", avx512::linear_fwd, avx512::linear_fwd_t, avx512::transpose_rows,
                                avx512::linear_bwd, avx512::linear_bwd_input, avx512::relu_bwd,
-                               avx512::reduce_slots, avx512::sgd_plain, avx512::sgd_momentum, avx512::adam};
+                               avx512::reduce_slots, avx512::sgd_plain, avx512::sgd_momentum, avx512::adam,
+                               avx512::conv2d_fwd, avx512::conv2d_fwd_direct, avx512::conv2d_bwd,
+                               avx512::maxpool_fwd, avx512::maxpool_bwd};
 static const Ops OPS_AVX2 = {"avx2", avx2::linear_fwd, avx2::linear_fwd_t, avx2::transpose_rows,
                              avx2::linear_bwd, avx2::linear_bwd_input, avx2::relu_bwd, avx2::reduce_slots,
-                             avx2_sgd_plain, avx2_sgd_momentum, avx2_adam};
+                             avx2_sgd_plain, avx2_sgd_momentum, avx2_adam,
+                             avx2::conv2d_fwd, avx2::conv2d_fwd_direct, avx2::conv2d_bwd,
+                             avx2::maxpool_fwd, avx2::maxpool_bwd};
 
 // ---------------------------------------------------------------------------------------------------------
 // Node-API glue: argument checking, then one kernel call.
@@ -478,6 +491,94 @@ napi_value Gather(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
+// The sizes shared by the convolution calls, at argv[i..i+4]: B, C, OC, H, W (H, W ≥ 5: a 5×5 valid convolution)
+struct ConvDims {
+  int B, C, OC, H, W;
+  double in() const { return (double)B * C * H * W; }
+  double out() const { return (double)B * OC * (H - 4) * (W - 4); }
+  double weight() const { return (double)OC * C * 25; }
+  double cols() const { return (double)C * 25 * (H - 4) * (W - 4); }
+};
+static ConvDims conv_dims(Call& a, size_t i) {
+  ConvDims d{a.size(i, "B"), a.size(i + 1, "C"), a.size(i + 2, "OC"), a.size(i + 3, "H"), a.size(i + 4, "W")};
+  if (!a.failed && (d.H < 5 || d.W < 5)) a.fail("expected H ≥ 5 and W ≥ 5 (a 5×5 valid convolution)");
+  // every index is computed in 64 bits, but a view holds at most 2^31 − 1 floats here
+  if (!a.failed && (d.in() >= 2147483648.0 || d.out() >= 2147483648.0 || d.cols() >= 2147483648.0)) a.fail("sizes too large");
+  return d;
+}
+
+// conv2dForward(out, inp, weight, bias, cols, B, C, OC, H, W, relu)
+napi_value Conv2dForward(napi_env env, napi_callback_info info) {
+  Call a(env, info, "conv2dForward");
+  const ConvDims d = conv_dims(a, 5);
+  const bool relu = a.flag(10, "relu");
+  float* out = a.f32(0, d.out(), "out");
+  const float* inp = a.f32(1, d.in(), "inp");
+  const float* w = a.f32(2, d.weight(), "weight");
+  const float* bias = a.f32(3, d.OC, "bias");
+  float* cols = a.f32(4, d.cols(), "cols");
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->conv2d_fwd(out, inp, w, bias, cols, d.B, d.C, d.OC, d.H, d.W, relu);
+  }
+  return nullptr;
+}
+
+// conv2dForwardDirect(out, inp, weight, bias, B, C, OC, H, W, relu): the direct form, for the benchmark
+napi_value Conv2dForwardDirect(napi_env env, napi_callback_info info) {
+  Call a(env, info, "conv2dForwardDirect");
+  const ConvDims d = conv_dims(a, 4);
+  const bool relu = a.flag(9, "relu");
+  float* out = a.f32(0, d.out(), "out");
+  const float* inp = a.f32(1, d.in(), "inp");
+  const float* w = a.f32(2, d.weight(), "weight");
+  const float* bias = a.f32(3, d.OC, "bias");
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->conv2d_fwd_direct(out, inp, w, bias, d.B, d.C, d.OC, d.H, d.W, relu);
+  }
+  return nullptr;
+}
+
+// conv2dBackward(dinp | null, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W)
+napi_value Conv2dBackward(napi_env env, napi_callback_info info) {
+  Call a(env, info, "conv2dBackward");
+  const ConvDims d = conv_dims(a, 7);
+  float* dinp = a.is_null(0) ? nullptr : a.f32(0, d.in(), "dinp");
+  float* dw = a.f32(1, d.weight(), "dweight");
+  float* db = a.f32(2, d.OC, "dbias");
+  const float* dout = a.f32(3, d.out(), "dout");
+  const float* inp = a.f32(4, d.in(), "inp");
+  const float* w = a.f32(5, d.weight(), "weight");
+  float* cols = a.f32(6, d.cols(), "cols");
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->conv2d_bwd(dinp, dw, db, dout, inp, w, cols, d.B, d.C, d.OC, d.H, d.W);
+  }
+  return nullptr;
+}
+
+// maxPoolForward(out, inp, B, C, H, W)      out (B, C, ⌊H/2⌋, ⌊W/2⌋)
+napi_value MaxPoolForward(napi_env env, napi_callback_info info) {
+  Call a(env, info, "maxPoolForward");
+  const int B = a.size(2, "B"), C = a.size(3, "C"), H = a.size(4, "H"), W = a.size(5, "W");
+  float* out = a.f32(0, (double)B * C * (H / 2) * (W / 2), "out");
+  const float* inp = a.f32(1, (double)B * C * H * W, "inp");
+  if (!a.failed) a.ops->maxpool_fwd(out, inp, (long)B * C, H, W);
+  return nullptr;
+}
+
+// maxPoolBackward(dinp, dout, inp, B, C, H, W)
+napi_value MaxPoolBackward(napi_env env, napi_callback_info info) {
+  Call a(env, info, "maxPoolBackward");
+  const int B = a.size(3, "B"), C = a.size(4, "C"), H = a.size(5, "H"), W = a.size(6, "W");
+  float* dinp = a.f32(0, (double)B * C * H * W, "dinp");
+  const float* dout = a.f32(1, (double)B * C * (H / 2) * (W / 2), "dout");
+  const float* inp = a.f32(2, (double)B * C * H * W, "inp");
+  if (!a.failed) a.ops->maxpool_bwd(dinp, dout, inp, (long)B * C, H, W);
+  return nullptr;
+}
+
 bool has_avx512() { return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq"); }
 bool has_avx2() { return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma"); }
 
@@ -491,7 +592,10 @@ static napi_value make_path(napi_env env, const Ops* ops, napi_value target) {
                     {"linearBackward", LinearBackward}, {"linearBackwardInput", LinearBackwardInput},
                     {"reluBackward", ReluBackward},   {"reduceSlots", ReduceSlots},
                     {"sgd", Sgd},                     {"adam", Adam},
-                    {"gather", Gather}};
+                    {"gather", Gather},
+                    {"conv2dForward", Conv2dForward}, {"conv2dForwardDirect", Conv2dForwardDirect},
+                    {"conv2dBackward", Conv2dBackward},
+                    {"maxPoolForward", MaxPoolForward}, {"maxPoolBackward", MaxPoolBackward}};
   for (const Fn& f : fns) {
     napi_value fn;
     if (napi_create_function(env, f.name, NAPI_AUTO_LENGTH, f.cb, const_cast<Ops*>(ops), &fn) != napi_ok ||

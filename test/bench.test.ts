@@ -5,7 +5,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { addBenchCommand, parseIntList } from '../bench/command.js';
+import { addBenchCommand, kernelOptions, parseIntList } from '../bench/command.js';
+import { availableFamilies, benchKernels } from '../bench/kernels.js';
 import { benchPeers, mergePeers, peerSettings, readPeers } from '../bench/peers.js';
 import { benchScaling } from '../bench/scaling.js';
 import { UsageError } from '../src/errors.js';
@@ -14,6 +15,33 @@ import { mnistDir } from './cli-run.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-par-bench-test-'));
 const quiet = () => {};
+
+describe('bench kernels --conv', () => {
+  it('verifies, then times every conv and pool kernel of every family on both layers (and native\'s direct conv)', async () => {
+    expect(kernelOptions({ conv: true, quick: true })).toMatchObject({ conv: true, batches: [16] });
+    const results = await benchKernels({ conv: true, batches: [2], repeats: 1, minMs: 1, outDir: null, log: quiet });
+    const families = availableFamilies();
+    for (const family of families) {
+      for (const layer of ['conv1 1→16 28×28', 'conv2 16→32 12×12']) {
+        for (const kernel of ['conv2dReluForward', 'conv2dBackward', ...(family.startsWith('native') ? ['conv2dReluForward direct'] : [])]) {
+          const r = results.find((x) => x.family === family && x.shape === layer && x.kernel === kernel);
+          expect(r, `${family} ${kernel} ${layer}`).toBeDefined();
+          expect(r!.unit).toBe('GFLOP/s');
+          expect(r!.rate > 0 && Number.isFinite(r!.rate)).toBe(true);
+        }
+      }
+      for (const shape of ['16×24×24', '32×8×8']) {
+        for (const kernel of ['maxPoolForward', 'maxPoolBackward']) {
+          const r = results.find((x) => x.family === family && x.shape === shape && x.kernel === kernel);
+          expect(r?.unit, `${family} ${kernel} ${shape}`).toBe('GB/s');
+        }
+      }
+      const speed = results.find((x) => x.family === family && x.kernel === 'conv layers images/s');
+      expect(speed?.unit).toBe('k images/s');
+    }
+    expect(results.some((r) => r.kernel.startsWith('linear'))).toBe(false); // the MLP's kernels are not timed
+  }, 60_000);
+});
 
 describe('bench scaling', () => {
   it('measures threads 1 and 2 at batch 64 and writes a scaling JSON and chart', async () => {

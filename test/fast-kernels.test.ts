@@ -13,51 +13,12 @@ import {
 import { loadNative, nativeBuildPath, nativeKernels, type NativeIsa } from '../src/kernels/native.js';
 import { optimizerStep, type OptimizerConfig } from '../src/optim.js';
 import { Rng } from '../src/rng.js';
+import { Arena } from './arena.js';
 import { expectClose } from './check.js';
 
 const PAGES = 512; // 32 MiB
 const memory = new WebAssembly.Memory({ initial: PAGES, maximum: PAGES, shared: true });
 const U = 2 ** -24; // float32 unit roundoff
-
-// Hands out Float32Array views of the shared memory at offsets that are 4-byte but deliberately not 16-byte
-// aligned, each surrounded by a guard band of NaN that must survive every kernel call (an out-of-bounds
-// write, e.g. a partial vector store that is too wide, breaks it). Every view starts filled with NaN, so a
-// kernel that forgets to overwrite an output fails.
-class Arena {
-  private off = 64;
-  private used = memory.buffer.byteLength; // the first reset clears everything
-  private guards: [number, number][] = [];
-  constructor(private rng: Rng) {}
-  reset(): void {
-    // Only what the previous round handed out needs refilling; the rest is still NaN.
-    new Float32Array(memory.buffer, 0, Math.min(this.used, memory.buffer.byteLength) / 4).fill(NaN);
-    this.off = 64 + 4 * this.rng.int(4);
-    this.used = 0;
-    this.guards = [];
-  }
-  take(n: number): Float32Array {
-    const GUARD = 32;
-    const start = this.off + 4 * GUARD + 4 * this.rng.int(4);
-    this.guards.push([this.off, start], [start + 4 * n, start + 4 * n + 4 * GUARD]);
-    this.off = start + 4 * n + 4 * GUARD;
-    this.used = this.off;
-    if (this.off > memory.buffer.byteLength) throw new Error('test arena too small');
-    return new Float32Array(memory.buffer, start, n);
-  }
-  random(n: number, lo = -1, hi = 1): Float32Array {
-    const v = this.take(n);
-    for (let i = 0; i < n; i++) v[i] = this.rng.uniform(lo, hi);
-    return v;
-  }
-  checkGuards(what: string): void {
-    const all = new Float32Array(memory.buffer);
-    for (const [a, b] of this.guards) {
-      for (let i = a / 4; i < b / 4; i++) {
-        if (!Number.isNaN(all[i])) throw new Error(`${what}: wrote ${all[i]} outside its outputs at byte ${4 * i}`);
-      }
-    }
-  }
-}
 
 const f64 = (v: Float32Array) => Float64Array.from(v);
 
@@ -120,7 +81,7 @@ for (const fam of families) {
   describe.skipIf(fam.skip !== null)(title, () => {
     let k: Kernels;
     const rng = new Rng(fam.seed);
-    const arena = new Arena(rng);
+    const arena = new Arena(memory, rng);
     const isWasm = fam.title.startsWith('simd') || fam.title.startsWith('relaxed');
     // tests of what only one kind of family has are defined only for it (not defined-and-skipped)
     const none = (() => undefined) as unknown as typeof it;

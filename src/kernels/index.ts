@@ -37,6 +37,24 @@ export interface KernelSet {
   // true when the forward pass (the kernels mlp.ts picks) and linearBackwardInput give every row the same
   // bits whatever other rows share the call: then a thread may run all its micro-shards' rows at once
   readonly groupsRows?: boolean;
+
+  // Convolution and pooling (see reference.ts for the exact definitions). Activations are per image
+  // (C,H,W) like PyTorch; B counts images. The convolutions are 5×5 valid: OH = H − 4, OW = W − 4; weights
+  // (OC,C,5,5) as nn.Conv2d. `cols` is scratch of conv2dColsLength(C, H, W) floats (one image's im2col
+  // matrix) for the fast families, left unspecified; the reference ignores it. Each image's out, dinp (and
+  // pooled map) is the same bits whatever other images share the call.
+  // out = conv(inp, weight) + bias      inp (B,C,H,W) weight (OC,C,5,5) bias (OC) → out (B,OC,OH,OW)
+  conv2dForward(out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number, H: number, W: number): void;
+  // out = max(conv(inp, weight) + bias, 0)
+  conv2dReluForward(out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number, H: number,
+                    W: number): void;
+  // dweight (OC,C,5,5), dbias (OC) summed over the B images; dinp (B,C,H,W) (skipped when null)
+  conv2dBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F, cols: F,
+                 B: number, C: number, OC: number, H: number, W: number): void;
+  // out (B,C,⌊H/2⌋,⌊W/2⌋) = 2×2 max of inp (B,C,H,W); bit-identical in every family
+  maxPoolForward(out: F, inp: F, B: number, C: number, H: number, W: number): void;
+  // dinp (B,C,H,W) = dout routed to each window's maximum of inp (recomputed), 0 elsewhere; bit-identical
+  maxPoolBackward(dinp: F, dout: F, inp: F, B: number, C: number, H: number, W: number): void;
 }
 
 export const referenceKernels: KernelSet = {
@@ -51,6 +69,14 @@ export const referenceKernels: KernelSet = {
   crossEntropyForward: ref.crossEntropyForward,
   crossEntropyBackward: ref.crossEntropyBackward,
   countCorrect: ref.countCorrect,
+  conv2dForward: ref.conv2dForward,
+  conv2dReluForward(out, inp, weight, bias, cols, B, C, OC, H, W) {
+    ref.conv2dForward(out, inp, weight, bias, cols, B, C, OC, H, W);
+    ref.reluForward(out, out, B * OC * (H - ref.KS + 1) * (W - ref.KS + 1));
+  },
+  conv2dBackward: ref.conv2dBackward,
+  maxPoolForward: ref.maxPoolForward,
+  maxPoolBackward: ref.maxPoolBackward,
 };
 
 export type KernelFamily = 'native' | 'relaxed' | 'simd' | 'js';

@@ -195,7 +195,8 @@
       (local.set $r (i32.add (local.get $r) (i32.const 1)))
       (br $tail))))
 
-  ;; D = Σ_{k<K} (column m of A at k) ⊗ (row k of Bm): a sum of K rank-1 updates, OVERWRITING D.
+  ;; D = Σ_{k<K} (column m of A at k) ⊗ (row k of Bm): a sum of K rank-1 updates, OVERWRITING D (acc = 0) or
+  ;; added to D's values (acc ≠ 0: the convolution's bias rows and its weight gradient summed over images).
   ;;   D[m,n] = Σ_k A[k·ak + m·am] · Bm[k·ldb + n]      D (M,N) with row stride ldd;  ak, am, ldb, ldd in bytes
   ;; Both halves of the linear backward are this shape, vectorized along n (C, contiguous in D and Bm):
   ;;   dweight (OC,C) = doutᵀ · inp:  M = OC, K = B,  A = dout read down a column (ak = 4·OC, am = 4)
@@ -209,7 +210,7 @@
   ;; for OC = 10; a 2 × 16 block leaves at most one row over. Leftover columns (N mod 16) run one row ×
   ;; (up to) 4 columns at a time with partial loads and stores.
   (func $rank_update (param $D i32) (param $ldd i32) (param $A i32) (param $ak i32) (param $am i32)
-                     (param $Bm i32) (param $ldb i32) (param $M i32) (param $N i32) (param $K i32)
+                     (param $Bm i32) (param $ldb i32) (param $M i32) (param $N i32) (param $K i32) (param $acc i32)
     (local $n i32) (local $m i32) (local $k i32) (local $pa i32) (local $pb i32) (local $dst i32) (local $wd i32)
     (local $a00 v128) (local $a01 v128) (local $a02 v128) (local $a03 v128)
     (local $a10 v128) (local $a11 v128) (local $a12 v128) (local $a13 v128)
@@ -219,10 +220,21 @@
       (local.set $m (i32.const 0))
       (block $mb_done (loop $mb
         (br_if $mb_done (i32.gt_u (i32.add (local.get $m) (i32.const 2)) (local.get $M)))
-        (local.set $a00 (v128.const i32x4 0 0 0 0)) (local.set $a01 (v128.const i32x4 0 0 0 0))
-        (local.set $a02 (v128.const i32x4 0 0 0 0)) (local.set $a03 (v128.const i32x4 0 0 0 0))
-        (local.set $a10 (v128.const i32x4 0 0 0 0)) (local.set $a11 (v128.const i32x4 0 0 0 0))
-        (local.set $a12 (v128.const i32x4 0 0 0 0)) (local.set $a13 (v128.const i32x4 0 0 0 0))
+        (local.set $dst (i32.add (i32.add (local.get $D) (i32.mul (local.get $m) (local.get $ldd)))
+                                 (i32.shl (local.get $n) (i32.const 2))))
+        (if (local.get $acc)
+          (then
+            (local.set $a00 (v128.load (local.get $dst))) (local.set $a01 (v128.load offset=16 (local.get $dst)))
+            (local.set $a02 (v128.load offset=32 (local.get $dst))) (local.set $a03 (v128.load offset=48 (local.get $dst)))
+            (local.set $a10 (v128.load (i32.add (local.get $dst) (local.get $ldd))))
+            (local.set $a11 (v128.load offset=16 (i32.add (local.get $dst) (local.get $ldd))))
+            (local.set $a12 (v128.load offset=32 (i32.add (local.get $dst) (local.get $ldd))))
+            (local.set $a13 (v128.load offset=48 (i32.add (local.get $dst) (local.get $ldd)))))
+          (else
+            (local.set $a00 (v128.const i32x4 0 0 0 0)) (local.set $a01 (v128.const i32x4 0 0 0 0))
+            (local.set $a02 (v128.const i32x4 0 0 0 0)) (local.set $a03 (v128.const i32x4 0 0 0 0))
+            (local.set $a10 (v128.const i32x4 0 0 0 0)) (local.set $a11 (v128.const i32x4 0 0 0 0))
+            (local.set $a12 (v128.const i32x4 0 0 0 0)) (local.set $a13 (v128.const i32x4 0 0 0 0))))
         (local.set $pa (i32.add (local.get $A) (i32.mul (local.get $m) (local.get $am))))
         (local.set $pb (i32.add (local.get $Bm) (i32.shl (local.get $n) (i32.const 2))))
         (local.set $k (local.get $K))
@@ -261,8 +273,15 @@
         (br $mb)))
       ;; odd M: the last row of these 16 columns
       (if (i32.lt_u (local.get $m) (local.get $M)) (then
-        (local.set $a00 (v128.const i32x4 0 0 0 0)) (local.set $a01 (v128.const i32x4 0 0 0 0))
-        (local.set $a02 (v128.const i32x4 0 0 0 0)) (local.set $a03 (v128.const i32x4 0 0 0 0))
+        (local.set $dst (i32.add (i32.add (local.get $D) (i32.mul (local.get $m) (local.get $ldd)))
+                                 (i32.shl (local.get $n) (i32.const 2))))
+        (if (local.get $acc)
+          (then
+            (local.set $a00 (v128.load (local.get $dst))) (local.set $a01 (v128.load offset=16 (local.get $dst)))
+            (local.set $a02 (v128.load offset=32 (local.get $dst))) (local.set $a03 (v128.load offset=48 (local.get $dst))))
+          (else
+            (local.set $a00 (v128.const i32x4 0 0 0 0)) (local.set $a01 (v128.const i32x4 0 0 0 0))
+            (local.set $a02 (v128.const i32x4 0 0 0 0)) (local.set $a03 (v128.const i32x4 0 0 0 0))))
         (local.set $pa (i32.add (local.get $A) (i32.mul (local.get $m) (local.get $am))))
         (local.set $pb (i32.add (local.get $Bm) (i32.shl (local.get $n) (i32.const 2))))
         (local.set $k (local.get $K))
@@ -293,14 +312,23 @@
       (local.set $m (i32.const 0))
       (block $mt_done (loop $mt
         (br_if $mt_done (i32.ge_u (local.get $m) (local.get $M)))
-        (local.set $a00 (v128.const i32x4 0 0 0 0))
+        (local.set $a00 (if (result v128) (local.get $acc)
+          (then (call $load_part
+            (i32.add (i32.add (local.get $D) (i32.mul (local.get $m) (local.get $ldd))) (i32.shl (local.get $n) (i32.const 2)))
+            (local.get $wd)))
+          (else (v128.const i32x4 0 0 0 0))))
         (local.set $pa (i32.add (local.get $A) (i32.mul (local.get $m) (local.get $am))))
         (local.set $pb (i32.add (local.get $Bm) (i32.shl (local.get $n) (i32.const 2))))
         (local.set $k (local.get $K))
         (block $kt_done (loop $kt
           (br_if $kt_done (i32.eqz (local.get $k)))
+          ;; whole quads load inline: a call per step is costly where the leftover is most of the work (the
+          ;; conv1 weight gradient: 9 of its 25 columns)
           (local.set $a00 (madd (v128.load32_splat (local.get $pa))
-                                (call $load_part (local.get $pb) (local.get $wd)) (local.get $a00)))
+                                (if (result v128) (i32.eq (local.get $wd) (i32.const 4))
+                                  (then (v128.load (local.get $pb)))
+                                  (else (call $load_part (local.get $pb) (local.get $wd))))
+                                (local.get $a00)))
           (local.set $pa (i32.add (local.get $pa) (local.get $ak)))
           (local.set $pb (i32.add (local.get $pb) (local.get $ldb)))
           (local.set $k (i32.sub (local.get $k) (i32.const 1)))
@@ -322,7 +350,7 @@
     (local $o i32) (local $r i32) (local $wd i32) (local $p i32) (local $acc v128)
     (call $rank_update (local.get $dweight) (i32.shl (local.get $C) (i32.const 2))
       (local.get $dout) (i32.shl (local.get $OC) (i32.const 2)) (i32.const 4)
-      (local.get $inp) (i32.shl (local.get $C) (i32.const 2)) (local.get $OC) (local.get $C) (local.get $B))
+      (local.get $inp) (i32.shl (local.get $C) (i32.const 2)) (local.get $OC) (local.get $C) (local.get $B) (i32.const 0))
     (block $o_done (loop $o_next
       (br_if $o_done (i32.ge_u (local.get $o) (local.get $OC)))
       (local.set $wd (i32.sub (local.get $OC) (local.get $o)))
@@ -345,7 +373,341 @@
     (if (local.get $want_dinp) (then
       (call $rank_update (local.get $dinp) (i32.shl (local.get $C) (i32.const 2))
         (local.get $dout) (i32.const 4) (i32.shl (local.get $OC) (i32.const 2))
-        (local.get $w) (i32.shl (local.get $C) (i32.const 2)) (local.get $B) (local.get $C) (local.get $OC)))))
+        (local.get $w) (i32.shl (local.get $C) (i32.const 2)) (local.get $B) (local.get $C) (local.get $OC) (i32.const 0)))))
+
+  ;; ---------------------------------------------------------------------------------------------------
+  ;; Convolution (5×5, stride 1, no padding) and 2×2 max-pool. Activations per image (C, H, W) as PyTorch;
+  ;; OH = H − 4, OW = W − 4, P = OH·OW, KC = C·25; weights (OC, C, 5, 5) = (OC, KC). As in the native family
+  ;; (native/kernels.h), a convolution is im2col + $rank_update products, one image at a time, so each image's
+  ;; outputs are the same bits whatever images share the call:
+  ;;   forward   cols (KC, P) = im2col(img);   out_img (OC, P) = bias rows + w · cols     ($rank_update, acc)
+  ;;   backward  cols (P, KC) = im2row(img);   dw (OC, KC) += dout_img · cols  (images in order: acc from the 2nd)
+  ;;             dcols (KC, P) = wᵀ · dout_img (in cols);  dinp_img = col2im(dcols)
+  ;; $rank_update keeps its vectors along its output's rows (P or KC, contiguous) and broadcasts the other side.
+  ;; cols is the caller's scratch of C·25·OH·OW floats.
+
+  ;; dst[0 .. n) = src[0 .. n)   (n floats; nothing past dst + 4n written, nothing past src + 4n read)
+  (func $copy (param $dst i32) (param $src i32) (param $n i32)
+    (block $done (loop $next
+      (br_if $done (i32.lt_u (local.get $n) (i32.const 4)))
+      (v128.store (local.get $dst) (v128.load (local.get $src)))
+      (local.set $dst (i32.add (local.get $dst) (i32.const 16)))
+      (local.set $src (i32.add (local.get $src) (i32.const 16)))
+      (local.set $n (i32.sub (local.get $n) (i32.const 4)))
+      (br $next)))
+    (if (local.get $n) (then (call $store_part (local.get $dst) (call $load_part (local.get $src) (local.get $n)) (local.get $n)))))
+
+  ;; dst[0 .. n) += src[0 .. n)
+  (func $add_to (param $dst i32) (param $src i32) (param $n i32)
+    (block $done (loop $next
+      (br_if $done (i32.lt_u (local.get $n) (i32.const 4)))
+      (v128.store (local.get $dst) (f32x4.add (v128.load (local.get $dst)) (v128.load (local.get $src))))
+      (local.set $dst (i32.add (local.get $dst) (i32.const 16)))
+      (local.set $src (i32.add (local.get $src) (i32.const 16)))
+      (local.set $n (i32.sub (local.get $n) (i32.const 4)))
+      (br $next)))
+    (if (local.get $n) (then (call $store_part (local.get $dst)
+      (f32x4.add (call $load_part (local.get $dst) (local.get $n)) (call $load_part (local.get $src) (local.get $n)))
+      (local.get $n)))))
+
+  ;; dst[0 .. n) = v (every lane of v the same value)
+  (func $fill (param $dst i32) (param $v v128) (param $n i32)
+    (block $done (loop $next
+      (br_if $done (i32.lt_u (local.get $n) (i32.const 4)))
+      (v128.store (local.get $dst) (local.get $v))
+      (local.set $dst (i32.add (local.get $dst) (i32.const 16)))
+      (local.set $n (i32.sub (local.get $n) (i32.const 4)))
+      (br $next)))
+    (if (local.get $n) (then (call $store_part (local.get $dst) (local.get $v) (local.get $n)))))
+
+  ;; cols (C·25, OH·OW): cols[c·25 + i·5 + j][y·OW + x] = img[c][y+i][x+j]   img (C, H, W); one row copy per (c,i,j,y)
+  (func $im2col (param $cols i32) (param $img i32) (param $C i32) (param $H i32) (param $W i32)
+    (local $OH i32) (local $OW i32) (local $c i32) (local $i i32) (local $j i32) (local $y i32)
+    (if (i32.eqz (local.get $C)) (then (return))) ;; the loops below run their body at least once
+    (local.set $OH (i32.sub (local.get $H) (i32.const 4)))
+    (local.set $OW (i32.sub (local.get $W) (i32.const 4)))
+    (loop $cl
+      (local.set $i (i32.const 0))
+      (loop $il
+        (local.set $j (i32.const 0))
+        (loop $jl
+          (local.set $y (i32.const 0))
+          (loop $yl
+            (call $copy (local.get $cols)
+              (i32.add (local.get $img) (i32.shl (i32.add (i32.mul (i32.add (i32.mul (local.get $c) (local.get $H))
+                (i32.add (local.get $y) (local.get $i))) (local.get $W)) (local.get $j)) (i32.const 2)))
+              (local.get $OW))
+            (local.set $cols (i32.add (local.get $cols) (i32.shl (local.get $OW) (i32.const 2))))
+            (local.set $y (i32.add (local.get $y) (i32.const 1)))
+            (br_if $yl (i32.lt_u (local.get $y) (local.get $OH))))
+          (local.set $j (i32.add (local.get $j) (i32.const 1)))
+          (br_if $jl (i32.lt_u (local.get $j) (i32.const 5))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $il (i32.lt_u (local.get $i) (i32.const 5))))
+      (local.set $c (i32.add (local.get $c) (i32.const 1)))
+      (br_if $cl (i32.lt_u (local.get $c) (local.get $C)))))
+
+  ;; cols (OH·OW, C·25): cols[y·OW + x][c·25 + i·5 + j] = img[c][y+i][x+j]; one 5-float copy per (y,x,c,i)
+  ;; (4 + 1 floats, all inside the image row and the cols row)
+  (func $im2row (param $cols i32) (param $img i32) (param $C i32) (param $H i32) (param $W i32)
+    (local $OH i32) (local $OW i32) (local $c i32) (local $i i32) (local $x i32) (local $y i32) (local $src i32)
+    (if (i32.eqz (local.get $C)) (then (return))) ;; the loops below run their body at least once
+    (local.set $OH (i32.sub (local.get $H) (i32.const 4)))
+    (local.set $OW (i32.sub (local.get $W) (i32.const 4)))
+    (loop $yl
+      (local.set $x (i32.const 0))
+      (loop $xl
+        (local.set $c (i32.const 0))
+        (loop $cl
+          (local.set $src (i32.add (local.get $img) (i32.shl (i32.add (i32.mul (i32.add (i32.mul (local.get $c)
+            (local.get $H)) (local.get $y)) (local.get $W)) (local.get $x)) (i32.const 2))))
+          (local.set $i (i32.const 0))
+          (loop $il
+            (v128.store (local.get $cols) (v128.load (local.get $src)))
+            (f32.store offset=16 (local.get $cols) (f32.load offset=16 (local.get $src)))
+            (local.set $cols (i32.add (local.get $cols) (i32.const 20)))
+            (local.set $src (i32.add (local.get $src) (i32.shl (local.get $W) (i32.const 2))))
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (br_if $il (i32.lt_u (local.get $i) (i32.const 5))))
+          (local.set $c (i32.add (local.get $c) (i32.const 1)))
+          (br_if $cl (i32.lt_u (local.get $c) (local.get $C))))
+        (local.set $x (i32.add (local.get $x) (i32.const 1)))
+        (br_if $xl (i32.lt_u (local.get $x) (local.get $OW))))
+      (local.set $y (i32.add (local.get $y) (i32.const 1)))
+      (br_if $yl (i32.lt_u (local.get $y) (local.get $OH)))))
+
+  ;; img (C, H, W) = Σ over (c,i,j,y,x) of dcols[c·25 + i·5 + j][y·OW + x] placed at img[c][y+i][x+j]; overwrites img
+  (func $col2im (param $img i32) (param $dcols i32) (param $C i32) (param $H i32) (param $W i32)
+    (local $OH i32) (local $OW i32) (local $c i32) (local $i i32) (local $j i32) (local $y i32)
+    (local.set $OH (i32.sub (local.get $H) (i32.const 4)))
+    (local.set $OW (i32.sub (local.get $W) (i32.const 4)))
+    (call $fill (local.get $img) (v128.const i32x4 0 0 0 0) (i32.mul (i32.mul (local.get $C) (local.get $H)) (local.get $W)))
+    (if (i32.eqz (local.get $C)) (then (return)))
+    (loop $cl
+      (local.set $i (i32.const 0))
+      (loop $il
+        (local.set $j (i32.const 0))
+        (loop $jl
+          (local.set $y (i32.const 0))
+          (loop $yl
+            (call $add_to
+              (i32.add (local.get $img) (i32.shl (i32.add (i32.mul (i32.add (i32.mul (local.get $c) (local.get $H))
+                (i32.add (local.get $y) (local.get $i))) (local.get $W)) (local.get $j)) (i32.const 2)))
+              (local.get $dcols) (local.get $OW))
+            (local.set $dcols (i32.add (local.get $dcols) (i32.shl (local.get $OW) (i32.const 2))))
+            (local.set $y (i32.add (local.get $y) (i32.const 1)))
+            (br_if $yl (i32.lt_u (local.get $y) (local.get $OH))))
+          (local.set $j (i32.add (local.get $j) (i32.const 1)))
+          (br_if $jl (i32.lt_u (local.get $j) (i32.const 5))))
+        (local.set $i (i32.add (local.get $i) (i32.const 1)))
+        (br_if $il (i32.lt_u (local.get $i) (i32.const 5))))
+      (local.set $c (i32.add (local.get $c) (i32.const 1)))
+      (br_if $cl (i32.lt_u (local.get $c) (local.get $C)))))
+
+  ;; conv2d_fwd: out = conv(inp, w) + bias, then ReLU when relu ≠ 0
+  ;; inp (B, C, H, W)  w (OC, C, 5, 5)  bias (OC)  cols: scratch (C·25·OH·OW)  →  out (B, OC, OH, OW)
+  ;; Each output row (o) starts as bias[o] and the product is added onto it; C ≥ 1, H ≥ 5, W ≥ 5.
+  (func (export "conv2d_fwd") (param $out i32) (param $inp i32) (param $w i32) (param $bias i32) (param $cols i32)
+        (param $B i32) (param $C i32) (param $OC i32) (param $H i32) (param $W i32) (param $relu i32)
+    (local $P i32) (local $KC i32) (local $b i32) (local $o i32) (local $dst i32)
+    (local.set $P (i32.mul (i32.sub (local.get $H) (i32.const 4)) (i32.sub (local.get $W) (i32.const 4))))
+    (local.set $KC (i32.mul (local.get $C) (i32.const 25)))
+    (block $done (loop $bl
+      (br_if $done (i32.ge_u (local.get $b) (local.get $B)))
+      (call $im2col (local.get $cols)
+        (i32.add (local.get $inp) (i32.shl (i32.mul (local.get $b) (i32.mul (i32.mul (local.get $C) (local.get $H)) (local.get $W)))
+                                           (i32.const 2)))
+        (local.get $C) (local.get $H) (local.get $W))
+      (local.set $dst (i32.add (local.get $out) (i32.shl (i32.mul (i32.mul (local.get $b) (local.get $OC)) (local.get $P))
+                                                        (i32.const 2))))
+      (local.set $o (i32.const 0))
+      (block $o_done (loop $ol
+        (br_if $o_done (i32.ge_u (local.get $o) (local.get $OC)))
+        (call $fill (i32.add (local.get $dst) (i32.shl (i32.mul (local.get $o) (local.get $P)) (i32.const 2)))
+          (v128.load32_splat (i32.add (local.get $bias) (i32.shl (local.get $o) (i32.const 2)))) (local.get $P))
+        (local.set $o (i32.add (local.get $o) (i32.const 1)))
+        (br $ol)))
+      (call $rank_update (local.get $dst) (i32.shl (local.get $P) (i32.const 2))
+        (local.get $w) (i32.const 4) (i32.shl (local.get $KC) (i32.const 2))
+        (local.get $cols) (i32.shl (local.get $P) (i32.const 2))
+        (local.get $OC) (local.get $P) (local.get $KC) (i32.const 1))
+      (if (local.get $relu) (then
+        (call $relu_in_place (local.get $dst) (i32.mul (local.get $OC) (local.get $P)))))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $bl))))
+
+  ;; x[0 .. n) = x > 0 ? x : 0   (NaN → 0, −0 → 0, as the reference)
+  (func $relu_in_place (param $x i32) (param $n i32)
+    (local $v v128)
+    (block $done (loop $next
+      (br_if $done (i32.lt_u (local.get $n) (i32.const 4)))
+      (local.set $v (v128.load (local.get $x)))
+      (v128.store (local.get $x) (v128.and (local.get $v) (f32x4.gt (local.get $v) (v128.const i32x4 0 0 0 0))))
+      (local.set $x (i32.add (local.get $x) (i32.const 16)))
+      (local.set $n (i32.sub (local.get $n) (i32.const 4)))
+      (br $next)))
+    (if (local.get $n) (then
+      (local.set $v (call $load_part (local.get $x) (local.get $n)))
+      (call $store_part (local.get $x) (v128.and (local.get $v) (f32x4.gt (local.get $v) (v128.const i32x4 0 0 0 0)))
+        (local.get $n)))))
+
+  ;; conv2d_bwd: gradients of out = conv(inp, w) + bias
+  ;; dout (B, OC, OH, OW)  inp (B, C, H, W)  w (OC, C, 5, 5)  cols: scratch (C·25·OH·OW)  →
+  ;;   dw (OC, C, 5, 5), db (OC) summed over the images (in order), dinp (B, C, H, W) when want_dinp ≠ 0
+  (func (export "conv2d_bwd") (param $dinp i32) (param $dw i32) (param $db i32) (param $dout i32) (param $inp i32)
+        (param $w i32) (param $cols i32) (param $B i32) (param $C i32) (param $OC i32) (param $H i32) (param $W i32)
+        (param $want_dinp i32)
+    (local $P i32) (local $KC i32) (local $b i32) (local $o i32) (local $n i32) (local $p i32) (local $g i32)
+    (local $img i32) (local $acc v128)
+    (local.set $P (i32.mul (i32.sub (local.get $H) (i32.const 4)) (i32.sub (local.get $W) (i32.const 4))))
+    (local.set $KC (i32.mul (local.get $C) (i32.const 25)))
+    ;; db[o] = Σ_b Σ_p dout[b][o][p]: 4 partial sums along p, folded at the end
+    (block $o_done (loop $ol
+      (br_if $o_done (i32.ge_u (local.get $o) (local.get $OC)))
+      (local.set $acc (v128.const i32x4 0 0 0 0))
+      (local.set $b (i32.const 0))
+      (block $b_done (loop $bl
+        (br_if $b_done (i32.ge_u (local.get $b) (local.get $B)))
+        (local.set $p (i32.add (local.get $dout)
+          (i32.shl (i32.mul (i32.add (i32.mul (local.get $b) (local.get $OC)) (local.get $o)) (local.get $P)) (i32.const 2))))
+        (local.set $n (local.get $P))
+        (block $p_done (loop $pl
+          (br_if $p_done (i32.lt_u (local.get $n) (i32.const 4)))
+          (local.set $acc (f32x4.add (local.get $acc) (v128.load (local.get $p))))
+          (local.set $p (i32.add (local.get $p) (i32.const 16)))
+          (local.set $n (i32.sub (local.get $n) (i32.const 4)))
+          (br $pl)))
+        (if (local.get $n) (then (local.set $acc (f32x4.add (local.get $acc) (call $load_part (local.get $p) (local.get $n))))))
+        (local.set $b (i32.add (local.get $b) (i32.const 1)))
+        (br $bl)))
+      (f32.store (i32.add (local.get $db) (i32.shl (local.get $o) (i32.const 2)))
+        (f32x4.extract_lane 0 (hsum4 (local.get $acc) (local.get $acc) (local.get $acc) (local.get $acc))))
+      (local.set $o (i32.add (local.get $o) (i32.const 1)))
+      (br $ol)))
+    (if (i32.eqz (local.get $B)) (then
+      (call $fill (local.get $dw) (v128.const i32x4 0 0 0 0) (i32.mul (local.get $OC) (local.get $KC)))))
+    (local.set $b (i32.const 0))
+    (block $done (loop $bl2
+      (br_if $done (i32.ge_u (local.get $b) (local.get $B)))
+      (local.set $img (i32.shl (i32.mul (local.get $b) (i32.mul (i32.mul (local.get $C) (local.get $H)) (local.get $W)))
+                               (i32.const 2)))
+      (local.set $g (i32.add (local.get $dout) (i32.shl (i32.mul (i32.mul (local.get $b) (local.get $OC)) (local.get $P))
+                                                        (i32.const 2))))
+      (call $im2row (local.get $cols) (i32.add (local.get $inp) (local.get $img)) (local.get $C) (local.get $H) (local.get $W))
+      ;; dw[o][k] (+)= Σ_p dout_img[o][p] · cols[p][k]
+      (call $rank_update (local.get $dw) (i32.shl (local.get $KC) (i32.const 2))
+        (local.get $g) (i32.const 4) (i32.shl (local.get $P) (i32.const 2))
+        (local.get $cols) (i32.shl (local.get $KC) (i32.const 2))
+        (local.get $OC) (local.get $KC) (local.get $P) (i32.ne (local.get $b) (i32.const 0)))
+      (if (local.get $want_dinp) (then
+        ;; dcols[k][p] = Σ_o w[o][k] · dout_img[o][p], into the scratch (cols is no longer needed)
+        (call $rank_update (local.get $cols) (i32.shl (local.get $P) (i32.const 2))
+          (local.get $w) (i32.shl (local.get $KC) (i32.const 2)) (i32.const 4)
+          (local.get $g) (i32.shl (local.get $P) (i32.const 2))
+          (local.get $KC) (local.get $P) (local.get $OC) (i32.const 0))
+        (call $col2im (i32.add (local.get $dinp) (local.get $img)) (local.get $cols) (local.get $C) (local.get $H) (local.get $W))))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $bl2))))
+
+  ;; maxpool_fwd: out (maps, H/2, W/2) = the 2×2 max of inp (maps, H, W) in the order (0,0), (0,1), (1,0), (1,1),
+  ;; replaced only by a strictly greater value (reference.ts): a selection, bit-identical in every family. An odd
+  ;; last row or column is dropped. Scalar: it moves a tenth of the bytes the convolutions around it compute on.
+  (func (export "maxpool_fwd") (param $out i32) (param $inp i32) (param $maps i32) (param $H i32) (param $W i32)
+    (local $PH i32) (local $PW i32) (local $m i32) (local $y i32) (local $x i32) (local $r0 i32) (local $r1 i32)
+    (local $gt i32) (local $best f32) (local $v f32)
+    (local.set $PH (i32.shr_u (local.get $H) (i32.const 1)))
+    (local.set $PW (i32.shr_u (local.get $W) (i32.const 1)))
+    (block $m_done (loop $ml
+      (br_if $m_done (i32.ge_u (local.get $m) (local.get $maps)))
+      (local.set $y (i32.const 0))
+      (block $y_done (loop $yl
+        (br_if $y_done (i32.ge_u (local.get $y) (local.get $PH)))
+        (local.set $r0 (i32.add (local.get $inp) (i32.shl (i32.mul (i32.add (i32.mul (local.get $m) (local.get $H))
+          (i32.shl (local.get $y) (i32.const 1))) (local.get $W)) (i32.const 2))))
+        (local.set $r1 (i32.add (local.get $r0) (i32.shl (local.get $W) (i32.const 2))))
+        (local.set $x (i32.const 0))
+        (block $x_done (loop $xl
+          (br_if $x_done (i32.ge_u (local.get $x) (local.get $PW)))
+          ;; best = v > best ? v : best by masks on the bits: V8 compiles an f32 select to a jump, and which
+          ;; element wins is data, and random (mispredicted jumps made this several times slower)
+          (local.set $best (f32.load (local.get $r0)))
+          (local.set $v (f32.load offset=4 (local.get $r0)))
+          (local.set $gt (f32.gt (local.get $v) (local.get $best)))
+          (local.set $best (f32.reinterpret_i32 (i32.or
+            (i32.and (i32.reinterpret_f32 (local.get $v)) (i32.sub (i32.const 0) (local.get $gt)))
+            (i32.and (i32.reinterpret_f32 (local.get $best)) (i32.sub (local.get $gt) (i32.const 1))))))
+          (local.set $v (f32.load (local.get $r1)))
+          (local.set $gt (f32.gt (local.get $v) (local.get $best)))
+          (local.set $best (f32.reinterpret_i32 (i32.or
+            (i32.and (i32.reinterpret_f32 (local.get $v)) (i32.sub (i32.const 0) (local.get $gt)))
+            (i32.and (i32.reinterpret_f32 (local.get $best)) (i32.sub (local.get $gt) (i32.const 1))))))
+          (local.set $v (f32.load offset=4 (local.get $r1)))
+          (local.set $gt (f32.gt (local.get $v) (local.get $best)))
+          (local.set $best (f32.reinterpret_i32 (i32.or
+            (i32.and (i32.reinterpret_f32 (local.get $v)) (i32.sub (i32.const 0) (local.get $gt)))
+            (i32.and (i32.reinterpret_f32 (local.get $best)) (i32.sub (local.get $gt) (i32.const 1))))))
+          (f32.store (local.get $out) (local.get $best))
+          (local.set $out (i32.add (local.get $out) (i32.const 4)))
+          (local.set $r0 (i32.add (local.get $r0) (i32.const 8)))
+          (local.set $r1 (i32.add (local.get $r1) (i32.const 8)))
+          (local.set $x (i32.add (local.get $x) (i32.const 1)))
+          (br $xl)))
+        (local.set $y (i32.add (local.get $y) (i32.const 1)))
+        (br $yl)))
+      (local.set $m (i32.add (local.get $m) (i32.const 1)))
+      (br $ml))))
+
+  ;; maxpool_bwd: dinp (maps, H, W) = dout (maps, H/2, W/2) routed to the element maxpool_fwd chose (recomputed
+  ;; from inp with the same rule), 0 everywhere else; overwrites dinp
+  (func (export "maxpool_bwd") (param $dinp i32) (param $dout i32) (param $inp i32) (param $maps i32) (param $H i32)
+        (param $W i32)
+    (local $PH i32) (local $PW i32) (local $m i32) (local $y i32) (local $x i32) (local $r0 i32) (local $r1 i32)
+    (local $at i32) (local $gt i32) (local $best f32) (local $v f32)
+    (call $fill (local.get $dinp) (v128.const i32x4 0 0 0 0)
+      (i32.mul (i32.mul (local.get $maps) (local.get $H)) (local.get $W)))
+    (local.set $PH (i32.shr_u (local.get $H) (i32.const 1)))
+    (local.set $PW (i32.shr_u (local.get $W) (i32.const 1)))
+    (block $m_done (loop $ml
+      (br_if $m_done (i32.ge_u (local.get $m) (local.get $maps)))
+      (local.set $y (i32.const 0))
+      (block $y_done (loop $yl
+        (br_if $y_done (i32.ge_u (local.get $y) (local.get $PH)))
+        ;; byte offsets of the window's top row and bottom row, from the start of the map set
+        (local.set $r0 (i32.shl (i32.mul (i32.add (i32.mul (local.get $m) (local.get $H))
+          (i32.shl (local.get $y) (i32.const 1))) (local.get $W)) (i32.const 2)))
+        (local.set $r1 (i32.add (local.get $r0) (i32.shl (local.get $W) (i32.const 2))))
+        (local.set $x (i32.const 0))
+        (block $x_done (loop $xl
+          (br_if $x_done (i32.ge_u (local.get $x) (local.get $PW)))
+          (local.set $at (local.get $r0))
+          (local.set $best (f32.load (i32.add (local.get $inp) (local.get $r0))))
+          (local.set $v (f32.load offset=4 (i32.add (local.get $inp) (local.get $r0))))
+          ;; no jumps, as in maxpool_fwd: the offset moves by an integer multiply, best by masks
+          (local.set $gt (f32.gt (local.get $v) (local.get $best)))
+          (local.set $at (i32.add (local.get $at) (i32.mul (local.get $gt)
+            (i32.sub (i32.add (local.get $r0) (i32.const 4)) (local.get $at)))))
+          (local.set $best (f32.reinterpret_i32 (i32.or
+            (i32.and (i32.reinterpret_f32 (local.get $v)) (i32.sub (i32.const 0) (local.get $gt)))
+            (i32.and (i32.reinterpret_f32 (local.get $best)) (i32.sub (local.get $gt) (i32.const 1))))))
+          (local.set $v (f32.load (i32.add (local.get $inp) (local.get $r1))))
+          (local.set $gt (f32.gt (local.get $v) (local.get $best)))
+          (local.set $at (i32.add (local.get $at) (i32.mul (local.get $gt) (i32.sub (local.get $r1) (local.get $at)))))
+          (local.set $best (f32.reinterpret_i32 (i32.or
+            (i32.and (i32.reinterpret_f32 (local.get $v)) (i32.sub (i32.const 0) (local.get $gt)))
+            (i32.and (i32.reinterpret_f32 (local.get $best)) (i32.sub (local.get $gt) (i32.const 1))))))
+          (local.set $v (f32.load offset=4 (i32.add (local.get $inp) (local.get $r1))))
+          (local.set $at (i32.add (local.get $at) (i32.mul (f32.gt (local.get $v) (local.get $best))
+            (i32.sub (i32.add (local.get $r1) (i32.const 4)) (local.get $at)))))
+          (f32.store (i32.add (local.get $dinp) (local.get $at)) (f32.load (local.get $dout)))
+          (local.set $dout (i32.add (local.get $dout) (i32.const 4)))
+          (local.set $r0 (i32.add (local.get $r0) (i32.const 8)))
+          (local.set $r1 (i32.add (local.get $r1) (i32.const 8)))
+          (local.set $x (i32.add (local.get $x) (i32.const 1)))
+          (br $xl)))
+        (local.set $y (i32.add (local.get $y) (i32.const 1)))
+        (br $yl)))
+      (local.set $m (i32.add (local.get $m) (i32.const 1)))
+      (br $ml))))
 
   ;; relu_bwd: dinp = dout where out > 0, else 0 (NaN in out → 0, as the reference)
   ;; dout (n)  out (n)  →  dinp (n); dinp may alias dout (each element is read before it is written)

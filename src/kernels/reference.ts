@@ -153,3 +153,138 @@ export function gather(x: Float32Array, y: Int32Array, images: Uint8Array, label
     y[r] = labels[i];
   }
 }
+
+// ---------------------------------------------------------------------------------------------------------
+// Convolution and pooling (the small convolutional net of issue 11)
+//
+// Activation layout: per image (channels, rows, columns), images one after another, exactly PyTorch's
+// NCHW. Flattening a pooled map into the linear layer is then the identity (PyTorch's flatten order
+// (channel, row, column)), and no layout kernel is needed between the layers.
+// Legend: B images in the shard, C input channels, OC output channels, H × W an input map, OH × OW an
+// output map. The convolutions are 5×5, stride 1, no padding ("valid"): OH = H − 4, OW = W − 4.
+// Weights are PyTorch's Conv2d layout (OC, C, 5, 5), i.e. (OC, C·25) row-major: the layout of nn.Linear,
+// which is what lets the fast families run a convolution as im2col + matrix products.
+
+/** Side of the square convolution kernels. */
+export const KS = 5;
+/** Taps of one output channel per input channel: KS·KS. */
+export const KK = KS * KS;
+
+/** Floats of the scratch `cols` the fast families need for one image: (C·25) × (OH·OW). The reference does
+ *  not use it. */
+export function conv2dColsLength(C: number, H: number, W: number): number {
+  return C * KK * Math.max(0, H - KS + 1) * Math.max(0, W - KS + 1);
+}
+
+// out[b][o][y][x] = bias[o] + Σ_{c, i<5, j<5} weight[o][c][i][j] · inp[b][c][y+i][x+j]
+// inp (B,C,H,W)  weight (OC,C,5,5)  bias (OC)  →  out (B,OC,H−4,W−4); overwrites out, which must not
+// overlap inp. A direct loop: the oracle of the fast families' im2col form. `cols` is their scratch (see
+// conv2dColsLength); the reference ignores it.
+export function conv2dForward(out: F, inp: F, weight: F, bias: F, _cols: F | null, B: number, C: number, OC: number,
+                              H: number, W: number): void {
+  const OH = H - KS + 1;
+  const OW = W - KS + 1;
+  for (let b = 0; b < B; b++) {
+    for (let o = 0; o < OC; o++) {
+      const ob = (b * OC + o) * OH * OW;
+      for (let y = 0; y < OH; y++) {
+        for (let x = 0; x < OW; x++) {
+          let acc = 0;
+          for (let c = 0; c < C; c++) {
+            const ib = ((b * C + c) * H + y) * W + x;
+            const wb = (o * C + c) * KK;
+            for (let i = 0; i < KS; i++) {
+              for (let j = 0; j < KS; j++) acc += weight[wb + i * KS + j] * inp[ib + i * W + j];
+            }
+          }
+          out[ob + y * OW + x] = acc + bias[o];
+        }
+      }
+    }
+  }
+}
+
+// Gradients of out = conv2dForward(inp, weight, bias):
+// dout (B,OC,OH,OW)  inp (B,C,H,W)  weight (OC,C,5,5)  →
+//   dweight (OC,C,5,5)[o][c][i][j] = Σ_{b,y,x} dout[b][o][y][x] · inp[b][c][y+i][x+j]
+//   dbias (OC)[o]                  = Σ_{b,y,x} dout[b][o][y][x]
+//   dinp (B,C,H,W)[b][c][y+i][x+j] = Σ_{o} … dout[b][o][y][x] · weight[o][c][i][j], summed over every (y, x, i, j)
+//                                    that lands on the pixel (skipped when dinp is null: the first layer's)
+// All three are overwritten. `cols` is the fast families' scratch, as in the forward.
+export function conv2dBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F, _cols: F | null,
+                               B: number, C: number, OC: number, H: number, W: number): void {
+  const OH = H - KS + 1;
+  const OW = W - KS + 1;
+  dweight.fill(0, 0, OC * C * KK);
+  dbias.fill(0, 0, OC);
+  if (dinp !== null) dinp.fill(0, 0, B * C * H * W);
+  for (let b = 0; b < B; b++) {
+    for (let o = 0; o < OC; o++) {
+      const ob = (b * OC + o) * OH * OW;
+      for (let y = 0; y < OH; y++) {
+        for (let x = 0; x < OW; x++) {
+          const g = dout[ob + y * OW + x];
+          dbias[o] += g;
+          for (let c = 0; c < C; c++) {
+            const ib = ((b * C + c) * H + y) * W + x;
+            const wb = (o * C + c) * KK;
+            for (let i = 0; i < KS; i++) {
+              for (let j = 0; j < KS; j++) {
+                dweight[wb + i * KS + j] += g * inp[ib + i * W + j];
+                if (dinp !== null) dinp[ib + i * W + j] += g * weight[wb + i * KS + j];
+              }
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// 2×2 max-pool, stride 2 (PyTorch's MaxPool2d(2)): out[b][c][y][x] = max of inp[b][c][2y..2y+1][2x..2x+1]
+// inp (B,C,H,W)  →  out (B,C,⌊H/2⌋,⌊W/2⌋); an odd last row or column is dropped, as PyTorch does.
+// The maximum is taken in the order (0,0), (0,1), (1,0), (1,1), replacing only on a strictly greater value:
+// ties go to the first, and a NaN is kept only in the first position (`v > best` is false for NaN).
+// No argmax is recorded: maxPoolBackward recomputes it from inp with the same rule, so every family picks
+// the same element and both kernels are exact (a selection, no arithmetic): bit-identical in every family.
+export function maxPoolForward(out: F, inp: F, B: number, C: number, H: number, W: number): void {
+  const PH = H >> 1;
+  const PW = W >> 1;
+  for (let m = 0; m < B * C; m++) {
+    for (let y = 0; y < PH; y++) {
+      const r0 = (m * H + 2 * y) * W;
+      const r1 = r0 + W;
+      const ob = (m * PH + y) * PW;
+      for (let x = 0; x < PW; x++) {
+        let best = inp[r0 + 2 * x];
+        if (inp[r0 + 2 * x + 1] > best) best = inp[r0 + 2 * x + 1];
+        if (inp[r1 + 2 * x] > best) best = inp[r1 + 2 * x];
+        if (inp[r1 + 2 * x + 1] > best) best = inp[r1 + 2 * x + 1];
+        out[ob + x] = best;
+      }
+    }
+  }
+}
+
+// dinp = dout routed to the element maxPoolForward chose in each window (same rule), 0 everywhere else
+// (the other three of each window, and a dropped odd last row or column).
+// dout (B,C,⌊H/2⌋,⌊W/2⌋)  inp (B,C,H,W): the forward's input  →  dinp (B,C,H,W); overwritten
+export function maxPoolBackward(dinp: F, dout: F, inp: F, B: number, C: number, H: number, W: number): void {
+  const PH = H >> 1;
+  const PW = W >> 1;
+  dinp.fill(0, 0, B * C * H * W);
+  for (let m = 0; m < B * C; m++) {
+    for (let y = 0; y < PH; y++) {
+      const r0 = (m * H + 2 * y) * W;
+      const r1 = r0 + W;
+      const ob = (m * PH + y) * PW;
+      for (let x = 0; x < PW; x++) {
+        let at = r0 + 2 * x;
+        if (inp[r0 + 2 * x + 1] > inp[at]) at = r0 + 2 * x + 1;
+        if (inp[r1 + 2 * x] > inp[at]) at = r1 + 2 * x;
+        if (inp[r1 + 2 * x + 1] > inp[at]) at = r1 + 2 * x + 1;
+        dinp[at] = dout[ob + x];
+      }
+    }
+  }
+}

@@ -154,6 +154,12 @@ interface Exports {
   linear_bwd(dinp: number, dweight: number, dbias: number, dout: number, inp: number, w: number,
              B: number, C: number, OC: number, wantDinp: number): void;
   relu_bwd(dinp: number, dout: number, out: number, n: number): void;
+  conv2d_fwd(out: number, inp: number, w: number, bias: number, cols: number, B: number, C: number, OC: number,
+             H: number, W: number, relu: number): void;
+  conv2d_bwd(dinp: number, dw: number, db: number, dout: number, inp: number, w: number, cols: number, B: number,
+             C: number, OC: number, H: number, W: number, wantDinp: number): void;
+  maxpool_fwd(out: number, inp: number, maps: number, H: number, W: number): void;
+  maxpool_bwd(dinp: number, dout: number, inp: number, maps: number, H: number, W: number): void;
   reduce_slots(grad: number, slots: number, strideBytes: number, S: number, n: number): void;
   // the gradient is Σ of S ≥ 1 slots strideBytes apart; n4 quads of floats
   sgd_plain(param: number, slots: number, strideBytes: number, S: number, n4: number, lr: number, wd: number): void;
@@ -173,6 +179,25 @@ function wasmKernels(family: 'relaxed' | 'simd', x: Exports, memory: WebAssembly
     }
     if (v.length < n) throw new Error(`${family} kernels: ${what} has ${v.length} floats, needs ${n}`);
     return v.byteOffset;
+  };
+  const poolSizes = (B: number, C: number, H: number, W: number) => {
+    for (const [name, v] of [['B', B], ['C', C], ['H', H], ['W', W]] as const) {
+      if (!Number.isInteger(v) || v < 0) throw new Error(`${family} kernels: ${name} must be a non-negative integer, got ${v}`);
+    }
+  };
+  // The convolutions' sizes: 5×5 valid needs H, W ≥ 5 (a smaller map would index outside its views)
+  const convSizes = (B: number, C: number, OC: number, H: number, W: number) => {
+    poolSizes(B, C, H, W);
+    if (!Number.isInteger(OC) || OC < 0) throw new Error(`${family} kernels: OC must be a non-negative integer, got ${OC}`);
+    if (H < 5 || W < 5) throw new Error(`${family} kernels: a 5×5 valid convolution needs H ≥ 5 and W ≥ 5, got ${H}×${W}`);
+    const P = (H - 4) * (W - 4);
+    return { inp: B * C * H * W, out: B * OC * P, weight: OC * C * 25, cols: C * 25 * P };
+  };
+  const convForward = (relu: number) => (out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number,
+                                         H: number, W: number) => {
+    const n = convSizes(B, C, OC, H, W);
+    x.conv2d_fwd(at(out, n.out, 'out'), at(inp, n.inp, 'inp'), at(weight, n.weight, 'weight'), at(bias, OC, 'bias'),
+                 at(cols, n.cols, 'cols'), B, C, OC, H, W, relu);
   };
   const forward = (relu: number) => (out: F, inp: F, weight: F, bias: F, B: number, C: number, OC: number) => {
     x.linear_fwd(at(out, B * OC, 'out'), at(inp, B * C, 'inp'), at(weight, OC * C, 'weight'), at(bias, OC, 'bias'),
@@ -221,6 +246,23 @@ function wasmKernels(family: 'relaxed' | 'simd', x: Exports, memory: WebAssembly
     crossEntropyForward: ref.crossEntropyForward,
     crossEntropyBackward: ref.crossEntropyBackward,
     countCorrect: ref.countCorrect,
+    conv2dForward: convForward(0),
+    conv2dReluForward: convForward(1),
+    conv2dBackward(dinp, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W) {
+      const n = convSizes(B, C, OC, H, W);
+      x.conv2d_bwd(dinp === null ? 0 : at(dinp, n.inp, 'dinp'), at(dweight, n.weight, 'dweight'), at(dbias, OC, 'dbias'),
+                   at(dout, n.out, 'dout'), at(inp, n.inp, 'inp'), at(weight, n.weight, 'weight'), at(cols, n.cols, 'cols'),
+                   B, C, OC, H, W, dinp === null ? 0 : 1);
+    },
+    maxPoolForward(out, inp, B, C, H, W) {
+      poolSizes(B, C, H, W);
+      x.maxpool_fwd(at(out, B * C * (H >> 1) * (W >> 1), 'out'), at(inp, B * C * H * W, 'inp'), B * C, H, W);
+    },
+    maxPoolBackward(dinp, dout, inp, B, C, H, W) {
+      poolSizes(B, C, H, W);
+      x.maxpool_bwd(at(dinp, B * C * H * W, 'dinp'), at(dout, B * C * (H >> 1) * (W >> 1), 'dout'),
+                    at(inp, B * C * H * W, 'inp'), B * C, H, W);
+    },
     reduceSlots(grad, slots, stride, S, start, end) {
       if (end <= start) return;
       if (S === 0) {
