@@ -283,16 +283,24 @@ export function readConfigFile(path: string): Record<string, unknown> {
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw fail(`expected a JSON object of configuration fields, got ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}`);
   }
-  for (const [key, v] of Object.entries(value)) {
-    try {
-      checkKnown(key);
-      checkField(key as keyof Config, v);
-      checkGivenPath(key, v);
-    } catch (e) {
-      throw e instanceof UsageError ? fail(e.message) : e;
-    }
+  try {
+    checkConfigFields(value as Record<string, unknown>);
+  } catch (e) {
+    throw e instanceof UsageError ? fail(e.message) : e;
   }
   return value as Record<string, unknown>;
+}
+
+/**
+ * Each field of a configuration object given as a whole (a --config file, the library's train options) on
+ * its own, so the first bad one is named: a known key, a value of the right kind and range.
+ */
+export function checkConfigFields(value: Record<string, unknown>): void {
+  for (const [key, v] of Object.entries(value)) {
+    checkKnown(key);
+    checkField(key as keyof Config, v);
+    checkGivenPath(key, v);
+  }
 }
 
 /** The file as UTF-8 text, read no further than `max` bytes: a larger file (or a device) is refused. */

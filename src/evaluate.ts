@@ -23,10 +23,14 @@ export interface EvalOptions {
   dataDir?: string;
   threads: number;
   kernels: 'auto' | KernelFamily;
-  /** folder for confusion_matrix.png and errors.png */
-  plots: string;
+  /** folder for confusion_matrix.png and errors.png; none: no pictures */
+  plots?: string;
   json: boolean;
   download: boolean;
+  /** print the report (tables, or JSON with `json`); the library API does not */
+  print?: boolean;
+  /** where progress lines (a download) go; default stderr */
+  log?: (line: string) => void;
 }
 
 export interface ClassStats {
@@ -67,12 +71,13 @@ export const ERRORS_PNG = 'errors.png';
 /** Evaluates, prints the report (tables, or one JSON object with --json), writes the plots; returns the report. */
 export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
   const model = await loadModel(opts.model);
-  const dataset = chooseDataset(opts.dataset, model, opts.model);
+  const dataset = chooseDataset(opts.dataset, model, opts.model, opts.log);
   const info = DATASETS[dataset];
   const dataDir = opts.dataDir ?? `datasets/${dataset}`;
   // Refuse an unwritable --plots before spending any time on the evaluation.
-  await ensureWritableDir(opts.plots, '--plots');
-  if (opts.download) await ensureDataset(dataset, dataDir, { log: (line) => process.stderr.write(line + '\n') });
+  if (opts.plots !== undefined) await ensureWritableDir(opts.plots, '--plots');
+  const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
+  if (opts.download) await ensureDataset(dataset, dataDir, { log });
   const test = await loadSplit(dataDir, 'test', dataset);
   const pixels = test.rows * test.cols;
   const V = model.layers[model.layers.length - 1];
@@ -111,11 +116,13 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
     `accuracy ${pct(report.accuracy)} · loss ${report.loss.toFixed(4)}`;
   const mistakes = confidentMistakes(probs, test.labels, V, ERROR_GRID.cols * ERROR_GRID.rows);
   const wrong = test.count - correct;
-  report.plots = [
-    await writePlot(opts.plots, CONFUSION_PNG, confusionSvg(confusion, info.classes, title, caption)),
-    await writePlot(opts.plots, ERRORS_PNG, errorsSvg(mistakes, test.images, info.classes, wrong, title)),
-  ];
-  process.stdout.write(opts.json ? JSON.stringify(report) + '\n' : formatReport(report, info.classes, dataDir));
+  if (opts.plots !== undefined) {
+    report.plots = [
+      await writePlot(opts.plots, CONFUSION_PNG, confusionSvg(confusion, info.classes, title, caption)),
+      await writePlot(opts.plots, ERRORS_PNG, errorsSvg(mistakes, test.images, info.classes, wrong, title)),
+    ];
+  }
+  if (opts.print !== false) process.stdout.write(opts.json ? JSON.stringify(report) + '\n' : formatReport(report, info.classes, dataDir));
   return report;
 }
 

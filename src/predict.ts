@@ -41,10 +41,11 @@ export async function loadModel(path: string): Promise<LoadedModel> {
   return { layers, layout: paramLayout(layers), params, dataset: recorded && isDatasetName(recorded) ? recorded : undefined };
 }
 
-/** The dataset to use: the flag if given, else the model's own, else mnist; warns on stderr when they differ. */
-export function chooseDataset(flag: DatasetName | undefined, model: LoadedModel, modelPath: string): DatasetName {
+/** The dataset to use: the flag if given, else the model's own, else mnist; warns (stderr) when they differ. */
+export function chooseDataset(flag: DatasetName | undefined, model: LoadedModel, modelPath: string,
+                              log: (line: string) => void = (line) => process.stderr.write(line + '\n')): DatasetName {
   if (flag && model.dataset && flag !== model.dataset) {
-    process.stderr.write(`mnist-par: note: ${modelPath} was trained on ${model.dataset}, using it with --dataset ${flag}\n`);
+    log(`mnist-par: note: ${modelPath} was trained on ${model.dataset}, using it with --dataset ${flag}`);
   }
   return flag ?? model.dataset ?? 'mnist';
 }

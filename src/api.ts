@@ -1,0 +1,158 @@
+// The library: what a Node program gets from `import { train, loadModel } from 'mnist-par'`. The same engine
+// as the command line, with the same option names as the --config JSON, checked the same way (a bad value
+// rejects with the CLI's one-line message), and silent unless asked to print.
+import { join } from 'node:path';
+import { checkConfigFields, validate, type Config } from './config.js';
+import type { DatasetName } from './data/datasets.js';
+import { DATASETS } from './data/datasets.js';
+import { loadDigitImage } from './data/image.js';
+import { UsageError } from './errors.js';
+import { evalCommand, type EvalReport } from './evaluate.js';
+import type { KernelFamily } from './kernels/index.js';
+import type { EpochRecord, Snapshot } from './metrics.js';
+import { argmaxRow, chooseDataset, forwardProbs, loadModel as readModel, normalizeTable } from './predict.js';
+import { train as runTrain, type StopRequest } from './train.js';
+import { createReporter, type Reporter } from './ui/reporter.js';
+
+export type { Config, EpochRecord, EvalReport, Snapshot };
+
+/** The configuration fields (as in a --config file), plus what only a program can pass. */
+export interface TrainOptions extends Partial<Omit<Config, 'dashboard' | 'json'>> {
+  /** after every epoch, with its record (losses, accuracies, learning rate, seconds) */
+  onEpoch?: (epoch: EpochRecord) => void;
+  /** after every optimizer step; cheap calls only (it runs on the coordinator between steps) */
+  onStep?: (snapshot: Snapshot) => void;
+  /** stops after the current step and saves, as Ctrl-C does; the promise then resolves with stoppedBy 'abort' */
+  signal?: AbortSignal;
+  /** 'silent' (the default) prints nothing; 'plain' and 'json' print what the CLI prints in a pipe */
+  reporter?: 'plain' | 'json' | 'silent';
+}
+
+export interface TrainResult {
+  /** the trained model (model.safetensors of the run) */
+  model: Model;
+  /** one record per epoch, as in epoch_metrics.csv */
+  metrics: EpochRecord[];
+  /** every file written */
+  files: string[];
+  /** the run's folder (models/run-N unless `out` was given) */
+  out: string;
+  stoppedBy: 'completed' | 'early' | StopRequest;
+  /** one sentence on why the run ended */
+  reason: string;
+  seconds: number;
+}
+
+/** Trains a model; rejects with a one-line error for a bad option, missing data or a failed worker. */
+export async function train(options: TrainOptions = {}): Promise<TrainResult> {
+  const { onEpoch, onStep, signal, reporter: mode = 'silent', ...fields } = options;
+  if (!['plain', 'json', 'silent'].includes(mode)) {
+    throw new UsageError(`reporter: expected one of plain, json, silent, got ${JSON.stringify(mode)}`);
+  }
+  const given = Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
+  checkConfigFields(given);
+  const cfg = validate({ ...given, dashboard: false, json: mode === 'json' });
+  signal?.throwIfAborted();
+  const stop: { how: StopRequest | null } = { how: null };
+  const onAbort = () => {
+    stop.how ??= 'abort';
+  };
+  signal?.addEventListener('abort', onAbort, { once: true });
+  const printer = mode === 'silent' ? null : createReporter({ mode, logEvery: cfg.logEvery, onInterrupt: (how) => { stop.how ??= how; } });
+  const reporter: Reporter = {
+    start: (s) => printer?.start(s),
+    step: (s) => {
+      printer?.step(s);
+      onStep?.(s);
+    },
+    epoch: (s, e) => {
+      printer?.epoch(s, e);
+      onEpoch?.(e);
+    },
+    finish: (s, lines) => printer?.finish(s, lines),
+    close: () => printer?.close(),
+  };
+  const note = mode === 'silent' ? () => {} : (line: string) => process.stderr.write(`mnist-par: note: ${line}\n`);
+  try {
+    const run = await runTrain(cfg, reporter, stop, undefined, undefined, note);
+    if (printer) reporter.finish(run.snapshot, [`mnist-par: ${run.reason} (${run.seconds.toFixed(1)} s)`]);
+    return {
+      model: await loadModel(join(run.out, 'model.safetensors')), metrics: run.epochs, files: run.files, out: run.out,
+      stoppedBy: run.stoppedBy, reason: run.reason, seconds: run.seconds,
+    };
+  } finally {
+    signal?.removeEventListener('abort', onAbort);
+    reporter.close();
+  }
+}
+
+export interface Prediction {
+  /** the class with the highest probability (the digit, for MNIST) */
+  digit: number;
+  /** its name ("7", or "Sneaker" on Fashion-MNIST) */
+  label: string;
+  /** softmax over the classes */
+  probabilities: Float32Array;
+}
+
+export interface EvaluateOptions {
+  /** default: the dataset the model was trained on */
+  dataset?: DatasetName;
+  /** default: datasets/<dataset> */
+  dataDir?: string;
+  /** worker threads; default 1 */
+  threads?: number;
+  kernels?: 'auto' | KernelFamily;
+  /** download missing dataset files (default true) */
+  download?: boolean;
+  /** also write confusion_matrix.png and errors.png into this folder */
+  plots?: string;
+}
+
+export interface Model {
+  /** the file it was read from */
+  readonly path: string;
+  /** layer widths, input to output: [784, 128, 256, 512, 128, 10] */
+  readonly layers: readonly number[];
+  /** the dataset it was trained on: its normalization and class names are used */
+  readonly dataset: DatasetName;
+  /**
+   * Classifies one image: a file (PNG, JPEG, … any size or polarity: preprocessed as `mnist-par predict`
+   * does), or 784 pixels of a 28×28 MNIST-style image (white ink on black), as bytes 0..255 or floats 0..1.
+   */
+  predict(image: string | Uint8Array | Float32Array): Promise<Prediction>;
+  /** Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on the test split. */
+  evaluate(options?: EvaluateOptions): Promise<EvalReport>;
+}
+
+/** Reads a model.safetensors written by training (or a PyTorch state dict of the same net). */
+export async function loadModel(path: string): Promise<Model> {
+  const loaded = await readModel(path);
+  const dataset = chooseDataset(undefined, loaded, path);
+  const table = normalizeTable(dataset);
+  const pixels = loaded.layers[0];
+  return {
+    path, layers: loaded.layers, dataset,
+    async predict(image) {
+      let bytes: Uint8Array;
+      if (typeof image === 'string') {
+        bytes = await loadDigitImage(image);
+      } else if (image instanceof Uint8Array || image instanceof Float32Array) {
+        if (image.length !== pixels) throw new UsageError(`predict: expected ${pixels} pixels (28×28), got ${image.length}`);
+        bytes = image instanceof Uint8Array ? image
+          : Uint8Array.from(image, (x) => Math.round(255 * Math.min(1, Math.max(0, Number.isFinite(x) ? x : 0))));
+      } else {
+        throw new UsageError('predict: expected an image file path, or 784 pixels as a Uint8Array or Float32Array');
+      }
+      const probabilities = forwardProbs(loaded, table, bytes, 1);
+      const digit = argmaxRow(probabilities, 0, probabilities.length);
+      return { digit, label: DATASETS[dataset].classes[digit], probabilities };
+    },
+    async evaluate(o = {}) {
+      return evalCommand({
+        model: path, dataset: o.dataset ?? dataset, dataDir: o.dataDir, threads: o.threads ?? 1, kernels: o.kernels ?? 'auto',
+        plots: o.plots, json: false, download: o.download ?? true, print: false, log: () => {},
+      });
+    },
+  };
+}
