@@ -174,13 +174,7 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   for (const f of families) kernels.set(f, await loadBenchFamily(f, memory));
 
   const results: Result[] = [];
-  const record = (kernel: string, shape: string, B: number, family: BenchFamily, seconds: number, amount: number,
-                  unit: Result['unit']) => {
-    const js = results.find((r) => r.kernel === kernel && r.shape === shape && r.B === B && r.family === 'js');
-    const rate = amount / seconds / 1e9;
-    results.push({ kernel, shape, B, family, us: seconds * 1e6, rate, unit, vsJs: js ? rate / js.rate : null });
-  };
-  const f64 = (v: Float32Array, n: number) => Float64Array.from(v.subarray(0, n));
+  const record = recorder(results);
 
   for (const B of batches) {
     for (let l = 0; l < layout.slots.length; l++) {
@@ -361,13 +355,7 @@ async function benchConv(opts: BenchOptions, families: BenchFamily[], relaxed: b
   const native = loadNative();
 
   const results: Result[] = [];
-  const record = (kernel: string, shape: string, B: number, family: BenchFamily, seconds: number, amount: number,
-                  unit: Result['unit']) => {
-    const js = results.find((r) => r.kernel === kernel && r.shape === shape && r.B === B && r.family === 'js');
-    const rate = amount / seconds / 1e9;
-    results.push({ kernel, shape, B, family, us: seconds * 1e6, rate, unit, vsJs: js ? rate / js.rate : null });
-  };
-  const f64 = (v: Float32Array, n: number) => Float64Array.from(v.subarray(0, n));
+  const record = recorder(results);
 
   for (const B of batches) {
     for (const l of CONV_LAYERS) {
@@ -518,3 +506,14 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     process.exit(1);
   });
 }
+
+/** Records a timing as a rate (amount / s / 1e9) beside the js family's rate for the same kernel, shape and B. */
+function recorder(results: Result[]) {
+  return (kernel: string, shape: string, B: number, family: BenchFamily, seconds: number, amount: number, unit: Result['unit']) => {
+    const js = results.find((r) => r.kernel === kernel && r.shape === shape && r.B === B && r.family === 'js');
+    const rate = amount / seconds / 1e9;
+    results.push({ kernel, shape, B, family, us: seconds * 1e6, rate, unit, vsJs: js ? rate / js.rate : null });
+  };
+}
+
+const f64 = (v: Float32Array, n: number) => Float64Array.from(v.subarray(0, n));
