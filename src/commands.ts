@@ -85,7 +85,7 @@ export function addModelCommands(program: Command): void {
         json: o.json === true,
         download: o.download !== false,
       };
-      const { evalCommand } = await import('./evaluate.js');
+      const { evalCommand } = await import('./eval/command.js');
       await evalCommand(opts);
       process.exitCode = 0;
     });
