@@ -1,8 +1,9 @@
 // `mnist-par bench kernels|scaling|peers`: flags → validated benchmark options → run. The benchmarks
 // themselves are loaded only when one is run, so the CLI starts as fast without them.
 import type { Command } from 'commander';
-import { DATASET_NAMES, KERNEL_CHOICES, type Config } from '../src/config.js';
-import { UsageError } from '../src/errors.js';
+import {
+  DATASET_NAMES, INT_LIMITS, KERNEL_CHOICES, parseChoice, parseIntFlag, parseIntList, parseRealFlag,
+} from '../src/config.js';
 import { BENCH_FAMILIES } from './families.js';
 import type { BenchOptions } from './kernels.js';
 import type { PeerOptions } from './peers.js';
@@ -26,34 +27,19 @@ export interface BenchFlags {
   conv?: boolean;
 }
 
-/** "1,2,4" → [1, 2, 4]: distinct integers in [min, max]; otherwise a one-line UsageError naming the flag. */
-export function parseIntList(flag: string, text: string, min: number, max: number, example: string): number[] {
-  const parts = text.split(',').map((s) => s.trim());
-  const values = parts.map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
-  if (values.some((v) => !Number.isInteger(v) || v < min || v > max) || new Set(values).size !== values.length) {
-    throw new UsageError(`${flag}: expected distinct comma-separated integers in ${min}..${max} (e.g. ${example}), got '${text}'`);
-  }
-  return values;
-}
-
-export function parseIntFlag(flag: string, text: string, min: number, max: number): number {
-  const v = /^\s*\d+\s*$/.test(text) ? Number(text) : NaN;
-  if (!Number.isInteger(v) || v < min || v > max) throw new UsageError(`${flag}: expected an integer in ${min}..${max}, got '${text}'`);
-  return v;
-}
-
-function parseChoice<T extends string>(flag: string, text: string, choices: readonly T[]): T {
-  if (!(choices as readonly string[]).includes(text)) throw new UsageError(`${flag}: expected one of ${choices.join(', ')}, got '${text}'`);
-  return text as T;
-}
+/** Bench's own limits; the others are training's (INT_LIMITS). */
+const REPEATS: [number, number] = [1, 1000];
+/** rows per micro-shard that bench kernels times */
+const KERNEL_ROWS: [number, number] = [1, 4096];
+const SECONDS = [Number.MIN_VALUE, 600, 'a number of seconds in (0, 600]'] as const;
 
 /** The options shared by the two training benchmarks: data, kernels, shards, where results go. */
 function runFlags(f: BenchFlags): Omit<ScalingOptions, 'threads' | 'batchSizes' | 'repeats'> {
   return {
     ...(f.dataset !== undefined ? { dataset: parseChoice('--dataset', f.dataset, DATASET_NAMES) } : {}),
     ...(f.dataDir !== undefined ? { dataDir: f.dataDir } : {}),
-    ...(f.kernels !== undefined ? { kernels: parseChoice<Config['kernels']>('--kernels', f.kernels, KERNEL_CHOICES) } : {}),
-    ...(f.shards !== undefined ? { shards: parseIntFlag('--shards', f.shards, 1, 256) } : {}),
+    ...(f.kernels !== undefined ? { kernels: parseChoice('--kernels', f.kernels, KERNEL_CHOICES) } : {}),
+    ...(f.shards !== undefined ? { shards: parseIntFlag('--shards', f.shards, ...INT_LIMITS.shards) } : {}),
     ...(f.out !== undefined ? { outDir: f.out } : {}),
     ...(f.plots !== undefined ? { plotsDir: f.plots } : {}),
   };
@@ -62,9 +48,9 @@ function runFlags(f: BenchFlags): Omit<ScalingOptions, 'threads' | 'batchSizes' 
 export function scalingOptions(f: BenchFlags): ScalingOptions {
   const quick = f.quick === true;
   return {
-    threads: f.threads !== undefined ? parseIntList('--threads', f.threads, 1, 256, '1,2,4,8') : quick ? [1, 2] : undefined,
-    batchSizes: f.batchSize !== undefined ? parseIntList('--batch-size', f.batchSize, 1, 65536, '32,64,128') : quick ? [64] : undefined,
-    repeats: f.repeats !== undefined ? parseIntFlag('--repeats', f.repeats, 1, 1000) : quick ? 1 : undefined,
+    threads: f.threads !== undefined ? parseIntList('--threads', f.threads, ...INT_LIMITS.threads, '1,2,4,8') : quick ? [1, 2] : undefined,
+    batchSizes: f.batchSize !== undefined ? parseIntList('--batch-size', f.batchSize, ...INT_LIMITS.batchSize, '32,64,128') : quick ? [64] : undefined,
+    repeats: f.repeats !== undefined ? parseIntFlag('--repeats', f.repeats, ...REPEATS) : quick ? 1 : undefined,
     ...(quick ? { window: { warmupSteps: 3, minSteps: 5, minMs: 0 } } : {}),
     ...runFlags(f),
   };
@@ -72,14 +58,11 @@ export function scalingOptions(f: BenchFlags): ScalingOptions {
 
 export function peerOptions(f: BenchFlags): PeerOptions {
   const quick = f.quick === true;
-  const seconds = f.seconds === undefined ? (quick ? 0.5 : undefined) : Number(f.seconds);
-  if (seconds !== undefined && !(Number.isFinite(seconds) && seconds > 0 && seconds <= 600)) {
-    throw new UsageError(`--seconds: expected a number of seconds in (0, 600], got '${f.seconds}'`);
-  }
+  const seconds = f.seconds === undefined ? (quick ? 0.5 : undefined) : parseRealFlag('--seconds', f.seconds, SECONDS);
   return {
-    threads: f.threads !== undefined ? parseIntFlag('--threads', f.threads, 1, 256) : undefined,
-    batchSizes: f.batchSize !== undefined ? parseIntList('--batch-size', f.batchSize, 1, 65536, '64,128,256') : quick ? [64] : undefined,
-    repeats: f.repeats !== undefined ? parseIntFlag('--repeats', f.repeats, 1, 1000) : quick ? 1 : undefined,
+    threads: f.threads !== undefined ? parseIntFlag('--threads', f.threads, ...INT_LIMITS.threads) : undefined,
+    batchSizes: f.batchSize !== undefined ? parseIntList('--batch-size', f.batchSize, ...INT_LIMITS.batchSize, '64,128,256') : quick ? [64] : undefined,
+    repeats: f.repeats !== undefined ? parseIntFlag('--repeats', f.repeats, ...REPEATS) : quick ? 1 : undefined,
     seconds,
     ...(quick ? { settings: [[1, 1]] as [number, number][], window: { warmupSteps: 3, minSteps: 5 } } : {}),
     ...(f.peerScript !== undefined ? { script: f.peerScript } : {}),
@@ -90,8 +73,8 @@ export function peerOptions(f: BenchFlags): PeerOptions {
 export function kernelOptions(f: BenchFlags): BenchOptions {
   const quick = f.quick === true;
   return {
-    batches: f.batchSize !== undefined ? parseIntList('--batch-size', f.batchSize, 1, 4096, '8,16,32,64') : quick ? [16] : undefined,
-    repeats: f.repeats !== undefined ? parseIntFlag('--repeats', f.repeats, 1, 1000) : quick ? 3 : undefined,
+    batches: f.batchSize !== undefined ? parseIntList('--batch-size', f.batchSize, ...KERNEL_ROWS, '8,16,32,64') : quick ? [16] : undefined,
+    repeats: f.repeats !== undefined ? parseIntFlag('--repeats', f.repeats, ...REPEATS) : quick ? 3 : undefined,
     ...(quick ? { minMs: 5 } : {}),
     ...(f.kernels !== undefined ? { families: f.kernels.split(',').map((k) => parseChoice('--kernels', k.trim(), BENCH_FAMILIES)) } : {}),
     ...(f.out !== undefined ? { outDir: f.out } : {}),
@@ -151,7 +134,7 @@ export function addBenchCommand(program: Command): void {
 
 function withRunFlags(cmd: Command): Command {
   return cmd
-    .option('--kernels <family>', 'compute kernels: auto, native, relaxed, simd, js (default: auto)')
+    .option('--kernels <family>', `compute kernels: ${KERNEL_CHOICES.join(', ')} (default: auto)`)
     .option('--dataset <name>', 'mnist or fashion-mnist (default: mnist)')
     .option('--data-dir <dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)')
     .option('--shards <n>', 'micro-shards per batch (default: 4, as training)')

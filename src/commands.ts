@@ -3,37 +3,13 @@ import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { DATASET_NAMES, isDatasetName, type DatasetName } from './data/datasets.js';
-import { UsageError } from './errors.js';
-import type { KernelFamily } from './kernels/wasm.js';
+import { DATASET_NAMES, INT_LIMITS, KERNEL_CHOICES, parseChoice, parseIntFlag, parsePath } from './config.js';
+import type { DatasetName } from './data/datasets.js';
 
-const KERNELS = ['auto', 'native', 'relaxed', 'simd', 'js'] as const;
+const datasetFlag = (v: unknown): DatasetName | undefined =>
+  v === undefined ? undefined : parseChoice('--dataset', String(v), DATASET_NAMES);
 
-function datasetFlag(v: unknown): DatasetName | undefined {
-  if (v === undefined) return undefined;
-  const s = String(v);
-  if (!isDatasetName(s)) throw new UsageError(`--dataset: expected one of ${DATASET_NAMES.join(', ')}, got '${s}'`);
-  return s;
-}
-
-function pathFlag(flag: string, v: unknown): string {
-  const s = String(v);
-  if (s.trim() === '') throw new UsageError(`${flag}: expected a path, got an empty string`);
-  return s;
-}
-
-function threadsFlag(v: unknown): number {
-  const s = String(v).trim();
-  const n = /^\d+$/.test(s) ? Number(s) : NaN;
-  if (!Number.isInteger(n) || n < 1 || n > 256) throw new UsageError(`--threads: expected an integer in 1..256, got '${String(v)}'`);
-  return n;
-}
-
-function kernelsFlag(v: unknown): 'auto' | KernelFamily {
-  const s = String(v);
-  if (!(KERNELS as readonly string[]).includes(s)) throw new UsageError(`--kernels: expected one of ${KERNELS.join(', ')}, got '${s}'`);
-  return s as 'auto' | KernelFamily;
-}
+const pathFlag = (flag: string, v: unknown): string => parsePath(flag, String(v));
 
 /** --model: a weights file, or a run folder holding model.safetensors; left out, the newest run's. */
 async function modelFlag(v: unknown): Promise<string> {
@@ -67,7 +43,7 @@ export function addModelCommands(program: Command): void {
     .option('--dataset <name>', 'mnist or fashion-mnist (default: the dataset the model was trained on)')
     .option('--data-dir <dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)')
     .option('--threads <n>', `worker threads in the pool (default: ${availableParallelism()}, this machine's core count)`)
-    .option('--kernels <family>', 'compute kernels: auto, native, relaxed, simd, js (default: auto)')
+    .option('--kernels <family>', `compute kernels: ${KERNEL_CHOICES.join(', ')} (default: auto)`)
     .option('--plots <dir>', 'folder for confusion_matrix.png and errors.png (default: plots/run-N for a model in models/run-N, else plots)')
     .option('--json', 'print one JSON object instead of tables')
     .option('--no-download', 'never download: fail if dataset files are missing')
@@ -79,13 +55,13 @@ export function addModelCommands(program: Command): void {
         model,
         dataset,
         dataDir: o.dataDir === undefined ? undefined : pathFlag('--data-dir', o.dataDir),
-        threads: o.threads === undefined ? availableParallelism() : threadsFlag(o.threads),
-        kernels: kernelsFlag(o.kernels ?? 'auto'),
+        threads: o.threads === undefined ? availableParallelism() : parseIntFlag('--threads', String(o.threads), ...INT_LIMITS.threads),
+        kernels: parseChoice('--kernels', String(o.kernels ?? 'auto'), KERNEL_CHOICES),
         plots: o.plots === undefined ? await defaultPlots(model) : pathFlag('--plots', o.plots),
         json: o.json === true,
         download: o.download !== false,
       };
-      const { evalCommand } = await import('./evaluate.js');
+      const { evalCommand } = await import('./eval/command.js');
       await evalCommand(opts);
       process.exitCode = 0;
     });

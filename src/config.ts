@@ -1,12 +1,15 @@
 // The resolved training configuration: its type, its defaults, and validate(), whose every message names
 // the flag and the accepted values. Sources, lowest precedence first: DEFAULTS, a --config JSON file (read by
-// readConfigFile), flags.
+// readConfigFile), flags. Also the one place every command's flags are checked: the lists of choices, the
+// integer limits, and the checks (checkInt, checkChoice, ...) that train, eval, predict and bench all use, so
+// a flag is refused with the same words wherever it is given.
 import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { DATASET_NAMES, type DatasetName } from './data/datasets.js';
 import { printable, UsageError } from './errors.js';
 import { DEFAULT_HIDDEN } from './model.js';
 
-export const DATASET_NAMES = ['mnist', 'fashion-mnist'] as const;
+export { DATASET_NAMES };
 export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
 export const SCHEDULES = ['none', 'step', 'cosine', 'onecycle'] as const;
 export const KERNEL_CHOICES = ['auto', 'native', 'relaxed', 'simd', 'js'] as const;
@@ -14,7 +17,7 @@ export const PIPELINES = ['lockstep', 'tasks'] as const;
 export const MONITORS = ['val_loss', 'val_accuracy'] as const;
 
 export interface Config {
-  dataset: (typeof DATASET_NAMES)[number];
+  dataset: DatasetName;
   /** folder holding the four IDX .gz files; default datasets/<dataset> */
   dataDir: string;
   /** download missing dataset files from the mirrors before training */
@@ -116,7 +119,7 @@ export function flagName(key: string): string {
   return '--' + key.replace(/[A-Z]/g, (c) => '-' + c.toLowerCase());
 }
 
-const INT_LIMITS: Partial<Record<keyof Config, [number, number]>> = {
+export const INT_LIMITS = {
   threads: [1, 256],
   shards: [1, 256],
   epochs: [1, 100000],
@@ -127,9 +130,11 @@ const INT_LIMITS: Partial<Record<keyof Config, [number, number]>> = {
   stepSize: [1, 100000],
   logEvery: [1, 1e9],
   patience: [0, 100000],
-};
+} as const satisfies Partial<Record<keyof Config, readonly [number, number]>>;
 
-const REAL_LIMITS: Partial<Record<keyof Config, [number, number, string]>> = {
+type RealLimits = readonly [min: number, max: number, expected: string];
+
+const REAL_LIMITS: Partial<Record<keyof Config, RealLimits>> = {
   lr: [Number.MIN_VALUE, 10, 'a number > 0 and ≤ 10'],
   momentum: [0, 1, 'a number in [0, 1]'],
   weightDecay: [0, 1, 'a number in [0, 1]'],
@@ -187,21 +192,15 @@ function checkKnown(key: string): void {
 /** Checks one field on its own (validate() then checks the fields that depend on each other). */
 function checkField(key: keyof Config, v: unknown): void {
   const flag = flagName(key);
-  const ints = INT_LIMITS[key];
+  const ints = (INT_LIMITS as Partial<Record<keyof Config, readonly [number, number]>>)[key];
   const reals = REAL_LIMITS[key];
   const choices = CHOICES[key];
   if (ints) {
-    if (typeof v !== 'number' || !Number.isInteger(v) || v < ints[0] || v > ints[1]) {
-      throw new UsageError(`${flag}: expected an integer in ${ints[0]}..${ints[1]}, got ${show(v)}`);
-    }
+    checkInt(flag, v, ints);
   } else if (reals) {
-    if (typeof v !== 'number' || !Number.isFinite(v) || v < reals[0] || v > reals[1]) {
-      throw new UsageError(`${flag}: expected ${reals[2]}, got ${show(v)}`);
-    }
+    checkReal(flag, v, reals);
   } else if (choices) {
-    if (typeof v !== 'string' || !choices.includes(v)) {
-      throw new UsageError(`${flag}: expected one of ${choices.join(', ')}, got ${show(v)}`);
-    }
+    checkChoice(flag, v, choices);
   } else if (key === 'hidden') {
     if (!Array.isArray(v) || v.length === 0 || v.some((w) => !Number.isInteger(w) || w < 1 || w > 8192)) {
       throw new UsageError(`--hidden: expected a list of layer widths, each an integer in 1..8192, got ${show(v)}`);
@@ -219,9 +218,66 @@ function checkField(key: keyof Config, v: unknown): void {
  * --config file, they must name a folder.
  */
 function checkGivenPath(key: string, v: unknown): void {
-  if ((key === 'out' || key === 'plots') && typeof v === 'string' && v.trim() === '') {
-    throw new UsageError(`${flagName(key)}: expected a directory path, got an empty string`);
+  if ((key === 'out' || key === 'plots') && typeof v === 'string') parsePath(flagName(key), v, 'a directory path');
+}
+
+// ---------------------------------------------------------------------------------------------------------
+// The checks every command uses. `given` is how the refused value is shown (default: show(v)).
+
+/** v, when it is an integer in [min, max]; otherwise a UsageError naming the flag. */
+export function checkInt(flag: string, v: unknown, [min, max]: readonly [number, number], given = show(v)): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+    throw new UsageError(`${flag}: expected an integer in ${min}..${max}, got ${given}`);
   }
+  return v;
+}
+
+/** v, when it is a finite number in [min, max]; otherwise a UsageError naming the flag and `expected`. */
+export function checkReal(flag: string, v: unknown, [min, max, expected]: RealLimits, given = show(v)): number {
+  if (typeof v !== 'number' || !Number.isFinite(v) || v < min || v > max) {
+    throw new UsageError(`${flag}: expected ${expected}, got ${given}`);
+  }
+  return v;
+}
+
+/** v, when it is one of `choices`; otherwise a UsageError naming the flag and listing them. */
+export function checkChoice<T extends string>(flag: string, v: unknown, choices: readonly T[], given = show(v)): T {
+  if (typeof v !== 'string' || !(choices as readonly string[]).includes(v)) {
+    throw new UsageError(`${flag}: expected one of ${choices.join(', ')}, got ${given}`);
+  }
+  return v as T;
+}
+
+// Flag text → value, for the flags that are not Config fields (eval, predict, bench): the same checks.
+
+/** Digits only (blanks around them allowed), in [min, max]: '1.5', '1e3' and '' are refused. */
+export function parseIntFlag(flag: string, text: string, min: number, max: number): number {
+  return checkInt(flag, /^\s*\d+\s*$/.test(text) ? Number(text) : NaN, [min, max], show(text));
+}
+
+/** "1,2,4" → [1, 2, 4]: distinct integers in [min, max]; otherwise a one-line UsageError naming the flag. */
+export function parseIntList(flag: string, text: string, min: number, max: number, example: string): number[] {
+  const parts = text.split(',').map((s) => s.trim());
+  const values = parts.map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
+  if (values.some((v) => !Number.isInteger(v) || v < min || v > max) || new Set(values).size !== values.length) {
+    throw new UsageError(`${flag}: expected distinct comma-separated integers in ${min}..${max} (e.g. ${example}), got ${show(text)}`);
+  }
+  return values;
+}
+
+/** A number (as JavaScript reads it) within `limits`. */
+export function parseRealFlag(flag: string, text: string, limits: RealLimits): number {
+  return checkReal(flag, text.trim() === '' ? NaN : Number(text), limits, show(text));
+}
+
+export function parseChoice<T extends string>(flag: string, text: string, choices: readonly T[]): T {
+  return checkChoice(flag, text, choices, show(text));
+}
+
+/** A path that is not empty (nor only blanks). */
+export function parsePath(flag: string, text: string, what = 'a path'): string {
+  if (text.trim() === '') throw new UsageError(`${flag}: expected ${what}, got an empty string`);
+  return text;
 }
 
 /** Checks every field of a merged configuration; returns it typed. Unknown keys are refused. */

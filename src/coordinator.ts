@@ -35,6 +35,9 @@ import type { OptimizerConfig } from './optim.js';
 import { resolveKernels, type KernelFamily, type ResolvedKernels } from './kernels/wasm.js';
 import { StuckStep, TaskError, WorkerDied } from './errors.js';
 import { packageRoot } from './paths.js';
+import {
+  BARRIER_SPIN_MS, CLOSE_TIMEOUT_MS, LEAVE_MS, POLL_MS, POOL_IDLE_TIMEOUT_MS, STUCK_GRACE_MS, WORKER_HEAP_MB, WORKER_YOUNG_GEN_MB,
+} from './tuning.js';
 import type { EpochTask, EvalTask, ReduceTask, ShardTask, WorkerInit } from '../workers/trainer.js';
 
 export type Pipeline = 'lockstep' | 'tasks';
@@ -77,14 +80,6 @@ export interface EpochHooks {
   /** polled between steps; true stops the epoch after the step in progress */
   shouldStop(): boolean;
 }
-
-/** A stop request that no step finishes for this long (and 3× the slowest step seen) gives up on the step. */
-export const STUCK_GRACE_MS = 500;
-/** After the abort word is set, how long the threads get to leave before they are abandoned (and terminated). */
-export const LEAVE_MS = 250;
-/** The old-generation heap of a worker thread, in MB: it keeps only views and small caches (a few MB); a
- *  runaway thread is stopped with ERR_WORKER_OUT_OF_MEMORY instead of taking the machine's memory. */
-export const WORKER_HEAP_MB = 256;
 
 export class Coordinator {
   readonly views: ArenaViews;
@@ -134,7 +129,7 @@ export class Coordinator {
       augment: options.augment ?? null,
       // spinning before sleeping at a barrier helps only when every thread has a core of its own; 2 ms
       // covers the usual skew between threads at the end of a phase
-      spinMs: this.threads <= availableParallelism() ? 2 : 0,
+      spinMs: this.threads <= availableParallelism() ? BARRIER_SPIN_MS : 0,
     };
     const filename = join(packageRoot(), 'dist', 'workers', 'trainer.js');
     if (!existsSync(filename)) throw new Error(`worker script ${filename} is missing: run npm run build`);
@@ -142,10 +137,10 @@ export class Coordinator {
       filename,
       minThreads: this.threads,
       maxThreads: this.threads,
-      idleTimeout: 60_000,
+      idleTimeout: POOL_IDLE_TIMEOUT_MS,
       concurrentTasksPerWorker: 1,
       // workers allocate almost nothing per step: a small young generation keeps each thread's heap small
-      resourceLimits: { maxYoungGenerationSizeMb: 2, maxOldGenerationSizeMb: WORKER_HEAP_MB },
+      resourceLimits: { maxYoungGenerationSizeMb: WORKER_YOUNG_GEN_MB, maxOldGenerationSizeMb: WORKER_HEAP_MB },
       workerData: init,
     });
     this.pool.on('workerDestroy', () => {
@@ -253,7 +248,7 @@ export class Coordinator {
           giveUp(new StuckStep(`the step in progress did not finish within ${(grace / 1000).toFixed(1)} s: ` +
             `${[...this.inFlight].join(', ')} never finished`));
         }
-      }, 20);
+      }, POLL_MS);
       try {
         for (let b = plan.from; b < plan.to; b++) {
           const start = b * plan.batchSize;
@@ -325,7 +320,7 @@ export class Coordinator {
     let doneBefore = plan.from;
     // Observe, off the workers' critical path: a look every 20 ms is plenty for metrics and the UI.
     while (!finished) {
-      await Promise.race([quiet, sleep(20)]);
+      await Promise.race([quiet, sleep(POLL_MS)]);
       const now = performance.now();
       const done = Atomics.load(ctrl, CTRL_STEPS_DONE);
       if (done > doneBefore) {
@@ -387,7 +382,7 @@ export class Coordinator {
   /** Terminates the worker threads; gives up after 5 s on one that cannot be terminated (a native loop). */
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.race([this.pool.destroy(), sleep(5000, false)]);
+    await Promise.race([this.pool.destroy(), sleep(CLOSE_TIMEOUT_MS, false)]);
   }
 }
 

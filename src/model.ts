@@ -4,10 +4,12 @@
 //   w[l]: (OC, C) row-major, exactly as PyTorch's nn.Linear.weight     b[l]: (OC)
 // stored as w[0] b[0] w[1] b[1] ... Gradients and optimizer moments reuse this layout, so zeroing is one
 // fill and an optimizer is one loop over a slice.
+import { CLASS_COUNT, IMAGE_PIXELS } from './data/datasets.js';
 import { Rng } from './rng.js';
 
-export const INPUT = 784;
-export const CLASSES = 10;
+/** The network's input and output widths: one image's pixels, the datasets' classes. */
+export const INPUT = IMAGE_PIXELS;
+export const CLASSES = CLASS_COUNT;
 export const DEFAULT_HIDDEN: readonly number[] = [128, 256, 512, 128];
 
 export interface LayerSlot {

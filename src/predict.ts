@@ -8,6 +8,7 @@ import { jsKernels } from './kernels/wasm.js';
 import { activationElements, activationViews, layerViews, mlpForward } from './mlp.js';
 import { paramLayout, type Layout } from './model.js';
 import { paramsFromTensors, readSafetensors } from './safetensors.js';
+import { fmtPct } from './ui/format.js';
 
 export interface PredictOptions {
   model: string;
@@ -57,8 +58,9 @@ export function normalizeTable(dataset: DatasetName): Float32Array {
 }
 
 /**
- * Softmax of the model's logits for B images on the main thread.
- * pixels (B, 784) uint8 → probabilities (B, classes) float32
+ * Softmax of the model's logits for B images on the main thread, by the reference kernels' cross-entropy
+ * (its loss is not used), so the probabilities are the ones eval's workers compute, bit for bit.
+ * pixels (B, IMAGE_PIXELS) uint8 → probabilities (B, classes) float32
  */
 export function forwardProbs(model: LoadedModel, table: Float32Array, pixels: Uint8Array, B: number): Float32Array {
   const { layout } = model;
@@ -68,13 +70,8 @@ export function forwardProbs(model: LoadedModel, table: Float32Array, pixels: Ui
   for (let i = 0; i < B * n0; i++) acts.h[0][i] = table[pixels[i]];
   const logits = mlpForward(jsKernels, layerViews(model.params, layout), acts, layout, B);
   const probs = new Float32Array(B * V);
-  for (let r = 0; r < B; r++) {
-    let max = -Infinity;
-    for (let v = 0; v < V; v++) max = Math.max(max, logits[r * V + v]);
-    let sum = 0;
-    for (let v = 0; v < V; v++) sum += Math.exp(logits[r * V + v] - max);
-    for (let v = 0; v < V; v++) probs[r * V + v] = Math.exp(logits[r * V + v] - max) / sum;
-  }
+  // the targets weigh only the loss, which is dropped
+  jsKernels.crossEntropyForward(probs, logits, new Uint8Array(B), B, V, 0);
   return probs;
 }
 
@@ -84,8 +81,6 @@ export function argmaxRow(m: ArrayLike<number>, r: number, V: number): number {
   for (let v = 1; v < V; v++) if (m[r * V + v] > m[r * V + best]) best = v;
   return best;
 }
-
-const pct = (p: number): string => `${(100 * p).toFixed(2)}%`;
 
 /** Classifies every image, printing as it goes; returns the exit code (1 if any image failed). */
 export async function predictCommand(opts: PredictOptions): Promise<number> {
@@ -112,8 +107,8 @@ export async function predictCommand(opts: PredictOptions): Promise<number> {
       process.stdout.write(JSON.stringify(p) + '\n');
     } else {
       const what = dataset === 'mnist' ? `digit ${digit}` : `class ${digit} ${names[digit]}`;
-      process.stdout.write(`${file}: ${what} (${pct(probs[digit])})\n`);
-      process.stdout.write('  ' + Array.from(probs, (x, v) => `${v}: ${pct(x)}`).join('  ') + '\n');
+      process.stdout.write(`${file}: ${what} (${fmtPct(probs[digit], 2)})\n`);
+      process.stdout.write('  ' + Array.from(probs, (x, v) => `${v}: ${fmtPct(x, 2)}`).join('  ') + '\n');
     }
   }
   return failed > 0 ? 1 : 0;

@@ -7,6 +7,9 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadSplit, type Split } from '../src/data/idx.js';
+import { crossEntropyForward } from '../src/kernels/reference.js';
+import { activationElements, activationViews, layerViews, mlpForward } from '../src/mlp.js';
+import { referenceKernels } from '../src/kernels/index.js';
 import { argmaxRow, forwardProbs, loadModel, normalizeTable, type Prediction } from '../src/predict.js';
 import { encodeSafetensors } from '../src/safetensors.js';
 import { mnistDir, runCli } from './cli-run.js';
@@ -44,6 +47,24 @@ const VARIANTS: [string, (px: Uint8Array, file: string) => Promise<void>][] = [
     await sharp(Buffer.from(rgb), { raw: { width: 28, height: 28, channels: 3 } }).resize(112, 112).png().toFile(f);
   }],
 ];
+
+describe('forwardProbs', () => {
+  it('gives the reference kernels\' softmax bit for bit, as eval\'s workers compute it', async () => {
+    const m = await loadModel(model);
+    const B = 500;
+    const V = 10;
+    const probs = forwardProbs(m, normalizeTable('mnist'), test.images.subarray(0, B * 784), B);
+    // the same network by hand: the forward kernels, then the cross-entropy kernel's probabilities
+    const acts = activationViews(new Float32Array(activationElements(m.layout, B)), m.layout, B);
+    const table = normalizeTable('mnist');
+    for (let i = 0; i < B * 784; i++) acts.h[0][i] = table[test.images[i]];
+    const logits = mlpForward(referenceKernels, layerViews(m.params, m.layout), acts, m.layout, B);
+    const want = new Float32Array(B * V);
+    crossEntropyForward(want, logits, test.labels.subarray(0, B), B, V, 0);
+    const differ = Array.from(want).filter((x, i) => !Object.is(x, probs[i])).length;
+    expect(differ, `${differ} of ${B * V} probabilities differ from the kernel's`).toBe(0);
+  });
+});
 
 describe('predict on test digits written as other images', () => {
   it('gives the model\'s own prediction on the original 28×28 image for ≥ 90%, and the true label for most', async () => {

@@ -2,7 +2,9 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   bar, fit, renderCompact, renderDashboard, smoothTail, stretch, stripAnsi, visibleWidth,
 } from '../src/ui/dashboard.js';
-import { fmtDuration, Interrupts, LineReporter } from '../src/ui/log.js';
+import { fmtDuration } from '../src/ui/format.js';
+import { Interrupts } from '../src/ui/interrupts.js';
+import { LineReporter } from '../src/ui/log.js';
 import { createReporter, resolveMode, type Reporter, type ReporterOptions } from '../src/ui/reporter.js';
 import type { BatchRecord } from '../src/metrics.js';
 import { syntheticRun } from './fixtures/snapshots.js';

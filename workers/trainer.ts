@@ -24,6 +24,7 @@ import type { OptimizerConfig } from '../src/optim.js';
 import { loadKernels, type KernelFamily } from '../src/kernels/wasm.js';
 import { augmentRow, DEFAULT_AUGMENT, sampleTransform } from '../src/data/augment.js';
 import { normalizationTable } from '../src/data/datasets.js';
+import { BARRIER_WAIT_SLICE_MS } from '../src/tuning.js';
 
 export interface WorkerInit {
   memory: WebAssembly.Memory;
@@ -248,7 +249,7 @@ function barrier(serial: (() => void) | null): void {
       if ((++polls & 255) === 0 && performance.now() >= spinUntil) spinning = false;
       continue;
     }
-    Atomics.wait(ctrl, CTRL_BAR_GEN, gen, 200);
+    Atomics.wait(ctrl, CTRL_BAR_GEN, gen, BARRIER_WAIT_SLICE_MS);
     // a worker that arrives after a peer failed is never released: it notices the abort word instead
     if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
   }

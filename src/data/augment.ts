@@ -7,6 +7,7 @@
 // pixel samples the source bilinearly, and anything outside the source is background (pixel value 0).
 import { mat2d } from 'gl-matrix';
 import { Rng } from '../rng.js';
+import { IMAGE_SIDE as SIDE } from './datasets.js';
 
 export interface AugmentOptions {
   /** rotation drawn from ±rotateDeg degrees */
@@ -21,7 +22,6 @@ export interface AugmentOptions {
 
 export const DEFAULT_AUGMENT: AugmentOptions = { rotateDeg: 10, scale: 0.1, shiftPx: 2, shearDeg: 8 };
 
-const SIDE = 28;
 /** Pixel centres are at 0..27, so the image centre is 13.5. */
 const CENTRE = (SIDE - 1) / 2;
 const DEG = Math.PI / 180;

@@ -1,6 +1,13 @@
 // The datasets we know: where to fetch each file, what it must hash to, and how to normalize its pixels.
 // Both datasets use the same four file names in the original gzipped IDX format (28×28 uint8 images).
 
+/** Every image of every dataset we know is IMAGE_SIDE × IMAGE_SIDE uint8 pixels, row-major. */
+export const IMAGE_SIDE = 28;
+/** Pixels of one image: the network's input width. */
+export const IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE;
+/** Classes of every dataset we know (labels 0..9): the network's output width. */
+export const CLASS_COUNT = 10;
+
 export type DatasetName = 'mnist' | 'fashion-mnist';
 export type SplitName = 'train' | 'test';
 

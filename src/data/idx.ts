@@ -13,7 +13,7 @@ import { constants as zlibConstants, gunzip, gunzipSync, type ZlibOptions } from
 
 const gunzipAsync = promisify(gunzip) as (buf: Uint8Array, options: ZlibOptions) => Promise<Buffer>;
 import { printable, UserError } from '../errors.js';
-import { SPLIT_FILES, type DatasetName, type SplitName } from './datasets.js';
+import { CLASS_COUNT as CLASSES, IMAGE_SIDE as SIDE, SPLIT_FILES, type DatasetName, type SplitName } from './datasets.js';
 
 export interface IdxArray {
   dims: number[];
@@ -35,8 +35,6 @@ export interface Split {
 const UBYTE = 0x08;
 const TYPE_NAMES: Record<number, string> = { 0x08: 'unsigned byte', 0x09: 'signed byte', 0x0b: 'int16', 0x0c: 'int32', 0x0d: 'float32', 0x0e: 'float64' };
 const NDIMS: Record<IdxKind, number> = { labels: 1, images: 3 };
-const SIDE = 28;
-const CLASSES = 10;
 
 const hex = (n: number, width: number) => '0x' + n.toString(16).padStart(width, '0');
 

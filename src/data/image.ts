@@ -7,6 +7,7 @@ import { mat2d, vec2 } from 'gl-matrix';
 import ndarray, { type NdArray } from 'ndarray';
 import sharp, { type OutputInfo } from 'sharp';
 import { UserError } from '../errors.js';
+import { IMAGE_SIDE as SIDE } from './datasets.js';
 
 // ndarray-ops ships no types; these are the few functions used here.
 type Nd = NdArray<Float64Array>;
@@ -16,7 +17,6 @@ const ops = createRequire(import.meta.url)('ndarray-ops') as {
   maxseq(a: Nd, s: number): void; negeq(a: Nd): void;
 };
 
-const SIDE = 28;
 const BOX = 20;
 /** MNIST's centres of mass sit at (14.0, 14.0) on average, in pixel-index coordinates. */
 const CENTRE = 14;

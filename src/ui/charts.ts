@@ -3,7 +3,9 @@
 // records and benchmark results only, never the training state.
 import { writeFileAtomic } from '../fsutil.js';
 import type { BatchRecord, EpochRecord } from '../metrics.js';
-import { ensureFonts, FONT_FAMILY } from './fonts.js';
+import { INK, MUTED, svgHead, svgToPng, text, textWidth } from './svg.js';
+
+export { svgToPng };
 
 export const CHART_WIDTH = 1800;
 export const CHART_HEIGHT = 1000;
@@ -22,8 +24,6 @@ export const PALETTE = {
   batchSizes: ['#1f77b4', '#ff7f0e', '#2ca02c', '#d62728', '#9467bd', '#8c564b', '#e377c2', '#17becf', '#bcbd22'],
 } as const;
 
-const INK = '#222222';
-const MUTED = '#555555';
 const GRID = '#e3e3e3';
 
 // ---------------------------------------------------------------------------------------------------------
@@ -168,27 +168,6 @@ export function ema(values: readonly number[], beta: number): number[] {
 
 // ---------------------------------------------------------------------------------------------------------
 // SVG
-
-function esc(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/"/g, '&quot;');
-}
-
-/** Rough advance width of `s` in DejaVu Sans at `size` px (its average glyph is ~0.6 em), for layout. */
-function textWidth(s: string, size: number): number {
-  return s.length * size * 0.6;
-}
-
-function text(x: number, y: number, s: string, size: number, opts: { anchor?: 'start' | 'middle' | 'end';
-  weight?: 'bold'; color?: string; rotate?: number; baseline?: 'middle' | 'hanging' } = {}): string {
-  const attrs = [
-    `x="${x.toFixed(1)}"`, `y="${y.toFixed(1)}"`, `font-size="${size}"`,
-    `text-anchor="${opts.anchor ?? 'start'}"`, `fill="${opts.color ?? INK}"`,
-  ];
-  if (opts.weight) attrs.push(`font-weight="${opts.weight}"`);
-  if (opts.baseline) attrs.push(`dominant-baseline="${opts.baseline === 'middle' ? 'central' : 'hanging'}"`);
-  if (opts.rotate) attrs.push(`transform="rotate(${opts.rotate} ${x.toFixed(1)} ${y.toFixed(1)})"`);
-  return `<text ${attrs.join(' ')}>${esc(s)}</text>`;
-}
 
 interface Box { x: number; y: number; w: number; h: number }
 
@@ -471,26 +450,13 @@ export function chartSvg(spec: ChartSpec): string {
   const W = spec.width ?? CHART_WIDTH;
   const H = spec.height ?? CHART_HEIGHT;
   const head = spec.subtitle ? 118 : 80;
-  const out: string[] = [
-    `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${H}" viewBox="0 0 ${W} ${H}" font-family="${FONT_FAMILY}">`,
-    `<rect width="${W}" height="${H}" fill="white"/>`,
-    text(W / 2, 54, spec.title, 34, { anchor: 'middle', weight: 'bold' }),
-  ];
-  if (spec.subtitle) out.push(text(W / 2, 94, spec.subtitle, 22, { anchor: 'middle', color: MUTED }));
+  const out = svgHead(W, H, spec.title, spec.subtitle);
   const n = Math.max(1, spec.panels.length);
   spec.panels.forEach((p, i) => {
     out.push(panelSvg(p, { x: (W / n) * i, y: head, w: W / n, h: H - head }));
   });
   out.push('</svg>');
   return out.join('\n');
-}
-
-/** Rasterizes an SVG with the shipped fonts in effect. */
-export async function svgToPng(svg: string): Promise<Buffer> {
-  ensureFonts();
-  // Imported here, after ensureFonts(), so fontconfig can only ever start with our configuration.
-  const sharp = (await import('sharp')).default;
-  return sharp(Buffer.from(svg)).png().toBuffer();
 }
 
 export async function renderMetricsChart(spec: ChartSpec): Promise<Buffer> {

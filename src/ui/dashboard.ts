@@ -4,10 +4,9 @@
 import asciichart from 'asciichart';
 import termkit from 'terminal-kit';
 import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
-import {
-  describeRun, epochLine, etaSec, fmtDuration, fmtInt, fmtLoss, fmtLr, fmtPct, Interrupts,
-} from './log.js';
-import type { Reporter, ReporterOptions } from './reporter.js';
+import { describeRun, epochLine, etaSec, fmtDuration, fmtInt, fmtLoss, fmtLr, fmtPct } from './format.js';
+import { Interrupts } from './interrupts.js';
+import type { Reporter, ReporterOptions } from './types.js';
 
 // ── styled text: SGR sequences only, each span closed by a reset so a cut line cannot bleed ──────────────
 const RESET = '\x1b[0m';

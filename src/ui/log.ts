@@ -1,89 +1,9 @@
 // Plain and JSON-lines reporters for logs, pipes and CI: one line every `logEvery` batches, one per epoch,
-// never an escape code. Also the number formats and the run description the dashboard shares.
-import type { Config } from '../config.js';
+// never an escape code.
 import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
-import type { Reporter, ReporterOptions } from './reporter.js';
-
-export const fmtLoss = (x: number): string => x.toFixed(4);
-export const fmtPct = (x: number, digits = 1): string => `${(x * 100).toFixed(digits)}%`;
-export const fmtLr = (x: number): string => x.toExponential(1);
-export const fmtInt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : String(x));
-
-/** 75 → 1:15, 3725 → 1:02:05; anything not finite or negative → –:– */
-export function fmtDuration(sec: number): string {
-  if (!Number.isFinite(sec) || sec < 0) return '–:–';
-  const t = Math.round(sec);
-  const h = Math.floor(t / 3600);
-  const m = Math.floor((t % 3600) / 60);
-  const ss = String(t % 60).padStart(2, '0');
-  return h > 0 ? `${h}:${String(m).padStart(2, '0')}:${ss}` : `${m}:${ss}`;
-}
-
-/** Seconds left, from the mean time per step so far; NaN before the first step. */
-export function etaSec(s: Snapshot): number {
-  return s.step > 0 ? (s.elapsedSec / s.step) * Math.max(0, s.totalSteps - s.step) : NaN;
-}
-
-/** 0.0001 → 1e-4, 0.5 → 0.5 */
-const fmtSmall = (x: number): string => (x !== 0 && Math.abs(x) < 0.01 ? x.toExponential() : String(x));
-
-export function describeOptimizer(c: Config): string {
-  if (c.optimizer === 'sgd') {
-    return c.momentum > 0 ? `sgd momentum ${c.momentum}${c.nesterov ? ' nesterov' : ''}` : 'sgd';
-  }
-  return c.weightDecay > 0 ? `${c.optimizer} wd ${fmtSmall(c.weightDecay)}` : c.optimizer;
-}
-
-export function describeSchedule(c: Config): string {
-  switch (c.schedule) {
-    case 'none': return 'constant';
-    case 'step': return `step ×${c.gamma} every ${c.stepSize} epochs`;
-    case 'cosine': return `cosine to ${fmtSmall(c.minLr)}`;
-    case 'onecycle': return `onecycle warmup ${Math.round(c.warmup * 100)}%`;
-  }
-}
-
-/** The run in a few phrases, for the plain start line and the dashboard header. */
-export function describeRun(s: Snapshot): { model: string; setup: string } {
-  const c = s.config;
-  return {
-    model: `${c.dataset} · ${s.layers.join('→')} · ${fmtInt(s.paramCount)} params · seed ${c.seed} · out ${c.out}`,
-    setup: `${c.threads} threads · ${s.kernelFamily} kernels · batch ${c.batchSize} in ${c.shards} shards · ` +
-      `${describeOptimizer(c)} · lr ${fmtLr(c.lr)} ${describeSchedule(c)}`,
-  };
-}
-
-export function epochLine(e: EpochRecord, epochs: number): string {
-  return `epoch ${e.epoch}/${epochs}  train loss ${fmtLoss(e.trainLoss)} acc ${fmtPct(e.trainAccuracy, 2)}  ` +
-    `val loss ${fmtLoss(e.valLoss)} acc ${fmtPct(e.valAccuracy, 2)}  lr ${fmtLr(e.lr)}  ${e.seconds.toFixed(1)}s`;
-}
-
-/**
- * First Ctrl-C (or `q` on the dashboard) asks the loop to stop after the current step; a second Ctrl-C quits
- * at once with 130, so a stuck run can always be left. `beforeExit` restores whatever needs restoring.
- */
-export class Interrupts {
-  private asked = false;
-  constructor(private readonly onInterrupt: ReporterOptions['onInterrupt'], private readonly beforeExit = (): void => {}) {}
-
-  get stopping(): boolean {
-    return this.asked;
-  }
-
-  /** Returns true when this press is the one that asked the loop to stop. */
-  press(how: 'q' | 'SIGINT'): boolean {
-    if (!this.asked) {
-      this.asked = true;
-      this.onInterrupt(how);
-      return true;
-    }
-    if (how === 'SIGINT') {
-      this.beforeExit();
-      process.exit(130);
-    }
-    return false;
-  }
-}
+import { describeRun, epochLine, fmtInt, fmtLoss, fmtLr, fmtPct } from './format.js';
+import { Interrupts } from './interrupts.js';
+import type { Reporter, ReporterOptions } from './types.js';
 
 /** Mean loss and accuracy of the batches of the current epoch after step `afterStep`. */
 function windowMean(batches: readonly BatchRecord[], epoch: number, afterStep: number): { loss: number; accuracy: number } {

@@ -1,28 +1,10 @@
-// What the training loop talks to: start, a cheap step() after every optimizer step, epoch, finish. The
-// mode picks the dashboard (a terminal), plain lines (a log or a pipe) or JSON lines (other programs).
-import type { EpochRecord, Snapshot } from '../metrics.js';
+// The reporter for a run: the mode picks the dashboard (a terminal), plain lines (a log or a pipe) or JSON
+// lines (other programs). The interface they all implement is in types.ts.
 import { Dashboard } from './dashboard.js';
 import { LineReporter } from './log.js';
+import type { Reporter, ReporterOptions } from './types.js';
 
-export interface Reporter {
-  /** once, when training starts (after the data is loaded) */
-  start(s: Snapshot): void;
-  /** after every optimizer step; cheap, throttles itself */
-  step(s: Snapshot): void;
-  epoch(s: Snapshot, e: EpochRecord): void;
-  /** restores the terminal, then prints the summary lines */
-  finish(s: Snapshot, summary: string[]): void;
-  /** restores the terminal now (error paths); idempotent */
-  close(): void;
-}
-
-export interface ReporterOptions {
-  mode: 'auto' | 'dashboard' | 'plain' | 'json';
-  logEvery: number;
-  /** the loop finishes the current step, saves, then calls finish() */
-  onInterrupt: (how: 'q' | 'SIGINT' | 'SIGPIPE') => void;
-  out?: NodeJS.WriteStream;
-}
+export type { Reporter, ReporterOptions };
 
 /** 'auto' means the dashboard on an interactive terminal (TERM not dumb), plain lines otherwise. */
 export function resolveMode(o: ReporterOptions, env: NodeJS.ProcessEnv = process.env): 'dashboard' | 'plain' | 'json' {

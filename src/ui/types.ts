@@ -1,0 +1,23 @@
+// What the training loop talks to, on its own so that the reporters (dashboard.ts, log.ts) and the factory
+// that picks one (reporter.ts) all depend on it and never on each other. The loop calls start, a cheap step() after every optimizer step, epoch, finish.
+import type { EpochRecord, Snapshot } from '../metrics.js';
+
+export interface Reporter {
+  /** once, when training starts (after the data is loaded) */
+  start(s: Snapshot): void;
+  /** after every optimizer step; cheap, throttles itself */
+  step(s: Snapshot): void;
+  epoch(s: Snapshot, e: EpochRecord): void;
+  /** restores the terminal, then prints the summary lines */
+  finish(s: Snapshot, summary: string[]): void;
+  /** restores the terminal now (error paths); idempotent */
+  close(): void;
+}
+
+export interface ReporterOptions {
+  mode: 'auto' | 'dashboard' | 'plain' | 'json';
+  logEvery: number;
+  /** the loop finishes the current step, saves, then calls finish() */
+  onInterrupt: (how: 'q' | 'SIGINT' | 'SIGPIPE') => void;
+  out?: NodeJS.WriteStream;
+}
