@@ -8,6 +8,7 @@ import { addBenchCommand } from '../bench/command.js';
 import { addModelCommands } from './commands.js';
 import { TaskError, UsageError, UserError, WorkerDied } from './errors.js';
 import { packageRoot } from './paths.js';
+import { EXIT_GRACE_MS } from './tuning.js';
 
 // Flags of `train`, in the order --help lists them. Each maps 1:1 to a Config field.
 const TRAIN_FLAGS: [keyof Config, string, string][] = [
@@ -243,5 +244,5 @@ main(process.argv).then((code) => {
   // Everything is written and awaited by now, and the process normally ends here. A worker thread that
   // crashed mid-task can leave the pool holding a message port that keeps the event loop alive; this timer
   // (unref'd: it keeps nothing alive itself) ends the process a second later if nothing else does.
-  setTimeout(() => process.exit(code), 1000).unref();
+  setTimeout(() => process.exit(code), EXIT_GRACE_MS).unref();
 });

@@ -13,11 +13,10 @@ import { BatchHistory, type BatchRecord, type EpochRecord } from './metrics.js';
 import { MetricsFiles } from './metrics-files.js';
 import type { Layout } from './model.js';
 import { MODELS_ROOT, PLOTS_ROOT, pointLatest, type RunDirs } from './runs.js';
+import { CHART_REFRESH_MS } from './tuning.js';
 import { weightTensors, writeSafetensors } from './safetensors.js';
 import { writeBatchChart, writeEpochChart } from './ui/charts.js';
 
-/** The charts are refreshed after an epoch when the last refresh is this old (and after the last epoch). */
-export const CHART_REFRESH_MS = 10_000;
 
 export class RunOutputs {
   /** every file written so far, in order */
@@ -78,8 +77,7 @@ export class RunOutputs {
       await this.weights('model-best.safetensors');
     }
     await this.weights('model.safetensors');
-    // Rendering the two charts costs 0.1-0.2 s of CPU, as much as a tenth of a short epoch: refresh them
-    // after an epoch only when the last refresh is CHART_REFRESH_MS old, and always after the last epoch.
+    // the charts: always after the last epoch, otherwise when the last refresh is CHART_REFRESH_MS old
     if (lastEpoch || performance.now() - this.chartsAt >= CHART_REFRESH_MS) await this.charts();
   }
 

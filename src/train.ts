@@ -27,7 +27,6 @@ import { ThroughputWindow } from './throughput.js';
 import type { Reporter } from './ui/reporter.js';
 
 export { finishedEarly } from './early-stopping.js';
-export { CHART_REFRESH_MS } from './run-outputs.js';
 
 /** SIGPIPE: standard output was closed (`| head`) or failed; abort: the library caller's AbortSignal */
 export type StopRequest = 'q' | 'SIGINT' | 'SIGTERM' | 'SIGPIPE' | 'abort';

@@ -30,3 +30,13 @@ export const WORKER_YOUNG_GEN_MB = 2;
 /** The old-generation heap of a worker thread, in MB: it keeps only views and small caches (a few MB); a
  *  runaway thread is stopped with ERR_WORKER_OUT_OF_MEMORY instead of taking the machine's memory. */
 export const WORKER_HEAP_MB = 256;
+
+// ── the run's outputs (src/run-outputs.ts) ──────────────────────────────────────────────────────────────
+/** Milliseconds between two refreshes of the PNG charts after an epoch (they are always drawn after the last
+ *  one): drawing both costs 0.1-0.2 s of CPU, as much as a tenth of a short epoch. */
+export const CHART_REFRESH_MS = 10_000;
+
+// ── the command line (src/cli.ts) ───────────────────────────────────────────────────────────────────────
+/** Milliseconds after a command is done before the process is ended if something still holds it open (a
+ *  crashed worker thread can leave the pool with an open message port). */
+export const EXIT_GRACE_MS = 1000;
