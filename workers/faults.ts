@@ -7,7 +7,7 @@
 //          without WHERE every shard or slice of that step is hit
 //   MODE   throw  (default) the task throws an Error: the ordinary failure, reported by the worker itself
 //          exit   process.exit(7) in the worker thread: it dies mid-step, telling nobody
-//          crash  an uncaught error outside the task (a queued microtask), the thread dies before it replies
+//          crash  an uncaught error outside the task (a queued microtask): the thread dies before it replies
 //          hang   the thread blocks forever (Atomics.wait on a private word), alive but never arriving
 //          oom    the thread allocates until it hits its heap limit (resourceLimits) and is terminated
 // "load:N": the N-th worker thread to start (0-based, counting replacements) and every later one fail while
@@ -28,8 +28,18 @@ function parseFault(spec: string | undefined): Fault | null {
 const fault = parseFault(process.env.MNIST_PAR_INJECT_FAULT);
 
 /** Thrown by the "crash" fault: the thread leaves its task at once, without a word to its peers, and dies.
- *  The task's entry point returns quietly when it catches one. */
+ *  The task's entry point, catching one, returns vanished(). */
 export class Vanish extends Error {}
+
+/**
+ * What a task returns when its thread vanishes: a promise that never settles, so the task never replies.
+ * Were it to reply, Piscina would go on to wait for the next task in Atomics.wait, and a thread whose
+ * termination (for the queued error) lands just before that wait sleeps there for ever, keeping the process
+ * alive after the pool is destroyed.
+ */
+export function vanished(): Promise<never> {
+  return new Promise<never>(() => undefined);
+}
 
 /** Fails the `thread`-th worker thread to start while it loads, if so asked ("load:N"). */
 export function injectLoadFault(thread: number): void {
@@ -49,8 +59,8 @@ export function injectFault(task: string, step: number, where: number): void {
       process.exit(7);
       break;
     case 'crash':
-      // the thread dies as soon as its task returns: before or just after Piscina's reply, so the coordinator
-      // sees either the task rejected or the pool's 'error' for a thread with no task
+      // the thread dies as soon as its task has left: its task never replies (vanished()), so the coordinator
+      // sees the task rejected when the thread exits
       queueMicrotask(() => {
         throw new Error(what);
       });

@@ -23,7 +23,7 @@ import {
 import type { OptimizerConfig } from '../src/optim.js';
 import { loadKernels, type KernelFamily } from '../src/kernels/wasm.js';
 import { BatchRows } from './batch.js';
-import { injectFault, injectLoadFault, Vanish } from './faults.js';
+import { injectFault, injectLoadFault, vanished, Vanish } from './faults.js';
 
 export interface WorkerInit {
   memory: WebAssembly.Memory;
@@ -92,7 +92,7 @@ interface Progress { phase: 'forwardBackward' | 'reduceStep'; step: number; what
 // the last training step this thread finished (0 before any): evaluation faults are placed by it
 let lastStep = 0;
 
-export function runEpoch(task: EpochTask): void {
+export function runEpoch(task: EpochTask): void | Promise<never> {
   const at: Progress = { phase: 'forwardBackward', step: 0, what: 'shard', index: 0 };
   try {
     const me = participant(task.participant);
@@ -102,7 +102,7 @@ export function runEpoch(task: EpochTask): void {
       if (control.stopsAfter(b)) return;
     }
   } catch (e) {
-    if (e instanceof Vanish) return;
+    if (e instanceof Vanish) return vanished();
     // release the peers waiting for this thread at a barrier
     control.abort();
     if (e instanceof PeerAbort) throw e;
@@ -246,12 +246,12 @@ export function syncWeights(k: number): void {
   syncTransposed(kernels, net, model, start, end);
 }
 
-export function evaluate(task: EvalTask): void {
+export function evaluate(task: EvalTask): void | Promise<never> {
   const t0 = performance.now();
   try {
     injectFault('evaluate', lastStep, task.shard);
   } catch (e) {
-    if (e instanceof Vanish) return;
+    if (e instanceof Vanish) return vanished();
     throw e;
   }
   let lossSum = 0;
