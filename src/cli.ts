@@ -17,7 +17,7 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
   ['threads', '<n>', 'worker threads in the pool; the default is this machine\'s core count'],
   ['shards', '<n>', 'micro-shards per batch, each with its own gradient slot; independent of --threads'],
   ['kernels', '<family>', 'compute kernels: auto, native (C++ AVX-512/AVX2 addon), relaxed (WebAssembly relaxed SIMD), simd, js (reference)'],
-  ['pipeline', '<name>', 'lockstep (workers step together at shared-memory barriers) or tasks (Piscina tasks per step)'],
+  ['pipeline', '<name>', 'lockstep, the only one: workers step together at shared-memory barriers (tasks was removed)'],
   ['epochs', '<n>', 'training epochs'],
   ['batchSize', '<n>', 'samples per optimizer step'],
   ['limitTrain', '<n>', 'use only the first N training images (0 = all)'],

@@ -13,7 +13,14 @@ export { DATASET_NAMES };
 export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
 export const SCHEDULES = ['none', 'step', 'cosine', 'onecycle'] as const;
 export const KERNEL_CHOICES = ['auto', 'native', 'relaxed', 'simd', 'js'] as const;
-export const PIPELINES = ['lockstep', 'tasks'] as const;
+/** lockstep is the only pipeline; `tasks` (Piscina tasks per step) was removed, see LEGACY_PIPELINE */
+export const PIPELINES = ['lockstep'] as const;
+/**
+ * The removed per-step tasks pipeline. It computed the same bytes as lockstep, so a configuration saved with
+ * it (a checkpoint's, a run folder's config.json given to --config) runs lockstep; the flag itself is refused
+ * with a message that says so, since whoever types it expects that pipeline.
+ */
+const LEGACY_PIPELINE = 'tasks';
 export const MONITORS = ['val_loss', 'val_accuracy'] as const;
 
 export interface Config {
@@ -161,6 +168,10 @@ const CHOICES: Partial<Record<keyof Config, readonly string[]>> = {
 export function parseValue(key: keyof Config, text: string): unknown {
   const flag = flagName(key);
   if (key === 'hidden') return parseHidden(text);
+  if (key === 'pipeline' && text === LEGACY_PIPELINE) {
+    throw new UsageError(`${flag} ${LEGACY_PIPELINE}: that pipeline was removed (it gave the same bytes as lockstep, more slowly); ` +
+      'leave the flag out or use --pipeline lockstep');
+  }
   checkGivenPath(key, text);
   if (BOOLEAN_KEYS.includes(key)) {
     if (text === 'true') return true;
@@ -286,7 +297,7 @@ export function validate(raw: Record<string, unknown>): Config {
   for (const [key, value] of Object.entries(raw)) {
     if (value === undefined) continue;
     checkKnown(key);
-    cfg[key] = value;
+    cfg[key] = key === 'pipeline' && value === LEGACY_PIPELINE ? 'lockstep' : value;
   }
   for (const key of Object.keys(DEFAULTS) as (keyof Config)[]) checkField(key, cfg[key]);
   const c = cfg as unknown as Config;

@@ -1,7 +1,7 @@
-// The coordinator: owns the Piscina pool and the shared arena. It never runs a kernel; it splits work into
+// The coordinator: owns the Piscina pool and the shared arena. It never runs a kernel; it hands the workers
 // tasks that carry indices, waits for them, and reads the few scalars they leave in the arena.
 //
-// One training step, in either pipeline:
+// One training step, as every worker runs it (workers/trainer.ts, trainStep):
 //   1. forward/backward × shards  micro-shard s takes rows [⌊s·n/S⌋, ⌊(s+1)·n/S⌋) of the batch and writes
 //                                 its gradient into slot s (slots are indexed by shard, never by thread)
 //   2. reduce + update × threads  worker k sums slice k of the parameter vector over slots 0..S−1 in order
@@ -10,11 +10,9 @@
 // Because every sum runs in the same order whatever thread runs it, the weights are bit-identical for any
 // --threads.
 //
-// Pipelines (--pipeline):
-//   lockstep  one long-lived task per worker per epoch; the workers step together, meeting at two
-//             Atomics.wait/notify barriers per step in the arena; the coordinator only dispatches the epoch
-//             and observes progress (steps done, per-step sums) — nothing of its own on the critical path
-//   tasks     every step dispatches S shard tasks, waits, then one reduce task per thread, waits
+// An epoch is one long-lived task per worker: the workers step together, meeting at two barriers per step in
+// the arena (src/control.ts describes the protocol); the coordinator writes the learning rates, starts the
+// epoch and observes progress (steps done, per-step sums), with nothing of its own on the critical path.
 //
 // A worker thread that dies (process.exit, an uncaught error, its heap limit) tells its peers nothing: the
 // coordinator notices (Piscina rejects the dead thread's task, or emits 'error' for an idle one), sets the
@@ -26,11 +24,8 @@ import { existsSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { Piscina } from 'piscina';
-import {
-  arenaLayout, arenaViews, createArenaMemory, splitRange, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_PARTICIPANT,
-  CTRL_STEPS_DONE, CTRL_STOP, CTRL_STOP_AFTER,
-  type ArenaSpec, type ArenaViews,
-} from './memory.js';
+import { arenaLayout, arenaViews, createArenaMemory, splitRange, type ArenaSpec, type ArenaViews } from './memory.js';
+import { Control, isPeerAbort } from './control.js';
 import type { OptimizerConfig } from './optim.js';
 import { resolveKernels, type KernelFamily, type ResolvedKernels } from './kernels/wasm.js';
 import { StuckStep, TaskError, WorkerDied } from './errors.js';
@@ -38,26 +33,22 @@ import { packageRoot } from './paths.js';
 import {
   BARRIER_SPIN_MS, CLOSE_TIMEOUT_MS, LEAVE_MS, POLL_MS, POOL_IDLE_TIMEOUT_MS, STUCK_GRACE_MS, WORKER_HEAP_MB, WORKER_YOUNG_GEN_MB,
 } from './tuning.js';
-import type { EpochTask, EvalTask, ReduceTask, ShardTask, WorkerInit } from '../workers/trainer.js';
+import type { EpochTask, EvalTask, WorkerInit } from '../workers/trainer.js';
 
-export type Pipeline = 'lockstep' | 'tasks';
+/** The one pipeline (the per-step tasks pipeline was removed; see the README's "Pipeline overhead"). */
+export type Pipeline = 'lockstep';
 
 export interface CoordinatorOptions {
   spec: ArenaSpec;
   optimizer: OptimizerConfig;
   kernels: 'auto' | KernelFamily;
-  /** default lockstep */
+  /** accepted for the callers that pass the configured value; lockstep is the only pipeline */
   pipeline?: Pipeline;
   mean: number;
   std: number;
   labelSmoothing: number;
   /** augment training images with transforms seeded by (this seed, epoch, image index); null: no augmentation */
   augment?: number | null;
-}
-
-export interface StepResult {
-  lossSum: number;
-  correct: number;
 }
 
 /** The steps of one epoch to run: batch b covers perm[b·batchSize, min((b+1)·batchSize, trainCount)). */
@@ -81,6 +72,51 @@ export interface EpochHooks {
   shouldStop(): boolean;
 }
 
+/** An epoch in flight: one task per worker, which of them have left, and what went wrong. */
+class EpochInFlight {
+  /** worker k's task has settled */
+  readonly left: boolean[];
+  /** every task has settled */
+  finished = false;
+  /** when the workers were told to leave (a task failed, a thread died, a step was given up); null while none */
+  abortedAt: number | null = null;
+  /** the first error of a worker that failed on its own (not one that left because a peer failed) */
+  failure: unknown = null;
+  /** every task settled: rejects with the first failure that tells the story */
+  all: Promise<void> = Promise.resolve();
+  /** `all`, never rejecting: something to wait on */
+  quiet: Promise<void> = Promise.resolve();
+  /** batches whose sums went to hooks.onStep */
+  seen: number;
+  /** barrier rounds before the epoch started: two per step tell which phase the threads are in */
+  private readonly rounds0: number;
+
+  constructor(private readonly control: Control, private readonly plan: EpochPlan, threads: number) {
+    this.left = new Array<boolean>(threads).fill(false);
+    this.seen = plan.from;
+    this.rounds0 = control.rounds();
+  }
+
+  /** The tasks of the workers that have not left yet. */
+  waiting(): number[] {
+    return this.left.map((_, k) => k).filter((k) => !this.left[k]);
+  }
+
+  /** Where the threads are: "in step 40 (forward/backward)". */
+  where(): string {
+    const done = this.control.stepsDone();
+    const rounds = this.control.rounds() - this.rounds0;
+    const phase = rounds > 2 * (done - this.plan.from) ? 'reduce + update' : 'forward/backward';
+    return `in step ${this.plan.firstT + done - this.plan.from} (${phase})`;
+  }
+
+  /** Reports every step finished since the last call, in order. */
+  drain(hooks: EpochHooks, stepStat: Float64Array): void {
+    const done = this.control.stepsDone();
+    for (; this.seen < done; this.seen++) hooks.onStep(this.seen, stepStat[2 * this.seen], stepStat[2 * this.seen + 1]);
+  }
+}
+
 export class Coordinator {
   readonly views: ArenaViews;
   readonly memory: WebAssembly.Memory;
@@ -90,23 +126,24 @@ export class Coordinator {
   readonly family: KernelFamily;
   /** the family with its native path, and why `auto` fell back from native if it did */
   readonly kernels: ResolvedKernels;
+  /** the arena's control words: the barrier, the epoch's progress, stop and abort (control.ts) */
+  private readonly control: Control;
   private pool: Piscina;
   /** the first worker thread that died; every later task is refused with it */
   private dead: WorkerDied | null = null;
   /** worker threads Piscina removed (they died) while the pool was not being closed */
   private lost = 0;
   private closing = false;
-  /** the slowest step seen in this run (lockstep), which scales how long a stop waits for a step */
+  /** the slowest step seen in this run, which scales how long a stop waits for a step */
   private slowestStepMs = 0;
-  /** during a lockstep epoch: where the threads are, and which ones left their task */
-  private epoch: { where: () => string; left: boolean[] } | null = null;
-  /** the tasks dispatched and not finished, by name and detail */
-  private readonly inFlight = new Set<string>();
+  /** the epoch in flight, if any */
+  private epoch: EpochInFlight | null = null;
 
   constructor(readonly options: CoordinatorOptions) {
     const layout = arenaLayout(options.spec);
     this.memory = createArenaMemory(layout);
     this.views = arenaViews(this.memory, layout);
+    this.control = new Control(this.views.control);
     this.threads = options.spec.threads;
     this.shards = options.spec.shards;
     this.kernels = resolveKernels(options.kernels, this.memory);
@@ -155,21 +192,13 @@ export class Coordinator {
       this.dead = gone.length === 1
         ? new WorkerDied(`worker ${gone[0]}`, this.epoch!.where(), causeOf(e))
         : new WorkerDied('a worker thread with no task', 'while idle', causeOf(e));
-      this.abortWorkers();
+      this.control.abort();
     });
   }
 
   /** The first worker thread that died, or null. */
   get failure(): WorkerDied | null {
     return this.dead;
-  }
-
-  /** Sets the abort word and wakes every barrier: the lockstep threads leave their epoch task. */
-  private abortWorkers(): void {
-    const ctrl = this.views.control;
-    Atomics.store(ctrl, CTRL_ABORT, 1);
-    Atomics.add(ctrl, CTRL_BAR_GEN, 1);
-    Atomics.notify(ctrl, CTRL_BAR_GEN);
   }
 
   /** Starts the worker threads and waits for one warm-up task per thread (the first tasks wait for the
@@ -186,107 +215,52 @@ export class Coordinator {
                        where: () => string = () => ''): Promise<void> {
     if (this.dead) throw this.dead;
     const lost = this.lost;
-    const label = `${name} (${detail})`;
-    this.inFlight.add(label);
     try {
       await this.pool.run(task, { name });
     } catch (e) {
       // Piscina removes a thread that died before it rejects that thread's task
-      if (this.lost > lost && !/aborted: another worker failed/.test(String((e as Error)?.message))) {
+      if (this.lost > lost && !isPeerAbort(e)) {
         const died = new WorkerDied(who, where(), causeOf(e));
         this.dead ??= died;
-        this.abortWorkers();
+        this.control.abort();
         throw died;
       }
       throw new TaskError(name, detail, e);
-    } finally {
-      this.inFlight.delete(label);
     }
   }
 
   /**
-   * One optimizer step on the batch perm[start, start+count): shards → reduce + update → metrics.
-   * `t` is the 1-based step number, `lr` this step's learning rate.
+   * Runs the steps of `plan` on every worker; returns the number of the batch after the last one run (plan.to,
+   * or earlier when hooks.shouldStop() asked for a stop).
    */
-  async step(start: number, count: number, lr: number, t: number, epoch: number): Promise<StepResult> {
-    const shards: Promise<void>[] = [];
-    for (let s = 0; s < this.shards; s++) {
-      const [a, b] = splitRange(count, this.shards, s);
-      const task: ShardTask = { shard: s, start: start + a, count: b - a, batch: count, step: t, epoch };
-      shards.push(this.run('forwardBackward', task, `step ${t}, shard ${s}`));
+  async runEpoch(plan: EpochPlan, hooks: EpochHooks): Promise<number> {
+    // the learning rate of every step, where the workers read it
+    for (let b = plan.from; b < plan.to; b++) this.views.lrs[b] = plan.lr(b);
+    this.control.startEpoch(plan.from);
+    if (this.dead) throw this.dead;
+    const epoch = this.startEpoch(plan);
+    const stuck = await this.observe(epoch, plan, hooks);
+    // the faults, each with the error that tells its story
+    if (stuck) throw stuck;
+    // a dead thread is the story, whatever its peers said when they left
+    if (this.dead) {
+      await Promise.race([epoch.quiet, sleep(LEAVE_MS)]);
+      throw this.dead;
     }
-    await settle(shards);
-    await settle(Array.from({ length: this.threads }, (_, k) =>
-      this.run<ReduceTask>('reduceStep', { slice: k, lr, t }, `step ${t}, slice ${k}`)));
-    const stat = this.views.shardStat;
-    let lossSum = 0;
-    let correct = 0;
-    for (let s = 0; s < this.shards; s++) {
-      lossSum += stat[2 * s];
-      correct += stat[2 * s + 1];
+    if (!epoch.finished) {
+      // a thread that does not leave after the abort (it hangs) is abandoned; close() terminates it
+      throw this.dead ?? epoch.failure ?? new StuckStep(`a worker did not leave its epoch task ${epoch.where()} after the abort`);
     }
-    return { lossSum, correct };
+    await epoch.all;
+    epoch.drain(hooks, this.views.stepStat);
+    return epoch.seen;
   }
 
-  /** Runs the steps of `plan`; returns the number of the batch after the last one run. */
-  async runEpoch(plan: EpochPlan, hooks: EpochHooks): Promise<number> {
-    if (this.options.pipeline === 'tasks') {
-      // a stop request is honoured between steps; a step that never ends (a task hangs) is given up
-      let progressAt = performance.now();
-      let stopAt: number | null = null;
-      let giveUp!: (e: StuckStep) => void;
-      const stuck = new Promise<never>((_, reject) => {
-        giveUp = reject;
-      });
-      stuck.catch(() => undefined);
-      const watch = setInterval(() => {
-        if (!hooks.shouldStop()) return;
-        const now = performance.now();
-        stopAt ??= now;
-        const grace = Math.max(STUCK_GRACE_MS, 3 * this.slowestStepMs);
-        if (now - stopAt > grace && now - progressAt > grace) {
-          giveUp(new StuckStep(`the step in progress did not finish within ${(grace / 1000).toFixed(1)} s: ` +
-            `${[...this.inFlight].join(', ')} never finished`));
-        }
-      }, POLL_MS);
-      try {
-        for (let b = plan.from; b < plan.to; b++) {
-          const start = b * plan.batchSize;
-          const count = Math.min(plan.batchSize, plan.trainCount - start);
-          const r = await Promise.race([this.step(start, count, plan.lr(b), plan.firstT + b - plan.from, plan.epoch), stuck]);
-          const now = performance.now();
-          this.slowestStepMs = Math.max(this.slowestStepMs, now - progressAt);
-          progressAt = now;
-          hooks.onStep(b, r.lossSum, r.correct);
-          if (hooks.shouldStop()) return b + 1;
-        }
-      } finally {
-        clearInterval(watch);
-      }
-      return plan.to;
-    }
-    const v = this.views;
-    for (let b = plan.from; b < plan.to; b++) v.lrs[b] = plan.lr(b);
-    const ctrl = v.control;
-    Atomics.store(ctrl, CTRL_STEPS_DONE, plan.from);
-    Atomics.store(ctrl, CTRL_STOP, 0);
-    Atomics.store(ctrl, CTRL_STOP_AFTER, -1);
-    Atomics.store(ctrl, CTRL_ABORT, 0);
-    Atomics.store(ctrl, CTRL_PARTICIPANT, 0);
-    Atomics.store(ctrl, CTRL_BAR_COUNT, 0);
-    if (this.dead) throw this.dead;
-    const gen0 = Atomics.load(ctrl, CTRL_BAR_GEN);
+  /** Dispatches the epoch's task to every worker: task k makes its worker participant k. */
+  private startEpoch(plan: EpochPlan): EpochInFlight {
+    const epoch = new EpochInFlight(this.control, plan, this.threads);
     const steps = `steps ${plan.firstT}..${plan.firstT + plan.to - plan.from - 1}`;
-    // where the threads are: step firstT + done - from; two barrier rounds per step tell the phase
-    const where = (): string => {
-      const done = Atomics.load(ctrl, CTRL_STEPS_DONE);
-      const rounds = Atomics.load(ctrl, CTRL_BAR_GEN) - gen0;
-      const phase = rounds > 2 * (done - plan.from) ? 'reduce + update' : 'forward/backward';
-      return `in step ${plan.firstT + done - plan.from} (${phase})`;
-    };
-    const left = new Array<boolean>(this.threads).fill(false);
-    let abortedAt: number | null = null;
-    let failure: unknown = null;
+    const where = () => epoch.where();
     const tasks = Array.from({ length: this.threads }, (_, k) => {
       const task: EpochTask = {
         from: plan.from, to: plan.to, batchSize: plan.batchSize, trainCount: plan.trainCount, firstT: plan.firstT,
@@ -294,73 +268,66 @@ export class Coordinator {
       };
       return this.run('runEpoch', task, steps, `worker ${k}`, where).catch((e: unknown) => {
         // a failed thread may leave its peers waiting for it: wake them all
-        abortedAt ??= performance.now();
-        if (!/aborted: another worker failed/.test(String((e as Error)?.message))) failure ??= e;
-        this.abortWorkers();
+        epoch.abortedAt ??= performance.now();
+        if (!isPeerAbort(e)) epoch.failure ??= e;
+        this.control.abort();
         throw e;
       }).finally(() => {
-        left[k] = true;
+        epoch.left[k] = true;
       });
     });
-    let finished = false;
-    this.epoch = { where, left };
-    const all = settle(tasks).finally(() => {
-      finished = true;
+    this.epoch = epoch;
+    epoch.all = settle(tasks).finally(() => {
+      epoch.finished = true;
       this.epoch = null;
     });
-    const quiet = all.catch(() => undefined);
-    let seen = plan.from;
-    const drain = () => {
-      const done = Atomics.load(ctrl, CTRL_STEPS_DONE);
-      for (; seen < done; seen++) hooks.onStep(seen, v.stepStat[2 * seen], v.stepStat[2 * seen + 1]);
-    };
+    epoch.quiet = epoch.all.catch(() => undefined);
+    return epoch;
+  }
+
+  /**
+   * Watches the epoch, off the workers' critical path (a look every 20 ms is plenty for metrics and the UI),
+   * until its tasks have settled or it is given up: reports the finished steps, passes a stop request on, and
+   * gives up on a step that the stop waits for in vain (then returns the StuckStep to throw).
+   */
+  private async observe(epoch: EpochInFlight, plan: EpochPlan, hooks: EpochHooks): Promise<StuckStep | null> {
     let stopAt: number | null = null;
     let stuck: StuckStep | null = null;
     let progressAt = performance.now();
     let doneBefore = plan.from;
-    // Observe, off the workers' critical path: a look every 20 ms is plenty for metrics and the UI.
-    while (!finished) {
-      await Promise.race([quiet, sleep(POLL_MS)]);
+    while (!epoch.finished) {
+      await Promise.race([epoch.quiet, sleep(POLL_MS)]);
       const now = performance.now();
-      const done = Atomics.load(ctrl, CTRL_STEPS_DONE);
+      const done = this.control.stepsDone();
       if (done > doneBefore) {
         if (doneBefore > plan.from) this.slowestStepMs = Math.max(this.slowestStepMs, (now - progressAt) / (done - doneBefore));
         doneBefore = done;
         progressAt = now;
       }
-      drain();
-      if (this.dead && abortedAt === null) abortedAt = now; // a thread died after its reply (the pool's 'error')
-      if (hooks.shouldStop() && abortedAt === null) {
-        Atomics.store(ctrl, CTRL_STOP, 1);
+      epoch.drain(hooks, this.views.stepStat);
+      if (this.dead && epoch.abortedAt === null) epoch.abortedAt = now; // a thread died after its reply (the pool's 'error')
+      if (hooks.shouldStop() && epoch.abortedAt === null) {
+        this.control.requestStop();
         stopAt ??= now;
         // the stop is honoured at the end of the step in progress; a step that does not end has a stuck thread
         const grace = Math.max(STUCK_GRACE_MS, 3 * this.slowestStepMs);
-        if (now - stopAt > grace && now - progressAt > grace) {
-          const at = where();
-          const waiting = left.map((_, k) => k).filter((k) => !left[k]);
-          abortedAt = now;
-          this.abortWorkers();
-          await Promise.race([quiet, sleep(LEAVE_MS)]);
-          const missing = waiting.filter((k) => !left[k]);
-          stuck = new StuckStep(`the step in progress did not finish within ${(grace / 1000).toFixed(1)} s: ` +
-            `${missing.length > 0 ? missing.map((k) => `worker ${k}`).join(', ') : 'a worker'} never reached the barrier ${at}`);
-        }
+        if (now - stopAt > grace && now - progressAt > grace) stuck = await this.giveUp(epoch, grace, now);
       }
-      if (abortedAt !== null && !finished && now - abortedAt >= LEAVE_MS) break;
+      if (epoch.abortedAt !== null && !epoch.finished && now - epoch.abortedAt >= LEAVE_MS) break;
     }
-    if (stuck) throw stuck;
-    // a dead thread is the story, whatever its peers said when they left
-    if (this.dead) {
-      await Promise.race([quiet, sleep(LEAVE_MS)]);
-      throw this.dead;
-    }
-    if (!finished) {
-      // a thread that does not leave after the abort (it hangs) is abandoned; close() terminates it
-      throw this.dead ?? failure ?? new StuckStep(`a worker did not leave its epoch task ${where()} after the abort`);
-    }
-    await all;
-    drain();
-    return seen;
+    return stuck;
+  }
+
+  /** Gives up on the step in progress after `grace` ms: aborts, lets the threads leave, names the missing. */
+  private async giveUp(epoch: EpochInFlight, grace: number, now: number): Promise<StuckStep> {
+    const at = epoch.where();
+    const waiting = epoch.waiting();
+    epoch.abortedAt = now;
+    this.control.abort();
+    await Promise.race([epoch.quiet, sleep(LEAVE_MS)]);
+    const missing = waiting.filter((k) => !epoch.left[k]);
+    return new StuckStep(`the step in progress did not finish within ${(grace / 1000).toFixed(1)} s: ` +
+      `${missing.length > 0 ? missing.map((k) => `worker ${k}`).join(', ') : 'a worker'} never reached the barrier ${at}`);
   }
 
   /** Loss and accuracy on the test set held in the arena, data-parallel over the shards. */
@@ -409,7 +376,7 @@ function causeOf(e: unknown): string {
 async function settle(tasks: Promise<void>[]): Promise<void> {
   const results = await Promise.allSettled(tasks);
   const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected').map((r) => r.reason);
-  // a lockstep worker that stopped only because a peer failed is not the story: report the peer's error
-  const cause = failed.find((e) => !/aborted: another worker failed/.test(String(e?.message))) ?? failed[0];
+  // a worker that stopped only because a peer failed is not the story: report the peer's error
+  const cause = failed.find((e) => !isPeerAbort(e)) ?? failed[0];
   if (cause !== undefined) throw cause;
 }

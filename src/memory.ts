@@ -2,14 +2,14 @@
 // workers touch, at offsets computed once here and handed to every worker at start-up. WebAssembly kernels
 // work in it directly; TypeScript kernels see it through typed-array views.
 //
-//   control   Int32  [CONTROL_INTS]        thread-index counter, barrier and lockstep words (see CTRL_*)
+//   control   Int32  [CONTROL_INTS]        thread-index counter, barrier and epoch words (control.ts)
 //   busy      Float64[threads × BUSY]      milliseconds each worker thread spent, by what (BUSY_*): computing
 //                                          micro-shards (evaluation counts here too) and reducing + updating,
 //                                          and within those gathering, forward, backward, transposed-copy upkeep
 //   shardStat Float64[2·shards]            per micro-shard (loss sum, correct count) of the last step
 //   evalStat  Float64[2·shards]            per evaluation shard (loss sum, correct count)
-//   lrs       Float64[stepsPerEpoch]       learning rate of each step of the current epoch (lockstep)
-//   stepStat  Float64[2·stepsPerEpoch]     (loss sum, correct count) of each step of the epoch (lockstep)
+//   lrs       Float64[stepsPerEpoch]       learning rate of each step of the current epoch
+//   stepStat  Float64[2·stepsPerEpoch]     (loss sum, correct count) of each step of the epoch
 //   params    Float32[P]                   the model, flat (model.ts layout)
 //   paramsT   Float32[P]                   each layer's weight transposed, (C,OC), at the weight's offset, for
 //                                          families that read it in the forward pass (native); kept current
@@ -33,8 +33,7 @@
 // Every region starts on a 64-byte boundary (a cache line; also keeps SIMD loads aligned).
 import { activationElements, activationViews, layerViews, type Activations, type LayerViews } from './mlp.js';
 import { paramLayout, type Layout } from './model.js';
-
-export const CONTROL_INTS = 16;
+import { CONTROL_INTS } from './control.js';
 
 /** Per-thread busy-time counters: thread k's counter X is busy[k·BUSY + X]. COMPUTE and REDUCE split a
  *  step (they sum everything a worker does); GATHER, FORWARD and BACKWARD are parts of COMPUTE, SYNC of REDUCE. */
@@ -45,21 +44,6 @@ export const BUSY_GATHER = 2;
 export const BUSY_FORWARD = 3;
 export const BUSY_BACKWARD = 4;
 export const BUSY_SYNC = 5;
-/** each worker claims its thread index with Atomics.add on this word */
-export const CTRL_NEXT_THREAD = 0;
-/** barrier: threads arrived in the current round, and the round's generation number */
-export const CTRL_BAR_COUNT = 1;
-export const CTRL_BAR_GEN = 2;
-/** steps of the current epoch completed (written by the workers, read by the coordinator) */
-export const CTRL_STEPS_DONE = 3;
-/** set to 1 by the coordinator to ask the workers to stop after the current step */
-export const CTRL_STOP = 4;
-/** set to 1 by a worker that failed, so that the others leave their barriers instead of waiting forever */
-export const CTRL_ABORT = 5;
-/** the step index after which every worker stops, agreed at a barrier (−1: none) */
-export const CTRL_STOP_AFTER = 6;
-/** each lockstep task claims its participant index 0..threads−1 here; the coordinator resets it per epoch */
-export const CTRL_PARTICIPANT = 7;
 
 export interface ArenaSpec {
   layers: number[];

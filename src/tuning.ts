@@ -1,7 +1,7 @@
 // The timing and memory knobs of the pool and its barriers, in one place: none changes what is computed,
 // only how fast and how patiently. Each says why it has the value it has.
 
-// ── the lockstep barrier (workers/trainer.ts) ───────────────────────────────────────────────────────────
+// ── the barrier (src/control.ts) ───────────────────────────────────────────────────────────────────────
 /** Milliseconds a thread spins at a barrier before it sleeps, when every thread has a core of its own (with
  *  more threads than cores it sleeps at once): 2 ms covers the usual skew between threads at the end of a
  *  phase, and waking from Atomics.wait (a futex) costs 50-100 µs in a VM. */
@@ -12,7 +12,7 @@ export const BARRIER_WAIT_SLICE_MS = 200;
 
 // ── the coordinator (src/coordinator.ts) ────────────────────────────────────────────────────────────────
 /** Milliseconds between two looks of the coordinator at the arena during an epoch (off the workers'
- *  critical path; plenty for metrics and the UI), and between two checks for a stop in the tasks pipeline. */
+ *  critical path; plenty for metrics and the UI). */
 export const POLL_MS = 20;
 /** A stop request that no step finishes for this long (and 3× the slowest step seen) gives up on the step. */
 export const STUCK_GRACE_MS = 500;

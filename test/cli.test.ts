@@ -60,6 +60,15 @@ describe('invalid flag values', () => {
     expect(r.stderr).toContain('--epochz');
   });
 
+  it('--pipeline tasks (removed) → exit 2, one line that says so and what to use instead, nothing written', () => {
+    const out = join(tmp(), 'out');
+    const r = runCli(['--pipeline', 'tasks', '--out', out, '--data-dir', mnistDir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe('mnist-par: --pipeline tasks: that pipeline was removed (it gave the same bytes as lockstep, more slowly); ' +
+      'leave the flag out or use --pipeline lockstep\n');
+    expect(existsSync(out)).toBe(false);
+  });
+
   it('the same checks apply to `train`', () => {
     const r = runCli(['train', '--threads', '0']);
     expect(r.code).toBe(2);

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { readConfigFile, validate } from '../src/config.js';
+import { parseValue, readConfigFile, validate } from '../src/config.js';
 import { UsageError } from '../src/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mnist-par-config-'));
@@ -72,5 +72,15 @@ describe('--hidden', () => {
     expect(validate({ hidden: new Array(64).fill(8) }).hidden).toHaveLength(64);
     expect(() => validate({ hidden: new Array(65).fill(8) })).toThrow(/^--hidden: expected at most 64 hidden layers, got 65$/);
     expect(refusal(`{"hidden": [${'8192,'.repeat(99_999)}8192]}`).message).toContain('got 100000');
+  });
+});
+
+describe('--pipeline', () => {
+  it('lockstep is the only one: a saved configuration\'s removed tasks pipeline runs lockstep, the flag\'s is refused', () => {
+    // a checkpoint or a run folder's config.json of an earlier version: the same bytes come out of lockstep
+    expect(validate({ pipeline: 'tasks' }).pipeline).toBe('lockstep');
+    expect(refusal('{"pipeline": "steps"}').message).toMatch(/--pipeline: expected one of lockstep, got 'steps'/);
+    expect(parseValue('pipeline', 'lockstep')).toBe('lockstep');
+    expect(() => parseValue('pipeline', 'tasks')).toThrow(/^--pipeline tasks: that pipeline was removed/);
   });
 });

@@ -1,6 +1,6 @@
 // Determinism at the edges of a batch: a ragged last batch, micro-shards left empty because a batch has fewer
 // rows than --shards, and several --shards values still give byte-identical weights for any --threads (more
-// threads than cores included), either pipeline and every kernel family. (Full batches are covered in
+// threads than cores included) and every kernel family. (Full batches are covered in
 // e2e.test.ts and native.test.ts.)
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -16,7 +16,6 @@ const families = ['js', 'simd', 'relaxed', ...(loadNative().ok ? ['native'] : []
 interface Run {
   shards: number;
   threads: number;
-  pipeline: 'lockstep' | 'tasks';
 }
 
 interface Trained {
@@ -26,9 +25,9 @@ interface Trained {
 }
 
 function train(dir: string, run: Run, args: string[]): Trained {
-  const out = join(dir, `s${run.shards}-t${run.threads}-${run.pipeline}`);
+  const out = join(dir, `s${run.shards}-t${run.threads}`);
   const r = runCli(['--data-dir', mnistDir, '--out', out, '--plots', join(out, 'plots'), '--no-download', '--no-dashboard',
-    '--seed', '3', '--shards', String(run.shards), '--threads', String(run.threads), '--pipeline', run.pipeline, ...args]);
+    '--seed', '3', '--shards', String(run.shards), '--threads', String(run.threads), ...args]);
   expect(r.code, `${JSON.stringify(run)}: ${r.stderr}`).toBe(0);
   const batches = readFileSync(join(out, 'batch_metrics.csv'), 'utf8').trim().split('\n')
     .map((l) => l.split(',').slice(0, 6).join(','));
@@ -57,17 +56,19 @@ describe('one image per micro-shard', () => {
   // the same order, with exact zeros from the empty shards in between (x + 0 = x): the bytes must agree
   // across --shards too, not only across --threads. A slot left holding the 3-image step's gradient when its
   // shard is empty in the 2-image step would add a stale gradient whose position depends on --shards: this
-  // comparison catches it (checked by removing the clearing of empty slots in workers/trainer.ts).
+  // comparison catches it (checked by removing the clearing of empty slots in workers/trainer.ts). --threads 8
+  // gives every thread at most one micro-shard on a machine of 8 cores or more, and idles all but as many
+  // threads as there are cores on a smaller one.
   const tiny = ['--limit-train', '5', '--batch-size', '3', '--limit-test', '10', '--epochs', '3'];
   const runs: Run[] = [
-    { shards: 3, threads: 1, pipeline: 'lockstep' },
-    { shards: 4, threads: 2, pipeline: 'lockstep' },
-    { shards: 6, threads: 3, pipeline: 'lockstep' },
-    { shards: 8, threads: 3, pipeline: 'lockstep' },
-    { shards: 8, threads: 2, pipeline: 'tasks' },
+    { shards: 3, threads: 1 },
+    { shards: 4, threads: 2 },
+    { shards: 6, threads: 3 },
+    { shards: 8, threads: 3 },
+    { shards: 8, threads: 8 },
   ];
 
-  it.each(families)('%s kernels: --shards 3, 4, 6, 8 × --threads 1, 2, 3 × both pipelines give the same bytes', (family) => {
+  it.each(families)('%s kernels: --shards 3, 4, 6, 8 × --threads 1, 2, 3, 8 give the same bytes', (family) => {
     const dir = tmp();
     const results = runs.map((run) => train(dir, run, [...tiny, '--kernels', family]));
     expect(results[0].batches).toHaveLength(1 + 3 * 2);
@@ -77,7 +78,7 @@ describe('one image per micro-shard', () => {
       // the comparison can fail: --shards 2 puts two images in one shard, where the reference kernel adds the
       // second image's product unrounded to the first's float32 sum; one-image slots round each product to
       // float32 before the reduction adds them
-      const two = train(dir, { shards: 2, threads: 2, pipeline: 'lockstep' }, [...tiny, '--kernels', family]);
+      const two = train(dir, { shards: 2, threads: 2 }, [...tiny, '--kernels', family]);
       expect(two.weights.equals(results[0].weights)).toBe(false);
     }
   });
@@ -90,18 +91,18 @@ describe('a ragged last batch at a real batch size', () => {
   // kernels (native when built, else WebAssembly).
   const cases: [string, string, Run[]][] = [
     ['5 rows over --shards 8', '197', [
-      { shards: 8, threads: 1, pipeline: 'lockstep' },
-      { shards: 8, threads: 2, pipeline: 'lockstep' },
-      { shards: 8, threads: 3, pipeline: 'lockstep' },
-      { shards: 8, threads: 3, pipeline: 'tasks' },
+      { shards: 8, threads: 1 },
+      { shards: 8, threads: 2 },
+      { shards: 8, threads: 3 },
+      { shards: 8, threads: 8 },
     ]],
     ['1 row over --shards 3', '193', [
-      { shards: 3, threads: 1, pipeline: 'lockstep' },
-      { shards: 3, threads: 3, pipeline: 'lockstep' },
+      { shards: 3, threads: 1 },
+      { shards: 3, threads: 3 },
     ]],
   ];
 
-  it.each(cases)('%s: the same bytes for every --threads and pipeline', (_name, limit, runs) => {
+  it.each(cases)('%s: the same bytes for every --threads', (_name, limit, runs) => {
     const dir = tmp();
     const args = ['--limit-train', limit, '--batch-size', '64', '--limit-test', '100', '--epochs', '2'];
     const results = runs.map((run) => train(dir, run, args));

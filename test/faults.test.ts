@@ -147,16 +147,26 @@ describe('a worker thread that dies', () => {
     expect(r.afterMs).toBeLessThan(PROMPT_MS);
   });
 
-  it('in the tasks pipeline: the line names the task and its step', async () => {
-    for (const mode of ['exit', 'crash']) {
-      const out = join(tmp(), 'models');
-      const r = await runTimed([...small, '--epochs', '1', '--pipeline', 'tasks', '--out', out],
-        { MNIST_PAR_INJECT_FAULT: `forwardBackward:7:2:${mode}` });
-      // a crash may land after the task's reply: then the thread dies idle and the next task reports it
-      expect(oneLine(r)).toMatch(/^mnist-par: training stopped: the worker running (forwardBackward|reduceStep) \(step [78], (shard|slice) \d\) died: it (exited with code 7|crashed: injected crash in forwardBackward at step 7)/);
-      expect(r.code, mode).toBe(1);
-      expect(r.afterMs).toBeLessThan(PROMPT_MS);
-    }
+  it('in a task outside the epoch (an evaluation): the line names the task and its test rows', async () => {
+    // the evaluation after step 64, the last of epoch 2: its shard 1 of 4 holds test rows 125..250
+    const dir = tmp();
+    const out = join(dir, 'models');
+    const r = await runTimed([...small, '--epochs', '2', '--out', out, '--plots', join(dir, 'plots')],
+      { MNIST_PAR_INJECT_FAULT: 'evaluate:64:1:exit' });
+    expect(oneLine(r)).toBe('mnist-par: training stopped: the worker running evaluate (test rows 125..250) died: it exited with code 7; ' +
+      'nothing was saved after the last checkpoint');
+    expect(r.code).toBe(1);
+    expect(r.afterMs).toBeLessThan(PROMPT_MS);
+    await checkpointFromEpoch1(out);
+  });
+
+  it('by a crash in an evaluation: the line names the task and carries the error', async () => {
+    const out = join(tmp(), 'models');
+    const r = await runTimed([...small, '--epochs', '2', '--out', out], { MNIST_PAR_INJECT_FAULT: 'evaluate:32:1:crash' });
+    expect(oneLine(r)).toBe('mnist-par: training stopped: the worker running evaluate (test rows 125..250) died: it crashed: ' +
+      'injected crash in evaluate at step 32 (1) by MNIST_PAR_INJECT_FAULT; nothing was saved after the last checkpoint');
+    expect(r.code).toBe(1);
+    expect(r.afterMs).toBeLessThan(PROMPT_MS);
   });
 });
 
@@ -211,16 +221,6 @@ describe('a signal while the peers of a hanging thread wait at a barrier', () =>
     });
   }
 
-  it('SIGTERM in the tasks pipeline: the same, naming the task that never finished', async () => {
-    const dir = tmp();
-    const out = join(dir, 'models');
-    const r = await runTimed([...small, '--epochs', '2', '--pipeline', 'tasks', '--out', out, '--plots', join(dir, 'plots')],
-      { MNIST_PAR_INJECT_FAULT: 'forwardBackward:40:1:hang' }, { name: 'SIGTERM', afterStep: 39, waitMs: 500 });
-    expect(oneLine(r)).toMatch(/^mnist-par: stopped by SIGTERM, but the step in progress did not finish within 0\.\d s: forwardBackward \(step 40, shard 1\) never finished; /);
-    expect(r.code).toBe(143);
-    expect(r.afterMs).toBeLessThan(PROMPT_MS);
-    await checkpointFromEpoch1(out);
-  });
 });
 
 describe('standard output that goes away', () => {

@@ -100,6 +100,23 @@ describe('resume', () => {
     expect(batchRows(join(dir, 'old'))).toEqual(batchRows(join(dir, 'straight')));
   });
 
+  it('resumes a checkpoint saved with the removed tasks pipeline: lockstep continues it, bit for bit', async () => {
+    const dir = tmp();
+    const args = [...base, '--limit-train', '1000', '--batch-size', '100', '--schedule', 'none'];
+    expect(runCli([...args, '--epochs', '2', '--out', join(dir, 'straight')]).code).toBe(0);
+    expect(runCli([...args, '--epochs', '1', '--out', join(dir, 'old')]).code).toBe(0);
+    const file = join(dir, 'old', 'checkpoint-last.safetensors');
+    const { tensors, metadata } = await readSafetensors(file);
+    const state = JSON.parse(metadata['mnist-par.state']);
+    state.config.pipeline = 'tasks';
+    await writeSafetensors(file, [...tensors.entries()].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
+      { ...metadata, 'mnist-par.state': JSON.stringify(state) });
+    const r = runCli(['--resume', join(dir, 'old'), '--epochs', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(same(join(dir, 'straight'), join(dir, 'old'))).toBe(true);
+    expect(batchRows(join(dir, 'old'))).toEqual(batchRows(join(dir, 'straight')));
+  });
+
   it('keeps last and best checkpoints and PyTorch-style weight files', () => {
     const out = join(tmp(), 'm');
     expect(runCli([...base, '--limit-train', '2000', '--epochs', '2', '--out', out, '--plots', join(out, 'p')]).code).toBe(0);

@@ -1,30 +1,29 @@
-// A worker thread of the pool. Views over the shared arena are built once when the module loads; every task
-// carries only indices and a few scalars, and results go back through the arena (per-shard sums) so a
-// message never carries image data or weights.
+// A worker thread of the pool, one of `threads` that train together. Views over the shared arena are built
+// once when the module loads; a task carries only indices and a few scalars, and results go back through the
+// arena (per-shard and per-step sums), so a message never carries image data or weights.
 //
 // Tasks (Piscina named exports):
-//   runEpoch         lockstep pipeline: every worker runs all steps of an epoch, meeting the others at two
-//                    barriers per step (after the shards, after the update); one task per worker per epoch
-//   forwardBackward  tasks pipeline: one micro-shard
-//   reduceStep       tasks pipeline: one slice of the parameter vector
-//   evaluate         one evaluation shard of the test set: forward + loss in chunks
-//   syncWeights      one slice of the transposed weights, after the parameters were set from outside
+//   runEpoch     the steps of an epoch, in lockstep with the other workers: trainStep, once per batch
+//   evaluate     one evaluation shard of the test set: forward + loss in chunks
+//   syncWeights  one slice of the transposed weights, after the parameters were set from outside
+//
+// Who this worker is: `thread`, its index for its busy-time counters, is claimed once when it loads. Which
+// micro-shards and which parameter slice it works on is the epoch task's `participant`, given by the
+// coordinator (so that when a thread dies the coordinator knows which one).
 import { workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import {
   arenaViews, batchViews, splitRange, BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE,
-  BUSY_SYNC, CTRL_ABORT, CTRL_BAR_COUNT, CTRL_BAR_GEN, CTRL_NEXT_THREAD,
-  CTRL_STEPS_DONE, CTRL_STOP, CTRL_STOP_AFTER, type ArenaLayout,
+  BUSY_SYNC, type ArenaLayout,
 } from '../src/memory.js';
+import { Control, PeerAbort } from '../src/control.js';
 import {
-  layerViewsWithTransposed, mlpBackward, mlpBackwardGroup, mlpEvaluate, mlpForward, rowsOf, syncTransposed,
-  type Activations, type RowRange,
+  layerViewsWithTransposed, mlpBackward, mlpBackwardGroup, mlpEvaluate, mlpForward, syncTransposed, type RowRange,
 } from '../src/mlp.js';
 import type { OptimizerConfig } from '../src/optim.js';
 import { loadKernels, type KernelFamily } from '../src/kernels/wasm.js';
-import { augmentRow, DEFAULT_AUGMENT, sampleTransform } from '../src/data/augment.js';
-import { normalizationTable } from '../src/data/datasets.js';
-import { BARRIER_WAIT_SLICE_MS } from '../src/tuning.js';
+import { BatchRows } from './batch.js';
+import { injectFault, injectLoadFault, vanished, Vanish } from './faults.js';
 
 export interface WorkerInit {
   memory: WebAssembly.Memory;
@@ -35,9 +34,9 @@ export interface WorkerInit {
   mean: number;
   std: number;
   labelSmoothing: number;
-  /** [start, end) of the parameter slice owned by reducer k (one per thread; empty for k ≥ active) */
+  /** [start, end) of the parameter slice owned by participant k (one per thread; empty for k ≥ active) */
   slices: [number, number][];
-  /** lockstep participants that get micro-shards and slices: min(threads, cores) */
+  /** participants that get micro-shards and slices: min(threads, cores) */
   active: number;
   /** milliseconds to spin at a barrier before sleeping (0 when threads outnumber cores) */
   spinMs: number;
@@ -45,8 +44,6 @@ export interface WorkerInit {
   augment: number | null;
 }
 
-export interface ShardTask { shard: number; start: number; count: number; batch: number; step: number; epoch: number }
-export interface ReduceTask { slice: number; lr: number; t: number }
 export interface EvalTask { shard: number; start: number; end: number }
 /** Steps [from, to) of an epoch; batch b covers perm[b·batchSize, min((b+1)·batchSize, trainCount)).
  *  `participant` (0..threads-1) is given by the coordinator, so that when a thread dies it knows which one. */
@@ -55,143 +52,191 @@ export interface EpochTask {
 }
 
 const init = workerData as WorkerInit;
-const memory = init.memory;
-const views = arenaViews(memory, init.layout);
+const views = arenaViews(init.memory, init.layout);
 const model = views.model;
 const S = init.layout.spec.shards;
 const T = init.layout.spec.threads;
-const batchBuffers = batchViews(memory, views);
-const kernels = await loadKernels(init.kernels, memory);
-// the parameters, with the transposed weights the family's forward pass may read (unused otherwise)
-const net = layerViewsWithTransposed(views.params, views.paramsT, model);
-const PIXELS = init.layout.spec.pixels;
 const ROWS = init.layout.spec.rows;
 const L = model.slots.length;
 const CLASSES = model.layers[L];
-const ctrl = views.control;
-const NORM = normalizationTable(init.mean, init.std);
-// This thread's index for its busy-time counters, claimed once (Piscina starts exactly `threads` workers).
-// The lockstep pipeline does not rely on it: each epoch's tasks claim distinct participant indices.
-const started = Atomics.add(ctrl, CTRL_NEXT_THREAD, 1);
-let me = started % T;
-const fault = parseFault(process.env.MNIST_PAR_INJECT_FAULT);
-if (fault?.task === 'load' && started >= fault.step) {
-  throw new Error(`injected fault: worker thread ${started} fails while loading, by MNIST_PAR_INJECT_FAULT`);
+const buffers = batchViews(init.memory, views);
+const kernels = await loadKernels(init.kernels, init.memory);
+// the parameters, with the transposed weights the family's forward pass may read (unused otherwise)
+const net = layerViewsWithTransposed(views.params, views.paramsT, model);
+const batch = new BatchRows(kernels, buffers, model, init.layout.spec.pixels, init);
+const control = new Control(views.control);
+
+const thread = control.claimThread();
+injectLoadFault(thread);
+/** where this thread's busy-time counters start in views.busy */
+const busy = BUSY * (thread % T);
+
+/** The share of an epoch's work that participant k does. */
+interface Participant {
+  /** micro-shards [s0, s1): contiguous, so their rows lie together in every batch */
+  s0: number;
+  s1: number;
+  /** the parameter slice it reduces and updates */
+  slice: number;
 }
 
-const affine = new Float32Array(6);
+function participant(k: number): Participant {
+  // participants k ≥ active pass the barriers without work: more busy threads than cores only add switches
+  const [s0, s1] = k < init.active ? splitRange(S, init.active, k) : [0, 0];
+  return { s0, s1, slice: k };
+}
 
-/** Copies images index[start + r] (start + r when index is null) of a uint8 set into rows r < rows of x,
- *  normalized, and their labels into y; augmented when `epoch` > 0 and augmentation is on. */
-function gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null,
-                start: number, rows: number, epoch: number): void {
-  if (init.augment === null || epoch === 0) {
-    kernels.gather(x, y, images, labels, index, start, rows, PIXELS, NORM);
+/** Where this thread is in its epoch, for the message if it fails: "forwardBackward (step 5, shard 2)". */
+interface Progress { phase: 'forwardBackward' | 'reduceStep'; step: number; what: 'shard' | 'slice'; index: number }
+
+// the last training step this thread finished (0 before any): evaluation faults are placed by it
+let lastStep = 0;
+
+export function runEpoch(task: EpochTask): void | Promise<never> {
+  const at: Progress = { phase: 'forwardBackward', step: 0, what: 'shard', index: 0 };
+  try {
+    const me = participant(task.participant);
+    for (let b = task.from; b < task.to; b++) {
+      trainStep(task, me, b, at);
+      lastStep = at.step;
+      if (control.stopsAfter(b)) return;
+    }
+  } catch (e) {
+    if (e instanceof Vanish) return vanished();
+    // release the peers waiting for this thread at a barrier
+    control.abort();
+    if (e instanceof PeerAbort) throw e;
+    const why = e instanceof Error ? e.message : String(e);
+    throw new Error(`${at.phase} (step ${at.step}, ${at.what} ${at.index}) failed: ${why}`);
+  }
+}
+
+/**
+ * One optimizer step on batch b of the epoch, as this worker runs it between the barriers it shares with
+ * the others. The batch is perm[b·batchSize, +count); micro-shard s takes its rows [⌊s·count/S⌋, ⌊(s+1)·count/S⌋)
+ * and writes its gradient into slot s, so the sums are the same whichever thread runs which shard.
+ */
+function trainStep(task: EpochTask, me: Participant, b: number, at: Progress): void {
+  const t = task.firstT + (b - task.from);
+  const start = b * task.batchSize;
+  const count = Math.min(task.batchSize, task.trainCount - start);
+  at.step = t;
+
+  // 1. gather (+ augment), forward, loss and backward of my micro-shards, each gradient into its shard's slot
+  at.phase = 'forwardBackward';
+  at.what = 'shard';
+  const t0 = performance.now();
+  if (kernels.groupsRows) forwardBackward(me.s0, me.s1, start, count, t, task.epoch, at);
+  else for (let s = me.s0; s < me.s1; s++) forwardBackward(s, s + 1, start, count, t, task.epoch, at);
+  const t1 = performance.now();
+  views.busy[busy + BUSY_COMPUTE] += t1 - t0;
+
+  // 2. every slot is written; the last to arrive sums the step's loss and accuracy
+  control.barrier(T, init.spinMs, sumStep, b);
+
+  // 3. reduce-scatter + optimizer: my slice of the parameters, summed over the slots in shard order, updated
+  at.phase = 'reduceStep';
+  at.what = 'slice';
+  at.index = me.slice;
+  const t2 = performance.now();
+  reduceAndUpdate(me.slice, views.lrs[b], t);
+  views.busy[busy + BUSY_REDUCE] += performance.now() - t2;
+
+  // 4. every slice is updated; the last to arrive records the step as done (and whether to stop after it)
+  control.barrier(T, init.spinMs, finishStep, b);
+}
+
+/** Serial work of the first barrier: batch b's loss sum and correct count, summed over the shards in order. */
+function sumStep(b: number): void {
+  const stat = views.shardStat;
+  let lossSum = 0;
+  let correct = 0;
+  for (let s = 0; s < S; s++) {
+    lossSum += stat[2 * s];
+    correct += stat[2 * s + 1];
+  }
+  views.stepStat[2 * b] = lossSum;
+  views.stepStat[2 * b + 1] = correct;
+}
+
+function finishStep(b: number): void {
+  control.finishStep(b);
+}
+
+/**
+ * Micro-shards [s0, s1) of step t, whose batch is perm[start, start + count): their rows lie together at
+ * [⌊s0·count/S⌋, ⌊s1·count/S⌋) of the batch. One gather, one forward pass, then the loss and the backward
+ * pass, each shard's weight gradient into its own slot and its (loss sum, correct count) into shardStat.
+ * Several shards at once only with kernels that can (groupsRows: the input gradients run once over all the
+ * rows), which gives every shard the same bits as running it alone, in fewer, larger kernel calls.
+ */
+function forwardBackward(s0: number, s1: number, start: number, count: number, t: number, epoch: number,
+                         at: Progress): void {
+  if (s1 <= s0) return;
+  for (let s = s0; s < s1; s++) {
+    at.index = s;
+    injectFault('forwardBackward', t, s);
+  }
+  at.index = s0;
+  const first = splitRange(count, S, s0)[0];
+  const n = splitRange(count, S, s1 - 1)[1] - first;
+  if (n === 0) {
+    for (let s = s0; s < s1; s++) emptyShard(s);
     return;
   }
-  for (let r = 0; r < rows; r++) {
-    const i = index ? index[start + r] : start + r;
-    // the transform depends only on (seed, epoch, image index): the same whichever thread gathers it
-    sampleTransform(init.augment, epoch, i, DEFAULT_AUGMENT, affine);
-    augmentRow(x, r * PIXELS, images, i * PIXELS, affine, init.mean, init.std);
-    y[r] = labels[i];
+  const g = batch.rows(first, n);
+  const t0 = performance.now();
+  batch.gather(g, views.trainX, views.trainY, views.perm, start + first, n, epoch);
+  const t1 = performance.now();
+  mlpForward(kernels, net, g.acts, model, n);
+  const t2 = performance.now();
+  if (kernels.groupsRows) {
+    const ranges: RowRange[] = [];
+    for (let s = s0; s < s1; s++) {
+      const [a, z] = splitRange(count, S, s);
+      ranges.push({ first: a - first, count: z - a });
+    }
+    const stats = mlpBackwardGroup(kernels, buffers.grad.slice(s0, s1), net, g.acts, model, g.labels, ranges, n,
+      init.labelSmoothing, 1 / count);
+    countPhases(t0, t1, t2);
+    stats.forEach((r, i) => {
+      views.shardStat[2 * (s0 + i)] = r.lossSum;
+      views.shardStat[2 * (s0 + i) + 1] = r.correct;
+    });
+  } else {
+    const r = mlpBackward(kernels, buffers.grad[s0], net, g.acts, model, g.labels, n, init.labelSmoothing, 1 / count);
+    countPhases(t0, t1, t2);
+    views.shardStat[2 * s0] = r.lossSum;
+    views.shardStat[2 * s0 + 1] = r.correct;
   }
 }
 
-// Views of rows [first, first + count) of the activation buffers and labels, built once per distinct range
-// (a run has a handful: the micro-shards and groups of a full batch and of the last one, evaluation chunks).
-const rowViewCache = new Map<number, { acts: Activations; labels: Int32Array }>();
-function rows(first: number, count: number): { acts: Activations; labels: Int32Array } {
-  const key = first * 0x20000 + count; // count ≤ 65536 (the largest --batch-size)
-  let v = rowViewCache.get(key);
-  if (!v) {
-    if (rowViewCache.size > 1024) rowViewCache.clear();
-    v = { acts: rowsOf(batchBuffers.acts, model, first, count), labels: batchBuffers.labels.subarray(first, first + count) };
-    rowViewCache.set(key, v);
-  }
-  return v;
-}
-
+/** A micro-shard with no rows in this batch adds exact zeros (never a stale gradient of an earlier step). */
 function emptyShard(shard: number): void {
   views.slot[shard].fill(0);
   views.shardStat[2 * shard] = 0;
   views.shardStat[2 * shard + 1] = 0;
 }
 
-/** Micro-shard `shard` of step t: rows perm[start, start+count) of a batch of `batch` rows → slot `shard`.
- *  Its rows sit at their place in the batch: [⌊shard·batch/S⌋, +count). */
-function shardWork(shard: number, start: number, count: number, batch: number, t: number, epoch: number): void {
-  checkFault('forwardBackward', t, shard);
-  if (count === 0) return emptyShard(shard);
-  const sv = rows(splitRange(batch, S, shard)[0], count);
-  const t0 = performance.now();
-  gather(sv.acts.h[0] as Float32Array, sv.labels, views.trainX, views.trainY, views.perm, start, count, epoch);
-  const t1 = performance.now();
-  mlpForward(kernels, net, sv.acts, model, count);
-  const t2 = performance.now();
-  const { lossSum, correct } = mlpBackward(kernels, batchBuffers.grad[shard], net, sv.acts, model, sv.labels, count,
-    init.labelSmoothing, 1 / batch);
-  countPhases(t0, t1, t2);
-  views.shardStat[2 * shard] = lossSum;
-  views.shardStat[2 * shard + 1] = correct;
-}
-
 /** Adds a gather that ran from t0 to t1, a forward pass to t2 and a backward pass to now to this thread's
  *  busy counters. */
 function countPhases(t0: number, t1: number, t2: number): void {
-  const busy = views.busy;
-  busy[BUSY * me + BUSY_GATHER] += t1 - t0;
-  busy[BUSY * me + BUSY_FORWARD] += t2 - t1;
-  busy[BUSY * me + BUSY_BACKWARD] += performance.now() - t2;
+  views.busy[busy + BUSY_GATHER] += t1 - t0;
+  views.busy[busy + BUSY_FORWARD] += t2 - t1;
+  views.busy[busy + BUSY_BACKWARD] += performance.now() - t2;
 }
 
-/**
- * Micro-shards [s0, s1) of step t, whose rows are contiguous in the batch perm[start, start+batch): one
- * gather, one forward pass and one input-gradient pass over all their rows, each shard's weight gradient to
- * its own slot (mlpBackwardGroup). The same bits as shardWork on each shard, in fewer, larger kernel calls.
- */
-function groupWork(s0: number, s1: number, start: number, batch: number, t: number, epoch: number): void {
-  for (let s = s0; s < s1; s++) {
-    doing.index = s;
-    checkFault('forwardBackward', t, s);
-  }
-  doing.index = s0;
-  const first = splitRange(batch, S, s0)[0];
-  const n = splitRange(batch, S, s1 - 1)[1] - first;
-  if (n === 0) {
-    for (let s = s0; s < s1; s++) emptyShard(s);
-    return;
-  }
-  const g = rows(first, n);
-  const t0 = performance.now();
-  gather(g.acts.h[0] as Float32Array, g.labels, views.trainX, views.trainY, views.perm, start + first, n, epoch);
-  const t1 = performance.now();
-  mlpForward(kernels, net, g.acts, model, n);
-  const t2 = performance.now();
-  const ranges: RowRange[] = [];
-  for (let s = s0; s < s1; s++) {
-    const [a, z] = splitRange(batch, S, s);
-    ranges.push({ first: a - first, count: z - a });
-  }
-  const stats = mlpBackwardGroup(kernels, batchBuffers.grad.slice(s0, s1), net, g.acts, model, g.labels, ranges, n,
-    init.labelSmoothing, 1 / batch);
-  countPhases(t0, t1, t2);
-  stats.forEach((r, i) => {
-    views.shardStat[2 * (s0 + i)] = r.lossSum;
-    views.shardStat[2 * (s0 + i) + 1] = r.correct;
-  });
-}
-
-/** Slice k of the parameters at step t: sum the slots in shard order, then the optimizer update. */
-function reduceWork(k: number, lr: number, t: number): void {
+/** Slice k of the parameters at step t: sum the slots in shard order, then the optimizer update, then the
+ *  slice's transposed weights for the next forward pass. */
+function reduceAndUpdate(k: number, lr: number, t: number): void {
   const [start, end] = init.slices[k] ?? [0, 0];
   if (end <= start) return;
-  checkFault('reduceStep', t, start);
+  injectFault('reduceStep', t, start);
   kernels.reduceAndUpdate(init.optimizer, lr, t, views.params, views.slotsAll, init.layout.slotStride, S,
     views.state, views.grad, start, end);
   const t0 = performance.now();
   syncTransposed(kernels, net, model, start, end);
-  views.busy[BUSY * me + BUSY_SYNC] += performance.now() - t0;
+  views.busy[busy + BUSY_SYNC] += performance.now() - t0;
 }
 
 /** After the parameters were written from outside (initialization, a checkpoint): refresh slice k's
@@ -201,203 +246,27 @@ export function syncWeights(k: number): void {
   syncTransposed(kernels, net, model, start, end);
 }
 
-export function forwardBackward(t: ShardTask): void {
+export function evaluate(task: EvalTask): void | Promise<never> {
   const t0 = performance.now();
   try {
-    shardWork(t.shard, t.start, t.count, t.batch, t.step, t.epoch);
+    injectFault('evaluate', lastStep, task.shard);
   } catch (e) {
-    if (e instanceof Vanish) return;
+    if (e instanceof Vanish) return vanished();
     throw e;
   }
-  views.busy[BUSY * me + BUSY_COMPUTE] += performance.now() - t0;
-}
-
-export function reduceStep(t: ReduceTask): void {
-  const t0 = performance.now();
-  try {
-    reduceWork(t.slice, t.lr, t.t);
-  } catch (e) {
-    if (e instanceof Vanish) return;
-    throw e;
-  }
-  views.busy[BUSY * me + BUSY_REDUCE] += performance.now() - t0;
-}
-
-/**
- * Waits until all `threads` workers have arrived. The last to arrive runs `serial` (alone, while the others
- * wait) and then releases the round. Sleeps in Atomics.wait after a short spin, so oversubscribed threads
- * never burn the cores the working ones need. A failed peer (CTRL_ABORT) releases everyone with an error.
- */
-function barrier(serial: (() => void) | null): void {
-  // the coordinator sets the abort word when a thread died or a stop could not wait for a stuck one
-  if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
-  const gen = Atomics.load(ctrl, CTRL_BAR_GEN);
-  if (Atomics.add(ctrl, CTRL_BAR_COUNT, 1) === T - 1) {
-    Atomics.store(ctrl, CTRL_BAR_COUNT, 0);
-    if (serial) serial();
-    Atomics.add(ctrl, CTRL_BAR_GEN, 1);
-    Atomics.notify(ctrl, CTRL_BAR_GEN);
-    return;
-  }
-  // Spin first: waking from Atomics.wait (a futex) takes 50-100 µs in a VM, a few percent of a step.
-  const spinUntil = performance.now() + init.spinMs;
-  let spinning = init.spinMs > 0;
-  let polls = 0;
-  while (Atomics.load(ctrl, CTRL_BAR_GEN) === gen) {
-    if (spinning) {
-      // the clock is read every 256 polls
-      if ((++polls & 255) === 0 && performance.now() >= spinUntil) spinning = false;
-      continue;
-    }
-    Atomics.wait(ctrl, CTRL_BAR_GEN, gen, BARRIER_WAIT_SLICE_MS);
-    // a worker that arrives after a peer failed is never released: it notices the abort word instead
-    if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
-  }
-  // a failing worker also bumps the generation to wake everyone: then leave instead of going on
-  if (Atomics.load(ctrl, CTRL_ABORT) !== 0) throw new PeerAbort();
-}
-
-/** Thrown in the workers that did not fail, so the coordinator can report the one that did. */
-class PeerAbort extends Error {
-  constructor() {
-    super('aborted: another worker failed');
-  }
-}
-
-/** Thrown by the "crash" fault: the thread leaves its task at once, without a word to its peers, and dies. */
-class Vanish extends Error {}
-
-// What this thread is doing in the lockstep loop, for the error message if it fails.
-const doing = { task: '', t: 0, what: '', index: 0 };
-
-export function runEpoch(task: EpochTask): void {
-  try {
-    lockstep(task);
-  } catch (e) {
-    if (e instanceof Vanish) return;
-    Atomics.store(ctrl, CTRL_ABORT, 1);
-    Atomics.add(ctrl, CTRL_BAR_GEN, 1); // release whoever sleeps at a barrier
-    Atomics.notify(ctrl, CTRL_BAR_GEN);
-    if (e instanceof PeerAbort) throw e;
-    const why = e instanceof Error ? e.message : String(e);
-    throw new Error(`${doing.task} (step ${doing.t}, ${doing.what} ${doing.index}) failed: ${why}`);
-  }
-}
-
-function lockstep(task: EpochTask): void {
-  const { batchSize, trainCount, firstT } = task;
-  // participant k owns parameter slice k
-  me = task.participant;
-  const stat = views.shardStat;
-  for (let b = task.from; b < task.to; b++) {
-    const t = firstT + (b - task.from);
-    const start = b * batchSize;
-    const count = Math.min(batchSize, trainCount - start);
-    const t0 = performance.now();
-    doing.task = 'forwardBackward';
-    doing.t = t;
-    doing.what = 'shard';
-    // participant k < active runs the contiguous micro-shards [⌊k·S/A⌋, ⌊(k+1)·S/A⌋): their rows lie together
-    const [s0, s1] = me < init.active ? splitRange(S, init.active, me) : [0, 0];
-    if (kernels.groupsRows && s1 > s0) {
-      groupWork(s0, s1, start, count, t, task.epoch);
-    } else {
-      for (let s = s0; s < s1; s++) {
-        const [a, z] = splitRange(count, S, s);
-        doing.index = s;
-        shardWork(s, start + a, z - a, count, t, task.epoch);
-      }
-    }
-    const t1 = performance.now();
-    views.busy[BUSY * me + BUSY_COMPUTE] += t1 - t0;
-    barrier(() => {
-      let lossSum = 0;
-      let correct = 0;
-      for (let s = 0; s < S; s++) {
-        lossSum += stat[2 * s];
-        correct += stat[2 * s + 1];
-      }
-      views.stepStat[2 * b] = lossSum;
-      views.stepStat[2 * b + 1] = correct;
-    });
-    const t2 = performance.now();
-    doing.task = 'reduceStep';
-    doing.what = 'slice';
-    doing.index = me;
-    reduceWork(me, views.lrs[b], t);
-    views.busy[BUSY * me + BUSY_REDUCE] += performance.now() - t2;
-    barrier(() => {
-      Atomics.store(ctrl, CTRL_STEPS_DONE, b + 1);
-      if (Atomics.load(ctrl, CTRL_STOP) !== 0) Atomics.store(ctrl, CTRL_STOP_AFTER, b);
-    });
-    if (Atomics.load(ctrl, CTRL_STOP_AFTER) === b) return;
-  }
-}
-
-export function evaluate(t: EvalTask): void {
-  const t0 = performance.now();
   let lossSum = 0;
   let correct = 0;
-  for (let a = t.start; a < t.end; a += ROWS) {
-    const n = Math.min(ROWS, t.end - a);
+  for (let a = task.start; a < task.end; a += ROWS) {
+    const n = Math.min(ROWS, task.end - a);
     // evaluation shard s works in rows [s·ROWS, (s+1)·ROWS) of the buffers
-    const sv = rows(t.shard * ROWS, n);
-    gather(sv.acts.h[0] as Float32Array, sv.labels, views.testX, views.testY, null, a, n, 0);
-    const r = mlpEvaluate(kernels, net, sv.acts, model, sv.labels, n);
-    views.testProbs.set(sv.acts.dh[L].subarray(0, n * CLASSES), a * CLASSES);
-    lossSum += r.lossSum;
-    correct += r.correct;
+    const r = batch.rows(task.shard * ROWS, n);
+    batch.gather(r, views.testX, views.testY, null, a, n, 0);
+    const stats = mlpEvaluate(kernels, net, r.acts, model, r.labels, n);
+    views.testProbs.set(r.acts.dh[L].subarray(0, n * CLASSES), a * CLASSES);
+    lossSum += stats.lossSum;
+    correct += stats.correct;
   }
-  views.evalStat[2 * t.shard] = lossSum;
-  views.evalStat[2 * t.shard + 1] = correct;
-  views.busy[BUSY * me + BUSY_COMPUTE] += performance.now() - t0;
-}
-
-// Fault injection for the tests of failure handling. MNIST_PAR_INJECT_FAULT="TASK:STEP[:WHERE][:MODE]":
-//   TASK   forwardBackward (WHERE: the shard) or reduceStep (WHERE: the first parameter of the slice); without
-//          WHERE every shard or slice of that step is hit
-//   MODE   throw  (default) the task throws an Error: the ordinary failure, reported by the worker itself
-//          exit   process.exit(7) in the worker thread: it dies mid-step, telling nobody
-//          crash  an uncaught error outside the task (a queued microtask), the thread dies before it replies
-//          hang   the thread blocks forever (Atomics.wait on a private word), alive but never arriving
-//          oom    the thread allocates until it hits its heap limit (resourceLimits) and is terminated
-// "load:N": the N-th worker thread to start (0-based, counting replacements) and every later one fail while
-// loading this module, before any task.
-type FaultMode = 'throw' | 'exit' | 'crash' | 'hang' | 'oom';
-interface Fault { task: string; step: number; where: number | null; mode: FaultMode }
-
-function parseFault(spec: string | undefined): Fault | null {
-  if (!spec) return null;
-  const parts = spec.split(':');
-  const modes: readonly string[] = ['throw', 'exit', 'crash', 'hang', 'oom'];
-  const mode = (parts.length > 2 && modes.includes(parts[parts.length - 1]) ? parts.pop() : 'throw') as FaultMode;
-  const [task, step, where] = parts;
-  return { task, step: Number(step), where: where === undefined ? null : Number(where), mode };
-}
-
-function checkFault(task: string, step: number, where: number): void {
-  if (!fault || fault.task !== task || fault.step !== step || (fault.where !== null && fault.where !== where)) return;
-  const what = `injected ${fault.mode} in ${task} at step ${step} (${where}) by MNIST_PAR_INJECT_FAULT`;
-  switch (fault.mode) {
-    case 'throw':
-      throw new Error(`injected fault in ${task} at step ${step} (${where}) by MNIST_PAR_INJECT_FAULT`);
-    case 'exit':
-      process.exit(7);
-      break;
-    case 'crash':
-      // the thread dies as soon as its task returns: before or just after Piscina's reply, so the coordinator
-      // sees either the task rejected or the pool's 'error' for a thread with no task
-      queueMicrotask(() => {
-        throw new Error(what);
-      });
-      throw new Vanish();
-    case 'hang':
-      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0);
-      break;
-    case 'oom': {
-      // plain JS arrays live on the worker's heap (typed arrays would not count against its limit)
-      const hog: number[][] = [];
-      for (;;) hog.push(new Array<number>(1 << 16).fill(0.5));
-    }
-  }
+  views.evalStat[2 * task.shard] = lossSum;
+  views.evalStat[2 * task.shard + 1] = correct;
+  views.busy[busy + BUSY_COMPUTE] += performance.now() - t0;
 }
