@@ -140,7 +140,7 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   const layout = paramLayout(layers);
   const P = layout.size;
   const maxB = Math.max(...batches);
-  const maxW = Math.max(...layout.slots.map((s) => s.C * s.OC));
+  const maxW = Math.max(...layout.linear.map((s) => s.C * s.OC));
   const maxN = Math.max(...layers);
   const floats = 4 * maxB * maxN + 3 * maxW + 2 * maxN + (SLOTS + 4) * P + 64;
   const pages = Math.ceil((floats * 4) / 65536) + 1;
@@ -177,10 +177,10 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   const record = recorder(results);
 
   for (const B of batches) {
-    for (let l = 0; l < layout.slots.length; l++) {
-      const { C, OC } = layout.slots[l];
+    for (let l = 0; l < layout.linear.length; l++) {
+      const { C, OC } = layout.linear[l];
       const shape = `${C}→${OC}`;
-      const last = l === layout.slots.length - 1;
+      const last = l === layout.linear.length - 1;
       const fwdName = last ? 'linearForward' : 'linearReluForward';
       const expected = new Float64Array(B * OC);
       ref.linearForward(expected, f64(inp, B * C), f64(weight, OC * C), f64(bias, OC), B, C, OC);

@@ -205,8 +205,8 @@ export class Coordinator {
    *  module, views and kernels of the thread they land on). Call it after setting the parameters: it also
    *  brings the copies the kernels keep of them (the transposed weights) up to date. */
   async ready(): Promise<void> {
-    const t = { shard: 0, start: 0, end: 0 };
-    await settle(Array.from({ length: this.threads }, () => this.run<EvalTask>('evaluate', t, 'warm-up')));
+    const warmUp = { shard: 0, start: 0, end: 0 };
+    await settle(Array.from({ length: this.threads }, () => this.run<EvalTask>('evaluate', warmUp, 'warm-up')));
     await settle(Array.from({ length: this.threads }, (_, k) => this.run<number>('syncWeights', k, `slice ${k}`)));
   }
 

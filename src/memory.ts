@@ -49,8 +49,8 @@ export interface ArenaSpec {
   layers: number[];
   threads: number;
   shards: number;
-  /** most rows one shard (or one evaluation chunk) processes at once */
-  rows: number;
+  /** most batch rows one micro-shard (or one evaluation chunk) processes at once */
+  shardRows: number;
   optimizerStates: number;
   /** most optimizer steps in one epoch (sizes the per-step tables) */
   stepsPerEpoch: number;
@@ -99,7 +99,7 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
     return at;
   };
   const slotStride = Math.ceil(P / 16) * 16;
-  const actRows = spec.shards * spec.rows;
+  const actRows = spec.shards * spec.shardRows;
   const control = take(CONTROL_INTS * 4);
   const busy = take(spec.threads * BUSY * 8);
   const shardStat = take(spec.shards * 16);

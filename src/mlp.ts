@@ -23,7 +23,7 @@ export interface Activations {
 export function layerViews(buf: F, layout: Layout): LayerViews {
   const w: F[] = [];
   const b: F[] = [];
-  for (const s of layout.slots) {
+  for (const s of layout.linear) {
     w.push(buf.subarray(s.w, s.w + s.OC * s.C));
     b.push(buf.subarray(s.b, s.b + s.OC));
   }
@@ -38,7 +38,7 @@ export function layerViewsWithTransposed(buf: F, transposed: F, layout: Layout):
 /** Brings the transposed copy up to date for the flat parameter range [start, end) (biases are skipped). */
 export function syncTransposed(k: KernelSet, net: LayerViews, layout: Layout, start: number, end: number): void {
   if (!k.transposeRows || !net.wt) return;
-  layout.slots.forEach((s, l) => {
+  layout.linear.forEach((s, l) => {
     const a = Math.max(start, s.w);
     const z = Math.min(end, s.w + s.OC * s.C);
     if (a < z) k.transposeRows!(net.wt![l], net.w[l], s.C, s.OC, a - s.w, z - s.w);
@@ -82,10 +82,10 @@ export function rowsOf(acts: Activations, layout: Layout, first: number, count: 
 
 /** Fills acts.h[1..L] from acts.h[0] (B rows); returns the logits view h[L]. */
 export function mlpForward(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout, B: number): F {
-  const last = layout.slots.length - 1;
+  const last = layout.linear.length - 1;
   const wt = k.linearForwardT && k.linearReluForwardT ? net.wt : undefined;
   for (let l = 0; l <= last; l++) {
-    const { C, OC } = layout.slots[l];
+    const { C, OC } = layout.linear[l];
     if (wt) {
       if (l < last) k.linearReluForwardT!(acts.h[l + 1], acts.h[l], wt[l], net.b[l], B, C, OC);
       else k.linearForwardT!(acts.h[l + 1], acts.h[l], wt[l], net.b[l], B, C, OC);
@@ -107,14 +107,14 @@ export interface LossStats {
  */
 export function mlpBackward(k: KernelSet, grad: LayerViews, net: LayerViews, acts: Activations, layout: Layout,
                             targets: Labels, B: number, smoothing: number, scale: number): LossStats {
-  const L = layout.slots.length;
+  const L = layout.linear.length;
   const V = layout.layers[L];
   const logits = acts.h[L];
   const correct = k.countCorrect(logits, targets, B, V);
   const lossSum = k.crossEntropyForward(acts.dh[L], logits, targets, B, V, smoothing);
   k.crossEntropyBackward(acts.dh[L], acts.dh[L], targets, B, V, smoothing, scale);
   for (let l = L - 1; l >= 0; l--) {
-    const { C, OC } = layout.slots[l];
+    const { C, OC } = layout.linear[l];
     k.linearBackward(l > 0 ? acts.dh[l] : null, grad.w[l], grad.b[l], acts.dh[l + 1], acts.h[l], net.w[l], B, C, OC);
     if (l > 0) k.reluBackward(acts.dh[l], acts.dh[l], acts.h[l], B * C);
   }
@@ -137,7 +137,7 @@ export function mlpBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerVi
                                  targets: Labels, shards: readonly RowRange[], B: number, smoothing: number,
                                  scale: number): LossStats[] {
   if (!k.groupsRows || !k.linearBackwardInput) throw new Error(`the ${k.name} kernels cannot run micro-shards together`);
-  const L = layout.slots.length;
+  const L = layout.linear.length;
   const V = layout.layers[L];
   const stats = shards.map(({ first, count }) => {
     const logits = acts.h[L].subarray(first * V, (first + count) * V);
@@ -149,7 +149,7 @@ export function mlpBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerVi
     return { lossSum, correct };
   });
   for (let l = L - 1; l >= 0; l--) {
-    const { C, OC } = layout.slots[l];
+    const { C, OC } = layout.linear[l];
     shards.forEach(({ first, count }, i) => {
       k.linearBackward(null, grads[i].w[l], grads[i].b[l], acts.dh[l + 1].subarray(first * OC, (first + count) * OC),
                        acts.h[l].subarray(first * C, (first + count) * C), net.w[l], count, C, OC);
@@ -165,7 +165,7 @@ export function mlpBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerVi
 /** Forward pass and loss only (validation): returns loss sum and correct count; probs land in dh[L]. */
 export function mlpEvaluate(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout,
                             targets: Labels, B: number): LossStats {
-  const L = layout.slots.length;
+  const L = layout.linear.length;
   const V = layout.layers[L];
   const logits = mlpForward(k, net, acts, layout, B);
   const correct = k.countCorrect(logits, targets, B, V);

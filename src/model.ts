@@ -12,7 +12,8 @@ export const INPUT = IMAGE_PIXELS;
 export const CLASSES = CLASS_COUNT;
 export const DEFAULT_HIDDEN: readonly number[] = [128, 256, 512, 128];
 
-export interface LayerSlot {
+/** Where linear layer l's parameters live: it maps C inputs to OC outputs. */
+export interface LinearLayer {
   C: number;
   OC: number;
   /** element offset of w[l] in the flat buffer */
@@ -24,7 +25,8 @@ export interface LayerSlot {
 export interface Layout {
   /** widths including input and output, e.g. [784, 128, 256, 512, 128, 10] */
   layers: readonly number[];
-  slots: LayerSlot[];
+  /** one entry per linear layer, input to output */
+  linear: LinearLayer[];
   /** total number of parameters */
   size: number;
 }
@@ -34,15 +36,15 @@ export function widths(hidden: readonly number[]): number[] {
 }
 
 export function paramLayout(layers: readonly number[]): Layout {
-  const slots: LayerSlot[] = [];
+  const linear: LinearLayer[] = [];
   let off = 0;
   for (let l = 0; l + 1 < layers.length; l++) {
     const C = layers[l];
     const OC = layers[l + 1];
-    slots.push({ C, OC, w: off, b: off + OC * C });
+    linear.push({ C, OC, w: off, b: off + OC * C });
     off += OC * C + OC;
   }
-  return { layers: [...layers], slots, size: off };
+  return { layers: [...layers], linear, size: off };
 }
 
 /**
@@ -52,7 +54,7 @@ export function paramLayout(layers: readonly number[]): Layout {
  */
 export function initParams(params: Float32Array | Float64Array, layout: Layout, seed: number): void {
   const rng = new Rng(seed);
-  for (const { C, OC, w, b } of layout.slots) {
+  for (const { C, OC, w, b } of layout.linear) {
     const bound = 1 / Math.sqrt(C);
     for (let i = 0; i < OC * C; i++) params[w + i] = rng.uniform(-bound, bound);
     for (let i = 0; i < OC; i++) params[b + i] = rng.uniform(-bound, bound);
@@ -61,5 +63,5 @@ export function initParams(params: Float32Array | Float64Array, layout: Layout, 
 
 /** Tensor names used in safetensors files, matching an nn.Sequential of Linear and ReLU modules. */
 export function tensorNames(layout: Layout): { weight: string; bias: string }[] {
-  return layout.slots.map((_, l) => ({ weight: `${2 * l}.weight`, bias: `${2 * l}.bias` }));
+  return layout.linear.map((_, l) => ({ weight: `${2 * l}.weight`, bias: `${2 * l}.bias` }));
 }

@@ -166,7 +166,7 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
  */
 export function weightTensors(layout: Layout, params: Float32Array): Tensor[] {
   const names = tensorNames(layout);
-  return layout.slots.flatMap(({ C, OC, w, b }, l) => [
+  return layout.linear.flatMap(({ C, OC, w, b }, l) => [
     { name: names[l].weight, shape: [OC, C], data: params.subarray(w, w + OC * C) },
     { name: names[l].bias, shape: [OC], data: params.subarray(b, b + OC) },
   ]);
@@ -213,7 +213,7 @@ export function paramsFromTensors(tensors: Map<string, Tensor>, file: string): {
   }
   const layout = paramLayout(layers);
   const params = new Float32Array(layout.size);
-  layout.slots.forEach(({ w, b }, l) => {
+  layout.linear.forEach(({ w, b }, l) => {
     params.set(chain[2 * l].data, w);
     params.set(chain[2 * l + 1].data, b);
   });

@@ -254,7 +254,7 @@ async function arenaWithData(cfg: Config, data?: Datasets): Promise<{ coord: Coo
   const { train: trainSplit, test: testSplit } = data ?? await loadDatasets(cfg);
   const trainCount = cfg.limitTrain > 0 ? Math.min(cfg.limitTrain, trainSplit.count) : trainSplit.count;
   const testCount = cfg.limitTest > 0 ? Math.min(cfg.limitTest, testSplit.count) : testSplit.count;
-  const pixels = trainSplit.rows * trainSplit.cols;
+  const pixels = trainSplit.height * trainSplit.width;
   const optimizer = optimizerConfig(cfg);
   const stepsPerEpoch = Math.ceil(trainCount / cfg.batchSize);
   let coord: Coordinator;
@@ -262,7 +262,7 @@ async function arenaWithData(cfg: Config, data?: Datasets): Promise<{ coord: Coo
     coord = new Coordinator({
     spec: {
       layers: widths(cfg.hidden), threads: cfg.threads, shards: cfg.shards,
-      rows: Math.max(Math.ceil(cfg.batchSize / cfg.shards), 64), optimizerStates: optimizerStateCount(optimizer),
+      shardRows: Math.max(Math.ceil(cfg.batchSize / cfg.shards), 64), optimizerStates: optimizerStateCount(optimizer),
       stepsPerEpoch, trainCount, testCount, pixels,
     },
     optimizer, kernels: cfg.kernels, pipeline: cfg.pipeline, mean: info.mean, std: info.std,

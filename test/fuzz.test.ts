@@ -285,7 +285,7 @@ const IDX_FIELDS = [0, 4, 8, 12];
 
 function idxSane(s: Awaited<ReturnType<typeof loadSplit>>): void {
   expect(s.count).toBeGreaterThan(0);
-  expect([s.rows, s.cols]).toEqual([28, 28]);
+  expect([s.height, s.width]).toEqual([28, 28]);
   expect(s.images.length).toBe(s.count * 784);
   expect(s.labels.length).toBe(s.count);
   for (const l of s.labels) expect(l).toBeLessThan(10);

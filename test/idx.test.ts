@@ -49,7 +49,7 @@ async function expectUserErrorAsync(p: Promise<unknown>, ...fragments: string[])
 describe('real MNIST files', () => {
   it('train split: 60000 images of 28×28, labels start 5 0 4 1, known pixels', async () => {
     const s = await loadSplit(MNIST_DIR, 'train');
-    expect([s.count, s.rows, s.cols]).toEqual([60000, 28, 28]);
+    expect([s.count, s.height, s.width]).toEqual([60000, 28, 28]);
     expect(s.images.length).toBe(60000 * 784);
     expect(s.labels.length).toBe(60000);
     expect(Array.from(s.labels.subarray(0, 10))).toEqual([5, 0, 4, 1, 9, 2, 1, 3, 1, 4]);
@@ -69,7 +69,7 @@ describe('real MNIST files', () => {
 
   it('test split: 10000 images, labels start 7 2 1 0', async () => {
     const s = await loadSplit(MNIST_DIR, 'test');
-    expect([s.count, s.rows, s.cols]).toEqual([10000, 28, 28]);
+    expect([s.count, s.height, s.width]).toEqual([10000, 28, 28]);
     expect(s.images.length).toBe(10000 * 784);
     expect(Array.from(s.labels.subarray(0, 4))).toEqual([7, 2, 1, 0]);
   });

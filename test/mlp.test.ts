@@ -19,7 +19,7 @@ function makeNet<T extends Float32Array | Float64Array>(layers: number[], B: num
   const layout = paramLayout(layers);
   const params = new Arr(layout.size);
   initParams(params, layout, seed);
-  for (const { b, OC } of layout.slots) for (let i = 0; i < OC; i++) params[b + i] += biasShift;
+  for (const { b, OC } of layout.linear) for (let i = 0; i < OC; i++) params[b + i] += biasShift;
   const grads = new Arr(layout.size).fill(NaN); // mlpBackward must overwrite every slot
   const acts = activationViews(new Arr(activationElements(layout, B)), layout, B);
   const rng = new Rng(seed + 1000);
@@ -46,7 +46,7 @@ function sample(start: number, n: number, count: number, rng: Rng): number[] {
  */
 function checkNet(layers: number[], B: number, seed: number, smoothing: number, perTensor: number): void {
   const { layout, params, grads, net, grad, acts, targets } = makeNet(layers, B, seed, Float64Array, 1);
-  const L = layout.slots.length;
+  const L = layout.linear.length;
   const V = layers[L];
   const scale = 1 / B;
   mlpForward(k, net, acts, layout, B);
@@ -62,7 +62,7 @@ function checkNet(layers: number[], B: number, seed: number, smoothing: number, 
 
   const rng = new Rng(seed + 7);
   for (let l = 0; l < L; l++) {
-    const { C, OC, w, b } = layout.slots[l];
+    const { C, OC, w, b } = layout.linear[l];
     for (const [what, start, n] of [[`w[${l}]`, w, OC * C], [`b[${l}]`, b, OC]] as const) {
       const idx = sample(start, n, perTensor, rng);
       const r = gradCheck(`${layers.join('-')} ${what}`, params, grads, f, idx, { kinkCrossed });

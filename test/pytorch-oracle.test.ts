@@ -175,7 +175,7 @@ class Checks {
   group(group: 'grad' | 'adamw' | 'sgd', flat: ArrayLike<number>, tol: number): void {
     const names = tensorNames(layout);
     let worst = 0;
-    layout.slots.forEach(({ C, OC, w, b }, l) => {
+    layout.linear.forEach(({ C, OC, w, b }, l) => {
       const pieces: [string, ArrayLike<number>][] = [];
       const wname = `${group}/${names[l].weight}`;
       if (fx.tensors.has(`${wname}.rowsum`)) {
@@ -406,7 +406,7 @@ const SHARDS = 3;
 async function engine(kernels: FamilyUnderTest['engine'] & string, o: OptimizerConfig, copies: number): Promise<Coordinator> {
   const coord = new Coordinator({
     spec: {
-      layers: [...layout.layers], threads: THREADS, shards: SHARDS, rows: B, optimizerStates: optimizerStateCount(o),
+      layers: [...layout.layers], threads: THREADS, shards: SHARDS, shardRows: B, optimizerStates: optimizerStateCount(o),
       stepsPerEpoch: copies, trainCount: copies * B, testCount: 0, pixels: PIXELS,
     },
     optimizer: o, kernels, mean: mnist.mean, std: mnist.std, labelSmoothing: settings.label_smoothing,

@@ -101,14 +101,14 @@ describe('encode / decode', () => {
     expect(p.n % 8).toBe(0);
     expect((8 + p.n) % 8).toBe(0);
     expect(p.header.__metadata__).toEqual({ layers: '784,128,256,512,128,10' });
-    layout.slots.forEach(({ C, OC, w, b }, l) => {
+    layout.linear.forEach(({ C, OC, w, b }, l) => {
       expect(p.header[`${2 * l}.weight`].dtype).toBe('F32');
       expect(p.header[`${2 * l}.weight`].shape).toEqual([OC, C]);
       expect(p.header[`${2 * l}.bias`].shape).toEqual([OC]);
       expect(sameBits(p.tensor(`${2 * l}.weight`), params.subarray(w, w + OC * C))).toBe(true);
       expect(sameBits(p.tensor(`${2 * l}.bias`), params.subarray(b, b + OC))).toBe(true);
     });
-    expect(Object.keys(p.header).filter((k) => k !== '__metadata__')).toHaveLength(2 * layout.slots.length);
+    expect(Object.keys(p.header).filter((k) => k !== '__metadata__')).toHaveLength(2 * layout.linear.length);
 
     const back = paramsFromTensors((await readSafetensors(path)).tensors, path);
     expect(back.layers).toEqual([784, 128, 256, 512, 128, 10]);

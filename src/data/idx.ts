@@ -23,13 +23,14 @@ export interface IdxArray {
 export type IdxKind = 'images' | 'labels';
 
 export interface Split {
-  /** count × rows × cols pixels, row-major, 0..255 */
+  /** count × height × width pixels, row-major, 0..255 */
   images: Uint8Array;
   /** count labels, 0..9 */
   labels: Uint8Array;
   count: number;
-  rows: number;
-  cols: number;
+  /** an image's height and width in pixels (28 × 28) */
+  height: number;
+  width: number;
 }
 
 const UBYTE = 0x08;
@@ -187,7 +188,7 @@ export async function loadSplit(dir: string, split: SplitName, dataset: DatasetN
         `the two files come from different downloads: delete both and run \`${downloadHint(dir, dataset)}\``,
     );
   }
-  return { images: images.data, labels: labels.data, count, rows: images.dims[1], cols: images.dims[2] };
+  return { images: images.data, labels: labels.data, count, height: images.dims[1], width: images.dims[2] };
 }
 
 async function readIdx(file: string, kind: IdxKind, dataset: DatasetName): Promise<IdxArray> {

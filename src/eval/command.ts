@@ -46,12 +46,12 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
   if (opts.download) await ensureDataset(dataset, dataDir, { log });
   const test = await loadSplit(dataDir, 'test', dataset);
-  const pixels = test.rows * test.cols;
+  const pixels = test.height * test.width;
   const V = model.layers[model.layers.length - 1];
 
   // Built as a variable, not a literal in the call: the arena spec may grow fields that evaluation leaves at 0.
   const spec = {
-    layers: model.layers, threads: opts.threads, shards: opts.threads, rows: 256, optimizerStates: 0,
+    layers: model.layers, threads: opts.threads, shards: opts.threads, shardRows: 256, optimizerStates: 0,
     stepsPerEpoch: 0, trainCount: 0, testCount: test.count, pixels,
   };
   const optimizer: OptimizerConfig = {
