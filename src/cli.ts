@@ -113,16 +113,17 @@ async function runTrain(cmd: Command): Promise<number> {
   const resume = cmd.opts().resume as string | true | undefined;
   if (resume === undefined) return runTraining(resolveConfig(cmd));
   const given = givenValues(cmd);
-  const [{ loadCheckpoint, LAST }, { newestRunFile, storedPath }, { finishedEarly }] =
+  const [{ loadCheckpoint, LAST }, { newestRunFile, resumedPlaces }, { finishedEarly }] =
     await Promise.all([import('./checkpoint.js'), import('./runs.js'), import('./train.js')]);
   const file = resume === true ? newestRunFile(LAST, '--resume') : resume;
   const ck = await loadCheckpoint(file);
   if (resume === true) process.stderr.write(`mnist-par: resuming ${ck.file}\n`);
   // The run continues in the checkpoint's folder, wherever that is now; the other folders it names were
-  // relative to where it started.
+  // relative to where it started. How it is shown (and whether it may download) is this command's choice.
   const saved = ck.state.config;
   const placed: Config = {
-    ...saved, out: dirname(ck.file), plots: storedPath(saved.plots, ck.state.cwd), dataDir: storedPath(saved.dataDir, ck.state.cwd),
+    ...saved, ...resumedPlaces(ck.file, saved, ck.state.cwd, given),
+    json: DEFAULTS.json, dashboard: DEFAULTS.dashboard, download: DEFAULTS.download, overwrite: DEFAULTS.overwrite,
   };
   const cfg = resumeConfig(given, placed, ck.file);
   if (ck.state.epoch > cfg.epochs) {

@@ -136,6 +136,8 @@ export class Coordinator {
   private closing = false;
   /** the slowest step seen in this run, which scales how long a stop waits for a step */
   private slowestStepMs = 0;
+  /** the longest evaluation so far: how long a stop waits for one in progress (3×, at least STUCK_GRACE_MS) */
+  private slowestEvalMs = 0;
   /** the epoch in flight, if any */
   private epoch: EpochInFlight | null = null;
 
@@ -331,12 +333,36 @@ export class Coordinator {
   }
 
   /** Loss and accuracy on the test set held in the arena, data-parallel over the shards. */
-  async evaluate(): Promise<{ loss: number; accuracy: number }> {
+  async evaluate(shouldStop: () => boolean = () => false): Promise<{ loss: number; accuracy: number }> {
     const n = this.options.spec.testCount;
-    await settle(Array.from({ length: this.shards }, (_, s) => {
+    const t0 = performance.now();
+    const pending = new Set<string>();
+    let finished = false;
+    const all = settle(Array.from({ length: this.shards }, (_, s) => {
       const [a, b] = splitRange(n, this.shards, s);
-      return this.run<EvalTask>('evaluate', { shard: s, start: a, end: b }, `test rows ${a}..${b}`);
-    }));
+      const label = `test rows ${a}..${b}`;
+      pending.add(label);
+      return this.run<EvalTask>('evaluate', { shard: s, start: a, end: b }, label).finally(() => pending.delete(label));
+    })).finally(() => {
+      finished = true;
+    });
+    const quiet = all.catch(() => undefined);
+    // A stop request is honoured after the evaluation, as after a step; an evaluation that then does not end
+    // (a thread hangs) is given up as a stuck step is: the threads are terminated by close().
+    let stopAt: number | null = null;
+    while (!finished) {
+      await Promise.race([quiet, sleep(POLL_MS)]);
+      if (finished || !shouldStop()) continue;
+      const now = performance.now();
+      stopAt ??= now;
+      const grace = Math.max(STUCK_GRACE_MS, 3 * this.slowestEvalMs);
+      if (now - stopAt > grace) {
+        throw new StuckStep(`the evaluation in progress did not finish within ${(grace / 1000).toFixed(1)} s: ` +
+          `the worker${pending.size === 1 ? '' : 's'} evaluating ${[...pending].join(', ')} never returned`);
+      }
+    }
+    await all;
+    this.slowestEvalMs = Math.max(this.slowestEvalMs, performance.now() - t0);
     let lossSum = 0;
     let correct = 0;
     for (let s = 0; s < this.shards; s++) {

@@ -5,11 +5,12 @@
 // given --out uses exactly that folder, but refuses one that already holds a run unless told --overwrite
 // (or --resume, which continues the run in its own folder). `eval`, `predict` and `--resume` without a path
 // take the newest run: the highest N whose folder holds the file they need.
-import { existsSync, readdirSync, statSync } from 'node:fs';
-import { mkdir, rename, rm, rmdir, symlink, unlink } from 'node:fs/promises';
-import { basename, join, relative, resolve, isAbsolute } from 'node:path';
+import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { mkdir, readFile, rename, rmdir, symlink, unlink, writeFile } from 'node:fs/promises';
+import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { UsageError, UserError } from './errors.js';
-import { errorCode, makeDir } from './fsutil.js';
+import { ensureWritableDir, errorCode, makeDir } from './fsutil.js';
 
 /** Parent folder of the numbered runs, and of their charts (both relative to the working directory). */
 export const MODELS_ROOT = 'models';
@@ -74,6 +75,10 @@ export interface RunDirs {
   created: string | null;
   /** its charts' folder plots/run-N, when that was chosen here */
   createdPlots: string | null;
+  /** an earlier run's files that --overwrite replaces: removed once the new run is ready to write */
+  replaced: string[];
+  /** gives the folder back to other runs (the run's claim on it, see claimFolder) */
+  release(): Promise<void>;
 }
 
 /**
@@ -85,20 +90,64 @@ export async function prepareRunDirs(out: string, plots: string, overwrite: bool
   if (out === '') {
     const dir = await createRunFolder(MODELS_ROOT);
     const ownPlots = plots === '' ? join(PLOTS_ROOT, basename(dir)) : null;
-    return { out: dir, plots: ownPlots ?? plots, created: dir, createdPlots: ownPlots };
+    const release = await claimFolder(dir);
+    return { out: dir, plots: ownPlots ?? plots, created: dir, createdPlots: ownPlots, replaced: [], release };
   }
-  const continuing = resumeDir !== null && resolve(resumeDir) === resolve(out);
+  await ensureWritableDir(resolve(out), '--out');
+  // claimed first: a second run given the same --out at the same moment is refused here, not mixed in
+  const release = await claimFolder(out);
+  const continuing = resumeDir !== null && realFolder(resumeDir) === realFolder(out);
   const previous = continuing ? [] : runFilesIn(out);
-  if (previous.length > 0) {
-    if (!overwrite) {
-      const named = previous.length > 3 ? `${previous.slice(0, 3).join(', ')}, …` : previous.join(', ');
-      throw new UsageError(`--out ${out}: already holds a run (${named}); continue it with --resume ${out}, ` +
-        `replace it with --overwrite, or leave out --out to start a new numbered run in ${MODELS_ROOT}/`);
-    }
-    // replacing: nothing of the old run may stay behind to be mistaken for the new one's
-    for (const f of [...previous, ...RUN_CHARTS]) await rm(join(out, f), { force: true });
+  if (previous.length > 0 && !overwrite) {
+    await release();
+    const named = previous.length > 3 ? `${previous.slice(0, 3).join(', ')}, …` : previous.join(', ');
+    throw new UsageError(`--out ${out}: already holds a run (${named}); continue it with --resume ${out}, ` +
+      `replace it with --overwrite, or leave out --out to start a new numbered run in ${MODELS_ROOT}/`);
   }
-  return { out, plots: plots === '' ? out : plots, created: null, createdPlots: null };
+  // replacing: nothing of the old run may stay behind to be mistaken for the new one's
+  const replaced = previous.length > 0 ? [...previous, ...RUN_CHARTS].map((f) => join(out, f)) : [];
+  return { out, plots: plots === '' ? out : plots, created: null, createdPlots: null, replaced, release };
+}
+
+/** The file by which a run holds its folder while it trains; it names the process. */
+export const LOCK_FILE = '.mnist-par.lock';
+
+/**
+ * Claims `dir` for this run: creates LOCK_FILE exclusively. A lock whose process is gone (a run killed with
+ * SIGKILL, a power cut) is taken over; one whose process is alive is refused with one line. Returns the
+ * release, which removes the lock.
+ */
+async function claimFolder(dir: string): Promise<() => Promise<void>> {
+  const lock = join(dir, LOCK_FILE);
+  const token = `${process.pid} ${randomBytes(6).toString('hex')}\n`;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await writeFile(lock, token, { flag: 'wx' });
+      break;
+    } catch (e) {
+      if (errorCode(e) !== 'EEXIST' || attempt > 0) {
+        throw new UserError(`--out ${dir}: cannot claim the folder for this run (${errorCode(e)}); choose another --out`);
+      }
+      const holder = Number((await readFile(lock, 'utf8').catch(() => '')).split(' ')[0]);
+      if (Number.isInteger(holder) && holder > 0 && alive(holder)) {
+        throw new UsageError(`--out ${dir}: in use by another mnist-par run (process ${holder}); wait for it to end, or choose another --out`);
+      }
+      await unlink(lock).catch(() => {});
+    }
+  }
+  return async () => {
+    // only our own lock: never one a later run took over
+    if ((await readFile(lock, 'utf8').catch(() => '')) === token) await unlink(lock).catch(() => {});
+  };
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return errorCode(e) === 'EPERM';
+  }
 }
 
 /** Makes `root`/run-N for the next free N (safe against a second run starting at the same moment). */
@@ -127,7 +176,7 @@ async function createRunFolder(root: string): Promise<string> {
  */
 export async function pointLatest(root: string, dir: string): Promise<void> {
   const link = join(root, LATEST);
-  const tmp = `${link}.tmp-${process.pid}`;
+  const tmp = `${link}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
   // Windows makes directory junctions without extra rights, but they need an absolute target
   const target = process.platform === 'win32' ? resolve(dir) : relative(root, dir);
   try {
@@ -142,6 +191,44 @@ export async function pointLatest(root: string, dir: string): Promise<void> {
 /** Removes a run folder made for a run that ended before writing anything into it. */
 export async function removeIfEmpty(dir: string): Promise<void> {
   await rmdir(dir).catch(() => {});
+}
+
+/**
+ * A run's folder for messages and configs: relative to the working directory when inside it, with links
+ * resolved (models/latest is re-pointed by every new run, so a run must never keep writing through it).
+ */
+export function realFolder(dir: string): string {
+  let real: string;
+  try {
+    real = realpathSync(dir);
+  } catch {
+    return dir;
+  }
+  const rel = relative(process.cwd(), real);
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) ? rel : real;
+}
+
+/** Where a resumed run writes: `out`, `plots` and `dataDir` for its configuration. */
+export interface ResumedPlaces {
+  out: string;
+  plots: string;
+  dataDir: string;
+}
+
+/**
+ * The places of a resumed run. It continues in its checkpoint's real folder (not a link); its charts stay
+ * where they were (plots/run-N), or beside the run when they were beside it; given a new --out without
+ * --plots, beside that. The dataset folder, when relative, was relative to where the run started.
+ */
+export function resumedPlaces(checkpointFile: string, saved: { out: string; plots: string; dataDir: string }, startDir: string,
+                              given: { out?: unknown; plots?: unknown }): ResumedPlaces {
+  const home = realFolder(dirname(checkpointFile));
+  const at = (p: string) => (isAbsolute(p) ? p : resolve(startDir || process.cwd(), p));
+  const besideRun = at(saved.plots) === at(saved.out);
+  let plots = storedPath(saved.plots, startDir);
+  if (given.out !== undefined && given.plots === undefined) plots = '';
+  else if (besideRun) plots = home;
+  return { out: home, plots, dataDir: storedPath(saved.dataDir, startDir) };
 }
 
 /**

@@ -4,6 +4,7 @@
 // from one step to the next lives in one TrainState, which is what a checkpoint saves, so a resumed run
 // continues bit for bit. What is written when is run-outputs.ts; early stopping is early-stopping.ts; the
 // dashboard's live figures are throughput.ts.
+import { rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
@@ -96,6 +97,7 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
   try {
     return await trainIn(dirs, { ...cfg, out: dirs.out, plots: dirs.plots }, reporter, requestStop, data, resume, note);
   } finally {
+    await dirs.release();
     // a numbered run that ended before writing anything leaves no empty folders behind
     if (dirs.created !== null) await removeIfEmpty(dirs.created);
     if (dirs.createdPlots !== null) await removeIfEmpty(dirs.createdPlots);
@@ -113,6 +115,8 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
     const v = coord.views;
     const model = paramLayout(widths(cfg.hidden));
     const st = startState(cfg, coord, trainCount, resume, note);
+    // --overwrite: the earlier run's files go only now, with the data loaded and the pool started
+    for (const f of dirs.replaced) await rm(f, { force: true });
     if (resume) {
       v.params.set(resume.params);
       resume.optimizerState.forEach((m, k) => v.state[k]?.set(m));
@@ -193,7 +197,7 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       // validation on the test split, then the epoch's outputs
       snap.phase = 'validating';
       reporter.step(snap);
-      const val = await coord.evaluate();
+      const val = await coord.evaluate(() => requestStop.how !== null);
       snap.phase = 'training';
       const rec: EpochRecord = {
         epoch, trainLoss: st.partial.lossSum / st.partial.seen, trainAccuracy: st.partial.correct / st.partial.seen,

@@ -221,6 +221,18 @@ describe('a signal while the peers of a hanging thread wait at a barrier', () =>
     });
   }
 
+  it('SIGTERM while a thread hangs in the evaluation after an epoch: the same, naming the evaluation', async () => {
+    const dir = tmp();
+    const out = join(dir, 'models');
+    // epoch 2 ends at step 64; its evaluation hangs (epoch 1's checkpoint is the last one)
+    const r = await runTimed([...small, '--epochs', '3', '--out', out, '--plots', join(dir, 'plots')],
+      { MNIST_PAR_INJECT_FAULT: 'evaluate:64:1:hang' }, { name: 'SIGTERM', afterStep: 64, waitMs: 500 });
+    expect(r.sentSignal).toBe(true);
+    expect(oneLine(r)).toMatch(/^mnist-par: stopped by SIGTERM, but the evaluation in progress did not finish within 0\.\d s: the worker evaluating test rows \d+\.\.\d+ never returned; it was terminated and nothing was saved after the last checkpoint$/);
+    expect(r.code).toBe(143);
+    expect(r.afterMs).toBeLessThan(PROMPT_MS);
+    expect((await loadCheckpoint(out)).state.epoch).toBe(2);
+  });
 });
 
 describe('standard output that goes away', () => {

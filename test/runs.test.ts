@@ -2,6 +2,7 @@
 // plots/run-N) and models/latest points at the newest; eval, predict and --resume find the newest run on
 // their own; an --out holding a run is refused unless --overwrite; a resumed run writes where the run lives,
 // whichever folder it is started from.
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readlinkSync, readdirSync, symlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -125,3 +126,60 @@ describe('a resumed run', () => {
     expect(st.cwd).toBe(elsewhere);
   });
 });
+
+describe('a run holds its folder', () => {
+  it('a folder another live run holds is refused; a lock left by a dead process is taken over', () => {
+    const dir = tmp();
+    const out = join(dir, 'exp');
+    mkdirSync(out);
+    // this test's own process is alive: as if another run were training there
+    writeFileSync(join(out, '.mnist-par.lock'), `${process.pid} abc\n`);
+    const r = runCli(['--data-dir', mnistDir, ...small, '--out', out]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toBe(`mnist-par: --out ${out}: in use by another mnist-par run (process ${process.pid}); wait for it to end, or choose another --out`);
+    // a process that has ended cannot hold it
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' }).stdout;
+    writeFileSync(join(out, '.mnist-par.lock'), `${gone} abc\n`);
+    const ok = runCli(['--data-dir', mnistDir, ...small, '--out', out]);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(existsSync(join(out, '.mnist-par.lock'))).toBe(false);
+  });
+
+  it('--overwrite removes nothing when the new run cannot start', () => {
+    const out = join(tmp(), 'exp');
+    expect(runCli(['--data-dir', mnistDir, ...small, '--out', out]).code).toBe(0);
+    const before = readdirSync(out).sort();
+    const r = runCli(['--data-dir', join(tmp(), 'nowhere'), ...small, '--out', out, '--overwrite']);
+    expect(r.code).toBe(1);
+    expect(readdirSync(out).sort()).toEqual(before);
+  });
+});
+
+describe('resuming, where things go', () => {
+  it('through models/latest: the run continues in the folder the link named, not wherever it points later', async () => {
+    const cwd = tmp();
+    const args = ['--data-dir', mnistDir, ...small, '--schedule', 'none'];
+    expect(runCli(args, {}, undefined, cwd).code).toBe(0);
+    const r = runCli(['--resume', join('models', 'latest'), '--epochs', '2'], {}, undefined, cwd);
+    expect(r.code, r.stderr).toBe(0);
+    const st = await stateOf(join(cwd, 'models', 'run-1', 'checkpoint-last.safetensors'));
+    expect(st.config.out).toBe(join('models', 'run-1'));
+    expect(st.epoch).toBe(3);
+  });
+
+  it('to another --out: the charts go beside it, the earlier run keeps its own; JSON output is not inherited', () => {
+    const dir = tmp();
+    const b = join(dir, 'b');
+    const c = join(dir, 'c');
+    expect(runCli(['--data-dir', mnistDir, ...small, '--schedule', 'none', '--out', b, '--json']).code).toBe(0);
+    const chart = readFileSync(join(b, 'epoch_metrics.png'));
+    const r = runCli(['--resume', b, '--epochs', '2', '--out', c]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(existsSync(join(c, 'epoch_metrics.png'))).toBe(true);
+    expect(readFileSync(join(b, 'epoch_metrics.png')).equals(chart)).toBe(true);
+    // plain lines this time: the earlier --json was how that command printed, not part of the run
+    expect(r.stdout).toMatch(/^epoch 2\/2 /m);
+    expect(r.stdout).not.toContain('{"type"');
+  });
+});
+
