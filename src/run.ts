@@ -2,6 +2,7 @@
 import type { Checkpoint } from './checkpoint.js';
 import type { Config } from './config.js';
 import { StuckStep } from './errors.js';
+import { abandonRunFolders } from './runs.js';
 import { train, type StopRequest } from './train.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
 
@@ -13,6 +14,7 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
   const request = (how: StopRequest) => {
     if (!training) {
       reporter.close();
+      abandonRunFolders();
       process.stderr.write(`mnist-par: stopped by ${how} before training started\n`);
       process.exit(how === 'SIGTERM' ? 143 : how === 'SIGINT' ? 130 : 0);
     }

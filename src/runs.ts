@@ -5,7 +5,7 @@
 // given --out uses exactly that folder, but refuses one that already holds a run unless told --overwrite
 // (or --resume, which continues the run in its own folder). `eval`, `predict` and `--resume` without a path
 // take the newest run: the highest N whose folder holds the file they need.
-import { existsSync, readdirSync, realpathSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, realpathSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rmdir, symlink, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
@@ -91,7 +91,13 @@ export async function prepareRunDirs(out: string, plots: string, overwrite: bool
     const dir = await createRunFolder(MODELS_ROOT);
     const ownPlots = plots === '' ? join(PLOTS_ROOT, basename(dir)) : null;
     const release = await claimFolder(dir);
-    return { out: dir, plots: ownPlots ?? plots, created: dir, createdPlots: ownPlots, replaced: [], release };
+    const made = [dir, ...(ownPlots ? [ownPlots] : [])];
+    for (const d of made) untouched.add(d);
+    const done = async () => {
+      await release();
+      for (const d of made) untouched.delete(d);
+    };
+    return { out: dir, plots: ownPlots ?? plots, created: dir, createdPlots: ownPlots, replaced: [], release: done };
   }
   await ensureWritableDir(resolve(out), '--out');
   // claimed first: a second run given the same --out at the same moment is refused here, not mixed in
@@ -109,6 +115,29 @@ export async function prepareRunDirs(out: string, plots: string, overwrite: bool
   return { out, plots: plots === '' ? out : plots, created: null, createdPlots: null, replaced, release };
 }
 
+/** Numbered folders this process made for a run still in preparation, and the locks it holds. */
+const untouched = new Set<string>();
+const heldLocks = new Map<string, string>();
+
+/**
+ * For a process that must exit at once (a signal before training started): gives up its locks and removes
+ * the numbered folders it made, if still empty. Synchronous, so it can run right before process.exit.
+ */
+export function abandonRunFolders(): void {
+  for (const [lock, token] of heldLocks) {
+    try {
+      if (readFileSync(lock, 'utf8') === token) unlinkSync(lock);
+    } catch { /* gone already */ }
+  }
+  heldLocks.clear();
+  for (const d of untouched) {
+    try {
+      rmdirSync(d);
+    } catch { /* not empty, or gone */ }
+  }
+  untouched.clear();
+}
+
 /** The file by which a run holds its folder while it trains; it names the process. */
 export const LOCK_FILE = '.mnist-par.lock';
 
@@ -123,6 +152,7 @@ async function claimFolder(dir: string): Promise<() => Promise<void>> {
   for (let attempt = 0; ; attempt++) {
     try {
       await writeFile(lock, token, { flag: 'wx' });
+      heldLocks.set(lock, token);
       break;
     } catch (e) {
       if (errorCode(e) !== 'EEXIST' || attempt > 0) {
@@ -136,6 +166,7 @@ async function claimFolder(dir: string): Promise<() => Promise<void>> {
     }
   }
   return async () => {
+    heldLocks.delete(lock);
     // only our own lock: never one a later run took over
     if ((await readFile(lock, 'utf8').catch(() => '')) === token) await unlink(lock).catch(() => {});
   };

@@ -1,3 +1,4 @@
+import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   bar, fit, renderCompact, renderDashboard, smoothTail, stretch, stripAnsi, visibleWidth,
@@ -243,3 +244,21 @@ describe('layout helpers', () => {
     expect(fmtDuration(NaN)).toBe('–:–');
   });
 });
+
+describe('plain lines, many runs in one process (the library)', () => {
+  it('one error listener per output stream however many reporters, and a failed output stops the live runs only', () => {
+    const stream = new Writable({ write: (_chunk, _enc, done) => done() }) as unknown as NodeJS.WriteStream;
+    const stops: string[] = [];
+    const closed = new LineReporter({ mode: 'plain', logEvery: 10, onInterrupt: () => stops.push('closed'), out: stream });
+    closed.close();
+    for (let i = 0; i < 20; i++) new LineReporter({ mode: 'plain', logEvery: 10, onInterrupt: (how) => stops.push(how), out: stream }).close();
+    const live = new LineReporter({ mode: 'plain', logEvery: 10, onInterrupt: (how) => stops.push(how), out: stream });
+    expect(stream.listenerCount('error')).toBe(1);
+    const silence = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    stream.emit('error', Object.assign(new Error('write EPIPE'), { code: 'EPIPE' }));
+    silence.mockRestore();
+    expect(stops).toEqual(['SIGPIPE']);
+    live.close();
+  });
+});
+

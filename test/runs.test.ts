@@ -9,6 +9,7 @@ import { join } from 'node:path';
 import sharp from 'sharp';
 import { describe, expect, it } from 'vitest';
 import { readSafetensors } from '../src/safetensors.js';
+import { abandonRunFolders, prepareRunDirs } from '../src/runs.js';
 import { mnistDir, runCli } from './cli-run.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-par-runs-'));
@@ -180,6 +181,24 @@ describe('resuming, where things go', () => {
     // plain lines this time: the earlier --json was how that command printed, not part of the run
     expect(r.stdout).toMatch(/^epoch 2\/2 /m);
     expect(r.stdout).not.toContain('{"type"');
+  });
+});
+
+describe('abandonRunFolders (a signal before training started)', () => {
+  it('gives up the lock and removes the empty numbered folders this process made', async () => {
+    const cwd = tmp();
+    const here = process.cwd();
+    process.chdir(cwd);
+    try {
+      const dirs = await prepareRunDirs('', '', false, null);
+      mkdirSync(dirs.plots, { recursive: true });
+      expect(existsSync(join(dirs.out, '.mnist-par.lock'))).toBe(true);
+      abandonRunFolders();
+      expect(readdirSync(join(cwd, 'models'))).toEqual([]);
+      expect(readdirSync(join(cwd, 'plots'))).toEqual([]);
+    } finally {
+      process.chdir(here);
+    }
   });
 });
 

@@ -22,6 +22,25 @@ function windowMean(batches: readonly BatchRecord[], epoch: number, afterStep: n
  * Plain text or JSON lines. A batch line every `logEvery` batches of an epoch carries the mean loss and
  * accuracy of the batches since the previous line (less noisy than the last batch alone).
  */
+/** The line reporters of runs in progress (a program may run several, one after another or at once). */
+const reporters = new Set<LineReporter>();
+const watched = new WeakSet<NodeJS.WritableStream>();
+
+/**
+ * One 'error' listener per output stream, for the life of the process (not one per run, which would pile up
+ * in a program that trains many times). A reader that went away (`| head`) or an output that fails (a full
+ * disk) ends the runs writing there as a signal would: stop writing, finish the step, save a checkpoint,
+ * print the summary on stderr. Never a throw here: it would escape as an uncaught exception, with a stack
+ * trace and no checkpoint; an error after every run has closed is ignored the same way.
+ */
+function watchOutput(out: NodeJS.WritableStream): void {
+  if (watched.has(out) || typeof out.on !== 'function') return;
+  watched.add(out);
+  out.on('error', (err: NodeJS.ErrnoException) => {
+    for (const r of reporters) if (r.writesTo(out)) r.outputFailed(err);
+  });
+}
+
 export class LineReporter implements Reporter {
   private readonly out: NodeJS.WritableStream;
   private readonly json: boolean;
@@ -32,18 +51,23 @@ export class LineReporter implements Reporter {
 
   constructor(private readonly o: ReporterOptions & { mode: 'plain' | 'json' }) {
     this.out = o.out ?? process.stdout;
-    // A reader that went away (`| head`) or an output that fails (a full disk) ends the run as a signal
-    // would: stop writing, finish the step, save a checkpoint, print the summary on stderr. Never a throw
-    // here: it would escape as an uncaught exception, with a stack trace and no checkpoint.
-    this.out.on?.('error', (err: NodeJS.ErrnoException) => {
-      if (this.closedPipe) return;
-      this.closedPipe = true;
-      const what = err.code === 'EPIPE' ? 'was closed' : `failed (${err.code ?? err.message})`;
-      process.stderr.write(`mnist-par: standard output ${what}: stopping after this step\n`);
-      o.onInterrupt('SIGPIPE');
-    });
+    watchOutput(this.out);
+    reporters.add(this);
     this.json = o.mode === 'json';
     this.interrupts = new Interrupts(o.onInterrupt);
+  }
+
+  writesTo(out: NodeJS.WritableStream): boolean {
+    return this.out === out;
+  }
+
+  /** The output failed: see watchOutput. */
+  outputFailed(err: NodeJS.ErrnoException): void {
+    if (this.closedPipe) return;
+    this.closedPipe = true;
+    const what = err.code === 'EPIPE' ? 'was closed' : `failed (${err.code ?? err.message})`;
+    process.stderr.write(`mnist-par: standard output ${what}: stopping after this step\n`);
+    this.o.onInterrupt('SIGPIPE');
   }
 
   private readonly onSigint = (): void => {
@@ -101,6 +125,7 @@ export class LineReporter implements Reporter {
   }
 
   close(): void {
+    reporters.delete(this);
     if (this.listening) process.removeListener('SIGINT', this.onSigint);
     this.listening = false;
   }
