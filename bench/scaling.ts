@@ -121,7 +121,7 @@ export async function measureThroughput(cfg: Config, data: Datasets, w: WindowOp
     peak = Math.max(peak, process.memoryUsage.rss());
   }, 20);
   try {
-    await train({ ...cfg, epochs: 1, limitTrain: stepsAvailable * B }, probe, stop, data);
+    await train({ ...cfg, epochs: 1, limitTrain: stepsAvailable * B }, probe, stop, { data });
   } finally {
     clearInterval(timer);
   }

@@ -1,10 +1,11 @@
 // The library: what a Node program gets from `import { train, loadModel } from 'mnist-par'`. The same engine
 // as the command line, with the same option names as the --config JSON, checked the same way (a bad value
 // rejects with the CLI's one-line message), and silent unless asked to print.
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkConfigFields, validate, type Config } from './config.js';
+import { checkChoice, checkConfigFields, checkInt, INT_LIMITS, KERNEL_CHOICES, validate, type Config } from './config.js';
 import type { DatasetName } from './data/datasets.js';
-import { DATASETS } from './data/datasets.js';
+import { DATASET_NAMES, DATASETS } from './data/datasets.js';
 import { loadDigitImage } from './data/image.js';
 import { UsageError } from './errors.js';
 import { evalCommand } from './eval/command.js';
@@ -50,6 +51,10 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   if (!['plain', 'json', 'silent'].includes(mode)) {
     throw new UsageError(`reporter: expected one of plain, json, silent, got ${JSON.stringify(mode)}`);
   }
+  for (const [name, f] of [['onEpoch', onEpoch], ['onStep', onStep]] as const) {
+    if (f !== undefined && typeof f !== 'function') throw new UsageError(`${name}: expected a function, got ${typeof f}`);
+  }
+  if (signal !== undefined && !(signal instanceof AbortSignal)) throw new UsageError('signal: expected an AbortSignal');
   const given = Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
   checkConfigFields(given);
   const cfg = validate({ ...given, dashboard: false, json: mode === 'json' });
@@ -73,9 +78,11 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     finish: (s, lines) => printer?.finish(s, lines),
     close: () => printer?.close(),
   };
-  const note = mode === 'silent' ? () => {} : (line: string) => process.stderr.write(`mnist-par: note: ${line}\n`);
+  const quiet = () => {};
+  const note = mode === 'silent' ? quiet : (line: string) => process.stderr.write(`mnist-par: note: ${line}\n`);
+  const log = mode === 'silent' ? quiet : (line: string) => process.stderr.write(`${line}\n`);
   try {
-    const run = await runTrain(cfg, reporter, stop, undefined, undefined, note);
+    const run = await runTrain(cfg, reporter, stop, { note, log });
     if (printer) reporter.finish(run.snapshot, [`mnist-par: ${run.reason} (${run.seconds.toFixed(1)} s)`]);
     return {
       model: await loadModel(join(run.out, 'model.safetensors')), metrics: run.epochs, files: run.files, out: run.out,
@@ -126,8 +133,13 @@ export interface Model {
   evaluate(options?: EvaluateOptions): Promise<EvalReport>;
 }
 
-/** Reads a model.safetensors written by training (or a PyTorch state dict of the same net). */
-export async function loadModel(path: string): Promise<Model> {
+/**
+ * Reads a model.safetensors written by training (or a PyTorch state dict of the same net), or the one in a
+ * run's folder.
+ */
+export async function loadModel(file: string): Promise<Model> {
+  if (typeof file !== 'string' || file === '') throw new UsageError('loadModel: expected the path of a .safetensors file or of a run folder');
+  const path = isDirectory(file) ? join(file, 'model.safetensors') : file;
   const loaded = await readModel(path);
   const dataset = chooseDataset(undefined, loaded, path);
   const table = normalizeTable(dataset);
@@ -150,10 +162,26 @@ export async function loadModel(path: string): Promise<Model> {
       return { digit, label: DATASETS[dataset].classes[digit], probabilities };
     },
     async evaluate(o = {}) {
+      // checked as eval's flags are
+      const threads = o.threads === undefined ? 1 : checkInt('threads', o.threads, INT_LIMITS.threads);
+      const kernels = o.kernels === undefined ? 'auto' : checkChoice('kernels', o.kernels, KERNEL_CHOICES);
+      const ds = o.dataset === undefined ? dataset : checkChoice('dataset', o.dataset, DATASET_NAMES);
+      for (const [name, v] of [['dataDir', o.dataDir], ['plots', o.plots]] as const) {
+        if (v !== undefined && (typeof v !== 'string' || v === '')) throw new UsageError(`${name}: expected a path, got ${JSON.stringify(v)}`);
+      }
+      if (o.download !== undefined && typeof o.download !== 'boolean') throw new UsageError('download: expected true or false');
       return evalCommand({
-        model: path, dataset: o.dataset ?? dataset, dataDir: o.dataDir, threads: o.threads ?? 1, kernels: o.kernels ?? 'auto',
-        plots: o.plots, json: false, download: o.download ?? true, print: false, log: () => {},
+        model: path, dataset: ds, dataDir: o.dataDir, threads, kernels, plots: o.plots, json: false, download: o.download ?? true,
+        print: false, log: () => {},
       });
     },
   };
+}
+
+function isDirectory(path: string): boolean {
+  try {
+    return statSync(path).isDirectory();
+  } catch {
+    return false;
+  }
 }

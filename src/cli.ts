@@ -113,7 +113,7 @@ async function runTrain(cmd: Command): Promise<number> {
   const resume = cmd.opts().resume as string | true | undefined;
   if (resume === undefined) return runTraining(resolveConfig(cmd));
   const given = givenValues(cmd);
-  const [{ loadCheckpoint, LAST }, { newestRunFile, resumedPlaces }, { finishedEarly }] =
+  const [{ loadCheckpoint, LAST }, { newestRunFile, refuseRewind, resumedPlaces }, { finishedEarly }] =
     await Promise.all([import('./checkpoint.js'), import('./runs.js'), import('./train.js')]);
   const file = resume === true ? newestRunFile(LAST, '--resume') : resume;
   const ck = await loadCheckpoint(file);
@@ -136,6 +136,7 @@ async function runTrain(cmd: Command): Promise<number> {
     process.stdout.write(`mnist-par: ${ck.file} already ${early}; nothing to resume (give a larger --patience, or --patience 0, to train on)\n`);
     return 0;
   }
+  await refuseRewind(ck.file, ck.state.step, cfg.out, cfg.overwrite);
   return runTraining(cfg, ck);
 }
 

@@ -21,8 +21,9 @@ async function modelFlag(v: unknown): Promise<string> {
 
 /** eval's pictures of a model in models/run-N go beside that run's charts, plots/run-N. */
 async function defaultPlots(model: string): Promise<string> {
-  const { PLOTS_ROOT } = await import('./runs.js');
-  const run = basename(dirname(resolve(model)));
+  const { PLOTS_ROOT, realFolder } = await import('./runs.js');
+  // through models/latest too: the folder the link names now
+  const run = basename(realFolder(dirname(resolve(model))));
   return /^run-\d+$/.test(run) ? join(PLOTS_ROOT, run) : PLOTS_ROOT;
 }
 

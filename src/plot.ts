@@ -4,7 +4,7 @@ import { basename, dirname, extname, join } from 'node:path';
 import { UserError } from './errors.js';
 import { errorCode, makeDir } from './fsutil.js';
 import { BATCH_CSV, EPOCH_CSV } from './metrics-files.js';
-import { MODELS_ROOT, PLOTS_ROOT, newestRunFile } from './runs.js';
+import { MODELS_ROOT, PLOTS_ROOT, newestRunFile, realFolder } from './runs.js';
 import { writeBatchChart, writeEpochChart, writeScalingChart, type ScalingReport } from './ui/charts.js';
 import { parseBatchCsv, parseEpochCsv } from './ui/csv.js';
 
@@ -35,7 +35,8 @@ export async function plotCommand(opts: PlotOptions): Promise<string[]> {
   if (opts.metrics !== undefined || opts.bench === undefined) {
     const dir = opts.metrics ?? newestMetrics();
     // a numbered run's charts go beside the ones training drew for it
-    if (!opts.plots && /^run-\d+$/.test(basename(dir))) outDir = join(PLOTS_ROOT, basename(dir));
+    const run = basename(realFolder(dir));
+    if (!opts.plots && /^run-\d+$/.test(run)) outDir = join(PLOTS_ROOT, run);
     const batches = await readOptional(join(dir, BATCH_CSV), parseBatchCsv);
     const epochs = await readOptional(join(dir, EPOCH_CSV), parseEpochCsv);
     if (batches === undefined && epochs === undefined) {

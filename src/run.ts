@@ -38,7 +38,7 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
       finish: (snap, lines) => reporter.finish(snap, lines),
       close: () => reporter.close(),
     };
-    const r = await train(cfg, tracked, stop, undefined, resume);
+    const r = await train(cfg, tracked, stop, { resume });
     const last = r.epochs[r.epochs.length - 1];
     const acc = last ? `; epoch ${last.epoch} test accuracy ${(100 * last.valAccuracy).toFixed(2)}%, test loss ${last.valLoss.toFixed(4)}` : '';
     const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];

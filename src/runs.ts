@@ -9,6 +9,7 @@ import { existsSync, readFileSync, readdirSync, realpathSync, rmdirSync, statSyn
 import { randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rmdir, symlink, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
+import { LAST, loadCheckpoint } from './checkpoint.js';
 import { UsageError, UserError } from './errors.js';
 import { ensureWritableDir, errorCode, makeDir } from './fsutil.js';
 
@@ -274,3 +275,20 @@ export function storedPath(path: string, startDir: string | undefined): string {
   // keep messages short when the run resumes from the same folder (or one above it)
   return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) ? rel : abs;
 }
+
+/**
+ * Refuses to continue an older checkpoint of a run (checkpoint-best, or a copy) in its own folder when that
+ * folder's checkpoint-last is further on: continuing would replace it and cut the metrics back, losing the
+ * later epochs. --overwrite says that is meant; --out <dir> continues it elsewhere.
+ */
+export async function refuseRewind(checkpointFile: string, step: number, out: string, overwrite: boolean): Promise<void> {
+  const home = dirname(checkpointFile);
+  const last = join(home, LAST);
+  if (overwrite || realFolder(out) !== realFolder(home) || realFolder(checkpointFile) === realFolder(last) || !existsSync(last)) return;
+  const later = await loadCheckpoint(last).then((c) => c.state.step, () => null);
+  if (later !== null && later > step) {
+    throw new UsageError(`--resume ${checkpointFile}: continuing it in ${home} would replace ${LAST} (step ${later}) and cut the ` +
+      `metrics back to step ${step}; pass --out <dir> to continue it in another folder, or --overwrite to go back to it here`);
+  }
+}
+

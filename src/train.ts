@@ -67,8 +67,8 @@ export interface Datasets {
 }
 
 /** Makes sure the dataset is present (downloading it unless --no-download) and parses both splits. */
-export async function loadDatasets(cfg: Config): Promise<Datasets> {
-  if (cfg.download) await ensureDataset(cfg.dataset, cfg.dataDir, { log: (line) => process.stderr.write(line + '\n') });
+export async function loadDatasets(cfg: Config, log: (line: string) => void = (line) => process.stderr.write(line + '\n')): Promise<Datasets> {
+  if (cfg.download) await ensureDataset(cfg.dataset, cfg.dataDir, { log });
   // the four files are read and decompressed at once
   const [train, test] = await Promise.all([loadSplit(cfg.dataDir, 'train', cfg.dataset), loadSplit(cfg.dataDir, 'test', cfg.dataset)]);
   return { train, test };
@@ -84,18 +84,29 @@ function freshState(cfg: Config): TrainState {
   };
 }
 
-/** Notes go to stderr unless the caller routes them elsewhere (the library API stays silent). */
-const stderrNote = (line: string) => process.stderr.write(`mnist-par: note: ${line}\n`);
+export interface TrainExtras {
+  /** the datasets, already loaded (benchmarks reuse them across runs) */
+  data?: Datasets;
+  /** the checkpoint to continue */
+  resume?: Checkpoint;
+  /** what a user should know about how the run will go; default: stderr, as "mnist-par: note: …" */
+  note?: (line: string) => void;
+  /** progress lines of a download; default: stderr */
+  log?: (line: string) => void;
+}
 
 /**
- * Trains as configured, from scratch or from `resume`. `data` may be passed in already loaded (benchmarks
- * reuse it across runs). Stops after the current step once `requestStop.how` is set, saving a checkpoint.
+ * Trains as configured, from scratch or from `resume`. Stops after the current step once `requestStop.how`
+ * is set, saving a checkpoint.
  */
 export async function train(cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
-                            data?: Datasets, resume?: Checkpoint, note: (line: string) => void = stderrNote): Promise<RunSummary> {
+                            extras: TrainExtras = {}): Promise<RunSummary> {
+  const { data, resume } = extras;
+  const note = extras.note ?? ((line: string) => process.stderr.write(`mnist-par: note: ${line}\n`));
+  const log = extras.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const dirs = await prepareRunDirs(cfg.out, cfg.plots, cfg.overwrite, resume ? dirname(resume.file) : null);
   try {
-    return await trainIn(dirs, { ...cfg, out: dirs.out, plots: dirs.plots }, reporter, requestStop, data, resume, note);
+    return await trainIn(dirs, { ...cfg, out: dirs.out, plots: dirs.plots }, reporter, requestStop, data, resume, note, log);
   } finally {
     await dirs.release();
     // a numbered run that ended before writing anything leaves no empty folders behind
@@ -105,10 +116,11 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
 }
 
 async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
-                       data: Datasets | undefined, resume: Checkpoint | undefined, note: (line: string) => void): Promise<RunSummary> {
+                       data: Datasets | undefined, resume: Checkpoint | undefined, note: (line: string) => void,
+                       log: (line: string) => void): Promise<RunSummary> {
   await ensureWritableDir(resolve(dirs.out), '--out');
   await ensureWritableDir(resolve(dirs.plots), '--plots');
-  const { coord, trainCount, stepsPerEpoch } = await arenaWithData(cfg, data);
+  const { coord, trainCount, stepsPerEpoch } = await arenaWithData(cfg, data ?? await loadDatasets(cfg, log));
   // the parsed files (55 MB for MNIST) are garbage now: collect them before training instead of whenever
   if (data === undefined) collectGarbage();
   try {
@@ -253,9 +265,9 @@ function startState(cfg: Config, coord: Coordinator, trainCount: number, resume:
  * Creates the coordinator and its arena, and copies the (limited) dataset into it. The parsed files are
  * referenced only here, so unless the caller holds them they can be freed once they are in the arena.
  */
-async function arenaWithData(cfg: Config, data?: Datasets): Promise<{ coord: Coordinator; trainCount: number; stepsPerEpoch: number }> {
+async function arenaWithData(cfg: Config, data: Datasets): Promise<{ coord: Coordinator; trainCount: number; stepsPerEpoch: number }> {
   const info = DATASETS[cfg.dataset];
-  const { train: trainSplit, test: testSplit } = data ?? await loadDatasets(cfg);
+  const { train: trainSplit, test: testSplit } = data;
   const trainCount = cfg.limitTrain > 0 ? Math.min(cfg.limitTrain, trainSplit.count) : trainSplit.count;
   const testCount = cfg.limitTest > 0 ? Math.min(cfg.limitTest, testSplit.count) : testSplit.count;
   const pixels = trainSplit.height * trainSplit.width;

@@ -10,6 +10,7 @@ import sharp from 'sharp';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import { loadModel, train, UsageError } from '../src/index.js';
 import { loadSplit } from '../src/data/idx.js';
+import { DATASETS } from '../src/data/datasets.js';
 import { cliPath, mnistDir, repoRoot, runCli } from './cli-run.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-par-api-'));
@@ -77,6 +78,22 @@ describe('train()', () => {
     expect(first.step).toBe(Number(/after batch (\d+)/.exec(run.reason)![1]) + 1);
   });
 
+  it('prints nothing even when it has to download, and refuses callbacks that are not functions', async () => {
+    const mnist = DATASETS.mnist as { mirrors: readonly string[] };
+    const mirrors = mnist.mirrors;
+    // a mirror that refuses at once: the download fails after logging each attempt, which a silent run must not show
+    mnist.mirrors = ['http://127.0.0.1:1/'];
+    try {
+      const e = await train({ dataDir: join(tmp(), 'empty'), epochs: 1, out: join(tmp(), 'x') }).then(() => null, (err: unknown) => err);
+      expect((e as Error).message).toMatch(/could not download/);
+    } finally {
+      mnist.mirrors = mirrors;
+    }
+    expect(written).toEqual([]);
+    await expect(train({ ...small, onEpoch: 'log' as never })).rejects.toThrow('onEpoch: expected a function, got string');
+    await expect(train({ ...small, signal: {} as never })).rejects.toThrow('signal: expected an AbortSignal');
+  });
+
   it('a signal already aborted rejects at once with its reason', async () => {
     const e = await train({ ...small, signal: AbortSignal.abort(new Error('not now')) }).then(() => null, (err: unknown) => err);
     expect((e as Error).message).toBe('not now');
@@ -102,6 +119,16 @@ describe('loadModel()', () => {
     expect(fromBytes.probabilities.reduce((a, b) => a + b, 0)).toBeCloseTo(1, 5);
     await expect(model.predict(new Uint8Array(100))).rejects.toThrow('predict: expected 784 pixels (28×28), got 100');
 
+    for (const [options, message] of [
+      [{ threads: 0 }, 'threads: expected an integer in 1..256, got 0'],
+      [{ threads: 1.5 }, 'threads: expected an integer in 1..256, got 1.5'],
+      [{ dataset: 'foo' }, "dataset: expected one of mnist, fashion-mnist, got 'foo'"],
+      [{ kernels: 'gpu' }, "kernels: expected one of auto, native, relaxed, simd, js, got 'gpu'"],
+    ] as [Record<string, unknown>, string][]) {
+      await expect(model.evaluate(options as never), JSON.stringify(options)).rejects.toThrow(message);
+    }
+    // a run's folder names its model
+    expect((await (await loadModel(join(dir, 'run'))).predict(image)).probabilities).toEqual(fromBytes.probabilities);
     const report = await model.evaluate({ dataDir: mnistDir, download: false, threads: 2 });
     expect(report.count).toBe(10_000);
     expect(report.accuracy).toBeGreaterThan(0.7);

@@ -53,7 +53,7 @@ describe('bounded state', () => {
     const data = await loadDatasets(cfg);
     const watch = new EpochWatch(out);
     const stop: { how: StopRequest | null } = { how: null };
-    const run = await train(cfg, watch, stop, data);
+    const run = await train(cfg, watch, stop, { data });
     expect(run.epochs).toHaveLength(EPOCHS);
 
     // the checkpoint: the same size after the last epoch as after the first, up to the digits of a few numbers

@@ -37,6 +37,10 @@ describe('numbered run folders', () => {
     expect(ev.code, ev.stderr).toBe(0);
     expect(JSON.parse(ev.stdout).model).toBe(join('models', 'run-2', 'model.safetensors'));
     expect(existsSync(join(cwd, 'plots', 'run-2', 'confusion_matrix.png'))).toBe(true);
+    // through the link, the pictures go to the run it names, not to plots/
+    const viaLink = runCli(['eval', '--model', join('models', 'latest'), '--data-dir', mnistDir, '--no-download', '--threads', '1',
+      '--json'], {}, undefined, cwd);
+    expect(JSON.parse(viaLink.stdout).plots).toEqual([join('plots', 'run-2', 'confusion_matrix.png'), join('plots', 'run-2', 'errors.png')]);
 
     // a drawn digit: a white vertical bar on black
     const digit = join(cwd, 'digit.png');
@@ -181,6 +185,29 @@ describe('resuming, where things go', () => {
     // plain lines this time: the earlier --json was how that command printed, not part of the run
     expect(r.stdout).toMatch(/^epoch 2\/2 /m);
     expect(r.stdout).not.toContain('{"type"');
+  });
+});
+
+describe('resuming an older checkpoint of a run', () => {
+  it('in its own folder is refused while checkpoint-last is further on; --out continues it elsewhere', () => {
+    const dir = tmp();
+    const out = join(dir, 'r');
+    const args = ['--data-dir', mnistDir, ...small, '--schedule', 'none'];
+    expect(runCli([...args, '--epochs', '1', '--out', out]).code).toBe(0);
+    // a copy of epoch 1's checkpoint beside the run, which then goes on to epoch 2
+    const older = join(out, 'epoch-1.safetensors');
+    writeFileSync(older, readFileSync(join(out, 'checkpoint-last.safetensors')));
+    expect(runCli(['--resume', out, '--epochs', '2']).code).toBe(0);
+    const last = readFileSync(join(out, 'checkpoint-last.safetensors'));
+    const r = runCli(['--resume', older, '--epochs', '3']);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim()).toBe(`mnist-par: --resume ${older}: continuing it in ${out} would replace checkpoint-last.safetensors (step 12) ` +
+      'and cut the metrics back to step 6; pass --out <dir> to continue it in another folder, or --overwrite to go back to it here');
+    expect(readFileSync(join(out, 'checkpoint-last.safetensors')).equals(last)).toBe(true);
+    const elsewhere = runCli(['--resume', older, '--epochs', '3', '--out', join(dir, 'branch')]);
+    expect(elsewhere.code, elsewhere.stderr).toBe(0);
+    expect(readFileSync(join(out, 'checkpoint-last.safetensors')).equals(last)).toBe(true);
+    expect(readFileSync(join(dir, 'branch', 'epoch_metrics.csv'), 'utf8').trim().split('\n')).toHaveLength(4);
   });
 });
 
