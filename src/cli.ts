@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The command line: flags → validated Config → run. No logic beyond wiring.
 import { readFileSync } from 'node:fs';
-import { dirname, join } from 'node:path';
+import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import { DEFAULTS, flagName, parseValue, readConfigFile, validate, type Config } from './config.js';
 import { addBenchCommand } from '../bench/command.js';

@@ -118,7 +118,7 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
 async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
                        data: Datasets | undefined, resume: Checkpoint | undefined, note: (line: string) => void,
                        log: (line: string) => void): Promise<RunSummary> {
-  await ensureWritableDir(resolve(dirs.out), '--out');
+  // (the run's folder was made, or checked, and claimed by prepareRunDirs)
   await ensureWritableDir(resolve(dirs.plots), '--plots');
   const { coord, trainCount, stepsPerEpoch } = await arenaWithData(cfg, data ?? await loadDatasets(cfg, log));
   // the parsed files (55 MB for MNIST) are garbage now: collect them before training instead of whenever

@@ -16,10 +16,8 @@
 // are per process, so enableRelaxedSimd() (v8.setFlagsFromString) in any thread enables it for the main
 // thread and every worker, including workers started earlier. Node refuses the flag in NODE_OPTIONS and in
 // Worker execArgv, but accepts it on the node command line.
-import { existsSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import v8 from 'node:v8';
 import { UserError } from '../errors.js';
 import { packageRoot } from '../paths.js';
