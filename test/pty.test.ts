@@ -189,6 +189,8 @@ describe.skipIf(missing !== '')(`the dashboard in a pseudo-terminal${missing ? `
     p.tmux('send-keys', '-t', 'run', 'C-c', 'C-c');
     expect(await p.exited(), p.screen()).toBe(130);
     expectRestored(p);
+    // it says what was lost (or, had the first Ctrl-C's step and save finished first, how it stopped)
+    expect(p.screen()).toMatch(/^mnist-par: (quit by a second Ctrl-C: the step in progress was not saved; the last checkpoint is as it was|stopped by SIGINT)/m);
     // it may have quit before or after the checkpoint was written; written files are whole (atomic writes)
     const ckpt = join(p.out, 'checkpoint-last.safetensors');
     if (existsSync(ckpt)) expect((await readSafetensors(ckpt)).metadata['mnist-par.state']).toBeDefined();

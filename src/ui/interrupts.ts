@@ -22,6 +22,7 @@ export class Interrupts {
     }
     if (how === 'SIGINT') {
       this.beforeExit();
+      process.stderr.write('mnist-par: quit by a second Ctrl-C: the step in progress was not saved; the last checkpoint is as it was\n');
       process.exit(130);
     }
     return false;
