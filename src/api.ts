@@ -82,7 +82,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const note = mode === 'silent' ? quiet : (line: string) => process.stderr.write(`mnist-par: note: ${line}\n`);
   const log = mode === 'silent' ? quiet : (line: string) => process.stderr.write(`${line}\n`);
   try {
-    const run = await runTrain(cfg, reporter, stop, { note, log });
+    const run = await runTrain(cfg, reporter, stop, { note, log, signal });
     if (printer) reporter.finish(run.snapshot, [`mnist-par: ${run.reason} (${run.seconds.toFixed(1)} s)`]);
     return {
       model: await loadModel(join(run.out, 'model.safetensors')), metrics: run.epochs, files: run.files, out: run.out,

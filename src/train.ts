@@ -67,8 +67,9 @@ export interface Datasets {
 }
 
 /** Makes sure the dataset is present (downloading it unless --no-download) and parses both splits. */
-export async function loadDatasets(cfg: Config, log: (line: string) => void = (line) => process.stderr.write(line + '\n')): Promise<Datasets> {
-  if (cfg.download) await ensureDataset(cfg.dataset, cfg.dataDir, { log });
+export async function loadDatasets(cfg: Config, log: (line: string) => void = (line) => process.stderr.write(line + '\n'),
+                                   signal?: AbortSignal): Promise<Datasets> {
+  if (cfg.download) await ensureDataset(cfg.dataset, cfg.dataDir, { log, signal });
   // the four files are read and decompressed at once
   const [train, test] = await Promise.all([loadSplit(cfg.dataDir, 'train', cfg.dataset), loadSplit(cfg.dataDir, 'test', cfg.dataset)]);
   return { train, test };
@@ -93,6 +94,8 @@ export interface TrainExtras {
   note?: (line: string) => void;
   /** progress lines of a download; default: stderr */
   log?: (line: string) => void;
+  /** abandons a download in progress (a stop request is honoured only once training has started) */
+  signal?: AbortSignal;
 }
 
 /**
@@ -101,12 +104,12 @@ export interface TrainExtras {
  */
 export async function train(cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
                             extras: TrainExtras = {}): Promise<RunSummary> {
-  const { data, resume } = extras;
+  const resume = extras.resume;
   const note = extras.note ?? ((line: string) => process.stderr.write(`mnist-par: note: ${line}\n`));
   const log = extras.log ?? ((line: string) => process.stderr.write(line + '\n'));
   const dirs = await prepareRunDirs(cfg.out, cfg.plots, cfg.overwrite, resume ? dirname(resume.file) : null);
   try {
-    return await trainIn(dirs, { ...cfg, out: dirs.out, plots: dirs.plots }, reporter, requestStop, data, resume, note, log);
+    return await trainIn(dirs, { ...cfg, out: dirs.out, plots: dirs.plots }, reporter, requestStop, { ...extras, note, log });
   } finally {
     await dirs.release();
     // a numbered run that ended before writing anything leaves no empty folders behind
@@ -116,11 +119,10 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
 }
 
 async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
-                       data: Datasets | undefined, resume: Checkpoint | undefined, note: (line: string) => void,
-                       log: (line: string) => void): Promise<RunSummary> {
+                       { data, resume, note, log, signal }: TrainExtras & Required<Pick<TrainExtras, 'note' | 'log'>>): Promise<RunSummary> {
   // (the run's folder was made, or checked, and claimed by prepareRunDirs)
   await ensureWritableDir(resolve(dirs.plots), '--plots');
-  const { coord, trainCount, stepsPerEpoch } = await arenaWithData(cfg, data ?? await loadDatasets(cfg, log));
+  const { coord, trainCount, stepsPerEpoch } = await arenaWithData(cfg, data ?? await loadDatasets(cfg, log, signal));
   // the parsed files (55 MB for MNIST) are garbage now: collect them before training instead of whenever
   if (data === undefined) collectGarbage();
   try {

@@ -4,7 +4,10 @@
 // folder of its own and uses it from there, as another project would.
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
+import { performance } from 'node:perf_hooks';
 import { join } from 'node:path';
 import sharp from 'sharp';
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
@@ -92,6 +95,29 @@ describe('train()', () => {
     expect(written).toEqual([]);
     await expect(train({ ...small, onEpoch: 'log' as never })).rejects.toThrow('onEpoch: expected a function, got string');
     await expect(train({ ...small, signal: {} as never })).rejects.toThrow('signal: expected an AbortSignal');
+  });
+
+  it('an AbortSignal also abandons a download in progress', async () => {
+    // a mirror that accepts the connection and never answers
+    const server = createServer(() => {});
+    await new Promise<void>((done) => server.listen(0, '127.0.0.1', done));
+    const mnist = DATASETS.mnist as { mirrors: readonly string[] };
+    const mirrors = mnist.mirrors;
+    mnist.mirrors = [`http://127.0.0.1:${(server.address() as AddressInfo).port}/`];
+    const ac = new AbortController();
+    const t0 = performance.now();
+    setTimeout(() => ac.abort(new Error('enough')), 300);
+    try {
+      const e = await train({ dataDir: join(tmp(), 'empty'), epochs: 1, out: join(tmp(), 'x'), signal: ac.signal })
+        .then(() => null, (err: unknown) => err);
+      expect((e as Error).message).toBe('enough');
+      expect(performance.now() - t0).toBeLessThan(5000);
+    } finally {
+      mnist.mirrors = mirrors;
+      server.closeAllConnections();
+      server.close();
+    }
+    expect(written).toEqual([]);
   });
 
   it('a signal already aborted rejects at once with its reason', async () => {

@@ -30,6 +30,8 @@ export interface DownloadOptions {
   timeoutMs?: number;
   /** also sha256 the files already present, not only their size */
   verify?: boolean;
+  /** abandons the download (the request in flight too): rejects with the signal's reason */
+  signal?: AbortSignal;
 }
 
 const MAX_REDIRECTS = 5;
@@ -70,11 +72,13 @@ export async function downloadDataset(name: DatasetName, dir: string, opts: Down
     let lastError = 'no mirrors given';
     for (const [i, base] of mirrors.entries()) {
       const url = base + f.name;
+      opts.signal?.throwIfAborted();
       try {
-        data = await fetchVerified(url, f, timeoutMs, opts.progress);
+        data = await fetchVerified(url, f, timeoutMs, opts.progress, opts.signal);
         log(`${f.name}: ${f.bytes} bytes from ${url}, sha256 ok`);
         break;
       } catch (e) {
+        opts.signal?.throwIfAborted();
         lastError = (e as Error).message;
         log(`${url}: ${lastError}; ${i + 1 < mirrors.length ? 'trying the next mirror' : 'no mirrors left'}`);
       }
@@ -148,9 +152,10 @@ async function fetchVerified(
   f: DatasetFile,
   timeoutMs: number,
   progress: DownloadOptions['progress'],
+  signal: AbortSignal | undefined,
 ): Promise<Uint8Array> {
   const timeout = { hit: false };
-  const res = await get(url, timeoutMs, timeout);
+  const res = await get(url, timeoutMs, timeout, signal);
   const out = new Uint8Array(f.bytes);
   const hash = createHash('sha256');
   let received = 0;
@@ -174,7 +179,7 @@ async function fetchVerified(
 }
 
 /** Resolves with a 200 response after following redirects; the socket times out after `timeoutMs` idle. */
-function get(url: string, timeoutMs: number, timeout: { hit: boolean }, hops = 0): Promise<IncomingMessage> {
+function get(url: string, timeoutMs: number, timeout: { hit: boolean }, signal: AbortSignal | undefined, hops = 0): Promise<IncomingMessage> {
   return new Promise((resolve, reject) => {
     let u: URL;
     try {
@@ -185,7 +190,7 @@ function get(url: string, timeoutMs: number, timeout: { hit: boolean }, hops = 0
     const client = u.protocol === 'https:' ? https : u.protocol === 'http:' ? http : null;
     if (client === null) return reject(new Error(`unsupported protocol ${u.protocol}`));
     // identity: we want the .gz bytes exactly as stored, never re-encoded in transit
-    const req = client.get(u, { headers: { 'accept-encoding': 'identity', 'user-agent': 'mnist-par' } }, (res) => {
+    const req = client.get(u, { headers: { 'accept-encoding': 'identity', 'user-agent': 'mnist-par' }, signal }, (res) => {
       const status = res.statusCode ?? 0;
       const location = res.headers.location;
       if (status >= 300 && status < 400 && location) {
@@ -198,7 +203,7 @@ function get(url: string, timeoutMs: number, timeout: { hit: boolean }, hops = 0
         } catch {
           return reject(new Error(`redirect to an invalid address ${JSON.stringify(location)}`));
         }
-        return resolve(get(next, timeoutMs, timeout, hops + 1));
+        return resolve(get(next, timeoutMs, timeout, signal, hops + 1));
       }
       if (status !== 200) {
         res.resume();
