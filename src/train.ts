@@ -129,8 +129,6 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
     const v = coord.views;
     const model = paramLayout(widths(cfg.hidden));
     const st = startState(cfg, coord, trainCount, resume, note);
-    // --overwrite: the earlier run's files go only now, with the data loaded and the pool started
-    for (const f of dirs.replaced) await rm(f, { force: true });
     if (resume) {
       v.params.set(resume.params);
       resume.optimizerState.forEach((m, k) => v.state[k]?.set(m));
@@ -139,6 +137,8 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       initParams(v.params, model, cfg.seed);
     }
     await coord.ready();
+    // --overwrite: the earlier run's files go only now, with the data loaded and the pool's threads started
+    for (const f of dirs.replaced) await rm(f, { force: true });
     const outputs = await RunOutputs.open(dirs, cfg, model, v, st, resume, note);
     const schedule = scheduleConfig(cfg, stepsPerEpoch);
     const rng = new Rng(st.rng);

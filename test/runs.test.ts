@@ -157,6 +157,10 @@ describe('a run holds its folder', () => {
     const r = runCli(['--data-dir', join(tmp(), 'nowhere'), ...small, '--out', out, '--overwrite']);
     expect(r.code).toBe(1);
     expect(readdirSync(out).sort()).toEqual(before);
+    // nor when its worker threads cannot start
+    const w = runCli(['--data-dir', mnistDir, ...small, '--out', out, '--overwrite'], { MNIST_PAR_INJECT_FAULT: 'load:0' });
+    expect(w.code).toBe(1);
+    expect(readdirSync(out).sort()).toEqual(before);
   });
 });
 
