@@ -1,5 +1,9 @@
 // The fast-kernel tests' arena: views of a shared WebAssembly.Memory with guard bands (used by
-// fast-kernels.test.ts and conv-kernels.test.ts).
+// fast-kernels.test.ts and conv-kernels.test.ts), and the fast families those tests run.
+import { execFileSync } from 'node:child_process';
+import { loadNative, nativeKernels, type NativeIsa } from '../src/kernels/native.js';
+import { enableRelaxedSimd, loadKernels, type Kernels } from '../src/kernels/wasm.js';
+import { packageRoot } from '../src/paths.js';
 import { Rng } from '../src/rng.js';
 
 // Hands out Float32Array views of the shared memory at offsets that are 4-byte but deliberately not 16-byte
@@ -42,3 +46,41 @@ export class Arena {
   }
 }
 
+
+/** A fast kernel family as the kernel tests run it: skipped, with the reason, where it cannot run here. */
+export interface FamilyUnderTest {
+  title: string;
+  /** why it is skipped here, or null when it runs */
+  skip: string | null;
+  load(): Promise<Kernels>;
+  seed: number;
+}
+
+/**
+ * simd, relaxed (where this Node has relaxed SIMD) and both native paths (where the addon loaded and the CPU
+ * has the path), on `memory`; titles end in `suffix`, seeds count up from `seed0`.
+ */
+export function fastFamilies(memory: WebAssembly.Memory, seed0: number, suffix = ''): FamilyUnderTest[] {
+  const native = loadNative();
+  const nativePath = (isa: NativeIsa, seed: number): FamilyUnderTest => ({
+    title: `native ${isa}${suffix}`,
+    skip: !native.ok ? `the addon did not load: ${native.reason}` : native.addon.paths[isa] ? null : `this CPU has no ${isa}`,
+    load: async () => {
+      if (!native.ok) throw new Error('unreachable: the family is skipped');
+      return nativeKernels(native.addon, isa);
+    },
+    seed,
+  });
+  return [
+    { title: `simd${suffix}`, skip: null, load: () => loadKernels('simd', memory), seed: seed0 },
+    { title: `relaxed${suffix}`, skip: enableRelaxedSimd() ? null : `this Node ${process.version} has no relaxed SIMD`,
+      load: () => loadKernels('relaxed', memory), seed: seed0 + 1 },
+    nativePath('avx512', seed0 + 2),
+    nativePath('avx2', seed0 + 3),
+  ];
+}
+
+/** Assembles the .wat anew, so that the tests never run a stale module. */
+export function rebuildWasm(): void {
+  execFileSync(process.execPath, [`${packageRoot()}/scripts/build-wasm.mjs`], { stdio: 'pipe' });
+}

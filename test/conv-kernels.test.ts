@@ -2,16 +2,14 @@
 // whole small convolutional net's gradient against finite differences built from the reference kernels
 // alone, and every fast family against the reference (odd sizes and the real shapes, unaligned views,
 // guard bands, each image's bits independent of the others in the call, the native glue's argument checks).
-import { execFileSync } from 'node:child_process';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as ref from '../src/kernels/reference.js';
 import { conv2dColsLength, KK } from '../src/kernels/reference.js';
 import { referenceKernels } from '../src/kernels/index.js';
-import { enableRelaxedSimd, loadKernels, type Kernels } from '../src/kernels/wasm.js';
-import { loadNative, nativeKernels, type NativeIsa } from '../src/kernels/native.js';
-import { packageRoot } from '../src/paths.js';
+import type { Kernels } from '../src/kernels/wasm.js';
+import { loadNative, type NativeIsa } from '../src/kernels/native.js';
 import { Rng } from '../src/rng.js';
-import { Arena } from './arena.js';
+import { Arena, fastFamilies, rebuildWasm } from './arena.js';
 import { allIndices, expectClose, gradCheck, randomArray } from './check.js';
 
 const f64 = (xs: ArrayLike<number>) => Float64Array.from(xs);
@@ -180,7 +178,7 @@ function cnnLoss(n: Cnn, x: Float64Array, y: Int32Array, grads: Record<string, F
                  kinks: number[] | null = null): number {
   const k = referenceKernels;
   const { B, S, c1, c2, h } = n;
-  const { o1, p1, o2, p2, flat } = cnnSizes(n);
+  const { o1, p1, o2, flat } = cnnSizes(n);
   const P = n.params;
   const r1 = new Float64Array(B * c1 * o1 * o1);
   k.conv2dReluForward(r1, x, P['0.weight'], P['0.bias'], NONE, B, 1, c1, S, S);
@@ -304,35 +302,10 @@ const POOL_SHAPES: [number, number, number, number][] = [
   [3, 5, 7, 7], [1, 1, 2, 2], [2, 3, 5, 8], [4, 16, 24, 24], [4, 32, 8, 8], [1, 2, 9, 3], [2, 1, 1, 4],
 ];
 
-interface FamilyUnderTest {
-  title: string;
-  skip: string | null;
-  load(): Promise<Kernels>;
-  seed: number;
-}
 const native = loadNative();
-const nativePath = (isa: NativeIsa, seed: number): FamilyUnderTest => ({
-  title: `native ${isa}`,
-  skip: !native.ok ? `the addon did not load: ${native.reason}` : native.addon.paths[isa] ? null : `this CPU has no ${isa}`,
-  load: async () => {
-    if (!native.ok) throw new Error('unreachable');
-    return nativeKernels(native.addon, isa);
-  },
-  seed,
-});
-const relaxedOn = enableRelaxedSimd();
-const families: FamilyUnderTest[] = [
-  { title: 'simd', skip: null, load: () => loadKernels('simd', memory), seed: 21 },
-  { title: 'relaxed', skip: relaxedOn ? null : `this Node ${process.version} has no relaxed SIMD`,
-    load: () => loadKernels('relaxed', memory), seed: 22 },
-  nativePath('avx512', 23),
-  nativePath('avx2', 24),
-];
+const families = fastFamilies(memory, 21);
 
-beforeAll(() => {
-  // the tests must never run a stale module
-  execFileSync(process.execPath, [`${packageRoot()}/scripts/build-wasm.mjs`], { stdio: 'pipe' });
-});
+beforeAll(rebuildWasm);
 
 for (const fam of families) {
   const title = fam.skip === null ? `${fam.title} conv and pool kernels` : `${fam.title} conv and pool kernels (SKIPPED: ${fam.skip})`;

@@ -1,7 +1,5 @@
 // The fast kernel families (WebAssembly simd and relaxed; native on each instruction-set path this CPU has)
 // against the reference, on views of a shared WebAssembly.Memory like the arena.
-import { packageRoot } from '../src/paths.js';
-import { execFileSync } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -10,10 +8,10 @@ import { reduceSlots as refReduceSlots } from '../src/kernels/reduce.js';
 import {
   enableRelaxedSimd, jsKernels, loadKernels, resolveKernels, wasmPath, type Kernels,
 } from '../src/kernels/wasm.js';
-import { loadNative, nativeBuildPath, nativeKernels, type NativeIsa } from '../src/kernels/native.js';
+import { loadNative, nativeBuildPath } from '../src/kernels/native.js';
 import { optimizerStep, type OptimizerConfig } from '../src/optim.js';
 import { Rng } from '../src/rng.js';
-import { Arena } from './arena.js';
+import { Arena, fastFamilies, rebuildWasm } from './arena.js';
 import { expectClose } from './check.js';
 
 const PAGES = 512; // 32 MiB
@@ -37,37 +35,10 @@ const SHAPES: [number, number][] = [ // (C, OC)
 ];
 const ROWS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 13, 15, 16, 17, 31, 32, 33, 63, 64];
 
-interface FamilyUnderTest {
-  title: string;
-  /** why it is skipped here, or null when it runs */
-  skip: string | null;
-  load(): Promise<Kernels>;
-  seed: number;
-}
-
 const native = loadNative();
-const nativePath = (isa: NativeIsa, seed: number): FamilyUnderTest => ({
-  title: `native ${isa} kernels`,
-  skip: !native.ok ? `the addon did not load: ${native.reason}` : native.addon.paths[isa] ? null : `this CPU has no ${isa}`,
-  load: async () => nativeKernels(native.ok ? native.addon : assertNever(), isa),
-  seed,
-});
-function assertNever(): never {
-  throw new Error('unreachable');
-}
-const relaxedOn = enableRelaxedSimd();
-const families: FamilyUnderTest[] = [
-  { title: 'simd kernels', skip: null, load: () => loadKernels('simd', memory), seed: 11 },
-  { title: 'relaxed kernels', skip: relaxedOn ? null : `this Node ${process.version} has no relaxed SIMD`,
-    load: () => loadKernels('relaxed', memory), seed: 12 },
-  nativePath('avx512', 13),
-  nativePath('avx2', 14),
-];
+const families = fastFamilies(memory, 11, ' kernels');
 
-beforeAll(() => {
-  // Build from the current .wat so the tests never run a stale module.
-  execFileSync(process.execPath, [`${packageRoot()}/scripts/build-wasm.mjs`], { stdio: 'pipe' });
-});
+beforeAll(rebuildWasm);
 
 // The native family must be here wherever a compiler is: CI and every developer machine build it. It may
 // be missing only when the build reported why (no compiler), and then the suite says so instead of passing.

@@ -18,6 +18,12 @@ function batchRows(dir: string): string[] {
   return readFileSync(join(dir, 'batch_metrics.csv'), 'utf8').trim().split('\n').map((l) => l.split(',').slice(0, 6).join(','));
 }
 
+/** Rewrites a checkpoint's training state (the JSON in its header) through `edit`, as an older mnist-par wrote it. */
+async function rewriteState(file: string, edit: (state: Record<string, any>) => Record<string, unknown>): Promise<void> {
+  const { tensors, metadata } = await readSafetensors(file);
+  await writeSafetensors(file, [...tensors.values()], { ...metadata, 'mnist-par.state': JSON.stringify(edit(JSON.parse(metadata['mnist-par.state']))) });
+}
+
 /** Starts a run and sends `signal` once it has reported batch `after` (JSON lines); resolves with the exit code. */
 function interruptAt(args: string[], after: number, signal: NodeJS.Signals): Promise<{ code: number | null; batches: number[] }> {
   return new Promise((resolve, reject) => {
@@ -88,12 +94,9 @@ describe('resume', () => {
     const args = [...base, '--limit-train', '1000', '--batch-size', '100', '--schedule', 'none'];
     expect(runCli([...args, '--epochs', '2', '--out', join(dir, 'straight')]).code).toBe(0);
     expect(runCli([...args, '--epochs', '1', '--out', join(dir, 'old')]).code).toBe(0);
-    const file = join(dir, 'old', 'checkpoint-last.safetensors');
-    const { tensors, metadata } = await readSafetensors(file);
-    const { cwd: _cwd, ...rest } = JSON.parse(metadata['mnist-par.state']);
-    const v1 = { ...rest, version: 1, batches: [{ epoch: 1, batch: 1, step: 1, loss: 2, accuracy: 0.1, lr: 0.005, samplesPerSec: 1 }], epochs: [] };
-    await writeSafetensors(file, [...tensors.entries()].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
-      { ...metadata, 'mnist-par.state': JSON.stringify(v1) });
+    await rewriteState(join(dir, 'old', 'checkpoint-last.safetensors'), ({ cwd: _cwd, ...rest }) => ({
+      ...rest, version: 1, batches: [{ epoch: 1, batch: 1, step: 1, loss: 2, accuracy: 0.1, lr: 0.005, samplesPerSec: 1 }], epochs: [],
+    }));
     const r = runCli(['--resume', join(dir, 'old'), '--epochs', '2']);
     expect(r.code, r.stderr).toBe(0);
     expect(same(join(dir, 'straight'), join(dir, 'old'))).toBe(true);
@@ -105,12 +108,7 @@ describe('resume', () => {
     const args = [...base, '--limit-train', '1000', '--batch-size', '100', '--schedule', 'none'];
     expect(runCli([...args, '--epochs', '2', '--out', join(dir, 'straight')]).code).toBe(0);
     expect(runCli([...args, '--epochs', '1', '--out', join(dir, 'old')]).code).toBe(0);
-    const file = join(dir, 'old', 'checkpoint-last.safetensors');
-    const { tensors, metadata } = await readSafetensors(file);
-    const state = JSON.parse(metadata['mnist-par.state']);
-    state.config.pipeline = 'tasks';
-    await writeSafetensors(file, [...tensors.entries()].map(([name, t]) => ({ name, shape: t.shape, data: t.data })),
-      { ...metadata, 'mnist-par.state': JSON.stringify(state) });
+    await rewriteState(join(dir, 'old', 'checkpoint-last.safetensors'), (state) => ({ ...state, config: { ...state.config, pipeline: 'tasks' } }));
     const r = runCli(['--resume', join(dir, 'old'), '--epochs', '2']);
     expect(r.code, r.stderr).toBe(0);
     expect(same(join(dir, 'straight'), join(dir, 'old'))).toBe(true);
