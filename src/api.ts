@@ -12,6 +12,7 @@ import { evalCommand } from './eval/command.js';
 import type { EvalReport } from './eval/metrics.js';
 import type { KernelFamily } from './kernels/index.js';
 import type { EpochRecord, Snapshot } from './metrics.js';
+import { describeModel, INPUT, type ModelKind } from './model.js';
 import { argmaxRow, chooseDataset, forwardProbs, loadModel as readModel, normalizeTable } from './predict.js';
 import { train as runTrain, type StopRequest } from './train.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
@@ -120,7 +121,12 @@ export interface EvaluateOptions {
 export interface Model {
   /** the file it was read from */
   readonly path: string;
-  /** layer widths, input to output: [784, 128, 256, 512, 128, 10] */
+  /** which network: 'mlp' or 'cnn' */
+  readonly kind: ModelKind;
+  /** the network in one line, e.g. "mlp 784→128→256→512→128→10" or "cnn 1→16→32 conv5 pool2 · 512→128→10" */
+  readonly network: string;
+  /** the linear layers' widths, input to output: [784, 128, 256, 512, 128, 10] for the default mlp,
+   *  [512, 128, 10] for the default cnn */
   readonly layers: readonly number[];
   /** the dataset it was trained on: its normalization and class names are used */
   readonly dataset: DatasetName;
@@ -143,9 +149,9 @@ export async function loadModel(file: string): Promise<Model> {
   const loaded = await readModel(path);
   const dataset = chooseDataset(undefined, loaded, path);
   const table = normalizeTable(dataset);
-  const pixels = loaded.layers[0];
+  const pixels = INPUT;
   return {
-    path, layers: loaded.layers, dataset,
+    path, kind: loaded.spec.kind, network: describeModel(loaded.spec), layers: loaded.layers, dataset,
     async predict(image) {
       let bytes: Uint8Array;
       if (typeof image === 'string') {

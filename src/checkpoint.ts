@@ -1,5 +1,7 @@
 // Training checkpoints: the full state of a run in one safetensors file, so that a resumed run continues
-// bit for bit. The weights keep their nn.Sequential names (0.weight, 0.bias, 2.weight, …); beside them:
+// bit for bit. The weights keep their nn.Sequential names (model.ts tensorNames: an mlp's 0.weight, 0.bias,
+// 2.weight, …, a cnn's 0.weight, 3.weight, 7.weight, 9.weight); which network it holds is in those shapes and in
+// the configuration (--model, --channels, --hidden), which must agree. Beside the weights:
 //   optimizer.state.K   (P)   the optimizer's moment arrays (Adam: K=0 first, K=1 second; SGD: K=0 momentum)
 //   epoch.permutation   (N)   the permutation of the epoch in progress (only mid-epoch; exact in float32
 //                             because indices stay below 2^24)
@@ -8,9 +10,9 @@
 // history is in the run's CSV files, metrics-files.ts).
 import { join } from 'node:path';
 import { statSync } from 'node:fs';
-import { validate, type Config } from './config.js';
+import { modelSpec, validate, type Config } from './config.js';
 import { printable, UsageError, UserError } from './errors.js';
-import { paramLayout, widths, type Layout } from './model.js';
+import { describeModel, sameModel, type Layout } from './model.js';
 import { optimizerStateCount } from './optim.js';
 import type { RngState } from './rng.js';
 import { paramsFromTensors, readSafetensors, weightTensors, writeSafetensors, type Tensor } from './safetensors.js';
@@ -108,12 +110,12 @@ export async function loadCheckpoint(fileOrDir: string): Promise<Checkpoint> {
   }
   const problem = stateProblem(state);
   if (problem) throw damaged(`its training state has ${problem}`);
-  const { layers, params } = paramsFromTensors(tensors, file);
-  const expected = widths(config.hidden);
-  if (layers.join(',') !== expected.join(',')) {
-    throw new UserError(`${file}: weights have layer widths ${layers.join(',')} but its configuration says ${expected.join(',')}; the checkpoint is inconsistent`);
+  const { spec, layout, params } = paramsFromTensors(tensors, file);
+  const expected = modelSpec(config);
+  if (!sameModel(spec, expected)) {
+    throw new UserError(`${file}: its weights are a ${describeModel(spec)} but its configuration says ${describeModel(expected)}; the checkpoint is inconsistent`);
   }
-  const P = paramLayout(layers).size;
+  const P = layout.size;
   // exactly the moment arrays the configured optimizer steps with: optimizer.state.0 .. need-1
   const need = optimizerStateCount({ ...config, dampening: 0 });
   const stateNames = [...tensors.keys()].filter((name) => name.startsWith('optimizer.state.'));

@@ -22,7 +22,9 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
   ['batchSize', '<n>', 'samples per optimizer step'],
   ['limitTrain', '<n>', 'use only the first N training images (0 = all)'],
   ['limitTest', '<n>', 'validate on only the first N test images (0 = all)'],
-  ['hidden', '<widths>', 'hidden layer widths, comma-separated'],
+  ['model', '<kind>', 'network: mlp (fully connected) or cnn (two 5×5 convolutions with 2×2 max-pooling, then linear layers)'],
+  ['hidden', '<widths>', 'hidden linear layer widths, comma-separated (default: 128,256,512,128 for the mlp, 128 for the cnn)'],
+  ['channels', '<c1,c2>', 'the cnn\'s convolution output channels'],
   ['seed', '<n>', 'seed for initialization, shuffling and augmentation'],
   ['optimizer', '<name>', 'sgd, adam or adamw'],
   ['lr', '<x>', 'learning rate (the peak rate for onecycle)'],
@@ -46,7 +48,7 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
 ];
 
 function showDefault(key: keyof Config): string {
-  if (key === 'dataDir' || key === 'out' || key === 'plots') return ''; // described in the help text
+  if (key === 'dataDir' || key === 'out' || key === 'plots' || key === 'hidden') return ''; // described in the help text
   const v = DEFAULTS[key];
   return Array.isArray(v) ? v.join(',') : String(v);
 }

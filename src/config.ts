@@ -7,7 +7,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { DATASET_NAMES, type DatasetName } from './data/datasets.js';
 import { printable, UsageError } from './errors.js';
-import { DEFAULT_HIDDEN } from './model.js';
+import { DEFAULT_CHANNELS, DEFAULT_CNN_HIDDEN, DEFAULT_HIDDEN, MAX_CONV_LAYERS, MODEL_KINDS, type ModelSpec } from './model.js';
 
 export { DATASET_NAMES };
 export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
@@ -22,6 +22,7 @@ export const PIPELINES = ['lockstep'] as const;
  */
 const LEGACY_PIPELINE = 'tasks';
 export const MONITORS = ['val_loss', 'val_accuracy'] as const;
+export { MODEL_KINDS };
 
 export interface Config {
   dataset: DatasetName;
@@ -39,7 +40,12 @@ export interface Config {
   limitTrain: number;
   /** 0 = the whole test set */
   limitTest: number;
+  /** which network (model.ts): the fully connected mlp or the convolutional cnn */
+  model: (typeof MODEL_KINDS)[number];
+  /** hidden linear widths; left out: 128,256,512,128 for the mlp, 128 for the cnn */
   hidden: number[];
+  /** the cnn's convolution output channels, c1,c2 (ignored by the mlp) */
+  channels: number[];
   seed: number;
   optimizer: (typeof OPTIMIZERS)[number];
   lr: number;
@@ -88,7 +94,9 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
   batchSize: 256,
   limitTrain: 0,
   limitTest: 0,
-  hidden: [...DEFAULT_HIDDEN],
+  model: 'mlp',
+  hidden: [...DEFAULT_HIDDEN], // the cnn's when --model cnn leaves it out (validate)
+  channels: [...DEFAULT_CHANNELS],
   seed: 42,
   optimizer: 'adamw',
   lr: 5e-3,
@@ -162,12 +170,14 @@ const CHOICES: Partial<Record<keyof Config, readonly string[]>> = {
   kernels: KERNEL_CHOICES,
   pipeline: PIPELINES,
   monitor: MONITORS,
+  model: MODEL_KINDS,
 };
 
 /** Parses one textual value (from the command line) for `key`; throws UsageError naming the flag. */
 export function parseValue(key: keyof Config, text: string): unknown {
   const flag = flagName(key);
   if (key === 'hidden') return parseHidden(text);
+  if (key === 'channels') return parseChannels(text);
   if (key === 'pipeline' && text === LEGACY_PIPELINE) {
     throw new UsageError(`${flag} ${LEGACY_PIPELINE}: that pipeline was removed (it gave the same bytes as lockstep, more slowly); ` +
       'leave the flag out or use --pipeline lockstep');
@@ -196,6 +206,18 @@ function parseHidden(text: string): number[] {
   return widths;
 }
 
+function parseChannels(text: string): number[] {
+  const parts = text.split(',').map((s) => s.trim());
+  const channels = parts.map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
+  if (parts.length > MAX_CONV_LAYERS || channels.some((c) => !Number.isInteger(c) || c < 1 || c > MAX_CHANNELS)) {
+    throw new UsageError(`--channels: expected one or two comma-separated channel counts, each an integer in 1..${MAX_CHANNELS} (e.g. 16,32), got '${text}'`);
+  }
+  return channels;
+}
+
+/** Convolution channels beyond this are no cnn for 28×28 digits (and would not fit the shared memory). */
+export const MAX_CHANNELS = 1024;
+
 function checkKnown(key: string): void {
   if (!Object.hasOwn(DEFAULTS, key)) throw new UsageError(`unknown configuration field '${printable(key)}' (known: ${Object.keys(DEFAULTS).join(', ')})`);
 }
@@ -217,6 +239,10 @@ function checkField(key: keyof Config, v: unknown): void {
       throw new UsageError(`--hidden: expected a list of layer widths, each an integer in 1..8192, got ${show(v)}`);
     }
     if (v.length > MAX_HIDDEN_LAYERS) throw new UsageError(`--hidden: expected at most ${MAX_HIDDEN_LAYERS} hidden layers, got ${v.length}`);
+  } else if (key === 'channels') {
+    if (!Array.isArray(v) || v.length === 0 || v.length > MAX_CONV_LAYERS || v.some((c) => !Number.isInteger(c) || c < 1 || c > MAX_CHANNELS)) {
+      throw new UsageError(`--channels: expected a list of one or two channel counts, each an integer in 1..${MAX_CHANNELS}, got ${show(v)}`);
+    }
   } else if (BOOLEAN_KEYS.includes(key)) {
     if (typeof v !== 'boolean') throw new UsageError(`${flag}: expected true or false, got ${show(v)}`);
   } else if (key === 'dataDir' || key === 'out' || key === 'plots') {
@@ -299,9 +325,14 @@ export function validate(raw: Record<string, unknown>): Config {
     checkKnown(key);
     cfg[key] = key === 'pipeline' && value === LEGACY_PIPELINE ? 'lockstep' : value;
   }
+  // --hidden left out: the chosen model's own default
+  if (raw.hidden === undefined && raw.model === 'cnn') cfg.hidden = [...DEFAULT_CNN_HIDDEN];
   for (const key of Object.keys(DEFAULTS) as (keyof Config)[]) checkField(key, cfg[key]);
   const c = cfg as unknown as Config;
   if (c.dataDir === '') c.dataDir = `datasets/${c.dataset}`;
+  if (c.model === 'mlp' && c.channels.join(',') !== DEFAULT_CHANNELS.join(',')) {
+    throw new UsageError(`--channels: only the cnn has convolution channels; add --model cnn, or leave --channels out`);
+  }
   if (c.nesterov && (c.optimizer !== 'sgd' || c.momentum === 0)) {
     throw new UsageError('--nesterov: needs --optimizer sgd with --momentum > 0');
   }
@@ -309,6 +340,11 @@ export function validate(raw: Record<string, unknown>): Config {
     throw new UsageError(`--min-lr: expected a value ≤ --lr (${c.lr}), got ${c.minLr}`);
   }
   return c;
+}
+
+/** The network a configuration trains. */
+export function modelSpec(c: Pick<Config, 'model' | 'hidden' | 'channels'>): ModelSpec {
+  return c.model === 'cnn' ? { kind: 'cnn', channels: c.channels, hidden: c.hidden } : { kind: 'mlp', hidden: c.hidden };
 }
 
 /** A value for a message: one line, at most about 80 characters, whatever a --config file holds. */

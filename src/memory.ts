@@ -22,6 +22,8 @@
 //                                          holds its rows at their place in the batch, so the micro-shards a
 //                                          thread runs are contiguous rows; evaluation shard s uses rows
 //                                          [s·rows, (s+1)·rows)
+//   cols      Float32[shards × colsElements] a cnn's im2col scratch, one per micro-shard (a shard's group, an
+//                                          evaluation shard, uses its first shard's): none for an mlp
 //   labels    Int32  [shards × rows]       gathered labels, row for row
 //   perm      Uint32 [trainCount]          the epoch's permutation of training indices
 //   trainX    Uint8  [trainCount × 784]    training images, as stored in the IDX file
@@ -32,7 +34,8 @@
 //
 // Every region starts on a 64-byte boundary (a cache line; also keeps SIMD loads aligned).
 import { activationElements, activationViews, layerViews, type Activations, type LayerViews } from './mlp.js';
-import { paramLayout, type Layout } from './model.js';
+import { modelLayout, type Layout, type ModelSpec } from './model.js';
+import { colsElements } from './network.js';
 import { CONTROL_INTS } from './control.js';
 
 /** Per-thread busy-time counters: thread k's counter X is busy[k·BUSY + X]. COMPUTE and REDUCE split a
@@ -46,7 +49,7 @@ export const BUSY_BACKWARD = 4;
 export const BUSY_SYNC = 5;
 
 export interface ArenaSpec {
-  layers: number[];
+  model: ModelSpec;
   threads: number;
   shards: number;
   /** most batch rows one micro-shard (or one evaluation chunk) processes at once */
@@ -76,6 +79,9 @@ export interface ArenaLayout {
   slotStride: number;
   state: number;
   acts: number;
+  cols: number;
+  /** floats of one shard's im2col scratch */
+  colsStride: number;
   /** rows the activation buffers hold: shards × rows */
   actRows: number;
   labels: number;
@@ -91,7 +97,8 @@ const ALIGN = 64;
 const PAGE = 65536;
 
 export function arenaLayout(spec: ArenaSpec): ArenaLayout {
-  const P = paramLayout(spec.layers).size;
+  const model = modelLayout(spec.model);
+  const P = model.size;
   let off = 0;
   const take = (bytes: number): number => {
     const at = off;
@@ -111,18 +118,20 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const grad = take(P * 4);
   const slots = take(spec.shards * slotStride * 4);
   const state = take(spec.optimizerStates * P * 4);
-  const acts = take(activationElements(paramLayout(spec.layers), actRows) * 4);
+  const acts = take(activationElements(model, actRows) * 4);
+  const colsStride = Math.ceil(colsElements(model) / 16) * 16;
+  const cols = take(spec.shards * colsStride * 4);
   const labels = take(actRows * 4);
   const perm = take(spec.trainCount * 4);
   const trainX = take(spec.trainCount * spec.pixels);
   const trainY = take(spec.trainCount);
   const testX = take(spec.testCount * spec.pixels);
   const testY = take(spec.testCount);
-  const classes = spec.layers[spec.layers.length - 1];
+  const classes = model.layers[model.layers.length - 1];
   const testProbs = take(spec.testCount * classes * 4);
   return {
     spec, bytes: off, control, busy, shardStat, evalStat, lrs, stepStat, params, paramsT, grad, slots, slotStride, state, acts,
-    actRows, labels, perm, trainX, trainY, testX, testY, testProbs,
+    cols, colsStride, actRows, labels, perm, trainX, trainY, testX, testY, testProbs,
   };
 }
 
@@ -162,7 +171,7 @@ export interface ArenaViews {
 export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): ArenaViews {
   const buf = memory.buffer;
   const s = layout.spec;
-  const model = paramLayout(s.layers);
+  const model = modelLayout(s.model);
   const P = model.size;
   const f32 = (at: number, n: number) => new Float32Array(buf, at, n);
   return {
@@ -185,13 +194,15 @@ export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): Are
     trainY: new Uint8Array(buf, layout.trainY, s.trainCount),
     testX: new Uint8Array(buf, layout.testX, s.testCount * s.pixels),
     testY: new Uint8Array(buf, layout.testY, s.testCount),
-    testProbs: f32(layout.testProbs, s.testCount * s.layers[s.layers.length - 1]),
+    testProbs: f32(layout.testProbs, s.testCount * model.layers[model.layers.length - 1]),
   };
 }
 
 /** The activation buffers and labels of all shards × rows rows, and every gradient slot as layers. */
 export interface BatchViews {
   acts: Activations;
+  /** micro-shard s's im2col scratch */
+  cols: Float32Array[];
   labels: Int32Array;
   grad: LayerViews[];
 }
@@ -202,6 +213,8 @@ export function batchViews(memory: WebAssembly.Memory, views: ArenaViews): Batch
   const buf = new Float32Array(memory.buffer, layout.acts, activationElements(model, n));
   return {
     acts: activationViews(buf, model, n),
+    cols: Array.from({ length: layout.spec.shards }, (_, s) =>
+      new Float32Array(memory.buffer, layout.cols + s * layout.colsStride * 4, layout.colsStride)),
     labels: new Int32Array(memory.buffer, layout.labels, n),
     grad: views.slot.map((slot) => layerViews(slot, model)),
   };

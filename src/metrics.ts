@@ -43,6 +43,9 @@ export type Phase = 'loading' | 'training' | 'validating' | 'done' | 'stopping' 
 
 export interface Snapshot {
   config: Config;
+  /** the network in one line (model.ts describeModel) */
+  model: string;
+  /** its linear layers' widths, input to output */
   layers: readonly number[];
   paramCount: number;
   kernelFamily: string;

@@ -5,16 +5,21 @@
 // Backward walks the same list in reverse. h and dh are preallocated views with room for the largest B.
 import type { F, KernelSet, Labels } from './kernels/index.js';
 import type { Layout } from './model.js';
+import { KK } from './kernels/reference.js';
 
 /** Views of one parameter-shaped buffer (parameters or one gradient slot), per layer. */
 export interface LayerViews {
   w: F[];
   b: F[];
+  /** a cnn's convolution weights (OC,C,5,5) and biases, per convolution (empty for an mlp) */
+  cw: F[];
+  cb: F[];
   /** the parameters only, for families with linearForwardT: weightᵀ (C,OC) of each layer, kept current */
   wt?: F[];
 }
 
-/** Activation scratch for one shard: h[0..L] and their gradients dh[1..L] (dh[0] is never needed). */
+/** Activation scratch for one shard, one view per stage of model.ts's `stages`: h[0..] and their gradients
+ *  dh[1..] (dh[0], the input's, is never needed). For an mlp h[l] is linear layer l's input. */
 export interface Activations {
   h: F[];
   dh: F[];
@@ -27,7 +32,9 @@ export function layerViews(buf: F, layout: Layout): LayerViews {
     w.push(buf.subarray(s.w, s.w + s.OC * s.C));
     b.push(buf.subarray(s.b, s.b + s.OC));
   }
-  return { w, b };
+  const cw = layout.conv.map((s) => buf.subarray(s.w, s.w + s.OC * s.C * KK));
+  const cb = layout.conv.map((s) => buf.subarray(s.b, s.b + s.OC));
+  return { w, b, cw, cb };
 }
 
 /** The parameters' views plus their transposed weights, stored in `transposed` at the weights' offsets. */
@@ -45,9 +52,10 @@ export function syncTransposed(k: KernelSet, net: LayerViews, layout: Layout, st
   });
 }
 
-/** Elements of scratch one shard of up to `rows` rows needs: Σ_l n[l]·rows for h plus Σ_{l≥1} n[l]·rows for dh. */
+/** Elements of scratch one shard of up to `rows` rows needs: Σ_l n[l]·rows for h plus Σ_{l≥1} n[l]·rows for
+ *  dh, n = the stages. */
 export function activationElements(layout: Layout, rows: number): number {
-  const n = layout.layers;
+  const n = layout.stages;
   let total = 0;
   for (let l = 0; l < n.length; l++) total += n[l] * rows * (l === 0 ? 1 : 2);
   return total;
@@ -55,7 +63,7 @@ export function activationElements(layout: Layout, rows: number): number {
 
 /** Carves activation views for up to `rows` rows out of `buf` (at least activationElements long). */
 export function activationViews(buf: F, layout: Layout, rows: number): Activations {
-  const n = layout.layers;
+  const n = layout.stages;
   const h: F[] = [];
   const dh: F[] = [];
   let off = 0;
@@ -73,7 +81,7 @@ export function activationViews(buf: F, layout: Layout, rows: number): Activatio
 
 /** Views of rows [first, first + count) of activations carved for more rows (each h[l], dh[l] is row-major). */
 export function rowsOf(acts: Activations, layout: Layout, first: number, count: number): Activations {
-  const n = layout.layers;
+  const n = layout.stages;
   return {
     h: acts.h.map((v, l) => v.subarray(first * n[l], (first + count) * n[l])),
     dh: acts.dh.map((v, l) => (l === 0 ? v : v.subarray(first * n[l], (first + count) * n[l]))),
@@ -103,10 +111,11 @@ export interface LossStats {
 
 /**
  * Loss of the logits in acts.h[L] and the gradients of scale · Σ_rows loss into `grad`.
- * The softmax probabilities are written into dh[L] and turned into dlogits in place.
+ * The softmax probabilities are written into dh[L] and turned into dlogits in place. With `inputGrad` (a cnn's
+ * head) the gradient of the input h[0] goes to dh[0] too.
  */
 export function mlpBackward(k: KernelSet, grad: LayerViews, net: LayerViews, acts: Activations, layout: Layout,
-                            targets: Labels, B: number, smoothing: number, scale: number): LossStats {
+                            targets: Labels, B: number, smoothing: number, scale: number, inputGrad = false): LossStats {
   const L = layout.linear.length;
   const V = layout.layers[L];
   const logits = acts.h[L];
@@ -115,7 +124,7 @@ export function mlpBackward(k: KernelSet, grad: LayerViews, net: LayerViews, act
   k.crossEntropyBackward(acts.dh[L], acts.dh[L], targets, B, V, smoothing, scale);
   for (let l = L - 1; l >= 0; l--) {
     const { C, OC } = layout.linear[l];
-    k.linearBackward(l > 0 ? acts.dh[l] : null, grad.w[l], grad.b[l], acts.dh[l + 1], acts.h[l], net.w[l], B, C, OC);
+    k.linearBackward(l > 0 || inputGrad ? acts.dh[l] : null, grad.w[l], grad.b[l], acts.dh[l + 1], acts.h[l], net.w[l], B, C, OC);
     if (l > 0) k.reluBackward(acts.dh[l], acts.dh[l], acts.h[l], B * C);
   }
   return { lossSum, correct };
@@ -130,12 +139,12 @@ export interface RowRange {
 /**
  * mlpBackward for several micro-shards whose rows lie together in `acts` (B rows in all, forward already
  * run over them): each shard's loss and weight gradients go to its own slot, grads[i] for shards[i], while
- * the input gradients run once over all B rows. Needs k.groupsRows and k.linearBackwardInput; every shard's
+ * the input gradients run once over all B rows (with `inputGrad`, into dh[0] too). Needs k.groupsRows and k.linearBackwardInput; every shard's
  * gradient then has the same bits as mlpBackward on that shard alone.
  */
 export function mlpBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerViews, acts: Activations, layout: Layout,
                                  targets: Labels, shards: readonly RowRange[], B: number, smoothing: number,
-                                 scale: number): LossStats[] {
+                                 scale: number, inputGrad = false): LossStats[] {
   if (!k.groupsRows || !k.linearBackwardInput) throw new Error(`the ${k.name} kernels cannot run micro-shards together`);
   const L = layout.linear.length;
   const V = layout.layers[L];
@@ -154,21 +163,8 @@ export function mlpBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerVi
       k.linearBackward(null, grads[i].w[l], grads[i].b[l], acts.dh[l + 1].subarray(first * OC, (first + count) * OC),
                        acts.h[l].subarray(first * C, (first + count) * C), net.w[l], count, C, OC);
     });
-    if (l > 0) {
-      k.linearBackwardInput(acts.dh[l], acts.dh[l + 1], net.w[l], B, C, OC);
-      k.reluBackward(acts.dh[l], acts.dh[l], acts.h[l], B * C);
-    }
+    if (l > 0 || inputGrad) k.linearBackwardInput(acts.dh[l], acts.dh[l + 1], net.w[l], B, C, OC);
+    if (l > 0) k.reluBackward(acts.dh[l], acts.dh[l], acts.h[l], B * C);
   }
   return stats;
-}
-
-/** Forward pass and loss only (validation): returns loss sum and correct count; probs land in dh[L]. */
-export function mlpEvaluate(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout,
-                            targets: Labels, B: number): LossStats {
-  const L = layout.linear.length;
-  const V = layout.layers[L];
-  const logits = mlpForward(k, net, acts, layout, B);
-  const correct = k.countCorrect(logits, targets, B, V);
-  const lossSum = k.crossEntropyForward(acts.dh[L], logits, targets, B, V, 0);
-  return { lossSum, correct };
 }

@@ -5,8 +5,9 @@ import { DATASETS, isDatasetName, normalizationTable, type DatasetName } from '.
 import { loadDigitImage } from './data/image.js';
 import { UserError } from './errors.js';
 import { jsKernels } from './kernels/wasm.js';
-import { activationElements, activationViews, layerViews, mlpForward } from './mlp.js';
-import { paramLayout, type Layout } from './model.js';
+import { activationElements, activationViews, layerViews } from './mlp.js';
+import { INPUT, type Layout, type ModelSpec } from './model.js';
+import { colsElements, forward } from './network.js';
 import { paramsFromTensors, readSafetensors } from './safetensors.js';
 import { fmtPct } from './ui/format.js';
 
@@ -27,7 +28,9 @@ export interface Prediction {
 }
 
 export interface LoadedModel {
-  layers: number[];
+  spec: ModelSpec;
+  /** the linear layers' widths (layout.layers) */
+  layers: readonly number[];
   layout: Layout;
   params: Float32Array;
   /** the dataset the training run recorded in the file's metadata, if any */
@@ -37,9 +40,9 @@ export interface LoadedModel {
 /** Reads a safetensors model; every problem (missing, truncated, wrong shapes) is a one-line UserError. */
 export async function loadModel(path: string): Promise<LoadedModel> {
   const file = await readSafetensors(path);
-  const { layers, params } = paramsFromTensors(file.tensors, path);
+  const { spec, layout, layers, params } = paramsFromTensors(file.tensors, path);
   const recorded = file.metadata.dataset;
-  return { layers, layout: paramLayout(layers), params, dataset: recorded && isDatasetName(recorded) ? recorded : undefined };
+  return { spec, layers, layout, params, dataset: recorded && isDatasetName(recorded) ? recorded : undefined };
 }
 
 /** The dataset to use: the flag if given, else the model's own, else mnist; warns (stderr) when they differ. */
@@ -64,11 +67,10 @@ export function normalizeTable(dataset: DatasetName): Float32Array {
  */
 export function forwardProbs(model: LoadedModel, table: Float32Array, pixels: Uint8Array, B: number): Float32Array {
   const { layout } = model;
-  const n0 = layout.layers[0];
   const V = layout.layers[layout.layers.length - 1];
   const acts = activationViews(new Float32Array(activationElements(layout, B)), layout, B);
-  for (let i = 0; i < B * n0; i++) acts.h[0][i] = table[pixels[i]];
-  const logits = mlpForward(jsKernels, layerViews(model.params, layout), acts, layout, B);
+  for (let i = 0; i < B * INPUT; i++) acts.h[0][i] = table[pixels[i]];
+  const logits = forward(jsKernels, layerViews(model.params, layout), acts, layout, new Float32Array(colsElements(layout)), B);
   const probs = new Float32Array(B * V);
   // the targets weigh only the loss, which is dropped
   jsKernels.crossEntropyForward(probs, logits, new Uint8Array(B), B, V, 0);

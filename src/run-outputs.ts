@@ -11,7 +11,7 @@ import { writeFileAtomic } from './fsutil.js';
 import type { ArenaViews } from './memory.js';
 import { BatchHistory, type BatchRecord, type EpochRecord } from './metrics.js';
 import { MetricsFiles } from './metrics-files.js';
-import type { Layout } from './model.js';
+import { describeModel, type Layout } from './model.js';
 import { MODELS_ROOT, PLOTS_ROOT, pointLatest, type RunDirs } from './runs.js';
 import { CHART_REFRESH_MS } from './tuning.js';
 import { weightTensors, writeSafetensors } from './safetensors.js';
@@ -93,7 +93,7 @@ export class RunOutputs {
   }
 
   private async weights(name: string): Promise<void> {
-    const meta = { format: 'pt', producer: 'mnist-par', layers: this.model.layers.join(','), dataset: this.cfg.dataset };
+    const meta = { format: 'pt', producer: 'mnist-par', model: describeModel(this.model.spec), layers: this.model.layers.join(','), dataset: this.cfg.dataset };
     await this.write(join(this.dirs.out, name), (path) => writeSafetensors(path, weightTensors(this.model, this.views.params), meta));
   }
 

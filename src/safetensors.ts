@@ -5,7 +5,10 @@
 import { readFile, stat } from 'node:fs/promises';
 import { printable, UserError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
-import { CLASSES, INPUT, paramLayout, tensorNames, type Layout } from './model.js';
+import { KK, KS } from './kernels/reference.js';
+import {
+  CLASSES, flattenedWidth, INPUT, MAX_CONV_LAYERS, modelLayout, tensorNames, type Layout, type ModelSpec,
+} from './model.js';
 
 export interface Tensor {
   name: string;
@@ -161,47 +164,89 @@ export async function readSafetensors(path: string): Promise<SafetensorsFile> {
 }
 
 /**
- * The weights as named tensors of an nn.Sequential(Linear, ReLU, Linear, ...): `0.weight` (OC,C), `0.bias` (OC),
- * `2.weight`, ... The data are views into `params`, not copies.
+ * The weights as named tensors of PyTorch's nn.Sequential for the model (model.ts tensorNames): an mlp's
+ * `0.weight` (OC,C), `0.bias` (OC), `2.weight`, …; a cnn's `0.weight` (OC,C,5,5), `3.weight`, then `7.weight`,
+ * `9.weight`. The data are views into `params`, not copies.
  */
 export function weightTensors(layout: Layout, params: Float32Array): Tensor[] {
   const names = tensorNames(layout);
-  return layout.linear.flatMap(({ C, OC, w, b }, l) => [
-    { name: names[l].weight, shape: [OC, C], data: params.subarray(w, w + OC * C) },
-    { name: names[l].bias, shape: [OC], data: params.subarray(b, b + OC) },
-  ]);
+  return [
+    ...layout.conv.flatMap(({ C, OC, w, b }, i) => [
+      { name: names.conv[i].weight, shape: [OC, C, KS, KS], data: params.subarray(w, w + OC * C * KK) },
+      { name: names.conv[i].bias, shape: [OC], data: params.subarray(b, b + OC) },
+    ]),
+    ...layout.linear.flatMap(({ C, OC, w, b }, l) => [
+      { name: names.linear[l].weight, shape: [OC, C], data: params.subarray(w, w + OC * C) },
+      { name: names.linear[l].bias, shape: [OC], data: params.subarray(b, b + OC) },
+    ]),
+  ];
+}
+
+/** What paramsFromTensors found: the network and its parameters in the flat layout. */
+export interface LoadedWeights {
+  spec: ModelSpec;
+  layout: Layout;
+  /** the linear layers' widths (layout.layers) */
+  layers: readonly number[];
+  params: Float32Array;
 }
 
 /**
- * The inverse of weightTensors: infers the layer widths from the shapes and checks that they chain from
- * 784 inputs to 10 classes. Tensors whose names are not `<int>.weight` / `<int>.bias` are ignored (room for
- * optimizer state); any such name outside the chain is an error.
+ * The inverse of weightTensors: infers the network from the names and shapes and checks that they chain from
+ * a 1×28×28 image to 10 classes. A 4-dimensional `0.weight` makes it a cnn (convolutions at 0 and 3, linear
+ * layers from 3n+1 on), a 2-dimensional one an mlp (linear layers at 0, 2, 4, …). Tensors whose names are not
+ * `<int>.weight` / `<int>.bias` are ignored (room for optimizer state); any such name outside the chain is an
+ * error.
  */
-export function paramsFromTensors(tensors: Map<string, Tensor>, file: string): { layers: number[]; params: Float32Array } {
+export function paramsFromTensors(tensors: Map<string, Tensor>, file: string): LoadedWeights {
   const wrong = (name: string, shape: number[], expected: string, why = ''): UserError =>
     new UserError(`${file}: ${name} has shape ${fmt(shape)}, expected ${expected}${why}; the file does not hold weights for this network`);
-  const layers = [INPUT];
+  const first = tensors.get('0.weight');
+  if (!first) throw new UserError(`${file}: no tensor named 0.weight; the file does not hold weights for this network`);
   const chain: Tensor[] = [];
-  for (let l = 0; tensors.has(`${2 * l}.weight`); l++) {
-    const w = tensors.get(`${2 * l}.weight`)!;
+  const bias = (w: Tensor, index: number, OC: number): Tensor => {
+    const b = tensors.get(`${index}.bias`);
+    if (!b) throw new UserError(`${file}: ${w.name} has no matching ${index}.bias; the file does not hold weights for this network`);
+    if (b.shape.length !== 1 || b.shape[0] !== OC) throw wrong(b.name, b.shape, fmt([OC]));
+    return b;
+  };
+  // the convolutions of a cnn: (OC, C, 5, 5) at 0 and 3, each C the previous OC (1 for the image)
+  const channels: number[] = [];
+  if (first.shape.length === 4) {
+    for (let i = 0; i < MAX_CONV_LAYERS && tensors.get(`${3 * i}.weight`)?.shape.length === 4; i++) {
+      const w = tensors.get(`${3 * i}.weight`)!;
+      const C = i === 0 ? 1 : channels[i - 1];
+      const OC = w.shape[0];
+      if (OC < 1 || w.shape[1] !== C || w.shape[2] !== KS || w.shape[3] !== KS) {
+        throw wrong(w.name, w.shape, `[OC, ${C}, ${KS}, ${KS}]`, OC < 1 ? ' with OC >= 1' : '');
+      }
+      chain.push(w, bias(w, 3 * i, OC));
+      channels.push(OC);
+    }
+  }
+  const n = channels.length;
+  const head = n === 0 ? INPUT : flattenedWidth(channels);
+  const linearIndex = (l: number) => (n === 0 ? 2 * l : 3 * n + 1 + 2 * l);
+  const layers = [head];
+  for (let l = 0; tensors.has(`${linearIndex(l)}.weight`); l++) {
+    const w = tensors.get(`${linearIndex(l)}.weight`)!;
     const C = layers[l];
     const OC = w.shape.length === 2 ? w.shape[0] : 0;
     if (w.shape.length !== 2 || w.shape[1] !== C || OC < 1) {
       throw wrong(w.name, w.shape, `[OC, ${C}]`, OC < 1 && w.shape.length === 2 ? ' with OC >= 1' : '');
     }
-    const b = tensors.get(`${2 * l}.bias`);
-    if (!b) throw new UserError(`${file}: ${w.name} has no matching ${2 * l}.bias; the file does not hold weights for this network`);
-    if (b.shape.length !== 1 || b.shape[0] !== OC) throw wrong(b.name, b.shape, fmt([OC]));
-    for (const t of [w, b]) {
-      const i = t.data.findIndex((v) => !Number.isFinite(v));
-      if (i >= 0) {
-        throw new UserError(`${file}: ${t.name} holds ${t.data[i]} at index ${i}; the weights are damaged or come from a run that diverged, use another file`);
-      }
-    }
+    chain.push(w, bias(w, linearIndex(l), OC));
     layers.push(OC);
-    chain.push(w, b);
   }
-  if (chain.length === 0) throw new UserError(`${file}: no tensor named 0.weight; the file does not hold weights for this network`);
+  if (layers.length === 1) {
+    throw new UserError(`${file}: no tensor named ${linearIndex(0)}.weight after the convolutions; the file does not hold weights for this network`);
+  }
+  for (const t of chain) {
+    const i = t.data.findIndex((v) => !Number.isFinite(v));
+    if (i >= 0) {
+      throw new UserError(`${file}: ${t.name} holds ${t.data[i]} at index ${i}; the weights are damaged or come from a run that diverged, use another file`);
+    }
+  }
   const last = chain[chain.length - 2];
   if (layers[layers.length - 1] !== CLASSES) {
     throw wrong(last.name, last.shape, fmt([CLASSES, layers[layers.length - 2]]), ` (the last layer has ${CLASSES} outputs)`);
@@ -211,11 +256,13 @@ export function paramsFromTensors(tensors: Map<string, Tensor>, file: string): {
       throw new UserError(`${file}: unexpected tensor ${name} outside the chain ${chain.map((t) => t.name).join(', ')}; the file does not hold weights for this network`);
     }
   }
-  const layout = paramLayout(layers);
+  const hidden = layers.slice(1, -1);
+  const spec: ModelSpec = n === 0 ? { kind: 'mlp', hidden } : { kind: 'cnn', channels, hidden };
+  const layout = modelLayout(spec);
   const params = new Float32Array(layout.size);
-  layout.linear.forEach(({ w, b }, l) => {
-    params.set(chain[2 * l].data, w);
-    params.set(chain[2 * l + 1].data, b);
+  [...layout.conv, ...layout.linear].forEach(({ w, b }, i) => {
+    params.set(chain[2 * i].data, w);
+    params.set(chain[2 * i + 1].data, b);
   });
-  return { layers, params };
+  return { spec, layout, layers: layout.layers, params };
 }

@@ -9,7 +9,7 @@ import { dirname, resolve } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Checkpoint, TrainState } from './checkpoint.js';
-import type { Config } from './config.js';
+import { modelSpec, type Config } from './config.js';
 import { Coordinator } from './coordinator.js';
 import { collectGarbage } from './gc.js';
 import { DATASETS } from './data/datasets.js';
@@ -19,7 +19,7 @@ import { NO_EARLY_STOP_YET, earlyStop } from './early-stopping.js';
 import { UsageError, UserError } from './errors.js';
 import { ensureWritableDir } from './fsutil.js';
 import type { EpochRecord, Snapshot } from './metrics.js';
-import { initParams, paramLayout, widths } from './model.js';
+import { describeModel, initParams, modelLayout } from './model.js';
 import { learningRate, optimizerStateCount, type OptimizerConfig, type ScheduleConfig } from './optim.js';
 import { Rng } from './rng.js';
 import { RunOutputs } from './run-outputs.js';
@@ -127,7 +127,7 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
   if (data === undefined) collectGarbage();
   try {
     const v = coord.views;
-    const model = paramLayout(widths(cfg.hidden));
+    const model = modelLayout(modelSpec(cfg));
     const st = startState(cfg, coord, trainCount, resume, note);
     if (resume) {
       v.params.set(resume.params);
@@ -143,7 +143,7 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
     const schedule = scheduleConfig(cfg, stepsPerEpoch);
     const rng = new Rng(st.rng);
     const snap: Snapshot = {
-      config: cfg, layers: model.layers, paramCount: model.size, kernelFamily: st.kernelFamily, phase: 'training',
+      config: cfg, model: describeModel(model.spec), layers: model.layers, paramCount: model.size, kernelFamily: st.kernelFamily, phase: 'training',
       epoch: st.epoch, batch: st.batch, batchesPerEpoch: stepsPerEpoch, step: st.step, totalSteps: stepsPerEpoch * cfg.epochs,
       elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: 0, batches: outputs.history.records, epochs: outputs.epochs,
       workerBusy: new Array(cfg.threads).fill(0),
@@ -279,7 +279,7 @@ async function arenaWithData(cfg: Config, data: Datasets): Promise<{ coord: Coor
   try {
     coord = new Coordinator({
     spec: {
-      layers: widths(cfg.hidden), threads: cfg.threads, shards: cfg.shards,
+      model: modelSpec(cfg), threads: cfg.threads, shards: cfg.shards,
       shardRows: Math.max(Math.ceil(cfg.batchSize / cfg.shards), 64), optimizerStates: optimizerStateCount(optimizer),
       stepsPerEpoch, trainCount, testCount, pixels,
     },
@@ -289,7 +289,7 @@ async function arenaWithData(cfg: Config, data: Datasets): Promise<{ coord: Coor
   } catch (e) {
     if (!(e instanceof RangeError)) throw e;
     // the arena holds the model, one gradient slot per shard and the activations of every shard
-    throw new UsageError(`--hidden ${cfg.hidden.join(',')} with --shards ${cfg.shards} and --batch-size ${cfg.batchSize}: ` +
+    throw new UsageError(`--hidden ${cfg.hidden.join(',')}${cfg.model === 'cnn' ? ` --channels ${cfg.channels.join(',')}` : ''} with --shards ${cfg.shards} and --batch-size ${cfg.batchSize}: ` +
       `the shared memory does not fit (${e.message}); choose smaller layers, fewer shards or a smaller batch`);
   }
   const v = coord.views;

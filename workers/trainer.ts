@@ -17,9 +17,8 @@ import {
   BUSY_SYNC, type ArenaLayout,
 } from '../src/memory.js';
 import { Control, PeerAbort } from '../src/control.js';
-import {
-  layerViewsWithTransposed, mlpBackward, mlpBackwardGroup, mlpEvaluate, mlpForward, syncTransposed, type RowRange,
-} from '../src/mlp.js';
+import { layerViewsWithTransposed, syncTransposed, type RowRange } from '../src/mlp.js';
+import { backward, backwardGroup, evaluate as evaluateRows, forward, probsOf } from '../src/network.js';
 import type { OptimizerConfig } from '../src/optim.js';
 import { loadKernels, type KernelFamily } from '../src/kernels/wasm.js';
 import { BatchRows } from './batch.js';
@@ -57,8 +56,7 @@ const model = views.model;
 const S = init.layout.spec.shards;
 const T = init.layout.spec.threads;
 const ROWS = init.layout.spec.shardRows;
-const L = model.linear.length;
-const CLASSES = model.layers[L];
+const CLASSES = model.layers[model.layers.length - 1];
 const buffers = batchViews(init.memory, views);
 const kernels = await loadKernels(init.kernels, init.memory);
 // the parameters, with the transposed weights the family's forward pass may read (unused otherwise)
@@ -188,7 +186,9 @@ function forwardBackward(s0: number, s1: number, start: number, count: number, t
   const t0 = performance.now();
   batch.gather(g, views.trainX, views.trainY, views.perm, start + first, n, epoch);
   const t1 = performance.now();
-  mlpForward(kernels, net, g.acts, model, n);
+  // a group of shards works in its first shard's im2col scratch (a cnn's)
+  const cols = buffers.cols[s0];
+  forward(kernels, net, g.acts, model, cols, n);
   const t2 = performance.now();
   if (kernels.groupsRows) {
     const ranges: RowRange[] = [];
@@ -196,7 +196,7 @@ function forwardBackward(s0: number, s1: number, start: number, count: number, t
       const [a, z] = splitRange(count, S, s);
       ranges.push({ first: a - first, count: z - a });
     }
-    const stats = mlpBackwardGroup(kernels, buffers.grad.slice(s0, s1), net, g.acts, model, g.labels, ranges, n,
+    const stats = backwardGroup(kernels, buffers.grad.slice(s0, s1), net, g.acts, model, cols, g.labels, ranges, n,
       init.labelSmoothing, 1 / count);
     countPhases(t0, t1, t2);
     stats.forEach((r, i) => {
@@ -204,7 +204,7 @@ function forwardBackward(s0: number, s1: number, start: number, count: number, t
       views.shardStat[2 * (s0 + i) + 1] = r.correct;
     });
   } else {
-    const r = mlpBackward(kernels, buffers.grad[s0], net, g.acts, model, g.labels, n, init.labelSmoothing, 1 / count);
+    const r = backward(kernels, buffers.grad[s0], net, g.acts, model, cols, g.labels, n, init.labelSmoothing, 1 / count);
     countPhases(t0, t1, t2);
     views.shardStat[2 * s0] = r.lossSum;
     views.shardStat[2 * s0 + 1] = r.correct;
@@ -261,8 +261,8 @@ export function evaluate(task: EvalTask): void | Promise<never> {
     // evaluation shard s works in rows [s·ROWS, (s+1)·ROWS) of the buffers
     const r = batch.rows(task.shard * ROWS, n);
     batch.gather(r, views.testX, views.testY, null, a, n, 0);
-    const stats = mlpEvaluate(kernels, net, r.acts, model, r.labels, n);
-    views.testProbs.set(r.acts.dh[L].subarray(0, n * CLASSES), a * CLASSES);
+    const stats = evaluateRows(kernels, net, r.acts, model, buffers.cols[task.shard], r.labels, n);
+    views.testProbs.set(probsOf(r.acts).subarray(0, n * CLASSES), a * CLASSES);
     lossSum += stats.lossSum;
     correct += stats.correct;
   }

@@ -11,6 +11,7 @@ import { UserError } from '../errors.js';
 import { ensureWritableDir, errorCode, writeFileAtomic } from '../fsutil.js';
 import type { KernelFamily } from '../kernels/wasm.js';
 import type { OptimizerConfig } from '../optim.js';
+import { describeModel } from '../model.js';
 import { chooseDataset, loadModel } from '../predict.js';
 import { fmtPct } from '../ui/format.js';
 import { svgToPng } from '../ui/svg.js';
@@ -51,7 +52,7 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
 
   // Built as a variable, not a literal in the call: the arena spec may grow fields that evaluation leaves at 0.
   const spec = {
-    layers: model.layers, threads: opts.threads, shards: opts.threads, shardRows: 256, optimizerStates: 0,
+    model: model.spec, threads: opts.threads, shards: opts.threads, shardRows: 256, optimizerStates: 0,
     stepsPerEpoch: 0, trainCount: 0, testCount: test.count, pixels,
   };
   const optimizer: OptimizerConfig = {
@@ -75,11 +76,11 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
   const { classes, macro } = classStats(confusion, info.classes);
   const correct = confusion.reduce((s, row, t) => s + row[t], 0);
   const report: EvalReport = {
-    model: opts.model, dataset, layers: model.layers, count: test.count, loss, accuracy: correct / test.count,
+    model: opts.model, network: describeModel(model.spec), dataset, layers: model.layers, count: test.count, loss, accuracy: correct / test.count,
     classes, macro, confusion, plots: [],
   };
   const title = `${info.title}, test set`;
-  const caption = `${basename(opts.model)} (${model.layers.join('-')}) · ${test.count.toLocaleString('en-US')} images · ` +
+  const caption = `${basename(opts.model)} (${describeModel(model.spec)}) · ${test.count.toLocaleString('en-US')} images · ` +
     `accuracy ${fmtPct(report.accuracy, 2)} · loss ${report.loss.toFixed(4)}`;
   const mistakes = confidentMistakes(probs, test.labels, V, ERROR_GRID.cols * ERROR_GRID.rows);
   const wrong = test.count - correct;
@@ -102,7 +103,7 @@ export function formatReport(r: EvalReport, names: readonly string[], dataDir: s
   const rowName = (c: number): string => (names[c] === String(c) ? names[c] : `${c} ${names[c]}`);
   const V = r.confusion.length;
   const lines: string[] = [
-    `model    ${r.model} (${r.layers.join('-')})`,
+    `model    ${r.model} (${r.network})`,
     `dataset  ${r.dataset} test split, ${r.count} images from ${dataDir}`,
     `test loss ${r.loss.toFixed(4)}, accuracy ${fmtPct(r.accuracy, 2)} (${Math.round(r.accuracy * r.count)} of ${r.count})`,
     '',

@@ -23,8 +23,11 @@ export interface Mistake {
 
 export interface EvalReport {
   model: string;
+  /** the network in one line (model.ts describeModel) */
+  network: string;
   dataset: DatasetName;
-  layers: number[];
+  /** its linear layers' widths */
+  layers: readonly number[];
   count: number;
   loss: number;
   accuracy: number;

@@ -1,0 +1,51 @@
+// Either network, one door: the worker, predict and the tests call these, and they run mlp.ts's or cnn.ts's
+// passes by the layout's kind. An mlp ignores `cols` (the convolutions' im2col scratch).
+import type { F, KernelSet, Labels } from './kernels/index.js';
+import { conv2dColsLength } from './kernels/reference.js';
+import { cnnBackward, cnnBackwardGroup, cnnForward } from './cnn.js';
+import {
+  mlpBackward, mlpBackwardGroup, mlpForward, type Activations, type LayerViews, type LossStats, type RowRange,
+} from './mlp.js';
+import type { Layout } from './model.js';
+
+/** Floats of im2col scratch one forward or backward pass needs (0 for an mlp). */
+export function colsElements(layout: Layout): number {
+  return Math.max(0, ...layout.conv.map(({ C, H, W }) => conv2dColsLength(C, H, W)));
+}
+
+/** Fills every stage after acts.h[0] (B rows); returns the logits. */
+export function forward(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout, cols: F, B: number): F {
+  return layout.conv.length > 0 ? cnnForward(k, net, acts, layout, cols, B) : mlpForward(k, net, acts, layout, B);
+}
+
+/** Loss and gradients of scale · Σ_rows loss into `grad`, after forward() over the same rows. */
+export function backward(k: KernelSet, grad: LayerViews, net: LayerViews, acts: Activations, layout: Layout, cols: F,
+                         targets: Labels, B: number, smoothing: number, scale: number): LossStats {
+  return layout.conv.length > 0
+    ? cnnBackward(k, grad, net, acts, layout, cols, targets, B, smoothing, scale)
+    : mlpBackward(k, grad, net, acts, layout, targets, B, smoothing, scale);
+}
+
+/** backward() for several micro-shards at once, each into its own gradient (needs k.groupsRows). */
+export function backwardGroup(k: KernelSet, grads: LayerViews[], net: LayerViews, acts: Activations, layout: Layout,
+                              cols: F, targets: Labels, shards: readonly RowRange[], B: number, smoothing: number,
+                              scale: number): LossStats[] {
+  return layout.conv.length > 0
+    ? cnnBackwardGroup(k, grads, net, acts, layout, cols, targets, shards, B, smoothing, scale)
+    : mlpBackwardGroup(k, grads, net, acts, layout, targets, shards, B, smoothing, scale);
+}
+
+/** The softmax probabilities evaluate() leaves: (B, classes) rows of the last stage's gradient buffer. */
+export function probsOf(acts: Activations): F {
+  return acts.dh[acts.dh.length - 1];
+}
+
+/** Forward pass and loss only (validation): loss sum and correct count; the probabilities land in probsOf(acts). */
+export function evaluate(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout, cols: F, targets: Labels,
+                         B: number): LossStats {
+  const V = layout.layers[layout.layers.length - 1];
+  const logits = forward(k, net, acts, layout, cols, B);
+  const correct = k.countCorrect(logits, targets, B, V);
+  const lossSum = k.crossEntropyForward(probsOf(acts), logits, targets, B, V, 0);
+  return { lossSum, correct };
+}
