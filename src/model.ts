@@ -78,16 +78,16 @@ export function widths(hidden: readonly number[]): number[] {
   return [INPUT, ...hidden, CLASSES];
 }
 
-/** The layout of an mlp with these widths (input to output). */
+/** The layout of an mlp with these widths, input to output (any input and output width: the tests use small ones). */
 export function paramLayout(layers: readonly number[]): Layout {
-  return modelLayout({ kind: 'mlp', hidden: layers.slice(1, -1) });
+  return modelLayout({ kind: 'mlp', hidden: layers.slice(1, -1) }, layers[0], layers[layers.length - 1]);
 }
 
-export function modelLayout(spec: ModelSpec): Layout {
+export function modelLayout(spec: ModelSpec, input = INPUT, classes = CLASSES): Layout {
   const conv: ConvLayer[] = [];
-  const stages: number[] = [INPUT];
+  const stages: number[] = [input];
   let off = 0;
-  let head = INPUT;
+  let head = input;
   if (spec.kind === 'cnn') {
     let C = 1;
     let side = IMAGE_SIDE;
@@ -102,7 +102,7 @@ export function modelLayout(spec: ModelSpec): Layout {
     }
     head = C * side * side;
   }
-  const layers = [head, ...spec.hidden, CLASSES];
+  const layers = [head, ...spec.hidden, classes];
   const linear: LinearLayer[] = [];
   for (let l = 0; l + 1 < layers.length; l++) {
     const C = layers[l];

@@ -173,7 +173,7 @@ class Checks {
 
   /** every stored check of `group` (grad, adamw or sgd) against the parameter-shaped `flat` */
   group(group: 'grad' | 'adamw' | 'sgd', flat: ArrayLike<number>, tol: number): void {
-    const names = tensorNames(layout);
+    const names = tensorNames(layout).linear;
     let worst = 0;
     layout.linear.forEach(({ C, OC, w, b }, l) => {
       const pieces: [string, ArrayLike<number>][] = [];
@@ -406,7 +406,7 @@ const SHARDS = 3;
 async function engine(kernels: FamilyUnderTest['engine'] & string, o: OptimizerConfig, copies: number): Promise<Coordinator> {
   const coord = new Coordinator({
     spec: {
-      layers: [...layout.layers], threads: THREADS, shards: SHARDS, shardRows: B, optimizerStates: optimizerStateCount(o),
+      model: { kind: 'mlp', hidden: layout.layers.slice(1, -1) }, threads: THREADS, shards: SHARDS, shardRows: B, optimizerStates: optimizerStateCount(o),
       stepsPerEpoch: copies, trainCount: copies * B, testCount: 0, pixels: PIXELS,
     },
     optimizer: o, kernels, mean: mnist.mean, std: mnist.std, labelSmoothing: settings.label_smoothing,
