@@ -177,17 +177,17 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
   const log = opts.log ?? ((line: string) => console.log(line));
   const python = opts.python ?? PYTHON;
   const script = opts.script ?? defaultPeerScript();
+  const spec = opts.model ?? DEFAULT_MODEL;
+  if (!sameModel(spec, peerModel(spec.kind))) {
+    throw new UsageError(`bench peers: the PyTorch script trains only the default ${spec.kind} (${describeModel(peerModel(spec.kind))}), ` +
+      `not ${describeModel(spec)}; leave --channels and --hidden out`);
+  }
   if (!existsSync(script)) {
     throw new UserError(`--peer-script ${script}: no such file; pass the path of pytorch_throughput.py with --peer-script`);
   }
   if (!torchAvailable(python)) {
     log(`bench peers: ${python} cannot import torch; skipped. To compare with PyTorch, ${INSTALL_HINT}`);
     return null;
-  }
-  const spec = opts.model ?? DEFAULT_MODEL;
-  if (!sameModel(spec, peerModel(spec.kind))) {
-    throw new UsageError(`bench peers: the PyTorch script trains only the default ${spec.kind} (${describeModel(peerModel(spec.kind))}), ` +
-      `not ${describeModel(spec)}; leave --channels and --hidden out`);
   }
   const blas = peerBlas(python);
   log(`bench peers: PyTorch runs on ${blas} BLAS`);
