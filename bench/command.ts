@@ -56,7 +56,7 @@ const REPEATS: [number, number] = [1, 1000];
 const KERNEL_ROWS: [number, number] = [1, 4096];
 const SECONDS = [Number.MIN_VALUE, 600, 'a number of seconds in (0, 600]'] as const;
 
-/** The options shared by the two training benchmarks: data, kernels, shards, where results go. */
+/** The options shared by the two training benchmarks: the network, data, kernels, shards, where results go. */
 function runFlags(f: BenchFlags): Omit<ScalingOptions, 'threads' | 'batchSizes' | 'repeats'> {
   return {
     model: modelFlags(f),

@@ -222,8 +222,8 @@ export async function benchScaling(opts: ScalingOptions = {}): Promise<ScalingBe
   const repeats = opts.repeats ?? 5;
   const window = { ...DEFAULT_WINDOW, ...opts.window };
   const settings: RunSettings = {
-    model: opts.model ?? DEFAULT_MODEL, dataset: opts.dataset ?? 'mnist', dataDir: opts.dataDir ?? '', kernels: opts.kernels ?? 'auto',
-    shards: opts.shards ?? DEFAULTS.shards, limitTest: opts.limitTest ?? 256,
+    model: opts.model ?? DEFAULT_MODEL, dataset: opts.dataset ?? 'mnist', dataDir: opts.dataDir ?? '',
+    kernels: opts.kernels ?? 'auto', shards: opts.shards ?? DEFAULTS.shards, limitTest: opts.limitTest ?? 256,
   };
   // Validate every configuration before spending any time.
   for (const t of threads) for (const b of batchSizes) runConfig(settings, t, b, 'unused');
@@ -265,7 +265,8 @@ export async function benchScaling(opts: ScalingOptions = {}): Promise<ScalingBe
   const report: ScalingBenchReport = {
     kind: 'scaling',
     machine: { ...machineInfo(relaxedSimdSupported()), loadavgBefore, loadavgAfter: loadavg() },
-    kernels: family, model: describeModel(settings.model), modelSpec: settings.model, dataset: settings.dataset, shards: settings.shards, repeats, window,
+    kernels: family, model: describeModel(settings.model), modelSpec: settings.model, dataset: settings.dataset,
+    shards: settings.shards, repeats, window,
     seconds: (performance.now() - tStart) / 1000, runs, ...(opts.peers?.length ? { peers: opts.peers } : {}),
   };
   log(formatScalingTable(report));
