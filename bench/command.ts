@@ -2,8 +2,11 @@
 // themselves are loaded only when one is run, so the CLI starts as fast without them.
 import type { Command } from 'commander';
 import {
-  DATASET_NAMES, INT_LIMITS, KERNEL_CHOICES, parseChoice, parseIntFlag, parseIntList, parseRealFlag,
+  DATASET_NAMES, INT_LIMITS, KERNEL_CHOICES, MODEL_KINDS, modelSpec, parseChoice, parseIntFlag, parseIntList, parseRealFlag,
+  parseValue, validate,
 } from '../src/config.js';
+import { UsageError } from '../src/errors.js';
+import { describeModel, type ModelSpec } from '../src/model.js';
 import { BENCH_FAMILIES } from './families.js';
 import type { BenchOptions } from './kernels.js';
 import type { PeerOptions } from './peers.js';
@@ -25,6 +28,26 @@ export interface BenchFlags {
   plots?: string;
   quick?: boolean;
   conv?: boolean;
+  model?: string;
+  channels?: string;
+  hidden?: string;
+}
+
+/**
+ * The network of --model (default mlp), --channels and --hidden (each left out: that model's default), with
+ * training's own checks (--channels only with --model cnn). --conv is the older spelling of --model cnn.
+ */
+export function modelFlags(f: BenchFlags): ModelSpec {
+  let model = f.model !== undefined ? parseChoice('--model', f.model, MODEL_KINDS) : undefined;
+  if (f.conv === true) {
+    if (model === 'mlp') throw new UsageError('--conv: the same as --model cnn, so it cannot go with --model mlp; give one of them');
+    model = 'cnn';
+  }
+  return modelSpec(validate({
+    model,
+    ...(f.hidden !== undefined ? { hidden: parseValue('hidden', f.hidden) } : {}),
+    ...(f.channels !== undefined ? { channels: parseValue('channels', f.channels) } : {}),
+  }));
 }
 
 /** Bench's own limits; the others are training's (INT_LIMITS). */
@@ -33,9 +56,10 @@ const REPEATS: [number, number] = [1, 1000];
 const KERNEL_ROWS: [number, number] = [1, 4096];
 const SECONDS = [Number.MIN_VALUE, 600, 'a number of seconds in (0, 600]'] as const;
 
-/** The options shared by the two training benchmarks: data, kernels, shards, where results go. */
+/** The options shared by the two training benchmarks: the network, data, kernels, shards, where results go. */
 function runFlags(f: BenchFlags): Omit<ScalingOptions, 'threads' | 'batchSizes' | 'repeats'> {
   return {
+    model: modelFlags(f),
     ...(f.dataset !== undefined ? { dataset: parseChoice('--dataset', f.dataset, DATASET_NAMES) } : {}),
     ...(f.dataDir !== undefined ? { dataDir: f.dataDir } : {}),
     ...(f.kernels !== undefined ? { kernels: parseChoice('--kernels', f.kernels, KERNEL_CHOICES) } : {}),
@@ -78,7 +102,7 @@ export function kernelOptions(f: BenchFlags): BenchOptions {
     ...(quick ? { minMs: 5 } : {}),
     ...(f.kernels !== undefined ? { families: f.kernels.split(',').map((k) => parseChoice('--kernels', k.trim(), BENCH_FAMILIES)) } : {}),
     ...(f.out !== undefined ? { outDir: f.out } : {}),
-    ...(f.conv === true ? { conv: true } : {}),
+    model: modelFlags(f),
   };
 }
 
@@ -87,11 +111,15 @@ export function addBenchCommand(program: Command): void {
 
   bench.command('kernels')
     .description('time every kernel of every family on the model\'s shapes, each checked against the reference first')
-    .option('--batch-size <list>', 'rows per micro-shard to try (default: a spread from 8 to 64)')
+    .option('--model <kind>', 'the network whose kernels to time: mlp (its linear layers, ReLU backward, slot ' +
+      'reduction, optimizer steps) or cnn (its conv2d, max-pool and linear head kernels) (default: mlp)')
+    .option('--channels <list>', 'with --model cnn: its convolution channels c1,c2 (default: 16,32)')
+    .option('--hidden <list>', 'hidden widths: the mlp\'s (default: 128,256,512,128) or the cnn head\'s (default: 128)')
+    .option('--batch-size <list>', 'rows per micro-shard to try (default: 8,16,32,64; cnn 16,32,64)')
     .option('--kernels <list>', `families to time: ${BENCH_FAMILIES.join(', ')} (default: all this machine runs)`)
     .option('--repeats <n>', 'timed runs per variant; the median is reported (default: 7)')
     .option('--out <dir>', 'folder for the JSON result (default: bench/results)')
-    .option('--conv', 'time the convolutional net\'s kernels (conv2d, max-pool; default batch sizes 16,32,64) instead')
+    .option('--conv', 'the same as --model cnn (its older spelling)')
     .option('--quick', 'a tiny smoke run')
     .action(async (f: BenchFlags) => {
       const opts = kernelOptions(f);
@@ -102,23 +130,30 @@ export function addBenchCommand(program: Command): void {
 
   withRunFlags(bench.command('scaling')
     .description('training throughput on real data for threads × batch size: speedup, efficiency, where the step time goes')
+    .option('--model <kind>', 'the network to train: mlp or cnn (default: mlp); the cnn\'s results are ' +
+      'scaling-cnn-*.json and scaling-cnn.png, apart from the mlp\'s scaling-*.json and scaling.png')
     .option('--threads <list>', 'worker threads to try (default: 1,2,4,8)')
     .option('--batch-size <list>', 'batch sizes to try (default: 32,64,128,256,512)')
     .option('--repeats <n>', 'interleaved rounds over all configurations; medians are reported (default: 5)')
-    .option('--peers <file>', 'a peers-*.json from bench peers: draw its PyTorch levels too'))
+    .option('--peers <file>', 'a peers-*.json from bench peers (peers-cnn-*.json for --model cnn): draw its PyTorch levels too')
+    .option('--channels <list>', 'with --model cnn: its convolution channels c1,c2 (default: 16,32)')
+    .option('--hidden <list>', 'hidden widths: the mlp\'s (default: 128,256,512,128) or the cnn head\'s (default: 128)'))
     .action(async (f: BenchFlags) => {
       const opts = scalingOptions(f);
       const { benchScaling } = await import('./scaling.js');
       if (f.peers !== undefined) {
         const { readPeers } = await import('./peers.js');
-        opts.peers = await readPeers(f.peers);
+        opts.peers = await readPeers(f.peers, describeModel(opts.model!));
       }
       await benchScaling(opts);
       process.exitCode = 0;
     });
 
   withRunFlags(bench.command('peers')
-    .description('our throughput against PyTorch\'s best thread setting on the same network, interleaved, per batch size')
+    .description('our throughput against PyTorch\'s best thread setting on the same network (the default mlp or cnn), interleaved, per batch size')
+    .option('--model <kind>', 'the network both train: mlp or cnn, each at its default sizes, the only ones the ' +
+      'PyTorch script has (default: mlp); the cnn\'s result is peers-cnn-*.json, its PyTorch levels go into the ' +
+      'newest scaling-cnn-*.json')
     .option('--threads <n>', 'our worker threads (default: 2)')
     .option('--batch-size <list>', 'batch sizes to compare (default: 64,128,256)')
     .option('--repeats <n>', 'interleaved rounds; medians are reported (default: 5)')
@@ -139,6 +174,6 @@ function withRunFlags(cmd: Command): Command {
     .option('--data-dir <dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)')
     .option('--shards <n>', 'micro-shards per batch (default: 4, as training)')
     .option('--out <dir>', 'folder for the JSON result (default: bench/results)')
-    .option('--plots <dir>', 'folder for scaling.png (default: plots)')
+    .option('--plots <dir>', 'folder for scaling.png, scaling-cnn.png for --model cnn (default: plots)')
     .option('--quick', 'a tiny smoke sweep');
 }

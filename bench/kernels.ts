@@ -10,11 +10,13 @@
 // Times are this process's CPU time, not wall time: the kernels run on one thread, and on a shared
 // machine wall time also counts whatever else ran while this process waited for a core.
 //
-// With `conv` (`--conv`) it times the convolutional net's kernels instead (issue 11): conv2d forward (+ReLU) and
-// backward and the 2×2 max-pool, per family, on the real layers (conv1 1→16 on 28×28, conv2 16→32 on 12×12),
-// plus, for each native path, the direct convolution that the im2col form was chosen over.
+// For the convolutional net (`--model cnn`, or its older spelling `--conv`) it times the cnn's kernels instead
+// (issue 11): conv2d forward (+ReLU) and backward and the 2×2 max-pool, per family, on the net's real layers
+// (by default conv1 1→16 on 28×28, conv2 16→32 on 12×12), plus, for each native path, the direct convolution
+// that the im2col form was chosen over; then the cnn's linear head (by default 512→128→10) as training runs
+// it, and the whole net's forward + backward.
 //
-//   node dist/bench/kernels.js [--conv]       (or `mnist-par bench kernels [--conv]`)
+//   mnist-par bench kernels [--model mlp|cnn] [--channels c1,c2] [--hidden …]
 import { packageRoot } from '../src/paths.js';
 import { cpus, arch, platform } from 'node:os';
 import { mkdirSync } from 'node:fs';
@@ -28,6 +30,9 @@ import {
 } from '../src/kernels/wasm.js';
 import { loadNative, nativeKernels, type NativeIsa } from '../src/kernels/native.js';
 
+import {
+  DEFAULT_CHANNELS, DEFAULT_CNN_HIDDEN, DEFAULT_HIDDEN, describeModel, modelLayout, type Layout, type ModelSpec,
+} from '../src/model.js';
 import type { BenchFamily } from './families.js';
 
 /** The families this process can run: js, the WebAssembly ones V8 has, and every native path of this CPU. */
@@ -46,7 +51,6 @@ async function loadBenchFamily(f: BenchFamily, memory: WebAssembly.Memory): Prom
   if (!native.addon.paths[isa]) throw new UserError(`--kernels ${f}: this CPU has no ${isa} path`);
   return nativeKernels(native.addon, isa);
 }
-import { DEFAULT_HIDDEN, paramLayout, widths } from '../src/model.js';
 import type { OptimizerConfig } from '../src/optim.js';
 import { Rng } from '../src/rng.js';
 
@@ -55,7 +59,10 @@ export interface BenchOptions {
   batches?: number[];
   /** families to time (default: js, every wasm family this Node runs, every native path this CPU has) */
   families?: BenchFamily[];
-  /** layer widths (default the model's, 784→128→256→512→128→10) */
+  /** the network whose kernels are timed, on its real shapes (default the default mlp,
+   *  784→128→256→512→128→10); a cnn's are its convolutions, pools and linear head */
+  model?: ModelSpec;
+  /** the mlp's layer widths, input to output (another way to give an mlp `model`) */
   layers?: number[];
   /** timed runs per variant; the median is reported (default 7) */
   repeats?: number;
@@ -63,7 +70,7 @@ export interface BenchOptions {
   minMs?: number;
   /** where the JSON goes (default <package>/bench/results); null: not saved */
   outDir?: string | null;
-  /** time the convolutional net's kernels (conv2d, max-pool) instead of the MLP's (default false) */
+  /** the older spelling of `model: the default cnn` (default false) */
   conv?: boolean;
   log?: (line: string) => void;
 }
@@ -126,104 +133,44 @@ function verify(a: ArrayLike<number>, e: ArrayLike<number>, atol: number, rtol: 
 }
 const tolFor = (K: number) => [16 * U * K, 16 * U * Math.sqrt(K)] as const;
 
+/** The network `opts` asks for: `model`, else an mlp of `layers`, else the default cnn for `conv`, else the default mlp. */
+export function benchModel(opts: Pick<BenchOptions, 'model' | 'layers' | 'conv'>): ModelSpec {
+  if (opts.model) return opts.model;
+  if (opts.layers) return { kind: 'mlp', hidden: opts.layers.slice(1, -1) };
+  if (opts.conv) return { kind: 'cnn', channels: DEFAULT_CHANNELS, hidden: DEFAULT_CNN_HIDDEN };
+  return { kind: 'mlp', hidden: DEFAULT_HIDDEN };
+}
+
+/** The file name prefix of a kernels result: kernels-<timestamp>.json for an mlp, kernels-cnn-… for a cnn. */
+export function kernelsPrefix(spec: ModelSpec): string {
+  return spec.kind === 'mlp' ? 'kernels' : `kernels-${spec.kind}`;
+}
+
 export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   const log = opts.log ?? ((line: string) => console.log(line));
-  const batches = opts.batches ?? [8, 16, 32, 64];
-  const layers = opts.layers ?? widths(DEFAULT_HIDDEN);
-  const repeats = opts.repeats ?? 7;
-  const minMs = opts.minMs ?? 20;
+  const spec = benchModel(opts);
   const relaxed = enableRelaxedSimd();
   const families = opts.families ?? availableFamilies();
-  if (opts.conv) return benchConv(opts, families, relaxed, log);
-
-  // One shared arena, as in training: every view below lives in it.
-  const layout = paramLayout(layers);
+  if (spec.kind === 'cnn') return benchCnn(opts, spec, families, relaxed, log);
+  const batches = opts.batches ?? [8, 16, 32, 64];
+  const repeats = opts.repeats ?? 7;
+  const minMs = opts.minMs ?? 20;
+  const layout = modelLayout(spec);
+  const layers = layout.layers;
   const P = layout.size;
   const maxB = Math.max(...batches);
-  const maxW = Math.max(...layout.linear.map((s) => s.C * s.OC));
-  const maxN = Math.max(...layers);
-  const floats = 4 * maxB * maxN + 3 * maxW + 2 * maxN + (SLOTS + 4) * P + 64;
-  const pages = Math.ceil((floats * 4) / 65536) + 1;
-  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
-  let off = 0;
-  const take = (n: number): Float32Array => {
-    const v = new Float32Array(memory.buffer, off, n);
-    off += Math.ceil(n / 16) * 64; // whole cache lines, like the arena
-    return v;
-  };
-  const rng = new Rng(1);
-  const fill = (v: Float32Array, lo = -1, hi = 1): Float32Array => {
-    for (let i = 0; i < v.length; i++) v[i] = rng.uniform(lo, hi);
-    return v;
-  };
-  const inp = fill(take(maxB * maxN));
-  const dout = fill(take(maxB * maxN));
-  const out = take(maxB * maxN);
-  const dinp = take(maxB * maxN);
-  const weight = fill(take(maxW), -0.1, 0.1);
-  const weightT = take(maxW);
-  const dweight = take(maxW);
-  const bias = fill(take(maxN));
-  const dbias = take(maxN);
-  const slots = fill(take(SLOTS * P), -1e-2, 1e-2);
-  const grad = take(P);
-  const param = fill(take(P));
-  const moments = [fill(take(P), -1e-3, 1e-3), fill(take(P), 0, 1e-6)];
-
-  const kernels = new Map<BenchFamily, Kernels>();
-  for (const f of families) kernels.set(f, await loadBenchFamily(f, memory));
+  const a = await linearArena(layout, maxB, families);
+  const { inp, dout, dinp, slots, grad, param, moments, kernels } = a;
 
   const results: Result[] = [];
   const record = recorder(results);
 
   for (const B of batches) {
-    for (let l = 0; l < layout.linear.length; l++) {
-      const { C, OC } = layout.linear[l];
-      const shape = `${C}→${OC}`;
-      const last = l === layout.linear.length - 1;
-      const fwdName = last ? 'linearForward' : 'linearReluForward';
-      const expected = new Float64Array(B * OC);
-      ref.linearForward(expected, f64(inp, B * C), f64(weight, OC * C), f64(bias, OC), B, C, OC);
-      if (!last) ref.reluForward(expected, expected, B * OC);
-      const withDinp = l > 0; // the first layer's input gradient is never needed
-      const e = { dinp: new Float64Array(B * C), dweight: new Float64Array(OC * C), dbias: new Float64Array(OC) };
-      ref.linearBackward(withDinp ? e.dinp : null, e.dweight, e.dbias, f64(dout, B * OC), f64(inp, B * C),
-                         f64(weight, OC * C), B, C, OC);
-      for (const [family, k] of kernels) {
-        const fwd = () => (last ? k.linearForward : k.linearReluForward)(out, inp, weight, bias, B, C, OC);
-        out.fill(NaN);
-        fwd();
-        verify(out.subarray(0, B * OC), expected, ...tolFor(C + 1), `${family} ${fwdName} ${shape} B=${B}`);
-        record(fwdName, shape, B, family, time(fwd, repeats, minMs), 2 * B * C * OC, 'GFLOP/s');
-        if (k.linearForwardT && k.linearReluForwardT && k.transposeRows) {
-          // the forward pass training runs in this family: on the transposed copy of the weights
-          k.transposeRows(weightT, weight, C, OC, 0, OC * C);
-          const fwdT = () => (last ? k.linearForwardT! : k.linearReluForwardT!)(out, inp, weightT, bias, B, C, OC);
-          out.fill(NaN);
-          fwdT();
-          verify(out.subarray(0, B * OC), expected, ...tolFor(C + 1), `${family} ${fwdName}T ${shape} B=${B}`);
-          record(`${fwdName}T`, shape, B, family, time(fwdT, repeats, minMs), 2 * B * C * OC, 'GFLOP/s');
-        }
-
-        const bwd = () => k.linearBackward(withDinp ? dinp : null, dweight, dbias, dout, inp, weight, B, C, OC);
-        dweight.fill(NaN);
-        dinp.fill(NaN);
-        bwd();
-        const what = `${family} linearBackward ${shape} B=${B}`;
-        verify(dweight.subarray(0, OC * C), e.dweight, ...tolFor(B), `${what} dweight`);
-        verify(dbias.subarray(0, OC), e.dbias, ...tolFor(B), `${what} dbias`);
-        if (withDinp) verify(dinp.subarray(0, B * C), e.dinp, ...tolFor(OC), `${what} dinp`);
-        record('linearBackward', shape, B, family, time(bwd, repeats, minMs), (withDinp ? 4 : 2) * B * C * OC, 'GFLOP/s');
-      }
-    }
+    timeLinear(a, layout, B, false, repeats, minMs, record);
     // the whole network's kernels as training runs them, one shard: total flops over total time (the
     // forward on transposed weights where the family has it)
     for (const [family, k] of kernels) {
-      const skip = k.linearForwardT ? /^linear(Relu)?Forward$/ : /^linear(Relu)?ForwardT$/;
-      const mine = results.filter((r) => r.B === B && r.family === family && r.unit === 'GFLOP/s' && !skip.test(r.kernel));
-      const flops = mine.reduce((s, r) => s + (r.rate * 1e9 * r.us) / 1e6, 0);
-      const us = mine.reduce((s, r) => s + r.us, 0);
-      record('mlp fwd+bwd', layers.join('-'), B, family, us / 1e6, flops, 'GFLOP/s');
+      record('mlp fwd+bwd', layers.join('-'), B, family, ...asTrained(results, B, family, k, 'GFLOP/s'));
     }
   }
 
@@ -301,31 +248,34 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   log(`${info.cpu} · ${info.cores} cores · Node ${info.node} · relaxed SIMD ${relaxed ? 'on' : 'off'} · ` +
       `native ${info.native} · one thread`);
   if (opts.outDir !== null) {
-    const path = await saveJson(opts.outDir ?? resultsDir(), 'kernels', { machine: info, repeats, minMs, results });
+    const path = await saveJson(opts.outDir ?? resultsDir(), kernelsPrefix(spec),
+                                { model: describeModel(spec), modelSpec: spec, machine: info, repeats, minMs, results });
     log(`saved ${path}`);
   }
   return results;
 }
 
-// The convolutional net's layers (issue 11): 5×5 valid convolutions, PyTorch's NCHW, each followed by ReLU and
-// a 2×2 max-pool. conv1 needs no input gradient (its input is the image).
-const CONV_LAYERS = [
-  { name: 'conv1', C: 1, OC: 16, H: 28, W: 28, dinp: false },
-  { name: 'conv2', C: 16, OC: 32, H: 12, W: 12, dinp: true },
-] as const;
-
-async function benchConv(opts: BenchOptions, families: BenchFamily[], relaxed: boolean,
-                         log: (line: string) => void): Promise<Result[]> {
+/**
+ * The cnn's kernels (issue 11) on its real shapes: each 5×5 valid convolution (PyTorch's NCHW) forward with its
+ * ReLU and backward, each 2×2 max-pool, then the linear head; and sums over what training runs. The first
+ * convolution needs no input gradient (its input is the image); the head's first layer does (it goes back
+ * to the convolutions).
+ */
+async function benchCnn(opts: BenchOptions, spec: ModelSpec & { kind: 'cnn' }, families: BenchFamily[], relaxed: boolean,
+                        log: (line: string) => void): Promise<Result[]> {
   const batches = opts.batches ?? [16, 32, 64];
   const repeats = opts.repeats ?? 7;
   const minMs = opts.minMs ?? 20;
+  const layout = modelLayout(spec);
+  const convLayers = layout.conv.map((l, i) => ({ ...l, name: `conv${i + 1}`, dinp: i > 0 }));
   const maxB = Math.max(...batches);
-  const most = (f: (l: (typeof CONV_LAYERS)[number]) => number) => Math.max(...CONV_LAYERS.map(f));
+  const most = (f: (l: (typeof convLayers)[number]) => number) => Math.max(...convLayers.map(f));
   const inN = maxB * most((l) => l.C * l.H * l.W);
   const outN = maxB * most((l) => l.OC * (l.H - 4) * (l.W - 4));
   const wN = most((l) => l.OC * l.C * 25);
+  const bN = most((l) => l.OC);
   const colsN = most((l) => ref.conv2dColsLength(l.C, l.H, l.W));
-  const floats = 2 * inN + 4 * outN + 3 * wN + colsN + 4 * 64 + 1024;
+  const floats = 2 * inN + 4 * outN + 3 * wN + 2 * bN + colsN + 6 * 64 + 1024;
   const pages = Math.ceil((floats * 4) / 65536) + 1;
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
   let off = 0;
@@ -345,20 +295,22 @@ async function benchConv(opts: BenchOptions, families: BenchFamily[], relaxed: b
   const dout = fill(take(outN));
   const weight = fill(take(wN), -0.2, 0.2);
   const dweight = take(wN);
-  const bias = fill(take(64), -0.1, 0.1);
-  const dbias = take(64);
+  const bias = fill(take(bN), -0.1, 0.1);
+  const dbias = take(bN);
   const cols = take(colsN);
   const pooled = take(outN);
 
   const kernels = new Map<BenchFamily, Kernels>();
   for (const f of families) kernels.set(f, await loadBenchFamily(f, memory));
   const native = loadNative();
+  // the head in an arena of its own (its kernels are loaded on it)
+  const head = await linearArena(layout, maxB, families);
 
   const results: Result[] = [];
   const record = recorder(results);
 
   for (const B of batches) {
-    for (const l of CONV_LAYERS) {
+    for (const l of convLayers) {
       const { C, OC, H, W } = l;
       const OH = H - 4;
       const OW = W - 4;
@@ -424,23 +376,36 @@ async function benchConv(opts: BenchOptions, families: BenchFamily[], relaxed: b
         record('maxPoolBackward', poolShape, B, family, time(pb, repeats, minMs), 4 * (2 * nOut + poolOut.length), 'GB/s');
       }
     }
-    // the two conv layers as the net runs them (im2col form; pools and ReLU backward left out): total flops over
+    // the conv layers as the net runs them (im2col form; pools and ReLU backward left out): total flops over
     // total time, and the images per second that alone would allow on one thread
+    const convNames = convLayers.map((l) => l.name).join('+');
     for (const family of kernels.keys()) {
       const mine = results.filter((r) => r.B === B && r.family === family && /^conv2d(ReluForward|Backward)$/.test(r.kernel));
       const flops = mine.reduce((sum, r) => sum + (r.rate * 1e9 * r.us) / 1e6, 0);
       const us = mine.reduce((sum, r) => sum + r.us, 0);
-      record('conv layers fwd+bwd', 'conv1+conv2', B, family, us / 1e6, flops, 'GFLOP/s');
-      record('conv layers images/s', 'conv1+conv2', B, family, us / 1e6, B * 1e6, 'k images/s');
+      record('conv layers fwd+bwd', convNames, B, family, us / 1e6, flops, 'GFLOP/s');
+      record('conv layers images/s', convNames, B, family, us / 1e6, B * 1e6, 'k images/s');
+    }
+
+    // the linear head, as training runs it (its first layer's input gradient goes back to the convolutions)
+    timeLinear(head, layout, B, true, repeats, minMs, record);
+    const headShape = layout.layers.join('-');
+    for (const [family, k] of head.kernels) {
+      const mine = results.filter((r) => r.B === B && r.family === family && r.kernel.startsWith('linear'));
+      record('cnn head fwd+bwd', headShape, B, family, ...asTrained(mine, B, family, k, 'GFLOP/s'));
+      // the whole net: convolutions (im2col) and head; pools and ReLU backward left out
+      record('cnn fwd+bwd', `${convNames}+${headShape}`, B, family, ...asTrained(results, B, family, k, 'GFLOP/s'));
+      record('cnn images/s', `${convNames}+${headShape}`, B, family, ...asTrained(results, B, family, k, 'k images/s'));
     }
   }
 
   log(formatTable(results, families));
   const info = machineInfo(relaxed);
-  log(`${info.cpu} · ${info.cores} cores · Node ${info.node} · relaxed SIMD ${relaxed ? 'on' : 'off'} · ` +
+  log(`${describeModel(spec)} · ${info.cpu} · ${info.cores} cores · Node ${info.node} · relaxed SIMD ${relaxed ? 'on' : 'off'} · ` +
       `native ${info.native} · one thread`);
   if (opts.outDir !== null) {
-    const path = await saveJson(opts.outDir ?? resultsDir(), 'conv-kernels', { machine: info, repeats, minMs, results });
+    const path = await saveJson(opts.outDir ?? resultsDir(), kernelsPrefix(spec),
+                                { model: describeModel(spec), modelSpec: spec, machine: info, repeats, minMs, results });
     log(`saved ${path}`);
   }
   return results;
@@ -517,3 +482,109 @@ function recorder(results: Result[]) {
 }
 
 const f64 = (v: Float32Array, n: number) => Float64Array.from(v.subarray(0, n));
+
+/** The views of one shared arena, as in training, for the linear layers of `layout` at up to maxB rows (plus
+ *  the slots, parameters and moments the step kernels read), and every family's kernels on it. */
+async function linearArena(layout: Layout, maxB: number, families: BenchFamily[]) {
+  const P = layout.size;
+  const maxW = Math.max(...layout.linear.map((s) => s.C * s.OC));
+  const maxN = Math.max(...layout.layers);
+  const floats = 4 * maxB * maxN + 3 * maxW + 2 * maxN + (SLOTS + 4) * P + 64;
+  const pages = Math.ceil((floats * 4) / 65536) + 1;
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  let off = 0;
+  const take = (n: number): Float32Array => {
+    const v = new Float32Array(memory.buffer, off, n);
+    off += Math.ceil(n / 16) * 64; // whole cache lines, like the arena
+    return v;
+  };
+  const rng = new Rng(1);
+  const fill = (v: Float32Array, lo = -1, hi = 1): Float32Array => {
+    for (let i = 0; i < v.length; i++) v[i] = rng.uniform(lo, hi);
+    return v;
+  };
+  const views = {
+    inp: fill(take(maxB * maxN)),
+    dout: fill(take(maxB * maxN)),
+    out: take(maxB * maxN),
+    dinp: take(maxB * maxN),
+    weight: fill(take(maxW), -0.1, 0.1),
+    weightT: take(maxW),
+    dweight: take(maxW),
+    bias: fill(take(maxN)),
+    dbias: take(maxN),
+    slots: fill(take(SLOTS * P), -1e-2, 1e-2),
+    grad: take(P),
+    param: fill(take(P)),
+    moments: [fill(take(P), -1e-3, 1e-3), fill(take(P), 0, 1e-6)],
+  };
+  const kernels = new Map<BenchFamily, Kernels>();
+  for (const f of families) kernels.set(f, await loadBenchFamily(f, memory));
+  return { ...views, kernels };
+}
+
+type RecordFn = ReturnType<typeof recorder>;
+
+/**
+ * Verifies, then times, every linear layer of `layout` at B rows in every family: the forward (+ReLU but the
+ * last), the forward on transposed weights where the family has it, and the backward; the first layer's input
+ * gradient only with `inputGrad` (a cnn's head passes it back to the convolutions, an mlp's input needs none).
+ */
+function timeLinear(a: Awaited<ReturnType<typeof linearArena>>, layout: Layout, B: number, inputGrad: boolean,
+                    repeats: number, minMs: number, record: RecordFn): void {
+  const { inp, dout, out, dinp, weight, weightT, dweight, bias, dbias, kernels } = a;
+  for (let l = 0; l < layout.linear.length; l++) {
+    const { C, OC } = layout.linear[l];
+    const shape = `${C}→${OC}`;
+    const last = l === layout.linear.length - 1;
+    const fwdName = last ? 'linearForward' : 'linearReluForward';
+    const expected = new Float64Array(B * OC);
+    ref.linearForward(expected, f64(inp, B * C), f64(weight, OC * C), f64(bias, OC), B, C, OC);
+    if (!last) ref.reluForward(expected, expected, B * OC);
+    const withDinp = l > 0 || inputGrad;
+    const e = { dinp: new Float64Array(B * C), dweight: new Float64Array(OC * C), dbias: new Float64Array(OC) };
+    ref.linearBackward(withDinp ? e.dinp : null, e.dweight, e.dbias, f64(dout, B * OC), f64(inp, B * C),
+                       f64(weight, OC * C), B, C, OC);
+    for (const [family, k] of kernels) {
+      const fwd = () => (last ? k.linearForward : k.linearReluForward)(out, inp, weight, bias, B, C, OC);
+      out.fill(NaN);
+      fwd();
+      verify(out.subarray(0, B * OC), expected, ...tolFor(C + 1), `${family} ${fwdName} ${shape} B=${B}`);
+      record(fwdName, shape, B, family, time(fwd, repeats, minMs), 2 * B * C * OC, 'GFLOP/s');
+      if (k.linearForwardT && k.linearReluForwardT && k.transposeRows) {
+        // the forward pass training runs in this family: on the transposed copy of the weights
+        k.transposeRows(weightT, weight, C, OC, 0, OC * C);
+        const fwdT = () => (last ? k.linearForwardT! : k.linearReluForwardT!)(out, inp, weightT, bias, B, C, OC);
+        out.fill(NaN);
+        fwdT();
+        verify(out.subarray(0, B * OC), expected, ...tolFor(C + 1), `${family} ${fwdName}T ${shape} B=${B}`);
+        record(`${fwdName}T`, shape, B, family, time(fwdT, repeats, minMs), 2 * B * C * OC, 'GFLOP/s');
+      }
+
+      const bwd = () => k.linearBackward(withDinp ? dinp : null, dweight, dbias, dout, inp, weight, B, C, OC);
+      dweight.fill(NaN);
+      dinp.fill(NaN);
+      bwd();
+      const what = `${family} linearBackward ${shape} B=${B}`;
+      verify(dweight.subarray(0, OC * C), e.dweight, ...tolFor(B), `${what} dweight`);
+      verify(dbias.subarray(0, OC), e.dbias, ...tolFor(B), `${what} dbias`);
+      if (withDinp) verify(dinp.subarray(0, B * C), e.dinp, ...tolFor(OC), `${what} dinp`);
+      record('linearBackward', shape, B, family, time(bwd, repeats, minMs), (withDinp ? 4 : 2) * B * C * OC, 'GFLOP/s');
+    }
+  }
+}
+
+/**
+ * The kernels at B rows of `family` that training runs, summed: [seconds, amount] for record(). Linear
+ * forwards on transposed weights where the family has them (else on the plain ones); with `unit` 'GFLOP/s'
+ * every linear and (im2col) conv kernel's flops, with 'k images/s' B images in that time.
+ */
+function asTrained(results: Result[], B: number, family: BenchFamily, k: Kernels,
+                   unit: 'GFLOP/s' | 'k images/s'): [number, number, Result['unit']] {
+  const skip = k.linearForwardT ? /^linear(Relu)?Forward$/ : /^linear(Relu)?ForwardT$/;
+  const mine = results.filter((r) => r.B === B && r.family === family && r.unit === 'GFLOP/s' && !skip.test(r.kernel) &&
+    /^(linear(Relu)?Forward|linearBackward|conv2dReluForward|conv2dBackward)T?$/.test(r.kernel));
+  const flops = mine.reduce((sum, r) => sum + (r.rate * 1e9 * r.us) / 1e6, 0);
+  const us = mine.reduce((sum, r) => sum + r.us, 0);
+  return [us / 1e6, unit === 'GFLOP/s' ? flops : B * 1e6, unit];
+}

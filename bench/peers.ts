@@ -1,27 +1,37 @@
 // Peer benchmark: our training throughput against PyTorch's on the same network, on this machine.
 //
-// PyTorch runs ../shared/peers/pytorch_throughput.py (same MLP, Adam, the real MNIST images normalized once
+// PyTorch runs ../shared/peers/pytorch_throughput.py (the same network: the default mlp with Adam, or with
+// --model cnn the default cnn with AdamW; the script knows only those two; the real MNIST images normalized once
 // and kept in memory, glibc's allocator tuned: its best case on the real job) under each thread setting (torch threads, OPENBLAS_NUM_THREADS); a fair comparison takes its
 // best setting per batch size. Our run (real MNIST, the real training loop, `threads` workers) is measured in
 // the same loop, interleaved with PyTorch's, over `repeats` rounds; every figure is a median over rounds.
 //
-//   mnist-par bench peers [--threads 2] [--batch-size 64,128,256] [--repeats 5] [--seconds 1.5]
+// The script is given the folder our run reads (--data), so both train on the same images. Results are
+// peers-*.json for the mlp, peers-cnn-*.json for the cnn; the PyTorch levels are added to the newest scaling
+// result of the same network (scaling-*.json or scaling-cnn-*.json) in the same folder.
+//
+//   mnist-par bench peers [--model mlp|cnn] [--threads 2] [--batch-size 64,128,256] [--repeats 5] [--seconds 1.5]
 import { execFile, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { availableParallelism, loadavg, tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { DEFAULTS } from '../src/config.js';
-import { UserError } from '../src/errors.js';
+import { SPLIT_FILES } from '../src/data/datasets.js';
+import { UsageError, UserError } from '../src/errors.js';
 import { writeFileAtomic } from '../src/fsutil.js';
 import { relaxedSimdSupported } from '../src/kernels/wasm.js';
+import {
+  DEFAULT_CHANNELS, DEFAULT_CNN_HIDDEN, DEFAULT_HIDDEN, describeModel, sameModel, type ModelKind, type ModelSpec,
+} from '../src/model.js';
 import { packageRoot } from '../src/paths.js';
 import { parseScalingJson } from '../src/plot.js';
 import type { Datasets } from '../src/train.js';
 import type { ScalingPeer, ScalingReport } from '../src/ui/charts.js';
 import { machineInfo, median, resultsDir, saveJson, textTable } from './kernels.js';
 import {
-  DEFAULT_WINDOW, loadBenchData, measureThroughput, runConfig, saveScaling, type RunSettings, type WindowOptions,
+  DEFAULT_MODEL, DEFAULT_WINDOW, loadBenchData, measureThroughput, runConfig, saveScaling, scalingPrefix,
+  type RunSettings, type WindowOptions,
 } from './scaling.js';
 
 export const PYTHON = '/usr/bin/python3';
@@ -73,8 +83,22 @@ export interface PeerComparison {
   ratio: number;          // ours / pytorch
 }
 
+/** The networks the peer script trains: the default of each kind (pytorch_throughput.py --model mlp|cnn). */
+export function peerModel(kind: ModelKind): ModelSpec {
+  return kind === 'cnn' ? { kind, channels: DEFAULT_CHANNELS, hidden: DEFAULT_CNN_HIDDEN } : { kind, hidden: DEFAULT_HIDDEN };
+}
+
+/** The name of a peers result: peers-<timestamp>.json for the mlp (as before the cnn), peers-cnn-… for the cnn. */
+export function peersPrefix(kind: ModelKind): string {
+  return kind === 'mlp' ? 'peers' : `peers-${kind}`;
+}
+
 export interface PeersReport {
   kind: 'peers';
+  /** the network both sides trained, as describeModel writes it */
+  model: string;
+  /** the same, as a ModelSpec */
+  modelSpec: ModelSpec;
   machine: ReturnType<typeof machineInfo> & { loadavgBefore: number[]; loadavgAfter: number[] };
   kernels: string;
   threads: number;
@@ -111,21 +135,35 @@ export function peerBlas(python = PYTHON): string {
   return libs.size > 0 ? 'reference' : 'unknown';
 }
 
-/** One run of the peer script; resolves to its samples/s and the peer's name (e.g. pytorch-1.13.1). */
+/**
+ * One run of the peer script training the `model` network (on the images in `dataDir` when given, else the
+ * script's default); resolves to its samples/s and the peer's name (e.g. pytorch-1.13.1).
+ */
 export function runPeer(python: string, script: string, threads: number, blasThreads: number, batchSize: number,
-                        seconds: number): Promise<{ name: string; samplesPerSec: number; data: string }> {
+                        seconds: number, model: ModelKind = 'mlp', dataDir?: string,
+): Promise<{ name: string; samplesPerSec: number; data: string }> {
   const env = { ...process.env, OPENBLAS_NUM_THREADS: String(blasThreads) };
+  // the positional arguments first: the script counts every argument not starting with -- as one
+  const args = [script, String(threads), String(batchSize), String(seconds), '--model', model,
+    ...(dataDir !== undefined ? ['--data', dataDir] : [])];
   return new Promise((done, fail) => {
-    execFile(python, [script, String(threads), String(batchSize), String(seconds)],
+    execFile(python, args,
       { env, timeout: (seconds + 300) * 1000, encoding: 'utf8' }, (err, stdout, stderr) => {
         const last = stdout.trim().split('\n').pop() ?? '';
-        let out: { peer?: unknown; samples_per_s?: unknown; data?: unknown } = {};
+        let out: { peer?: unknown; samples_per_s?: unknown; data?: unknown; model?: unknown } = {};
         try {
           out = JSON.parse(last);
         } catch { /* reported below */ }
+        const command = args.slice(1).join(' ');
         if (err || typeof out.samples_per_s !== 'number' || !(out.samples_per_s > 0)) {
           const why = err ? err.message.split('\n')[0] : `printed ${JSON.stringify(last)}`;
-          fail(new Error(`bench peers: ${script} ${threads} ${batchSize} ${seconds} failed: ${why} ${stderr.trim().split('\n').pop() ?? ''}`));
+          fail(new Error(`bench peers: ${command} failed: ${why} ${stderr.trim().split('\n').pop() ?? ''}`));
+          return;
+        }
+        // a script that ignores --model would time another network; one from before --model says no model
+        if ((out.model ?? 'mlp') !== model) {
+          fail(new Error(`bench peers: ${command} timed model ${JSON.stringify(out.model ?? 'mlp (it names none)')}, not ${model}; ` +
+            'pass a pytorch_throughput.py that knows --model with --peer-script'));
           return;
         }
         done({ name: typeof out.peer === 'string' ? out.peer : 'pytorch', samplesPerSec: out.samples_per_s,
@@ -139,6 +177,11 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
   const log = opts.log ?? ((line: string) => console.log(line));
   const python = opts.python ?? PYTHON;
   const script = opts.script ?? defaultPeerScript();
+  const spec = opts.model ?? DEFAULT_MODEL;
+  if (!sameModel(spec, peerModel(spec.kind))) {
+    throw new UsageError(`bench peers: the PyTorch script trains only the default ${spec.kind} (${describeModel(peerModel(spec.kind))}), ` +
+      `not ${describeModel(spec)}; leave --channels and --hidden out`);
+  }
   if (!existsSync(script)) {
     throw new UserError(`--peer-script ${script}: no such file; pass the path of pytorch_throughput.py with --peer-script`);
   }
@@ -159,12 +202,16 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
   const settingsTried = opts.settings ?? peerSettings();
   const window = { ...DEFAULT_WINDOW, minMs: seconds * 1000, ...opts.window };
   const run: RunSettings = {
-    dataset: opts.dataset ?? 'mnist', dataDir: opts.dataDir ?? '', kernels: opts.kernels ?? 'auto',
+    model: spec, dataset: opts.dataset ?? 'mnist', dataDir: opts.dataDir ?? '', kernels: opts.kernels ?? 'auto',
     shards: opts.shards ?? DEFAULTS.shards, limitTest: opts.limitTest ?? 256,
   };
   for (const b of batchSizes) runConfig(run, threads, b, 'unused');
   const loadavgBefore = loadavg();
   const data = opts.data ?? await loadBenchData(run);
+  // the folder our run reads, for the peer to train on the same images (the script's default when it has none)
+  const dataDir = resolve(run.dataDir || `datasets/${run.dataset}`);
+  const peerDataDir = existsSync(join(dataDir, SPLIT_FILES.train.images)) && existsSync(join(dataDir, SPLIT_FILES.train.labels))
+    ? dataDir : undefined;
 
   const theirs = batchSizes.map(() => settingsTried.map(() => [] as number[]));
   const ours = batchSizes.map(() => [] as number[]);
@@ -178,7 +225,7 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
         const b = batchSizes[i];
         for (let k = 0; k < settingsTried.length; k++) {
           const [t, blas] = settingsTried[k];
-          const p = await runPeer(python, script, t, blas, b, seconds);
+          const p = await runPeer(python, script, t, blas, b, seconds, spec.kind, peerDataDir);
           peer = p.name;
           peerData = p.data;
           theirs[i][k].push(p.samplesPerSec);
@@ -205,19 +252,19 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
     };
   });
   const report: PeersReport = {
-    kind: 'peers', blas, machine: { ...machineInfo(relaxedSimdSupported()), loadavgBefore, loadavgAfter: loadavg() },
+    kind: 'peers', model: describeModel(spec), modelSpec: spec, blas, machine: { ...machineInfo(relaxedSimdSupported()), loadavgBefore, loadavgAfter: loadavg() },
     kernels: family, threads, repeats, seconds, peer, peerData, settings, comparisons, peers: comparisons.map((c) => c.pytorch),
   };
   log(formatPeersTable(report));
   const m = report.machine;
-  log(`${m.cpu} · ${m.cores} cores · Node ${m.node} · ${peer} (${peerData === 'mnist' ? 'real MNIST in memory' : peerData === 'randn' ? 'random data in memory' : `data: ${peerData}`}) · ours: ${family} kernels, ` +
+  log(`${report.model} · ${m.cpu} · ${m.cores} cores · Node ${m.node} · ${peer} (${peerData === 'mnist' ? 'real MNIST in memory' : peerData === 'randn' ? 'random data in memory' : `data: ${peerData}`}) · ours: ${family} kernels, ` +
       `real MNIST · median of ${repeats} · load average ${m.loadavgBefore[0].toFixed(2)} before, ${m.loadavgAfter[0].toFixed(2)} after`);
   if (opts.outDir !== null) {
     const dir = opts.outDir ?? resultsDir();
-    log(`saved ${await saveJson(dir, 'peers', report)}`);
-    const scaling = await newestResult(dir, 'scaling');
+    log(`saved ${await saveJson(dir, peersPrefix(spec.kind), report)}`);
+    const scaling = await newestResult(dir, scalingPrefix(spec.kind));
     if (scaling !== null) {
-      await addPeersToScaling(scaling, report.peers, opts.plotsDir, log);
+      await addPeersToScaling(scaling, spec, report.peers, opts.plotsDir, log);
     }
   }
   return report;
@@ -243,16 +290,20 @@ export function mergePeers<T extends ScalingReport>(report: T, peers: ScalingPee
   return { ...report, peers: [...kept, ...peers] };
 }
 
-/** The path of the newest <prefix>-<timestamp>.json in dir, or null. */
+/** The path of the newest <prefix>-<timestamp>.json in dir, or null (scaling-cnn-….json is not a scaling-….json). */
 export async function newestResult(dir: string, prefix: string): Promise<string | null> {
   const names = (await readdir(dir).catch(() => [] as string[]))
-    .filter((f) => f.startsWith(`${prefix}-`) && f.endsWith('.json')).sort();
+    .filter((f) => f.startsWith(`${prefix}-`) && /^\d{4}-\d\d-\d\dT[\w-]*\.json$/.test(f.slice(prefix.length + 1))).sort();
   return names.length ? join(dir, names[names.length - 1]) : null;
 }
 
-/** Reads a peers JSON written by benchPeers and returns its peers (for bench scaling --peers). */
-export async function readPeers(file: string): Promise<ScalingPeer[]> {
-  let o: { kind?: unknown; peers?: unknown };
+/**
+ * Reads a peers JSON written by benchPeers and returns its peers (for bench scaling --peers); with `model`
+ * (as describeModel writes it), refuses one measured on another network (one from before the cnn names none:
+ * it was the default mlp).
+ */
+export async function readPeers(file: string, model?: string): Promise<ScalingPeer[]> {
+  let o: { kind?: unknown; peers?: unknown; model?: unknown };
   try {
     o = JSON.parse(await readFile(file, 'utf8'));
   } catch (e) {
@@ -260,6 +311,11 @@ export async function readPeers(file: string): Promise<ScalingPeer[]> {
   }
   if (o?.kind !== 'peers' || !Array.isArray(o.peers)) {
     throw new UserError(`--peers ${file}: expected a peers result (kind "peers" with a peers list), found kind ${JSON.stringify(o?.kind)}; pass a peers-*.json written by bench peers`);
+  }
+  const theirs = typeof o.model === 'string' ? o.model : describeModel(DEFAULT_MODEL);
+  if (model !== undefined && theirs !== model) {
+    throw new UserError(`--peers ${file}: its PyTorch levels were measured on ${theirs}, this sweep trains ${model}; ` +
+      'pass a peers result of the same network (peers-cnn-*.json for --model cnn)');
   }
   const num = (v: unknown): v is number => typeof v === 'number' && Number.isFinite(v);
   return (o.peers as Record<string, unknown>[]).map((p, i) => {
@@ -273,13 +329,20 @@ export async function readPeers(file: string): Promise<ScalingPeer[]> {
   });
 }
 
-/** Stores the PyTorch levels in an existing scaling JSON (in place, atomically) and re-draws its chart. */
-async function addPeersToScaling(path: string, peers: ScalingPeer[], plotsDir: string | null | undefined,
+/**
+ * Stores the PyTorch levels in an existing scaling JSON (in place, atomically) and re-draws its chart, when
+ * that scaling result trained the same network (`spec`); otherwise says so and leaves it alone.
+ */
+async function addPeersToScaling(path: string, spec: ModelSpec, peers: ScalingPeer[], plotsDir: string | null | undefined,
                                  log: (line: string) => void): Promise<void> {
   const text = await readFile(path, 'utf8');
-  parseScalingJson(text, path);
+  const model = parseScalingJson(text, path).model ?? describeModel(DEFAULT_MODEL);
+  if (model !== describeModel(spec)) {
+    log(`${path} trained ${model}, not ${describeModel(spec)}: the PyTorch levels were not added to it`);
+    return;
+  }
   const merged = mergePeers(JSON.parse(text) as ScalingReport, peers);
   await writeFileAtomic(path, JSON.stringify(merged, null, 2) + '\n');
   log(`added the PyTorch levels to ${path}`);
-  await saveScaling(parseScalingJson(JSON.stringify(merged), path), null, plotsDir, log);
+  await saveScaling(parseScalingJson(JSON.stringify(merged), path), spec.kind, null, plotsDir, log);
 }

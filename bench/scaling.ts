@@ -7,7 +7,10 @@
 // the machine's load spreads over all configurations; we report medians. Speedup and efficiency are against
 // the fewest threads measured (normally 1) at the same batch size, measured in the same sweep.
 //
-//   mnist-par bench scaling [--threads 1,2,4,8] [--batch-size 32,64,128,256,512] [--repeats 5]
+// `model` picks the network (the default mlp, or --model cnn); its results are scaling-cnn-*.json and
+// scaling-cnn.png, apart from the mlp's scaling-*.json and scaling.png.
+//
+//   mnist-par bench scaling [--model mlp|cnn] [--threads 1,2,4,8] [--batch-size 32,64,128,256,512] [--repeats 5]
 import { UserError } from '../src/errors.js';
 import { collectGarbage } from '../src/gc.js';
 import { mkdir, mkdtemp, rm } from 'node:fs/promises';
@@ -17,6 +20,7 @@ import { performance } from 'node:perf_hooks';
 import { DEFAULTS, validate, type Config } from '../src/config.js';
 import { UsageError } from '../src/errors.js';
 import { relaxedSimdSupported } from '../src/kernels/wasm.js';
+import { DEFAULT_HIDDEN, describeModel, type ModelKind, type ModelSpec } from '../src/model.js';
 import type { Snapshot, StepTiming } from '../src/metrics.js';
 import { loadDatasets, train, type Datasets } from '../src/train.js';
 import { writeScalingChart, type ScalingPeer, type ScalingReport, type ScalingRun } from '../src/ui/charts.js';
@@ -36,6 +40,8 @@ export const DEFAULT_WINDOW: WindowOptions = { warmupSteps: 20, minSteps: 60, mi
 
 /** The settings of a training run that a benchmark varies or fixes; the rest are the training defaults. */
 export interface RunSettings {
+  /** the network trained */
+  model: ModelSpec;
   dataset: Config['dataset'];
   dataDir: string;
   kernels: Config['kernels'];
@@ -140,6 +146,7 @@ export async function measureThroughput(cfg: Config, data: Datasets, w: WindowOp
 /** A validated training configuration for one measurement; its output folder is `out` (a temp dir). */
 export function runConfig(s: RunSettings, threads: number, batchSize: number, out: string): Config {
   return validate({
+    model: s.model.kind, hidden: [...s.model.hidden], ...(s.model.kind === 'cnn' ? { channels: [...s.model.channels] } : {}),
     dataset: s.dataset, dataDir: s.dataDir, download: false, kernels: s.kernels, shards: s.shards,
     threads, batchSize, epochs: 1, limitTest: s.limitTest, out, overwrite: true, logEvery: 1e9,
   });
@@ -196,6 +203,10 @@ export interface ScalingResult extends ScalingRun {
 
 export interface ScalingBenchReport extends ScalingReport {
   machine: ReturnType<typeof machineInfo> & { loadavgBefore: number[]; loadavgAfter: number[] };
+  /** the network, as describeModel writes it */
+  model: string;
+  /** the same, as a ModelSpec */
+  modelSpec: ModelSpec;
   runs: ScalingResult[];
   dataset: string;
   shards: number;
@@ -211,8 +222,8 @@ export async function benchScaling(opts: ScalingOptions = {}): Promise<ScalingBe
   const repeats = opts.repeats ?? 5;
   const window = { ...DEFAULT_WINDOW, ...opts.window };
   const settings: RunSettings = {
-    dataset: opts.dataset ?? 'mnist', dataDir: opts.dataDir ?? '', kernels: opts.kernels ?? 'auto',
-    shards: opts.shards ?? DEFAULTS.shards, limitTest: opts.limitTest ?? 256,
+    model: opts.model ?? DEFAULT_MODEL, dataset: opts.dataset ?? 'mnist', dataDir: opts.dataDir ?? '',
+    kernels: opts.kernels ?? 'auto', shards: opts.shards ?? DEFAULTS.shards, limitTest: opts.limitTest ?? 256,
   };
   // Validate every configuration before spending any time.
   for (const t of threads) for (const b of batchSizes) runConfig(settings, t, b, 'unused');
@@ -254,23 +265,35 @@ export async function benchScaling(opts: ScalingOptions = {}): Promise<ScalingBe
   const report: ScalingBenchReport = {
     kind: 'scaling',
     machine: { ...machineInfo(relaxedSimdSupported()), loadavgBefore, loadavgAfter: loadavg() },
-    kernels: family, dataset: settings.dataset, shards: settings.shards, repeats, window,
+    kernels: family, model: describeModel(settings.model), modelSpec: settings.model, dataset: settings.dataset,
+    shards: settings.shards, repeats, window,
     seconds: (performance.now() - tStart) / 1000, runs, ...(opts.peers?.length ? { peers: opts.peers } : {}),
   };
   log(formatScalingTable(report));
   const m = report.machine;
-  log(`${m.cpu} · ${m.cores} cores · Node ${m.node} · ${family} kernels · ${settings.shards} shards · ` +
+  log(`${report.model} · ${m.cpu} · ${m.cores} cores · Node ${m.node} · ${family} kernels · ${settings.shards} shards · ` +
       `median of ${repeats} · load average ${m.loadavgBefore[0].toFixed(2)} before, ${m.loadavgAfter[0].toFixed(2)} after`);
-  await saveScaling(report, opts.outDir, opts.plotsDir, log);
+  await saveScaling(report, settings.model.kind, opts.outDir, opts.plotsDir, log);
   return report;
 }
 
-/** Writes the JSON (unless outDir is null) and the chart (unless plotsDir is null); returns the JSON path. */
-export async function saveScaling(report: ScalingReport, outDir: string | null | undefined, plotsDir: string | null | undefined,
-                                  log: (line: string) => void): Promise<string | null> {
+/** The default network of the training benchmarks: the default mlp. */
+export const DEFAULT_MODEL: ModelSpec = { kind: 'mlp', hidden: DEFAULT_HIDDEN };
+
+/** The name of a scaling result of a `kind` network: scaling(-<timestamp>.json, .png) for the mlp, as before
+ *  the cnn, scaling-cnn(…) for the cnn. */
+export function scalingPrefix(kind: ModelKind): string {
+  return kind === 'mlp' ? 'scaling' : `scaling-${kind}`;
+}
+
+/** Writes the JSON (unless outDir is null) and the chart (unless plotsDir is null), named for the `kind` of
+ *  network (scalingPrefix); returns the JSON path. */
+export async function saveScaling(report: ScalingReport, kind: ModelKind, outDir: string | null | undefined,
+                                  plotsDir: string | null | undefined, log: (line: string) => void): Promise<string | null> {
   let path: string | null = null;
+  const prefix = scalingPrefix(kind);
   if (outDir !== null) {
-    path = await saveJson(outDir ?? resultsDir(), 'scaling', report);
+    path = await saveJson(outDir ?? resultsDir(), prefix, report);
     log(`saved ${path}`);
   }
   if (plotsDir !== null) {
@@ -280,8 +303,8 @@ export async function saveScaling(report: ScalingReport, outDir: string | null |
     } catch (e) {
       throw new UserError(`--plots ${dir}: cannot create the folder (${(e as NodeJS.ErrnoException).code}); pass a writable --plots`);
     }
-    await writeScalingChart(join(dir, 'scaling.png'), report);
-    log(`saved ${join(dir, 'scaling.png')}`);
+    await writeScalingChart(join(dir, `${prefix}.png`), report);
+    log(`saved ${join(dir, `${prefix}.png`)}`);
   }
   return path;
 }

@@ -148,5 +148,8 @@ export function parseScalingJson(text: string, file: string): ScalingReport {
       ...(num(x.blasThreads) ? { blasThreads: x.blasThreads } : {}),
     };
   });
-  return { kind: 'scaling', machine, kernels: typeof o.kernels === 'string' ? o.kernels : 'unknown', runs, peers };
+  return {
+    kind: 'scaling', machine, kernels: typeof o.kernels === 'string' ? o.kernels : 'unknown',
+    ...(typeof o.model === 'string' ? { model: o.model } : {}), runs, peers,
+  };
 }

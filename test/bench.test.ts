@@ -1,26 +1,45 @@
-// The benchmarks: a tiny real scaling sweep writes a result the chart accepts, with sane numbers; the bench
-// flags fail with one line naming the flag; the PyTorch peer is skipped cleanly when it cannot be run.
+// The benchmarks: a tiny real scaling sweep writes a result the chart accepts, with sane numbers, for the mlp
+// and the cnn (--model cnn), each under its own name; the kernel benchmark verifies and times the cnn's kernels;
+// the bench flags fail with one line naming the flag; the PyTorch peer is skipped cleanly when it cannot be run,
+// and compared on the cnn when /usr/bin/python3 has torch.
 import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
 import { describe, expect, it } from 'vitest';
-import { addBenchCommand, kernelOptions } from '../bench/command.js';
+import { addBenchCommand, kernelOptions, peerOptions, scalingOptions } from '../bench/command.js';
 import { availableFamilies, benchKernels } from '../bench/kernels.js';
 import { parseIntList } from '../src/config.js';
-import { benchPeers, mergePeers, peerSettings, readPeers } from '../bench/peers.js';
+import {
+  benchPeers, mergePeers, newestResult, peerModel, peerSettings, readPeers, torchAvailable,
+} from '../bench/peers.js';
 import { benchScaling } from '../bench/scaling.js';
 import { UsageError } from '../src/errors.js';
+import { describeModel, type ModelSpec } from '../src/model.js';
 import { parseScalingJson } from '../src/plot.js';
+import { scalingChartSpec } from '../src/ui/charts.js';
 import { mnistDir } from './cli-run.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-par-bench-test-'));
 const quiet = () => {};
+const CNN: ModelSpec = { kind: 'cnn', channels: [16, 32], hidden: [128] };
+const MLP: ModelSpec = { kind: 'mlp', hidden: [128, 256, 512, 128] };
 
-describe('bench kernels --conv', () => {
-  it('verifies, then times every conv and pool kernel of every family on both layers (and native\'s direct conv)', async () => {
-    expect(kernelOptions({ conv: true, quick: true })).toMatchObject({ conv: true, batches: [16] });
-    const results = await benchKernels({ conv: true, batches: [2], repeats: 1, minMs: 1, outDir: null, log: quiet });
+describe('bench kernels --model cnn', () => {
+  it('takes --model cnn (and --conv, its older spelling), --channels and --hidden', () => {
+    expect(kernelOptions({ model: 'cnn', quick: true })).toMatchObject({ model: CNN, batches: [16] });
+    expect(kernelOptions({ conv: true })).toMatchObject({ model: CNN });
+    expect(kernelOptions({ conv: true, model: 'cnn' })).toMatchObject({ model: CNN });
+    expect(kernelOptions({})).toMatchObject({ model: MLP });
+    expect(kernelOptions({ model: 'cnn', channels: '8, 16', hidden: '64' })).toMatchObject({
+      model: { kind: 'cnn', channels: [8, 16], hidden: [64] },
+    });
+    expect(kernelOptions({ model: 'mlp', hidden: '32,32' })).toMatchObject({ model: { kind: 'mlp', hidden: [32, 32] } });
+  });
+
+  it('verifies, then times every conv and pool kernel of every family on both layers (and native\'s direct conv), and the linear head', async () => {
+    const dir = tmp();
+    const results = await benchKernels({ model: CNN, batches: [2], repeats: 1, minMs: 1, outDir: dir, log: quiet });
     const families = availableFamilies();
     for (const family of families) {
       for (const layer of ['conv1 1→16 28×28', 'conv2 16→32 12×12']) {
@@ -39,8 +58,52 @@ describe('bench kernels --conv', () => {
       }
       const speed = results.find((x) => x.family === family && x.kernel === 'conv layers images/s');
       expect(speed?.unit).toBe('k images/s');
+      // the head: 512→128 with ReLU, 128→10 without, each forward verified and timed, and its backward
+      for (const [kernel, shape] of [['linearReluForward', '512→128'], ['linearBackward', '512→128'],
+        ['linearForward', '128→10'], ['linearBackward', '128→10']]) {
+        const r = results.find((x) => x.family === family && x.shape === shape && x.kernel === kernel);
+        expect(r, `${family} ${kernel} ${shape}`).toBeDefined();
+        expect(r!.unit).toBe('GFLOP/s');
+        expect(r!.rate > 0 && Number.isFinite(r!.rate)).toBe(true);
+      }
+      for (const kernel of ['cnn head fwd+bwd', 'cnn fwd+bwd']) {
+        const r = results.find((x) => x.family === family && x.kernel === kernel);
+        expect(r?.unit, `${family} ${kernel}`).toBe('GFLOP/s');
+        expect(r!.rate > 0 && Number.isFinite(r!.rate)).toBe(true);
+      }
+      // the whole net is slower per image than its convolutions alone
+      const net = results.find((x) => x.family === family && x.kernel === 'cnn images/s')!;
+      expect(net.unit).toBe('k images/s');
+      expect(net.shape).toBe('conv1+conv2+512-128-10');
+      expect(net.rate).toBeLessThan(speed!.rate);
+      // 2·B·Σ(multiply-adds) over the summed time
+      const mine = results.filter((x) => x.family === family && x.B === 2 &&
+        /^(conv2dReluForward|conv2dBackward|linearReluForwardT?|linearForwardT?|linearBackward)$/.test(x.kernel));
+      expect(mine.length).toBeGreaterThanOrEqual(8);
     }
-    expect(results.some((r) => r.kernel.startsWith('linear'))).toBe(false); // the MLP's kernels are not timed
+    // the mlp's layers and its step kernels are not timed
+    expect(results.some((r) => r.shape.startsWith('784→'))).toBe(false);
+    expect(results.some((r) => r.kernel.startsWith('optimizerStep') || r.kernel === 'reduceSlots')).toBe(false);
+
+    const files = readdirSync(dir);
+    expect(files).toHaveLength(1);
+    expect(files[0]).toMatch(/^kernels-cnn-\d{4}-.*\.json$/);
+    const saved = JSON.parse(readFileSync(join(dir, files[0]), 'utf8'));
+    expect(saved.model).toBe('cnn 1→16→32 conv5 pool2 · 512→128→10');
+    expect(saved.modelSpec).toEqual(CNN);
+    expect(saved.results).toEqual(JSON.parse(JSON.stringify(results)));
+  }, 120_000);
+
+  it('times the mlp\'s kernels under their old name, with the model recorded', async () => {
+    const dir = tmp();
+    const results = await benchKernels({ model: { kind: 'mlp', hidden: [32] }, families: ['js'], batches: [2], repeats: 1,
+      minMs: 1, outDir: dir, log: quiet });
+    expect(results.find((r) => r.kernel === 'mlp fwd+bwd')?.shape).toBe('784-32-10');
+    expect(results.some((r) => r.kernel.startsWith('conv'))).toBe(false);
+    const files = readdirSync(dir);
+    expect(files).toHaveLength(1);
+    expect(files[0]).toMatch(/^kernels-\d{4}-.*\.json$/);
+    expect(JSON.parse(readFileSync(join(dir, files[0]), 'utf8')).model).toBe('mlp 784→32→10');
   }, 60_000);
 });
 
@@ -84,7 +147,43 @@ describe('bench scaling', () => {
     expect(one.efficiency).toBe(1);
     expect(two.speedup).toBeCloseTo(two.samplesPerSec / one.samplesPerSec, 12);
     expect(two.efficiency).toBeCloseTo(two.speedup / 2, 12);
+    expect(report.model).toBe(describeModel(MLP));
+    expect(parsed.model).toBe(describeModel(MLP));
   }, 20_000);
+
+  it('--model cnn: trains the cnn, records it, and writes scaling-cnn-*.json and scaling-cnn.png apart from the mlp\'s', async () => {
+    expect(scalingOptions({ model: 'cnn', quick: true })).toMatchObject({ model: CNN, threads: [1, 2], batchSizes: [64] });
+    expect(scalingOptions({ model: 'cnn', channels: '8', hidden: '32,16' }).model).toEqual({ kind: 'cnn', channels: [8], hidden: [32, 16] });
+    const dir = tmp();
+    const report = await benchScaling({
+      model: CNN, threads: [1, 2], batchSizes: [32], repeats: 1, window: { warmupSteps: 3, minSteps: 6, minMs: 0 },
+      dataDir: mnistDir, outDir: join(dir, 'results'), plotsDir: join(dir, 'plots'), log: quiet,
+    });
+    const files = readdirSync(join(dir, 'results'));
+    expect(files).toHaveLength(1);
+    expect(files[0]).toMatch(/^scaling-cnn-\d{4}-.*\.json$/);
+    expect(readdirSync(join(dir, 'plots'))).toEqual(['scaling-cnn.png']);
+    const text = readFileSync(join(dir, 'results', files[0]), 'utf8');
+    expect(JSON.parse(text)).toEqual(JSON.parse(JSON.stringify(report)));
+    expect(report.model).toBe('cnn 1→16→32 conv5 pool2 · 512→128→10');
+    expect(report.modelSpec).toEqual(CNN);
+    const parsed = parseScalingJson(text, files[0]);
+    expect(parsed.model).toBe(report.model);
+    expect(scalingChartSpec(parsed).title).toBe(`Data-parallel scaling: ${report.model}`);
+    expect(parsed.runs.map((r) => [r.threads, r.batchSize])).toEqual([[1, 32], [2, 32]]);
+    for (const r of report.runs) {
+      expect(r.samplesPerSec).toBeGreaterThan(0);
+      expect(r.samplesPerSec).toBeLessThan(1e6);
+      expect(r.steps).toBeGreaterThanOrEqual(6);
+      expect(r.forwardMs).toBeGreaterThan(0);
+      expect(r.backwardMs).toBeGreaterThan(0);
+      expect(r.idle).toHaveLength(r.threads);
+    }
+    expect(report.runs[1].speedup).toBeCloseTo(report.runs[1].samplesPerSec / report.runs[0].samplesPerSec, 12);
+    // the mlp's newest scaling result is not the cnn's
+    expect(await newestResult(join(dir, 'results'), 'scaling')).toBeNull();
+    expect(await newestResult(join(dir, 'results'), 'scaling-cnn')).toBe(join(dir, 'results', files[0]));
+  }, 30_000);
 });
 
 describe('bench flags', () => {
@@ -114,6 +213,22 @@ describe('bench flags', () => {
     expect(await usage('peers', '--seconds', 'NaN')).toMatch(/^--seconds: /);
     expect(await usage('peers', '--seconds', '0')).toMatch(/^--seconds: /);
     expect(await usage('kernels', '--kernels', 'js,gpu')).toMatch(/^--kernels: .*'gpu'$/);
+    for (const cmd of ['kernels', 'scaling', 'peers']) {
+      expect(await usage(cmd, '--model', 'rnn')).toBe("--model: expected one of mlp, cnn, got 'rnn'");
+    }
+    expect(await usage('kernels', '--conv', '--model', 'mlp')).toMatch(/^--conv: the same as --model cnn/);
+    expect(await usage('kernels', '--channels', '8,16')).toMatch(/^--channels: only the cnn has convolution channels/);
+    expect(await usage('scaling', '--channels', '8,16')).toMatch(/^--channels: only the cnn has convolution channels/);
+    expect(await usage('scaling', '--model', 'cnn', '--channels', '8,16,32')).toMatch(/^--channels: .*'8,16,32'$/);
+    expect(await usage('scaling', '--model', 'cnn', '--channels', '0')).toMatch(/^--channels: /);
+    expect(await usage('scaling', '--model', 'cnn', '--hidden', '128,x')).toMatch(/^--hidden: .*'128,x'$/);
+  });
+
+  it('gives peers the network by --model alone: the PyTorch script has only the default of each', () => {
+    expect(peerOptions({ model: 'cnn' }).model).toEqual(CNN);
+    expect(peerOptions({}).model).toEqual(MLP);
+    expect(peerModel('cnn')).toEqual(CNN);
+    expect(peerModel('mlp')).toEqual(MLP);
   });
 
   it('parses good lists', () => {
@@ -137,6 +252,65 @@ describe('bench peers', () => {
   it('refuses a missing peer script, naming the flag', async () => {
     await expect(benchPeers({ script: '/no/such/peer.py', log: quiet })).rejects.toThrow(/^--peer-script \/no\/such\/peer\.py: no such file/);
   });
+
+  it('refuses a network the PyTorch script does not have', async () => {
+    await expect(benchPeers({ model: { kind: 'cnn', channels: [8], hidden: [128] }, python: '/no/such/python', log: quiet }))
+      .rejects.toThrow(/^bench peers: the PyTorch script trains only the default cnn \(cnn 1→16→32 conv5 pool2 · 512→128→10\), not cnn 1→8 /);
+  });
+
+  it('reads a scaling result\'s newest file per network, and refuses peers of another network', async () => {
+    const dir = tmp();
+    for (const f of ['scaling-2026-01-01T00-00-00-000Z.json', 'scaling-cnn-2026-01-02T00-00-00-000Z.json', 'scaling-notes.json']) {
+      writeFileSync(join(dir, f), '{}');
+    }
+    expect(await newestResult(dir, 'scaling')).toBe(join(dir, 'scaling-2026-01-01T00-00-00-000Z.json'));
+    expect(await newestResult(dir, 'scaling-cnn')).toBe(join(dir, 'scaling-cnn-2026-01-02T00-00-00-000Z.json'));
+    const peers = [{ name: 'pytorch', batchSize: 64, samplesPerSec: 1 }];
+    writeFileSync(join(dir, 'cnn.json'), JSON.stringify({ kind: 'peers', model: describeModel(CNN), peers }));
+    writeFileSync(join(dir, 'old.json'), JSON.stringify({ kind: 'peers', peers })); // before the cnn: the default mlp
+    expect(await readPeers(join(dir, 'cnn.json'), describeModel(CNN))).toEqual(peers);
+    expect(await readPeers(join(dir, 'old.json'), describeModel(MLP))).toEqual(peers);
+    await expect(readPeers(join(dir, 'old.json'), describeModel(CNN)))
+      .rejects.toThrow(/^--peers .*old\.json: its PyTorch levels were measured on mlp 784→128→256→512→128→10, this sweep trains cnn /);
+    await expect(readPeers(join(dir, 'cnn.json'), describeModel(MLP))).rejects.toThrow(/^--peers .*cnn\.json: its PyTorch levels were measured on cnn /);
+  });
+
+  it.skipIf(!torchAvailable())('--model cnn: PyTorch trains the same cnn beside ours; the levels go into the newest scaling-cnn result only', async () => {
+    const dir = tmp();
+    const scaling = (model: string) => JSON.stringify({
+      kind: 'scaling', machine: { cpu: 'x', cores: 2, node: 'v20' }, kernels: 'simd', model,
+      runs: [{ threads: 1, batchSize: 64, samplesPerSec: 100 }],
+    });
+    const cnnFile = join(dir, 'scaling-cnn-2026-01-01T00-00-00-000Z.json');
+    const mlpFile = join(dir, 'scaling-2026-01-02T00-00-00-000Z.json');
+    writeFileSync(cnnFile, scaling(describeModel(CNN)));
+    writeFileSync(mlpFile, scaling(describeModel(MLP)));
+    const lines: string[] = [];
+    const report = await benchPeers({
+      model: CNN, threads: 1, batchSizes: [64], repeats: 1, seconds: 0.3, settings: [[1, 1]],
+      window: { warmupSteps: 3, minSteps: 5 }, dataDir: mnistDir, outDir: dir, plotsDir: join(dir, 'plots'),
+      log: (l) => lines.push(l),
+    });
+    expect(report).not.toBeNull();
+    expect(report!.model).toBe(describeModel(CNN));
+    expect(report!.modelSpec).toEqual(CNN);
+    expect(report!.peer).toMatch(/^pytorch-/);
+    expect(report!.peerData).toBe('mnist');
+    const [c] = report!.comparisons;
+    expect(c.batchSize).toBe(64);
+    expect(c.ours).toBeGreaterThan(0);
+    expect(c.pytorch.samplesPerSec).toBeGreaterThan(0);
+    expect(c.ratio).toBeCloseTo(c.ours / c.pytorch.samplesPerSec, 12);
+    const saved = readdirSync(dir).filter((f) => f.startsWith('peers'));
+    expect(saved).toHaveLength(1);
+    expect(saved[0]).toMatch(/^peers-cnn-\d{4}-.*\.json$/);
+    expect(JSON.parse(readFileSync(join(dir, saved[0]), 'utf8'))).toEqual(JSON.parse(JSON.stringify(report)));
+    // the cnn's scaling result has PyTorch's level now, and its chart is redrawn; the mlp's is as it was
+    expect(parseScalingJson(readFileSync(cnnFile, 'utf8'), cnnFile).peers).toEqual(report!.peers);
+    expect(readFileSync(mlpFile, 'utf8')).toBe(scaling(describeModel(MLP)));
+    expect(readdirSync(join(dir, 'plots'))).toEqual(['scaling-cnn.png']);
+    expect(lines.join('\n')).toContain(`added the PyTorch levels to ${cnnFile}`);
+  }, 120_000);
 
   it('tries every torch × BLAS thread pair up to 2, and the whole machine when it has more cores', () => {
     expect(peerSettings(2)).toEqual([[1, 1], [1, 2], [2, 1], [2, 2]]);

@@ -555,6 +555,9 @@ export interface ScalingReport {
   kind: 'scaling';
   machine: { cpu: string; cores: number; node: string };
   kernels: string;
+  /** the network trained, as describeModel writes it ("cnn 1→16→32 conv5 pool2 · 512→128→10"); absent in
+   *  results from before the cnn, which were all of the default mlp */
+  model?: string;
   runs: ScalingRun[];
   peers?: ScalingPeer[];
 }
@@ -583,7 +586,7 @@ export function scalingChartSpec(report: ScalingReport): ChartSpec {
   }));
   const m = report.machine;
   return {
-    title: 'Data-parallel scaling',
+    title: report.model ? `Data-parallel scaling: ${report.model}` : 'Data-parallel scaling',
     subtitle: [m.cpu, Number.isFinite(m.cores) ? `${m.cores} core${m.cores === 1 ? '' : 's'}` : '', `Node ${m.node}`,
       `kernels: ${report.kernels}`, peers.length > 0 ? 'dashed: peer frameworks' : ''].filter((s) => s !== '').join(' · '),
     panels: [
