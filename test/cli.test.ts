@@ -39,6 +39,12 @@ describe('invalid flag values', () => {
     [['--batch-size', '0'], '--batch-size'],
     [['--label-smoothing', '1.5'], '--label-smoothing'],
     [['--epochs', '1e9'], '--epochs'],
+    [['--model', 'rnn'], '--model'],
+    [['--model', 'cnn', '--channels', '0'], '--channels'],
+    [['--model', 'cnn', '--channels', '16,32,64'], '--channels'],
+    [['--model', 'cnn', '--channels', 'wide'], '--channels'],
+    [['--model', 'cnn', '--channels', '8,'], '--channels'],
+    [['--model', 'cnn', '--channels', '1025'], '--channels'],
   ];
   for (const [args, flag] of cases) {
     it(`${args.join(' ')} → exit 2 naming ${flag}, nothing written`, () => {
@@ -53,6 +59,14 @@ describe('invalid flag values', () => {
       expect(existsSync(out)).toBe(false);
     });
   }
+
+  it('--channels with the mlp → exit 2, one line naming --channels and what to do, nothing written', () => {
+    const out = join(tmp(), 'out');
+    const r = runCli(['--channels', '8,16', '--out', out, '--data-dir', mnistDir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toEqual(['mnist-par: --channels: only the cnn has convolution channels; add --model cnn, or leave --channels out']);
+    expect(existsSync(out)).toBe(false);
+  });
 
   it('an unknown flag → exit 2', () => {
     const r = runCli(['--epochz', '3']);
