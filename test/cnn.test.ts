@@ -24,7 +24,8 @@ import { expectClose, gradCheck, randomArray } from './check.js';
 import { mnistDir } from './cli-run.js';
 
 const k64 = referenceKernels;
-const cnn = (channels: number[], hidden: number[]): ModelSpec => ({ kind: 'cnn', channels, hidden });
+type CnnSpec = Extract<ModelSpec, { kind: 'cnn' }>;
+const cnn = (channels: number[], hidden: number[]): CnnSpec => ({ kind: 'cnn', channels, hidden });
 
 /** Every parameter tensor of the layout with its safetensors name: [name, start, length]. */
 function tensors(layout: Layout): [string, number, number][] {
@@ -73,7 +74,7 @@ function kinks(layout: Layout, acts: Activations, B: number): number[] {
  * pool window whose four outputs are all negative feeds the head an exact 0, and a hidden unit can be dead on
  * every image; the weights on either have a gradient of exactly 0, which a check cannot tell from a missing one.
  */
-function checkCnn(spec: ModelSpec, B: number, seed: number, smoothing: number, perTensor: number, names: string[]): void {
+function checkCnn(spec: CnnSpec, B: number, seed: number, smoothing: number, perTensor: number, names: string[]): void {
   const layout = modelLayout(spec);
   const params = new Float64Array(layout.size);
   initParams(params, layout, seed);
@@ -103,7 +104,7 @@ function checkCnn(spec: ModelSpec, B: number, seed: number, smoothing: number, p
   const seen: string[] = [];
   for (const [name, start, n] of tensors(layout)) {
     const idx = sample(start, n, perTensor, rng);
-    const r = gradCheck(`cnn ${spec.kind === 'cnn' ? spec.channels.join(',') : ''} ${name}`, params, grads, f, idx, { kinkCrossed });
+    const r = gradCheck(`cnn ${spec.channels.join(',')} ${name}`, params, grads, f, idx, { kinkCrossed });
     // most entries must really be held to relErr: not skipped at a kink, not ~0 (a dead unit passes trivially)
     expect(r.checked - r.nearZero, `${name}: ${r.skipped} skipped, ${r.nearZero} ~0 of ${idx.length}`)
       .toBeGreaterThanOrEqual(Math.floor(0.6 * idx.length));

@@ -168,7 +168,7 @@ describe('resume a cnn', () => {
   it('an interruption in the middle of an epoch (SIGTERM) followed by resume gives the same bytes', async () => {
     const dir = tmp();
     // 200 steps an epoch, as the mlp's test: the signal lands well inside the first epoch
-    const args = [...base, ...cnn, '--limit-train', '12800', '--batch-size', '64', '--epochs', '2', '--threads', '2'];
+    const args = [...base, ...cnn, '--limit-train', '6400', '--batch-size', '32', '--epochs', '2', '--threads', '2'];
     expect(runCli([...args, '--out', join(dir, 'straight'), '--plots', join(dir, 'p1')]).code).toBe(0);
     const cut = await interruptAt([...args, '--out', join(dir, 'cut'), '--plots', join(dir, 'p2')], 40, 'SIGTERM');
     expect(cut.code).toBe(143);
