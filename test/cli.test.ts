@@ -14,12 +14,14 @@ describe('mnist-par --help', () => {
     expect(r.code).toBe(0);
     for (const flag of ['--dataset', '--data-dir', '--threads', '--shards', '--kernels', '--epochs', '--batch-size',
       '--limit-train', '--limit-test', '--hidden', '--seed', '--optimizer', '--lr', '--momentum', '--weight-decay',
-      '--schedule', '--warmup', '--label-smoothing', '--out', '--log-every', '--config', '--no-download']) {
+      '--schedule', '--warmup', '--label-smoothing', '--out', '--log-every', '--config', '--no-download', '--model', '--channels']) {
       expect(r.stdout, flag).toContain(flag);
     }
     const help = r.stdout.replace(/\s+/g, ' '); // commander wraps long descriptions
     expect(help).toMatch(/--batch-size <n> [^-]*\(default: 256\)/);
-    expect(help).toContain("--hidden <widths> hidden layer widths, comma-separated (default: 128,256,512,128)");
+    expect(help).toContain('--hidden <widths> hidden linear layer widths, comma-separated (default: 128,256,512,128 for the mlp, 128 for the cnn)');
+    expect(help).toContain('--model <kind> network: mlp (fully connected) or cnn (two 5×5 convolutions with 2×2 max-pooling, then linear layers) (default: mlp)');
+    expect(help).toContain("--channels <c1,c2> the cnn's convolution output channels (default: 16,32)");
     expect(help).toMatch(/--optimizer <name> [^-]*\(default: adamw\)/);
   });
 });

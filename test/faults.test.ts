@@ -180,7 +180,7 @@ describe('a thread that dies with no task (the pool\'s error event)', () => {
     // Piscina) with none, which Piscina reports as the pool's 'error' event
     process.env.MNIST_PAR_INJECT_FAULT = 'load:0';
     const coord = new Coordinator({
-      spec: { layers: [784, 16, 10], threads: 1, shards: 1, shardRows: 64, optimizerStates: 0, stepsPerEpoch: 1,
+      spec: { model: { kind: 'mlp', hidden: [16] }, threads: 1, shards: 1, shardRows: 64, optimizerStates: 0, stepsPerEpoch: 1,
         trainCount: 64, testCount: 64, pixels: 784 },
       optimizer: { optimizer: 'sgd', momentum: 0, dampening: 0, nesterov: false, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
       kernels: 'js', mean: 0.1307, std: 0.3081, labelSmoothing: 0,

@@ -177,7 +177,7 @@ class Checks {
     let worst = 0;
     layout.linear.forEach(({ C, OC, w, b }, l) => {
       const pieces: [string, ArrayLike<number>][] = [];
-      const wname = `${group}/${names[l].weight}`;
+      const wname = `${group}/${names.linear[l].weight}`;
       if (fx.tensors.has(`${wname}.rowsum`)) {
         const rowsum = new Float64Array(OC);
         const colsum = new Float64Array(C);
@@ -193,7 +193,7 @@ class Checks {
       } else {
         pieces.push([wname, Array.from({ length: OC * C }, (_, i) => flat[w + i])]);
       }
-      pieces.push([`${group}/${names[l].bias}`, Array.from({ length: OC }, (_, i) => flat[b + i])]);
+      pieces.push([`${group}/${names.linear[l].bias}`, Array.from({ length: OC }, (_, i) => flat[b + i])]);
       for (const [name, ours] of pieces) {
         const err = this.compare(name, ours, tol);
         worst = Number.isNaN(err) || err > worst ? err : worst;
@@ -406,7 +406,7 @@ const SHARDS = 3;
 async function engine(kernels: FamilyUnderTest['engine'] & string, o: OptimizerConfig, copies: number): Promise<Coordinator> {
   const coord = new Coordinator({
     spec: {
-      layers: [...layout.layers], threads: THREADS, shards: SHARDS, shardRows: B, optimizerStates: optimizerStateCount(o),
+      model: layout.spec, threads: THREADS, shards: SHARDS, shardRows: B, optimizerStates: optimizerStateCount(o),
       stepsPerEpoch: copies, trainCount: copies * B, testCount: 0, pixels: PIXELS,
     },
     optimizer: o, kernels, mean: mnist.mean, std: mnist.std, labelSmoothing: settings.label_smoothing,
