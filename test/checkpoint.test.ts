@@ -180,7 +180,7 @@ describe('loadCheckpoint: a cnn', () => {
   it('refuses an mlp whose configuration says cnn', async () => {
     const mlp = paramLayout(widths([16]));
     const f = await save(mlp, new Float32Array(mlp.size).fill(0.01), cnnState({}));
-    await refused(loadCheckpoint(f), f, /its weights are a mlp 784→16→10 but its configuration says cnn 1→4→8 conv5 pool2 · 128→16→10/);
+    await refused(loadCheckpoint(f), f, /its weights are an mlp 784→16→10 but its configuration says cnn 1→4→8 conv5 pool2 · 128→16→10/);
   });
 
   it('refuses a cnn checkpoint whose optimizer moments are an mlp\'s length', async () => {
