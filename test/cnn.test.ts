@@ -384,8 +384,10 @@ for (const fam of families) {
       arena.checkGuards(`${fam.title} evaluate`);
     });
 
+    // what only a family that groups micro-shards (native) can do is defined only for it (not defined-and-skipped)
     const grouping = fam.title.startsWith('native');
-    (grouping ? it : it.skip)('backwardGroup = backward on each shard alone, bit for bit (native groups micro-shards)', async () => {
+    const none = (() => undefined) as unknown as typeof it;
+    (grouping ? it : none)('backwardGroup = backward on each shard alone, bit for bit (native groups micro-shards)', async () => {
       expect(k.groupsRows, `${fam.title} groups rows`).toBe(true);
       for (const spec of SPECS) {
         for (const smoothing of [0.1, 0]) {
@@ -396,7 +398,7 @@ for (const fam of families) {
       }
     });
 
-    (grouping ? it.skip : it)('backwardGroup is refused: this family does not group micro-shards', () => {
+    (grouping ? none : it)('backwardGroup is refused: this family does not group micro-shards', () => {
       expect(k.groupsRows ?? false).toBe(false);
       arena.reset();
       const layout = modelLayout(cnn([2], [3]));
