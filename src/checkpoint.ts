@@ -113,7 +113,8 @@ export async function loadCheckpoint(fileOrDir: string): Promise<Checkpoint> {
   const { spec, layout, params } = paramsFromTensors(tensors, file);
   const expected = modelSpec(config);
   if (!sameModel(spec, expected)) {
-    throw new UserError(`${file}: its weights are a ${describeModel(spec)} but its configuration says ${describeModel(expected)}; the checkpoint is inconsistent`);
+    const an = spec.kind === 'mlp' ? 'an' : 'a';
+    throw new UserError(`${file}: its weights are ${an} ${describeModel(spec)} but its configuration says ${describeModel(expected)}; the checkpoint is inconsistent`);
   }
   const P = layout.size;
   // exactly the moment arrays the configured optimizer steps with: optimizer.state.0 .. need-1

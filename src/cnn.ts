@@ -62,8 +62,10 @@ export function cnnBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerVi
   const stats = mlpBackwardGroup(k, grads, net, headOf(acts, layout), layout, targets, shards, B, smoothing, scale, true);
   for (let i = layout.conv.length - 1; i >= 0; i--) {
     unpool(k, acts, layout, i, B);
+    // an empty shard too: its convolutions' gradients must be written (zeros), as its linear layers' are, or
+    // its slot would keep the gradient of an earlier step
     shards.forEach(({ first, count }, s) => {
-      if (count > 0) convBackward(k, grads[s], net, rowsOf(acts, layout, first, count), layout, cols, i, count);
+      convBackward(k, grads[s], net, rowsOf(acts, layout, first, count), layout, cols, i, count);
     });
   }
   return stats;

@@ -78,16 +78,17 @@ export function widths(hidden: readonly number[]): number[] {
   return [INPUT, ...hidden, CLASSES];
 }
 
-/** The layout of an mlp with these widths, input to output (any input and output width: the tests use small ones). */
+/** The layout of an mlp with these widths, input to output: widths(hidden) for the real network; the tests also
+ *  lay out smaller ones (e.g. [7, 5, 6, 4]), whose first and last widths are kept as given. */
 export function paramLayout(layers: readonly number[]): Layout {
-  return modelLayout({ kind: 'mlp', hidden: layers.slice(1, -1) }, layers[0], layers[layers.length - 1]);
+  return withLinear({ kind: 'mlp', hidden: layers.slice(1, -1) }, [], [layers[0]], 0, layers);
 }
 
-export function modelLayout(spec: ModelSpec, input = INPUT, classes = CLASSES): Layout {
+export function modelLayout(spec: ModelSpec): Layout {
   const conv: ConvLayer[] = [];
-  const stages: number[] = [input];
+  const stages: number[] = [INPUT];
   let off = 0;
-  let head = input;
+  let head = INPUT;
   if (spec.kind === 'cnn') {
     let C = 1;
     let side = IMAGE_SIDE;
@@ -102,7 +103,11 @@ export function modelLayout(spec: ModelSpec, input = INPUT, classes = CLASSES): 
     }
     head = C * side * side;
   }
-  const layers = [head, ...spec.hidden, classes];
+  return withLinear(spec, conv, stages, off, [head, ...spec.hidden, CLASSES]);
+}
+
+/** The layout with linear layers of these widths after the convolutions (`stages` so far, parameters up to `off`). */
+function withLinear(spec: ModelSpec, conv: ConvLayer[], stages: number[], off: number, layers: readonly number[]): Layout {
   const linear: LinearLayer[] = [];
   for (let l = 0; l + 1 < layers.length; l++) {
     const C = layers[l];
@@ -111,7 +116,7 @@ export function modelLayout(spec: ModelSpec, input = INPUT, classes = CLASSES): 
     off += OC * C + OC;
     stages.push(OC);
   }
-  return { spec, conv, layers, linear, stages, size: off };
+  return { spec, conv, layers: [...layers], linear, stages, size: off };
 }
 
 /** The spec's sizes after a cnn's convolutions: the first linear layer's input width. */

@@ -8,7 +8,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { loadCheckpoint, saveCheckpoint, type TrainState } from '../src/checkpoint.js';
 import { validate, type Config } from '../src/config.js';
 import { UserError } from '../src/errors.js';
-import { paramLayout, widths } from '../src/model.js';
+import { initParams, modelLayout, paramLayout, widths, type Layout } from '../src/model.js';
 import { Rng } from '../src/rng.js';
 import { encodeSafetensors, weightTensors } from '../src/safetensors.js';
 
@@ -138,5 +138,55 @@ describe('loadCheckpoint: the training state', () => {
     (st.config as unknown as Record<string, unknown>).optimizer = 'adagrad';
     const r = await roundTrip(st, moments(2), goodPerm());
     await refused(r.load(), r.f, /configuration in its training state is invalid \(--optimizer: expected one of sgd, adam, adamw, got 'adagrad'\)/);
+  });
+});
+
+describe('loadCheckpoint: a cnn', () => {
+  // --model cnn --channels 4,8 --hidden 16: weights 0.weight (4,1,5,5) … 9.bias (10), which the configuration
+  // in the training state must name too (checkpoint.ts compares the network of each)
+  const cnnLayout: Layout = modelLayout({ kind: 'cnn', channels: [4, 8], hidden: [16] });
+  const cnnParams = new Float32Array(cnnLayout.size);
+  initParams(cnnParams, cnnLayout, 3);
+  const cnnState = (config: Partial<Config>) => state({ model: 'cnn', channels: [4, 8], hidden: [16], optimizer: 'adam', ...config });
+  const save = async (layout: Layout, params: Float32Array, st: TrainState) => {
+    const f = join(dir, `cnn${n++}.safetensors`);
+    const m = Array.from({ length: 2 }, (_, j) => new Float32Array(layout.size).fill(j + 0.5));
+    await saveCheckpoint(f, layout, params, m, Uint32Array.from(goodPerm()), st);
+    return f;
+  };
+
+  it('round-trips: the weights and moments bit for bit, the configuration as saved', async () => {
+    const ck = await loadCheckpoint(await save(cnnLayout, cnnParams, cnnState({})));
+    expect(Buffer.from(ck.params.buffer).equals(Buffer.from(cnnParams.buffer))).toBe(true);
+    expect(ck.optimizerState.map((m) => [m.length, m[0]])).toEqual([[cnnLayout.size, 0.5], [cnnLayout.size, 1.5]]);
+    expect(ck.state.config).toMatchObject({ model: 'cnn', channels: [4, 8], hidden: [16] });
+  });
+
+  it('refuses a cnn whose configuration says mlp (tampered), naming both networks', async () => {
+    const st = cnnState({});
+    Object.assign(st.config, { model: 'mlp', channels: [16, 32] });
+    const f = await save(cnnLayout, cnnParams, st);
+    await refused(loadCheckpoint(f), f,
+      /: its weights are a cnn 1→4→8 conv5 pool2 · 128→16→10 but its configuration says mlp 784→16→10; the checkpoint is inconsistent$/);
+  });
+
+  it('refuses a cnn whose configuration names other channels, or another hidden width', async () => {
+    const f = await save(cnnLayout, cnnParams, cnnState({ channels: [4, 4] }));
+    await refused(loadCheckpoint(f), f, /its weights are a cnn 1→4→8 conv5 pool2 · 128→16→10 but its configuration says cnn 1→4→4 conv5 pool2 · 64→16→10/);
+    const g = await save(cnnLayout, cnnParams, cnnState({ hidden: [17] }));
+    await refused(loadCheckpoint(g), g, /but its configuration says cnn 1→4→8 conv5 pool2 · 128→17→10/);
+  });
+
+  it('refuses an mlp whose configuration says cnn', async () => {
+    const mlp = paramLayout(widths([16]));
+    const f = await save(mlp, new Float32Array(mlp.size).fill(0.01), cnnState({}));
+    await refused(loadCheckpoint(f), f, /its weights are an mlp 784→16→10 but its configuration says cnn 1→4→8 conv5 pool2 · 128→16→10/);
+  });
+
+  it('refuses a cnn checkpoint whose optimizer moments are an mlp\'s length', async () => {
+    const f = join(dir, `cnn${n++}.safetensors`);
+    await saveCheckpoint(f, cnnLayout, cnnParams, [new Float32Array(layout.size), new Float32Array(layout.size)],
+      Uint32Array.from(goodPerm()), cnnState({}));
+    await refused(loadCheckpoint(f), f, new RegExp(`optimizer\\.state\\.0 has ${layout.size} values, expected ${cnnLayout.size}`));
   });
 });

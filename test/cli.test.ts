@@ -13,15 +13,15 @@ describe('mnist-par --help', () => {
     const r = runCli(['--help']);
     expect(r.code).toBe(0);
     for (const flag of ['--dataset', '--data-dir', '--threads', '--shards', '--kernels', '--epochs', '--batch-size',
-      '--limit-train', '--limit-test', '--model', '--hidden', '--channels', '--seed', '--optimizer', '--lr', '--momentum', '--weight-decay',
-      '--schedule', '--warmup', '--label-smoothing', '--out', '--log-every', '--config', '--no-download']) {
+      '--limit-train', '--limit-test', '--hidden', '--seed', '--optimizer', '--lr', '--momentum', '--weight-decay',
+      '--schedule', '--warmup', '--label-smoothing', '--out', '--log-every', '--config', '--no-download', '--model', '--channels']) {
       expect(r.stdout, flag).toContain(flag);
     }
     const help = r.stdout.replace(/\s+/g, ' '); // commander wraps long descriptions
     expect(help).toMatch(/--batch-size <n> [^-]*\(default: 256\)/);
     expect(help).toContain('--hidden <widths> hidden linear layer widths, comma-separated (default: 128,256,512,128 for the mlp, 128 for the cnn)');
-    expect(help).toContain("--model <kind> network: mlp (fully connected) or cnn (two 5×5 convolutions with 2×2 max-pooling, then linear layers) (default: mlp)");
-    expect(help).toMatch(/--channels <c1,c2> [^-]*\(default: 16,32\)/);
+    expect(help).toContain('--model <kind> network: mlp (fully connected) or cnn (two 5×5 convolutions with 2×2 max-pooling, then linear layers) (default: mlp)');
+    expect(help).toContain("--channels <c1,c2> the cnn's convolution output channels (default: 16,32)");
     expect(help).toMatch(/--optimizer <name> [^-]*\(default: adamw\)/);
   });
 });
@@ -41,6 +41,12 @@ describe('invalid flag values', () => {
     [['--batch-size', '0'], '--batch-size'],
     [['--label-smoothing', '1.5'], '--label-smoothing'],
     [['--epochs', '1e9'], '--epochs'],
+    [['--model', 'rnn'], '--model'],
+    [['--model', 'cnn', '--channels', '0'], '--channels'],
+    [['--model', 'cnn', '--channels', '16,32,64'], '--channels'],
+    [['--model', 'cnn', '--channels', 'wide'], '--channels'],
+    [['--model', 'cnn', '--channels', '8,'], '--channels'],
+    [['--model', 'cnn', '--channels', '1025'], '--channels'],
   ];
   for (const [args, flag] of cases) {
     it(`${args.join(' ')} → exit 2 naming ${flag}, nothing written`, () => {
@@ -55,6 +61,14 @@ describe('invalid flag values', () => {
       expect(existsSync(out)).toBe(false);
     });
   }
+
+  it('--channels with the mlp → exit 2, one line naming --channels and what to do, nothing written', () => {
+    const out = join(tmp(), 'out');
+    const r = runCli(['--channels', '8,16', '--out', out, '--data-dir', mnistDir]);
+    expect(r.code).toBe(2);
+    expect(r.stderr.trim().split('\n')).toEqual(['mnist-par: --channels: only the cnn has convolution channels; add --model cnn, or leave --channels out']);
+    expect(existsSync(out)).toBe(false);
+  });
 
   it('an unknown flag → exit 2', () => {
     const r = runCli(['--epochz', '3']);

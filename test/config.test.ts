@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { parseValue, readConfigFile, validate } from '../src/config.js';
+import { modelSpec, parseValue, readConfigFile, validate } from '../src/config.js';
 import { UsageError } from '../src/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mnist-par-config-'));
@@ -82,5 +82,72 @@ describe('--pipeline', () => {
     expect(refusal('{"pipeline": "steps"}').message).toMatch(/--pipeline: expected one of lockstep, got 'steps'/);
     expect(parseValue('pipeline', 'lockstep')).toBe('lockstep');
     expect(() => parseValue('pipeline', 'tasks')).toThrow(/^--pipeline tasks: that pipeline was removed/);
+  });
+});
+
+describe('--model and --channels', () => {
+  /** The UsageError `f` throws: one line. */
+  const usage = (f: () => unknown): string => {
+    try {
+      f();
+    } catch (e) {
+      expect(e).toBeInstanceOf(UsageError);
+      expect((e as Error).message).not.toMatch(/[\r\n]/);
+      return (e as Error).message;
+    }
+    throw new Error('accepted');
+  };
+
+  it('--model is mlp or cnn', () => {
+    expect(validate({}).model).toBe('mlp');
+    expect(validate({ model: 'cnn' }).model).toBe('cnn');
+    expect(usage(() => validate({ model: 'rnn' }))).toBe("--model: expected one of mlp, cnn, got 'rnn'");
+    expect(usage(() => validate({ model: 'CNN' }))).toBe("--model: expected one of mlp, cnn, got 'CNN'");
+    expect(refusal('{"model": 3}').message).toContain('--model: expected one of mlp, cnn, got 3');
+  });
+
+  it('--hidden left out is the chosen model\'s default: 128,256,512,128 for the mlp, 128 for the cnn', () => {
+    expect(validate({}).hidden).toEqual([128, 256, 512, 128]);
+    expect(validate({ model: 'mlp' }).hidden).toEqual([128, 256, 512, 128]);
+    expect(validate({ model: 'cnn' }).hidden).toEqual([128]);
+    expect(validate({ model: 'cnn', hidden: [64, 32] }).hidden).toEqual([64, 32]);
+    expect(validate({ model: 'cnn', hidden: undefined }).hidden).toEqual([128]);
+    // the same from a --config file
+    const f = join(dir, 'cnn.json');
+    writeFileSync(f, '{"model": "cnn"}');
+    expect(validate(readConfigFile(f)).hidden).toEqual([128]);
+    // the default channels, and the network they make
+    const c = validate({ model: 'cnn' });
+    expect(c.channels).toEqual([16, 32]);
+    expect(modelSpec(c)).toEqual({ kind: 'cnn', channels: [16, 32], hidden: [128] });
+    expect(modelSpec(validate({}))).toEqual({ kind: 'mlp', hidden: [128, 256, 512, 128] });
+  });
+
+  it('--channels takes one or two counts in 1..1024', () => {
+    expect(parseValue('channels', '4,8')).toEqual([4, 8]);
+    expect(parseValue('channels', ' 6 ')).toEqual([6]);
+    expect(validate({ model: 'cnn', channels: [6] }).channels).toEqual([6]);
+    expect(validate({ model: 'cnn', channels: [1024, 1] }).channels).toEqual([1024, 1]);
+    const expected = /^--channels: expected one or two comma-separated channel counts, each an integer in 1\.\.1024 \(e\.g\. 16,32\), got '/;
+    for (const text of ['0', '16,0', '16,32,64', 'wide', '', '8,', '1.5', '-4', '1025', '0x10']) {
+      expect(usage(() => parseValue('channels', text)), text).toMatch(expected);
+    }
+    // as a --config file or the library gives them
+    for (const v of [[0], [16, 32, 64], ['a'], [], 16, '16,32', [1.5], [2000]]) {
+      expect(usage(() => validate({ model: 'cnn', channels: v })), JSON.stringify(v))
+        .toMatch(/^--channels: expected a list of one or two channel counts, each an integer in 1\.\.1024, got /);
+    }
+  });
+
+  it('--channels with the mlp is refused, naming --model cnn', () => {
+    const m = '--channels: only the cnn has convolution channels; add --model cnn, or leave --channels out';
+    expect(usage(() => validate({ channels: [4, 8] }))).toBe(m);
+    expect(usage(() => validate({ model: 'mlp', channels: [16] }))).toBe(m);
+    // from a --config file too (a check across fields, as --nesterov's: validate() makes it, after the file is read)
+    const f = join(dir, 'mlp-channels.json');
+    writeFileSync(f, '{"channels": [8, 16]}');
+    expect(usage(() => validate(readConfigFile(f)))).toBe(m);
+    expect(usage(() => validate({ ...readConfigFile(f), model: 'mlp' }))).toBe(m);
+    expect(validate({ ...readConfigFile(f), model: 'cnn' }).channels).toEqual([8, 16]);
   });
 });

@@ -1,6 +1,6 @@
 // Determinism at the edges of a batch: a ragged last batch, micro-shards left empty because a batch has fewer
 // rows than --shards, and several --shards values still give byte-identical weights for any --threads (more
-// threads than cores included) and every kernel family. (Full batches are covered in
+// threads than cores included) and every kernel family, for the mlp and the cnn. (Full batches are covered in
 // e2e.test.ts and native.test.ts.)
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -109,5 +109,42 @@ describe('a ragged last batch at a real batch size', () => {
     expect(results[0].batches).toHaveLength(1 + 2 * 4);
     expectFinite(results[0].weights);
     expectSame(runs, results);
+  });
+});
+
+describe('the cnn (--model cnn)', () => {
+  // Small channels and hidden layer so that a run takes about a second. The first case is the one-image-per-
+  // micro-shard run above: the same bytes across --shards too, and empty shards inside a thread's group (native
+  // runs a thread's shards together; with 2 images over --shards 3 shard 0 is empty but held an image in the
+  // 3-image step before: a slot whose convolution gradients are not rewritten adds that stale gradient, at a
+  // place that depends on --shards and --threads — found this way, the fix is in src/cnn.ts cnnBackwardGroup).
+  const cnn = ['--model', 'cnn', '--channels', '4,8', '--hidden', '16'];
+  const tiny = ['--limit-train', '5', '--batch-size', '3', '--limit-test', '10', '--epochs', '3'];
+  const runs: Run[] = [
+    { shards: 3, threads: 1 },
+    { shards: 4, threads: 2 },
+    { shards: 6, threads: 3 },
+  ];
+
+  it.each(families)('%s kernels: one image per micro-shard, --shards 3, 4, 6 × --threads 1, 2, 3 give the same bytes', (family) => {
+    const dir = tmp();
+    const results = runs.map((run) => train(dir, run, [...cnn, ...tiny, '--kernels', family]));
+    expect(results[0].batches).toHaveLength(1 + 3 * 2);
+    expectFinite(results[0].weights);
+    // a cnn's file: its first tensor is the 4-channel 5×5 convolution
+    expect(decodeSafetensors(results[0].weights, 'model.safetensors').tensors.get('0.weight')?.shape).toEqual([4, 1, 5, 5]);
+    expectSame(runs, results);
+  });
+
+  it('a ragged last batch at a real batch size (1 row over --shards 3), two epochs: the same bytes for --threads 1, 2, 3', () => {
+    // default kernels; with --threads 1 the empty shards 0 and 1 share a group with shard 2, with 2 or more
+    // shard 0 is a group of its own
+    const dir = tmp();
+    const args = [...cnn, '--limit-train', '193', '--batch-size', '64', '--limit-test', '100', '--epochs', '2'];
+    const ragged: Run[] = [{ shards: 3, threads: 1 }, { shards: 3, threads: 2 }, { shards: 3, threads: 3 }];
+    const results = ragged.map((run) => train(dir, run, args));
+    expect(results[0].batches).toHaveLength(1 + 2 * 4);
+    expectFinite(results[0].weights);
+    expectSame(ragged, results);
   });
 });

@@ -173,11 +173,11 @@ class Checks {
 
   /** every stored check of `group` (grad, adamw or sgd) against the parameter-shaped `flat` */
   group(group: 'grad' | 'adamw' | 'sgd', flat: ArrayLike<number>, tol: number): void {
-    const names = tensorNames(layout).linear;
+    const names = tensorNames(layout);
     let worst = 0;
     layout.linear.forEach(({ C, OC, w, b }, l) => {
       const pieces: [string, ArrayLike<number>][] = [];
-      const wname = `${group}/${names[l].weight}`;
+      const wname = `${group}/${names.linear[l].weight}`;
       if (fx.tensors.has(`${wname}.rowsum`)) {
         const rowsum = new Float64Array(OC);
         const colsum = new Float64Array(C);
@@ -193,7 +193,7 @@ class Checks {
       } else {
         pieces.push([wname, Array.from({ length: OC * C }, (_, i) => flat[w + i])]);
       }
-      pieces.push([`${group}/${names[l].bias}`, Array.from({ length: OC }, (_, i) => flat[b + i])]);
+      pieces.push([`${group}/${names.linear[l].bias}`, Array.from({ length: OC }, (_, i) => flat[b + i])]);
       for (const [name, ours] of pieces) {
         const err = this.compare(name, ours, tol);
         worst = Number.isNaN(err) || err > worst ? err : worst;
@@ -406,7 +406,7 @@ const SHARDS = 3;
 async function engine(kernels: FamilyUnderTest['engine'] & string, o: OptimizerConfig, copies: number): Promise<Coordinator> {
   const coord = new Coordinator({
     spec: {
-      model: { kind: 'mlp', hidden: layout.layers.slice(1, -1) }, threads: THREADS, shards: SHARDS, shardRows: B, optimizerStates: optimizerStateCount(o),
+      model: layout.spec, threads: THREADS, shards: SHARDS, shardRows: B, optimizerStates: optimizerStateCount(o),
       stepsPerEpoch: copies, trainCount: copies * B, testCount: 0, pixels: PIXELS,
     },
     optimizer: o, kernels, mean: mnist.mean, std: mnist.std, labelSmoothing: settings.label_smoothing,

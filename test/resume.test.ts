@@ -162,6 +162,69 @@ describe('resume', () => {
   });
 });
 
+describe('resume a cnn', () => {
+  const cnn = ['--model', 'cnn', '--channels', '4,8', '--hidden', '16'];
+
+  it('an interruption in the middle of an epoch (SIGTERM) followed by resume gives the same bytes', async () => {
+    const dir = tmp();
+    // 200 steps an epoch, as the mlp's test: the signal lands well inside the first epoch
+    const args = [...base, ...cnn, '--limit-train', '6400', '--batch-size', '32', '--epochs', '2', '--threads', '2'];
+    expect(runCli([...args, '--out', join(dir, 'straight'), '--plots', join(dir, 'p1')]).code).toBe(0);
+    const cut = await interruptAt([...args, '--out', join(dir, 'cut'), '--plots', join(dir, 'p2')], 40, 'SIGTERM');
+    expect(cut.code).toBe(143);
+    const stoppedAt = cut.batches[cut.batches.length - 1];
+    expect(stoppedAt).toBeLessThan(200);
+    const { tensors, metadata } = await readSafetensors(join(dir, 'cut', 'checkpoint-last.safetensors'));
+    const state = JSON.parse(metadata['mnist-par.state']);
+    expect(state.batch).toBe(stoppedAt);
+    expect(state.config).toMatchObject({ model: 'cnn', channels: [4, 8], hidden: [16] });
+    expect(tensors.get('3.weight')?.shape).toEqual([8, 4, 5, 5]);
+    expect(same(join(dir, 'straight'), join(dir, 'cut'))).toBe(false);
+    // resumed on one thread: the thread count is free, the bytes are not
+    const r = runCli(['--resume', join(dir, 'cut'), '--threads', '1', '--json', '--log-every', '1']);
+    expect(r.code, r.stderr).toBe(0);
+    const first = r.stdout.split('\n').filter(Boolean).map((l) => JSON.parse(l)).find((x) => x.type === 'batch');
+    expect(first.step).toBe(stoppedAt + 1);
+    expect(same(join(dir, 'straight'), join(dir, 'cut'))).toBe(true);
+    expect(batchRows(join(dir, 'cut'))).toEqual(batchRows(join(dir, 'straight')));
+  });
+
+  it('refuses --model mlp, other --channels or another --hidden, one line naming each flag, and changes nothing', () => {
+    const out = join(tmp(), 'm');
+    expect(runCli([...base, ...cnn, '--limit-train', '500', '--epochs', '1', '--out', out, '--plots', join(out, 'p')]).code).toBe(0);
+    const last = readFileSync(join(out, 'checkpoint-last.safetensors'));
+    for (const [flags, words] of [
+      [['--model', 'mlp'], /--model "mlp" \(checkpoint: "cnn"\)/],
+      [['--channels', '4,4'], /--channels \[4,4\] \(checkpoint: \[4,8\]\)/],
+      [['--hidden', '32'], /--hidden \[32\] \(checkpoint: \[16\]\)/],
+      [['--model', 'mlp', '--hidden', '16'], /--model "mlp"/],
+    ] as [string[], RegExp][]) {
+      const r = runCli(['--resume', out, ...flags]);
+      expect(r.code, flags.join(' ')).toBe(2);
+      expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
+      expect(r.stderr).toMatch(words);
+      expect(r.stderr).toContain('the checkpoint was trained with other values for');
+    }
+    expect(readFileSync(join(out, 'checkpoint-last.safetensors')).equals(last)).toBe(true);
+    // the flags the checkpoint agrees with are accepted: it continues (here: has nothing left to do)
+    const ok = runCli(['--resume', out, '--model', 'cnn', '--channels', '4,8', '--hidden', '16']);
+    expect(ok.code, ok.stderr).toBe(0);
+    expect(ok.stdout).toContain('already finished its 1 epochs');
+  });
+
+  it('a checkpoint whose configuration was tampered to say mlp is one line naming the file', async () => {
+    const out = join(tmp(), 'm');
+    expect(runCli([...base, ...cnn, '--limit-train', '500', '--epochs', '1', '--out', out, '--plots', join(out, 'p')]).code).toBe(0);
+    const file = join(out, 'checkpoint-last.safetensors');
+    await rewriteState(file, (state) => ({ ...state, config: { ...state.config, model: 'mlp', channels: [16, 32] } }));
+    const r = runCli(['--resume', out]);
+    expect(r.code).not.toBe(0);
+    expect(r.stderr.trim().split('\n'), r.stderr).toHaveLength(1);
+    expect(r.stderr).toContain(file);
+    expect(r.stderr).toMatch(/its weights are a cnn 1→4→8 conv5 pool2 · 128→16→10 but its configuration says mlp 784→16→10; the checkpoint is inconsistent/);
+  });
+});
+
 describe('early stopping', () => {
   it('stops when the monitored metric stops improving and says why', () => {
     const out = join(tmp(), 'm');

@@ -3,7 +3,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { UserError } from '../src/errors.js';
-import { initParams, paramLayout, widths, DEFAULT_HIDDEN } from '../src/model.js';
+import { initParams, modelLayout, paramLayout, widths, DEFAULT_HIDDEN } from '../src/model.js';
 import {
   decodeSafetensors, encodeSafetensors, paramsFromTensors, readSafetensors, weightTensors, writeSafetensors,
   type Tensor,
@@ -219,6 +219,96 @@ describe('paramsFromTensors', () => {
       ts.get('0.bias')!.data[at] = v;
       expectUserError(() => paramsFromTensors(ts, 'w.st'), new RegExp(`^w\\.st: 0\\.bias holds ${v} at index ${at}; the weights are damaged`));
     }
+  });
+});
+
+describe('a cnn\'s weights', () => {
+  // nn.Sequential(Conv2d(1,c1,5), ReLU, MaxPool2d(2), Conv2d(c1,c2,5), ReLU, MaxPool2d(2), Flatten, Linear(c2·16,h),
+  // ReLU, Linear(h,10)): the modules with parameters are 0, 3, 7 and 9; the flattened map is c2 × 4 × 4.
+  const spec = { kind: 'cnn', channels: [4, 8], hidden: [16] } as const;
+  const cnnLayout = modelLayout(spec);
+  const cnnParams = new Float32Array(cnnLayout.size);
+  initParams(cnnParams, cnnLayout, 7);
+  const t = (name: string, ...shape: number[]): [string, Tensor] =>
+    [name, { name, shape, data: new Float32Array(shape.reduce((a, b) => a * b, 1)).fill(0.25) }];
+  /** the tensors of a cnn 4,8 / 16, each replaced by `over` where it names one (undefined: left out) */
+  const cnnFile = (over: Record<string, number[] | undefined> = {}) => {
+    const shapes: Record<string, number[] | undefined> = {
+      '0.weight': [4, 1, 5, 5], '0.bias': [4], '3.weight': [8, 4, 5, 5], '3.bias': [8],
+      '7.weight': [16, 128], '7.bias': [16], '9.weight': [10, 16], '9.bias': [10], ...over,
+    };
+    return new Map(Object.entries(shapes).filter(([, s]) => s !== undefined).map(([name, s]) => t(name, ...s!)));
+  };
+
+  it('weightTensors names and shapes them as PyTorch does, in module order, as views of the parameters', () => {
+    const ts = weightTensors(cnnLayout, cnnParams);
+    expect(ts.map((x) => [x.name, x.shape])).toEqual([
+      ['0.weight', [4, 1, 5, 5]], ['0.bias', [4]], ['3.weight', [8, 4, 5, 5]], ['3.bias', [8]],
+      ['7.weight', [16, 128]], ['7.bias', [16]], ['9.weight', [10, 16]], ['9.bias', [10]],
+    ]);
+    // back to back in the flat buffer, every parameter once
+    let at = 0;
+    for (const x of ts) {
+      expect(x.data.buffer).toBe(cnnParams.buffer);
+      expect(x.data.byteOffset).toBe(4 * at);
+      at += x.data.length;
+    }
+    expect(at).toBe(cnnLayout.size);
+    expect(cnnLayout.size).toBe(4 * 25 + 4 + 8 * 4 * 25 + 8 + 16 * 128 + 16 + 10 * 16 + 10);
+    // the default cnn: 16,32 channels, hidden 128
+    expect(weightTensors(modelLayout({ kind: 'cnn', channels: [16, 32], hidden: [128] }), new Float32Array(80202)).map((x) => x.shape))
+      .toEqual([[16, 1, 5, 5], [16], [32, 16, 5, 5], [32], [128, 512], [128], [10, 128], [10]]);
+  });
+
+  it('round-trips through a file: paramsFromTensors infers the cnn and gives the same bits', async () => {
+    const f = join(dir, 'cnn.safetensors');
+    await writeSafetensors(f, weightTensors(cnnLayout, cnnParams), { format: 'pt' });
+    const r = paramsFromTensors((await readSafetensors(f)).tensors, f);
+    expect(r.spec).toEqual(spec);
+    expect(r.layers).toEqual([128, 16, 10]);
+    expect(r.layout).toEqual(cnnLayout);
+    expect(sameBits(r.params, cnnParams)).toBe(true);
+    // an independent reader sees the same names, shapes and values
+    const ind = independentParse(await readFile(f));
+    expect(ind.header['3.weight'].shape).toEqual([8, 4, 5, 5]);
+    expect(sameBits(ind.tensor('3.weight'), cnnParams.subarray(cnnLayout.conv[1].w, cnnLayout.conv[1].b))).toBe(true);
+  });
+
+  it('infers one convolution, and more hidden layers: the linear modules follow at 3n+1, 3n+3, …', () => {
+    const one = paramsFromTensors(new Map([t('0.weight', 6, 1, 5, 5), t('0.bias', 6), t('4.weight', 20, 6 * 12 * 12), t('4.bias', 20),
+      t('6.weight', 10, 20), t('6.bias', 10)]), 'one.st');
+    expect(one.spec).toEqual({ kind: 'cnn', channels: [6], hidden: [20] });
+    const deep = paramsFromTensors(cnnFile({ '9.weight': [12, 16], '9.bias': [12], '11.weight': [10, 12], '11.bias': [10] }), 'deep.st');
+    expect(deep.spec).toEqual({ kind: 'cnn', channels: [4, 8], hidden: [16, 12] });
+    // the same tensors under the mlp's names are no cnn
+    expectUserError(() => paramsFromTensors(new Map([t('0.weight', 4, 1, 5, 5), t('0.bias', 4), t('2.weight', 10, 4 * 144), t('2.bias', 10)]), 'm.st'),
+      /^m\.st: no tensor named 4\.weight after the convolutions/);
+  });
+
+  for (const [what, over, message] of [
+    ['a 3×3 kernel', { '0.weight': [4, 1, 3, 3] }, /^w\.st: 0\.weight has shape \[4, 1, 3, 3\], expected \[OC, 1, 5, 5\]; the file does not hold weights/],
+    ['a first convolution on 3 input channels', { '0.weight': [4, 3, 5, 5] }, /0\.weight has shape \[4, 3, 5, 5\], expected \[OC, 1, 5, 5\]/],
+    ['a second convolution whose inputs are not the first one\'s outputs', { '3.weight': [8, 5, 5, 5] },
+      /^w\.st: 3\.weight has shape \[8, 5, 5, 5\], expected \[OC, 4, 5, 5\]/],
+    ['a convolution with no output channels', { '0.weight': [0, 1, 5, 5], '0.bias': [0] }, /0\.weight has shape \[0, 1, 5, 5\], expected \[OC, 1, 5, 5\] with OC >= 1/],
+    ['7.weight not c2·16 wide', { '7.weight': [16, 100] }, /^w\.st: 7\.weight has shape \[16, 100\], expected \[OC, 128\]/],
+    ['7.weight as wide as the map before the second pooling (8·8·8)', { '7.weight': [16, 512] }, /7\.weight has shape \[16, 512\], expected \[OC, 128\]/],
+    ['no 0.bias', { '0.bias': undefined }, /^w\.st: 0\.weight has no matching 0\.bias/],
+    ['no 3.bias', { '3.bias': undefined }, /^w\.st: 3\.weight has no matching 3\.bias/],
+    ['no 9.bias', { '9.bias': undefined }, /9\.weight has no matching 9\.bias/],
+    ['a bias the wrong length', { '3.bias': [7] }, /3\.bias has shape \[7\], expected \[8\]/],
+    ['no linear layers', { '7.weight': undefined, '7.bias': undefined, '9.weight': undefined, '9.bias': undefined },
+      /no tensor named 7\.weight after the convolutions/],
+    ['a last layer of 12 classes', { '9.weight': [12, 16], '9.bias': [12] }, /9\.weight has shape \[12, 16\], expected \[10, 16\]/],
+    ['a third convolution', { '6.weight': [8, 8, 5, 5], '6.bias': [8] }, /unexpected tensor 6\.(weight|bias) outside the chain/],
+  ] as [string, Record<string, number[] | undefined>, RegExp][]) {
+    it(`refuses ${what} in one line naming the file`, () => {
+      expectUserError(() => paramsFromTensors(cnnFile(over), 'w.st'), message);
+    });
+  }
+
+  it('the baseline of those cases loads', () => {
+    expect(paramsFromTensors(cnnFile(), 'w.st').spec).toEqual(spec);
   });
 });
 
