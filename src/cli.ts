@@ -175,7 +175,7 @@ function packageVersion(): string {
 
 export function buildProgram(): Command {
   const program = new Command('mnist-par')
-    .description('Data-parallel MLP training on MNIST-style datasets with worker threads sharing memory')
+    .description('Data-parallel training of an MLP or a CNN on MNIST-style datasets with worker threads sharing memory')
     .version(packageVersion(), '-V, --version', 'print the version')
     .enablePositionalOptions()
     .showHelpAfterError('(run mnist-par --help for the flags)')
