@@ -324,7 +324,7 @@ async function benchConv(opts: BenchOptions, families: BenchFamily[], relaxed: b
   const inN = maxB * most((l) => l.C * l.H * l.W);
   const outN = maxB * most((l) => l.OC * (l.H - 4) * (l.W - 4));
   const wN = most((l) => l.OC * l.C * 25);
-  const colsN = most((l) => ref.conv2dColsLength(l.C, l.H, l.W));
+  const colsN = most((l) => ref.conv2dScratchLength(l.C, l.OC, l.H, l.W));
   const floats = 2 * inN + 4 * outN + 3 * wN + colsN + 4 * 64 + 1024;
   const pages = Math.ceil((floats * 4) / 65536) + 1;
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });

@@ -24,6 +24,14 @@
 #include <cstdlib>
 #include <cstring>
 
+// Floats of the convolutions' scratch `cols` (kernels.h): a group's input, output (or output gradient) and input
+// gradient in lanes, sized for the widest path's 16 lanes (src/kernels/reference.ts conv2dScratchLength).
+// Outside the two paths' target regions, so that the glue never runs instructions the CPU may lack.
+constexpr int CONV_MAX_LANES = 16;
+static inline double conv_scratch_floats(int C, int OC, int IH, int IW) {
+  return (double)CONV_MAX_LANES * (2.0 * C * IH * IW + (double)OC * (IH - 4) * (IW - 4));
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // AVX-512 path
 #pragma GCC push_options
@@ -31,12 +39,16 @@
 namespace avx512 {
 typedef __m512 V;
 constexpr int W = 16;
+static_assert(W <= CONV_MAX_LANES);
 constexpr int FWD_ROWS = 4, FWD_OUTS = 4;  // 16 accumulators, 4 + 4 loads per 16 multiply-adds
 constexpr int BWD_OUTS = 4, BWD_VECS = 4;  // 16 accumulators over a 64-float strip of C
 constexpr int DIN_ROWS = 4, DIN_VECS = 4;
 constexpr int FWDT_ROWS = 8, FWDT_VECS = 2;  // 16 accumulators; 8 broadcasts + 2 loads per 16 multiply-adds
-constexpr int CONV_ROWS = 4, CONV_VECS = 4;  // convolution products: 16 accumulators, 4 broadcasts + 4 loads
-constexpr int CONV_DW_OUTS = 4, CONV_DW_VECS = 4;
+// convolutions in lanes (kernels.h): forward 4 outputs × 4 columns (16 accumulators, 8 input vectors); weight
+// gradient 4 outputs × 4 taps (16 accumulators); input gradient rows of 8 + 4 columns (12 accumulators, 8 loads)
+constexpr int LCONV_OUTS = 4, LCONV_XS = 4;
+constexpr int LDW_OUTS = 4, LDW_TAPS = 4;
+constexpr int LDI_XS = 8;
 static inline __mmask16 first_lanes(int n) { return (__mmask16)((1u << n) - 1); }
 static inline V vzero() { return _mm512_setzero_ps(); }
 static inline V vset1(float x) { return _mm512_set1_ps(x); }
@@ -50,12 +62,9 @@ static inline V vgather_rows(const float* p, int stride, int n) {
   const __m512i idx = _mm512_mullo_epi32(_mm512_set1_epi32(stride), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
   return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), first_lanes(n), idx, p, 4);
 }
-// dst[j·ldd + i] = src[i·lds + j] for i, j < 16: a 16×16 tile transposed in registers. Four rounds swap the
+// r[j] lane i ← r[i] lane j for i, j < 16: a 16×16 tile transposed in registers. Four rounds swap the
 // off-diagonal blocks of 8, 4, 2 and 1 between rows i and i + d (two two-source permutes per pair).
-constexpr bool TILE_TRANSPOSE = true;
-static inline void vtranspose_tile(float* dst, long ldd, const float* src, long lds) {
-  V r[16];
-  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+static inline void vtranspose(V (&r)[16]) {
   // round d, lane j: lo keeps a[j] where j & d == 0 and takes b[j − d] elsewhere; hi takes a[j + d] / b[j]
   const __m512i lo8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
   const __m512i hi8 = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
@@ -77,6 +86,13 @@ static inline void vtranspose_tile(float* dst, long ldd, const float* src, long 
   round(4, lo4, hi4);
   round(2, lo2, hi2);
   round(1, lo1, hi1);
+}
+// dst[j·ldd + i] = src[i·lds + j] for i, j < 16
+constexpr bool TILE_TRANSPOSE = true;
+static inline void vtranspose_tile(float* dst, long ldd, const float* src, long lds) {
+  V r[16];
+  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+  vtranspose(r);
   for (int j = 0; j < 16; j++) _mm512_storeu_ps(dst + j * ldd, r[j]);
 }
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
@@ -131,8 +147,11 @@ constexpr int FWD_ROWS = 4, FWD_OUTS = 2;  // 8 accumulators + 2 weight vectors 
 constexpr int BWD_OUTS = 4, BWD_VECS = 2;
 constexpr int DIN_ROWS = 4, DIN_VECS = 2;
 constexpr int FWDT_ROWS = 4, FWDT_VECS = 2;
-constexpr int CONV_ROWS = 4, CONV_VECS = 2;  // 8 accumulators + 2 loads + 1 broadcast of 16 registers
-constexpr int CONV_DW_OUTS = 4, CONV_DW_VECS = 2;
+// convolutions in lanes: forward 2 outputs × 3 columns (6 accumulators + 7 inputs + 1 broadcast of 16
+// registers); weight gradient 2 × 4 (8 + 2 + 1); input gradient rows of 4 + 4 columns (8 + 4 + 1)
+constexpr int LCONV_OUTS = 2, LCONV_XS = 3;
+constexpr int LDW_OUTS = 2, LDW_TAPS = 4;
+constexpr int LDI_XS = 4;
 static inline __m256i first_lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
@@ -148,7 +167,25 @@ static inline V vgather_rows(const float* p, int stride, int n) {
   const __m256i idx = _mm256_mullo_epi32(_mm256_set1_epi32(stride), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, _mm256_castsi256_ps(first_lanes(n)), 4);
 }
-// the fallback path keeps transposing with gathers
+// r[j] lane i ← r[i] lane j for i, j < 8: the usual unpack / shuffle / 128-bit permute transpose
+static inline void vtranspose(V (&r)[8]) {
+  V t[8], u[8];
+  for (int k = 0; k < 8; k += 2) {
+    t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+    t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+  }
+  for (int k = 0; k < 8; k += 4) {
+    u[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+    u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+    u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+    u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; k++) {
+    r[k] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
+    r[k + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);
+  }
+}
+// the linear layers' transposed copy keeps using gathers on this path
 constexpr bool TILE_TRANSPOSE = false;
 static inline void vtranspose_tile(float*, long, const float*, long) {}
 static inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
@@ -497,7 +534,8 @@ struct ConvDims {
   double in() const { return (double)B * C * H * W; }
   double out() const { return (double)B * OC * (H - 4) * (W - 4); }
   double weight() const { return (double)OC * C * 25; }
-  double cols() const { return (double)C * 25 * (H - 4) * (W - 4); }
+  // the scratch: a group of 16 images' input, output (gradient) and input gradient in lanes (kernels.h)
+  double cols() const { return conv_scratch_floats(C, OC, H, W); }
 };
 static ConvDims conv_dims(Call& a, size_t i) {
   ConvDims d{a.size(i, "B"), a.size(i + 1, "C"), a.size(i + 2, "OC"), a.size(i + 3, "H"), a.size(i + 4, "W")};

@@ -396,211 +396,270 @@ static void adam(float* param, const float* slots, long stride, int S, float* m,
 //
 // Activations are per image (C, IH, IW) as in PyTorch, images one after another; OH = IH − 4, OW = IW − 4,
 // P = OH·OW output pixels, KC = C·25 taps; weights (OC, C, 5, 5) = (OC, KC) row-major. (IH/IW here are
-// the reference's H/W: W is the vector width in this file.) A convolution runs as im2col + matrix
-// products, one image at a time, so each image's outputs are the same bits whatever images share the call:
-//   forward   cols (KC, P) = im2col(img);          out_img (OC, P) = bias + w (OC, KC) · cols
-//   backward  cols (P, KC) = im2row(img);          dw (OC, KC) += dout_img (OC, P) · cols   (images in order)
-//             dcols (KC, P) = wᵀ · dout_img;       dinp_img = col2im(dcols)                  (same scratch)
-// Each product keeps its vectors along the contiguous axis of its output (P for out and dcols, KC for dw)
-// and broadcasts the other operand, so no product needs a horizontal sum; the two copies of the input
-// (im2col for the forward, im2row for dw) cost a few percent of the products they feed. Measured against a
-// direct convolution (conv2d_fwd_direct below, vectors along a row of OW outputs) with bench/kernels.ts
-// --conv; see the README for the numbers.
+// the reference's H/W: W is the vector width in this file.)
+//
+// The convolutions run on groups of W images held "in lanes": a map (C, IH, IW) of W images becomes
+// (C, IH, IW, W), one vector per pixel whose lane b is image b of the group (to_lanes, from_lanes: W×W tile
+// transposes in registers; a group of fewer than W images has zero lanes). Every multiply-add then works on
+// W images at once with the weight broadcast, so no vector is partly wasted on a map's edge (24 or 8 pixels
+// wide), nothing is copied into im2col matrices, and the sums of one image never mix with another's: each
+// image's outputs and input gradients are computed in its own lane by the same operations in the same order
+// whatever else shares the group, hence the same bits. The weight gradient sums each lane over the pixels,
+// then the lanes (a fixed tree), then the groups in order: it depends only on the images of the call.
+//   forward   out(o, y, x)  = bias(o) + Σ_{c,i,j} w(o,c,i,j) · in(c, y+i, x+j)        blocks of outputs × columns
+//   dw        dw(o, t)      = Σ_{lanes} Σ_{y,x} dout(o, y, x) · in(t shifted by y, x)  blocks of outputs × taps
+//   dinp      din(c, y', ·) = Σ_{i,o,j} w(o,c,i,j) · dout(o, y'−i, · − j)           one input row in registers
+// `cols` holds the group's input, output (or output gradient) and input gradient in lanes:
+// conv_scratch_floats(C, OC, IH, IW) floats (src/kernels/reference.ts conv2dScratchLength, with 16 lanes).
 
 constexpr int KS = 5, KK = KS * KS;
 
-// dst[0 .. n) = src[0 .. n)
-static inline void copy_floats(float* dst, const float* src, int n) {
-  int k = 0;
-  for (; k + W <= n; k += W) vstore(dst + k, vload(src + k));
-  if (k < n) vstoren(dst + k, vloadn(src + k, n - k), n - k);
+// r[i] = row i of src (i < ni; its first nj floats, the rest 0), 0 for i ≥ ni; transposed; then
+// dst[j·ldd .. + sw) = the transposed row j for j < nj (sw ≤ W floats stored)
+static inline void transpose_tile_n(float* dst, long ldd, const float* src, long lds, int ni, int nj, int sw) {
+  V r[W];
+  for (int i = 0; i < W; i++) r[i] = i >= ni ? vzero() : nj == W ? vload(src + i * lds) : vloadn(src + i * lds, nj);
+  vtranspose(r);
+  for (int j = 0; j < nj; j++) {
+    if (sw == W) vstore(dst + (long)j * ldd, r[j]);
+    else vstoren(dst + (long)j * ldd, r[j], sw);
+  }
 }
 
-// dst[0 .. n) += src[0 .. n)
-static inline void add_floats(float* dst, const float* src, int n) {
-  int k = 0;
-  for (; k + W <= n; k += W) vstore(dst + k, vadd(vload(dst + k), vload(src + k)));
-  if (k < n) vstoren(dst + k, vadd(vloadn(dst + k, n - k), vloadn(src + k, n - k)), n - k);
+// lanes (elems, W) ← n ≤ W images (n, elems): lanes[e·W + b] = img[b·elems + e], 0 for b ≥ n
+static void to_lanes(float* lanes, const float* img, int n, long elems) {
+  for (long e = 0; e < elems; e += W) {
+    const int m = elems - e < W ? (int)(elems - e) : W;
+    transpose_tile_n(lanes + e * W, W, img + e, elems, n, m, W);
+  }
 }
 
-// cols (C·25, OH·OW): cols[c·25 + i·5 + j][y·OW + x] = img[c][y+i][x+j]   img (C, IH, IW); one row copy per (c,i,j,y)
-static void im2col(float* cols, const float* img, int C, int IH, int IW) {
+// n ≤ W images (n, elems) ← lanes (elems, W): img[b·elems + e] = lanes[e·W + b] for b < n
+static void from_lanes(float* img, const float* lanes, int n, long elems) {
+  for (long e = 0; e < elems; e += W) {
+    const int m = elems - e < W ? (int)(elems - e) : W;
+    transpose_tile_n(img + e, elems, lanes + e * W, W, m, n, m);
+  }
+}
+
+// Forward block: outputs o0 .. o0+NO of row y, columns x0 .. x0+NX, in lanes
+template <int NO, int NX>
+static inline void lconv_block(float* out, const float* in, const float* w, const float* bias, int C, int IH, int IW,
+                               int OH, int OW, int o0, int y, int x0, int relu) {
+  const long KC = (long)C * KK;
+  V acc[NO][NX];
+  for (int r = 0; r < NO; r++) {
+    const V b = vset1(bias[o0 + r]);
+    for (int s = 0; s < NX; s++) acc[r][s] = b;
+  }
+  for (int c = 0; c < C; c++) {
+    for (int i = 0; i < KS; i++) {
+      const float* row = in + (((long)c * IH + y + i) * IW + x0) * W;
+      const float* wr = w + o0 * KC + c * KK + i * KS;
+      V v[NX + KS - 1];
+      for (int s = 0; s < NX + KS - 1; s++) v[s] = vload(row + s * W);
+      for (int j = 0; j < KS; j++) {
+        for (int r = 0; r < NO; r++) {
+          const V wv = vset1(wr[r * KC + j]);
+          for (int s = 0; s < NX; s++) acc[r][s] = vfma(wv, v[s + j], acc[r][s]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < NO; r++) {
+    float* d = out + (((long)(o0 + r) * OH + y) * OW + x0) * W;
+    for (int s = 0; s < NX; s++) vstore(d + s * W, relu ? vselect_pos(acc[r][s], acc[r][s]) : acc[r][s]);
+  }
+}
+
+// the last n < NX columns of a row, one block
+template <int NO, int NX>
+static inline void lconv_rest(float* out, const float* in, const float* w, const float* bias, int C, int IH, int IW,
+                              int OH, int OW, int o0, int y, int x0, int n, int relu) {
+  if constexpr (NX > 1) {
+    if (n < NX) return lconv_rest<NO, NX - 1>(out, in, w, bias, C, IH, IW, OH, OW, o0, y, x0, n, relu);
+  }
+  lconv_block<NO, NX>(out, in, w, bias, C, IH, IW, OH, OW, o0, y, x0, relu);
+}
+
+template <int NO>
+static inline void lconv_outs(float* out, const float* in, const float* w, const float* bias, int C, int IH, int IW,
+                              int OH, int OW, int o0, int y, int relu) {
+  int x = 0;
+  for (; x + LCONV_XS <= OW; x += LCONV_XS)
+    lconv_block<NO, LCONV_XS>(out, in, w, bias, C, IH, IW, OH, OW, o0, y, x, relu);
+  if (x < OW) lconv_rest<NO, LCONV_XS - 1>(out, in, w, bias, C, IH, IW, OH, OW, o0, y, x, OW - x, relu);
+}
+
+// out (OC, OH, OW) in lanes = conv(in (C, IH, IW) in lanes) + bias, then ReLU when relu ≠ 0
+static void lconv_fwd(float* out, const float* in, const float* w, const float* bias, int C, int OC, int IH, int IW,
+                      int relu) {
   const int OH = IH - KS + 1, OW = IW - KS + 1;
-  float* d = cols;
-  for (int c = 0; c < C; c++)
-    for (int i = 0; i < KS; i++)
-      for (int j = 0; j < KS; j++)
-        for (int y = 0; y < OH; y++, d += OW) copy_floats(d, img + ((long)c * IH + y + i) * IW + j, OW);
+  for (int y = 0; y < OH; y++) {
+    int o = 0;
+    for (; o + LCONV_OUTS <= OC; o += LCONV_OUTS) lconv_outs<LCONV_OUTS>(out, in, w, bias, C, IH, IW, OH, OW, o, y, relu);
+    for (; o < OC; o++) lconv_outs<1>(out, in, w, bias, C, IH, IW, OH, OW, o, y, relu);
+  }
 }
 
-// cols (OH·OW, C·25): cols[y·OW + x][c·25 + i·5 + j] = img[c][y+i][x+j]; one 5-float copy per (y,x,c,i)
-static void im2row(float* cols, const float* img, int C, int IH, int IW) {
+// Weight-gradient block: dw[o0 + r][t0 + q] (+)= Σ_lanes Σ_{y,x} dout(o0+r, y, x) · in(tap t0+q at y, x), where
+// tap t = c·25 + i·5 + j reads in(c, y+i, x+j). The first group stores, later groups add (in group order).
+template <int NO, int NT>
+static inline void ldw_block(float* dw, const float* dout, const float* in, int C, int IH, int IW, int OH, int OW,
+                             int o0, int t0, int first) {
+  const long KC = (long)C * KK, P = (long)OH * OW;
+  long toff[NT];
+  for (int q = 0; q < NT; q++) {
+    const int t = t0 + q, c = t / KK, ij = t % KK;
+    toff[q] = (((long)c * IH + ij / KS) * IW + ij % KS) * W;
+  }
+  V acc[NO][NT];
+  for (int r = 0; r < NO; r++)
+    for (int q = 0; q < NT; q++) acc[r][q] = vzero();
+  for (int y = 0; y < OH; y++) {
+    const float* g = dout + ((long)o0 * P + (long)y * OW) * W;
+    const float* x0 = in + (long)y * IW * W;
+    for (int x = 0; x < OW; x++) {
+      V gv[NO];
+      for (int r = 0; r < NO; r++) gv[r] = vload(g + (r * P + x) * W);
+      for (int q = 0; q < NT; q++) {
+        const V xv = vload(x0 + toff[q] + (long)x * W);
+        for (int r = 0; r < NO; r++) acc[r][q] = vfma(gv[r], xv, acc[r][q]);
+      }
+    }
+  }
+  float s[NO * NT];
+  fwd_reduce<NO, NT>(acc, s);
+  for (int r = 0; r < NO; r++) {
+    for (int q = 0; q < NT; q++) {
+      float* d = dw + (o0 + r) * KC + t0 + q;
+      *d = first ? s[r * NT + q] : *d + s[r * NT + q];
+    }
+  }
+}
+
+template <int NO, int NT>
+static inline void ldw_rest(float* dw, const float* dout, const float* in, int C, int IH, int IW, int OH, int OW, int o0,
+                            int t0, int n, int first) {
+  if constexpr (NT > 1) {
+    if (n < NT) return ldw_rest<NO, NT - 1>(dw, dout, in, C, IH, IW, OH, OW, o0, t0, n, first);
+  }
+  ldw_block<NO, NT>(dw, dout, in, C, IH, IW, OH, OW, o0, t0, first);
+}
+
+template <int NO>
+static inline void ldw_outs(float* dw, const float* dout, const float* in, int C, int IH, int IW, int OH, int OW, int o0,
+                            int first) {
+  const int KC = C * KK;
+  int t = 0;
+  for (; t + LDW_TAPS <= KC; t += LDW_TAPS) ldw_block<NO, LDW_TAPS>(dw, dout, in, C, IH, IW, OH, OW, o0, t, first);
+  if (t < KC) ldw_rest<NO, LDW_TAPS - 1>(dw, dout, in, C, IH, IW, OH, OW, o0, t, KC - t, first);
+}
+
+// dw (OC, KC) and db (OC) (+)= the group's sums, from dout (OC, OH, OW) and in (C, IH, IW) in lanes
+static void lconv_dw(float* dw, float* db, const float* dout, const float* in, int C, int OC, int IH, int IW, int first) {
   const int OH = IH - KS + 1, OW = IW - KS + 1;
-  float* d = cols;
-  for (int y = 0; y < OH; y++)
-    for (int x = 0; x < OW; x++)
-      for (int c = 0; c < C; c++)
-        for (int i = 0; i < KS; i++, d += KS) vstoren(d, vloadn(img + ((long)c * IH + y + i) * IW + x, KS), KS);
-}
-
-// img (C, IH, IW) = Σ over (c,i,j,y,x) of dcols[c·25 + i·5 + j][y·OW + x] placed at img[c][y+i][x+j]; overwrites img
-static void col2im(float* img, const float* dcols, int C, int IH, int IW) {
-  const int OH = IH - KS + 1, OW = IW - KS + 1;
-  for (long e = 0; e < (long)C * IH * IW; e += W) vstoren(img + e, vzero(), (long)C * IH * IW - e < W ? (int)((long)C * IH * IW - e) : W);
-  const float* s = dcols;
-  for (int c = 0; c < C; c++)
-    for (int i = 0; i < KS; i++)
-      for (int j = 0; j < KS; j++)
-        for (int y = 0; y < OH; y++, s += OW) add_floats(img + ((long)c * IH + y + i) * IW + j, s, OW);
-}
-
-// D[m+i][n .. n + NV·W) = (bias ? bias[m+i] : 0) + Σ_{q<Q} A[(m+i)·am + q·aq] · Bm[q·ldb + n ..], then ReLU when
-// relu ≠ 0; the last vector holds `last` ≤ W floats. Vectors along n; each A value is broadcast.
-template <int NR, int NV>
-static inline void gemm_block(float* D, long ldd, const float* A, long am, long aq, const float* Bm, long ldb, int Q,
-                              const float* bias, int m, int n, int last, int relu) {
-  V acc[NR][NV];
-  for (int i = 0; i < NR; i++) {
-    const V b0 = bias ? vset1(bias[m + i]) : vzero();
-    for (int v = 0; v < NV; v++) acc[i][v] = b0;
+  const long P = (long)OH * OW;
+  for (int o = 0; o < OC; o++) {
+    V acc[1][1] = {{vzero()}};
+    for (long p = 0; p < P; p++) acc[0][0] = vadd(acc[0][0], vload(dout + (o * P + p) * W));
+    float s;
+    fwd_reduce<1, 1>(acc, &s);
+    db[o] = first ? s : db[o] + s;
   }
-  const float* a = A + (long)m * am;
-  const float* bq = Bm + n;
-  for (int q = 0; q < Q; q++, a += aq, bq += ldb) {
-    V bv[NV];
-    for (int v = 0; v < NV; v++) bv[v] = (v == NV - 1 && last < W) ? vloadn(bq + v * W, last) : vload(bq + v * W);
-    for (int i = 0; i < NR; i++) {
-      const V av = vset1(a[i * am]);
-      for (int v = 0; v < NV; v++) acc[i][v] = vfma(av, bv[v], acc[i][v]);
-    }
-  }
-  for (int i = 0; i < NR; i++) {
-    float* d = D + (long)(m + i) * ldd + n;
-    for (int v = 0; v < NV; v++) {
-      const V r = relu ? vselect_pos(acc[i][v], acc[i][v]) : acc[i][v];
-      if (v == NV - 1 && last < W) vstoren(d + v * W, r, last);
-      else vstore(d + v * W, r);
-    }
-  }
-}
-
-template <int NV>
-static inline void gemm_cols(float* D, long ldd, const float* A, long am, long aq, const float* Bm, long ldb, int Q,
-                             const float* bias, int M, int n, int last, int relu) {
-  int m = 0;
-  for (; m + CONV_ROWS <= M; m += CONV_ROWS) gemm_block<CONV_ROWS, NV>(D, ldd, A, am, aq, Bm, ldb, Q, bias, m, n, last, relu);
-  for (; m < M; m++) gemm_block<1, NV>(D, ldd, A, am, aq, Bm, ldb, Q, bias, m, n, last, relu);
-}
-
-// D (M, N) row stride ldd = bias-per-row + A · Bm: A (M, Q) read at A[m·am + q·aq] (am, aq pick A or Aᵀ),
-// Bm (Q, N) row stride ldb. Blocks of CONV_ROWS rows × CONV_VECS vectors; strips of N outermost, so the
-// strip of Bm (Q × CONV_VECS·W floats) stays in L1/L2 while the row blocks walk over it.
-static void gemm(float* D, long ldd, const float* A, long am, long aq, const float* Bm, long ldb, int Q,
-                 const float* bias, int M, int N, int relu) {
-  const int strip = CONV_VECS * W;
-  int n = 0;
-  for (; n + strip <= N; n += strip) gemm_cols<CONV_VECS>(D, ldd, A, am, aq, Bm, ldb, Q, bias, M, n, W, relu);
-  for (; n < N; n += W) gemm_cols<1>(D, ldd, A, am, aq, Bm, ldb, Q, bias, M, n, N - n < W ? N - n : W, relu);
-}
-
-// dw[o+j][k .. k + NV·W) (+)= Σ_{p<P} dout[o+j][p] · cols[p][k ..]   dout (OC, P)  cols (P, KC)
-// Starts from dw's values when acc ≠ 0 (the images after the first), from 0 otherwise.
-template <int NO, int NV>
-static inline void conv_dw_block(float* dw, const float* dout, const float* cols, int P, int KC, int o, int k, int last,
-                                 int acc0) {
-  V acc[NO][NV];
-  for (int j = 0; j < NO; j++) {
-    float* d = dw + (long)(o + j) * KC + k;
-    for (int v = 0; v < NV; v++)
-      acc[j][v] = !acc0 ? vzero() : (v == NV - 1 && last < W) ? vloadn(d + v * W, last) : vload(d + v * W);
-  }
-  for (int p = 0; p < P; p++) {
-    const float* x = cols + (long)p * KC + k;
-    V xv[NV];
-    for (int v = 0; v < NV; v++) xv[v] = (v == NV - 1 && last < W) ? vloadn(x + v * W, last) : vload(x + v * W);
-    for (int j = 0; j < NO; j++) {
-      const V g = vset1(dout[(long)(o + j) * P + p]);
-      for (int v = 0; v < NV; v++) acc[j][v] = vfma(g, xv[v], acc[j][v]);
-    }
-  }
-  for (int j = 0; j < NO; j++) {
-    float* d = dw + (long)(o + j) * KC + k;
-    for (int v = 0; v < NV; v++) {
-      if (v == NV - 1 && last < W) vstoren(d + v * W, acc[j][v], last);
-      else vstore(d + v * W, acc[j][v]);
-    }
-  }
-}
-
-template <int NO, int NV>
-static inline void conv_dw_cols(float* dw, const float* dout, const float* cols, int P, int KC, int OC, int k, int last,
-                                int acc0) {
   int o = 0;
-  for (; o + NO <= OC; o += NO) conv_dw_block<NO, NV>(dw, dout, cols, P, KC, o, k, last, acc0);
-  for (; o < OC; o++) conv_dw_block<1, NV>(dw, dout, cols, P, KC, o, k, last, acc0);
+  for (; o + LDW_OUTS <= OC; o += LDW_OUTS) ldw_outs<LDW_OUTS>(dw, dout, in, C, IH, IW, OH, OW, o, first);
+  for (; o < OC; o++) ldw_outs<1>(dw, dout, in, C, IH, IW, OH, OW, o, first);
 }
 
-// The last strip of KC (NV ≤ CONV_DW_VECS vectors, shorter than a whole strip) in one pass, with more outputs per block
-// so that it still keeps about as many accumulators: conv1's KC = 25 is 2 vectors, one of 9 floats.
-template <int NV>
-static inline void conv_dw_tail(float* dw, const float* dout, const float* cols, int P, int KC, int OC, int k, int acc0) {
-  constexpr int NO = (CONV_DW_OUTS * CONV_DW_VECS) % NV == 0 ? CONV_DW_OUTS * CONV_DW_VECS / NV : CONV_DW_OUTS;
-  conv_dw_cols<NO, NV>(dw, dout, cols, P, KC, OC, k, KC - k - (NV - 1) * W, acc0);
+// Input-gradient chunk: the contributions of output columns x0 .. x0+NX to input row yy of channel c, i.e. to input
+// columns x0 .. x0+NX+4, summed over i (rows yy−i of dout), o and j in registers. The first chunk of a row stores;
+// a later one adds its first 4 columns (where it overlaps the previous chunk) and stores the rest.
+template <int NX>
+static inline void ldi_chunk(float* din, const float* dout, const float* w, int C, int OC, int IH, int IW, int OH,
+                             int OW, int c, int yy, int x0, int first) {
+  const long KC = (long)C * KK, P = (long)OH * OW;
+  V acc[NX + KS - 1];
+  for (int u = 0; u < NX + KS - 1; u++) acc[u] = vzero();
+  const int i0 = yy - (OH - 1) > 0 ? yy - (OH - 1) : 0, i1 = yy < KS - 1 ? yy : KS - 1;
+  for (int i = i0; i <= i1; i++) {
+    const float* g = dout + ((long)(yy - i) * OW + x0) * W;
+    const float* wr = w + (long)c * KK + i * KS;
+    for (int o = 0; o < OC; o++, g += P * W, wr += KC) {
+      V d[NX];
+      for (int x = 0; x < NX; x++) d[x] = vload(g + x * W);
+      for (int j = 0; j < KS; j++) {
+        const V wv = vset1(wr[j]);
+        for (int x = 0; x < NX; x++) acc[x + j] = vfma(wv, d[x], acc[x + j]);
+      }
+    }
+  }
+  float* dst = din + (((long)c * IH + yy) * IW + x0) * W;
+  for (int u = 0; u < NX + KS - 1; u++) vstore(dst + u * W, first || u >= KS - 1 ? acc[u] : vadd(vload(dst + u * W), acc[u]));
+}
+
+template <int NX>
+static inline void ldi_rest(float* din, const float* dout, const float* w, int C, int OC, int IH, int IW, int OH, int OW,
+                            int c, int yy, int x0, int n, int first) {
+  if constexpr (NX > 1) {
+    if (n < NX) return ldi_rest<NX - 1>(din, dout, w, C, OC, IH, IW, OH, OW, c, yy, x0, n, first);
+  }
+  ldi_chunk<NX>(din, dout, w, C, OC, IH, IW, OH, OW, c, yy, x0, first);
+}
+
+// din (C, IH, IW) in lanes = the input gradient of dout (OC, OH, OW) in lanes; overwritten
+static void lconv_dinp(float* din, const float* dout, const float* w, int C, int OC, int IH, int IW) {
+  const int OH = IH - KS + 1, OW = IW - KS + 1;
+  for (int c = 0; c < C; c++) {
+    for (int yy = 0; yy < IH; yy++) {
+      int x = 0;
+      for (; x + LDI_XS <= OW; x += LDI_XS) ldi_chunk<LDI_XS>(din, dout, w, C, OC, IH, IW, OH, OW, c, yy, x, x == 0);
+      if (x < OW) ldi_rest<LDI_XS - 1>(din, dout, w, C, OC, IH, IW, OH, OW, c, yy, x, OW - x, x == 0);
+    }
+  }
 }
 
 // conv2d_fwd: out = conv(inp, w) + bias, then ReLU when relu ≠ 0
-// inp (B, C, IH, IW)  w (OC, C, 5, 5)  bias (OC)  cols: scratch of C·25·OH·OW floats  →  out (B, OC, OH, OW)
+// inp (B, C, IH, IW)  w (OC, C, 5, 5)  bias (OC)  cols: scratch (conv_scratch_floats)  →  out (B, OC, OH, OW)
 static void conv2d_fwd(float* out, const float* inp, const float* w, const float* bias, float* cols,
                        int B, int C, int OC, int IH, int IW, int relu) {
-  const int OH = IH - KS + 1, OW = IW - KS + 1, P = OH * OW, KC = C * KK;
-  for (int b = 0; b < B; b++) {
-    im2col(cols, inp + (long)b * C * IH * IW, C, IH, IW);
-    gemm(out + (long)b * OC * P, P, w, KC, 1, cols, P, KC, bias, OC, P, relu);
+  const long in_img = (long)C * IH * IW, out_img = (long)OC * (IH - KS + 1) * (IW - KS + 1);
+  float* in_l = cols;
+  float* out_l = cols + in_img * W;
+  for (int b = 0; b < B; b += W) {
+    const int n = B - b < W ? B - b : W;
+    to_lanes(in_l, inp + b * in_img, n, in_img);
+    lconv_fwd(out_l, in_l, w, bias, C, OC, IH, IW, relu);
+    from_lanes(out + b * out_img, out_l, n, out_img);
   }
 }
 
 // conv2d_bwd: gradients of out = conv(inp, w) + bias
-// dout (B, OC, OH, OW)  inp (B, C, IH, IW)  w (OC, C, 5, 5)  cols: scratch (C·25·OH·OW)  →
+// dout (B, OC, OH, OW)  inp (B, C, IH, IW)  w (OC, C, 5, 5)  cols: scratch (conv_scratch_floats)  →
 //   dw (OC, C, 5, 5) and db (OC) summed over the images, dinp (B, C, IH, IW) (skipped when null)
-// dw adds the images in order 0, 1, …; each image's dinp is computed from that image alone.
 static void conv2d_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
                        float* cols, int B, int C, int OC, int IH, int IW) {
-  const int OH = IH - KS + 1, OW = IW - KS + 1, P = OH * OW, KC = C * KK;
-  for (int o = 0; o < OC; o++) {
-    V acc[1][1] = {{vzero()}};
-    for (int b = 0; b < B; b++) {
-      const float* g = dout + ((long)b * OC + o) * P;
-      int p = 0;
-      for (; p + W <= P; p += W) acc[0][0] = vadd(acc[0][0], vload(g + p));
-      if (p < P) acc[0][0] = vadd(acc[0][0], vloadn(g + p, P - p));
-    }
-    fwd_reduce<1, 1>(acc, db + o);
+  const long in_img = (long)C * IH * IW, out_img = (long)OC * (IH - KS + 1) * (IW - KS + 1);
+  if (B == 0) {
+    for (long e = 0; e < OC * (long)C * KK; e++) dw[e] = 0;
+    for (int o = 0; o < OC; o++) db[o] = 0;
   }
-  if (B == 0)
-    for (long e = 0; e < (long)OC * KC; e++) dw[e] = 0;
-  const int strip = CONV_DW_VECS * W;
-  for (int b = 0; b < B; b++) {
-    const float* g = dout + (long)b * OC * P;
-    im2row(cols, inp + (long)b * C * IH * IW, C, IH, IW);
-    int k = 0;
-    for (; k + strip <= KC; k += strip) conv_dw_cols<CONV_DW_OUTS, CONV_DW_VECS>(dw, g, cols, P, KC, OC, k, W, b > 0);
-    static_assert(CONV_DW_VECS <= 4, "the tail below handles strips of up to 4 vectors");
-    switch ((KC - k + W - 1) / W) {  // the vectors left, the last one partial unless KC is a multiple of W
-      case 4: conv_dw_tail<4>(dw, g, cols, P, KC, OC, k, b > 0); break;
-      case 3: conv_dw_tail<3>(dw, g, cols, P, KC, OC, k, b > 0); break;
-      case 2: conv_dw_tail<2>(dw, g, cols, P, KC, OC, k, b > 0); break;
-      case 1: conv_dw_tail<1>(dw, g, cols, P, KC, OC, k, b > 0); break;
-      default: break;
-    }
+  float* in_l = cols;
+  float* dout_l = cols + in_img * W;
+  float* din_l = dout_l + out_img * W;
+  for (int b = 0; b < B; b += W) {
+    const int n = B - b < W ? B - b : W;
+    to_lanes(in_l, inp + b * in_img, n, in_img);
+    to_lanes(dout_l, dout + b * out_img, n, out_img);
+    lconv_dw(dw, db, dout_l, in_l, C, OC, IH, IW, b == 0);
     if (dinp != nullptr) {
-      // dcols (KC, P) = wᵀ · dout_img: A = w read down its columns (am = 1, aq = KC)
-      gemm(cols, P, w, 1, KC, g, P, OC, nullptr, KC, P, 0);
-      col2im(dinp + (long)b * C * IH * IW, cols, C, IH, IW);
+      lconv_dinp(din_l, dout_l, w, C, OC, IH, IW);
+      from_lanes(dinp + b * in_img, din_l, n, in_img);
     }
   }
 }
 
-// conv2d_fwd_direct: the same function as conv2d_fwd without im2col, kept to measure the choice (bench/kernels.ts
+// conv2d_fwd_direct: the same function as conv2d_fwd on images one at a time (NCHW, no lanes), kept to measure the choice (bench/kernels.ts
 // --conv); not used in training. Vectors run along a row of outputs (x), NR output channels × NY output rows
 // per block; per tap (c, i, j) it loads NY input rows and broadcasts NR weights. OW = 8 fills half an AVX-512
 // vector, OW = 24 three quarters of two.

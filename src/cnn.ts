@@ -3,8 +3,8 @@
 //
 // Stages (model.ts): h[0] the image (B,1,28,28); for convolution i, h[2i+1] = relu(conv(h[2i])) (B,OC,OH,OW)
 // and h[2i+2] = maxpool(h[2i+1]) (B,OC,OH/2,OW/2); the head's input is h[2n], flattened as it lies
-// (channel, row, column). dh[s] is the gradient of h[s]. `cols` is the fast families' im2col scratch
-// (conv2dColsLength floats of the largest convolution).
+// (channel, row, column). dh[s] is the gradient of h[s]. `cols` is the fast families' convolution scratch
+// (conv2dScratchLength floats of the largest convolution).
 import type { F, KernelSet, Labels } from './kernels/index.js';
 import { KS } from './kernels/reference.js';
 import {

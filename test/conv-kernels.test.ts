@@ -4,7 +4,7 @@
 // guard bands, each image's bits independent of the others in the call, the native glue's argument checks).
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as ref from '../src/kernels/reference.js';
-import { conv2dColsLength, KK } from '../src/kernels/reference.js';
+import { conv2dScratchLength, KK } from '../src/kernels/reference.js';
 import { referenceKernels } from '../src/kernels/index.js';
 import type { Kernels } from '../src/kernels/wasm.js';
 import { loadNative, type NativeIsa } from '../src/kernels/native.js';
@@ -328,7 +328,7 @@ for (const fam of families) {
           const inp = arena.random(B * C * H * W);
           const w = arena.random(OC * C * KK);
           const bias = arena.random(OC);
-          const cols = arena.take(conv2dColsLength(C, H, W));
+          const cols = arena.take(conv2dScratchLength(C, OC, H, W));
           const out = arena.take(B * OC * P);
           const e = new Float64Array(B * OC * P);
           ref.conv2dForward(e, f64v(inp), f64v(w), f64v(bias), null, B, C, OC, H, W);
@@ -350,7 +350,7 @@ for (const fam of families) {
           const dout = arena.random(B * OC * P);
           const inp = arena.random(B * C * H * W);
           const w = arena.random(OC * C * KK);
-          const cols = arena.take(conv2dColsLength(C, H, W));
+          const cols = arena.take(conv2dScratchLength(C, OC, H, W));
           const dinp = arena.take(B * C * H * W);
           const dw = arena.take(OC * C * KK);
           const db = arena.take(OC);
@@ -374,7 +374,7 @@ for (const fam of families) {
       const dw = arena.take(OC * C * KK);
       const db = arena.take(OC);
       k.conv2dBackward(arena.take(0), dw, db, arena.take(0), arena.take(0), arena.random(OC * C * KK),
-                       arena.take(conv2dColsLength(C, H, W)), 0, C, OC, H, W);
+                       arena.take(conv2dScratchLength(C, OC, H, W)), 0, C, OC, H, W);
       expect(Array.from(dw).every((v) => v === 0) && Array.from(db).every((v) => v === 0)).toBe(true);
       arena.checkGuards('conv2dBackward B=0');
     });
@@ -389,7 +389,7 @@ for (const fam of families) {
         const w = arena.random(OC * C * KK);
         const bias = arena.random(OC);
         const dout = arena.random(B * OC * P);
-        const cols = arena.take(conv2dColsLength(C, H, W));
+        const cols = arena.take(conv2dScratchLength(C, OC, H, W));
         const out = arena.take(B * OC * P);
         const dinp = arena.take(B * img);
         k.conv2dReluForward(out, inp, w, bias, cols, B, C, OC, H, W);
@@ -419,7 +419,7 @@ for (const fam of families) {
       const dout = arena.random(B * OC * 20);
       const inp = arena.random(B * C * H * W);
       const w = arena.random(OC * C * KK);
-      const cols = arena.take(conv2dColsLength(C, H, W));
+      const cols = arena.take(conv2dScratchLength(C, OC, H, W));
       const dw = arena.take(OC * C * KK);
       const db = arena.take(OC);
       const before = new Uint8Array(memory.buffer).slice();
@@ -441,7 +441,7 @@ for (const fam of families) {
       for (let i = 0; i < inp.length; i++) inp[i] = rng.uniform(-1, 1);
       const w = arena.random(OC * C * KK);
       const bias = arena.random(OC);
-      const cols = arena.take(conv2dColsLength(C, H, W));
+      const cols = arena.take(conv2dScratchLength(C, OC, H, W));
       const out = arena.take(B * OC * P);
       const e = new Float64Array(out.length);
       ref.conv2dForward(e, f64v(inp), f64v(w), f64v(bias), null, B, C, OC, H, W);
@@ -496,7 +496,7 @@ for (const fam of families) {
       const inp = arena.random(B * C * H * W);
       const w = arena.random(OC * C * KK);
       const bias = arena.random(OC);
-      const cols = arena.take(conv2dColsLength(C, H, W));
+      const cols = arena.take(conv2dScratchLength(C, OC, H, W));
       const out = arena.take(B * OC * 16);
       const short = (v: Float32Array) => v.subarray(0, v.length - 1);
       const fwd = (o: Float32Array, i: Float32Array, ww: Float32Array, bb: Float32Array, cc: Float32Array, h = H) =>
@@ -505,7 +505,8 @@ for (const fam of families) {
       expect(fwd(out, short(inp), w, bias, cols)).toThrow(/inp has 383 (floats|elements), needs 384/);
       expect(fwd(out, inp, short(w), bias, cols)).toThrow(/weight has 299 (floats|elements), needs 300/);
       expect(fwd(out, inp, w, short(bias), cols)).toThrow(/bias has 3 (floats|elements), needs 4/);
-      expect(fwd(out, inp, w, bias, short(cols))).toThrow(/cols has 1199 (floats|elements), needs 1200/);
+      // conv2dScratchLength(3, 4, 8, 8) = 16 · (2·3·64 + 4·16)
+      expect(fwd(out, inp, w, bias, short(cols))).toThrow(/cols has 7167 (floats|elements), needs 7168/);
       expect(fwd(out, inp, w, bias, cols, 4)).toThrow(/H ≥ 5 and W ≥ 5/);
       expect(() => k.conv2dForward(out, inp, w, bias, cols, -1, C, OC, H, W)).toThrow(/non-negative integer/);
       const dw = arena.take(OC * C * KK);
@@ -559,7 +560,7 @@ for (const fam of families) {
       const w = arena.random(OC * C * KK);
       const bias = arena.random(OC);
       const out = arena.take(B * OC * 64);
-      k.conv2dForward(out, inp, w, bias, arena.take(conv2dColsLength(C, H, W)), B, C, OC, H, W);
+      k.conv2dForward(out, inp, w, bias, arena.take(conv2dScratchLength(C, OC, H, W)), B, C, OC, H, W);
       const wrong = f64v(w);
       for (let o = 0; o < OC; o++) wrong[o * C * KK + 7] = 0;
       const e = new Float64Array(out.length);

@@ -40,8 +40,9 @@ export interface KernelSet {
 
   // Convolution and pooling (see reference.ts for the exact definitions). Activations are per image
   // (C,H,W) like PyTorch; B counts images. The convolutions are 5×5 valid: OH = H − 4, OW = W − 4; weights
-  // (OC,C,5,5) as nn.Conv2d. `cols` is scratch of conv2dColsLength(C, H, W) floats (one image's im2col
-  // matrix) for the fast families, left unspecified; the reference ignores it. Each image's out, dinp (and
+  // (OC,C,5,5) as nn.Conv2d. `cols` is scratch of conv2dScratchLength(C, OC, H, W) floats for the fast
+  // families (the native family's groups of 16 images in lanes, or one image's im2col matrix), left
+  // unspecified; the reference ignores it. Each image's out, dinp (and
   // pooled map) is the same bits whatever other images share the call.
   // out = conv(inp, weight) + bias      inp (B,C,H,W) weight (OC,C,5,5) bias (OC) → out (B,OC,OH,OW)
   conv2dForward(out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number, H: number, W: number): void;

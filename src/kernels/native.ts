@@ -44,7 +44,7 @@ export interface NativePath {
          start: number, rows: number, pixels: number, table: Float32Array): void;
   conv2dForward(out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array, cols: Float32Array,
                 B: number, C: number, OC: number, H: number, W: number, relu: number): void;
-  /** the direct convolution (no im2col), kept for the benchmark's comparison; not in the KernelSet */
+  /** the direct convolution (one image at a time, no lanes), kept for the benchmark's comparison; not in the KernelSet */
   conv2dForwardDirect(out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array,
                       B: number, C: number, OC: number, H: number, W: number, relu: number): void;
   conv2dBackward(dinp: Float32Array | null, dweight: Float32Array, dbias: Float32Array, dout: Float32Array,
@@ -182,7 +182,7 @@ export function nativeKernels(addon: NativeAddon, isa?: NativeIsa): Kernels & { 
     },
     gather: (xs, ys, images, labels, index, start, rows, pixels, table) =>
       x.gather(xs, ys, images, labels, index, start, rows, pixels, table),
-    // im2col + products, one image at a time (kernels.h): each image's bits do not depend on the others
+    // groups of images in vector lanes (kernels.h): each image's bits do not depend on the others
     conv2dForward: (out, inp, weight, bias, cols, B, C, OC, H, W) =>
       x.conv2dForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), f32(cols, 'cols'),
                       B, C, OC, H, W, 0),
