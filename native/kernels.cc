@@ -102,6 +102,24 @@ static inline V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
 static inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
 static inline V vdiv(V a, V b) { return _mm512_div_ps(a, b); }
 static inline V vsqrt(V a) { return _mm512_sqrt_ps(a); }
+// lane masks of comparisons (the 2×2 max-pool): a > b ordered (false where either is NaN); m ? b : a; m ? a : 0
+typedef __mmask16 M;
+static inline M vgt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+static inline V vblend(M m, V a, V b) { return _mm512_mask_mov_ps(a, m, b); }
+static inline V vmaskz(M m, V a) { return _mm512_maskz_mov_ps(m, a); }
+static inline V vmaskz_not(M m, V a) { return _mm512_maskz_mov_ps((M)~m, a); }  // m ? 0 : a
+static inline M mor(M a, M b) { return (M)(a | b); }
+static inline M mandnot(M a, M b) { return (M)(~a & b); }  // ¬a ∧ b
+// even ← a[0], a[2], …, b[0], b[2], …; odd ← a[1], a[3], …, b[1], …  (2W consecutive floats a, b split by parity)
+static inline void vdeinterleave(V a, V b, V& even, V& odd) {
+  even = _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
+  odd = _mm512_permutex2var_ps(a, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), b);
+}
+// lo ← e[0], o[0], e[1], o[1], … (the first W), hi ← the next W: the inverse of vdeinterleave
+static inline void vinterleave(V e, V o, V& lo, V& hi) {
+  lo = _mm512_permutex2var_ps(e, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), o);
+  hi = _mm512_permutex2var_ps(e, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), o);
+}
 
 // s[i·NO + j] = Σ lanes of acc[i][j]. The 4×4 block (the one that does nearly all the work) folds its 16
 // accumulators into one vector in four levels of shuffle + add (15 adds instead of 16 separate 4-level
@@ -194,6 +212,23 @@ static inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
 static inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
 static inline V vdiv(V a, V b) { return _mm256_div_ps(a, b); }
 static inline V vsqrt(V a) { return _mm256_sqrt_ps(a); }
+typedef __m256 M;  // all-ones lanes where true
+static inline M vgt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+static inline V vblend(M m, V a, V b) { return _mm256_blendv_ps(a, b, m); }
+static inline V vmaskz(M m, V a) { return _mm256_and_ps(m, a); }
+static inline V vmaskz_not(M m, V a) { return _mm256_andnot_ps(m, a); }
+static inline M mor(M a, M b) { return _mm256_or_ps(a, b); }
+static inline M mandnot(M a, M b) { return _mm256_andnot_ps(a, b); }
+static inline void vdeinterleave(V a, V b, V& even, V& odd) {
+  // within 128-bit halves: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs put in order
+  even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+  odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+static inline void vinterleave(V e, V o, V& lo, V& hi) {
+  const V l = _mm256_unpacklo_ps(e, o), h = _mm256_unpackhi_ps(e, o);  // e0 o0 e1 o1 | e4 o4 e5 o5 and e2 … | e6 …
+  lo = _mm256_permute2f128_ps(l, h, 0x20);
+  hi = _mm256_permute2f128_ps(l, h, 0x31);
+}
 
 static inline float hsum(V v) {
   __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -230,7 +265,7 @@ struct Ops {
   void (*conv2d_fwd_direct)(float*, const float*, const float*, const float*, int, int, int, int, int, int);
   void (*conv2d_bwd)(float*, float*, float*, const float*, const float*, const float*, float*, int, int, int, int, int);
   void (*maxpool_fwd)(float*, const float*, long, int, int);
-  void (*maxpool_bwd)(float*, const float*, const float*, long, int, int);
+  void (*maxpool_bwd)(float*, const float*, const float*, long, int, int, int);
 };
 
 // The two namespaces declare identical argument structs; the tables use one of them for both paths.
@@ -606,14 +641,15 @@ napi_value MaxPoolForward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// maxPoolBackward(dinp, dout, inp, B, C, H, W)
+// maxPoolBackward(dinp, dout, inp, B, C, H, W, relu = 0): with relu, also the mask of the ReLU whose output inp is
 napi_value MaxPoolBackward(napi_env env, napi_callback_info info) {
   Call a(env, info, "maxPoolBackward");
   const int B = a.size(3, "B"), C = a.size(4, "C"), H = a.size(5, "H"), W = a.size(6, "W");
+  const bool relu = a.argc > 7 && !a.is_null(7) && a.flag(7, "relu");
   float* dinp = a.f32(0, (double)B * C * H * W, "dinp");
   const float* dout = a.f32(1, (double)B * C * (H / 2) * (W / 2), "dout");
   const float* inp = a.f32(2, (double)B * C * H * W, "inp");
-  if (!a.failed) a.ops->maxpool_bwd(dinp, dout, inp, (long)B * C, H, W);
+  if (!a.failed) a.ops->maxpool_bwd(dinp, dout, inp, (long)B * C, H, W, relu);
   return nullptr;
 }
 

@@ -711,9 +711,28 @@ static void conv2d_fwd_direct(float* out, const float* inp, const float* w, cons
   }
 }
 
-// maxpool_fwd: out (B·C maps, IH/2, IW/2) = the 2×2 max of inp (B·C maps, IH, IW), taken in the order
-// (0,0), (0,1), (1,0), (1,1) and replaced only by a strictly greater value (reference.ts): a selection, so
-// bit-identical to the reference. An odd last row or column is dropped.
+// The 2×2 max-pool, vectorized along a row of windows: vdeinterleave splits 2W input columns into the windows'
+// left and right elements, and the window's maximum is taken with the reference's rule, in its order (0,0),
+// (0,1), (1,0), (1,1), replacing only on a strictly greater value (an ordered compare: NaN never replaces): a
+// selection, so bit-identical to the reference. An odd last row or column is dropped.
+
+// the four elements of windows x .. x+n of rows r0, r1 (n ≤ W): 2n floats of each row, never read past them
+static inline void pool_load(const float* r0, const float* r1, int x, int n, V& v00, V& v01, V& v10, V& v11) {
+  const int m = 2 * n;  // floats of each row
+  V a0, a1, b0, b1;
+  if (m >= 2 * W) {
+    a0 = vload(r0 + 2 * x), a1 = vload(r0 + 2 * x + W), b0 = vload(r1 + 2 * x), b1 = vload(r1 + 2 * x + W);
+  } else {
+    const int m0 = m < W ? m : W, m1 = m - m0;
+    a0 = vloadn(r0 + 2 * x, m0), b0 = vloadn(r1 + 2 * x, m0);
+    a1 = m1 > 0 ? vloadn(r0 + 2 * x + W, m1) : vzero();
+    b1 = m1 > 0 ? vloadn(r1 + 2 * x + W, m1) : vzero();
+  }
+  vdeinterleave(a0, a1, v00, v01);
+  vdeinterleave(b0, b1, v10, v11);
+}
+
+// maxpool_fwd: out (B·C maps, IH/2, IW/2) = the 2×2 max of inp (B·C maps, IH, IW)
 static void maxpool_fwd(float* out, const float* inp, long maps, int IH, int IW) {
   const int PH = IH / 2, PW = IW / 2;
   for (long m = 0; m < maps; m++) {
@@ -721,41 +740,68 @@ static void maxpool_fwd(float* out, const float* inp, long maps, int IH, int IW)
       const float* r0 = inp + (m * IH + 2 * y) * IW;
       const float* r1 = r0 + IW;
       float* d = out + (m * PH + y) * PW;
-      for (int x = 0; x < PW; x++) {
-        float best = r0[2 * x];
-        if (r0[2 * x + 1] > best) best = r0[2 * x + 1];
-        if (r1[2 * x] > best) best = r1[2 * x];
-        if (r1[2 * x + 1] > best) best = r1[2 * x + 1];
-        d[x] = best;
+      for (int x = 0; x < PW; x += W) {
+        const int n = PW - x < W ? PW - x : W;
+        V v00, v01, v10, v11;
+        pool_load(r0, r1, x, n, v00, v01, v10, v11);
+        V best = v00;
+        best = vblend(vgt(v01, best), best, v01);
+        best = vblend(vgt(v10, best), best, v10);
+        best = vblend(vgt(v11, best), best, v11);
+        if (n == W) vstore(d + x, best);
+        else vstoren(d + x, best, n);
       }
     }
   }
 }
 
-// maxpool_bwd: dinp (maps, IH, IW) = dout routed to the element maxpool_fwd chose (recomputed from inp), 0 elsewhere
-static void maxpool_bwd(float* dinp, const float* dout, const float* inp, long maps, int IH, int IW) {
+// maxpool_bwd: dinp (maps, IH, IW) = dout routed to the element maxpool_fwd chose (recomputed from inp), 0
+// elsewhere. With relu ≠ 0 it is also reluBackward's mask with inp as the ReLU's output (inp is the pooled
+// ReLU map): the chosen element keeps its gradient only where it is > 0, which is the same bits as the two
+// kernels one after the other (the others are 0 either way).
+static void maxpool_bwd(float* dinp, const float* dout, const float* inp, long maps, int IH, int IW, int relu) {
   const int PH = IH / 2, PW = IW / 2;
   for (long m = 0; m < maps; m++) {
-    float* dm = dinp + m * IH * IW;
-    for (long e = 0; e < (long)IH * IW; e++) dm[e] = 0;
     for (int y = 0; y < PH; y++) {
-      const long a = (m * IH + 2 * y) * IW;
-      // No branches: which element wins is data, and random (gcc compiles `c ? a : b` on floats to jumps, which
-      // mispredicted made this 15× slower than the forward). maxss(v, best) is exactly `v > best ? v : best`
-      // (a NaN v keeps best), and the offset moves by an integer multiply.
-      for (int x = 0; x < PW; x++) {
-        const long e = a + 2 * x;
-        const long off[4] = {0, 1, IW, IW + 1};
-        long at = 0;
-        float best = inp[e];
-        for (int q = 1; q < 4; q++) {
-          const float v = inp[e + off[q]];
-          const long gt = v > best;
-          at += gt * (off[q] - at);
-          best = _mm_cvtss_f32(_mm_max_ss(_mm_set_ss(v), _mm_set_ss(best)));
-        }
-        dinp[e + at] = dout[(m * PH + y) * PW + x];
+      const float* r0 = inp + (m * IH + 2 * y) * IW;
+      const float* r1 = r0 + IW;
+      float* d0 = dinp + (m * IH + 2 * y) * IW;
+      float* d1 = d0 + IW;
+      const float* g = dout + (m * PH + y) * PW;
+      for (int x = 0; x < PW; x += W) {
+        const int n = PW - x < W ? PW - x : W;
+        V v00, v01, v10, v11;
+        pool_load(r0, r1, x, n, v00, v01, v10, v11);
+        V best = v00;
+        const M k1 = vgt(v01, best);
+        best = vblend(k1, best, v01);
+        const M k2 = vgt(v10, best);
+        best = vblend(k2, best, v10);
+        const M k3 = vgt(v11, best);
+        best = vblend(k3, best, v11);
+        V gv = n == W ? vload(g + x) : vloadn(g + x, n);
+        if (relu) gv = vselect_pos(best, gv);
+        // the winner: (1,1) if k3, else (1,0) if k2, else (0,1) if k1, else (0,0)
+        const M w3 = k3, w2 = mandnot(k3, k2), w1 = mandnot(mor(k2, k3), k1);
+        const M later = mor(mor(k1, k2), k3);
+        V lo, hi;
+        vinterleave(vmaskz_not(later, gv), vmaskz(w1, gv), lo, hi);
+        const int m2 = 2 * n, m0 = m2 < W ? m2 : W, m1 = m2 - m0;
+        if (m0 == W) vstore(d0 + 2 * x, lo);
+        else vstoren(d0 + 2 * x, lo, m0);
+        if (m1 == W) vstore(d0 + 2 * x + W, hi);
+        else if (m1 > 0) vstoren(d0 + 2 * x + W, hi, m1);
+        vinterleave(vmaskz(w2, gv), vmaskz(w3, gv), lo, hi);
+        if (m0 == W) vstore(d1 + 2 * x, lo);
+        else vstoren(d1 + 2 * x, lo, m0);
+        if (m1 == W) vstore(d1 + 2 * x + W, hi);
+        else if (m1 > 0) vstoren(d1 + 2 * x + W, hi, m1);
       }
+      if (IW & 1) d0[IW - 1] = d1[IW - 1] = 0;
+    }
+    if (IH & 1) {
+      float* d = dinp + (m * IH + IH - 1) * IW;
+      for (int x = 0; x < IW; x++) d[x] = 0;
     }
   }
 }

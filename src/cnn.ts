@@ -74,8 +74,12 @@ function unpool(k: KernelSet, { h, dh }: Activations, layout: Layout, i: number,
   const { OC, H, W } = layout.conv[i];
   const OH = H - KS + 1;
   const OW = W - KS + 1;
-  k.maxPoolBackward(dh[2 * i + 1], dh[2 * i + 2], h[2 * i + 1], B, OC, OH, OW);
-  k.reluBackward(dh[2 * i + 1], dh[2 * i + 1], h[2 * i + 1], B * OC * OH * OW);
+  if (k.maxPoolReluBackward) {
+    k.maxPoolReluBackward(dh[2 * i + 1], dh[2 * i + 2], h[2 * i + 1], B, OC, OH, OW);
+  } else {
+    k.maxPoolBackward(dh[2 * i + 1], dh[2 * i + 2], h[2 * i + 1], B, OC, OH, OW);
+    k.reluBackward(dh[2 * i + 1], dh[2 * i + 1], h[2 * i + 1], B * OC * OH * OW);
+  }
 }
 
 /** Convolution i's weight and bias gradients into `grad`, and its input's gradient dh[2i] unless i = 0. */

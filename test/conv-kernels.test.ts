@@ -486,6 +486,13 @@ for (const fam of families) {
         ref.maxPoolBackward(ed, dout, inp, B, C, H, W);
         k.maxPoolBackward(dinp, dout, inp, B, C, H, W);
         expect(dinp.every((v, i) => Object.is(v, ed[i])), `${what} backward`).toBe(true);
+        if (k.maxPoolReluBackward) {
+          // the fused form: the pool's backward then the ReLU's mask (inp as the ReLU's output), bit for bit
+          ref.reluBackward(ed, ed, inp, ed.length);
+          const fused = arena.take(inp.length);
+          k.maxPoolReluBackward(fused, dout, inp, B, C, H, W);
+          expect(fused.every((v, i) => Object.is(v, ed[i])), `${what} maxPoolReluBackward`).toBe(true);
+        }
         arena.checkGuards(what);
       }
     });

@@ -56,6 +56,9 @@ export interface KernelSet {
   maxPoolForward(out: F, inp: F, B: number, C: number, H: number, W: number): void;
   // dinp (B,C,H,W) = dout routed to each window's maximum of inp (recomputed), 0 elsewhere; bit-identical
   maxPoolBackward(dinp: F, dout: F, inp: F, B: number, C: number, H: number, W: number): void;
+  // maxPoolBackward then reluBackward(dinp, dinp, inp) in one pass, for a pool whose input inp is a ReLU's output:
+  // the same bits as the two calls (families that have it; cnn.ts uses it when there)
+  maxPoolReluBackward?(dinp: F, dout: F, inp: F, B: number, C: number, H: number, W: number): void;
 }
 
 export const referenceKernels: KernelSet = {

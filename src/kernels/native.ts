@@ -51,8 +51,9 @@ export interface NativePath {
                  inp: Float32Array, weight: Float32Array, cols: Float32Array,
                  B: number, C: number, OC: number, H: number, W: number): void;
   maxPoolForward(out: Float32Array, inp: Float32Array, B: number, C: number, H: number, W: number): void;
+  /** relu = 1: also the mask of the ReLU whose output inp is (KernelSet.maxPoolReluBackward) */
   maxPoolBackward(dinp: Float32Array, dout: Float32Array, inp: Float32Array, B: number, C: number, H: number,
-                  W: number): void;
+                  W: number, relu?: number): void;
 }
 
 export interface NativeAddon extends NativePath {
@@ -194,7 +195,9 @@ export function nativeKernels(addon: NativeAddon, isa?: NativeIsa): Kernels & { 
                        f32(dout, 'dout'), f32(inp, 'inp'), f32(weight, 'weight'), f32(cols, 'cols'), B, C, OC, H, W),
     maxPoolForward: (out, inp, B, C, H, W) => x.maxPoolForward(f32(out, 'out'), f32(inp, 'inp'), B, C, H, W),
     maxPoolBackward: (dinp, dout, inp, B, C, H, W) =>
-      x.maxPoolBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(inp, 'inp'), B, C, H, W),
+      x.maxPoolBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(inp, 'inp'), B, C, H, W, 0),
+    maxPoolReluBackward: (dinp, dout, inp, B, C, H, W) =>
+      x.maxPoolBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(inp, 'inp'), B, C, H, W, 1),
   };
 }
 
