@@ -45,9 +45,9 @@ constexpr int BWD_OUTS = 4, BWD_VECS = 4;  // 16 accumulators over a 64-float st
 constexpr int DIN_ROWS = 4, DIN_VECS = 4;
 constexpr int FWDT_ROWS = 8, FWDT_VECS = 2;  // 16 accumulators; 8 broadcasts + 2 loads per 16 multiply-adds
 // convolutions in lanes (kernels.h): forward 4 outputs × 4 columns (16 accumulators, 8 input vectors); weight
-// gradient 4 outputs × 4 taps (16 accumulators); input gradient rows of 8 + 4 columns (12 accumulators, 8 loads)
+// gradient 4 outputs × a row of 5 taps (20 accumulators, a window of 5 inputs); input gradient rows of 8 + 4 columns (12 accumulators, 8 loads)
 constexpr int LCONV_OUTS = 4, LCONV_XS = 4;
-constexpr int LDW_OUTS = 4, LDW_TAPS = 4;
+constexpr int LDW_OUTS = 4;
 constexpr int LDI_XS = 8;
 static inline __mmask16 first_lanes(int n) { return (__mmask16)((1u << n) - 1); }
 static inline V vzero() { return _mm512_setzero_ps(); }
@@ -166,9 +166,9 @@ constexpr int BWD_OUTS = 4, BWD_VECS = 2;
 constexpr int DIN_ROWS = 4, DIN_VECS = 2;
 constexpr int FWDT_ROWS = 4, FWDT_VECS = 2;
 // convolutions in lanes: forward 2 outputs × 3 columns (6 accumulators + 7 inputs + 1 broadcast of 16
-// registers); weight gradient 2 × 4 (8 + 2 + 1); input gradient rows of 4 + 4 columns (8 + 4 + 1)
+// registers); weight gradient 1 output × 5 taps (5 + 5 + 1); input gradient rows of 4 + 4 columns (8 + 4 + 1)
 constexpr int LCONV_OUTS = 2, LCONV_XS = 3;
-constexpr int LDW_OUTS = 2, LDW_TAPS = 4;
+constexpr int LDW_OUTS = 1;
 constexpr int LDI_XS = 4;
 static inline __m256i first_lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));

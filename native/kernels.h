@@ -502,58 +502,76 @@ static void lconv_fwd(float* out, const float* in, const float* w, const float* 
   }
 }
 
-// Weight-gradient block: dw[o0 + r][t0 + q] (+)= Σ_lanes Σ_{y,x} dout(o0+r, y, x) · in(tap t0+q at y, x), where
-// tap t = c·25 + i·5 + j reads in(c, y+i, x+j). The first group stores, later groups add (in group order).
-template <int NO, int NT>
-static inline void ldw_block(float* dw, const float* dout, const float* in, int C, int IH, int IW, int OH, int OW,
-                             int o0, int t0, int first) {
-  const long KC = (long)C * KK, P = (long)OH * OW;
-  long toff[NT];
-  for (int q = 0; q < NT; q++) {
-    const int t = t0 + q, c = t / KK, ij = t % KK;
-    toff[q] = (((long)c * IH + ij / KS) * IW + ij % KS) * W;
-  }
-  V acc[NO][NT];
-  for (int r = 0; r < NO; r++)
-    for (int q = 0; q < NT; q++) acc[r][q] = vzero();
-  for (int y = 0; y < OH; y++) {
-    const float* g = dout + ((long)o0 * P + (long)y * OW) * W;
-    const float* x0 = in + (long)y * IW * W;
-    for (int x = 0; x < OW; x++) {
-      V gv[NO];
-      for (int r = 0; r < NO; r++) gv[r] = vload(g + (r * P + x) * W);
-      for (int q = 0; q < NT; q++) {
-        const V xv = vload(x0 + toff[q] + (long)x * W);
-        for (int r = 0; r < NO; r++) acc[r][q] = vfma(gv[r], xv, acc[r][q]);
-      }
-    }
-  }
-  float s[NO * NT];
-  fwd_reduce<NO, NT>(acc, s);
-  for (int r = 0; r < NO; r++) {
-    for (int q = 0; q < NT; q++) {
-      float* d = dw + (o0 + r) * KC + t0 + q;
-      *d = first ? s[r * NT + q] : *d + s[r * NT + q];
-    }
-  }
+// Weight-gradient block: dw[o0 + r][c·25 + i·5 + j] for r < NO, j < 5 (+)= Σ_lanes Σ_{y,x} dout(o0+r, y, x) ·
+// in(c, y+i, x+j): one row of taps of NO outputs. Along x the five taps read a sliding window of five input
+// vectors, so each position loads one new input vector and NO output-gradient vectors for 5·NO multiply-adds (the
+// window rotates by renaming: the loop is unrolled by 5). The first group stores, later groups add (in order).
+template <int NO, int K>
+static inline void ldw_step(V (&acc)[NO][KS], V (&win)[KS], const float* g, long P, const float* xr, int x) {
+  win[(K + KS - 1) % KS] = vload(xr + (long)(x + K + KS - 1) * W);
+  V gv[NO];
+  for (int r = 0; r < NO; r++) gv[r] = vload(g + (r * P + x + K) * W);
+  for (int j = 0; j < KS; j++)
+    for (int r = 0; r < NO; r++) acc[r][j] = vfma(gv[r], win[(K + j) % KS], acc[r][j]);
 }
 
-template <int NO, int NT>
-static inline void ldw_rest(float* dw, const float* dout, const float* in, int C, int IH, int IW, int OH, int OW, int o0,
-                            int t0, int n, int first) {
-  if constexpr (NT > 1) {
-    if (n < NT) return ldw_rest<NO, NT - 1>(dw, dout, in, C, IH, IW, OH, OW, o0, t0, n, first);
+template <int NO>
+static inline void ldw_row(float* dw, const float* dout, const float* in, int C, int IH, int IW, int OH, int OW, int o0,
+                           int c, int i, int first) {
+  const long KC = (long)C * KK, P = (long)OH * OW;
+  V acc[NO][KS];
+  for (int r = 0; r < NO; r++)
+    for (int j = 0; j < KS; j++) acc[r][j] = vzero();
+  for (int y = 0; y < OH; y++) {
+    const float* g = dout + ((long)o0 * P + (long)y * OW) * W;
+    const float* xr = in + ((long)c * IH + y + i) * IW * W;
+    V win[KS];
+    for (int j = 0; j < KS - 1; j++) win[j] = vload(xr + j * W);
+    int x = 0;
+    for (; x + KS <= OW; x += KS) {
+      ldw_step<NO, 0>(acc, win, g, P, xr, x);
+      ldw_step<NO, 1>(acc, win, g, P, xr, x);
+      ldw_step<NO, 2>(acc, win, g, P, xr, x);
+      ldw_step<NO, 3>(acc, win, g, P, xr, x);
+      ldw_step<NO, 4>(acc, win, g, P, xr, x);
+    }
+    static_assert(KS == 5, "the leftover steps below assume 5 taps a row");
+    const int rest = OW - x;
+    if (rest > 0) ldw_step<NO, 0>(acc, win, g, P, xr, x);
+    if (rest > 1) ldw_step<NO, 1>(acc, win, g, P, xr, x);
+    if (rest > 2) ldw_step<NO, 2>(acc, win, g, P, xr, x);
+    if (rest > 3) ldw_step<NO, 3>(acc, win, g, P, xr, x);
   }
-  ldw_block<NO, NT>(dw, dout, in, C, IH, IW, OH, OW, o0, t0, first);
+  float s[NO][KS];
+  if constexpr (NO == 4) {
+    // the first four taps of the four outputs in one transposing tree, the fifth one at a time
+    V a[4][4];
+    for (int r = 0; r < 4; r++)
+      for (int j = 0; j < 4; j++) a[r][j] = acc[r][j];
+    float t[16];
+    fwd_reduce<4, 4>(a, t);
+    V e[4][1];
+    for (int r = 0; r < 4; r++) e[r][0] = acc[r][4];
+    float u[4];
+    fwd_reduce<4, 1>(e, u);
+    for (int r = 0; r < 4; r++) {
+      for (int j = 0; j < 4; j++) s[r][j] = t[r * 4 + j];
+      s[r][4] = u[r];
+    }
+  } else {
+    fwd_reduce<NO, KS>(acc, &s[0][0]);
+  }
+  for (int r = 0; r < NO; r++) {
+    float* d = dw + (o0 + r) * KC + ((long)c * KS + i) * KS;
+    for (int j = 0; j < KS; j++) d[j] = first ? s[r][j] : d[j] + s[r][j];
+  }
 }
 
 template <int NO>
 static inline void ldw_outs(float* dw, const float* dout, const float* in, int C, int IH, int IW, int OH, int OW, int o0,
                             int first) {
-  const int KC = C * KK;
-  int t = 0;
-  for (; t + LDW_TAPS <= KC; t += LDW_TAPS) ldw_block<NO, LDW_TAPS>(dw, dout, in, C, IH, IW, OH, OW, o0, t, first);
-  if (t < KC) ldw_rest<NO, LDW_TAPS - 1>(dw, dout, in, C, IH, IW, OH, OW, o0, t, KC - t, first);
+  for (int c = 0; c < C; c++)
+    for (int i = 0; i < KS; i++) ldw_row<NO>(dw, dout, in, C, IH, IW, OH, OW, o0, c, i, first);
 }
 
 // dw (OC, KC) and db (OC) (+)= the group's sums, from dout (OC, OH, OW) and in (C, IH, IW) in lanes
