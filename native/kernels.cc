@@ -25,11 +25,12 @@
 #include <cstring>
 
 // Floats of the convolutions' scratch `cols` (kernels.h): a group's input, output (or output gradient) and input
-// gradient in lanes, sized for the widest path's 16 lanes (src/kernels/reference.ts conv2dScratchLength).
+// gradient or pooled output in lanes, sized for the widest path's 16 lanes (src/kernels/reference.ts conv2dScratchLength).
 // Outside the two paths' target regions, so that the glue never runs instructions the CPU may lack.
 constexpr int CONV_MAX_LANES = 16;
 static inline double conv_scratch_floats(int C, int OC, int IH, int IW) {
-  return (double)CONV_MAX_LANES * (2.0 * C * IH * IW + (double)OC * (IH - 4) * (IW - 4));
+  const double in = (double)C * IH * IW, out = (double)OC * (IH - 4) * (IW - 4), pooled = (double)OC * ((IH - 4) / 2) * ((IW - 4) / 2);
+  return CONV_MAX_LANES * (in + out + (in > pooled ? in : pooled));
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -261,9 +262,10 @@ struct Ops {
   void (*sgd_plain)(float*, const float*, long, int, long, const avx512::SgdArgs&);
   void (*sgd_momentum)(float*, const float*, long, int, float*, long, const avx512::SgdArgs&);
   void (*adam)(float*, const float*, long, int, float*, float*, long, const avx512::AdamArgs&);
-  void (*conv2d_fwd)(float*, const float*, const float*, const float*, float*, int, int, int, int, int, int);
+  void (*conv2d_fwd)(float*, float*, const float*, const float*, const float*, float*, int, int, int, int, int, int);
   void (*conv2d_fwd_direct)(float*, const float*, const float*, const float*, int, int, int, int, int, int);
-  void (*conv2d_bwd)(float*, float*, float*, const float*, const float*, const float*, float*, int, int, int, int, int);
+  void (*conv2d_bwd)(float*, float*, float*, const float*, const float*, const float*, const float*, const float*, float*,
+                     int, int, int, int, int);
   void (*maxpool_fwd)(float*, const float*, long, int, int);
   void (*maxpool_bwd)(float*, const float*, const float*, long, int, int, int);
 };
@@ -580,11 +582,14 @@ static ConvDims conv_dims(Call& a, size_t i) {
   return d;
 }
 
-// conv2dForward(out, inp, weight, bias, cols, B, C, OC, H, W, relu)
+// conv2dForward(out, inp, weight, bias, cols, B, C, OC, H, W, relu, pooled = null): with pooled (B, OC, OH/2, OW/2),
+// also the 2×2 max-pool of out into it (the same bits as maxPoolForward)
 napi_value Conv2dForward(napi_env env, napi_callback_info info) {
   Call a(env, info, "conv2dForward");
   const ConvDims d = conv_dims(a, 5);
   const bool relu = a.flag(10, "relu");
+  float* pooled = a.argc <= 11 || a.is_null(11) ? nullptr
+                  : a.f32(11, (double)d.B * d.OC * ((d.H - 4) / 2) * ((d.W - 4) / 2), "pooled");
   float* out = a.f32(0, d.out(), "out");
   const float* inp = a.f32(1, d.in(), "inp");
   const float* w = a.f32(2, d.weight(), "weight");
@@ -592,7 +597,7 @@ napi_value Conv2dForward(napi_env env, napi_callback_info info) {
   float* cols = a.f32(4, d.cols(), "cols");
   if (!a.failed) {
     FlushDenormals ftz;
-    a.ops->conv2d_fwd(out, inp, w, bias, cols, d.B, d.C, d.OC, d.H, d.W, relu);
+    a.ops->conv2d_fwd(out, pooled, inp, w, bias, cols, d.B, d.C, d.OC, d.H, d.W, relu);
   }
   return nullptr;
 }
@@ -613,20 +618,26 @@ napi_value Conv2dForwardDirect(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// conv2dBackward(dinp | null, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W)
+// conv2dBackward(dinp | null, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W, out = null)
+//   with out (B, OC, OH, OW) given, dout is the pooled map's gradient (B, OC, OH/2, OW/2) of the max-pool of the
+//   ReLU output `out`, and the output's gradient is its max-pool + ReLU backward (maxPoolBackward with relu)
 napi_value Conv2dBackward(napi_env env, napi_callback_info info) {
   Call a(env, info, "conv2dBackward");
   const ConvDims d = conv_dims(a, 7);
+  const bool pooled = a.argc > 12 && !a.is_null(12);
   float* dinp = a.is_null(0) ? nullptr : a.f32(0, d.in(), "dinp");
   float* dw = a.f32(1, d.weight(), "dweight");
   float* db = a.f32(2, d.OC, "dbias");
-  const float* dout = a.f32(3, d.out(), "dout");
+  const float* dout = a.f32(3, pooled ? (double)d.B * d.OC * ((d.H - 4) / 2) * ((d.W - 4) / 2) : d.out(),
+                            pooled ? "dpooled" : "dout");
+  const float* out = pooled ? a.f32(12, d.out(), "out") : nullptr;
   const float* inp = a.f32(4, d.in(), "inp");
   const float* w = a.f32(5, d.weight(), "weight");
   float* cols = a.f32(6, d.cols(), "cols");
   if (!a.failed) {
     FlushDenormals ftz;
-    a.ops->conv2d_bwd(dinp, dw, db, dout, inp, w, cols, d.B, d.C, d.OC, d.H, d.W);
+    a.ops->conv2d_bwd(dinp, dw, db, pooled ? nullptr : dout, pooled ? dout : nullptr, out, inp, w, cols, d.B, d.C, d.OC,
+                      d.H, d.W);
   }
   return nullptr;
 }

@@ -434,18 +434,19 @@ static void to_lanes(float* lanes, const float* img, int n, long elems) {
   }
 }
 
-// n ≤ W images (n, elems) ← lanes (elems, W): img[b·elems + e] = lanes[e·W + b] for b < n
-static void from_lanes(float* img, const float* lanes, int n, long elems) {
+// n ≤ W images ← lanes (elems, W): img[b·stride + e] = lanes[e·W + b] for b < n, e < elems
+static void from_lanes(float* img, long stride, const float* lanes, int n, long elems) {
   for (long e = 0; e < elems; e += W) {
     const int m = elems - e < W ? (int)(elems - e) : W;
-    transpose_tile_n(img + e, elems, lanes + e * W, W, m, n, m);
+    transpose_tile_n(img + e, stride, lanes + e * W, W, m, n, m);
   }
 }
 
-// Forward block: outputs o0 .. o0+NO of row y, columns x0 .. x0+NX, in lanes
+// Forward block: outputs o0 .. o0+NO of row y, columns x0 .. x0+NX, in lanes, stored at out + r·ostride + x·W
+// (out: output o0's row y at column 0)
 template <int NO, int NX>
-static inline void lconv_block(float* out, const float* in, const float* w, const float* bias, int C, int IH, int IW,
-                               int OH, int OW, int o0, int y, int x0, int relu) {
+static inline void lconv_block(float* out, long ostride, const float* in, const float* w, const float* bias, int C,
+                               int IH, int IW, int o0, int y, int x0, int relu) {
   const long KC = (long)C * KK;
   V acc[NO][NX];
   for (int r = 0; r < NO; r++) {
@@ -467,38 +468,62 @@ static inline void lconv_block(float* out, const float* in, const float* w, cons
     }
   }
   for (int r = 0; r < NO; r++) {
-    float* d = out + (((long)(o0 + r) * OH + y) * OW + x0) * W;
+    float* d = out + r * ostride + (long)x0 * W;
     for (int s = 0; s < NX; s++) vstore(d + s * W, relu ? vselect_pos(acc[r][s], acc[r][s]) : acc[r][s]);
   }
 }
 
 // the last n < NX columns of a row, one block
 template <int NO, int NX>
-static inline void lconv_rest(float* out, const float* in, const float* w, const float* bias, int C, int IH, int IW,
-                              int OH, int OW, int o0, int y, int x0, int n, int relu) {
+static inline void lconv_rest(float* out, long ostride, const float* in, const float* w, const float* bias, int C,
+                              int IH, int IW, int o0, int y, int x0, int n, int relu) {
   if constexpr (NX > 1) {
-    if (n < NX) return lconv_rest<NO, NX - 1>(out, in, w, bias, C, IH, IW, OH, OW, o0, y, x0, n, relu);
+    if (n < NX) return lconv_rest<NO, NX - 1>(out, ostride, in, w, bias, C, IH, IW, o0, y, x0, n, relu);
   }
-  lconv_block<NO, NX>(out, in, w, bias, C, IH, IW, OH, OW, o0, y, x0, relu);
+  lconv_block<NO, NX>(out, ostride, in, w, bias, C, IH, IW, o0, y, x0, relu);
 }
 
 template <int NO>
-static inline void lconv_outs(float* out, const float* in, const float* w, const float* bias, int C, int IH, int IW,
-                              int OH, int OW, int o0, int y, int relu) {
+static inline void lconv_outs(float* out, long ostride, const float* in, const float* w, const float* bias, int C,
+                              int IH, int IW, int o0, int y, int relu) {
+  const int OW = IW - KS + 1;
   int x = 0;
-  for (; x + LCONV_XS <= OW; x += LCONV_XS)
-    lconv_block<NO, LCONV_XS>(out, in, w, bias, C, IH, IW, OH, OW, o0, y, x, relu);
-  if (x < OW) lconv_rest<NO, LCONV_XS - 1>(out, in, w, bias, C, IH, IW, OH, OW, o0, y, x, OW - x, relu);
+  for (; x + LCONV_XS <= OW; x += LCONV_XS) lconv_block<NO, LCONV_XS>(out, ostride, in, w, bias, C, IH, IW, o0, y, x, relu);
+  if (x < OW) lconv_rest<NO, LCONV_XS - 1>(out, ostride, in, w, bias, C, IH, IW, o0, y, x, OW - x, relu);
 }
 
-// out (OC, OH, OW) in lanes = conv(in (C, IH, IW) in lanes) + bias, then ReLU when relu ≠ 0
-static void lconv_fwd(float* out, const float* in, const float* w, const float* bias, int C, int OC, int IH, int IW,
-                      int relu) {
-  const int OH = IH - KS + 1, OW = IW - KS + 1;
-  for (int y = 0; y < OH; y++) {
+// rows y0 .. y0+R of out = conv(in (C, IH, IW) in lanes) + bias, then ReLU when relu ≠ 0, into chunk (OC, R, OW) in lanes
+static void lconv_rows(float* chunk, const float* in, const float* w, const float* bias, int C, int OC, int IH, int IW,
+                       int y0, int R, int relu) {
+  const int OW = IW - KS + 1;
+  const long ostride = (long)R * OW * W;
+  for (int y = y0; y < y0 + R; y++) {
+    float* row = chunk + (long)(y - y0) * OW * W;
     int o = 0;
-    for (; o + LCONV_OUTS <= OC; o += LCONV_OUTS) lconv_outs<LCONV_OUTS>(out, in, w, bias, C, IH, IW, OH, OW, o, y, relu);
-    for (; o < OC; o++) lconv_outs<1>(out, in, w, bias, C, IH, IW, OH, OW, o, y, relu);
+    for (; o + LCONV_OUTS <= OC; o += LCONV_OUTS)
+      lconv_outs<LCONV_OUTS>(row + o * ostride, ostride, in, w, bias, C, IH, IW, o, y, relu);
+    for (; o < OC; o++) lconv_outs<1>(row + o * ostride, ostride, in, w, bias, C, IH, IW, o, y, relu);
+  }
+}
+
+// pooled (OC, R/2 rows from py, PW) in lanes (whole map: rows PH) ← the 2×2 max of chunk (OC, R, OW) in lanes, R even,
+// with the reference's rule and order (maxpool_fwd)
+static void lpool_rows(float* pooled, const float* chunk, int OC, int R, int OW, int PH, int py) {
+  const int PW = OW / 2;
+  for (int o = 0; o < OC; o++) {
+    for (int q = 0; q < R / 2; q++) {
+      const float* r0 = chunk + ((long)o * R + 2 * q) * OW * W;
+      const float* r1 = r0 + (long)OW * W;
+      float* d = pooled + (((long)o * PH + py + q) * PW) * W;
+      for (int x = 0; x < PW; x++) {
+        V best = vload(r0 + 2 * x * W);
+        const V v01 = vload(r0 + (2 * x + 1) * W), v10 = vload(r1 + 2 * x * W), v11 = vload(r1 + (2 * x + 1) * W);
+        best = vblend(vgt(v01, best), best, v01);
+        best = vblend(vgt(v10, best), best, v10);
+        best = vblend(vgt(v11, best), best, v11);
+        vstore(d + x * W, best);
+      }
+    }
   }
 }
 
@@ -637,42 +662,103 @@ static void lconv_dinp(float* din, const float* dout, const float* w, int C, int
   }
 }
 
-// conv2d_fwd: out = conv(inp, w) + bias, then ReLU when relu ≠ 0
-// inp (B, C, IH, IW)  w (OC, C, 5, 5)  bias (OC)  cols: scratch (conv_scratch_floats)  →  out (B, OC, OH, OW)
-static void conv2d_fwd(float* out, const float* inp, const float* w, const float* bias, float* cols,
+// conv2d_fwd: out = conv(inp, w) + bias, then ReLU when relu ≠ 0; and pooled = the 2×2 max-pool of out unless null
+// (the same bits as maxpool_fwd on out)
+// inp (B, C, IH, IW)  w (OC, C, 5, 5)  bias (OC)  cols: scratch (conv_scratch_floats)  →  out (B, OC, OH, OW),
+// pooled (B, OC, OH/2, OW/2)
+// Per group: the input in lanes, then two rows of outputs at a time (all channels) into a chunk in lanes that
+// stays in L1, copied out to the images (and pooled in lanes) before the next two rows.
+static void conv2d_fwd(float* out, float* pooled, const float* inp, const float* w, const float* bias, float* cols,
                        int B, int C, int OC, int IH, int IW, int relu) {
-  const long in_img = (long)C * IH * IW, out_img = (long)OC * (IH - KS + 1) * (IW - KS + 1);
+  const int OH = IH - KS + 1, OW = IW - KS + 1, PH = OH / 2, PW = OW / 2;
+  const long in_img = (long)C * IH * IW, out_img = (long)OC * OH * OW, pool_img = (long)OC * PH * PW;
   float* in_l = cols;
-  float* out_l = cols + in_img * W;
+  float* chunk = cols + in_img * W;         // (OC, 2, OW) in lanes
+  float* pool_l = chunk + out_img * W;      // (OC, PH, PW) in lanes
   for (int b = 0; b < B; b += W) {
     const int n = B - b < W ? B - b : W;
     to_lanes(in_l, inp + b * in_img, n, in_img);
-    lconv_fwd(out_l, in_l, w, bias, C, OC, IH, IW, relu);
-    from_lanes(out + b * out_img, out_l, n, out_img);
+    for (int y0 = 0; y0 < OH; y0 += 2) {
+      const int R = OH - y0 < 2 ? OH - y0 : 2;
+      lconv_rows(chunk, in_l, w, bias, C, OC, IH, IW, y0, R, relu);
+      for (int o = 0; o < OC; o++)
+        from_lanes(out + b * out_img + ((long)o * OH + y0) * OW, out_img, chunk + (long)o * R * OW * W, n, (long)R * OW);
+      if (pooled != nullptr && R == 2) lpool_rows(pool_l, chunk, OC, 2, OW, PH, y0 / 2);
+    }
+    if (pooled != nullptr) from_lanes(pooled + b * pool_img, pool_img, pool_l, n, pool_img);
+  }
+}
+
+// dout (OC, OH, OW) in lanes ← the gradient of a ReLU's output out under a 2×2 max-pool, from out (OC, OH, OW) in
+// lanes, which dout holds on entry (overwritten in place), and the pooled map's gradient dpool (OC, PH, PW) in lanes:
+// maxpool_bwd with relu, lane by lane (the same selection, the same bits)
+static void lpool_relu_bwd(float* dout, const float* dpool, int OC, int OH, int OW) {
+  const int PH = OH / 2, PW = OW / 2;
+  for (int o = 0; o < OC; o++) {
+    float* map = dout + (long)o * OH * OW * W;
+    for (int py = 0; py < PH; py++) {
+      float* r0 = map + (long)2 * py * OW * W;
+      float* r1 = r0 + (long)OW * W;
+      const float* g = dpool + ((long)o * PH + py) * PW * W;
+      for (int px = 0; px < PW; px++) {
+        float* a0 = r0 + 2 * px * W;
+        float* a1 = r1 + 2 * px * W;
+        const V v00 = vload(a0), v01 = vload(a0 + W), v10 = vload(a1), v11 = vload(a1 + W);
+        V best = v00;
+        const M k1 = vgt(v01, best);
+        best = vblend(k1, best, v01);
+        const M k2 = vgt(v10, best);
+        best = vblend(k2, best, v10);
+        const M k3 = vgt(v11, best);
+        best = vblend(k3, best, v11);
+        const V gv = vselect_pos(best, vload(g + px * W));
+        const M later = mor(mor(k1, k2), k3);
+        vstore(a0, vmaskz_not(later, gv));
+        vstore(a0 + W, vmaskz(mandnot(mor(k2, k3), k1), gv));
+        vstore(a1, vmaskz(mandnot(k3, k2), gv));
+        vstore(a1 + W, vmaskz(k3, gv));
+      }
+      if (OW & 1) {
+        vstore(r0 + (long)(OW - 1) * W, vzero());
+        vstore(r1 + (long)(OW - 1) * W, vzero());
+      }
+    }
+    if (OH & 1)
+      for (int x = 0; x < OW; x++) vstore(map + ((long)(OH - 1) * OW + x) * W, vzero());
   }
 }
 
 // conv2d_bwd: gradients of out = conv(inp, w) + bias
 // dout (B, OC, OH, OW)  inp (B, C, IH, IW)  w (OC, C, 5, 5)  cols: scratch (conv_scratch_floats)  →
 //   dw (OC, C, 5, 5) and db (OC) summed over the images, dinp (B, C, IH, IW) (skipped when null)
-static void conv2d_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
-                       float* cols, int B, int C, int OC, int IH, int IW) {
-  const long in_img = (long)C * IH * IW, out_img = (long)OC * (IH - KS + 1) * (IW - KS + 1);
+// With dpool (B, OC, OH/2, OW/2) non-null, dout is not read: the output's gradient is instead maxpool_bwd (with
+// relu) of dpool, for `out` (B, OC, OH, OW) the ReLU's output that was pooled, computed in lanes (the same bits
+// as maxpool_bwd then conv2d_bwd, without the gradient map ever written out).
+static void conv2d_bwd(float* dinp, float* dw, float* db, const float* dout, const float* dpool, const float* out,
+                       const float* inp, const float* w, float* cols, int B, int C, int OC, int IH, int IW) {
+  const int OH = IH - KS + 1, OW = IW - KS + 1;
+  const long in_img = (long)C * IH * IW, out_img = (long)OC * OH * OW, pool_img = (long)OC * (OH / 2) * (OW / 2);
   if (B == 0) {
     for (long e = 0; e < OC * (long)C * KK; e++) dw[e] = 0;
     for (int o = 0; o < OC; o++) db[o] = 0;
   }
   float* in_l = cols;
   float* dout_l = cols + in_img * W;
-  float* din_l = dout_l + out_img * W;
+  float* din_l = dout_l + out_img * W;  // also the pooled map's gradient, before dinp is computed
   for (int b = 0; b < B; b += W) {
     const int n = B - b < W ? B - b : W;
     to_lanes(in_l, inp + b * in_img, n, in_img);
-    to_lanes(dout_l, dout + b * out_img, n, out_img);
+    if (dpool != nullptr) {
+      to_lanes(dout_l, out + b * out_img, n, out_img);
+      to_lanes(din_l, dpool + b * pool_img, n, pool_img);
+      lpool_relu_bwd(dout_l, din_l, OC, OH, OW);
+    } else {
+      to_lanes(dout_l, dout + b * out_img, n, out_img);
+    }
     lconv_dw(dw, db, dout_l, in_l, C, OC, IH, IW, b == 0);
     if (dinp != nullptr) {
       lconv_dinp(din_l, dout_l, w, C, OC, IH, IW);
-      from_lanes(dinp + b * in_img, din_l, n, in_img);
+      from_lanes(dinp + b * in_img, in_img, din_l, n, in_img);
     }
   }
 }

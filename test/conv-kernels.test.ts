@@ -337,6 +337,17 @@ for (const fam of families) {
           const what = `${relu ? 'conv2dReluForward' : 'conv2dForward'} B=${B} C=${C} OC=${OC} ${H}×${W}`;
           const t = tol(C * KK + 1);
           expectClose(out, e, t.atol, t.rtol, what);
+          if (relu && k.conv2dReluPoolForward) {
+            // the fused form: the same bits as conv2dReluForward then maxPoolForward
+            const Q = ((H - 4) >> 1) * ((W - 4) >> 1);
+            const pooled = arena.take(B * OC * Q);
+            const out2 = arena.take(B * OC * P);
+            k.conv2dReluPoolForward(out2, pooled, inp, w, bias, cols, B, C, OC, H, W);
+            const ep = new Float32Array(B * OC * Q);
+            k.maxPoolForward(ep, out, B, OC, H - 4, W - 4);
+            expect(out2.every((v, i) => Object.is(v, out[i])), `${what} conv2dReluPoolForward out`).toBe(true);
+            expect(pooled.every((v, i) => Object.is(v, ep[i])), `${what} conv2dReluPoolForward pooled`).toBe(true);
+          }
           arena.checkGuards(what);
         }
       }
@@ -363,6 +374,23 @@ for (const fam of families) {
           // a pixel of dinp sums at most OC·25 products
           if (withDinp) expectClose(dinp, e.dinp, tol(OC * KK).atol, tol(OC * KK).rtol, `${what} dinp`);
           else expect(dinp.every(Number.isNaN), `${what}: dinp must stay untouched`).toBe(true);
+          if (k.conv2dReluPoolBackward && k.maxPoolReluBackward) {
+            // the fused form: the same bits as maxPoolReluBackward (dout from a pooled gradient and a ReLU output)
+            // then conv2dBackward; with a ReLU output of zeros, ties and values of both signs
+            const Q = ((H - 4) >> 1) * ((W - 4) >> 1);
+            const dpooled = arena.random(B * OC * Q);
+            const out = arena.random(B * OC * P);
+            for (let i = 0; i < out.length; i++) if (rng.int(4) === 0) out[i] = 0;
+            const dout2 = arena.take(B * OC * P);
+            k.maxPoolReluBackward(dout2, dpooled, out, B, OC, H - 4, W - 4);
+            const want = { dinp: arena.take(dinp.length), dw: arena.take(dw.length), db: arena.take(OC) };
+            k.conv2dBackward(withDinp ? want.dinp : null, want.dw, want.db, dout2, inp, w, cols, B, C, OC, H, W);
+            const got = { dinp: arena.take(dinp.length), dw: arena.take(dw.length), db: arena.take(OC) };
+            k.conv2dReluPoolBackward(withDinp ? got.dinp : null, got.dw, got.db, dpooled, out, inp, w, cols, B, C, OC, H, W);
+            for (const key of ['dinp', 'dw', 'db'] as const) {
+              expect(got[key].every((v, i) => Object.is(v, want[key][i])), `${what} conv2dReluPoolBackward ${key}`).toBe(true);
+            }
+          }
           arena.checkGuards(what);
         }
       }

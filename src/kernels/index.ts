@@ -49,9 +49,19 @@ export interface KernelSet {
   // out = max(conv(inp, weight) + bias, 0)
   conv2dReluForward(out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number, H: number,
                     W: number): void;
+  // conv2dReluForward then maxPoolForward(pooled, out, B, OC, OH, OW) in one call: the same bits as the two
+  // (families that have it; cnn.ts uses it when there)
+  conv2dReluPoolForward?(out: F, pooled: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number,
+                         H: number, W: number): void;
   // dweight (OC,C,5,5), dbias (OC) summed over the B images; dinp (B,C,H,W) (skipped when null)
   conv2dBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F, cols: F,
                  B: number, C: number, OC: number, H: number, W: number): void;
+  // conv2dBackward of a convolution followed by ReLU and the 2×2 max-pool, from the pooled map's gradient
+  // dpooled (B,OC,OH/2,OW/2) and the ReLU's output out (B,OC,OH,OW): the same bits as maxPoolReluBackward(dout,
+  // dpooled, out) then conv2dBackward(dinp, dweight, dbias, dout, …), without writing dout anywhere (families
+  // that have it; cnn.ts uses it when there, and then leaves the gradient stage of out unwritten)
+  conv2dReluPoolBackward?(dinp: F | null, dweight: F, dbias: F, dpooled: F, out: F, inp: F, weight: F, cols: F,
+                          B: number, C: number, OC: number, H: number, W: number): void;
   // out (B,C,⌊H/2⌋,⌊W/2⌋) = 2×2 max of inp (B,C,H,W); bit-identical in every family
   maxPoolForward(out: F, inp: F, B: number, C: number, H: number, W: number): void;
   // dinp (B,C,H,W) = dout routed to each window's maximum of inp (recomputed), 0 elsewhere; bit-identical
