@@ -50,6 +50,7 @@ constexpr int FWDT_ROWS = 8, FWDT_VECS = 2;  // 16 accumulators; 8 broadcasts + 
 constexpr int LCONV_OUTS = 4, LCONV_XS = 4;
 constexpr int LDW_OUTS = 4;
 constexpr int LDI_XS = 8;
+constexpr int DCONV1_ACC = 16;  // conv1 on images: outputs × 2 rows × vectors of a row (4 × 2 × 2 for 24 columns)
 static inline __mmask16 first_lanes(int n) { return (__mmask16)((1u << n) - 1); }
 static inline V vzero() { return _mm512_setzero_ps(); }
 static inline V vset1(float x) { return _mm512_set1_ps(x); }
@@ -171,6 +172,7 @@ constexpr int FWDT_ROWS = 4, FWDT_VECS = 2;
 constexpr int LCONV_OUTS = 2, LCONV_XS = 3;
 constexpr int LDW_OUTS = 1;
 constexpr int LDI_XS = 4;
+constexpr int DCONV1_ACC = 12;  // conv1 on images: outputs × 2 rows × vectors of a row (2 × 2 × 3 for 24 columns)
 static inline __m256i first_lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }

@@ -662,6 +662,101 @@ static void lconv_dinp(float* din, const float* dout, const float* w, int C, int
   }
 }
 
+// Direct forward for a single input channel (conv1: C = 1) on the images as they lie, without lanes: the
+// transposes into and out of lanes would cost as much as this layer's arithmetic (its output is 16× its input).
+// Vectors run along a row of outputs, NV = ⌈OW/W⌉ of them (the last one partial: 24 = 16 + 8 columns on AVX-512);
+// a block holds NO output channels × NY ≤ 2 rows, so the two rows of a pooling window are pooled in registers
+// (vdeinterleave splits even and odd columns). Each output sums its 25 taps in the lanes kernels' order
+// (i, then j, from the bias), one image at a time.
+template <int NO, int NY, int NV>
+static inline void dconv1_block(float* out, float* pooled, const float* img, const float* w, const float* bias, int IH,
+                                int IW, int o0, int y, int relu) {
+  const int OH = IH - KS + 1, OW = IW - KS + 1, PH = OH / 2, PW = OW / 2;
+  const int last = OW - (NV - 1) * W;  // columns in the last vector, 1 … W (every other vector is whole)
+  V acc[NO][NY][NV];
+  for (int r = 0; r < NO; r++) {
+    const V b = vset1(bias[o0 + r]);
+    for (int s = 0; s < NY; s++)
+      for (int v = 0; v < NV; v++) acc[r][s][v] = b;
+  }
+  for (int i = 0; i < KS; i++) {
+    for (int j = 0; j < KS; j++) {
+      V xv[NY][NV];
+      for (int s = 0; s < NY; s++) {
+        const float* row = img + (long)(y + s + i) * IW + j;
+        for (int v = 0; v < NV; v++) xv[s][v] = v < NV - 1 ? vload(row + v * W) : vloadn(row + v * W, last);
+      }
+      for (int r = 0; r < NO; r++) {
+        const V wv = vset1(w[(o0 + r) * KK + i * KS + j]);
+        for (int s = 0; s < NY; s++)
+          for (int v = 0; v < NV; v++) acc[r][s][v] = vfma(wv, xv[s][v], acc[r][s][v]);
+      }
+    }
+  }
+  for (int r = 0; r < NO; r++) {
+    for (int s = 0; s < NY; s++) {
+      float* d = out + ((long)(o0 + r) * OH + y + s) * OW;
+      for (int v = 0; v < NV; v++) {
+        if (relu) acc[r][s][v] = vselect_pos(acc[r][s][v], acc[r][s][v]);
+        if (v < NV - 1) vstore(d + v * W, acc[r][s][v]);
+        else vstoren(d + v * W, acc[r][s][v], last);
+      }
+    }
+  }
+  if (pooled == nullptr || NY < 2) return;
+  for (int r = 0; r < NO; r++) {
+    float* d = pooled + ((long)(o0 + r) * PH + y / 2) * PW;
+    for (int v = 0; v < NV; v += 2) {
+      // windows v/2·W … of the two rows: columns 2x, 2x+1 from the vector pair (v, v+1)
+      V v00, v01, v10, v11;
+      vdeinterleave(acc[r][0][v], v + 1 < NV ? acc[r][0][v + 1] : vzero(), v00, v01);
+      vdeinterleave(acc[r][NY - 1][v], v + 1 < NV ? acc[r][NY - 1][v + 1] : vzero(), v10, v11);
+      V best = v00;
+      best = vblend(vgt(v01, best), best, v01);
+      best = vblend(vgt(v10, best), best, v10);
+      best = vblend(vgt(v11, best), best, v11);
+      const int x = v / 2 * W, n = PW - x < W ? PW - x : W;
+      if (n == W) vstore(d + x, best);
+      else if (n > 0) vstoren(d + x, best, n);
+    }
+  }
+}
+
+template <int NO, int NV>
+static inline void dconv1_outs(float* out, float* pooled, const float* img, const float* w, const float* bias, int IH,
+                               int IW, int o0, int relu) {
+  const int OH = IH - KS + 1;
+  int y = 0;
+  for (; y + 2 <= OH; y += 2) dconv1_block<NO, 2, NV>(out, pooled, img, w, bias, IH, IW, o0, y, relu);
+  if (y < OH) dconv1_block<NO, 1, NV>(out, pooled, img, w, bias, IH, IW, o0, y, relu);
+}
+
+// the last n < NO + 1 output channels, one block
+template <int NO, int NV>
+static inline void dconv1_rest(float* out, float* pooled, const float* img, const float* w, const float* bias, int IH,
+                               int IW, int o0, int n, int relu) {
+  if constexpr (NO > 1) {
+    if (n < NO) return dconv1_rest<NO - 1, NV>(out, pooled, img, w, bias, IH, IW, o0, n, relu);
+  }
+  dconv1_outs<NO, NV>(out, pooled, img, w, bias, IH, IW, o0, relu);
+}
+
+template <int NV>
+static void dconv1_fwd(float* out, float* pooled, const float* inp, const float* w, const float* bias, int B, int OC,
+                       int IH, int IW, int relu) {
+  const int OH = IH - KS + 1, OW = IW - KS + 1;
+  const long in_img = (long)IH * IW, out_img = (long)OC * OH * OW, pool_img = (long)OC * (OH / 2) * (OW / 2);
+  constexpr int NO = DCONV1_ACC / (2 * NV) > 0 ? DCONV1_ACC / (2 * NV) : 1;
+  for (int b = 0; b < B; b++) {
+    float* o_img = out + b * out_img;
+    float* p_img = pooled ? pooled + b * pool_img : nullptr;
+    const float* img = inp + b * in_img;
+    int o = 0;
+    for (; o + NO <= OC; o += NO) dconv1_outs<NO, NV>(o_img, p_img, img, w, bias, IH, IW, o, relu);
+    if (o < OC) dconv1_rest<NO - 1, NV>(o_img, p_img, img, w, bias, IH, IW, o, OC - o, relu);
+  }
+}
+
 // conv2d_fwd: out = conv(inp, w) + bias, then ReLU when relu ≠ 0; and pooled = the 2×2 max-pool of out unless null
 // (the same bits as maxpool_fwd on out)
 // inp (B, C, IH, IW)  w (OC, C, 5, 5)  bias (OC)  cols: scratch (conv_scratch_floats)  →  out (B, OC, OH, OW),
@@ -671,6 +766,14 @@ static void lconv_dinp(float* din, const float* dout, const float* w, int C, int
 static void conv2d_fwd(float* out, float* pooled, const float* inp, const float* w, const float* bias, float* cols,
                        int B, int C, int OC, int IH, int IW, int relu) {
   const int OH = IH - KS + 1, OW = IW - KS + 1, PH = OH / 2, PW = OW / 2;
+  if (C == 1 && OW <= 4 * W) {
+    switch ((OW + W - 1) / W) {
+      case 1: return dconv1_fwd<1>(out, pooled, inp, w, bias, B, OC, IH, IW, relu);
+      case 2: return dconv1_fwd<2>(out, pooled, inp, w, bias, B, OC, IH, IW, relu);
+      case 3: return dconv1_fwd<3>(out, pooled, inp, w, bias, B, OC, IH, IW, relu);
+      default: return dconv1_fwd<4>(out, pooled, inp, w, bias, B, OC, IH, IW, relu);
+    }
+  }
   const long in_img = (long)C * IH * IW, out_img = (long)OC * OH * OW, pool_img = (long)OC * PH * PW;
   float* in_l = cols;
   float* chunk = cols + in_img * W;         // (OC, 2, OW) in lanes
