@@ -418,6 +418,12 @@ constexpr int KS = 5, KK = KS * KS;
 // dst[j·ldd .. + sw) = the transposed row j for j < nj (sw ≤ W floats stored)
 static inline void transpose_tile_n(float* dst, long ldd, const float* src, long lds, int ni, int nj, int sw) {
   V r[W];
+  if (ni == W && nj == W && sw == W) {  // a whole tile: no masks, no branches
+    for (int i = 0; i < W; i++) r[i] = vload(src + i * lds);
+    vtranspose(r);
+    for (int j = 0; j < W; j++) vstore(dst + (long)j * ldd, r[j]);
+    return;
+  }
   for (int i = 0; i < W; i++) r[i] = i >= ni ? vzero() : nj == W ? vload(src + i * lds) : vloadn(src + i * lds, nj);
   vtranspose(r);
   for (int j = 0; j < nj; j++) {
