@@ -167,10 +167,11 @@ constexpr int FWD_ROWS = 4, FWD_OUTS = 2;  // 8 accumulators + 2 weight vectors 
 constexpr int BWD_OUTS = 4, BWD_VECS = 2;
 constexpr int DIN_ROWS = 4, DIN_VECS = 2;
 constexpr int FWDT_ROWS = 4, FWDT_VECS = 2;
-// convolutions in lanes: forward 2 outputs × 3 columns (6 accumulators + 7 inputs + 1 broadcast of 16
-// registers); weight gradient 1 output × 5 taps (5 + 5 + 1); input gradient rows of 4 + 4 columns (8 + 4 + 1)
-constexpr int LCONV_OUTS = 2, LCONV_XS = 3;
-constexpr int LDW_OUTS = 1;
+// convolutions in lanes: forward 4 outputs × 2 columns (8 accumulators + 6 inputs + 1 broadcast of 16
+// registers); weight gradient 2 outputs × 5 taps (10 + a window of 5 + 2, one spilled: still faster than 1 × 5);
+// input gradient rows of 4 + 4 columns (8 + 4 + 1). Measured against 2 × 3, 3 × 2 and 1 × 5 on the real layers.
+constexpr int LCONV_OUTS = 4, LCONV_XS = 2;
+constexpr int LDW_OUTS = 2;
 constexpr int LDI_XS = 4;
 constexpr int DCONV1_ACC = 12;  // conv1 on images: outputs × 2 rows × vectors of a row (2 × 2 × 3 for 24 columns)
 static inline __m256i first_lanes(int n) {
