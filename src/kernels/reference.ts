@@ -176,13 +176,16 @@ export const CONV_LANES = 16;
 /** Floats of the scratch `cols` the fast families' convolution kernels need, whatever B: room for CONV_LANES
  *  images' input (C,H,W), output or output gradient (OC,OH,OW), and input gradient or pooled output
  *  (OC,⌊OH/2⌋,⌊OW/2⌋), whichever is larger: the native family's groups of images in lanes (native/kernels.h).
- *  It also holds the WebAssembly families' im2col matrix of one image, (C·25) × (OH·OW). The reference does
- *  not use it. */
+ *  It also holds the WebAssembly families' im2col matrix of one image, (C·25) × (OH·OW), and their padded
+ *  im2row matrix and weight gradient, (OH·OW + OC) × KCp with KCp = C·25 rounded up to a multiple of 16 (in
+ *  practice always the smaller). The reference does not use it. */
 export function conv2dScratchLength(C: number, OC: number, H: number, W: number): number {
   const OH = Math.max(0, H - KS + 1);
   const OW = Math.max(0, W - KS + 1);
   const inp = C * H * W;
-  return Math.max(CONV_LANES * (inp + OC * OH * OW + Math.max(inp, OC * (OH >> 1) * (OW >> 1))), C * KK * OH * OW);
+  const KCp = Math.ceil((C * KK) / 16) * 16;
+  return Math.max(CONV_LANES * (inp + OC * OH * OW + Math.max(inp, OC * (OH >> 1) * (OW >> 1))), C * KK * OH * OW,
+                  (OH * OW + OC) * KCp);
 }
 
 // out[b][o][y][x] = bias[o] + Σ_{c, i<5, j<5} weight[o][c][i][j] · inp[b][c][y+i][x+j]
