@@ -621,20 +621,21 @@ static void lconv_dw(float* dw, float* db, const float* dout, const float* in, i
   for (; o < OC; o++) ldw_outs<1>(dw, dout, in, C, IH, IW, OH, OW, o, first);
 }
 
-// Input-gradient chunk: the contributions of output columns x0 .. x0+NX to input row yy of channel c, i.e. to input
-// columns x0 .. x0+NX+4, summed over i (rows yy−i of dout), o and j in registers. The first chunk of a row stores;
-// a later one adds its first 4 columns (where it overlaps the previous chunk) and stores the rest.
+// Input-gradient chunk: the contributions of output channels o0 .. o1 and output columns x0 .. x0+NX to input row yy
+// of channel c, i.e. to input columns x0 .. x0+NX+4, summed over i (rows yy−i of dout), o and j in registers. With
+// `add` = 0 (the first block of outputs) the first chunk of a row stores and a later one adds its first 4 columns
+// (where it overlaps the previous chunk) and stores the rest; with add ≠ 0 every column adds.
 template <int NX>
-static inline void ldi_chunk(float* din, const float* dout, const float* w, int C, int OC, int IH, int IW, int OH,
-                             int OW, int c, int yy, int x0, int first) {
+static inline void ldi_chunk(float* din, const float* dout, const float* w, int C, int IH, int IW, int OH, int OW,
+                             int o0, int o1, int c, int yy, int x0, int add) {
   const long KC = (long)C * KK, P = (long)OH * OW;
   V acc[NX + KS - 1];
   for (int u = 0; u < NX + KS - 1; u++) acc[u] = vzero();
   const int i0 = yy - (OH - 1) > 0 ? yy - (OH - 1) : 0, i1 = yy < KS - 1 ? yy : KS - 1;
   for (int i = i0; i <= i1; i++) {
-    const float* g = dout + ((long)(yy - i) * OW + x0) * W;
-    const float* wr = w + (long)c * KK + i * KS;
-    for (int o = 0; o < OC; o++, g += P * W, wr += KC) {
+    const float* g = dout + ((long)o0 * P + (long)(yy - i) * OW + x0) * W;
+    const float* wr = w + o0 * KC + (long)c * KK + i * KS;
+    for (int o = o0; o < o1; o++, g += P * W, wr += KC) {
       V d[NX];
       for (int x = 0; x < NX; x++) d[x] = vload(g + x * W);
       for (int j = 0; j < KS; j++) {
@@ -644,26 +645,35 @@ static inline void ldi_chunk(float* din, const float* dout, const float* w, int 
     }
   }
   float* dst = din + (((long)c * IH + yy) * IW + x0) * W;
-  for (int u = 0; u < NX + KS - 1; u++) vstore(dst + u * W, first || u >= KS - 1 ? acc[u] : vadd(vload(dst + u * W), acc[u]));
+  const int keep = add ? NX + KS - 1 : x0 > 0 ? KS - 1 : 0;  // the first `keep` columns add to what is there
+  for (int u = 0; u < NX + KS - 1; u++) vstore(dst + u * W, u >= keep ? acc[u] : vadd(vload(dst + u * W), acc[u]));
 }
 
 template <int NX>
-static inline void ldi_rest(float* din, const float* dout, const float* w, int C, int OC, int IH, int IW, int OH, int OW,
-                            int c, int yy, int x0, int n, int first) {
+static inline void ldi_rest(float* din, const float* dout, const float* w, int C, int IH, int IW, int OH, int OW,
+                            int o0, int o1, int c, int yy, int x0, int n, int add) {
   if constexpr (NX > 1) {
-    if (n < NX) return ldi_rest<NX - 1>(din, dout, w, C, OC, IH, IW, OH, OW, c, yy, x0, n, first);
+    if (n < NX) return ldi_rest<NX - 1>(din, dout, w, C, IH, IW, OH, OW, o0, o1, c, yy, x0, n, add);
   }
-  ldi_chunk<NX>(din, dout, w, C, OC, IH, IW, OH, OW, c, yy, x0, first);
+  ldi_chunk<NX>(din, dout, w, C, IH, IW, OH, OW, o0, o1, c, yy, x0, add);
 }
 
-// din (C, IH, IW) in lanes = the input gradient of dout (OC, OH, OW) in lanes; overwritten
+// din (C, IH, IW) in lanes = the input gradient of dout (OC, OH, OW) in lanes; overwritten. Input rows outermost,
+// then blocks of output channels whose five rows of dout (the ones an input row reads) fit in a good part of L1,
+// then the input channels: each block of dout is read from L2 once per input row instead of once per channel.
+// An element's sum: over the blocks in order, each summed over (i, o, j) in registers.
 static void lconv_dinp(float* din, const float* dout, const float* w, int C, int OC, int IH, int IW) {
   const int OH = IH - KS + 1, OW = IW - KS + 1;
-  for (int c = 0; c < C; c++) {
-    for (int yy = 0; yy < IH; yy++) {
-      int x = 0;
-      for (; x + LDI_XS <= OW; x += LDI_XS) ldi_chunk<LDI_XS>(din, dout, w, C, OC, IH, IW, OH, OW, c, yy, x, x == 0);
-      if (x < OW) ldi_rest<LDI_XS - 1>(din, dout, w, C, OC, IH, IW, OH, OW, c, yy, x, OW - x, x == 0);
+  const long rows_bytes = (long)KS * OW * W * sizeof(float);  // one output channel's five rows
+  const int OB = rows_bytes > 0 && 20480 / rows_bytes > 0 ? (int)(20480 / rows_bytes) : 1;
+  for (int yy = 0; yy < IH; yy++) {
+    for (int o0 = 0; o0 < OC; o0 += OB) {
+      const int o1 = OC - o0 < OB ? OC : o0 + OB;
+      for (int c = 0; c < C; c++) {
+        int x = 0;
+        for (; x + LDI_XS <= OW; x += LDI_XS) ldi_chunk<LDI_XS>(din, dout, w, C, IH, IW, OH, OW, o0, o1, c, yy, x, o0 > 0);
+        if (x < OW) ldi_rest<LDI_XS - 1>(din, dout, w, C, IH, IW, OH, OW, o0, o1, c, yy, x, OW - x, o0 > 0);
+      }
     }
   }
 }
