@@ -12,7 +12,8 @@
 //
 // With `conv` (`--conv`) it times the convolutional net's kernels instead (issue 11): conv2d forward (+ReLU) and
 // backward and the 2×2 max-pool, per family, on the real layers (conv1 1→16 on 28×28, conv2 16→32 on 12×12),
-// plus, for each native path, the direct convolution that the im2col form was chosen over.
+// plus, for each native path, the direct convolution on one image at a time (vectors along a row of outputs, no
+// lanes), kept for comparison with the family's kernels.
 //
 //   node dist/bench/kernels.js [--conv]       (or `mnist-par bench kernels [--conv]`)
 import { packageRoot } from '../src/paths.js';
@@ -383,6 +384,17 @@ async function benchConv(opts: BenchOptions, families: BenchFamily[], relaxed: b
       ref.maxPoolForward(poolOut, poolIn, B, OC, OH, OW);
       const poolBack = new Float32Array(nOut);
       ref.maxPoolBackward(poolBack, dout.subarray(0, poolOut.length), poolIn, B, OC, OH, OW);
+      // the fused backward's expected gradients: the pool's and the ReLU's backward, then the convolution's
+      let eFused: { dinp: Float64Array; dweight: Float64Array; dbias: Float64Array } | null = null;
+      const fusedExpected = () => {
+        if (eFused) return eFused;
+        const g = Float64Array.from(poolBack);
+        ref.reluBackward(g, g, poolIn, nOut);
+        eFused = { dinp: new Float64Array(nIn), dweight: new Float64Array(nW), dbias: new Float64Array(OC) };
+        ref.conv2dBackward(l.dinp ? eFused.dinp : null, eFused.dweight, eFused.dbias, g, f64(inp, nIn), f64(weight, nW),
+                           null, B, C, OC, H, W);
+        return eFused;
+      };
       for (const [family, k] of kernels) {
         const fwd = () => k.conv2dReluForward(out, inp, weight, bias, cols, B, C, OC, H, W);
         out.fill(NaN);
@@ -422,16 +434,51 @@ async function benchConv(opts: BenchOptions, families: BenchFamily[], relaxed: b
         pb();
         verify(dinp.subarray(0, nOut), poolBack, 0, 0, `${family} maxPoolBackward ${poolShape} B=${B}`);
         record('maxPoolBackward', poolShape, B, family, time(pb, repeats, minMs), 4 * (2 * nOut + poolOut.length), 'GB/s');
+
+        // the fused kernels the net runs where the family has them: convolution + ReLU + pool forward, and the
+        // pool + ReLU + convolution backward from the pooled gradient (rates count the convolution's flops)
+        if (k.conv2dReluPoolForward) {
+          const fused = () => k.conv2dReluPoolForward!(out, pooled, inp, weight, bias, cols, B, C, OC, H, W);
+          out.fill(NaN);
+          pooled.fill(NaN);
+          fused();
+          verify(out.subarray(0, nOut), expected, ...tolFor(C * 25 + 1), `${family} conv2dReluPoolForward ${shape} B=${B}`);
+          const ePooled = new Float32Array(poolOut.length);
+          ref.maxPoolForward(ePooled, out, B, OC, OH, OW);
+          verify(pooled.subarray(0, poolOut.length), ePooled, 0, 0, `${family} conv2dReluPoolForward pooled ${shape} B=${B}`);
+          record('conv2dReluPoolForward', shape, B, family, time(fused, repeats, minMs), flops, 'GFLOP/s');
+        }
+        if (k.conv2dReluPoolBackward) {
+          out.set(poolIn);
+          const dpooled = dout.subarray(0, poolOut.length);
+          const fused = () => k.conv2dReluPoolBackward!(l.dinp ? dinp : null, dweight, dbias, dpooled, out, inp, weight, cols,
+                                                        B, C, OC, H, W);
+          dweight.fill(NaN);
+          dinp.fill(NaN);
+          fused();
+          const ef = fusedExpected();
+          const fwhat = `${family} conv2dReluPoolBackward ${shape} B=${B}`;
+          verify(dweight.subarray(0, nW), ef.dweight, ...tolFor(B * P), `${fwhat} dweight`);
+          verify(dbias.subarray(0, OC), ef.dbias, ...tolFor(B * P), `${fwhat} dbias`);
+          if (l.dinp) verify(dinp.subarray(0, nIn), ef.dinp, ...tolFor(OC * 25), `${fwhat} dinp`);
+          record('conv2dReluPoolBackward', shape, B, family, time(fused, repeats, minMs), (l.dinp ? 2 : 1) * flops, 'GFLOP/s');
+        }
       }
     }
-    // the two conv layers as the net runs them (im2col form; pools and ReLU backward left out): total flops over
-    // total time, and the images per second that alone would allow on one thread
+    // the two conv layers' convolution kernels (pools and ReLU backward left out): total flops over total time, and
+    // the images per second that alone would allow on one thread; then, for families with the fused kernels, the
+    // two conv blocks as the net runs them (convolution, ReLU and pool, both ways)
     for (const family of kernels.keys()) {
-      const mine = results.filter((r) => r.B === B && r.family === family && /^conv2d(ReluForward|Backward)$/.test(r.kernel));
-      const flops = mine.reduce((sum, r) => sum + (r.rate * 1e9 * r.us) / 1e6, 0);
-      const us = mine.reduce((sum, r) => sum + r.us, 0);
-      record('conv layers fwd+bwd', 'conv1+conv2', B, family, us / 1e6, flops, 'GFLOP/s');
-      record('conv layers images/s', 'conv1+conv2', B, family, us / 1e6, B * 1e6, 'k images/s');
+      const total = (re: RegExp, kernel: string, unitKernel: string) => {
+        const mine = results.filter((r) => r.B === B && r.family === family && re.test(r.kernel));
+        if (mine.length === 0) return;
+        const flops = mine.reduce((sum, r) => sum + (r.rate * 1e9 * r.us) / 1e6, 0);
+        const us = mine.reduce((sum, r) => sum + r.us, 0);
+        record(kernel, 'conv1+conv2', B, family, us / 1e6, flops, 'GFLOP/s');
+        record(unitKernel, 'conv1+conv2', B, family, us / 1e6, B * 1e6, 'k images/s');
+      };
+      total(/^conv2d(ReluForward|Backward)$/, 'conv layers fwd+bwd', 'conv layers images/s');
+      total(/^conv2dReluPool(Forward|Backward)$/, 'conv blocks fused fwd+bwd', 'conv blocks fused images/s');
     }
   }
 

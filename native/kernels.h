@@ -7,10 +7,15 @@
 //   vfma(a,b,c) = a·b + c with one rounding          vselect_pos(x,y) = x > 0 ? y : 0 per lane
 //   vloadn(p,n) / vstoren(p,v,n)   the first n ≤ W floats; never touch memory past p + n
 //   vgather_rows(p,stride,n)       p[0], p[stride], … (n ≤ W lanes)
-//   vtranspose_tile(dst,ldd,src,lds)  a W×W tile transposed in registers, where TILE_TRANSPOSE
+//   vtranspose(r[W])               W vectors transposed in registers (lane i of r[j] ↔ lane j of r[i])
+//   vtranspose_tile(dst,ldd,src,lds)  a W×W tile transposed through memory, where TILE_TRANSPOSE
+//   M  vgt(a,b)  vblend(m,a,b) = m ? b : a  vmaskz(m,a) = m ? a : 0  vmaskz_not(m,a) = m ? 0 : a  mor  mandnot
+//                                  lane masks (the max-pool's ordered selections)
+//   vdeinterleave(a,b,even,odd) / vinterleave(e,o,lo,hi)   2W consecutive floats split by parity, and back
 //   FWD_ROWS × FWD_OUTS            forward register block;  fwd_reduce() its horizontal sums
 //   FWDT_ROWS × FWDT_VECS          forward block on transposed weights
 //   BWD_OUTS × BWD_VECS            weight-gradient block;   DIN_ROWS × DIN_VECS  input-gradient block
+//   LCONV_OUTS × LCONV_XS, LDW_OUTS, LDI_XS, DCONV1_ACC   the convolutions' blocks (see their section)
 //
 // Legend as in src/kernels/reference.ts: B rows in the shard, C in-features, OC out-features; matrices are
 // row-major; weights are (OC, C) exactly as nn.Linear.weight, the layout of the arena and the files. The

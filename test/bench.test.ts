@@ -18,13 +18,14 @@ const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-par-bench-test-'));
 const quiet = () => {};
 
 describe('bench kernels --conv', () => {
-  it('verifies, then times every conv and pool kernel of every family on both layers (and native\'s direct conv)', async () => {
+  it('verifies, then times every conv and pool kernel of every family on both layers (and native\'s direct conv and fused kernels)', async () => {
     expect(kernelOptions({ conv: true, quick: true })).toMatchObject({ conv: true, batches: [16] });
     const results = await benchKernels({ conv: true, batches: [2], repeats: 1, minMs: 1, outDir: null, log: quiet });
     const families = availableFamilies();
     for (const family of families) {
       for (const layer of ['conv1 1→16 28×28', 'conv2 16→32 12×12']) {
-        for (const kernel of ['conv2dReluForward', 'conv2dBackward', ...(family.startsWith('native') ? ['conv2dReluForward direct'] : [])]) {
+        const nativeOnly = ['conv2dReluForward direct', 'conv2dReluPoolForward', 'conv2dReluPoolBackward'];
+        for (const kernel of ['conv2dReluForward', 'conv2dBackward', ...(family.startsWith('native') ? nativeOnly : [])]) {
           const r = results.find((x) => x.family === family && x.shape === layer && x.kernel === kernel);
           expect(r, `${family} ${kernel} ${layer}`).toBeDefined();
           expect(r!.unit).toBe('GFLOP/s');
@@ -39,6 +40,9 @@ describe('bench kernels --conv', () => {
       }
       const speed = results.find((x) => x.family === family && x.kernel === 'conv layers images/s');
       expect(speed?.unit).toBe('k images/s');
+      // the conv blocks as the net runs them, for the family with the fused kernels
+      const fused = results.find((x) => x.family === family && x.kernel === 'conv blocks fused images/s');
+      expect(fused?.unit).toBe(family.startsWith('native') ? 'k images/s' : undefined);
     }
     expect(results.some((r) => r.kernel.startsWith('linear'))).toBe(false); // the MLP's kernels are not timed
   }, 60_000);
