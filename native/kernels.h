@@ -702,15 +702,15 @@ static inline void dconv1_block(float* out, float* pooled, const float* img, con
   }
   for (int i = 0; i < KS; i++) {
     for (int j = 0; j < KS; j++) {
-      V xv[NY][NV];
+      // NO broadcast weights live, one input vector at a time: NO·NY·NV + NO + 1 registers
+      V wv[NO];
+      for (int r = 0; r < NO; r++) wv[r] = vset1(w[(o0 + r) * KK + i * KS + j]);
       for (int s = 0; s < NY; s++) {
         const float* row = img + (long)(y + s + i) * IW + j;
-        for (int v = 0; v < NV; v++) xv[s][v] = v < NV - 1 ? vload(row + v * W) : vloadn(row + v * W, last);
-      }
-      for (int r = 0; r < NO; r++) {
-        const V wv = vset1(w[(o0 + r) * KK + i * KS + j]);
-        for (int s = 0; s < NY; s++)
-          for (int v = 0; v < NV; v++) acc[r][s][v] = vfma(wv, xv[s][v], acc[r][s][v]);
+        for (int v = 0; v < NV; v++) {
+          const V xv = v < NV - 1 ? vload(row + v * W) : vloadn(row + v * W, last);
+          for (int r = 0; r < NO; r++) acc[r][s][v] = vfma(wv[r], xv, acc[r][s][v]);
+        }
       }
     }
   }
