@@ -11,10 +11,11 @@
 // machine wall time also counts whatever else ran while this process waited for a core.
 //
 // For the convolutional net (`--model cnn`, or its older spelling `--conv`) it times the cnn's kernels instead
-// (issue 11): conv2d forward (+ReLU) and backward and the 2×2 max-pool, per family, on the net's real layers
-// (by default conv1 1→16 on 28×28, conv2 16→32 on 12×12), plus, for each native path, the direct convolution
-// that the im2col form was chosen over; then the cnn's linear head (by default 512→128→10) as training runs
-// it, and the whole net's forward + backward.
+// (issue 11): conv2d forward (+ReLU) and backward, the 2×2 max-pool, and the fused conv+ReLU+pool kernels where a
+// family has them, per family, on the net's real layers (by default conv1 1→16 on 28×28, conv2 16→32 on 12×12),
+// plus, for each native path, the direct convolution on one image at a time (vectors along a row of outputs, no
+// lanes), kept for comparison; then the cnn's linear head (by default 512→128→10) as training runs it, and the
+// whole net's forward + backward.
 //
 //   mnist-par bench kernels [--model mlp|cnn] [--channels c1,c2] [--hidden …]
 import { packageRoot } from '../src/paths.js';
@@ -274,7 +275,7 @@ async function benchCnn(opts: BenchOptions, spec: ModelSpec & { kind: 'cnn' }, f
   const outN = maxB * most((l) => l.OC * (l.H - 4) * (l.W - 4));
   const wN = most((l) => l.OC * l.C * 25);
   const bN = most((l) => l.OC);
-  const colsN = most((l) => ref.conv2dColsLength(l.C, l.H, l.W));
+  const colsN = most((l) => ref.conv2dScratchLength(l.C, l.OC, l.H, l.W));
   const floats = 2 * inN + 4 * outN + 3 * wN + 2 * bN + colsN + 6 * 64 + 1024;
   const pages = Math.ceil((floats * 4) / 65536) + 1;
   const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
@@ -335,6 +336,17 @@ async function benchCnn(opts: BenchOptions, spec: ModelSpec & { kind: 'cnn' }, f
       ref.maxPoolForward(poolOut, poolIn, B, OC, OH, OW);
       const poolBack = new Float32Array(nOut);
       ref.maxPoolBackward(poolBack, dout.subarray(0, poolOut.length), poolIn, B, OC, OH, OW);
+      // the fused backward's expected gradients: the pool's and the ReLU's backward, then the convolution's
+      let eFused: { dinp: Float64Array; dweight: Float64Array; dbias: Float64Array } | null = null;
+      const fusedExpected = () => {
+        if (eFused) return eFused;
+        const g = Float64Array.from(poolBack);
+        ref.reluBackward(g, g, poolIn, nOut);
+        eFused = { dinp: new Float64Array(nIn), dweight: new Float64Array(nW), dbias: new Float64Array(OC) };
+        ref.conv2dBackward(l.dinp ? eFused.dinp : null, eFused.dweight, eFused.dbias, g, f64(inp, nIn), f64(weight, nW),
+                           null, B, C, OC, H, W);
+        return eFused;
+      };
       for (const [family, k] of kernels) {
         const fwd = () => k.conv2dReluForward(out, inp, weight, bias, cols, B, C, OC, H, W);
         out.fill(NaN);
@@ -374,17 +386,52 @@ async function benchCnn(opts: BenchOptions, spec: ModelSpec & { kind: 'cnn' }, f
         pb();
         verify(dinp.subarray(0, nOut), poolBack, 0, 0, `${family} maxPoolBackward ${poolShape} B=${B}`);
         record('maxPoolBackward', poolShape, B, family, time(pb, repeats, minMs), 4 * (2 * nOut + poolOut.length), 'GB/s');
+
+        // the fused kernels the net runs where the family has them: convolution + ReLU + pool forward, and the
+        // pool + ReLU + convolution backward from the pooled gradient (rates count the convolution's flops)
+        if (k.conv2dReluPoolForward) {
+          const fused = () => k.conv2dReluPoolForward!(out, pooled, inp, weight, bias, cols, B, C, OC, H, W);
+          out.fill(NaN);
+          pooled.fill(NaN);
+          fused();
+          verify(out.subarray(0, nOut), expected, ...tolFor(C * 25 + 1), `${family} conv2dReluPoolForward ${shape} B=${B}`);
+          const ePooled = new Float32Array(poolOut.length);
+          ref.maxPoolForward(ePooled, out, B, OC, OH, OW);
+          verify(pooled.subarray(0, poolOut.length), ePooled, 0, 0, `${family} conv2dReluPoolForward pooled ${shape} B=${B}`);
+          record('conv2dReluPoolForward', shape, B, family, time(fused, repeats, minMs), flops, 'GFLOP/s');
+        }
+        if (k.conv2dReluPoolBackward) {
+          out.set(poolIn);
+          const dpooled = dout.subarray(0, poolOut.length);
+          const fused = () => k.conv2dReluPoolBackward!(l.dinp ? dinp : null, dweight, dbias, dpooled, out, inp, weight, cols,
+                                                        B, C, OC, H, W);
+          dweight.fill(NaN);
+          dinp.fill(NaN);
+          fused();
+          const ef = fusedExpected();
+          const fwhat = `${family} conv2dReluPoolBackward ${shape} B=${B}`;
+          verify(dweight.subarray(0, nW), ef.dweight, ...tolFor(B * P), `${fwhat} dweight`);
+          verify(dbias.subarray(0, OC), ef.dbias, ...tolFor(B * P), `${fwhat} dbias`);
+          if (l.dinp) verify(dinp.subarray(0, nIn), ef.dinp, ...tolFor(OC * 25), `${fwhat} dinp`);
+          record('conv2dReluPoolBackward', shape, B, family, time(fused, repeats, minMs), (l.dinp ? 2 : 1) * flops, 'GFLOP/s');
+        }
       }
     }
-    // the conv layers as the net runs them (im2col form; pools and ReLU backward left out): total flops over
-    // total time, and the images per second that alone would allow on one thread
+    // the conv layers' convolution kernels (pools and ReLU backward left out): total flops over total time, and
+    // the images per second that alone would allow on one thread; then, for families with the fused kernels, the
+    // conv blocks as the net runs them (convolution, ReLU and pool, both ways)
     const convNames = convLayers.map((l) => l.name).join('+');
     for (const family of kernels.keys()) {
-      const mine = results.filter((r) => r.B === B && r.family === family && /^conv2d(ReluForward|Backward)$/.test(r.kernel));
-      const flops = mine.reduce((sum, r) => sum + (r.rate * 1e9 * r.us) / 1e6, 0);
-      const us = mine.reduce((sum, r) => sum + r.us, 0);
-      record('conv layers fwd+bwd', convNames, B, family, us / 1e6, flops, 'GFLOP/s');
-      record('conv layers images/s', convNames, B, family, us / 1e6, B * 1e6, 'k images/s');
+      const total = (re: RegExp, kernel: string, unitKernel: string) => {
+        const mine = results.filter((r) => r.B === B && r.family === family && re.test(r.kernel));
+        if (mine.length === 0) return;
+        const flops = mine.reduce((sum, r) => sum + (r.rate * 1e9 * r.us) / 1e6, 0);
+        const us = mine.reduce((sum, r) => sum + r.us, 0);
+        record(kernel, convNames, B, family, us / 1e6, flops, 'GFLOP/s');
+        record(unitKernel, convNames, B, family, us / 1e6, B * 1e6, 'k images/s');
+      };
+      total(/^conv2d(ReluForward|Backward)$/, 'conv layers fwd+bwd', 'conv layers images/s');
+      total(/^conv2dReluPool(Forward|Backward)$/, 'conv blocks fused fwd+bwd', 'conv blocks fused images/s');
     }
 
     // the linear head, as training runs it (its first layer's input gradient goes back to the convolutions)
@@ -393,7 +440,7 @@ async function benchCnn(opts: BenchOptions, spec: ModelSpec & { kind: 'cnn' }, f
     for (const [family, k] of head.kernels) {
       const mine = results.filter((r) => r.B === B && r.family === family && r.kernel.startsWith('linear'));
       record('cnn head fwd+bwd', headShape, B, family, ...asTrained(mine, B, family, k, 'GFLOP/s'));
-      // the whole net: convolutions (im2col) and head; pools and ReLU backward left out
+      // the whole net: convolutions and head; pools and ReLU backward left out
       record('cnn fwd+bwd', `${convNames}+${headShape}`, B, family, ...asTrained(results, B, family, k, 'GFLOP/s'));
       record('cnn images/s', `${convNames}+${headShape}`, B, family, ...asTrained(results, B, family, k, 'k images/s'));
     }

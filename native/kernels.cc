@@ -24,6 +24,15 @@
 #include <cstdlib>
 #include <cstring>
 
+// Floats of the convolutions' scratch `cols` (kernels.h): a group's input, output (or output gradient) and input
+// gradient or pooled output in lanes, sized for the widest path's 16 lanes (src/kernels/reference.ts conv2dScratchLength).
+// Outside the two paths' target regions, so that the glue never runs instructions the CPU may lack.
+constexpr int CONV_MAX_LANES = 16;
+static inline double conv_scratch_floats(int C, int OC, int IH, int IW) {
+  const double in = (double)C * IH * IW, out = (double)OC * (IH - 4) * (IW - 4), pooled = (double)OC * ((IH - 4) / 2) * ((IW - 4) / 2);
+  return CONV_MAX_LANES * (in + out + (in > pooled ? in : pooled));
+}
+
 // ---------------------------------------------------------------------------------------------------------
 // AVX-512 path
 #pragma GCC push_options
@@ -31,12 +40,17 @@
 namespace avx512 {
 typedef __m512 V;
 constexpr int W = 16;
+static_assert(W <= CONV_MAX_LANES);
 constexpr int FWD_ROWS = 4, FWD_OUTS = 4;  // 16 accumulators, 4 + 4 loads per 16 multiply-adds
 constexpr int BWD_OUTS = 4, BWD_VECS = 4;  // 16 accumulators over a 64-float strip of C
 constexpr int DIN_ROWS = 4, DIN_VECS = 4;
 constexpr int FWDT_ROWS = 8, FWDT_VECS = 2;  // 16 accumulators; 8 broadcasts + 2 loads per 16 multiply-adds
-constexpr int CONV_ROWS = 4, CONV_VECS = 4;  // convolution products: 16 accumulators, 4 broadcasts + 4 loads
-constexpr int CONV_DW_OUTS = 4, CONV_DW_VECS = 4;
+// convolutions in lanes (kernels.h): forward 4 outputs × 4 columns (16 accumulators, 8 input vectors); weight
+// gradient 4 outputs × a row of 5 taps (20 accumulators, a window of 5 inputs); input gradient rows of 8 + 4 columns (12 accumulators, 8 loads)
+constexpr int LCONV_OUTS = 4, LCONV_XS = 4;
+constexpr int LDW_OUTS = 4;
+constexpr int LDI_XS = 8;
+constexpr int DCONV1_ACC = 16;  // conv1 on images: outputs × 2 rows × vectors of a row (4 × 2 × 2 for 24 columns)
 static inline __mmask16 first_lanes(int n) { return (__mmask16)((1u << n) - 1); }
 static inline V vzero() { return _mm512_setzero_ps(); }
 static inline V vset1(float x) { return _mm512_set1_ps(x); }
@@ -50,12 +64,9 @@ static inline V vgather_rows(const float* p, int stride, int n) {
   const __m512i idx = _mm512_mullo_epi32(_mm512_set1_epi32(stride), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
   return _mm512_mask_i32gather_ps(_mm512_setzero_ps(), first_lanes(n), idx, p, 4);
 }
-// dst[j·ldd + i] = src[i·lds + j] for i, j < 16: a 16×16 tile transposed in registers. Four rounds swap the
+// r[j] lane i ← r[i] lane j for i, j < 16: a 16×16 tile transposed in registers. Four rounds swap the
 // off-diagonal blocks of 8, 4, 2 and 1 between rows i and i + d (two two-source permutes per pair).
-constexpr bool TILE_TRANSPOSE = true;
-static inline void vtranspose_tile(float* dst, long ldd, const float* src, long lds) {
-  V r[16];
-  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+static inline void vtranspose(V (&r)[16]) {
   // round d, lane j: lo keeps a[j] where j & d == 0 and takes b[j − d] elsewhere; hi takes a[j + d] / b[j]
   const __m512i lo8 = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23);
   const __m512i hi8 = _mm512_setr_epi32(8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31);
@@ -77,6 +88,13 @@ static inline void vtranspose_tile(float* dst, long ldd, const float* src, long 
   round(4, lo4, hi4);
   round(2, lo2, hi2);
   round(1, lo1, hi1);
+}
+// dst[j·ldd + i] = src[i·lds + j] for i, j < 16
+constexpr bool TILE_TRANSPOSE = true;
+static inline void vtranspose_tile(float* dst, long ldd, const float* src, long lds) {
+  V r[16];
+  for (int i = 0; i < 16; i++) r[i] = _mm512_loadu_ps(src + i * lds);
+  vtranspose(r);
   for (int j = 0; j < 16; j++) _mm512_storeu_ps(dst + j * ldd, r[j]);
 }
 static inline V vfma(V a, V b, V c) { return _mm512_fmadd_ps(a, b, c); }
@@ -86,6 +104,24 @@ static inline V vsub(V a, V b) { return _mm512_sub_ps(a, b); }
 static inline V vmul(V a, V b) { return _mm512_mul_ps(a, b); }
 static inline V vdiv(V a, V b) { return _mm512_div_ps(a, b); }
 static inline V vsqrt(V a) { return _mm512_sqrt_ps(a); }
+// lane masks of comparisons (the 2×2 max-pool): a > b ordered (false where either is NaN); m ? b : a; m ? a : 0
+typedef __mmask16 M;
+static inline M vgt(V a, V b) { return _mm512_cmp_ps_mask(a, b, _CMP_GT_OQ); }
+static inline V vblend(M m, V a, V b) { return _mm512_mask_mov_ps(a, m, b); }
+static inline V vmaskz(M m, V a) { return _mm512_maskz_mov_ps(m, a); }
+static inline V vmaskz_not(M m, V a) { return _mm512_maskz_mov_ps((M)~m, a); }  // m ? 0 : a
+static inline M mor(M a, M b) { return (M)(a | b); }
+static inline M mandnot(M a, M b) { return (M)(~a & b); }  // ¬a ∧ b
+// even ← a[0], a[2], …, b[0], b[2], …; odd ← a[1], a[3], …, b[1], …  (2W consecutive floats a, b split by parity)
+static inline void vdeinterleave(V a, V b, V& even, V& odd) {
+  even = _mm512_permutex2var_ps(a, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), b);
+  odd = _mm512_permutex2var_ps(a, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), b);
+}
+// lo ← e[0], o[0], e[1], o[1], … (the first W), hi ← the next W: the inverse of vdeinterleave
+static inline void vinterleave(V e, V o, V& lo, V& hi) {
+  lo = _mm512_permutex2var_ps(e, _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23), o);
+  hi = _mm512_permutex2var_ps(e, _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31), o);
+}
 
 // s[i·NO + j] = Σ lanes of acc[i][j]. The 4×4 block (the one that does nearly all the work) folds its 16
 // accumulators into one vector in four levels of shuffle + add (15 adds instead of 16 separate 4-level
@@ -131,8 +167,13 @@ constexpr int FWD_ROWS = 4, FWD_OUTS = 2;  // 8 accumulators + 2 weight vectors 
 constexpr int BWD_OUTS = 4, BWD_VECS = 2;
 constexpr int DIN_ROWS = 4, DIN_VECS = 2;
 constexpr int FWDT_ROWS = 4, FWDT_VECS = 2;
-constexpr int CONV_ROWS = 4, CONV_VECS = 2;  // 8 accumulators + 2 loads + 1 broadcast of 16 registers
-constexpr int CONV_DW_OUTS = 4, CONV_DW_VECS = 2;
+// convolutions in lanes: forward 4 outputs × 2 columns (8 accumulators + 6 inputs + 1 broadcast of 16
+// registers); weight gradient 2 outputs × 5 taps (10 + a window of 5 + 2, one spilled: still faster than 1 × 5);
+// input gradient rows of 4 + 4 columns (8 + 4 + 1). Measured against 2 × 3, 3 × 2 and 1 × 5 on the real layers.
+constexpr int LCONV_OUTS = 4, LCONV_XS = 2;
+constexpr int LDW_OUTS = 2;
+constexpr int LDI_XS = 4;
+constexpr int DCONV1_ACC = 12;  // conv1 on images: outputs × 2 rows × vectors of a row (2 × 2 × 3 for 24 columns)
 static inline __m256i first_lanes(int n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
@@ -148,7 +189,25 @@ static inline V vgather_rows(const float* p, int stride, int n) {
   const __m256i idx = _mm256_mullo_epi32(_mm256_set1_epi32(stride), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   return _mm256_mask_i32gather_ps(_mm256_setzero_ps(), p, idx, _mm256_castsi256_ps(first_lanes(n)), 4);
 }
-// the fallback path keeps transposing with gathers
+// r[j] lane i ← r[i] lane j for i, j < 8: the usual unpack / shuffle / 128-bit permute transpose
+static inline void vtranspose(V (&r)[8]) {
+  V t[8], u[8];
+  for (int k = 0; k < 8; k += 2) {
+    t[k] = _mm256_unpacklo_ps(r[k], r[k + 1]);
+    t[k + 1] = _mm256_unpackhi_ps(r[k], r[k + 1]);
+  }
+  for (int k = 0; k < 8; k += 4) {
+    u[k] = _mm256_shuffle_ps(t[k], t[k + 2], 0x44);
+    u[k + 1] = _mm256_shuffle_ps(t[k], t[k + 2], 0xEE);
+    u[k + 2] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0x44);
+    u[k + 3] = _mm256_shuffle_ps(t[k + 1], t[k + 3], 0xEE);
+  }
+  for (int k = 0; k < 4; k++) {
+    r[k] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x20);
+    r[k + 4] = _mm256_permute2f128_ps(u[k], u[k + 4], 0x31);
+  }
+}
+// the linear layers' transposed copy keeps using gathers on this path
 constexpr bool TILE_TRANSPOSE = false;
 static inline void vtranspose_tile(float*, long, const float*, long) {}
 static inline V vfma(V a, V b, V c) { return _mm256_fmadd_ps(a, b, c); }
@@ -157,6 +216,23 @@ static inline V vsub(V a, V b) { return _mm256_sub_ps(a, b); }
 static inline V vmul(V a, V b) { return _mm256_mul_ps(a, b); }
 static inline V vdiv(V a, V b) { return _mm256_div_ps(a, b); }
 static inline V vsqrt(V a) { return _mm256_sqrt_ps(a); }
+typedef __m256 M;  // all-ones lanes where true
+static inline M vgt(V a, V b) { return _mm256_cmp_ps(a, b, _CMP_GT_OQ); }
+static inline V vblend(M m, V a, V b) { return _mm256_blendv_ps(a, b, m); }
+static inline V vmaskz(M m, V a) { return _mm256_and_ps(m, a); }
+static inline V vmaskz_not(M m, V a) { return _mm256_andnot_ps(m, a); }
+static inline M mor(M a, M b) { return _mm256_or_ps(a, b); }
+static inline M mandnot(M a, M b) { return _mm256_andnot_ps(a, b); }
+static inline void vdeinterleave(V a, V b, V& even, V& odd) {
+  // within 128-bit halves: a0 a2 b0 b2 | a4 a6 b4 b6, then the 64-bit pairs put in order
+  even = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0x88)), 0xD8));
+  odd = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(_mm256_shuffle_ps(a, b, 0xDD)), 0xD8));
+}
+static inline void vinterleave(V e, V o, V& lo, V& hi) {
+  const V l = _mm256_unpacklo_ps(e, o), h = _mm256_unpackhi_ps(e, o);  // e0 o0 e1 o1 | e4 o4 e5 o5 and e2 … | e6 …
+  lo = _mm256_permute2f128_ps(l, h, 0x20);
+  hi = _mm256_permute2f128_ps(l, h, 0x31);
+}
 
 static inline float hsum(V v) {
   __m128 x = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -189,11 +265,12 @@ struct Ops {
   void (*sgd_plain)(float*, const float*, long, int, long, const avx512::SgdArgs&);
   void (*sgd_momentum)(float*, const float*, long, int, float*, long, const avx512::SgdArgs&);
   void (*adam)(float*, const float*, long, int, float*, float*, long, const avx512::AdamArgs&);
-  void (*conv2d_fwd)(float*, const float*, const float*, const float*, float*, int, int, int, int, int, int);
+  void (*conv2d_fwd)(float*, float*, const float*, const float*, const float*, float*, int, int, int, int, int, int);
   void (*conv2d_fwd_direct)(float*, const float*, const float*, const float*, int, int, int, int, int, int);
-  void (*conv2d_bwd)(float*, float*, float*, const float*, const float*, const float*, float*, int, int, int, int, int);
+  void (*conv2d_bwd)(float*, float*, float*, const float*, const float*, const float*, const float*, const float*, float*,
+                     int, int, int, int, int);
   void (*maxpool_fwd)(float*, const float*, long, int, int);
-  void (*maxpool_bwd)(float*, const float*, const float*, long, int, int);
+  void (*maxpool_bwd)(float*, const float*, const float*, long, int, int, int);
 };
 
 // The two namespaces declare identical argument structs; the tables use one of them for both paths.
@@ -497,7 +574,8 @@ struct ConvDims {
   double in() const { return (double)B * C * H * W; }
   double out() const { return (double)B * OC * (H - 4) * (W - 4); }
   double weight() const { return (double)OC * C * 25; }
-  double cols() const { return (double)C * 25 * (H - 4) * (W - 4); }
+  // the scratch: a group of 16 images' input, output (gradient) and input gradient in lanes (kernels.h)
+  double cols() const { return conv_scratch_floats(C, OC, H, W); }
 };
 static ConvDims conv_dims(Call& a, size_t i) {
   ConvDims d{a.size(i, "B"), a.size(i + 1, "C"), a.size(i + 2, "OC"), a.size(i + 3, "H"), a.size(i + 4, "W")};
@@ -507,11 +585,14 @@ static ConvDims conv_dims(Call& a, size_t i) {
   return d;
 }
 
-// conv2dForward(out, inp, weight, bias, cols, B, C, OC, H, W, relu)
+// conv2dForward(out, inp, weight, bias, cols, B, C, OC, H, W, relu, pooled = null): with pooled (B, OC, OH/2, OW/2),
+// also the 2×2 max-pool of out into it (the same bits as maxPoolForward)
 napi_value Conv2dForward(napi_env env, napi_callback_info info) {
   Call a(env, info, "conv2dForward");
   const ConvDims d = conv_dims(a, 5);
   const bool relu = a.flag(10, "relu");
+  float* pooled = a.argc <= 11 || a.is_null(11) ? nullptr
+                  : a.f32(11, (double)d.B * d.OC * ((d.H - 4) / 2) * ((d.W - 4) / 2), "pooled");
   float* out = a.f32(0, d.out(), "out");
   const float* inp = a.f32(1, d.in(), "inp");
   const float* w = a.f32(2, d.weight(), "weight");
@@ -519,7 +600,7 @@ napi_value Conv2dForward(napi_env env, napi_callback_info info) {
   float* cols = a.f32(4, d.cols(), "cols");
   if (!a.failed) {
     FlushDenormals ftz;
-    a.ops->conv2d_fwd(out, inp, w, bias, cols, d.B, d.C, d.OC, d.H, d.W, relu);
+    a.ops->conv2d_fwd(out, pooled, inp, w, bias, cols, d.B, d.C, d.OC, d.H, d.W, relu);
   }
   return nullptr;
 }
@@ -540,20 +621,26 @@ napi_value Conv2dForwardDirect(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// conv2dBackward(dinp | null, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W)
+// conv2dBackward(dinp | null, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W, out = null)
+//   with out (B, OC, OH, OW) given, dout is the pooled map's gradient (B, OC, OH/2, OW/2) of the max-pool of the
+//   ReLU output `out`, and the output's gradient is its max-pool + ReLU backward (maxPoolBackward with relu)
 napi_value Conv2dBackward(napi_env env, napi_callback_info info) {
   Call a(env, info, "conv2dBackward");
   const ConvDims d = conv_dims(a, 7);
+  const bool pooled = a.argc > 12 && !a.is_null(12);
   float* dinp = a.is_null(0) ? nullptr : a.f32(0, d.in(), "dinp");
   float* dw = a.f32(1, d.weight(), "dweight");
   float* db = a.f32(2, d.OC, "dbias");
-  const float* dout = a.f32(3, d.out(), "dout");
+  const float* dout = a.f32(3, pooled ? (double)d.B * d.OC * ((d.H - 4) / 2) * ((d.W - 4) / 2) : d.out(),
+                            pooled ? "dpooled" : "dout");
+  const float* out = pooled ? a.f32(12, d.out(), "out") : nullptr;
   const float* inp = a.f32(4, d.in(), "inp");
   const float* w = a.f32(5, d.weight(), "weight");
   float* cols = a.f32(6, d.cols(), "cols");
   if (!a.failed) {
     FlushDenormals ftz;
-    a.ops->conv2d_bwd(dinp, dw, db, dout, inp, w, cols, d.B, d.C, d.OC, d.H, d.W);
+    a.ops->conv2d_bwd(dinp, dw, db, pooled ? nullptr : dout, pooled ? dout : nullptr, out, inp, w, cols, d.B, d.C, d.OC,
+                      d.H, d.W);
   }
   return nullptr;
 }
@@ -568,14 +655,15 @@ napi_value MaxPoolForward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// maxPoolBackward(dinp, dout, inp, B, C, H, W)
+// maxPoolBackward(dinp, dout, inp, B, C, H, W, relu = 0): with relu, also the mask of the ReLU whose output inp is
 napi_value MaxPoolBackward(napi_env env, napi_callback_info info) {
   Call a(env, info, "maxPoolBackward");
   const int B = a.size(3, "B"), C = a.size(4, "C"), H = a.size(5, "H"), W = a.size(6, "W");
+  const bool relu = a.argc > 7 && !a.is_null(7) && a.flag(7, "relu");
   float* dinp = a.f32(0, (double)B * C * H * W, "dinp");
   const float* dout = a.f32(1, (double)B * C * (H / 2) * (W / 2), "dout");
   const float* inp = a.f32(2, (double)B * C * H * W, "inp");
-  if (!a.failed) a.ops->maxpool_bwd(dinp, dout, inp, (long)B * C, H, W);
+  if (!a.failed) a.ops->maxpool_bwd(dinp, dout, inp, (long)B * C, H, W, relu);
   return nullptr;
 }
 

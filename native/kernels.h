@@ -7,10 +7,15 @@
 //   vfma(a,b,c) = a·b + c with one rounding          vselect_pos(x,y) = x > 0 ? y : 0 per lane
 //   vloadn(p,n) / vstoren(p,v,n)   the first n ≤ W floats; never touch memory past p + n
 //   vgather_rows(p,stride,n)       p[0], p[stride], … (n ≤ W lanes)
-//   vtranspose_tile(dst,ldd,src,lds)  a W×W tile transposed in registers, where TILE_TRANSPOSE
+//   vtranspose(r[W])               W vectors transposed in registers (lane i of r[j] ↔ lane j of r[i])
+//   vtranspose_tile(dst,ldd,src,lds)  a W×W tile transposed through memory, where TILE_TRANSPOSE
+//   M  vgt(a,b)  vblend(m,a,b) = m ? b : a  vmaskz(m,a) = m ? a : 0  vmaskz_not(m,a) = m ? 0 : a  mor  mandnot
+//                                  lane masks (the max-pool's ordered selections)
+//   vdeinterleave(a,b,even,odd) / vinterleave(e,o,lo,hi)   2W consecutive floats split by parity, and back
 //   FWD_ROWS × FWD_OUTS            forward register block;  fwd_reduce() its horizontal sums
 //   FWDT_ROWS × FWDT_VECS          forward block on transposed weights
 //   BWD_OUTS × BWD_VECS            weight-gradient block;   DIN_ROWS × DIN_VECS  input-gradient block
+//   LCONV_OUTS × LCONV_XS, LDW_OUTS, LDI_XS, DCONV1_ACC   the convolutions' blocks (see their section)
 //
 // Legend as in src/kernels/reference.ts: B rows in the shard, C in-features, OC out-features; matrices are
 // row-major; weights are (OC, C) exactly as nn.Linear.weight, the layout of the arena and the files. The
@@ -396,211 +401,493 @@ static void adam(float* param, const float* slots, long stride, int S, float* m,
 //
 // Activations are per image (C, IH, IW) as in PyTorch, images one after another; OH = IH − 4, OW = IW − 4,
 // P = OH·OW output pixels, KC = C·25 taps; weights (OC, C, 5, 5) = (OC, KC) row-major. (IH/IW here are
-// the reference's H/W: W is the vector width in this file.) A convolution runs as im2col + matrix
-// products, one image at a time, so each image's outputs are the same bits whatever images share the call:
-//   forward   cols (KC, P) = im2col(img);          out_img (OC, P) = bias + w (OC, KC) · cols
-//   backward  cols (P, KC) = im2row(img);          dw (OC, KC) += dout_img (OC, P) · cols   (images in order)
-//             dcols (KC, P) = wᵀ · dout_img;       dinp_img = col2im(dcols)                  (same scratch)
-// Each product keeps its vectors along the contiguous axis of its output (P for out and dcols, KC for dw)
-// and broadcasts the other operand, so no product needs a horizontal sum; the two copies of the input
-// (im2col for the forward, im2row for dw) cost a few percent of the products they feed. Measured against a
-// direct convolution (conv2d_fwd_direct below, vectors along a row of OW outputs) with bench/kernels.ts
-// --conv; see the README for the numbers.
+// the reference's H/W: W is the vector width in this file.)
+//
+// The convolutions run on groups of W images held "in lanes": a map (C, IH, IW) of W images becomes
+// (C, IH, IW, W), one vector per pixel whose lane b is image b of the group (to_lanes, from_lanes: W×W tile
+// transposes in registers; a group of fewer than W images has zero lanes). Every multiply-add then works on
+// W images at once with the weight broadcast, so no vector is partly wasted on a map's edge (24 or 8 pixels
+// wide), nothing is copied into im2col matrices, and the sums of one image never mix with another's: each
+// image's outputs and input gradients are computed in its own lane by the same operations in the same order
+// whatever else shares the group, hence the same bits. The weight gradient sums each lane over the pixels,
+// then the lanes (a fixed tree), then the groups in order: it depends only on the images of the call.
+//   forward   out(o, y, x)  = bias(o) + Σ_{c,i,j} w(o,c,i,j) · in(c, y+i, x+j)        blocks of outputs × columns
+//   dw        dw(o, t)      = Σ_{lanes} Σ_{y,x} dout(o, y, x) · in(t shifted by y, x)  blocks of outputs × taps
+//   dinp      din(c, y', ·) = Σ_{i,o,j} w(o,c,i,j) · dout(o, y'−i, · − j)           one input row in registers
+// `cols` holds the group's input, output (or output gradient) and input gradient in lanes:
+// conv_scratch_floats(C, OC, IH, IW) floats (src/kernels/reference.ts conv2dScratchLength, with 16 lanes).
 
 constexpr int KS = 5, KK = KS * KS;
 
-// dst[0 .. n) = src[0 .. n)
-static inline void copy_floats(float* dst, const float* src, int n) {
-  int k = 0;
-  for (; k + W <= n; k += W) vstore(dst + k, vload(src + k));
-  if (k < n) vstoren(dst + k, vloadn(src + k, n - k), n - k);
+// r[i] = row i of src (i < ni; its first nj floats, the rest 0), 0 for i ≥ ni; transposed; then
+// dst[j·ldd .. + sw) = the transposed row j for j < nj (sw ≤ W floats stored)
+static inline void transpose_tile_n(float* dst, long ldd, const float* src, long lds, int ni, int nj, int sw) {
+  V r[W];
+  if (ni == W && nj == W && sw == W) {  // a whole tile: no masks, no branches
+    for (int i = 0; i < W; i++) r[i] = vload(src + i * lds);
+    vtranspose(r);
+    for (int j = 0; j < W; j++) vstore(dst + (long)j * ldd, r[j]);
+    return;
+  }
+  for (int i = 0; i < W; i++) r[i] = i >= ni ? vzero() : nj == W ? vload(src + i * lds) : vloadn(src + i * lds, nj);
+  vtranspose(r);
+  for (int j = 0; j < nj; j++) {
+    if (sw == W) vstore(dst + (long)j * ldd, r[j]);
+    else vstoren(dst + (long)j * ldd, r[j], sw);
+  }
 }
 
-// dst[0 .. n) += src[0 .. n)
-static inline void add_floats(float* dst, const float* src, int n) {
-  int k = 0;
-  for (; k + W <= n; k += W) vstore(dst + k, vadd(vload(dst + k), vload(src + k)));
-  if (k < n) vstoren(dst + k, vadd(vloadn(dst + k, n - k), vloadn(src + k, n - k)), n - k);
+// lanes (elems, W) ← n ≤ W images (n, elems): lanes[e·W + b] = img[b·elems + e], 0 for b ≥ n
+static void to_lanes(float* lanes, const float* img, int n, long elems) {
+  for (long e = 0; e < elems; e += W) {
+    const int m = elems - e < W ? (int)(elems - e) : W;
+    transpose_tile_n(lanes + e * W, W, img + e, elems, n, m, W);
+  }
 }
 
-// cols (C·25, OH·OW): cols[c·25 + i·5 + j][y·OW + x] = img[c][y+i][x+j]   img (C, IH, IW); one row copy per (c,i,j,y)
-static void im2col(float* cols, const float* img, int C, int IH, int IW) {
-  const int OH = IH - KS + 1, OW = IW - KS + 1;
-  float* d = cols;
+// n ≤ W images ← lanes (elems, W): img[b·stride + e] = lanes[e·W + b] for b < n, e < elems
+static void from_lanes(float* img, long stride, const float* lanes, int n, long elems) {
+  for (long e = 0; e < elems; e += W) {
+    const int m = elems - e < W ? (int)(elems - e) : W;
+    transpose_tile_n(img + e, stride, lanes + e * W, W, m, n, m);
+  }
+}
+
+// Forward block: outputs o0 .. o0+NO of row y, columns x0 .. x0+NX, in lanes, stored at out + r·ostride + x·W
+// (out: output o0's row y at column 0)
+template <int NO, int NX>
+static inline void lconv_block(float* out, long ostride, const float* in, const float* w, const float* bias, int C,
+                               int IH, int IW, int o0, int y, int x0, int relu) {
+  const long KC = (long)C * KK;
+  V acc[NO][NX];
+  for (int r = 0; r < NO; r++) {
+    const V b = vset1(bias[o0 + r]);
+    for (int s = 0; s < NX; s++) acc[r][s] = b;
+  }
+  for (int c = 0; c < C; c++) {
+    for (int i = 0; i < KS; i++) {
+      const float* row = in + (((long)c * IH + y + i) * IW + x0) * W;
+      const float* wr = w + o0 * KC + c * KK + i * KS;
+      V v[NX + KS - 1];
+      for (int s = 0; s < NX + KS - 1; s++) v[s] = vload(row + s * W);
+      for (int j = 0; j < KS; j++) {
+        for (int r = 0; r < NO; r++) {
+          const V wv = vset1(wr[r * KC + j]);
+          for (int s = 0; s < NX; s++) acc[r][s] = vfma(wv, v[s + j], acc[r][s]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < NO; r++) {
+    float* d = out + r * ostride + (long)x0 * W;
+    for (int s = 0; s < NX; s++) vstore(d + s * W, relu ? vselect_pos(acc[r][s], acc[r][s]) : acc[r][s]);
+  }
+}
+
+// the last n < NX columns of a row, one block
+template <int NO, int NX>
+static inline void lconv_rest(float* out, long ostride, const float* in, const float* w, const float* bias, int C,
+                              int IH, int IW, int o0, int y, int x0, int n, int relu) {
+  if constexpr (NX > 1) {
+    if (n < NX) return lconv_rest<NO, NX - 1>(out, ostride, in, w, bias, C, IH, IW, o0, y, x0, n, relu);
+  }
+  lconv_block<NO, NX>(out, ostride, in, w, bias, C, IH, IW, o0, y, x0, relu);
+}
+
+template <int NO>
+static inline void lconv_outs(float* out, long ostride, const float* in, const float* w, const float* bias, int C,
+                              int IH, int IW, int o0, int y, int relu) {
+  const int OW = IW - KS + 1;
+  int x = 0;
+  for (; x + LCONV_XS <= OW; x += LCONV_XS) lconv_block<NO, LCONV_XS>(out, ostride, in, w, bias, C, IH, IW, o0, y, x, relu);
+  if (x < OW) lconv_rest<NO, LCONV_XS - 1>(out, ostride, in, w, bias, C, IH, IW, o0, y, x, OW - x, relu);
+}
+
+// rows y0 .. y0+R of out = conv(in (C, IH, IW) in lanes) + bias, then ReLU when relu ≠ 0, into chunk (OC, R, OW) in lanes
+static void lconv_rows(float* chunk, const float* in, const float* w, const float* bias, int C, int OC, int IH, int IW,
+                       int y0, int R, int relu) {
+  const int OW = IW - KS + 1;
+  const long ostride = (long)R * OW * W;
+  for (int y = y0; y < y0 + R; y++) {
+    float* row = chunk + (long)(y - y0) * OW * W;
+    int o = 0;
+    for (; o + LCONV_OUTS <= OC; o += LCONV_OUTS)
+      lconv_outs<LCONV_OUTS>(row + o * ostride, ostride, in, w, bias, C, IH, IW, o, y, relu);
+    for (; o < OC; o++) lconv_outs<1>(row + o * ostride, ostride, in, w, bias, C, IH, IW, o, y, relu);
+  }
+}
+
+// pooled (OC, R/2 rows from py, PW) in lanes (whole map: rows PH) ← the 2×2 max of chunk (OC, R, OW) in lanes, R even,
+// with the reference's rule and order (maxpool_fwd)
+static void lpool_rows(float* pooled, const float* chunk, int OC, int R, int OW, int PH, int py) {
+  const int PW = OW / 2;
+  for (int o = 0; o < OC; o++) {
+    for (int q = 0; q < R / 2; q++) {
+      const float* r0 = chunk + ((long)o * R + 2 * q) * OW * W;
+      const float* r1 = r0 + (long)OW * W;
+      float* d = pooled + (((long)o * PH + py + q) * PW) * W;
+      for (int x = 0; x < PW; x++) {
+        V best = vload(r0 + 2 * x * W);
+        const V v01 = vload(r0 + (2 * x + 1) * W), v10 = vload(r1 + 2 * x * W), v11 = vload(r1 + (2 * x + 1) * W);
+        best = vblend(vgt(v01, best), best, v01);
+        best = vblend(vgt(v10, best), best, v10);
+        best = vblend(vgt(v11, best), best, v11);
+        vstore(d + x * W, best);
+      }
+    }
+  }
+}
+
+// Weight-gradient block: dw[o0 + r][c·25 + i·5 + j] for r < NO, j < 5 (+)= Σ_lanes Σ_{y,x} dout(o0+r, y, x) ·
+// in(c, y+i, x+j): one row of taps of NO outputs. Along x the five taps read a sliding window of five input
+// vectors, so each position loads one new input vector and NO output-gradient vectors for 5·NO multiply-adds (the
+// window rotates by renaming: the loop is unrolled by 5). The first group stores, later groups add (in order).
+template <int NO, int K>
+static inline void ldw_step(V (&acc)[NO][KS], V (&win)[KS], const float* g, long P, const float* xr, int x) {
+  win[(K + KS - 1) % KS] = vload(xr + (long)(x + K + KS - 1) * W);
+  V gv[NO];
+  for (int r = 0; r < NO; r++) gv[r] = vload(g + (r * P + x + K) * W);
+  for (int j = 0; j < KS; j++)
+    for (int r = 0; r < NO; r++) acc[r][j] = vfma(gv[r], win[(K + j) % KS], acc[r][j]);
+}
+
+template <int NO>
+static inline void ldw_row(float* dw, const float* dout, const float* in, int C, int IH, int IW, int OH, int OW, int o0,
+                           int c, int i, int first) {
+  const long KC = (long)C * KK, P = (long)OH * OW;
+  V acc[NO][KS];
+  for (int r = 0; r < NO; r++)
+    for (int j = 0; j < KS; j++) acc[r][j] = vzero();
+  for (int y = 0; y < OH; y++) {
+    const float* g = dout + ((long)o0 * P + (long)y * OW) * W;
+    const float* xr = in + ((long)c * IH + y + i) * IW * W;
+    V win[KS];
+    for (int j = 0; j < KS - 1; j++) win[j] = vload(xr + j * W);
+    int x = 0;
+    for (; x + KS <= OW; x += KS) {
+      ldw_step<NO, 0>(acc, win, g, P, xr, x);
+      ldw_step<NO, 1>(acc, win, g, P, xr, x);
+      ldw_step<NO, 2>(acc, win, g, P, xr, x);
+      ldw_step<NO, 3>(acc, win, g, P, xr, x);
+      ldw_step<NO, 4>(acc, win, g, P, xr, x);
+    }
+    static_assert(KS == 5, "the leftover steps below assume 5 taps a row");
+    const int rest = OW - x;
+    if (rest > 0) ldw_step<NO, 0>(acc, win, g, P, xr, x);
+    if (rest > 1) ldw_step<NO, 1>(acc, win, g, P, xr, x);
+    if (rest > 2) ldw_step<NO, 2>(acc, win, g, P, xr, x);
+    if (rest > 3) ldw_step<NO, 3>(acc, win, g, P, xr, x);
+  }
+  float s[NO][KS];
+  if constexpr (NO == 4) {
+    // the first four taps of the four outputs in one transposing tree, the fifth one at a time
+    V a[4][4];
+    for (int r = 0; r < 4; r++)
+      for (int j = 0; j < 4; j++) a[r][j] = acc[r][j];
+    float t[16];
+    fwd_reduce<4, 4>(a, t);
+    V e[4][1];
+    for (int r = 0; r < 4; r++) e[r][0] = acc[r][4];
+    float u[4];
+    fwd_reduce<4, 1>(e, u);
+    for (int r = 0; r < 4; r++) {
+      for (int j = 0; j < 4; j++) s[r][j] = t[r * 4 + j];
+      s[r][4] = u[r];
+    }
+  } else {
+    fwd_reduce<NO, KS>(acc, &s[0][0]);
+  }
+  for (int r = 0; r < NO; r++) {
+    float* d = dw + (o0 + r) * KC + ((long)c * KS + i) * KS;
+    for (int j = 0; j < KS; j++) d[j] = first ? s[r][j] : d[j] + s[r][j];
+  }
+}
+
+template <int NO>
+static inline void ldw_outs(float* dw, const float* dout, const float* in, int C, int IH, int IW, int OH, int OW, int o0,
+                            int first) {
   for (int c = 0; c < C; c++)
-    for (int i = 0; i < KS; i++)
-      for (int j = 0; j < KS; j++)
-        for (int y = 0; y < OH; y++, d += OW) copy_floats(d, img + ((long)c * IH + y + i) * IW + j, OW);
+    for (int i = 0; i < KS; i++) ldw_row<NO>(dw, dout, in, C, IH, IW, OH, OW, o0, c, i, first);
 }
 
-// cols (OH·OW, C·25): cols[y·OW + x][c·25 + i·5 + j] = img[c][y+i][x+j]; one 5-float copy per (y,x,c,i)
-static void im2row(float* cols, const float* img, int C, int IH, int IW) {
+// dw (OC, KC) and db (OC) (+)= the group's sums, from dout (OC, OH, OW) and in (C, IH, IW) in lanes
+static void lconv_dw(float* dw, float* db, const float* dout, const float* in, int C, int OC, int IH, int IW, int first) {
   const int OH = IH - KS + 1, OW = IW - KS + 1;
-  float* d = cols;
-  for (int y = 0; y < OH; y++)
-    for (int x = 0; x < OW; x++)
-      for (int c = 0; c < C; c++)
-        for (int i = 0; i < KS; i++, d += KS) vstoren(d, vloadn(img + ((long)c * IH + y + i) * IW + x, KS), KS);
-}
-
-// img (C, IH, IW) = Σ over (c,i,j,y,x) of dcols[c·25 + i·5 + j][y·OW + x] placed at img[c][y+i][x+j]; overwrites img
-static void col2im(float* img, const float* dcols, int C, int IH, int IW) {
-  const int OH = IH - KS + 1, OW = IW - KS + 1;
-  for (long e = 0; e < (long)C * IH * IW; e += W) vstoren(img + e, vzero(), (long)C * IH * IW - e < W ? (int)((long)C * IH * IW - e) : W);
-  const float* s = dcols;
-  for (int c = 0; c < C; c++)
-    for (int i = 0; i < KS; i++)
-      for (int j = 0; j < KS; j++)
-        for (int y = 0; y < OH; y++, s += OW) add_floats(img + ((long)c * IH + y + i) * IW + j, s, OW);
-}
-
-// D[m+i][n .. n + NV·W) = (bias ? bias[m+i] : 0) + Σ_{q<Q} A[(m+i)·am + q·aq] · Bm[q·ldb + n ..], then ReLU when
-// relu ≠ 0; the last vector holds `last` ≤ W floats. Vectors along n; each A value is broadcast.
-template <int NR, int NV>
-static inline void gemm_block(float* D, long ldd, const float* A, long am, long aq, const float* Bm, long ldb, int Q,
-                              const float* bias, int m, int n, int last, int relu) {
-  V acc[NR][NV];
-  for (int i = 0; i < NR; i++) {
-    const V b0 = bias ? vset1(bias[m + i]) : vzero();
-    for (int v = 0; v < NV; v++) acc[i][v] = b0;
+  const long P = (long)OH * OW;
+  for (int o = 0; o < OC; o++) {
+    V acc[1][1] = {{vzero()}};
+    for (long p = 0; p < P; p++) acc[0][0] = vadd(acc[0][0], vload(dout + (o * P + p) * W));
+    float s;
+    fwd_reduce<1, 1>(acc, &s);
+    db[o] = first ? s : db[o] + s;
   }
-  const float* a = A + (long)m * am;
-  const float* bq = Bm + n;
-  for (int q = 0; q < Q; q++, a += aq, bq += ldb) {
-    V bv[NV];
-    for (int v = 0; v < NV; v++) bv[v] = (v == NV - 1 && last < W) ? vloadn(bq + v * W, last) : vload(bq + v * W);
-    for (int i = 0; i < NR; i++) {
-      const V av = vset1(a[i * am]);
-      for (int v = 0; v < NV; v++) acc[i][v] = vfma(av, bv[v], acc[i][v]);
-    }
-  }
-  for (int i = 0; i < NR; i++) {
-    float* d = D + (long)(m + i) * ldd + n;
-    for (int v = 0; v < NV; v++) {
-      const V r = relu ? vselect_pos(acc[i][v], acc[i][v]) : acc[i][v];
-      if (v == NV - 1 && last < W) vstoren(d + v * W, r, last);
-      else vstore(d + v * W, r);
-    }
-  }
-}
-
-template <int NV>
-static inline void gemm_cols(float* D, long ldd, const float* A, long am, long aq, const float* Bm, long ldb, int Q,
-                             const float* bias, int M, int n, int last, int relu) {
-  int m = 0;
-  for (; m + CONV_ROWS <= M; m += CONV_ROWS) gemm_block<CONV_ROWS, NV>(D, ldd, A, am, aq, Bm, ldb, Q, bias, m, n, last, relu);
-  for (; m < M; m++) gemm_block<1, NV>(D, ldd, A, am, aq, Bm, ldb, Q, bias, m, n, last, relu);
-}
-
-// D (M, N) row stride ldd = bias-per-row + A · Bm: A (M, Q) read at A[m·am + q·aq] (am, aq pick A or Aᵀ),
-// Bm (Q, N) row stride ldb. Blocks of CONV_ROWS rows × CONV_VECS vectors; strips of N outermost, so the
-// strip of Bm (Q × CONV_VECS·W floats) stays in L1/L2 while the row blocks walk over it.
-static void gemm(float* D, long ldd, const float* A, long am, long aq, const float* Bm, long ldb, int Q,
-                 const float* bias, int M, int N, int relu) {
-  const int strip = CONV_VECS * W;
-  int n = 0;
-  for (; n + strip <= N; n += strip) gemm_cols<CONV_VECS>(D, ldd, A, am, aq, Bm, ldb, Q, bias, M, n, W, relu);
-  for (; n < N; n += W) gemm_cols<1>(D, ldd, A, am, aq, Bm, ldb, Q, bias, M, n, N - n < W ? N - n : W, relu);
-}
-
-// dw[o+j][k .. k + NV·W) (+)= Σ_{p<P} dout[o+j][p] · cols[p][k ..]   dout (OC, P)  cols (P, KC)
-// Starts from dw's values when acc ≠ 0 (the images after the first), from 0 otherwise.
-template <int NO, int NV>
-static inline void conv_dw_block(float* dw, const float* dout, const float* cols, int P, int KC, int o, int k, int last,
-                                 int acc0) {
-  V acc[NO][NV];
-  for (int j = 0; j < NO; j++) {
-    float* d = dw + (long)(o + j) * KC + k;
-    for (int v = 0; v < NV; v++)
-      acc[j][v] = !acc0 ? vzero() : (v == NV - 1 && last < W) ? vloadn(d + v * W, last) : vload(d + v * W);
-  }
-  for (int p = 0; p < P; p++) {
-    const float* x = cols + (long)p * KC + k;
-    V xv[NV];
-    for (int v = 0; v < NV; v++) xv[v] = (v == NV - 1 && last < W) ? vloadn(x + v * W, last) : vload(x + v * W);
-    for (int j = 0; j < NO; j++) {
-      const V g = vset1(dout[(long)(o + j) * P + p]);
-      for (int v = 0; v < NV; v++) acc[j][v] = vfma(g, xv[v], acc[j][v]);
-    }
-  }
-  for (int j = 0; j < NO; j++) {
-    float* d = dw + (long)(o + j) * KC + k;
-    for (int v = 0; v < NV; v++) {
-      if (v == NV - 1 && last < W) vstoren(d + v * W, acc[j][v], last);
-      else vstore(d + v * W, acc[j][v]);
-    }
-  }
-}
-
-template <int NO, int NV>
-static inline void conv_dw_cols(float* dw, const float* dout, const float* cols, int P, int KC, int OC, int k, int last,
-                                int acc0) {
   int o = 0;
-  for (; o + NO <= OC; o += NO) conv_dw_block<NO, NV>(dw, dout, cols, P, KC, o, k, last, acc0);
-  for (; o < OC; o++) conv_dw_block<1, NV>(dw, dout, cols, P, KC, o, k, last, acc0);
+  for (; o + LDW_OUTS <= OC; o += LDW_OUTS) ldw_outs<LDW_OUTS>(dw, dout, in, C, IH, IW, OH, OW, o, first);
+  for (; o < OC; o++) ldw_outs<1>(dw, dout, in, C, IH, IW, OH, OW, o, first);
 }
 
-// The last strip of KC (NV ≤ CONV_DW_VECS vectors, shorter than a whole strip) in one pass, with more outputs per block
-// so that it still keeps about as many accumulators: conv1's KC = 25 is 2 vectors, one of 9 floats.
+// Input-gradient chunk: the contributions of output channels o0 .. o1 and output columns x0 .. x0+NX to input row yy
+// of channel c, i.e. to input columns x0 .. x0+NX+4, summed over i (rows yy−i of dout), o and j in registers. With
+// `add` = 0 (the first block of outputs) the first chunk of a row stores and a later one adds its first 4 columns
+// (where it overlaps the previous chunk) and stores the rest; with add ≠ 0 every column adds.
+template <int NX>
+static inline void ldi_chunk(float* din, const float* dout, const float* w, int C, int IH, int IW, int OH, int OW,
+                             int o0, int o1, int c, int yy, int x0, int add) {
+  const long KC = (long)C * KK, P = (long)OH * OW;
+  V acc[NX + KS - 1];
+  for (int u = 0; u < NX + KS - 1; u++) acc[u] = vzero();
+  const int i0 = yy - (OH - 1) > 0 ? yy - (OH - 1) : 0, i1 = yy < KS - 1 ? yy : KS - 1;
+  for (int i = i0; i <= i1; i++) {
+    const float* g = dout + ((long)o0 * P + (long)(yy - i) * OW + x0) * W;
+    const float* wr = w + o0 * KC + (long)c * KK + i * KS;
+    for (int o = o0; o < o1; o++, g += P * W, wr += KC) {
+      V d[NX];
+      for (int x = 0; x < NX; x++) d[x] = vload(g + x * W);
+      for (int j = 0; j < KS; j++) {
+        const V wv = vset1(wr[j]);
+        for (int x = 0; x < NX; x++) acc[x + j] = vfma(wv, d[x], acc[x + j]);
+      }
+    }
+  }
+  float* dst = din + (((long)c * IH + yy) * IW + x0) * W;
+  const int keep = add ? NX + KS - 1 : x0 > 0 ? KS - 1 : 0;  // the first `keep` columns add to what is there
+  for (int u = 0; u < NX + KS - 1; u++) vstore(dst + u * W, u >= keep ? acc[u] : vadd(vload(dst + u * W), acc[u]));
+}
+
+template <int NX>
+static inline void ldi_rest(float* din, const float* dout, const float* w, int C, int IH, int IW, int OH, int OW,
+                            int o0, int o1, int c, int yy, int x0, int n, int add) {
+  if constexpr (NX > 1) {
+    if (n < NX) return ldi_rest<NX - 1>(din, dout, w, C, IH, IW, OH, OW, o0, o1, c, yy, x0, n, add);
+  }
+  ldi_chunk<NX>(din, dout, w, C, IH, IW, OH, OW, o0, o1, c, yy, x0, add);
+}
+
+// din (C, IH, IW) in lanes = the input gradient of dout (OC, OH, OW) in lanes; overwritten. Input rows outermost,
+// then blocks of output channels whose five rows of dout (the ones an input row reads) fit in a good part of L1,
+// then the input channels: each block of dout is read from L2 once per input row instead of once per channel.
+// An element's sum: over the blocks in order, each summed over (i, o, j) in registers.
+static void lconv_dinp(float* din, const float* dout, const float* w, int C, int OC, int IH, int IW) {
+  const int OH = IH - KS + 1, OW = IW - KS + 1;
+  const long rows_bytes = (long)KS * OW * W * sizeof(float);  // one output channel's five rows
+  const int OB = rows_bytes > 0 && 20480 / rows_bytes > 0 ? (int)(20480 / rows_bytes) : 1;
+  for (int yy = 0; yy < IH; yy++) {
+    for (int o0 = 0; o0 < OC; o0 += OB) {
+      const int o1 = OC - o0 < OB ? OC : o0 + OB;
+      for (int c = 0; c < C; c++) {
+        int x = 0;
+        for (; x + LDI_XS <= OW; x += LDI_XS) ldi_chunk<LDI_XS>(din, dout, w, C, IH, IW, OH, OW, o0, o1, c, yy, x, o0 > 0);
+        if (x < OW) ldi_rest<LDI_XS - 1>(din, dout, w, C, IH, IW, OH, OW, o0, o1, c, yy, x, OW - x, o0 > 0);
+      }
+    }
+  }
+}
+
+// Direct forward for a single input channel (conv1: C = 1) on the images as they lie, without lanes: the
+// transposes into and out of lanes would cost as much as this layer's arithmetic (its output is 16× its input).
+// Vectors run along a row of outputs, NV = ⌈OW/W⌉ of them (the last one partial: 24 = 16 + 8 columns on AVX-512);
+// a block holds NO output channels × NY ≤ 2 rows, so the two rows of a pooling window are pooled in registers
+// (vdeinterleave splits even and odd columns). Each output sums its 25 taps in the lanes kernels' order
+// (i, then j, from the bias), one image at a time.
+template <int NO, int NY, int NV>
+static inline void dconv1_block(float* out, float* pooled, const float* img, const float* w, const float* bias, int IH,
+                                int IW, int o0, int y, int relu) {
+  const int OH = IH - KS + 1, OW = IW - KS + 1, PH = OH / 2, PW = OW / 2;
+  const int last = OW - (NV - 1) * W;  // columns in the last vector, 1 … W (every other vector is whole)
+  V acc[NO][NY][NV];
+  for (int r = 0; r < NO; r++) {
+    const V b = vset1(bias[o0 + r]);
+    for (int s = 0; s < NY; s++)
+      for (int v = 0; v < NV; v++) acc[r][s][v] = b;
+  }
+  for (int i = 0; i < KS; i++) {
+    for (int j = 0; j < KS; j++) {
+      // NO broadcast weights live, one input vector at a time: NO·NY·NV + NO + 1 registers
+      V wv[NO];
+      for (int r = 0; r < NO; r++) wv[r] = vset1(w[(o0 + r) * KK + i * KS + j]);
+      for (int s = 0; s < NY; s++) {
+        const float* row = img + (long)(y + s + i) * IW + j;
+        for (int v = 0; v < NV; v++) {
+          const V xv = v < NV - 1 ? vload(row + v * W) : vloadn(row + v * W, last);
+          for (int r = 0; r < NO; r++) acc[r][s][v] = vfma(wv[r], xv, acc[r][s][v]);
+        }
+      }
+    }
+  }
+  for (int r = 0; r < NO; r++) {
+    for (int s = 0; s < NY; s++) {
+      float* d = out + ((long)(o0 + r) * OH + y + s) * OW;
+      for (int v = 0; v < NV; v++) {
+        if (relu) acc[r][s][v] = vselect_pos(acc[r][s][v], acc[r][s][v]);
+        if (v < NV - 1) vstore(d + v * W, acc[r][s][v]);
+        else vstoren(d + v * W, acc[r][s][v], last);
+      }
+    }
+  }
+  if (pooled == nullptr || NY < 2) return;
+  for (int r = 0; r < NO; r++) {
+    float* d = pooled + ((long)(o0 + r) * PH + y / 2) * PW;
+    for (int v = 0; v < NV; v += 2) {
+      // windows v/2·W … of the two rows: columns 2x, 2x+1 from the vector pair (v, v+1)
+      V v00, v01, v10, v11;
+      vdeinterleave(acc[r][0][v], v + 1 < NV ? acc[r][0][v + 1] : vzero(), v00, v01);
+      vdeinterleave(acc[r][NY - 1][v], v + 1 < NV ? acc[r][NY - 1][v + 1] : vzero(), v10, v11);
+      V best = v00;
+      best = vblend(vgt(v01, best), best, v01);
+      best = vblend(vgt(v10, best), best, v10);
+      best = vblend(vgt(v11, best), best, v11);
+      const int x = v / 2 * W, n = PW - x < W ? PW - x : W;
+      if (n == W) vstore(d + x, best);
+      else if (n > 0) vstoren(d + x, best, n);
+    }
+  }
+}
+
+template <int NO, int NV>
+static inline void dconv1_outs(float* out, float* pooled, const float* img, const float* w, const float* bias, int IH,
+                               int IW, int o0, int relu) {
+  const int OH = IH - KS + 1;
+  int y = 0;
+  for (; y + 2 <= OH; y += 2) dconv1_block<NO, 2, NV>(out, pooled, img, w, bias, IH, IW, o0, y, relu);
+  if (y < OH) dconv1_block<NO, 1, NV>(out, pooled, img, w, bias, IH, IW, o0, y, relu);
+}
+
+// the last n < NO + 1 output channels, one block
+template <int NO, int NV>
+static inline void dconv1_rest(float* out, float* pooled, const float* img, const float* w, const float* bias, int IH,
+                               int IW, int o0, int n, int relu) {
+  if constexpr (NO > 1) {
+    if (n < NO) return dconv1_rest<NO - 1, NV>(out, pooled, img, w, bias, IH, IW, o0, n, relu);
+  }
+  dconv1_outs<NO, NV>(out, pooled, img, w, bias, IH, IW, o0, relu);
+}
+
 template <int NV>
-static inline void conv_dw_tail(float* dw, const float* dout, const float* cols, int P, int KC, int OC, int k, int acc0) {
-  constexpr int NO = (CONV_DW_OUTS * CONV_DW_VECS) % NV == 0 ? CONV_DW_OUTS * CONV_DW_VECS / NV : CONV_DW_OUTS;
-  conv_dw_cols<NO, NV>(dw, dout, cols, P, KC, OC, k, KC - k - (NV - 1) * W, acc0);
+static void dconv1_fwd(float* out, float* pooled, const float* inp, const float* w, const float* bias, int B, int OC,
+                       int IH, int IW, int relu) {
+  const int OH = IH - KS + 1, OW = IW - KS + 1;
+  const long in_img = (long)IH * IW, out_img = (long)OC * OH * OW, pool_img = (long)OC * (OH / 2) * (OW / 2);
+  constexpr int NO = DCONV1_ACC / (2 * NV) > 0 ? DCONV1_ACC / (2 * NV) : 1;
+  for (int b = 0; b < B; b++) {
+    float* o_img = out + b * out_img;
+    float* p_img = pooled ? pooled + b * pool_img : nullptr;
+    const float* img = inp + b * in_img;
+    int o = 0;
+    for (; o + NO <= OC; o += NO) dconv1_outs<NO, NV>(o_img, p_img, img, w, bias, IH, IW, o, relu);
+    if (o < OC) dconv1_rest<NO - 1, NV>(o_img, p_img, img, w, bias, IH, IW, o, OC - o, relu);
+  }
 }
 
-// conv2d_fwd: out = conv(inp, w) + bias, then ReLU when relu ≠ 0
-// inp (B, C, IH, IW)  w (OC, C, 5, 5)  bias (OC)  cols: scratch of C·25·OH·OW floats  →  out (B, OC, OH, OW)
-static void conv2d_fwd(float* out, const float* inp, const float* w, const float* bias, float* cols,
+// conv2d_fwd: out = conv(inp, w) + bias, then ReLU when relu ≠ 0; and pooled = the 2×2 max-pool of out unless null
+// (the same bits as maxpool_fwd on out)
+// inp (B, C, IH, IW)  w (OC, C, 5, 5)  bias (OC)  cols: scratch (conv_scratch_floats)  →  out (B, OC, OH, OW),
+// pooled (B, OC, OH/2, OW/2)
+// Per group: the input in lanes, then two rows of outputs at a time (all channels) into a chunk in lanes that
+// stays in L1, copied out to the images (and pooled in lanes) before the next two rows.
+static void conv2d_fwd(float* out, float* pooled, const float* inp, const float* w, const float* bias, float* cols,
                        int B, int C, int OC, int IH, int IW, int relu) {
-  const int OH = IH - KS + 1, OW = IW - KS + 1, P = OH * OW, KC = C * KK;
-  for (int b = 0; b < B; b++) {
-    im2col(cols, inp + (long)b * C * IH * IW, C, IH, IW);
-    gemm(out + (long)b * OC * P, P, w, KC, 1, cols, P, KC, bias, OC, P, relu);
+  const int OH = IH - KS + 1, OW = IW - KS + 1, PH = OH / 2, PW = OW / 2;
+  if (C == 1 && OW <= 4 * W) {
+    switch ((OW + W - 1) / W) {
+      case 1: return dconv1_fwd<1>(out, pooled, inp, w, bias, B, OC, IH, IW, relu);
+      case 2: return dconv1_fwd<2>(out, pooled, inp, w, bias, B, OC, IH, IW, relu);
+      case 3: return dconv1_fwd<3>(out, pooled, inp, w, bias, B, OC, IH, IW, relu);
+      default: return dconv1_fwd<4>(out, pooled, inp, w, bias, B, OC, IH, IW, relu);
+    }
+  }
+  const long in_img = (long)C * IH * IW, out_img = (long)OC * OH * OW, pool_img = (long)OC * PH * PW;
+  float* in_l = cols;
+  float* chunk = cols + in_img * W;         // (OC, 2, OW) in lanes
+  float* pool_l = chunk + out_img * W;      // (OC, PH, PW) in lanes
+  for (int b = 0; b < B; b += W) {
+    const int n = B - b < W ? B - b : W;
+    to_lanes(in_l, inp + b * in_img, n, in_img);
+    for (int y0 = 0; y0 < OH; y0 += 2) {
+      const int R = OH - y0 < 2 ? OH - y0 : 2;
+      lconv_rows(chunk, in_l, w, bias, C, OC, IH, IW, y0, R, relu);
+      for (int o = 0; o < OC; o++)
+        from_lanes(out + b * out_img + ((long)o * OH + y0) * OW, out_img, chunk + (long)o * R * OW * W, n, (long)R * OW);
+      if (pooled != nullptr && R == 2) lpool_rows(pool_l, chunk, OC, 2, OW, PH, y0 / 2);
+    }
+    if (pooled != nullptr) from_lanes(pooled + b * pool_img, pool_img, pool_l, n, pool_img);
+  }
+}
+
+// dout (OC, OH, OW) in lanes ← the gradient of a ReLU's output out under a 2×2 max-pool, from out (OC, OH, OW) in
+// lanes, which dout holds on entry (overwritten in place), and the pooled map's gradient dpool (OC, PH, PW) in lanes:
+// maxpool_bwd with relu, lane by lane (the same selection, the same bits)
+static void lpool_relu_bwd(float* dout, const float* dpool, int OC, int OH, int OW) {
+  const int PH = OH / 2, PW = OW / 2;
+  for (int o = 0; o < OC; o++) {
+    float* map = dout + (long)o * OH * OW * W;
+    for (int py = 0; py < PH; py++) {
+      float* r0 = map + (long)2 * py * OW * W;
+      float* r1 = r0 + (long)OW * W;
+      const float* g = dpool + ((long)o * PH + py) * PW * W;
+      for (int px = 0; px < PW; px++) {
+        float* a0 = r0 + 2 * px * W;
+        float* a1 = r1 + 2 * px * W;
+        const V v00 = vload(a0), v01 = vload(a0 + W), v10 = vload(a1), v11 = vload(a1 + W);
+        V best = v00;
+        const M k1 = vgt(v01, best);
+        best = vblend(k1, best, v01);
+        const M k2 = vgt(v10, best);
+        best = vblend(k2, best, v10);
+        const M k3 = vgt(v11, best);
+        best = vblend(k3, best, v11);
+        const V gv = vselect_pos(best, vload(g + px * W));
+        const M later = mor(mor(k1, k2), k3);
+        vstore(a0, vmaskz_not(later, gv));
+        vstore(a0 + W, vmaskz(mandnot(mor(k2, k3), k1), gv));
+        vstore(a1, vmaskz(mandnot(k3, k2), gv));
+        vstore(a1 + W, vmaskz(k3, gv));
+      }
+      if (OW & 1) {
+        vstore(r0 + (long)(OW - 1) * W, vzero());
+        vstore(r1 + (long)(OW - 1) * W, vzero());
+      }
+    }
+    if (OH & 1)
+      for (int x = 0; x < OW; x++) vstore(map + ((long)(OH - 1) * OW + x) * W, vzero());
   }
 }
 
 // conv2d_bwd: gradients of out = conv(inp, w) + bias
-// dout (B, OC, OH, OW)  inp (B, C, IH, IW)  w (OC, C, 5, 5)  cols: scratch (C·25·OH·OW)  →
+// dout (B, OC, OH, OW)  inp (B, C, IH, IW)  w (OC, C, 5, 5)  cols: scratch (conv_scratch_floats)  →
 //   dw (OC, C, 5, 5) and db (OC) summed over the images, dinp (B, C, IH, IW) (skipped when null)
-// dw adds the images in order 0, 1, …; each image's dinp is computed from that image alone.
-static void conv2d_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
-                       float* cols, int B, int C, int OC, int IH, int IW) {
-  const int OH = IH - KS + 1, OW = IW - KS + 1, P = OH * OW, KC = C * KK;
-  for (int o = 0; o < OC; o++) {
-    V acc[1][1] = {{vzero()}};
-    for (int b = 0; b < B; b++) {
-      const float* g = dout + ((long)b * OC + o) * P;
-      int p = 0;
-      for (; p + W <= P; p += W) acc[0][0] = vadd(acc[0][0], vload(g + p));
-      if (p < P) acc[0][0] = vadd(acc[0][0], vloadn(g + p, P - p));
-    }
-    fwd_reduce<1, 1>(acc, db + o);
+// With dpool (B, OC, OH/2, OW/2) non-null, dout is not read: the output's gradient is instead maxpool_bwd (with
+// relu) of dpool, for `out` (B, OC, OH, OW) the ReLU's output that was pooled, computed in lanes (the same bits
+// as maxpool_bwd then conv2d_bwd, without the gradient map ever written out).
+static void conv2d_bwd(float* dinp, float* dw, float* db, const float* dout, const float* dpool, const float* out,
+                       const float* inp, const float* w, float* cols, int B, int C, int OC, int IH, int IW) {
+  const int OH = IH - KS + 1, OW = IW - KS + 1;
+  const long in_img = (long)C * IH * IW, out_img = (long)OC * OH * OW, pool_img = (long)OC * (OH / 2) * (OW / 2);
+  if (B == 0) {
+    for (long e = 0; e < OC * (long)C * KK; e++) dw[e] = 0;
+    for (int o = 0; o < OC; o++) db[o] = 0;
   }
-  if (B == 0)
-    for (long e = 0; e < (long)OC * KC; e++) dw[e] = 0;
-  const int strip = CONV_DW_VECS * W;
-  for (int b = 0; b < B; b++) {
-    const float* g = dout + (long)b * OC * P;
-    im2row(cols, inp + (long)b * C * IH * IW, C, IH, IW);
-    int k = 0;
-    for (; k + strip <= KC; k += strip) conv_dw_cols<CONV_DW_OUTS, CONV_DW_VECS>(dw, g, cols, P, KC, OC, k, W, b > 0);
-    static_assert(CONV_DW_VECS <= 4, "the tail below handles strips of up to 4 vectors");
-    switch ((KC - k + W - 1) / W) {  // the vectors left, the last one partial unless KC is a multiple of W
-      case 4: conv_dw_tail<4>(dw, g, cols, P, KC, OC, k, b > 0); break;
-      case 3: conv_dw_tail<3>(dw, g, cols, P, KC, OC, k, b > 0); break;
-      case 2: conv_dw_tail<2>(dw, g, cols, P, KC, OC, k, b > 0); break;
-      case 1: conv_dw_tail<1>(dw, g, cols, P, KC, OC, k, b > 0); break;
-      default: break;
+  float* in_l = cols;
+  float* dout_l = cols + in_img * W;
+  float* din_l = dout_l + out_img * W;  // also the pooled map's gradient, before dinp is computed
+  for (int b = 0; b < B; b += W) {
+    const int n = B - b < W ? B - b : W;
+    to_lanes(in_l, inp + b * in_img, n, in_img);
+    if (dpool != nullptr) {
+      to_lanes(dout_l, out + b * out_img, n, out_img);
+      to_lanes(din_l, dpool + b * pool_img, n, pool_img);
+      lpool_relu_bwd(dout_l, din_l, OC, OH, OW);
+    } else {
+      to_lanes(dout_l, dout + b * out_img, n, out_img);
     }
+    lconv_dw(dw, db, dout_l, in_l, C, OC, IH, IW, b == 0);
     if (dinp != nullptr) {
-      // dcols (KC, P) = wᵀ · dout_img: A = w read down its columns (am = 1, aq = KC)
-      gemm(cols, P, w, 1, KC, g, P, OC, nullptr, KC, P, 0);
-      col2im(dinp + (long)b * C * IH * IW, cols, C, IH, IW);
+      lconv_dinp(din_l, dout_l, w, C, OC, IH, IW);
+      from_lanes(dinp + b * in_img, in_img, din_l, n, in_img);
     }
   }
 }
 
-// conv2d_fwd_direct: the same function as conv2d_fwd without im2col, kept to measure the choice (bench/kernels.ts
+// conv2d_fwd_direct: the same function as conv2d_fwd on images one at a time (NCHW, no lanes), kept to measure the choice (bench/kernels.ts
 // --conv); not used in training. Vectors run along a row of outputs (x), NR output channels × NY output rows
 // per block; per tap (c, i, j) it loads NY input rows and broadcasts NR weights. OW = 8 fills half an AVX-512
 // vector, OW = 24 three quarters of two.
@@ -652,9 +939,28 @@ static void conv2d_fwd_direct(float* out, const float* inp, const float* w, cons
   }
 }
 
-// maxpool_fwd: out (B·C maps, IH/2, IW/2) = the 2×2 max of inp (B·C maps, IH, IW), taken in the order
-// (0,0), (0,1), (1,0), (1,1) and replaced only by a strictly greater value (reference.ts): a selection, so
-// bit-identical to the reference. An odd last row or column is dropped.
+// The 2×2 max-pool, vectorized along a row of windows: vdeinterleave splits 2W input columns into the windows'
+// left and right elements, and the window's maximum is taken with the reference's rule, in its order (0,0),
+// (0,1), (1,0), (1,1), replacing only on a strictly greater value (an ordered compare: NaN never replaces): a
+// selection, so bit-identical to the reference. An odd last row or column is dropped.
+
+// the four elements of windows x .. x+n of rows r0, r1 (n ≤ W): 2n floats of each row, never read past them
+static inline void pool_load(const float* r0, const float* r1, int x, int n, V& v00, V& v01, V& v10, V& v11) {
+  const int m = 2 * n;  // floats of each row
+  V a0, a1, b0, b1;
+  if (m >= 2 * W) {
+    a0 = vload(r0 + 2 * x), a1 = vload(r0 + 2 * x + W), b0 = vload(r1 + 2 * x), b1 = vload(r1 + 2 * x + W);
+  } else {
+    const int m0 = m < W ? m : W, m1 = m - m0;
+    a0 = vloadn(r0 + 2 * x, m0), b0 = vloadn(r1 + 2 * x, m0);
+    a1 = m1 > 0 ? vloadn(r0 + 2 * x + W, m1) : vzero();
+    b1 = m1 > 0 ? vloadn(r1 + 2 * x + W, m1) : vzero();
+  }
+  vdeinterleave(a0, a1, v00, v01);
+  vdeinterleave(b0, b1, v10, v11);
+}
+
+// maxpool_fwd: out (B·C maps, IH/2, IW/2) = the 2×2 max of inp (B·C maps, IH, IW)
 static void maxpool_fwd(float* out, const float* inp, long maps, int IH, int IW) {
   const int PH = IH / 2, PW = IW / 2;
   for (long m = 0; m < maps; m++) {
@@ -662,41 +968,68 @@ static void maxpool_fwd(float* out, const float* inp, long maps, int IH, int IW)
       const float* r0 = inp + (m * IH + 2 * y) * IW;
       const float* r1 = r0 + IW;
       float* d = out + (m * PH + y) * PW;
-      for (int x = 0; x < PW; x++) {
-        float best = r0[2 * x];
-        if (r0[2 * x + 1] > best) best = r0[2 * x + 1];
-        if (r1[2 * x] > best) best = r1[2 * x];
-        if (r1[2 * x + 1] > best) best = r1[2 * x + 1];
-        d[x] = best;
+      for (int x = 0; x < PW; x += W) {
+        const int n = PW - x < W ? PW - x : W;
+        V v00, v01, v10, v11;
+        pool_load(r0, r1, x, n, v00, v01, v10, v11);
+        V best = v00;
+        best = vblend(vgt(v01, best), best, v01);
+        best = vblend(vgt(v10, best), best, v10);
+        best = vblend(vgt(v11, best), best, v11);
+        if (n == W) vstore(d + x, best);
+        else vstoren(d + x, best, n);
       }
     }
   }
 }
 
-// maxpool_bwd: dinp (maps, IH, IW) = dout routed to the element maxpool_fwd chose (recomputed from inp), 0 elsewhere
-static void maxpool_bwd(float* dinp, const float* dout, const float* inp, long maps, int IH, int IW) {
+// maxpool_bwd: dinp (maps, IH, IW) = dout routed to the element maxpool_fwd chose (recomputed from inp), 0
+// elsewhere. With relu ≠ 0 it is also reluBackward's mask with inp as the ReLU's output (inp is the pooled
+// ReLU map): the chosen element keeps its gradient only where it is > 0, which is the same bits as the two
+// kernels one after the other (the others are 0 either way).
+static void maxpool_bwd(float* dinp, const float* dout, const float* inp, long maps, int IH, int IW, int relu) {
   const int PH = IH / 2, PW = IW / 2;
   for (long m = 0; m < maps; m++) {
-    float* dm = dinp + m * IH * IW;
-    for (long e = 0; e < (long)IH * IW; e++) dm[e] = 0;
     for (int y = 0; y < PH; y++) {
-      const long a = (m * IH + 2 * y) * IW;
-      // No branches: which element wins is data, and random (gcc compiles `c ? a : b` on floats to jumps, which
-      // mispredicted made this 15× slower than the forward). maxss(v, best) is exactly `v > best ? v : best`
-      // (a NaN v keeps best), and the offset moves by an integer multiply.
-      for (int x = 0; x < PW; x++) {
-        const long e = a + 2 * x;
-        const long off[4] = {0, 1, IW, IW + 1};
-        long at = 0;
-        float best = inp[e];
-        for (int q = 1; q < 4; q++) {
-          const float v = inp[e + off[q]];
-          const long gt = v > best;
-          at += gt * (off[q] - at);
-          best = _mm_cvtss_f32(_mm_max_ss(_mm_set_ss(v), _mm_set_ss(best)));
-        }
-        dinp[e + at] = dout[(m * PH + y) * PW + x];
+      const float* r0 = inp + (m * IH + 2 * y) * IW;
+      const float* r1 = r0 + IW;
+      float* d0 = dinp + (m * IH + 2 * y) * IW;
+      float* d1 = d0 + IW;
+      const float* g = dout + (m * PH + y) * PW;
+      for (int x = 0; x < PW; x += W) {
+        const int n = PW - x < W ? PW - x : W;
+        V v00, v01, v10, v11;
+        pool_load(r0, r1, x, n, v00, v01, v10, v11);
+        V best = v00;
+        const M k1 = vgt(v01, best);
+        best = vblend(k1, best, v01);
+        const M k2 = vgt(v10, best);
+        best = vblend(k2, best, v10);
+        const M k3 = vgt(v11, best);
+        best = vblend(k3, best, v11);
+        V gv = n == W ? vload(g + x) : vloadn(g + x, n);
+        if (relu) gv = vselect_pos(best, gv);
+        // the winner: (1,1) if k3, else (1,0) if k2, else (0,1) if k1, else (0,0)
+        const M w3 = k3, w2 = mandnot(k3, k2), w1 = mandnot(mor(k2, k3), k1);
+        const M later = mor(mor(k1, k2), k3);
+        V lo, hi;
+        vinterleave(vmaskz_not(later, gv), vmaskz(w1, gv), lo, hi);
+        const int m2 = 2 * n, m0 = m2 < W ? m2 : W, m1 = m2 - m0;
+        if (m0 == W) vstore(d0 + 2 * x, lo);
+        else vstoren(d0 + 2 * x, lo, m0);
+        if (m1 == W) vstore(d0 + 2 * x + W, hi);
+        else if (m1 > 0) vstoren(d0 + 2 * x + W, hi, m1);
+        vinterleave(vmaskz(w2, gv), vmaskz(w3, gv), lo, hi);
+        if (m0 == W) vstore(d1 + 2 * x, lo);
+        else vstoren(d1 + 2 * x, lo, m0);
+        if (m1 == W) vstore(d1 + 2 * x + W, hi);
+        else if (m1 > 0) vstoren(d1 + 2 * x + W, hi, m1);
       }
+      if (IW & 1) d0[IW - 1] = d1[IW - 1] = 0;
+    }
+    if (IH & 1) {
+      float* d = dinp + (m * IH + IH - 1) * IW;
+      for (int x = 0; x < IW; x++) d[x] = 0;
     }
   }
 }

@@ -3,8 +3,9 @@
 //
 // Stages (model.ts): h[0] the image (B,1,28,28); for convolution i, h[2i+1] = relu(conv(h[2i])) (B,OC,OH,OW)
 // and h[2i+2] = maxpool(h[2i+1]) (B,OC,OH/2,OW/2); the head's input is h[2n], flattened as it lies
-// (channel, row, column). dh[s] is the gradient of h[s]. `cols` is the fast families' im2col scratch
-// (conv2dColsLength floats of the largest convolution).
+// (channel, row, column). dh[s] is the gradient of h[s] (dh[2i+1] only with families without the fused
+// conv2dReluPoolBackward). `cols` is the fast families' convolution scratch
+// (conv2dScratchLength floats of the largest convolution).
 import type { F, KernelSet, Labels } from './kernels/index.js';
 import { KS } from './kernels/reference.js';
 import {
@@ -29,8 +30,12 @@ export function headOf(acts: Activations, layout: Layout): Activations {
 export function cnnForward(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout, cols: F, B: number): F {
   const { h } = acts;
   layout.conv.forEach(({ C, OC, H, W }, i) => {
-    k.conv2dReluForward(h[2 * i + 1], h[2 * i], net.cw[i], net.cb[i], cols, B, C, OC, H, W);
-    k.maxPoolForward(h[2 * i + 2], h[2 * i + 1], B, OC, H - KS + 1, W - KS + 1);
+    if (k.conv2dReluPoolForward) {
+      k.conv2dReluPoolForward(h[2 * i + 1], h[2 * i + 2], h[2 * i], net.cw[i], net.cb[i], cols, B, C, OC, H, W);
+    } else {
+      k.conv2dReluForward(h[2 * i + 1], h[2 * i], net.cw[i], net.cb[i], cols, B, C, OC, H, W);
+      k.maxPoolForward(h[2 * i + 2], h[2 * i + 1], B, OC, H - KS + 1, W - KS + 1);
+    }
   });
   return mlpForward(k, net, headOf(acts, layout), layout, B);
 }
@@ -38,14 +43,19 @@ export function cnnForward(k: KernelSet, net: LayerViews, acts: Activations, lay
 /**
  * Loss of the logits and the gradients of scale · Σ_images loss into `grad`, after cnnForward over the same B
  * images: the head (mlpBackward, down to the gradient of its input), then each convolution block in reverse:
- * unpool, ReLU mask, convolution backward (no input gradient for the image).
+ * unpool, ReLU mask, convolution backward (no input gradient for the image); the three in one kernel where the
+ * family has conv2dReluPoolBackward (then dh[2i+1] stays unwritten).
  */
 export function cnnBackward(k: KernelSet, grad: LayerViews, net: LayerViews, acts: Activations, layout: Layout, cols: F,
                             targets: Labels, B: number, smoothing: number, scale: number): LossStats {
   const stats = mlpBackward(k, grad, net, headOf(acts, layout), layout, targets, B, smoothing, scale, true);
   for (let i = layout.conv.length - 1; i >= 0; i--) {
-    unpool(k, acts, layout, i, B);
-    convBackward(k, grad, net, acts, layout, cols, i, B);
+    if (k.conv2dReluPoolBackward) {
+      convPoolBackward(k, grad, net, acts, layout, cols, i, B);
+    } else {
+      unpool(k, acts, layout, i, B);
+      convBackward(k, grad, net, acts, layout, cols, i, B);
+    }
   }
   return stats;
 }
@@ -61,6 +71,12 @@ export function cnnBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerVi
                                  scale: number): LossStats[] {
   const stats = mlpBackwardGroup(k, grads, net, headOf(acts, layout), layout, targets, shards, B, smoothing, scale, true);
   for (let i = layout.conv.length - 1; i >= 0; i--) {
+    if (k.conv2dReluPoolBackward) {
+      shards.forEach(({ first, count }, s) => {
+        if (count > 0) convPoolBackward(k, grads[s], net, rowsOf(acts, layout, first, count), layout, cols, i, count);
+      });
+      continue;
+    }
     unpool(k, acts, layout, i, B);
     // an empty shard too: its convolutions' gradients must be written (zeros), as its linear layers' are, or
     // its slot would keep the gradient of an earlier step
@@ -76,8 +92,21 @@ function unpool(k: KernelSet, { h, dh }: Activations, layout: Layout, i: number,
   const { OC, H, W } = layout.conv[i];
   const OH = H - KS + 1;
   const OW = W - KS + 1;
-  k.maxPoolBackward(dh[2 * i + 1], dh[2 * i + 2], h[2 * i + 1], B, OC, OH, OW);
-  k.reluBackward(dh[2 * i + 1], dh[2 * i + 1], h[2 * i + 1], B * OC * OH * OW);
+  if (k.maxPoolReluBackward) {
+    k.maxPoolReluBackward(dh[2 * i + 1], dh[2 * i + 2], h[2 * i + 1], B, OC, OH, OW);
+  } else {
+    k.maxPoolBackward(dh[2 * i + 1], dh[2 * i + 2], h[2 * i + 1], B, OC, OH, OW);
+    k.reluBackward(dh[2 * i + 1], dh[2 * i + 1], h[2 * i + 1], B * OC * OH * OW);
+  }
+}
+
+/** convBackward straight from dh[2i+2], the pooled map's gradient, with the unpooling and ReLU mask inside the
+ *  kernel (conv2dReluPoolBackward): dh[2i+1] is left unwritten. */
+function convPoolBackward(k: KernelSet, grad: LayerViews, net: LayerViews, { h, dh }: Activations, layout: Layout, cols: F,
+                          i: number, B: number): void {
+  const { C, OC, H, W } = layout.conv[i];
+  k.conv2dReluPoolBackward!(i > 0 ? dh[2 * i] : null, grad.cw[i], grad.cb[i], dh[2 * i + 2], h[2 * i + 1], h[2 * i],
+                            net.cw[i], cols, B, C, OC, H, W);
 }
 
 /** Convolution i's weight and bias gradients into `grad`, and its input's gradient dh[2i] unless i = 0. */

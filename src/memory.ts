@@ -22,7 +22,7 @@
 //                                          holds its rows at their place in the batch, so the micro-shards a
 //                                          thread runs are contiguous rows; evaluation shard s uses rows
 //                                          [s·rows, (s+1)·rows)
-//   cols      Float32[shards × colsElements] a cnn's im2col scratch, one per micro-shard (a shard's group, an
+//   cols      Float32[shards × colsElements] a cnn's convolution scratch, one per micro-shard (a shard's group, an
 //                                          evaluation shard, uses its first shard's): none for an mlp
 //   labels    Int32  [shards × rows]       gathered labels, row for row
 //   perm      Uint32 [trainCount]          the epoch's permutation of training indices
@@ -80,7 +80,7 @@ export interface ArenaLayout {
   state: number;
   acts: number;
   cols: number;
-  /** floats of one shard's im2col scratch */
+  /** floats of one shard's convolution scratch */
   colsStride: number;
   /** rows the activation buffers hold: shards × rows */
   actRows: number;
@@ -201,7 +201,7 @@ export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): Are
 /** The activation buffers and labels of all shards × rows rows, and every gradient slot as layers. */
 export interface BatchViews {
   acts: Activations;
-  /** micro-shard s's im2col scratch */
+  /** micro-shard s's convolution scratch */
   cols: Float32Array[];
   labels: Int32Array;
   grad: LayerViews[];

@@ -1,16 +1,16 @@
 // Either network, one door: the worker, predict and the tests call these, and they run mlp.ts's or cnn.ts's
-// passes by the layout's kind. An mlp ignores `cols` (the convolutions' im2col scratch).
+// passes by the layout's kind. An mlp ignores `cols` (the convolutions' scratch).
 import type { F, KernelSet, Labels } from './kernels/index.js';
-import { conv2dColsLength } from './kernels/reference.js';
+import { conv2dScratchLength } from './kernels/reference.js';
 import { cnnBackward, cnnBackwardGroup, cnnForward } from './cnn.js';
 import {
   mlpBackward, mlpBackwardGroup, mlpForward, type Activations, type LayerViews, type LossStats, type RowRange,
 } from './mlp.js';
 import type { Layout } from './model.js';
 
-/** Floats of im2col scratch one forward or backward pass needs (0 for an mlp). */
+/** Floats of convolution scratch one forward or backward pass needs (0 for an mlp): the largest layer's. */
 export function colsElements(layout: Layout): number {
-  return Math.max(0, ...layout.conv.map(({ C, H, W }) => conv2dColsLength(C, H, W)));
+  return Math.max(0, ...layout.conv.map(({ C, OC, H, W }) => conv2dScratchLength(C, OC, H, W)));
 }
 
 /** Fills every stage after acts.h[0] (B rows); returns the logits. */

@@ -37,13 +37,14 @@ describe('bench kernels --model cnn', () => {
     expect(kernelOptions({ model: 'mlp', hidden: '32,32' })).toMatchObject({ model: { kind: 'mlp', hidden: [32, 32] } });
   });
 
-  it('verifies, then times every conv and pool kernel of every family on both layers (and native\'s direct conv), and the linear head', async () => {
+  it('verifies, then times every conv and pool kernel of every family on both layers (and native\'s direct conv and fused kernels), and the linear head', async () => {
     const dir = tmp();
     const results = await benchKernels({ model: CNN, batches: [2], repeats: 1, minMs: 1, outDir: dir, log: quiet });
     const families = availableFamilies();
     for (const family of families) {
       for (const layer of ['conv1 1→16 28×28', 'conv2 16→32 12×12']) {
-        for (const kernel of ['conv2dReluForward', 'conv2dBackward', ...(family.startsWith('native') ? ['conv2dReluForward direct'] : [])]) {
+        const nativeOnly = ['conv2dReluForward direct', 'conv2dReluPoolForward', 'conv2dReluPoolBackward'];
+        for (const kernel of ['conv2dReluForward', 'conv2dBackward', ...(family.startsWith('native') ? nativeOnly : [])]) {
           const r = results.find((x) => x.family === family && x.shape === layer && x.kernel === kernel);
           expect(r, `${family} ${kernel} ${layer}`).toBeDefined();
           expect(r!.unit).toBe('GFLOP/s');
@@ -80,6 +81,9 @@ describe('bench kernels --model cnn', () => {
       const mine = results.filter((x) => x.family === family && x.B === 2 &&
         /^(conv2dReluForward|conv2dBackward|linearReluForwardT?|linearForwardT?|linearBackward)$/.test(x.kernel));
       expect(mine.length).toBeGreaterThanOrEqual(8);
+      // the conv blocks as the net runs them, for the family with the fused kernels
+      const fused = results.find((x) => x.family === family && x.kernel === 'conv blocks fused images/s');
+      expect(fused?.unit).toBe(family.startsWith('native') ? 'k images/s' : undefined);
     }
     // the mlp's layers and its step kernels are not timed
     expect(results.some((r) => r.shape.startsWith('784→'))).toBe(false);

@@ -4,7 +4,7 @@
 // guard bands, each image's bits independent of the others in the call, the native glue's argument checks).
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as ref from '../src/kernels/reference.js';
-import { conv2dColsLength, KK } from '../src/kernels/reference.js';
+import { conv2dScratchLength, KK } from '../src/kernels/reference.js';
 import { referenceKernels } from '../src/kernels/index.js';
 import type { Kernels } from '../src/kernels/wasm.js';
 import { loadNative, type NativeIsa } from '../src/kernels/native.js';
@@ -328,7 +328,7 @@ for (const fam of families) {
           const inp = arena.random(B * C * H * W);
           const w = arena.random(OC * C * KK);
           const bias = arena.random(OC);
-          const cols = arena.take(conv2dColsLength(C, H, W));
+          const cols = arena.take(conv2dScratchLength(C, OC, H, W));
           const out = arena.take(B * OC * P);
           const e = new Float64Array(B * OC * P);
           ref.conv2dForward(e, f64v(inp), f64v(w), f64v(bias), null, B, C, OC, H, W);
@@ -337,6 +337,17 @@ for (const fam of families) {
           const what = `${relu ? 'conv2dReluForward' : 'conv2dForward'} B=${B} C=${C} OC=${OC} ${H}×${W}`;
           const t = tol(C * KK + 1);
           expectClose(out, e, t.atol, t.rtol, what);
+          if (relu && k.conv2dReluPoolForward) {
+            // the fused form: the same bits as conv2dReluForward then maxPoolForward
+            const Q = ((H - 4) >> 1) * ((W - 4) >> 1);
+            const pooled = arena.take(B * OC * Q);
+            const out2 = arena.take(B * OC * P);
+            k.conv2dReluPoolForward(out2, pooled, inp, w, bias, cols, B, C, OC, H, W);
+            const ep = new Float32Array(B * OC * Q);
+            k.maxPoolForward(ep, out, B, OC, H - 4, W - 4);
+            expect(out2.every((v, i) => Object.is(v, out[i])), `${what} conv2dReluPoolForward out`).toBe(true);
+            expect(pooled.every((v, i) => Object.is(v, ep[i])), `${what} conv2dReluPoolForward pooled`).toBe(true);
+          }
           arena.checkGuards(what);
         }
       }
@@ -350,7 +361,7 @@ for (const fam of families) {
           const dout = arena.random(B * OC * P);
           const inp = arena.random(B * C * H * W);
           const w = arena.random(OC * C * KK);
-          const cols = arena.take(conv2dColsLength(C, H, W));
+          const cols = arena.take(conv2dScratchLength(C, OC, H, W));
           const dinp = arena.take(B * C * H * W);
           const dw = arena.take(OC * C * KK);
           const db = arena.take(OC);
@@ -363,6 +374,23 @@ for (const fam of families) {
           // a pixel of dinp sums at most OC·25 products
           if (withDinp) expectClose(dinp, e.dinp, tol(OC * KK).atol, tol(OC * KK).rtol, `${what} dinp`);
           else expect(dinp.every(Number.isNaN), `${what}: dinp must stay untouched`).toBe(true);
+          if (k.conv2dReluPoolBackward && k.maxPoolReluBackward) {
+            // the fused form: the same bits as maxPoolReluBackward (dout from a pooled gradient and a ReLU output)
+            // then conv2dBackward; with a ReLU output of zeros, ties and values of both signs
+            const Q = ((H - 4) >> 1) * ((W - 4) >> 1);
+            const dpooled = arena.random(B * OC * Q);
+            const out = arena.random(B * OC * P);
+            for (let i = 0; i < out.length; i++) if (rng.int(4) === 0) out[i] = 0;
+            const dout2 = arena.take(B * OC * P);
+            k.maxPoolReluBackward(dout2, dpooled, out, B, OC, H - 4, W - 4);
+            const want = { dinp: arena.take(dinp.length), dw: arena.take(dw.length), db: arena.take(OC) };
+            k.conv2dBackward(withDinp ? want.dinp : null, want.dw, want.db, dout2, inp, w, cols, B, C, OC, H, W);
+            const got = { dinp: arena.take(dinp.length), dw: arena.take(dw.length), db: arena.take(OC) };
+            k.conv2dReluPoolBackward(withDinp ? got.dinp : null, got.dw, got.db, dpooled, out, inp, w, cols, B, C, OC, H, W);
+            for (const key of ['dinp', 'dw', 'db'] as const) {
+              expect(got[key].every((v, i) => Object.is(v, want[key][i])), `${what} conv2dReluPoolBackward ${key}`).toBe(true);
+            }
+          }
           arena.checkGuards(what);
         }
       }
@@ -374,7 +402,7 @@ for (const fam of families) {
       const dw = arena.take(OC * C * KK);
       const db = arena.take(OC);
       k.conv2dBackward(arena.take(0), dw, db, arena.take(0), arena.take(0), arena.random(OC * C * KK),
-                       arena.take(conv2dColsLength(C, H, W)), 0, C, OC, H, W);
+                       arena.take(conv2dScratchLength(C, OC, H, W)), 0, C, OC, H, W);
       expect(Array.from(dw).every((v) => v === 0) && Array.from(db).every((v) => v === 0)).toBe(true);
       arena.checkGuards('conv2dBackward B=0');
     });
@@ -389,7 +417,7 @@ for (const fam of families) {
         const w = arena.random(OC * C * KK);
         const bias = arena.random(OC);
         const dout = arena.random(B * OC * P);
-        const cols = arena.take(conv2dColsLength(C, H, W));
+        const cols = arena.take(conv2dScratchLength(C, OC, H, W));
         const out = arena.take(B * OC * P);
         const dinp = arena.take(B * img);
         k.conv2dReluForward(out, inp, w, bias, cols, B, C, OC, H, W);
@@ -419,7 +447,7 @@ for (const fam of families) {
       const dout = arena.random(B * OC * 20);
       const inp = arena.random(B * C * H * W);
       const w = arena.random(OC * C * KK);
-      const cols = arena.take(conv2dColsLength(C, H, W));
+      const cols = arena.take(conv2dScratchLength(C, OC, H, W));
       const dw = arena.take(OC * C * KK);
       const db = arena.take(OC);
       const before = new Uint8Array(memory.buffer).slice();
@@ -441,7 +469,7 @@ for (const fam of families) {
       for (let i = 0; i < inp.length; i++) inp[i] = rng.uniform(-1, 1);
       const w = arena.random(OC * C * KK);
       const bias = arena.random(OC);
-      const cols = arena.take(conv2dColsLength(C, H, W));
+      const cols = arena.take(conv2dScratchLength(C, OC, H, W));
       const out = arena.take(B * OC * P);
       const e = new Float64Array(out.length);
       ref.conv2dForward(e, f64v(inp), f64v(w), f64v(bias), null, B, C, OC, H, W);
@@ -486,6 +514,13 @@ for (const fam of families) {
         ref.maxPoolBackward(ed, dout, inp, B, C, H, W);
         k.maxPoolBackward(dinp, dout, inp, B, C, H, W);
         expect(dinp.every((v, i) => Object.is(v, ed[i])), `${what} backward`).toBe(true);
+        if (k.maxPoolReluBackward) {
+          // the fused form: the pool's backward then the ReLU's mask (inp as the ReLU's output), bit for bit
+          ref.reluBackward(ed, ed, inp, ed.length);
+          const fused = arena.take(inp.length);
+          k.maxPoolReluBackward(fused, dout, inp, B, C, H, W);
+          expect(fused.every((v, i) => Object.is(v, ed[i])), `${what} maxPoolReluBackward`).toBe(true);
+        }
         arena.checkGuards(what);
       }
     });
@@ -496,7 +531,7 @@ for (const fam of families) {
       const inp = arena.random(B * C * H * W);
       const w = arena.random(OC * C * KK);
       const bias = arena.random(OC);
-      const cols = arena.take(conv2dColsLength(C, H, W));
+      const cols = arena.take(conv2dScratchLength(C, OC, H, W));
       const out = arena.take(B * OC * 16);
       const short = (v: Float32Array) => v.subarray(0, v.length - 1);
       const fwd = (o: Float32Array, i: Float32Array, ww: Float32Array, bb: Float32Array, cc: Float32Array, h = H) =>
@@ -505,7 +540,8 @@ for (const fam of families) {
       expect(fwd(out, short(inp), w, bias, cols)).toThrow(/inp has 383 (floats|elements), needs 384/);
       expect(fwd(out, inp, short(w), bias, cols)).toThrow(/weight has 299 (floats|elements), needs 300/);
       expect(fwd(out, inp, w, short(bias), cols)).toThrow(/bias has 3 (floats|elements), needs 4/);
-      expect(fwd(out, inp, w, bias, short(cols))).toThrow(/cols has 1199 (floats|elements), needs 1200/);
+      // conv2dScratchLength(3, 4, 8, 8) = 16 · (2·3·64 + 4·16)
+      expect(fwd(out, inp, w, bias, short(cols))).toThrow(/cols has 7167 (floats|elements), needs 7168/);
       expect(fwd(out, inp, w, bias, cols, 4)).toThrow(/H ≥ 5 and W ≥ 5/);
       expect(() => k.conv2dForward(out, inp, w, bias, cols, -1, C, OC, H, W)).toThrow(/non-negative integer/);
       const dw = arena.take(OC * C * KK);
@@ -559,7 +595,7 @@ for (const fam of families) {
       const w = arena.random(OC * C * KK);
       const bias = arena.random(OC);
       const out = arena.take(B * OC * 64);
-      k.conv2dForward(out, inp, w, bias, arena.take(conv2dColsLength(C, H, W)), B, C, OC, H, W);
+      k.conv2dForward(out, inp, w, bias, arena.take(conv2dScratchLength(C, OC, H, W)), B, C, OC, H, W);
       const wrong = f64v(w);
       for (let o = 0; o < OC; o++) wrong[o * C * KK + 7] = 0;
       const e = new Float64Array(out.length);

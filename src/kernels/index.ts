@@ -40,21 +40,35 @@ export interface KernelSet {
 
   // Convolution and pooling (see reference.ts for the exact definitions). Activations are per image
   // (C,H,W) like PyTorch; B counts images. The convolutions are 5×5 valid: OH = H − 4, OW = W − 4; weights
-  // (OC,C,5,5) as nn.Conv2d. `cols` is scratch of conv2dColsLength(C, H, W) floats (one image's im2col
-  // matrix) for the fast families, left unspecified; the reference ignores it. Each image's out, dinp (and
+  // (OC,C,5,5) as nn.Conv2d. `cols` is scratch of conv2dScratchLength(C, OC, H, W) floats for the fast
+  // families (the native family's groups of 16 images in lanes, or one image's im2col matrix), left
+  // unspecified; the reference ignores it. Each image's out, dinp (and
   // pooled map) is the same bits whatever other images share the call.
   // out = conv(inp, weight) + bias      inp (B,C,H,W) weight (OC,C,5,5) bias (OC) → out (B,OC,OH,OW)
   conv2dForward(out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number, H: number, W: number): void;
   // out = max(conv(inp, weight) + bias, 0)
   conv2dReluForward(out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number, H: number,
                     W: number): void;
+  // conv2dReluForward then maxPoolForward(pooled, out, B, OC, OH, OW) in one call: the same bits as the two
+  // (families that have it; cnn.ts uses it when there)
+  conv2dReluPoolForward?(out: F, pooled: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number,
+                         H: number, W: number): void;
   // dweight (OC,C,5,5), dbias (OC) summed over the B images; dinp (B,C,H,W) (skipped when null)
   conv2dBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F, cols: F,
                  B: number, C: number, OC: number, H: number, W: number): void;
+  // conv2dBackward of a convolution followed by ReLU and the 2×2 max-pool, from the pooled map's gradient
+  // dpooled (B,OC,OH/2,OW/2) and the ReLU's output out (B,OC,OH,OW): the same bits as maxPoolReluBackward(dout,
+  // dpooled, out) then conv2dBackward(dinp, dweight, dbias, dout, …), without writing dout anywhere (families
+  // that have it; cnn.ts uses it when there, and then leaves the gradient stage of out unwritten)
+  conv2dReluPoolBackward?(dinp: F | null, dweight: F, dbias: F, dpooled: F, out: F, inp: F, weight: F, cols: F,
+                          B: number, C: number, OC: number, H: number, W: number): void;
   // out (B,C,⌊H/2⌋,⌊W/2⌋) = 2×2 max of inp (B,C,H,W); bit-identical in every family
   maxPoolForward(out: F, inp: F, B: number, C: number, H: number, W: number): void;
   // dinp (B,C,H,W) = dout routed to each window's maximum of inp (recomputed), 0 elsewhere; bit-identical
   maxPoolBackward(dinp: F, dout: F, inp: F, B: number, C: number, H: number, W: number): void;
+  // maxPoolBackward then reluBackward(dinp, dinp, inp) in one pass, for a pool whose input inp is a ReLU's output:
+  // the same bits as the two calls (families that have it; cnn.ts uses it when there)
+  maxPoolReluBackward?(dinp: F, dout: F, inp: F, B: number, C: number, H: number, W: number): void;
 }
 
 export const referenceKernels: KernelSet = {

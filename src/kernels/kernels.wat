@@ -447,9 +447,10 @@
       (local.set $c (i32.add (local.get $c) (i32.const 1)))
       (br_if $cl (i32.lt_u (local.get $c) (local.get $C)))))
 
-  ;; cols (OH·OW, C·25): cols[y·OW + x][c·25 + i·5 + j] = img[c][y+i][x+j]; one 5-float copy per (y,x,c,i)
-  ;; (4 + 1 floats, all inside the image row and the cols row)
-  (func $im2row (param $cols i32) (param $img i32) (param $C i32) (param $H i32) (param $W i32)
+  ;; cols (OH·OW, KCp): cols[y·OW + x][c·25 + i·5 + j] = img[c][y+i][x+j]; one 5-float copy per (y,x,c,i)
+  ;; (4 + 1 floats, all inside the image row and the cols row); each row of C·25 floats is followed by $pad bytes
+  ;; left as they are (KCp = C·25 + pad/4: rows padded to whole blocks of 16 columns, see conv2d_bwd)
+  (func $im2row (param $cols i32) (param $img i32) (param $C i32) (param $H i32) (param $W i32) (param $pad i32)
     (local $OH i32) (local $OW i32) (local $c i32) (local $i i32) (local $x i32) (local $y i32) (local $src i32)
     (if (i32.eqz (local.get $C)) (then (return))) ;; the loops below run their body at least once
     (local.set $OH (i32.sub (local.get $H) (i32.const 4)))
@@ -471,6 +472,7 @@
             (br_if $il (i32.lt_u (local.get $i) (i32.const 5))))
           (local.set $c (i32.add (local.get $c) (i32.const 1)))
           (br_if $cl (i32.lt_u (local.get $c) (local.get $C))))
+        (local.set $cols (i32.add (local.get $cols) (local.get $pad)))
         (local.set $x (i32.add (local.get $x) (i32.const 1)))
         (br_if $xl (i32.lt_u (local.get $x) (local.get $OW))))
       (local.set $y (i32.add (local.get $y) (i32.const 1)))
@@ -552,15 +554,24 @@
         (local.get $n)))))
 
   ;; conv2d_bwd: gradients of out = conv(inp, w) + bias
-  ;; dout (B, OC, OH, OW)  inp (B, C, H, W)  w (OC, C, 5, 5)  cols: scratch (C·25·OH·OW)  →
+  ;; dout (B, OC, OH, OW)  inp (B, C, H, W)  w (OC, C, 5, 5)  cols: scratch ((OH·OW + OC)·KCp floats, KCp = C·25
+  ;; rounded up to a multiple of 16; reference.ts conv2dScratchLength)  →
   ;;   dw (OC, C, 5, 5), db (OC) summed over the images (in order), dinp (B, C, H, W) when want_dinp ≠ 0
+  ;; The weight gradient's product runs on im2row rows padded to KCp columns, so that $rank_update works in whole
+  ;; 2 × 16 blocks: its leftover columns go one row and 4 columns at a time, which for conv1 (KC = 25, 9 of them
+  ;; over 16) was most of the time. With KCp ≠ KC the product goes to a padded copy dwp (OC, KCp) after the
+  ;; im2row rows, whose first KC columns are copied into dw at the end (the padding columns are never read).
   (func (export "conv2d_bwd") (param $dinp i32) (param $dw i32) (param $db i32) (param $dout i32) (param $inp i32)
         (param $w i32) (param $cols i32) (param $B i32) (param $C i32) (param $OC i32) (param $H i32) (param $W i32)
         (param $want_dinp i32)
     (local $P i32) (local $KC i32) (local $b i32) (local $o i32) (local $n i32) (local $p i32) (local $g i32)
-    (local $img i32) (local $acc v128)
+    (local $img i32) (local $acc v128) (local $KCp i32) (local $dwp i32)
     (local.set $P (i32.mul (i32.sub (local.get $H) (i32.const 4)) (i32.sub (local.get $W) (i32.const 4))))
     (local.set $KC (i32.mul (local.get $C) (i32.const 25)))
+    (local.set $KCp (i32.and (i32.add (local.get $KC) (i32.const 15)) (i32.const -16)))
+    (local.set $dwp (if (result i32) (i32.eq (local.get $KCp) (local.get $KC))
+      (then (local.get $dw))
+      (else (i32.add (local.get $cols) (i32.shl (i32.mul (local.get $P) (local.get $KCp)) (i32.const 2))))))
     ;; db[o] = Σ_b Σ_p dout[b][o][p]: 4 partial sums along p, folded at the end
     (block $o_done (loop $ol
       (br_if $o_done (i32.ge_u (local.get $o) (local.get $OC)))
@@ -593,12 +604,13 @@
                                (i32.const 2)))
       (local.set $g (i32.add (local.get $dout) (i32.shl (i32.mul (i32.mul (local.get $b) (local.get $OC)) (local.get $P))
                                                         (i32.const 2))))
-      (call $im2row (local.get $cols) (i32.add (local.get $inp) (local.get $img)) (local.get $C) (local.get $H) (local.get $W))
-      ;; dw[o][k] (+)= Σ_p dout_img[o][p] · cols[p][k]
-      (call $rank_update (local.get $dw) (i32.shl (local.get $KC) (i32.const 2))
+      (call $im2row (local.get $cols) (i32.add (local.get $inp) (local.get $img)) (local.get $C) (local.get $H) (local.get $W)
+        (i32.shl (i32.sub (local.get $KCp) (local.get $KC)) (i32.const 2)))
+      ;; dwp[o][k] (+)= Σ_p dout_img[o][p] · cols[p][k]
+      (call $rank_update (local.get $dwp) (i32.shl (local.get $KCp) (i32.const 2))
         (local.get $g) (i32.const 4) (i32.shl (local.get $P) (i32.const 2))
-        (local.get $cols) (i32.shl (local.get $KC) (i32.const 2))
-        (local.get $OC) (local.get $KC) (local.get $P) (i32.ne (local.get $b) (i32.const 0)))
+        (local.get $cols) (i32.shl (local.get $KCp) (i32.const 2))
+        (local.get $OC) (local.get $KCp) (local.get $P) (i32.ne (local.get $b) (i32.const 0)))
       (if (local.get $want_dinp) (then
         ;; dcols[k][p] = Σ_o w[o][k] · dout_img[o][p], into the scratch (cols is no longer needed)
         (call $rank_update (local.get $cols) (i32.shl (local.get $P) (i32.const 2))
@@ -607,7 +619,16 @@
           (local.get $KC) (local.get $P) (local.get $OC) (i32.const 0))
         (call $col2im (i32.add (local.get $dinp) (local.get $img)) (local.get $cols) (local.get $C) (local.get $H) (local.get $W))))
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
-      (br $bl2))))
+      (br $bl2)))
+    ;; the padded product's first KC columns into dw
+    (if (i32.and (i32.ne (local.get $dwp) (local.get $dw)) (i32.ne (local.get $B) (i32.const 0))) (then
+      (local.set $o (i32.const 0))
+      (block $c_done (loop $cl
+        (br_if $c_done (i32.ge_u (local.get $o) (local.get $OC)))
+        (call $copy (i32.add (local.get $dw) (i32.shl (i32.mul (local.get $o) (local.get $KC)) (i32.const 2)))
+          (i32.add (local.get $dwp) (i32.shl (i32.mul (local.get $o) (local.get $KCp)) (i32.const 2))) (local.get $KC))
+        (local.set $o (i32.add (local.get $o) (i32.const 1)))
+        (br $cl))))))
 
   ;; maxpool_fwd: out (maps, H/2, W/2) = the 2×2 max of inp (maps, H, W) in the order (0,0), (0,1), (1,0), (1,1),
   ;; replaced only by a strictly greater value (reference.ts): a selection, bit-identical in every family. An odd

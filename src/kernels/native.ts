@@ -42,17 +42,20 @@ export interface NativePath {
        step: number, bc2: number, eps: number): void;
   gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null,
          start: number, rows: number, pixels: number, table: Float32Array): void;
+  /** with pooled, also the 2×2 max-pool of out into it (KernelSet.conv2dReluPoolForward) */
   conv2dForward(out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array, cols: Float32Array,
-                B: number, C: number, OC: number, H: number, W: number, relu: number): void;
-  /** the direct convolution (no im2col), kept for the benchmark's comparison; not in the KernelSet */
+                B: number, C: number, OC: number, H: number, W: number, relu: number, pooled?: Float32Array | null): void;
+  /** the direct convolution (one image at a time, no lanes), kept for the benchmark's comparison; not in the KernelSet */
   conv2dForwardDirect(out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array,
                       B: number, C: number, OC: number, H: number, W: number, relu: number): void;
+  /** with out, dout is the pooled map's gradient of the max-pool of the ReLU output out (KernelSet.conv2dReluPoolBackward) */
   conv2dBackward(dinp: Float32Array | null, dweight: Float32Array, dbias: Float32Array, dout: Float32Array,
                  inp: Float32Array, weight: Float32Array, cols: Float32Array,
-                 B: number, C: number, OC: number, H: number, W: number): void;
+                 B: number, C: number, OC: number, H: number, W: number, out?: Float32Array | null): void;
   maxPoolForward(out: Float32Array, inp: Float32Array, B: number, C: number, H: number, W: number): void;
+  /** relu = 1: also the mask of the ReLU whose output inp is (KernelSet.maxPoolReluBackward) */
   maxPoolBackward(dinp: Float32Array, dout: Float32Array, inp: Float32Array, B: number, C: number, H: number,
-                  W: number): void;
+                  W: number, relu?: number): void;
 }
 
 export interface NativeAddon extends NativePath {
@@ -182,19 +185,28 @@ export function nativeKernels(addon: NativeAddon, isa?: NativeIsa): Kernels & { 
     },
     gather: (xs, ys, images, labels, index, start, rows, pixels, table) =>
       x.gather(xs, ys, images, labels, index, start, rows, pixels, table),
-    // im2col + products, one image at a time (kernels.h): each image's bits do not depend on the others
+    // groups of images in vector lanes (kernels.h): each image's bits do not depend on the others
     conv2dForward: (out, inp, weight, bias, cols, B, C, OC, H, W) =>
       x.conv2dForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), f32(cols, 'cols'),
                       B, C, OC, H, W, 0),
     conv2dReluForward: (out, inp, weight, bias, cols, B, C, OC, H, W) =>
       x.conv2dForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), f32(cols, 'cols'),
                       B, C, OC, H, W, 1),
+    conv2dReluPoolForward: (out, pooled, inp, weight, bias, cols, B, C, OC, H, W) =>
+      x.conv2dForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), f32(cols, 'cols'),
+                      B, C, OC, H, W, 1, f32(pooled, 'pooled')),
     conv2dBackward: (dinp, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W) =>
       x.conv2dBackward(dinp === null ? null : f32(dinp, 'dinp'), f32(dweight, 'dweight'), f32(dbias, 'dbias'),
                        f32(dout, 'dout'), f32(inp, 'inp'), f32(weight, 'weight'), f32(cols, 'cols'), B, C, OC, H, W),
+    conv2dReluPoolBackward: (dinp, dweight, dbias, dpooled, out, inp, weight, cols, B, C, OC, H, W) =>
+      x.conv2dBackward(dinp === null ? null : f32(dinp, 'dinp'), f32(dweight, 'dweight'), f32(dbias, 'dbias'),
+                       f32(dpooled, 'dpooled'), f32(inp, 'inp'), f32(weight, 'weight'), f32(cols, 'cols'), B, C, OC, H, W,
+                       f32(out, 'out')),
     maxPoolForward: (out, inp, B, C, H, W) => x.maxPoolForward(f32(out, 'out'), f32(inp, 'inp'), B, C, H, W),
     maxPoolBackward: (dinp, dout, inp, B, C, H, W) =>
-      x.maxPoolBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(inp, 'inp'), B, C, H, W),
+      x.maxPoolBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(inp, 'inp'), B, C, H, W, 0),
+    maxPoolReluBackward: (dinp, dout, inp, B, C, H, W) =>
+      x.maxPoolBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(inp, 'inp'), B, C, H, W, 1),
   };
 }
 

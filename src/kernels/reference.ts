@@ -163,23 +163,35 @@ export function gather(x: Float32Array, y: Int32Array, images: Uint8Array, label
 // Legend: B images in the shard, C input channels, OC output channels, H × W an input map, OH × OW an
 // output map. The convolutions are 5×5, stride 1, no padding ("valid"): OH = H − 4, OW = W − 4.
 // Weights are PyTorch's Conv2d layout (OC, C, 5, 5), i.e. (OC, C·25) row-major: the layout of nn.Linear,
-// which is what lets the fast families run a convolution as im2col + matrix products.
+// which is what lets the WebAssembly families run a convolution as im2col + matrix products.
 
 /** Side of the square convolution kernels. */
 export const KS = 5;
 /** Taps of one output channel per input channel: KS·KS. */
 export const KK = KS * KS;
 
-/** Floats of the scratch `cols` the fast families need for one image: (C·25) × (OH·OW). The reference does
- *  not use it. */
-export function conv2dColsLength(C: number, H: number, W: number): number {
-  return C * KK * Math.max(0, H - KS + 1) * Math.max(0, W - KS + 1);
+/** Images the convolutions' scratch holds at once in the native family's layout (its widest vector). */
+export const CONV_LANES = 16;
+
+/** Floats of the scratch `cols` the fast families' convolution kernels need, whatever B: room for CONV_LANES
+ *  images' input (C,H,W), output or output gradient (OC,OH,OW), and input gradient or pooled output
+ *  (OC,⌊OH/2⌋,⌊OW/2⌋), whichever is larger: the native family's groups of images in lanes (native/kernels.h).
+ *  It also holds the WebAssembly families' im2col matrix of one image, (C·25) × (OH·OW), and their padded
+ *  im2row matrix and weight gradient, (OH·OW + OC) × KCp with KCp = C·25 rounded up to a multiple of 16 (in
+ *  practice always the smaller). The reference does not use it. */
+export function conv2dScratchLength(C: number, OC: number, H: number, W: number): number {
+  const OH = Math.max(0, H - KS + 1);
+  const OW = Math.max(0, W - KS + 1);
+  const inp = C * H * W;
+  const KCp = Math.ceil((C * KK) / 16) * 16;
+  return Math.max(CONV_LANES * (inp + OC * OH * OW + Math.max(inp, OC * (OH >> 1) * (OW >> 1))), C * KK * OH * OW,
+                  (OH * OW + OC) * KCp);
 }
 
 // out[b][o][y][x] = bias[o] + Σ_{c, i<5, j<5} weight[o][c][i][j] · inp[b][c][y+i][x+j]
 // inp (B,C,H,W)  weight (OC,C,5,5)  bias (OC)  →  out (B,OC,H−4,W−4); overwrites out, which must not
-// overlap inp. A direct loop: the oracle of the fast families' im2col form. `cols` is their scratch (see
-// conv2dColsLength); the reference ignores it.
+// overlap inp. A direct loop: the oracle of the fast families. `cols` is their scratch (see
+// conv2dScratchLength); the reference ignores it.
 export function conv2dForward(out: F, inp: F, weight: F, bias: F, _cols: F | null, B: number, C: number, OC: number,
                               H: number, W: number): void {
   const OH = H - KS + 1;

@@ -189,7 +189,7 @@ function wasmKernels(family: 'relaxed' | 'simd', x: Exports, memory: WebAssembly
     if (!Number.isInteger(OC) || OC < 0) throw new Error(`${family} kernels: OC must be a non-negative integer, got ${OC}`);
     if (H < 5 || W < 5) throw new Error(`${family} kernels: a 5×5 valid convolution needs H ≥ 5 and W ≥ 5, got ${H}×${W}`);
     const P = (H - 4) * (W - 4);
-    return { inp: B * C * H * W, out: B * OC * P, weight: OC * C * 25, cols: C * 25 * P };
+    return { inp: B * C * H * W, out: B * OC * P, weight: OC * C * 25, cols: ref.conv2dScratchLength(C, OC, H, W) };
   };
   const convForward = (relu: number) => (out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number,
                                          H: number, W: number) => {
