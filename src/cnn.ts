@@ -71,15 +71,20 @@ export function cnnBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerVi
                                  scale: number): LossStats[] {
   const stats = mlpBackwardGroup(k, grads, net, headOf(acts, layout), layout, targets, shards, B, smoothing, scale, true);
   for (let i = layout.conv.length - 1; i >= 0; i--) {
+    // an empty shard too: its convolutions' gradients must be written (zeros), as its linear layers' are, or
+    // its slot would keep the gradient of an earlier step
     if (k.conv2dReluPoolBackward) {
       shards.forEach(({ first, count }, s) => {
-        if (count > 0) convPoolBackward(k, grads[s], net, rowsOf(acts, layout, first, count), layout, cols, i, count);
+        if (count > 0) {
+          convPoolBackward(k, grads[s], net, rowsOf(acts, layout, first, count), layout, cols, i, count);
+        } else {
+          grads[s].cw[i].fill(0);
+          grads[s].cb[i].fill(0);
+        }
       });
       continue;
     }
     unpool(k, acts, layout, i, B);
-    // an empty shard too: its convolutions' gradients must be written (zeros), as its linear layers' are, or
-    // its slot would keep the gradient of an earlier step
     shards.forEach(({ first, count }, s) => {
       convBackward(k, grads[s], net, rowsOf(acts, layout, first, count), layout, cols, i, count);
     });
