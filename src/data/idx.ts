@@ -177,10 +177,15 @@ export async function loadSplit(dir: string, split: SplitName, dataset: DatasetN
       `missing ${missing.join(' and ')} in ${dir}; run \`${downloadHint(dir, dataset)}\` or pass --data-dir with the folder that holds them`,
     );
   }
-  const [images, labels] = await Promise.all([
+  // read together; when both are bad, the images file's problem is the one reported, whichever fails first
+  const [imagesRead, labelsRead] = await Promise.allSettled([
     readIdx(join(dir, names.images), 'images', dataset),
     readIdx(join(dir, names.labels), 'labels', dataset),
   ]);
+  if (imagesRead.status === 'rejected') throw imagesRead.reason;
+  if (labelsRead.status === 'rejected') throw labelsRead.reason;
+  const images = imagesRead.value;
+  const labels = labelsRead.value;
   const count = images.dims[0];
   if (labels.dims[0] !== count) {
     throw new UserError(
