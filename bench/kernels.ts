@@ -23,7 +23,7 @@ import { cpus, arch, platform } from 'node:os';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { pathToFileURL } from 'node:url';
-import { UserError } from '../src/errors.js';
+import { UsageError, UserError } from '../src/errors.js';
 import { writeFileAtomic } from '../src/fsutil.js';
 import * as ref from '../src/kernels/reference.js';
 import {
@@ -278,7 +278,7 @@ async function benchCnn(opts: BenchOptions, spec: ModelSpec & { kind: 'cnn' }, f
   const colsN = most((l) => ref.conv2dScratchLength(l.C, l.OC, l.H, l.W));
   const floats = 2 * inN + 4 * outN + 3 * wN + 2 * bN + colsN + 6 * 64 + 1024;
   const pages = Math.ceil((floats * 4) / 65536) + 1;
-  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  const memory = benchMemory(pages);
   let off = 0;
   const take = (n: number): Float32Array => {
     const v = new Float32Array(memory.buffer, off, n);
@@ -538,7 +538,7 @@ async function linearArena(layout: Layout, maxB: number, families: BenchFamily[]
   const maxN = Math.max(...layout.layers);
   const floats = 4 * maxB * maxN + 3 * maxW + 2 * maxN + (SLOTS + 4) * P + 64;
   const pages = Math.ceil((floats * 4) / 65536) + 1;
-  const memory = new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  const memory = benchMemory(pages);
   let off = 0;
   const take = (n: number): Float32Array => {
     const v = new Float32Array(memory.buffer, off, n);
@@ -624,7 +624,7 @@ function timeLinear(a: Awaited<ReturnType<typeof linearArena>>, layout: Layout, 
 /**
  * The kernels at B rows of `family` that training runs, summed: [seconds, amount] for record(). Linear
  * forwards on transposed weights where the family has them (else on the plain ones); with `unit` 'GFLOP/s'
- * every linear and (im2col) conv kernel's flops, with 'k images/s' B images in that time.
+ * every linear and (unfused) conv kernel's flops, with 'k images/s' B images in that time.
  */
 function asTrained(results: Result[], B: number, family: BenchFamily, k: Kernels,
                    unit: 'GFLOP/s' | 'k images/s'): [number, number, Result['unit']] {
@@ -634,4 +634,18 @@ function asTrained(results: Result[], B: number, family: BenchFamily, k: Kernels
   const flops = mine.reduce((sum, r) => sum + (r.rate * 1e9 * r.us) / 1e6, 0);
   const us = mine.reduce((sum, r) => sum + r.us, 0);
   return [us / 1e6, unit === 'GFLOP/s' ? flops : B * 1e6, unit];
+}
+
+/** The shared memory a timing run works in; sizes past what WebAssembly allows are a one-line UsageError. */
+function benchMemory(pages: number): WebAssembly.Memory {
+  if (pages > 65536) {
+    throw new UsageError(`bench kernels: these sizes need ${pages} pages of 64 KiB, more than the 4 GiB one shared memory ` +
+      'holds; give smaller --batch-size, --channels or --hidden');
+  }
+  try {
+    return new WebAssembly.Memory({ initial: pages, maximum: pages, shared: true });
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    throw new UsageError(`bench kernels: cannot allocate ${pages * 64} KiB of shared memory (${e.message}); give smaller --batch-size, --channels or --hidden`);
+  }
 }

@@ -62,9 +62,10 @@ export function cnnBackward(k: KernelSet, grad: LayerViews, net: LayerViews, act
 
 /**
  * cnnBackward for several micro-shards whose images lie together in `acts` (B in all, forward already run
- * over them), as mlp.ts's mlpBackwardGroup: each shard's loss and weight gradients go to its own slot. The
- * unpooling and masks run once over all B images; each convolution's backward runs per shard (its weight
- * gradient sums that shard's images only). Every shard's gradient has the bits of cnnBackward on it alone.
+ * over them), as mlp.ts's mlpBackwardGroup: each shard's loss and weight gradients go to its own slot. Each
+ * convolution block's backward runs per shard (its weight gradient sums that shard's images only): with the
+ * fused kernel, unpooling and ReLU mask included; without it, those two run once over all B images first.
+ * Every shard's gradient has the bits of cnnBackward on it alone.
  */
 export function cnnBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerViews, acts: Activations, layout: Layout,
                                  cols: F, targets: Labels, shards: readonly RowRange[], B: number, smoothing: number,

@@ -186,12 +186,12 @@ export function parseValue(key: keyof Config, text: string): unknown {
   if (BOOLEAN_KEYS.includes(key)) {
     if (text === 'true') return true;
     if (text === 'false') return false;
-    throw new UsageError(`${flag}: expected true or false, got '${text}'`);
+    throw new UsageError(`${flag}: expected true or false, got ${show(text)}`);
   }
   if (key in INT_LIMITS || key in REAL_LIMITS) {
     const t = text.trim();
     const n = t === '' ? NaN : Number(t);
-    if (!Number.isFinite(n)) throw new UsageError(`${flag}: expected a number, got '${text}'`);
+    if (!Number.isFinite(n)) throw new UsageError(`${flag}: expected a number, got ${show(text)}`);
     return n;
   }
   return text;
@@ -201,7 +201,7 @@ function parseHidden(text: string): number[] {
   const parts = text.split(',').map((s) => s.trim());
   const widths = parts.map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
   if (parts.length === 0 || widths.some((w) => !Number.isInteger(w) || w < 1 || w > 8192)) {
-    throw new UsageError(`--hidden: expected comma-separated layer widths, each an integer in 1..8192 (e.g. 128,256,512,128), got '${text}'`);
+    throw new UsageError(`--hidden: expected comma-separated layer widths, each an integer in 1..8192 (e.g. 128,256,512,128), got ${show(text)}`);
   }
   return widths;
 }
@@ -210,7 +210,7 @@ function parseChannels(text: string): number[] {
   const parts = text.split(',').map((s) => s.trim());
   const channels = parts.map((s) => (/^\d+$/.test(s) ? Number(s) : NaN));
   if (parts.length > MAX_CONV_LAYERS || channels.some((c) => !Number.isInteger(c) || c < 1 || c > MAX_CHANNELS)) {
-    throw new UsageError(`--channels: expected one or two comma-separated channel counts, each an integer in 1..${MAX_CHANNELS} (e.g. 16,32), got '${text}'`);
+    throw new UsageError(`--channels: expected one or two comma-separated channel counts, each an integer in 1..${MAX_CHANNELS} (e.g. 16,32), got ${show(text)}`);
   }
   return channels;
 }

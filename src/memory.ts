@@ -11,14 +11,14 @@
 //   lrs       Float64[stepsPerEpoch]       learning rate of each step of the current epoch
 //   stepStat  Float64[2·stepsPerEpoch]     (loss sum, correct count) of each step of the epoch
 //   params    Float32[P]                   the model, flat (model.ts layout)
-//   paramsT   Float32[P]                   each layer's weight transposed, (C,OC), at the weight's offset, for
+//   paramsT   Float32[P]                   each linear layer's weight transposed, (C,OC), at the weight's offset, for
 //                                          families that read it in the forward pass (native); kept current
 //                                          by whoever writes params (the sharded optimizer step, ready())
 //   grad      Float32[P]                   scratch of the reduction (the js family leaves the summed gradient)
 //   slots     Float32[shards × slotStride] gradient of each micro-shard, same layout as params
 //   state     Float32[k × P]               optimizer moments (k = 0, 1 or 2)
-//   acts      Float32[…]                   activations and their gradients for shards × rows rows, layer by
-//                                          layer (mlp.ts activationViews): a training batch's micro-shard s
+//   acts      Float32[…]                   activations and their gradients for shards × rows rows, stage by
+//                                          stage (model.ts stages, mlp.ts activationViews): a training batch's micro-shard s
 //                                          holds its rows at their place in the batch, so the micro-shards a
 //                                          thread runs are contiguous rows; evaluation shard s uses rows
 //                                          [s·rows, (s+1)·rows)

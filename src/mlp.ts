@@ -1,4 +1,4 @@
-// The network's forward and backward passes: the kernels in order, nothing else.
+// The mlp's forward and backward passes (and the cnn's linear head, cnn.ts): the kernels in order, nothing else.
 //
 // For L layers with widths n[0..L]:
 //   h[0] = input (B, n[0]);  h[l+1] = relu(h[l] · w[l]ᵀ + b[l]) for l < L−1;  h[L] = logits (B, n[L])

@@ -40,3 +40,7 @@ export const CHART_REFRESH_MS = 10_000;
 /** Milliseconds after a command is done before the process is ended if something still holds it open (a
  *  crashed worker thread can leave the pool with an open message port). */
 export const EXIT_GRACE_MS = 1000;
+
+/** Activations evaluation may hold across all its threads (floats; 256 MB): a cnn with many channels gets fewer
+ *  images per chunk (eval/command.ts evalRows) instead of a shared memory that does not fit. */
+export const EVAL_ACTIVATION_FLOATS = 64 << 20;

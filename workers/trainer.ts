@@ -186,7 +186,7 @@ function forwardBackward(s0: number, s1: number, start: number, count: number, t
   const t0 = performance.now();
   batch.gather(g, views.trainX, views.trainY, views.perm, start + first, n, epoch);
   const t1 = performance.now();
-  // a group of shards works in its first shard's im2col scratch (a cnn's)
+  // a group of shards works in its first shard's convolution scratch (a cnn's; conv2dScratchLength)
   const cols = buffers.cols[s0];
   forward(kernels, net, g.acts, model, cols, n);
   const t2 = performance.now();

@@ -7,11 +7,13 @@ import { Coordinator } from '../coordinator.js';
 import { DATASETS, type DatasetName } from '../data/datasets.js';
 import { ensureDataset } from '../data/download.js';
 import { loadSplit } from '../data/idx.js';
-import { UserError } from '../errors.js';
+import { UsageError, UserError } from '../errors.js';
 import { ensureWritableDir, errorCode, writeFileAtomic } from '../fsutil.js';
 import type { KernelFamily } from '../kernels/wasm.js';
 import type { OptimizerConfig } from '../optim.js';
-import { describeModel } from '../model.js';
+import { activationElements } from '../mlp.js';
+import { EVAL_ACTIVATION_FLOATS } from '../tuning.js';
+import { describeModel, type Layout } from '../model.js';
 import { chooseDataset, loadModel } from '../predict.js';
 import { fmtPct } from '../ui/format.js';
 import { svgToPng } from '../ui/svg.js';
@@ -52,13 +54,20 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
 
   // Built as a variable, not a literal in the call: the arena spec may grow fields that evaluation leaves at 0.
   const spec = {
-    model: model.spec, threads: opts.threads, shards: opts.threads, shardRows: 256, optimizerStates: 0,
-    stepsPerEpoch: 0, trainCount: 0, testCount: test.count, pixels,
+    model: model.spec, threads: opts.threads, shards: opts.threads, shardRows: evalRows(model.layout, opts.threads),
+    optimizerStates: 0, stepsPerEpoch: 0, trainCount: 0, testCount: test.count, pixels,
   };
   const optimizer: OptimizerConfig = {
     optimizer: 'sgd', momentum: 0, dampening: 0, nesterov: false, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8,
   };
-  const coord = new Coordinator({ spec, optimizer, kernels: opts.kernels, mean: info.mean, std: info.std, labelSmoothing: 0 });
+  let coord: Coordinator;
+  try {
+    coord = new Coordinator({ spec, optimizer, kernels: opts.kernels, mean: info.mean, std: info.std, labelSmoothing: 0 });
+  } catch (e) {
+    if (!(e instanceof RangeError)) throw e;
+    throw new UsageError(`--threads ${opts.threads}: evaluating ${describeModel(model.spec)} on that many threads needs more ` +
+      `shared memory than fits (${e.message}); give fewer --threads`);
+  }
   let loss: number;
   let probs: Float32Array;
   try {
@@ -92,6 +101,14 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
   }
   if (opts.print !== false) process.stdout.write(opts.json ? JSON.stringify(report) + '\n' : formatReport(report, info.classes, dataDir));
   return report;
+}
+
+/** Images one evaluation chunk holds: 256, fewer where a wide network's activations for that many images on
+ *  every thread would pass EVAL_ACTIVATION_FLOATS (a cnn with many channels), never fewer than 16. Each image
+ *  is computed on its own, so the chunk size changes no prediction. */
+function evalRows(layout: Layout, threads: number): number {
+  const perImage = activationElements(layout, 1);
+  return Math.max(16, Math.min(256, Math.floor(EVAL_ACTIVATION_FLOATS / (threads * perImage))));
 }
 
 // ---------------------------------------------------------------------------------------------------------
