@@ -337,6 +337,21 @@ static void reduce_slots(float* grad, const float* slots, long stride, int S, lo
 struct SgdArgs { float lr, wd, mu, damp; int first, nesterov; };
 struct AdamArgs { float b1, c1, b2, c2, l2, keep, step, bc2, eps; };
 
+// The max-pool's choice in a 2×2 window, lane by lane, in the reference's order: (0,0), then (0,1), (1,0),
+// (1,1), each taking over only when strictly greater (ties stay with the first; a NaN only in the first place
+// survives). k1..k3 say where each later element took over, which the backward kernels route the gradient by.
+struct PoolPick { V best; M k1, k2, k3; };
+static inline PoolPick pool_pick(V v00, V v01, V v10, V v11) {
+  PoolPick p;
+  p.k1 = vgt(v01, v00);
+  p.best = vblend(p.k1, v00, v01);
+  p.k2 = vgt(v10, p.best);
+  p.best = vblend(p.k2, p.best, v10);
+  p.k3 = vgt(v11, p.best);
+  p.best = vblend(p.k3, p.best, v11);
+  return p;
+}
+
 // sgd without momentum: p = p − lr·(g + wd·p)
 static void sgd_plain(float* param, const float* slots, long stride, int S, long n, const SgdArgs& a) {
   const V lr = vset1(a.lr), wd = vset1(a.wd);
@@ -527,12 +542,8 @@ static void lpool_rows(float* pooled, const float* chunk, int OC, int R, int OW,
       const float* r1 = r0 + (long)OW * W;
       float* d = pooled + (((long)o * PH + py + q) * PW) * W;
       for (int x = 0; x < PW; x++) {
-        V best = vload(r0 + 2 * x * W);
-        const V v01 = vload(r0 + (2 * x + 1) * W), v10 = vload(r1 + 2 * x * W), v11 = vload(r1 + (2 * x + 1) * W);
-        best = vblend(vgt(v01, best), best, v01);
-        best = vblend(vgt(v10, best), best, v10);
-        best = vblend(vgt(v11, best), best, v11);
-        vstore(d + x * W, best);
+        vstore(d + x * W, pool_pick(vload(r0 + 2 * x * W), vload(r0 + (2 * x + 1) * W), vload(r1 + 2 * x * W),
+                                    vload(r1 + (2 * x + 1) * W)).best);
       }
     }
   }
@@ -732,10 +743,7 @@ static inline void dconv1_block(float* out, float* pooled, const float* img, con
       V v00, v01, v10, v11;
       vdeinterleave(acc[r][0][v], v + 1 < NV ? acc[r][0][v + 1] : vzero(), v00, v01);
       vdeinterleave(acc[r][NY - 1][v], v + 1 < NV ? acc[r][NY - 1][v + 1] : vzero(), v10, v11);
-      V best = v00;
-      best = vblend(vgt(v01, best), best, v01);
-      best = vblend(vgt(v10, best), best, v10);
-      best = vblend(vgt(v11, best), best, v11);
+      const V best = pool_pick(v00, v01, v10, v11).best;
       const int x = v / 2 * W, n = PW - x < W ? PW - x : W;
       if (n == W) vstore(d + x, best);
       else if (n > 0) vstoren(d + x, best, n);
@@ -828,13 +836,7 @@ static void lpool_relu_bwd(float* dout, const float* dpool, int OC, int OH, int 
         float* a0 = r0 + 2 * px * W;
         float* a1 = r1 + 2 * px * W;
         const V v00 = vload(a0), v01 = vload(a0 + W), v10 = vload(a1), v11 = vload(a1 + W);
-        V best = v00;
-        const M k1 = vgt(v01, best);
-        best = vblend(k1, best, v01);
-        const M k2 = vgt(v10, best);
-        best = vblend(k2, best, v10);
-        const M k3 = vgt(v11, best);
-        best = vblend(k3, best, v11);
+        const auto [best, k1, k2, k3] = pool_pick(v00, v01, v10, v11);
         const V gv = vselect_pos(best, vload(g + px * W));
         const M later = mor(mor(k1, k2), k3);
         vstore(a0, vmaskz_not(later, gv));
@@ -972,10 +974,7 @@ static void maxpool_fwd(float* out, const float* inp, long maps, int IH, int IW)
         const int n = PW - x < W ? PW - x : W;
         V v00, v01, v10, v11;
         pool_load(r0, r1, x, n, v00, v01, v10, v11);
-        V best = v00;
-        best = vblend(vgt(v01, best), best, v01);
-        best = vblend(vgt(v10, best), best, v10);
-        best = vblend(vgt(v11, best), best, v11);
+        const V best = pool_pick(v00, v01, v10, v11).best;
         if (n == W) vstore(d + x, best);
         else vstoren(d + x, best, n);
       }
@@ -1000,13 +999,7 @@ static void maxpool_bwd(float* dinp, const float* dout, const float* inp, long m
         const int n = PW - x < W ? PW - x : W;
         V v00, v01, v10, v11;
         pool_load(r0, r1, x, n, v00, v01, v10, v11);
-        V best = v00;
-        const M k1 = vgt(v01, best);
-        best = vblend(k1, best, v01);
-        const M k2 = vgt(v10, best);
-        best = vblend(k2, best, v10);
-        const M k3 = vgt(v11, best);
-        best = vblend(k3, best, v11);
+        const auto [best, k1, k2, k3] = pool_pick(v00, v01, v10, v11);
         V gv = n == W ? vload(g + x) : vloadn(g + x, n);
         if (relu) gv = vselect_pos(best, gv);
         // the winner: (1,1) if k3, else (1,0) if k2, else (0,1) if k1, else (0,0)
