@@ -143,7 +143,8 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
     const schedule = scheduleConfig(cfg, stepsPerEpoch);
     const rng = new Rng(st.rng);
     const snap: Snapshot = {
-      config: cfg, model: describeModel(model.spec), layers: model.layers, paramCount: model.size, kernelFamily: st.kernelFamily, phase: 'training',
+      config: cfg, model: describeModel(model.spec), layers: model.layers, paramCount: model.size,
+      kernelFamily: st.kernelFamily, phase: 'training',
       epoch: st.epoch, batch: st.batch, batchesPerEpoch: stepsPerEpoch, step: st.step, totalSteps: stepsPerEpoch * cfg.epochs,
       elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: 0, batches: outputs.history.records, epochs: outputs.epochs,
       workerBusy: new Array(cfg.threads).fill(0),
@@ -289,7 +290,8 @@ async function arenaWithData(cfg: Config, data: Datasets): Promise<{ coord: Coor
   } catch (e) {
     if (!(e instanceof RangeError)) throw e;
     // the arena holds the model, one gradient slot per shard and the activations of every shard
-    throw new UsageError(`--hidden ${cfg.hidden.join(',')}${cfg.model === 'cnn' ? ` --channels ${cfg.channels.join(',')}` : ''} with --shards ${cfg.shards} and --batch-size ${cfg.batchSize}: ` +
+    const sizes = `--hidden ${cfg.hidden.join(',')}${cfg.model === 'cnn' ? ` --channels ${cfg.channels.join(',')}` : ''}`;
+    throw new UsageError(`${sizes} with --shards ${cfg.shards} and --batch-size ${cfg.batchSize}: ` +
       `the shared memory does not fit (${e.message}); choose smaller layers, fewer shards or a smaller batch`);
   }
   const v = coord.views;

@@ -85,8 +85,8 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
   const { classes, macro } = classStats(confusion, info.classes);
   const correct = confusion.reduce((s, row, t) => s + row[t], 0);
   const report: EvalReport = {
-    model: opts.model, network: describeModel(model.spec), dataset, layers: model.layers, count: test.count, loss, accuracy: correct / test.count,
-    classes, macro, confusion, plots: [],
+    model: opts.model, network: describeModel(model.spec), dataset, layers: model.layers, count: test.count, loss,
+    accuracy: correct / test.count, classes, macro, confusion, plots: [],
   };
   const title = `${info.title}, test set`;
   const caption = `${basename(opts.model)} (${describeModel(model.spec)}) · ${test.count.toLocaleString('en-US')} images · ` +
