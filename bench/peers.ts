@@ -180,7 +180,7 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
   const spec = opts.model ?? DEFAULT_MODEL;
   if (!sameModel(spec, peerModel(spec.kind))) {
     throw new UsageError(`bench peers: the PyTorch script trains only the default ${spec.kind} (${describeModel(peerModel(spec.kind))}), ` +
-      `not ${describeModel(spec)}; leave --channels and --hidden out`);
+      `not ${describeModel(spec)}; give the default sizes`);
   }
   if (!existsSync(script)) {
     throw new UserError(`--peer-script ${script}: no such file; pass the path of pytorch_throughput.py with --peer-script`);
