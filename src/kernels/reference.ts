@@ -268,14 +268,20 @@ export function maxPoolForward(out: F, inp: F, B: number, C: number, H: number, 
       const r1 = r0 + W;
       const ob = (m * PH + y) * PW;
       for (let x = 0; x < PW; x++) {
-        let best = inp[r0 + 2 * x];
-        if (inp[r0 + 2 * x + 1] > best) best = inp[r0 + 2 * x + 1];
-        if (inp[r1 + 2 * x] > best) best = inp[r1 + 2 * x];
-        if (inp[r1 + 2 * x + 1] > best) best = inp[r1 + 2 * x + 1];
-        out[ob + x] = best;
+        out[ob + x] = inp[poolChoice(inp, r0 + 2 * x, r1 + 2 * x)];
       }
     }
   }
+}
+
+/** Index in inp of the 2×2 window's chosen element, the window's rows starting at a0 and a1: the rule above,
+ *  (0,0), (0,1), (1,0), (1,1), each taking over only when strictly greater. */
+function poolChoice(inp: F, a0: number, a1: number): number {
+  let at = a0;
+  if (inp[a0 + 1] > inp[at]) at = a0 + 1;
+  if (inp[a1] > inp[at]) at = a1;
+  if (inp[a1 + 1] > inp[at]) at = a1 + 1;
+  return at;
 }
 
 // dinp = dout routed to the element maxPoolForward chose in each window (same rule), 0 everywhere else
@@ -291,11 +297,7 @@ export function maxPoolBackward(dinp: F, dout: F, inp: F, B: number, C: number, 
       const r1 = r0 + W;
       const ob = (m * PH + y) * PW;
       for (let x = 0; x < PW; x++) {
-        let at = r0 + 2 * x;
-        if (inp[r0 + 2 * x + 1] > inp[at]) at = r0 + 2 * x + 1;
-        if (inp[r1 + 2 * x] > inp[at]) at = r1 + 2 * x;
-        if (inp[r1 + 2 * x + 1] > inp[at]) at = r1 + 2 * x + 1;
-        dinp[at] = dout[ob + x];
+        dinp[poolChoice(inp, r0 + 2 * x, r1 + 2 * x)] = dout[ob + x];
       }
     }
   }
