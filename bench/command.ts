@@ -20,7 +20,7 @@ export interface BenchFlags {
   kernels?: string;
   dataDir?: string;
   dataset?: string;
-  shards?: string;
+  oversubscribe?: boolean;
   seconds?: string;
   peerScript?: string;
   peers?: string;
@@ -56,14 +56,13 @@ const REPEATS: [number, number] = [1, 1000];
 const KERNEL_ROWS: [number, number] = [1, 4096];
 const SECONDS = [Number.MIN_VALUE, 600, 'a number of seconds in (0, 600]'] as const;
 
-/** The options shared by the two training benchmarks: the network, data, kernels, shards, where results go. */
+/** The options shared by the two training benchmarks: the network, data, kernels, where results go. */
 function runFlags(f: BenchFlags): Omit<ScalingOptions, 'threads' | 'batchSizes' | 'repeats'> {
   return {
     model: modelFlags(f),
     ...(f.dataset !== undefined ? { dataset: parseChoice('--dataset', f.dataset, DATASET_NAMES) } : {}),
     ...(f.dataDir !== undefined ? { dataDir: f.dataDir } : {}),
     ...(f.kernels !== undefined ? { kernels: parseChoice('--kernels', f.kernels, KERNEL_CHOICES) } : {}),
-    ...(f.shards !== undefined ? { shards: parseIntFlag('--shards', f.shards, ...INT_LIMITS.shards) } : {}),
     ...(f.out !== undefined ? { outDir: f.out } : {}),
     ...(f.plots !== undefined ? { plotsDir: f.plots } : {}),
   };
@@ -72,6 +71,7 @@ function runFlags(f: BenchFlags): Omit<ScalingOptions, 'threads' | 'batchSizes' 
 export function scalingOptions(f: BenchFlags): ScalingOptions {
   const quick = f.quick === true;
   return {
+    ...(f.oversubscribe === true ? { oversubscribe: true } : {}),
     threads: f.threads !== undefined ? parseIntList('--threads', f.threads, ...INT_LIMITS.threads, '1,2,4,8') : quick ? [1, 2] : undefined,
     batchSizes: f.batchSize !== undefined ? parseIntList('--batch-size', f.batchSize, ...INT_LIMITS.batchSize, '32,64,128') : quick ? [64] : undefined,
     repeats: f.repeats !== undefined ? parseIntFlag('--repeats', f.repeats, ...REPEATS) : quick ? 1 : undefined,
@@ -133,6 +133,8 @@ export function addBenchCommand(program: Command): void {
     .option('--model <kind>', 'the network to train: mlp or cnn (default: mlp); the cnn\'s results are ' +
       'scaling-cnn-*.json and scaling-cnn.png, apart from the mlp\'s scaling-*.json and scaling.png')
     .option('--threads <list>', 'worker threads to try (default: 1,2,4,8)')
+    .option('--oversubscribe', 'give every thread work even when threads outnumber cores, and show each thread\'s ' +
+      'rows and busy share: proves the split, not the speed')
     .option('--batch-size <list>', 'batch sizes to try (default: 32,64,128,256,512)')
     .option('--repeats <n>', 'interleaved rounds over all configurations; medians are reported (default: 5)')
     .option('--peers <file>', 'a peers-*.json from bench peers (peers-cnn-*.json for --model cnn): draw its PyTorch levels too')
@@ -172,7 +174,6 @@ function withRunFlags(cmd: Command): Command {
     .option('--kernels <family>', `compute kernels: ${KERNEL_CHOICES.join(', ')} (default: auto)`)
     .option('--dataset <name>', 'mnist or fashion-mnist (default: mnist)')
     .option('--data-dir <dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)')
-    .option('--shards <n>', 'micro-shards per batch (default: 4, as training)')
     .option('--out <dir>', 'folder for the JSON result (default: bench/results)')
     .option('--plots <dir>', 'folder for scaling.png, scaling-cnn.png for --model cnn (default: plots)')
     .option('--quick', 'a tiny smoke sweep');

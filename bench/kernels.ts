@@ -5,8 +5,7 @@
 // test/wasm-kernels.test.ts) or against the js family bit for bit (elementwise kernels), and only then
 // timed: warm-up, then the median of `repeats` timed runs of at least `minMs` each. Rates are GFLOP/s
 // (2 flops per multiply-add) for the linear kernels and GB/s of memory traffic for the others, with the
-// ratio to the js family measured in the same run. The step kernels are timed both ways: reduceSlots then
-// optimizerStep (two passes) and the fused reduceAndUpdate, counted with the same bytes so the rates compare.
+// ratio to the js family measured in the same run.
 // Times are this process's CPU time, not wall time: the kernels run on one thread, and on a shared
 // machine wall time also counts whatever else ran while this process waited for a core.
 //
@@ -91,7 +90,6 @@ export interface Result {
 }
 
 const U = 2 ** -24;
-const SLOTS = 8;
 
 export function median(xs: readonly number[]): number {
   const s = [...xs].sort((a, b) => a - b);
@@ -161,7 +159,7 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
   const P = layout.size;
   const maxB = Math.max(...batches);
   const a = await linearArena(layout, maxB, families);
-  const { inp, dout, dinp, slots, grad, param, moments, kernels } = a;
+  const { inp, dout, dinp, grad, param, moments, kernels } = a;
 
   const results: Result[] = [];
   const record = recorder(results);
@@ -189,14 +187,10 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
     param.set(paramStart);
     moments.forEach((m, i) => m.set(momentStart[i]));
   };
-  // The expected bits come from the js family (reduce.ts, optim.ts), never from a family under test.
-  grad.fill(NaN);
-  jsKernels.reduceSlots(grad, slots, P, SLOTS, 0, P);
-  const sumExpected = Float32Array.from(grad);
+  // The expected bits come from the js family (optim.ts), never from a family under test.
   const stepExpected = new Map<string, Float32Array>();
   for (const [name, cfg, nState] of [['adamw', adamw, 2], ['sgd momentum', momentum, 1]] as const) {
     restore();
-    jsKernels.reduceSlots(grad, slots, P, SLOTS, 0, P);
     jsKernels.optimizerStep(cfg, 1e-3, 1, param, grad, moments.slice(0, nState), 0, P);
     stepExpected.set(name, Float32Array.from(param));
   }
@@ -207,39 +201,17 @@ export async function benchKernels(opts: BenchOptions = {}): Promise<Result[]> {
     record('reluBackward', `n=${n}`, maxB, family, time(() => k.reluBackward(dinp, dout, inp, n), repeats, minMs),
            12 * n, 'GB/s');
 
-    grad.fill(NaN);
-    k.reduceSlots(grad, slots, P, SLOTS, 0, P);
-    verify(grad, sumExpected, 0, 0, `${family} reduceSlots`);
-    record('reduceSlots', `S=${SLOTS} P=${P}`, 0, family,
-           time(() => k.reduceSlots(grad, slots, P, SLOTS, 0, P), repeats, minMs), 4 * (SLOTS + 1) * P, 'GB/s');
-
     for (const [name, cfg, nState] of [['adamw', adamw, 2], ['sgd momentum', momentum, 1]] as const) {
       const state = moments.slice(0, nState);
-      // both ways must give the js family's bits before either is timed
+      // the js family's bits before it is timed
       restore();
-      k.reduceAndUpdate(cfg, 1e-3, 1, param, slots, P, SLOTS, state, grad, 0, P);
-      const fused = Float32Array.from(param);
-      restore();
-      k.reduceSlots(grad, slots, P, SLOTS, 0, P);
       k.optimizerStep(cfg, 1e-3, 1, param, grad, state, 0, P);
-      verify(param, stepExpected.get(name)!, 0, 0, `${family} reduceSlots + optimizerStep ${name}`);
-      verify(fused, stepExpected.get(name)!, 0, 0, `${family} reduceAndUpdate ${name}`);
-      // bytes of one step either way: S slots read, param and state read and written
-      const bytes = 4 * (SLOTS + 2 * (1 + nState)) * P;
-      const shape = `S=${SLOTS} P=${P}`;
+      verify(param, stepExpected.get(name)!, 0, 0, `${family} optimizerStep ${name}`);
       let t = 1;
+      // bytes of one step: the gradient read, the parameters and the state read and written
       record(`optimizerStep ${name}`, `P=${P}`, 0, family,
              time(() => k.optimizerStep(cfg, 1e-3, ++t, param, grad, state, 0, P), repeats, minMs),
-             4 * (3 + 2 * nState) * P, 'GB/s');
-      restore();
-      record(`two-pass step ${name}`, shape, 0, family, time(() => {
-        k.reduceSlots(grad, slots, P, SLOTS, 0, P);
-        k.optimizerStep(cfg, 1e-3, ++t, param, grad, state, 0, P);
-      }, repeats, minMs), bytes, 'GB/s');
-      restore();
-      record(`reduceAndUpdate ${name}`, shape, 0, family,
-             time(() => k.reduceAndUpdate(cfg, 1e-3, ++t, param, slots, P, SLOTS, state, grad, 0, P), repeats, minMs),
-             bytes, 'GB/s');
+             4 * (1 + 2 * (1 + nState)) * P, 'GB/s');
     }
   }
   restore();
@@ -531,12 +503,12 @@ function recorder(results: Result[]) {
 const f64 = (v: Float32Array, n: number) => Float64Array.from(v.subarray(0, n));
 
 /** The views of one shared arena, as in training, for the linear layers of `layout` at up to maxB rows (plus
- *  the slots, parameters and moments the step kernels read), and every family's kernels on it. */
+ *  the gradient, parameters and moments the step kernels read), and every family's kernels on it. */
 async function linearArena(layout: Layout, maxB: number, families: BenchFamily[]) {
   const P = layout.size;
   const maxW = Math.max(...layout.linear.map((s) => s.C * s.OC));
   const maxN = Math.max(...layout.layers);
-  const floats = 4 * maxB * maxN + 3 * maxW + 2 * maxN + (SLOTS + 4) * P + 64;
+  const floats = 4 * maxB * maxN + 3 * maxW + 2 * maxN + 4 * P + 64;
   const pages = Math.ceil((floats * 4) / 65536) + 1;
   const memory = benchMemory(pages);
   let off = 0;
@@ -560,8 +532,7 @@ async function linearArena(layout: Layout, maxB: number, families: BenchFamily[]
     dweight: take(maxW),
     bias: fill(take(maxN)),
     dbias: take(maxN),
-    slots: fill(take(SLOTS * P), -1e-2, 1e-2),
-    grad: take(P),
+    grad: fill(take(P), -1e-2, 1e-2),
     param: fill(take(P)),
     moments: [fill(take(P), -1e-3, 1e-3), fill(take(P), 0, 1e-6)],
   };

@@ -203,7 +203,7 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
   const window = { ...DEFAULT_WINDOW, minMs: seconds * 1000, ...opts.window };
   const run: RunSettings = {
     model: spec, dataset: opts.dataset ?? 'mnist', dataDir: opts.dataDir ?? '', kernels: opts.kernels ?? 'auto',
-    shards: opts.shards ?? DEFAULTS.shards, limitTest: opts.limitTest ?? 256,
+    oversubscribe: false, limitTest: opts.limitTest ?? 256,
   };
   for (const b of batchSizes) runConfig(run, threads, b, 'unused');
   const loadavgBefore = loadavg();

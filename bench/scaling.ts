@@ -45,7 +45,8 @@ export interface RunSettings {
   dataset: Config['dataset'];
   dataDir: string;
   kernels: Config['kernels'];
-  shards: number;
+  /** give every thread work even when threads outnumber cores */
+  oversubscribe: boolean;
   /** test images kept in the arena (validation itself is never reached: the run is stopped first) */
   limitTest: number;
 }
@@ -108,7 +109,7 @@ class WindowProbe implements Reporter {
 }
 
 /**
- * Times one training run of `cfg` (threads, batch size, kernels, shards…) on `data`. The training set is
+ * Times one training run of `cfg` (threads, batch size, kernels…) on `data`. The training set is
  * cut to whole batches; if it ends before the window is full, the window is what the epoch had.
  */
 export async function measureThroughput(cfg: Config, data: Datasets, w: WindowOptions = DEFAULT_WINDOW): Promise<Measurement> {
@@ -147,7 +148,7 @@ export async function measureThroughput(cfg: Config, data: Datasets, w: WindowOp
 export function runConfig(s: RunSettings, threads: number, batchSize: number, out: string): Config {
   return validate({
     model: s.model.kind, hidden: [...s.model.hidden], ...(s.model.kind === 'cnn' ? { channels: [...s.model.channels] } : {}),
-    dataset: s.dataset, dataDir: s.dataDir, download: false, kernels: s.kernels, shards: s.shards,
+    dataset: s.dataset, dataDir: s.dataDir, download: false, kernels: s.kernels, oversubscribe: s.oversubscribe,
     threads, batchSize, epochs: 1, limitTest: s.limitTest, out, overwrite: true, logEvery: 1e9,
   });
 }
@@ -209,7 +210,8 @@ export interface ScalingBenchReport extends ScalingReport {
   modelSpec: ModelSpec;
   runs: ScalingResult[];
   dataset: string;
-  shards: number;
+  /** every thread got work, also beyond the core count */
+  oversubscribe: boolean;
   repeats: number;
   window: WindowOptions;
   seconds: number;
@@ -223,7 +225,7 @@ export async function benchScaling(opts: ScalingOptions = {}): Promise<ScalingBe
   const window = { ...DEFAULT_WINDOW, ...opts.window };
   const settings: RunSettings = {
     model: opts.model ?? DEFAULT_MODEL, dataset: opts.dataset ?? 'mnist', dataDir: opts.dataDir ?? '',
-    kernels: opts.kernels ?? 'auto', shards: opts.shards ?? DEFAULTS.shards, limitTest: opts.limitTest ?? 256,
+    kernels: opts.kernels ?? 'auto', oversubscribe: opts.oversubscribe ?? false, limitTest: opts.limitTest ?? 256,
   };
   // Validate every configuration before spending any time.
   for (const t of threads) for (const b of batchSizes) runConfig(settings, t, b, 'unused');
@@ -266,12 +268,13 @@ export async function benchScaling(opts: ScalingOptions = {}): Promise<ScalingBe
     kind: 'scaling',
     machine: { ...machineInfo(relaxedSimdSupported()), loadavgBefore, loadavgAfter: loadavg() },
     kernels: family, model: describeModel(settings.model), modelSpec: settings.model, dataset: settings.dataset,
-    shards: settings.shards, repeats, window,
+    oversubscribe: settings.oversubscribe, repeats, window,
     seconds: (performance.now() - tStart) / 1000, runs, ...(opts.peers?.length ? { peers: opts.peers } : {}),
   };
   log(formatScalingTable(report));
   const m = report.machine;
-  log(`${report.model} · ${m.cpu} · ${m.cores} cores · Node ${m.node} · ${family} kernels · ${settings.shards} shards · ` +
+  log(`${report.model} · ${m.cpu} · ${m.cores} cores · Node ${m.node} · ${family} kernels · ` +
+      `${settings.oversubscribe ? 'every thread working · ' : ''}` +
       `median of ${repeats} · load average ${m.loadavgBefore[0].toFixed(2)} before, ${m.loadavgAfter[0].toFixed(2)} after`);
   await saveScaling(report, settings.model.kind, opts.outDir, opts.plotsDir, log);
   return report;

@@ -258,17 +258,17 @@ struct Ops {
   void (*linear_fwd)(float*, const float*, const float*, const float*, int, int, int, int);
   void (*linear_fwd_t)(float*, const float*, const float*, const float*, int, int, int, int);
   void (*transpose_rows)(float*, const float*, int, int, long, long);
-  void (*linear_bwd)(float*, float*, float*, const float*, const float*, const float*, int, int, int);
+  void (*linear_bwd_weight)(float*, float*, const float*, const float*, int, int, int, int, int);
   void (*linear_bwd_input)(float*, const float*, const float*, int, int, int);
   void (*relu_bwd)(float*, const float*, const float*, long);
-  void (*reduce_slots)(float*, const float*, long, int, long);
-  void (*sgd_plain)(float*, const float*, long, int, long, const avx512::SgdArgs&);
-  void (*sgd_momentum)(float*, const float*, long, int, float*, long, const avx512::SgdArgs&);
-  void (*adam)(float*, const float*, long, int, float*, float*, long, const avx512::AdamArgs&);
+  void (*sgd_plain)(float*, const float*, long, const avx512::SgdArgs&);
+  void (*sgd_momentum)(float*, const float*, float*, long, const avx512::SgdArgs&);
+  void (*adam)(float*, const float*, float*, float*, long, const avx512::AdamArgs&);
   void (*conv2d_fwd)(float*, float*, const float*, const float*, const float*, float*, int, int, int, int, int, int);
   void (*conv2d_fwd_direct)(float*, const float*, const float*, const float*, int, int, int, int, int, int);
-  void (*conv2d_bwd)(float*, float*, float*, const float*, const float*, const float*, const float*, const float*, float*,
-                     int, int, int, int, int);
+  void (*conv2d_bwd_weight)(float*, float*, const float*, const float*, const float*, const float*, float*,
+                            int, int, int, int, int, int, int);
+  void (*conv2d_bwd_input)(float*, const float*, const float*, const float*, const float*, float*, int, int, int, int, int);
   void (*maxpool_fwd)(float*, const float*, long, int, int);
   void (*maxpool_bwd)(float*, const float*, const float*, long, int, int, int);
 };
@@ -276,32 +276,32 @@ struct Ops {
 // The two namespaces declare identical argument structs; the tables use one of them for both paths.
 static_assert(sizeof(avx512::SgdArgs) == sizeof(avx2::SgdArgs) && sizeof(avx512::AdamArgs) == sizeof(avx2::AdamArgs));
 
-static void avx2_sgd_plain(float* p, const float* s, long st, int S, long n, const avx512::SgdArgs& a) {
+static void avx2_sgd_plain(float* p, const float* g, long n, const avx512::SgdArgs& a) {
   avx2::SgdArgs b;
   std::memcpy(&b, &a, sizeof b);
-  avx2::sgd_plain(p, s, st, S, n, b);
+  avx2::sgd_plain(p, g, n, b);
 }
-static void avx2_sgd_momentum(float* p, const float* s, long st, int S, float* buf, long n, const avx512::SgdArgs& a) {
+static void avx2_sgd_momentum(float* p, const float* g, float* buf, long n, const avx512::SgdArgs& a) {
   avx2::SgdArgs b;
   std::memcpy(&b, &a, sizeof b);
-  avx2::sgd_momentum(p, s, st, S, buf, n, b);
+  avx2::sgd_momentum(p, g, buf, n, b);
 }
-static void avx2_adam(float* p, const float* s, long st, int S, float* m, float* v, long n, const avx512::AdamArgs& a) {
+static void avx2_adam(float* p, const float* g, float* m, float* v, long n, const avx512::AdamArgs& a) {
   avx2::AdamArgs b;
   std::memcpy(&b, &a, sizeof b);
-  avx2::adam(p, s, st, S, m, v, n, b);
+  avx2::adam(p, g, m, v, n, b);
 }
 
 static const Ops OPS_AVX512 = {"avx512", avx512::linear_fwd, avx512::linear_fwd_t, avx512::transpose_rows,
-                               avx512::linear_bwd, avx512::linear_bwd_input, avx512::relu_bwd,
-                               avx512::reduce_slots, avx512::sgd_plain, avx512::sgd_momentum, avx512::adam,
-                               avx512::conv2d_fwd, avx512::conv2d_fwd_direct, avx512::conv2d_bwd,
-                               avx512::maxpool_fwd, avx512::maxpool_bwd};
+                               avx512::linear_bwd_weight, avx512::linear_bwd_input, avx512::relu_bwd,
+                               avx512::sgd_plain, avx512::sgd_momentum, avx512::adam,
+                               avx512::conv2d_fwd, avx512::conv2d_fwd_direct, avx512::conv2d_bwd_weight,
+                               avx512::conv2d_bwd_input, avx512::maxpool_fwd, avx512::maxpool_bwd};
 static const Ops OPS_AVX2 = {"avx2", avx2::linear_fwd, avx2::linear_fwd_t, avx2::transpose_rows,
-                             avx2::linear_bwd, avx2::linear_bwd_input, avx2::relu_bwd, avx2::reduce_slots,
+                             avx2::linear_bwd_weight, avx2::linear_bwd_input, avx2::relu_bwd,
                              avx2_sgd_plain, avx2_sgd_momentum, avx2_adam,
-                             avx2::conv2d_fwd, avx2::conv2d_fwd_direct, avx2::conv2d_bwd,
-                             avx2::maxpool_fwd, avx2::maxpool_bwd};
+                             avx2::conv2d_fwd, avx2::conv2d_fwd_direct, avx2::conv2d_bwd_weight,
+                             avx2::conv2d_bwd_input, avx2::maxpool_fwd, avx2::maxpool_bwd};
 
 // ---------------------------------------------------------------------------------------------------------
 // Node-API glue: argument checking, then one kernel call.
@@ -422,19 +422,18 @@ napi_value TransposeRows(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// linearBackward(dinp | null, dweight, dbias, dout, inp, weight, B, C, OC)
-napi_value LinearBackward(napi_env env, napi_callback_info info) {
-  Call a(env, info, "linearBackward");
-  const int B = a.size(6, "B"), C = a.size(7, "C"), OC = a.size(8, "OC");
-  float* dinp = a.is_null(0) ? nullptr : a.f32(0, (double)B * C, "dinp");
-  float* dw = a.f32(1, (double)OC * C, "dweight");
-  float* db = a.f32(2, OC, "dbias");
-  const float* dout = a.f32(3, (double)B * OC, "dout");
-  const float* inp = a.f32(4, (double)B * C, "inp");
-  const float* w = a.f32(5, (double)OC * C, "weight");
+// linearBackwardWeight(dweight, dbias, dout, inp, B, C, OC, o0, o1): rows o0..o1 of dweight (OC,C) and dbias (OC)
+napi_value LinearBackwardWeight(napi_env env, napi_callback_info info) {
+  Call a(env, info, "linearBackwardWeight");
+  const int B = a.size(4, "B"), C = a.size(5, "C"), OC = a.size(6, "OC"), o0 = a.size(7, "o0"), o1 = a.size(8, "o1");
+  if (!a.failed && (o0 > o1 || o1 > OC)) a.fail("expected o0 ≤ o1 ≤ OC");
+  float* dw = a.f32(0, (double)OC * C, "dweight");
+  float* db = a.f32(1, OC, "dbias");
+  const float* dout = a.f32(2, (double)B * OC, "dout");
+  const float* inp = a.f32(3, (double)B * C, "inp");
   if (!a.failed) {
     FlushDenormals ftz;
-    a.ops->linear_bwd(dinp, dw, db, dout, inp, w, B, C, OC);
+    a.ops->linear_bwd_weight(dw, db, dout, inp, B, C, OC, o0, o1);
   }
   return nullptr;
 }
@@ -467,68 +466,46 @@ napi_value ReluBackward(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// The slot arguments shared by the reduction and the optimizers: (slots, stride, S, start, end) at argv[i..];
-// checks S ≥ 1 and that slot S−1 holds [start, end).
-struct Slice {
-  const float* slots;
-  long stride;
-  int S;
-  int start, end;
-};
-static Slice slice_args(Call& a, size_t i) {
-  Slice s{};
-  s.stride = a.size(i + 1, "stride");
-  s.S = a.size(i + 2, "S");
-  s.start = a.size(i + 3, "start");
-  s.end = a.size(i + 4, "end");
-  if (!a.failed && (s.S < 1 || s.end < s.start)) a.fail("expected S ≥ 1 and start ≤ end");
-  s.slots = a.f32(i, (double)(s.S - 1) * s.stride + s.end, "slots");
-  return s;
+// The range arguments shared by the optimizers: (start, end) at argv[i..i+1], start ≤ end.
+struct Range { int start, end; };
+static Range range_args(Call& a, size_t i) {
+  Range r{a.size(i, "start"), a.size(i + 1, "end")};
+  if (!a.failed && r.end < r.start) a.fail("expected start ≤ end");
+  return r;
 }
 
-// reduceSlots(grad, slots, stride, S, start, end)
-napi_value ReduceSlots(napi_env env, napi_callback_info info) {
-  Call a(env, info, "reduceSlots");
-  Slice s = slice_args(a, 1);
-  float* grad = a.f32(0, s.end, "grad");
-  if (!a.failed) {
-    FlushDenormals ftz;
-    a.ops->reduce_slots(grad + s.start, s.slots + s.start, s.stride, s.S, s.end - s.start);
-  }
-  return nullptr;
-}
-
-// sgd(param, slots, stride, S, start, end, buf | null, lr, wd, mu, damp, first, nesterov)
+// sgd(param, grad, start, end, buf | null, lr, wd, mu, damp, first, nesterov): elements [start, end)
 napi_value Sgd(napi_env env, napi_callback_info info) {
   Call a(env, info, "sgd");
-  Slice s = slice_args(a, 1);
-  float* param = a.f32(0, s.end, "param");
-  float* buf = a.is_null(6) ? nullptr : a.f32(6, s.end, "momentum");
+  const Range r = range_args(a, 2);
+  float* param = a.f32(0, r.end, "param");
+  const float* grad = a.f32(1, r.end, "grad");
+  float* buf = a.is_null(4) ? nullptr : a.f32(4, r.end, "momentum");
   // the constants rounded to float32 once, as optim.ts does
-  avx512::SgdArgs g{(float)a.num(7, "lr"), (float)a.num(8, "wd"), (float)a.num(9, "mu"), (float)a.num(10, "damp"),
-                    a.flag(11, "first"), a.flag(12, "nesterov")};
+  avx512::SgdArgs g{(float)a.num(5, "lr"), (float)a.num(6, "wd"), (float)a.num(7, "mu"), (float)a.num(8, "damp"),
+                    a.flag(9, "first"), a.flag(10, "nesterov")};
   if (a.failed) return nullptr;
-  const long n = s.end - s.start;
+  const long n = r.end - r.start;
   FlushDenormals ftz;
-  if (buf == nullptr) a.ops->sgd_plain(param + s.start, s.slots + s.start, s.stride, s.S, n, g);
-  else a.ops->sgd_momentum(param + s.start, s.slots + s.start, s.stride, s.S, buf + s.start, n, g);
+  if (buf == nullptr) a.ops->sgd_plain(param + r.start, grad + r.start, n, g);
+  else a.ops->sgd_momentum(param + r.start, grad + r.start, buf + r.start, n, g);
   return nullptr;
 }
 
-// adam(param, slots, stride, S, start, end, m, v, b1, c1, b2, c2, l2, keep, step, bc2, eps)
+// adam(param, grad, start, end, m, v, b1, c1, b2, c2, l2, keep, step, bc2, eps): elements [start, end)
 napi_value Adam(napi_env env, napi_callback_info info) {
   Call a(env, info, "adam");
-  Slice s = slice_args(a, 1);
-  float* param = a.f32(0, s.end, "param");
-  float* m = a.f32(6, s.end, "m");
-  float* v = a.f32(7, s.end, "v");
-  avx512::AdamArgs g{(float)a.num(8, "b1"), (float)a.num(9, "c1"), (float)a.num(10, "b2"), (float)a.num(11, "c2"),
-                     (float)a.num(12, "l2"), (float)a.num(13, "keep"), (float)a.num(14, "step"), (float)a.num(15, "bc2"),
-                     (float)a.num(16, "eps")};
+  const Range r = range_args(a, 2);
+  float* param = a.f32(0, r.end, "param");
+  const float* grad = a.f32(1, r.end, "grad");
+  float* m = a.f32(4, r.end, "m");
+  float* v = a.f32(5, r.end, "v");
+  avx512::AdamArgs g{(float)a.num(6, "b1"), (float)a.num(7, "c1"), (float)a.num(8, "b2"), (float)a.num(9, "c2"),
+                     (float)a.num(10, "l2"), (float)a.num(11, "keep"), (float)a.num(12, "step"), (float)a.num(13, "bc2"),
+                     (float)a.num(14, "eps")};
   if (!a.failed) {
     FlushDenormals ftz;
-    a.ops->adam(param + s.start, s.slots + s.start, s.stride, s.S, m + s.start, v + s.start,
-                             s.end - s.start, g);
+    a.ops->adam(param + r.start, grad + r.start, m + r.start, v + r.start, r.end - r.start, g);
   }
   return nullptr;
 }
@@ -621,26 +598,49 @@ napi_value Conv2dForwardDirect(napi_env env, napi_callback_info info) {
   return nullptr;
 }
 
-// conv2dBackward(dinp | null, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W, out = null)
-//   with out (B, OC, OH, OW) given, dout is the pooled map's gradient (B, OC, OH/2, OW/2) of the max-pool of the
-//   ReLU output `out`, and the output's gradient is its max-pool + ReLU backward (maxPoolBackward with relu)
-napi_value Conv2dBackward(napi_env env, napi_callback_info info) {
-  Call a(env, info, "conv2dBackward");
-  const ConvDims d = conv_dims(a, 7);
-  const bool pooled = a.argc > 12 && !a.is_null(12);
-  float* dinp = a.is_null(0) ? nullptr : a.f32(0, d.in(), "dinp");
-  float* dw = a.f32(1, d.weight(), "dweight");
-  float* db = a.f32(2, d.OC, "dbias");
-  const float* dout = a.f32(3, pooled ? (double)d.B * d.OC * ((d.H - 4) / 2) * ((d.W - 4) / 2) : d.out(),
-                            pooled ? "dpooled" : "dout");
-  const float* out = pooled ? a.f32(12, d.out(), "out") : nullptr;
-  const float* inp = a.f32(4, d.in(), "inp");
-  const float* w = a.f32(5, d.weight(), "weight");
-  float* cols = a.f32(6, d.cols(), "cols");
+// The gradient of a convolution's output, at argv[i] and argv[j]: dout (B, OC, OH, OW), or, when argv[j] (out, the
+// ReLU's output (B, OC, OH, OW)) is given, the pooled map's gradient (B, OC, OH/2, OW/2) of its max-pool, whose
+// max-pool + ReLU backward is the output's gradient (maxPoolBackward with relu).
+struct OutGrad { const float* dout; const float* dpool; const float* out; };
+static OutGrad out_grad(Call& a, const ConvDims& d, size_t i, size_t j) {
+  const bool pooled = a.argc > j && !a.is_null(j);
+  const float* g = a.f32(i, pooled ? (double)d.B * d.OC * ((d.H - 4) / 2) * ((d.W - 4) / 2) : d.out(),
+                         pooled ? "dpooled" : "dout");
+  if (!pooled) return {g, nullptr, nullptr};
+  return {nullptr, g, a.f32(j, d.out(), "out")};
+}
+
+// conv2dBackwardWeight(dweight, dbias, dout, inp, cols, B, C, OC, H, W, o0, o1, out = null): output channels
+// o0..o1 of dweight (OC, C, 5, 5) and dbias (OC); with out, dout is the pooled map's gradient (see out_grad)
+napi_value Conv2dBackwardWeight(napi_env env, napi_callback_info info) {
+  Call a(env, info, "conv2dBackwardWeight");
+  const ConvDims d = conv_dims(a, 5);
+  const int o0 = a.size(10, "o0"), o1 = a.size(11, "o1");
+  if (!a.failed && (o0 > o1 || o1 > d.OC)) a.fail("expected o0 ≤ o1 ≤ OC");
+  float* dw = a.f32(0, d.weight(), "dweight");
+  float* db = a.f32(1, d.OC, "dbias");
+  const OutGrad g = out_grad(a, d, 2, 12);
+  const float* inp = a.f32(3, d.in(), "inp");
+  float* cols = a.f32(4, d.cols(), "cols");
   if (!a.failed) {
     FlushDenormals ftz;
-    a.ops->conv2d_bwd(dinp, dw, db, pooled ? nullptr : dout, pooled ? dout : nullptr, out, inp, w, cols, d.B, d.C, d.OC,
-                      d.H, d.W);
+    a.ops->conv2d_bwd_weight(dw, db, g.dout, g.dpool, g.out, inp, cols, d.B, d.C, d.OC, d.H, d.W, o0, o1);
+  }
+  return nullptr;
+}
+
+// conv2dBackwardInput(dinp, dout, weight, cols, B, C, OC, H, W, out = null): with out, dout is the pooled map's
+// gradient (see out_grad)
+napi_value Conv2dBackwardInput(napi_env env, napi_callback_info info) {
+  Call a(env, info, "conv2dBackwardInput");
+  const ConvDims d = conv_dims(a, 4);
+  float* dinp = a.f32(0, d.in(), "dinp");
+  const OutGrad g = out_grad(a, d, 1, 9);
+  const float* w = a.f32(2, d.weight(), "weight");
+  float* cols = a.f32(3, d.cols(), "cols");
+  if (!a.failed) {
+    FlushDenormals ftz;
+    a.ops->conv2d_bwd_input(dinp, g.dout, g.dpool, g.out, w, cols, d.B, d.C, d.OC, d.H, d.W);
   }
   return nullptr;
 }
@@ -677,12 +677,12 @@ static napi_value make_path(napi_env env, const Ops* ops, napi_value target) {
   struct Fn { const char* name; napi_callback cb; };
   const Fn fns[] = {{"linearForward", Forward<false>}, {"linearForwardT", Forward<true>},
                     {"transposeRows", TransposeRows},
-                    {"linearBackward", LinearBackward}, {"linearBackwardInput", LinearBackwardInput},
-                    {"reluBackward", ReluBackward},   {"reduceSlots", ReduceSlots},
+                    {"linearBackwardWeight", LinearBackwardWeight}, {"linearBackwardInput", LinearBackwardInput},
+                    {"reluBackward", ReluBackward},
                     {"sgd", Sgd},                     {"adam", Adam},
                     {"gather", Gather},
                     {"conv2dForward", Conv2dForward}, {"conv2dForwardDirect", Conv2dForwardDirect},
-                    {"conv2dBackward", Conv2dBackward},
+                    {"conv2dBackwardWeight", Conv2dBackwardWeight}, {"conv2dBackwardInput", Conv2dBackwardInput},
                     {"maxPoolForward", MaxPoolForward}, {"maxPoolBackward", MaxPoolBackward}};
   for (const Fn& f : fns) {
     napi_value fn;

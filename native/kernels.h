@@ -229,10 +229,11 @@ static inline void dw_block(float* dw, const float* dout, const float* inp, int 
 }
 
 template <int NV>
-static inline void dw_cols(float* dw, const float* dout, const float* inp, int B, int C, int OC, int c, int last) {
-  int o = 0;
-  for (; o + BWD_OUTS <= OC; o += BWD_OUTS) dw_block<BWD_OUTS, NV>(dw, dout, inp, B, C, OC, o, c, last);
-  for (; o < OC; o++) dw_block<1, NV>(dw, dout, inp, B, C, OC, o, c, last);
+static inline void dw_cols(float* dw, const float* dout, const float* inp, int B, int C, int OC, int o0, int o1, int c,
+                           int last) {
+  int o = o0;
+  for (; o + BWD_OUTS <= o1; o += BWD_OUTS) dw_block<BWD_OUTS, NV>(dw, dout, inp, B, C, OC, o, c, last);
+  for (; o < o1; o++) dw_block<1, NV>(dw, dout, inp, B, C, OC, o, c, last);
 }
 
 // dinp[r+i][c .. c + NV·W) = Σ_o dout[r+i][o] · w[o][c ..]; the last vector holds `last` ≤ W floats.
@@ -277,26 +278,24 @@ static void linear_bwd_input(float* dinp, const float* dout, const float* w, int
   for (; c < C; c += W) di_cols<1>(dinp, dout, w, B, C, OC, c, C - c < W ? C - c : W);
 }
 
-// linear_bwd: gradients of out = inp · wᵀ + bias
-// dout (B,OC)  inp (B,C)  w (OC,C)  →  dweight (OC,C) = doutᵀ · inp,  dbias (OC) = Σ_rows dout,
-//                                      dinp (B,C) = dout · w   (skipped when dinp is null)
-// Columns of C go in strips of BWD_VECS (DIN_VECS) vectors, outermost, so the strip of inp (of w) that a
-// block reads stays in L1 while the blocks of outputs (of rows) walk over it; the last strip is narrower
-// and its last vector partial.
-static void linear_bwd(float* dinp, float* dw, float* db, const float* dout, const float* inp, const float* w,
-                       int B, int C, int OC) {
-  for (int o = 0; o < OC; o++) {
+// linear_bwd_weight: rows [o0, o1) of the weight and bias gradients of out = inp · wᵀ + bias
+// dout (B,OC)  inp (B,C)  →  dweight[o] (C) = Σ_r dout[r][o] · inp[r],  dbias[o] = Σ_r dout[r][o]   for o0 ≤ o < o1
+// Every element is one sum over the B rows in order r = 0, 1, … (a multiply-add per row into its own lane), so
+// its bits depend neither on which outputs share the call nor on the vector width: threads that own different
+// outputs of a layer together compute exactly the whole layer's call, on either path. Columns of C go in strips
+// of BWD_VECS vectors, outermost, so the strip of inp (B rows) is reused from L1/L2 by every block of outputs;
+// the last strip is narrower and its last vector partial.
+static void linear_bwd_weight(float* dw, float* db, const float* dout, const float* inp, int B, int C, int OC, int o0,
+                              int o1) {
+  for (int o = o0; o < o1; o++) {
     float s = 0;
     for (int r = 0; r < B; r++) s += dout[(long)r * OC + o];
     db[o] = s;
   }
-  {
-    const int strip = BWD_VECS * W;
-    int c = 0;
-    for (; c + strip <= C; c += strip) dw_cols<BWD_VECS>(dw, dout, inp, B, C, OC, c, W);
-    for (; c < C; c += W) dw_cols<1>(dw, dout, inp, B, C, OC, c, C - c < W ? C - c : W);
-  }
-  if (dinp != nullptr) linear_bwd_input(dinp, dout, w, B, C, OC);
+  const int strip = BWD_VECS * W;
+  int c = 0;
+  for (; c + strip <= C; c += strip) dw_cols<BWD_VECS>(dw, dout, inp, B, C, OC, o0, o1, c, W);
+  for (; c < C; c += W) dw_cols<1>(dw, dout, inp, B, C, OC, o0, o1, c, C - c < W ? C - c : W);
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -310,30 +309,9 @@ static void relu_bwd(float* dinp, const float* dout, const float* out, long n) {
   if (i < n) vstoren(dinp + i, vselect_pos(vloadn(out + i, n - i), vloadn(dout + i, n - i)), (int)(n - i));
 }
 
-// The gradient of element i: Σ_{s<S} slots[s·stride + i], added in slot order and rounded to float32 after
-// every addition (src/kernels/reduce.ts).
-static inline V slot_sum(const float* slots, long stride, int S, long i) {
-  V g = vload(slots + i);
-  for (int s = 1; s < S; s++) g = vadd(g, vload(slots + s * stride + i));
-  return g;
-}
-
-static inline float slot_sum1(const float* slots, long stride, int S, long i) {
-  float g = slots[i];
-  for (int s = 1; s < S; s++) g = g + slots[s * stride + i];
-  return g;
-}
-
-// reduce_slots: grad[i] = Σ_s slots[s·stride + i] for i in [0, n)   (pointers already at the slice start)
-static void reduce_slots(float* grad, const float* slots, long stride, int S, long n) {
-  long i = 0;
-  for (; i + W <= n; i += W) vstore(grad + i, slot_sum(slots, stride, S, i));
-  for (; i < n; i++) grad[i] = slot_sum1(slots, stride, S, i);
-}
-
-// The optimizers of src/optim.ts with the gradient summed from the slots on the fly (never stored): float32
-// arithmetic in optim.ts's order, one rounding per operation (the build disables contraction into FMA), so
-// every family gives the same bits. The constants arrive rounded to float32 once, as optim.ts rounds them.
+// The optimizers of src/optim.ts over n elements (pointers already at the slice's start): float32 arithmetic in
+// optim.ts's order, one rounding per operation (the build disables contraction into FMA), so every family gives
+// the same bits. The constants arrive rounded to float32 once, as optim.ts rounds them.
 struct SgdArgs { float lr, wd, mu, damp; int first, nesterov; };
 struct AdamArgs { float b1, c1, b2, c2, l2, keep, step, bc2, eps; };
 
@@ -353,33 +331,33 @@ static inline PoolPick pool_pick(V v00, V v01, V v10, V v11) {
 }
 
 // sgd without momentum: p = p − lr·(g + wd·p)
-static void sgd_plain(float* param, const float* slots, long stride, int S, long n, const SgdArgs& a) {
+static void sgd_plain(float* param, const float* grad, long n, const SgdArgs& a) {
   const V lr = vset1(a.lr), wd = vset1(a.wd);
   long i = 0;
   for (; i + W <= n; i += W) {
     const V p = vload(param + i);
-    vstore(param + i, vsub(p, vmul(lr, vadd(slot_sum(slots, stride, S, i), vmul(wd, p)))));
+    vstore(param + i, vsub(p, vmul(lr, vadd(vload(grad + i), vmul(wd, p)))));
   }
   for (; i < n; i++) {
     const float p = param[i];
-    param[i] = p - a.lr * (slot_sum1(slots, stride, S, i) + a.wd * p);
+    param[i] = p - a.lr * (grad[i] + a.wd * p);
   }
 }
 
 // sgd with momentum μ: g = grad + wd·p; b = first ? g : μ·b + damp·g; p = p − lr·(nesterov ? g + μ·b : b)
-static void sgd_momentum(float* param, const float* slots, long stride, int S, float* buf, long n, const SgdArgs& a) {
+static void sgd_momentum(float* param, const float* grad, float* buf, long n, const SgdArgs& a) {
   const V lr = vset1(a.lr), wd = vset1(a.wd), mu = vset1(a.mu), damp = vset1(a.damp);
   long i = 0;
   for (; i + W <= n; i += W) {
     const V p = vload(param + i);
-    const V g = vadd(slot_sum(slots, stride, S, i), vmul(wd, p));
+    const V g = vadd(vload(grad + i), vmul(wd, p));
     const V b = a.first ? g : vadd(vmul(mu, vload(buf + i)), vmul(damp, g));
     vstore(buf + i, b);
     vstore(param + i, vsub(p, vmul(lr, a.nesterov ? vadd(g, vmul(mu, b)) : b)));
   }
   for (; i < n; i++) {
     const float p = param[i];
-    const float g = slot_sum1(slots, stride, S, i) + a.wd * p;
+    const float g = grad[i] + a.wd * p;
     const float b = a.first ? g : a.mu * buf[i] + a.damp * g;
     buf[i] = b;
     param[i] = p - a.lr * (a.nesterov ? g + a.mu * b : b);
@@ -387,13 +365,13 @@ static void sgd_momentum(float* param, const float* slots, long stride, int S, f
 }
 
 // adam / adamw: g = grad + l2·p; m = b1·m + c1·g; v = b2·v + c2·g·g; p = p·keep − (step·m) / (sqrt(v)/bc2 + eps)
-static void adam(float* param, const float* slots, long stride, int S, float* m, float* v, long n, const AdamArgs& a) {
+static void adam(float* param, const float* grad, float* m, float* v, long n, const AdamArgs& a) {
   const V b1 = vset1(a.b1), c1 = vset1(a.c1), b2 = vset1(a.b2), c2 = vset1(a.c2), l2 = vset1(a.l2);
   const V keep = vset1(a.keep), step = vset1(a.step), bc2 = vset1(a.bc2), eps = vset1(a.eps);
   long i = 0;
   for (; i + W <= n; i += W) {
     const V p = vload(param + i);
-    const V g = vadd(slot_sum(slots, stride, S, i), vmul(l2, p));
+    const V g = vadd(vload(grad + i), vmul(l2, p));
     const V mi = vadd(vmul(b1, vload(m + i)), vmul(c1, g));
     const V vi = vadd(vmul(b2, vload(v + i)), vmul(vmul(c2, g), g));
     vstore(m + i, mi);
@@ -402,7 +380,7 @@ static void adam(float* param, const float* slots, long stride, int S, float* m,
   }
   for (; i < n; i++) {
     const float p = param[i];
-    const float g = slot_sum1(slots, stride, S, i) + a.l2 * p;
+    const float g = grad[i] + a.l2 * p;
     const float mi = a.b1 * m[i] + a.c1 * g;
     const float vi = a.b2 * v[i] + a.c2 * g * g;
     m[i] = mi;
@@ -452,11 +430,12 @@ static inline void transpose_tile_n(float* dst, long ldd, const float* src, long
   }
 }
 
-// lanes (elems, W) ← n ≤ W images (n, elems): lanes[e·W + b] = img[b·elems + e], 0 for b ≥ n
-static void to_lanes(float* lanes, const float* img, int n, long elems) {
+// lanes (elems, W) ← the first elems floats of n ≤ W images `stride` apart: lanes[e·W + b] = img[b·stride + e],
+// 0 for b ≥ n
+static void to_lanes(float* lanes, const float* img, int n, long elems, long stride) {
   for (long e = 0; e < elems; e += W) {
     const int m = elems - e < W ? (int)(elems - e) : W;
-    transpose_tile_n(lanes + e * W, W, img + e, elems, n, m, W);
+    transpose_tile_n(lanes + e * W, W, img + e, stride, n, m, W);
   }
 }
 
@@ -809,7 +788,7 @@ static void conv2d_fwd(float* out, float* pooled, const float* inp, const float*
   float* pool_l = chunk + out_img * W;      // (OC, PH, PW) in lanes
   for (int b = 0; b < B; b += W) {
     const int n = B - b < W ? B - b : W;
-    to_lanes(in_l, inp + b * in_img, n, in_img);
+    to_lanes(in_l, inp + b * in_img, n, in_img, in_img);
     for (int y0 = 0; y0 < OH; y0 += 2) {
       const int R = OH - y0 < 2 ? OH - y0 : 2;
       lconv_rows(chunk, in_l, w, bias, C, OC, IH, IW, y0, R, relu);
@@ -854,38 +833,66 @@ static void lpool_relu_bwd(float* dout, const float* dpool, int OC, int OH, int 
   }
 }
 
-// conv2d_bwd: gradients of out = conv(inp, w) + bias
-// dout (B, OC, OH, OW)  inp (B, C, IH, IW)  w (OC, C, 5, 5)  cols: scratch (conv_scratch_floats)  →
-//   dw (OC, C, 5, 5) and db (OC) summed over the images, dinp (B, C, IH, IW) (skipped when null)
-// With dpool (B, OC, OH/2, OW/2) non-null, dout is not read: the output's gradient is instead maxpool_bwd (with
-// relu) of dpool, for `out` (B, OC, OH, OW) the ReLU's output that was pooled, computed in lanes (the same bits
-// as maxpool_bwd then conv2d_bwd, without the gradient map ever written out).
-static void conv2d_bwd(float* dinp, float* dw, float* db, const float* dout, const float* dpool, const float* out,
-                       const float* inp, const float* w, float* cols, int B, int C, int OC, int IH, int IW) {
+// The gradient of a convolution's output, in lanes, for output channels [o0, o1) of n ≤ W images at
+// b·out_img (b·pool_img): read from dout (B, OC, OH, OW), or, with dpool (B, OC, OH/2, OW/2) non-null, the
+// max-pool + ReLU backward of dpool for `out` (B, OC, OH, OW), the ReLU's output that was pooled (the same bits
+// as maxpool_bwd with relu, which then never has to be written out). dout_l (o1 − o0, OH, OW) in lanes; pool_l is
+// scratch for (o1 − o0, OH/2, OW/2) in lanes.
+static void dout_to_lanes(float* dout_l, float* pool_l, const float* dout, const float* dpool, const float* out,
+                          int OC, int OH, int OW, int o0, int o1, long b, int n) {
+  const long P = (long)OH * OW, PP = (long)(OH / 2) * (OW / 2), out_img = OC * P, pool_img = OC * PP;
+  const int m = o1 - o0;
+  if (dpool == nullptr) {
+    to_lanes(dout_l, dout + b * out_img + o0 * P, n, m * P, out_img);
+    return;
+  }
+  to_lanes(dout_l, out + b * out_img + o0 * P, n, m * P, out_img);
+  to_lanes(pool_l, dpool + b * pool_img + o0 * PP, n, m * PP, pool_img);
+  lpool_relu_bwd(dout_l, pool_l, m, OH, OW);
+}
+
+// conv2d_bwd_weight: output channels [o0, o1) of the weight and bias gradients of out = conv(inp, w) + bias
+// dout (B, OC, OH, OW) or dpool + out (see dout_to_lanes)  inp (B, C, IH, IW)  cols: scratch (conv_scratch_floats)
+//   →  dw (OC, C, 5, 5) and db (OC), rows o0..o1 only, summed over the B images
+// Per group of W images: the input and the channels' output gradient in lanes, then lconv_dw: an element sums
+// each lane over the pixels, then the lanes (a fixed tree), then the groups in order; a channel's sums do not
+// depend on which other channels share the call, so threads that own different channels together compute the
+// whole layer's call.
+static void conv2d_bwd_weight(float* dw, float* db, const float* dout, const float* dpool, const float* out,
+                              const float* inp, float* cols, int B, int C, int OC, int IH, int IW, int o0, int o1) {
   const int OH = IH - KS + 1, OW = IW - KS + 1;
-  const long in_img = (long)C * IH * IW, out_img = (long)OC * OH * OW, pool_img = (long)OC * (OH / 2) * (OW / 2);
+  const long in_img = (long)C * IH * IW, KC = (long)C * KK;
+  const int m = o1 - o0;
+  if (m <= 0) return;
   if (B == 0) {
-    for (long e = 0; e < OC * (long)C * KK; e++) dw[e] = 0;
-    for (int o = 0; o < OC; o++) db[o] = 0;
+    for (long e = o0 * KC; e < o1 * KC; e++) dw[e] = 0;
+    for (int o = o0; o < o1; o++) db[o] = 0;
   }
   float* in_l = cols;
   float* dout_l = cols + in_img * W;
+  float* pool_l = dout_l + (long)m * OH * OW * W;
+  for (int b = 0; b < B; b += W) {
+    const int n = B - b < W ? B - b : W;
+    to_lanes(in_l, inp + b * in_img, n, in_img, in_img);
+    dout_to_lanes(dout_l, pool_l, dout, dpool, out, OC, OH, OW, o0, o1, b, n);
+    lconv_dw(dw + o0 * KC, db + o0, dout_l, in_l, C, m, IH, IW, b == 0);
+  }
+}
+
+// conv2d_bwd_input: the input gradient of out = conv(inp, w) + bias
+// dout (B, OC, OH, OW) or dpool + out (see dout_to_lanes)  w (OC, C, 5, 5)  cols: scratch  →  dinp (B, C, IH, IW)
+// Per group of W images, in lanes: each image's gradient is the same bits whatever images share the group.
+static void conv2d_bwd_input(float* dinp, const float* dout, const float* dpool, const float* out, const float* w,
+                             float* cols, int B, int C, int OC, int IH, int IW) {
+  const int OH = IH - KS + 1, OW = IW - KS + 1;
+  const long in_img = (long)C * IH * IW, out_img = (long)OC * OH * OW;
+  float* dout_l = cols;
   float* din_l = dout_l + out_img * W;  // also the pooled map's gradient, before dinp is computed
   for (int b = 0; b < B; b += W) {
     const int n = B - b < W ? B - b : W;
-    to_lanes(in_l, inp + b * in_img, n, in_img);
-    if (dpool != nullptr) {
-      to_lanes(dout_l, out + b * out_img, n, out_img);
-      to_lanes(din_l, dpool + b * pool_img, n, pool_img);
-      lpool_relu_bwd(dout_l, din_l, OC, OH, OW);
-    } else {
-      to_lanes(dout_l, dout + b * out_img, n, out_img);
-    }
-    lconv_dw(dw, db, dout_l, in_l, C, OC, IH, IW, b == 0);
-    if (dinp != nullptr) {
-      lconv_dinp(din_l, dout_l, w, C, OC, IH, IW);
-      from_lanes(dinp + b * in_img, in_img, din_l, n, in_img);
-    }
+    dout_to_lanes(dout_l, din_l, dout, dpool, out, OC, OH, OW, 0, OC, b, n);
+    lconv_dinp(din_l, dout_l, w, C, OC, IH, IW);
+    from_lanes(dinp + b * in_img, in_img, din_l, n, in_img);
   }
 }
 

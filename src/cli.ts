@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { DEFAULTS, flagName, parseValue, readConfigFile, validate, type Config } from './config.js';
+import { DEFAULTS, flagName, parseValue, readConfigFile, REMOVED_SHARDS, validate, type Config } from './config.js';
 import { addBenchCommand } from '../bench/command.js';
 import { addModelCommands } from './commands.js';
 import { TaskError, UsageError, UserError, WorkerDied } from './errors.js';
@@ -15,7 +15,6 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
   ['dataset', '<name>', 'dataset: mnist or fashion-mnist'],
   ['dataDir', '<dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)'],
   ['threads', '<n>', 'worker threads in the pool; the default is this machine\'s core count'],
-  ['shards', '<n>', 'micro-shards per batch, each with its own gradient slot; independent of --threads'],
   ['kernels', '<family>', 'compute kernels: auto, native (C++ AVX-512/AVX2 addon), relaxed (WebAssembly relaxed SIMD), simd, js (reference)'],
   ['pipeline', '<name>', 'lockstep, the only one: workers step together at shared-memory barriers (tasks was removed)'],
   ['epochs', '<n>', 'training epochs'],
@@ -61,18 +60,22 @@ function addTrainOptions(cmd: Command): Command {
   }
   cmd.option('--nesterov', 'Nesterov momentum (sgd)');
   cmd.option('--augment', 'random affine augmentation (rotation, scale, shift, shear) of training images');
+  cmd.option('--oversubscribe', 'give every thread work even when threads outnumber cores (slower, the same bytes)');
   cmd.option('--resume [checkpoint]', 'continue a run from a checkpoint file or a run folder; alone, the newest run in models/');
   cmd.option('--overwrite', 'let --out name a folder holding an earlier run, and replace that run');
   cmd.option('--no-download', 'never download: fail if dataset files are missing');
   cmd.option('--no-dashboard', 'plain progress lines even in a terminal');
   cmd.option('--json', 'JSON lines instead of plain progress lines');
   cmd.option('--config <file>', 'JSON file of configuration values (flags override it)');
+  // removed: refused with a message that says what replaced it (givenValues)
+  cmd.addOption(new Option('--shards <n>').hideHelp());
   return cmd;
 }
 
 /** The configuration values the user gave: the --config file's, overridden by the flags actually given. */
 function givenValues(cmd: Command): Record<string, unknown> {
   const opts = cmd.opts();
+  if (opts.shards !== undefined) throw new UsageError(REMOVED_SHARDS);
   const raw: Record<string, unknown> = {};
   if (opts.config !== undefined) Object.assign(raw, readConfigFile(String(opts.config)));
   for (const [key] of TRAIN_FLAGS) {
@@ -80,6 +83,7 @@ function givenValues(cmd: Command): Record<string, unknown> {
   }
   if (cmd.getOptionValueSource('nesterov') === 'cli') raw.nesterov = true;
   if (cmd.getOptionValueSource('augment') === 'cli') raw.augment = true;
+  if (cmd.getOptionValueSource('oversubscribe') === 'cli') raw.oversubscribe = true;
   if (cmd.getOptionValueSource('overwrite') === 'cli') raw.overwrite = true;
   if (cmd.getOptionValueSource('download') === 'cli') raw.download = false;
   if (cmd.getOptionValueSource('dashboard') === 'cli') raw.dashboard = false;
@@ -93,7 +97,7 @@ export function resolveConfig(cmd: Command): Config {
 }
 
 // Fields a resumed run may change: where things are and how they are shown, not what is computed.
-const RESUMABLE: readonly string[] = ['dataDir', 'download', 'threads', 'kernels', 'pipeline', 'out', 'plots', 'overwrite',
+const RESUMABLE: readonly string[] = ['dataDir', 'download', 'threads', 'oversubscribe', 'kernels', 'pipeline', 'out', 'plots', 'overwrite',
   'dashboard', 'json', 'logEvery', 'limitTest', 'patience', 'minDelta', 'monitor'];
 
 /** The checkpoint's configuration with the given values applied; conflicting values are refused. */

@@ -4,12 +4,12 @@
 // Stages (model.ts): h[0] the image (B,1,28,28); for convolution i, h[2i+1] = relu(conv(h[2i])) (B,OC,OH,OW)
 // and h[2i+2] = maxpool(h[2i+1]) (B,OC,OH/2,OW/2); the head's input is h[2n], flattened as it lies
 // (channel, row, column). dh[s] is the gradient of h[s] (dh[2i+1] only with families without the fused
-// conv2dReluPoolBackward). `cols` is the fast families' convolution scratch
+// conv2dReluPoolBackward kernels). `cols` is the fast families' convolution scratch
 // (conv2dScratchLength floats of the largest convolution).
 import type { F, KernelSet, Labels } from './kernels/index.js';
 import { KS } from './kernels/reference.js';
 import {
-  mlpBackward, mlpBackwardGroup, mlpForward, rowsOf, type Activations, type LayerViews, type LossStats, type RowRange,
+  mlpBackwardRows, mlpForward, mlpWeightGradient, type Activations, type LayerViews, type LossStats, type RowRange,
 } from './mlp.js';
 import type { Layout } from './model.js';
 
@@ -40,56 +40,55 @@ export function cnnForward(k: KernelSet, net: LayerViews, acts: Activations, lay
   return mlpForward(k, net, headOf(acts, layout), layout, B);
 }
 
+/** Whether the family computes a convolution block's backward pass straight from the pooled map's gradient. */
+function fusedPool(k: KernelSet): boolean {
+  return k.conv2dReluPoolBackwardWeight !== undefined && k.conv2dReluPoolBackwardInput !== undefined;
+}
+
 /**
- * Loss of the logits and the gradients of scale · Σ_images loss into `grad`, after cnnForward over the same B
- * images: the head (mlpBackward, down to the gradient of its input), then each convolution block in reverse:
- * unpool, ReLU mask, convolution backward (no input gradient for the image); the three in one kernel where the
- * family has conv2dReluPoolBackward (then dh[2i+1] stays unwritten).
+ * The images' half of the backward pass, after cnnForward over the same B images: the head's (mlpBackwardRows,
+ * down to the gradient of its input), then each convolution block in reverse: the gradient of its input, unless
+ * it is the image. With the fused kernels that is one call from the pooled map's gradient (unpooling and ReLU
+ * mask inside; dh[2i+1] stays unwritten); otherwise the unpooled gradient dh[2i+1] is written (for every block:
+ * its weight gradient reads it) and the input gradient computed from it.
  */
-export function cnnBackward(k: KernelSet, grad: LayerViews, net: LayerViews, acts: Activations, layout: Layout, cols: F,
-                            targets: Labels, B: number, smoothing: number, scale: number): LossStats {
-  const stats = mlpBackward(k, grad, net, headOf(acts, layout), layout, targets, B, smoothing, scale, true);
+export function cnnBackwardRows(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout, cols: F, targets: Labels,
+                                blocks: readonly RowRange[], B: number, smoothing: number, scale: number): LossStats[] {
+  const stats = mlpBackwardRows(k, net, headOf(acts, layout), layout, targets, blocks, B, smoothing, scale, true);
+  const { h, dh } = acts;
   for (let i = layout.conv.length - 1; i >= 0; i--) {
-    if (k.conv2dReluPoolBackward) {
-      convPoolBackward(k, grad, net, acts, layout, cols, i, B);
+    const { C, OC, H, W } = layout.conv[i];
+    if (fusedPool(k)) {
+      if (i > 0) k.conv2dReluPoolBackwardInput!(dh[2 * i], dh[2 * i + 2], h[2 * i + 1], net.cw[i], cols, B, C, OC, H, W);
     } else {
       unpool(k, acts, layout, i, B);
-      convBackward(k, grad, net, acts, layout, cols, i, B);
+      if (i > 0) k.conv2dBackwardInput(dh[2 * i], dh[2 * i + 1], net.cw[i], cols, B, C, OC, H, W);
     }
   }
   return stats;
 }
 
-/**
- * cnnBackward for several micro-shards whose images lie together in `acts` (B in all, forward already run
- * over them), as mlp.ts's mlpBackwardGroup: each shard's loss and weight gradients go to its own slot. Each
- * convolution block's backward runs per shard (its weight gradient sums that shard's images only): with the
- * fused kernel, unpooling and ReLU mask included; without it, those two run once over all B images first.
- * Every shard's gradient has the bits of cnnBackward on it alone.
- */
-export function cnnBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerViews, acts: Activations, layout: Layout,
-                                 cols: F, targets: Labels, shards: readonly RowRange[], B: number, smoothing: number,
-                                 scale: number): LossStats[] {
-  const stats = mlpBackwardGroup(k, grads, net, headOf(acts, layout), layout, targets, shards, B, smoothing, scale, true);
-  for (let i = layout.conv.length - 1; i >= 0; i--) {
-    // an empty shard too: its convolutions' gradients must be written (zeros), as its linear layers' are, or
-    // its slot would keep the gradient of an earlier step
-    if (k.conv2dReluPoolBackward) {
-      shards.forEach(({ first, count }, s) => {
-        if (count > 0) {
-          convPoolBackward(k, grads[s], net, rowsOf(acts, layout, first, count), layout, cols, i, count);
-        } else {
-          grads[s].cw[i].fill(0);
-          grads[s].cb[i].fill(0);
-        }
-      });
-      continue;
-    }
-    unpool(k, acts, layout, i, B);
-    shards.forEach(({ first, count }, s) => {
-      convBackward(k, grads[s], net, rowsOf(acts, layout, first, count), layout, cols, i, count);
-    });
+/** Output channels [o0, o1) of convolution i: their weight and bias gradients over all B images of acts (after
+ *  cnnBackwardRows over them), into grad's rows o0..o1. */
+export function cnnConvWeightGradient(k: KernelSet, grad: LayerViews, { h, dh }: Activations, layout: Layout, cols: F,
+                                      i: number, o0: number, o1: number, B: number): void {
+  const { C, OC, H, W } = layout.conv[i];
+  if (fusedPool(k)) {
+    k.conv2dReluPoolBackwardWeight!(grad.cw[i], grad.cb[i], dh[2 * i + 2], h[2 * i + 1], h[2 * i], cols, B, C, OC, H, W,
+                                    o0, o1);
+  } else {
+    k.conv2dBackwardWeight(grad.cw[i], grad.cb[i], dh[2 * i + 1], h[2 * i], cols, B, C, OC, H, W, o0, o1);
   }
+}
+
+/** The whole backward pass in one thread: cnnBackwardRows over the B images as one block, then every layer's
+ *  weight gradient, into `grad`. */
+export function cnnBackward(k: KernelSet, grad: LayerViews, net: LayerViews, acts: Activations, layout: Layout, cols: F,
+                            targets: Labels, B: number, smoothing: number, scale: number): LossStats {
+  const [stats] = cnnBackwardRows(k, net, acts, layout, cols, targets, [{ first: 0, count: B }], B, smoothing, scale);
+  layout.conv.forEach(({ OC }, i) => cnnConvWeightGradient(k, grad, acts, layout, cols, i, 0, OC, B));
+  const head = headOf(acts, layout);
+  layout.linear.forEach(({ OC }, l) => mlpWeightGradient(k, grad, head, layout, l, 0, OC, B));
   return stats;
 }
 
@@ -104,20 +103,4 @@ function unpool(k: KernelSet, { h, dh }: Activations, layout: Layout, i: number,
     k.maxPoolBackward(dh[2 * i + 1], dh[2 * i + 2], h[2 * i + 1], B, OC, OH, OW);
     k.reluBackward(dh[2 * i + 1], dh[2 * i + 1], h[2 * i + 1], B * OC * OH * OW);
   }
-}
-
-/** convBackward straight from dh[2i+2], the pooled map's gradient, with the unpooling and ReLU mask inside the
- *  kernel (conv2dReluPoolBackward): dh[2i+1] is left unwritten. */
-function convPoolBackward(k: KernelSet, grad: LayerViews, net: LayerViews, { h, dh }: Activations, layout: Layout, cols: F,
-                          i: number, B: number): void {
-  const { C, OC, H, W } = layout.conv[i];
-  k.conv2dReluPoolBackward!(i > 0 ? dh[2 * i] : null, grad.cw[i], grad.cb[i], dh[2 * i + 2], h[2 * i + 1], h[2 * i],
-                            net.cw[i], cols, B, C, OC, H, W);
-}
-
-/** Convolution i's weight and bias gradients into `grad`, and its input's gradient dh[2i] unless i = 0. */
-function convBackward(k: KernelSet, grad: LayerViews, net: LayerViews, { h, dh }: Activations, layout: Layout, cols: F,
-                      i: number, B: number): void {
-  const { C, OC, H, W } = layout.conv[i];
-  k.conv2dBackward(i > 0 ? dh[2 * i] : null, grad.cw[i], grad.cb[i], dh[2 * i + 1], h[2 * i], net.cw[i], cols, B, C, OC, H, W);
 }

@@ -21,6 +21,14 @@ export const PIPELINES = ['lockstep'] as const;
  * with a message that says so, since whoever types it expects that pipeline.
  */
 const LEGACY_PIPELINE = 'tasks';
+/**
+ * Fields that were removed. A configuration saved with one (a checkpoint's, a run folder's config.json given to
+ * --config) still loads, the field ignored; the flag itself is refused with REMOVED_FLAG's message.
+ */
+const REMOVED_KEYS: readonly string[] = ['shards'];
+/** Why --shards went, for whoever types it. */
+export const REMOVED_SHARDS = '--shards: removed; every thread now gets an equal share of each batch in blocks of 8 rows, ' +
+  'and the gradient is all-reduced without per-shard slots, so there is nothing to choose; leave the flag out';
 export const MONITORS = ['val_loss', 'val_accuracy'] as const;
 export { MODEL_KINDS };
 
@@ -31,7 +39,9 @@ export interface Config {
   /** download missing dataset files from the mirrors before training */
   download: boolean;
   threads: number;
-  shards: number;
+  /** give every thread rows and outputs even when threads outnumber cores (by default only as many as there are
+   *  cores get work): slower, the same bytes; for checking the split */
+  oversubscribe: boolean;
   kernels: (typeof KERNEL_CHOICES)[number];
   pipeline: (typeof PIPELINES)[number];
   epochs: number;
@@ -87,7 +97,7 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
   dataDir: '', // resolved to datasets/<dataset>
   download: true,
   threads: availableParallelism(),
-  shards: 4,
+  oversubscribe: false,
   kernels: 'auto',
   pipeline: 'lockstep',
   epochs: 6,
@@ -127,7 +137,8 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
 /** More hidden layers than this is no MLP for MNIST: a bound for what a file (a --config, a checkpoint) may ask for. */
 export const MAX_HIDDEN_LAYERS = 64;
 
-const BOOLEAN_KEYS: readonly (keyof Config)[] = ['download', 'nesterov', 'dashboard', 'json', 'augment', 'overwrite'];
+const BOOLEAN_KEYS: readonly (keyof Config)[] = ['download', 'nesterov', 'dashboard', 'json', 'augment', 'overwrite',
+  'oversubscribe'];
 
 /** Flag spelling of a config key, for messages: batchSize → --batch-size. */
 export function flagName(key: string): string {
@@ -136,7 +147,6 @@ export function flagName(key: string): string {
 
 export const INT_LIMITS = {
   threads: [1, 256],
-  shards: [1, 256],
   epochs: [1, 100000],
   batchSize: [1, 65536],
   limitTrain: [0, 1e9],
@@ -321,7 +331,7 @@ export function parsePath(flag: string, text: string, what = 'a path'): string {
 export function validate(raw: Record<string, unknown>): Config {
   const cfg: Record<string, unknown> = { ...DEFAULTS };
   for (const [key, value] of Object.entries(raw)) {
-    if (value === undefined) continue;
+    if (value === undefined || REMOVED_KEYS.includes(key)) continue;
     checkKnown(key);
     cfg[key] = key === 'pipeline' && value === LEGACY_PIPELINE ? 'lockstep' : value;
   }
@@ -400,6 +410,7 @@ export function readConfigFile(path: string): Record<string, unknown> {
  */
 export function checkConfigFields(value: Record<string, unknown>): void {
   for (const [key, v] of Object.entries(value)) {
+    if (REMOVED_KEYS.includes(key)) continue;
     checkKnown(key);
     checkField(key as keyof Config, v);
     checkGivenPath(key, v);

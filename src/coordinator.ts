@@ -1,14 +1,14 @@
 // The coordinator: owns the Piscina pool and the shared arena. It never runs a kernel; it hands the workers
 // tasks that carry indices, waits for them, and reads the few scalars they leave in the arena.
 //
-// One training step, as every worker runs it (workers/trainer.ts, trainStep):
-//   1. forward/backward × shards  micro-shard s takes rows [⌊s·n/S⌋, ⌊(s+1)·n/S⌋) of the batch and writes
-//                                 its gradient into slot s (slots are indexed by shard, never by thread)
-//   2. reduce + update × threads  worker k sums slice k of the parameter vector over slots 0..S−1 in order
-//                                 and applies the optimizer to that slice in place (reduce-scatter + a
-//                                 sharded optimizer step; no thread copies the weights)
-// Because every sum runs in the same order whatever thread runs it, the weights are bit-identical for any
-// --threads.
+// One training step, as every worker runs it (workers/trainer.ts, trainStep; who does what: partition.ts):
+//   1. rows     worker k takes its blocks of 8 rows of the batch: gather, forward, loss, and the gradients of
+//               their activations, left in the arena
+//   2. outputs  worker k owns a share of every layer's outputs: their weight gradient over ALL the batch's rows
+//               (the all-reduce, done as a reduce-scatter), the optimizer update of their parameters in place
+//               (a sharded optimizer step; no thread copies the weights), and their transposed copy
+// Because every row's pass and every output's sum over the rows run the same way whatever thread runs them,
+// the weights are bit-identical for any --threads.
 //
 // An epoch is one long-lived task per worker: the workers step together, meeting at two barriers per step in
 // the arena (src/control.ts describes the protocol); the coordinator writes the learning rates, starts the
@@ -49,6 +49,9 @@ export interface CoordinatorOptions {
   labelSmoothing: number;
   /** augment training images with transforms seeded by (this seed, epoch, image index); null: no augmentation */
   augment?: number | null;
+  /** give every thread rows and outputs even when threads outnumber cores (bench scaling, the tests); by default
+   *  only as many threads as there are cores get work */
+  oversubscribe?: boolean;
 }
 
 /** The steps of one epoch to run: batch b covers perm[b·batchSize, min((b+1)·batchSize, trainCount)). */
@@ -121,7 +124,8 @@ export class Coordinator {
   readonly views: ArenaViews;
   readonly memory: WebAssembly.Memory;
   readonly threads: number;
-  readonly shards: number;
+  /** the threads that get rows and outputs (partition.ts); the others only pass the barriers */
+  readonly active: number;
   /** the kernel family every thread runs, resolved once here so all threads do the same arithmetic */
   readonly family: KernelFamily;
   /** the family with its native path, and why `auto` fell back from native if it did */
@@ -147,24 +151,15 @@ export class Coordinator {
     this.views = arenaViews(this.memory, layout);
     this.control = new Control(this.views.control);
     this.threads = options.spec.threads;
-    this.shards = options.spec.shards;
     this.kernels = resolveKernels(options.kernels, this.memory);
     this.family = this.kernels.family;
-    // Slices of whole 16-float blocks so that SIMD kernels never straddle two owners' data.
-    const P = this.views.model.size;
-    const blocks = Math.ceil(P / 16);
     // With more threads than cores, only as many threads as there are cores get work in a step (the rest
     // pass the barriers asleep): time-slicing 8 busy threads on 2 cores only adds context switches. Which
     // threads do the work never changes the arithmetic, so the bytes stay the same.
-    const active = Math.min(this.threads, availableParallelism());
-    const slices = Array.from({ length: this.threads }, (_, k) => {
-      if (k >= active) return [0, 0] as [number, number];
-      const [a, b] = splitRange(blocks, active, k);
-      return [Math.min(P, a * 16), Math.min(P, b * 16)] as [number, number];
-    });
+    this.active = options.oversubscribe ? this.threads : Math.min(this.threads, availableParallelism());
     const init: WorkerInit = {
       memory: this.memory, layout, optimizer: options.optimizer, kernels: this.family,
-      mean: options.mean, std: options.std, labelSmoothing: options.labelSmoothing, slices, active,
+      mean: options.mean, std: options.std, labelSmoothing: options.labelSmoothing, active: this.active,
       augment: options.augment ?? null,
       // spinning before sleeping at a barrier helps only when every thread has a core of its own; 2 ms
       // covers the usual skew between threads at the end of a phase
@@ -209,7 +204,7 @@ export class Coordinator {
   async ready(): Promise<void> {
     const warmUp = { shard: 0, start: 0, end: 0 };
     await settle(Array.from({ length: this.threads }, () => this.run<EvalTask>('evaluate', warmUp, 'warm-up')));
-    await settle(Array.from({ length: this.threads }, (_, k) => this.run<number>('syncWeights', k, `slice ${k}`)));
+    await settle(Array.from({ length: this.threads }, (_, k) => this.run<number>('syncWeights', k, `worker ${k}'s outputs`)));
   }
 
   /** Runs one task. `who` names the worker and `where` says where it was, should its thread die. */
@@ -332,14 +327,14 @@ export class Coordinator {
       `${missing.length > 0 ? missing.map((k) => `worker ${k}`).join(', ') : 'a worker'} never reached the barrier ${at}`);
   }
 
-  /** Loss and accuracy on the test set held in the arena, data-parallel over the shards. */
+  /** Loss and accuracy on the test set held in the arena, data-parallel: one task of test rows per thread. */
   async evaluate(shouldStop: () => boolean = () => false): Promise<{ loss: number; accuracy: number }> {
     const n = this.options.spec.testCount;
     const t0 = performance.now();
     const pending = new Set<string>();
     let finished = false;
-    const all = settle(Array.from({ length: this.shards }, (_, s) => {
-      const [a, b] = splitRange(n, this.shards, s);
+    const all = settle(Array.from({ length: this.threads }, (_, s) => {
+      const [a, b] = splitRange(n, this.threads, s);
       const label = `test rows ${a}..${b}`;
       pending.add(label);
       return this.run<EvalTask>('evaluate', { shard: s, start: a, end: b }, label).finally(() => pending.delete(label));
@@ -365,7 +360,7 @@ export class Coordinator {
     this.slowestEvalMs = Math.max(this.slowestEvalMs, performance.now() - t0);
     let lossSum = 0;
     let correct = 0;
-    for (let s = 0; s < this.shards; s++) {
+    for (let s = 0; s < this.threads; s++) {
       lossSum += this.views.evalStat[2 * s];
       correct += this.views.evalStat[2 * s + 1];
     }

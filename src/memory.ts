@@ -3,28 +3,28 @@
 // work in it directly; TypeScript kernels see it through typed-array views.
 //
 //   control   Int32  [CONTROL_INTS]        thread-index counter, barrier and epoch words (control.ts)
-//   busy      Float64[threads × BUSY]      milliseconds each worker thread spent, by what (BUSY_*): computing
-//                                          micro-shards (evaluation counts here too) and reducing + updating,
-//                                          and within those gathering, forward, backward, transposed-copy upkeep
-//   shardStat Float64[2·shards]            per micro-shard (loss sum, correct count) of the last step
-//   evalStat  Float64[2·shards]            per evaluation shard (loss sum, correct count)
+//   busy      Float64[threads × BUSY]      milliseconds each worker thread spent, by what (BUSY_*): its rows (the
+//                                          first half of a step; evaluation counts here too) and its outputs (the
+//                                          second half), and within those gathering, forward, backward, weight
+//                                          gradients, optimizer, transposed-copy upkeep; and the rows it ran
+//   blockStat Float64[2·blocks]            per row block of the batch (partition.ts): (loss sum, correct count)
+//   evalStat  Float64[2·threads]           per evaluation task (loss sum, correct count)
 //   lrs       Float64[stepsPerEpoch]       learning rate of each step of the current epoch
 //   stepStat  Float64[2·stepsPerEpoch]     (loss sum, correct count) of each step of the epoch
 //   params    Float32[P]                   the model, flat (model.ts layout)
 //   paramsT   Float32[P]                   each linear layer's weight transposed, (C,OC), at the weight's offset, for
 //                                          families that read it in the forward pass (native); kept current
-//                                          by whoever writes params (the sharded optimizer step, ready())
-//   grad      Float32[P]                   scratch of the reduction (the js family leaves the summed gradient)
-//   slots     Float32[shards × slotStride] gradient of each micro-shard, same layout as params
+//                                          by whoever writes params (the owner of an output, ready())
+//   grad      Float32[P]                   the batch's gradient, each output's written by its owner just before
+//                                          the optimizer reads it: the one gradient-sized buffer of a step
 //   state     Float32[k × P]               optimizer moments (k = 0, 1 or 2)
-//   acts      Float32[…]                   activations and their gradients for shards × rows rows, stage by
-//                                          stage (model.ts stages, mlp.ts activationViews): a training batch's micro-shard s
-//                                          holds its rows at their place in the batch, so the micro-shards a
-//                                          thread runs are contiguous rows; evaluation shard s uses rows
-//                                          [s·rows, (s+1)·rows)
-//   cols      Float32[shards × colsElements] a cnn's convolution scratch, one per micro-shard (a shard's group, an
-//                                          evaluation shard, uses its first shard's): none for an mlp
-//   labels    Int32  [shards × rows]       gathered labels, row for row
+//   acts      Float32[…]                   activations and their gradients for `rows` rows, stage by stage (model.ts
+//                                          stages, mlp.ts activationViews): a training batch's row r is row r
+//                                          (threads run contiguous blocks of them); evaluation task s uses
+//                                          rows [s·evalRows, (s+1)·evalRows)
+//   cols      Float32[threads × colsElements] a cnn's convolution scratch, one per thread (evaluation task s: the
+//                                          s-th): none for an mlp
+//   labels    Int32  [rows]                gathered labels, row for row
 //   perm      Uint32 [trainCount]          the epoch's permutation of training indices
 //   trainX    Uint8  [trainCount × 784]    training images, as stored in the IDX file
 //   trainY    Uint8  [trainCount]
@@ -37,23 +37,30 @@ import { activationElements, activationViews, layerViews, type Activations, type
 import { modelLayout, type Layout, type ModelSpec } from './model.js';
 import { colsElements } from './network.js';
 import { CONTROL_INTS } from './control.js';
+import { rowBlocks } from './partition.js';
 
-/** Per-thread busy-time counters: thread k's counter X is busy[k·BUSY + X]. COMPUTE and REDUCE split a
- *  step (they sum everything a worker does); GATHER, FORWARD and BACKWARD are parts of COMPUTE, SYNC of REDUCE. */
-export const BUSY = 6;
+/** Per-thread counters: thread k's counter X is busy[k·BUSY + X]. COMPUTE and REDUCE split a step in its two
+ *  halves, in milliseconds (they sum everything a worker does): COMPUTE its rows (GATHER, FORWARD, and BACKWARD:
+ *  the loss and input gradients), REDUCE its outputs (WGRAD: the weight gradients over all rows, the reduce
+ *  itself; UPDATE: the optimizer; SYNC: the transposed copy). ROWS counts the rows it ran, not milliseconds. */
+export const BUSY = 9;
 export const BUSY_COMPUTE = 0;
 export const BUSY_REDUCE = 1;
 export const BUSY_GATHER = 2;
 export const BUSY_FORWARD = 3;
 export const BUSY_BACKWARD = 4;
 export const BUSY_SYNC = 5;
+export const BUSY_WGRAD = 6;
+export const BUSY_UPDATE = 7;
+export const BUSY_ROWS = 8;
 
 export interface ArenaSpec {
   model: ModelSpec;
   threads: number;
-  shards: number;
-  /** most batch rows one micro-shard (or one evaluation chunk) processes at once */
-  shardRows: number;
+  /** rows of a training batch, --batch-size (0 for an arena that only evaluates) */
+  batchRows: number;
+  /** rows one evaluation task processes at once */
+  evalRows: number;
   optimizerStates: number;
   /** most optimizer steps in one epoch (sizes the per-step tables) */
   stepsPerEpoch: number;
@@ -67,22 +74,19 @@ export interface ArenaLayout {
   bytes: number;
   control: number;
   busy: number;
-  shardStat: number;
+  blockStat: number;
   evalStat: number;
   lrs: number;
   stepStat: number;
   params: number;
   paramsT: number;
   grad: number;
-  slots: number;
-  /** floats between consecutive gradient slots (P rounded up to 16 floats) */
-  slotStride: number;
   state: number;
   acts: number;
   cols: number;
-  /** floats of one shard's convolution scratch */
+  /** floats of one thread's convolution scratch */
   colsStride: number;
-  /** rows the activation buffers hold: shards × rows */
+  /** rows the activation buffers hold: the batch's, and every evaluation task's */
   actRows: number;
   labels: number;
   perm: number;
@@ -96,6 +100,12 @@ export interface ArenaLayout {
 const ALIGN = 64;
 const PAGE = 65536;
 
+/** Rows of a training arena's evaluation tasks: the batch's rows shared among the threads (whole blocks of 8,
+ *  16 to 256), so that evaluating needs no more activation rows than a training step. */
+export function trainingEvalRows(batchRows: number, threads: number): number {
+  return Math.max(16, Math.min(256, Math.floor(batchRows / threads / 8) * 8));
+}
+
 export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const model = modelLayout(spec.model);
   const P = model.size;
@@ -105,22 +115,20 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
     off = Math.ceil((off + bytes) / ALIGN) * ALIGN;
     return at;
   };
-  const slotStride = Math.ceil(P / 16) * 16;
-  const actRows = spec.shards * spec.shardRows;
+  const actRows = Math.max(spec.batchRows, spec.threads * spec.evalRows);
   const control = take(CONTROL_INTS * 4);
   const busy = take(spec.threads * BUSY * 8);
-  const shardStat = take(spec.shards * 16);
-  const evalStat = take(spec.shards * 16);
+  const blockStat = take(rowBlocks(spec.batchRows) * 16);
+  const evalStat = take(spec.threads * 16);
   const lrs = take(spec.stepsPerEpoch * 8);
   const stepStat = take(spec.stepsPerEpoch * 16);
   const params = take(P * 4);
   const paramsT = take(P * 4);
   const grad = take(P * 4);
-  const slots = take(spec.shards * slotStride * 4);
   const state = take(spec.optimizerStates * P * 4);
   const acts = take(activationElements(model, actRows) * 4);
   const colsStride = Math.ceil(colsElements(model) / 16) * 16;
-  const cols = take(spec.shards * colsStride * 4);
+  const cols = take(spec.threads * colsStride * 4);
   const labels = take(actRows * 4);
   const perm = take(spec.trainCount * 4);
   const trainX = take(spec.trainCount * spec.pixels);
@@ -130,7 +138,7 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const classes = model.layers[model.layers.length - 1];
   const testProbs = take(spec.testCount * classes * 4);
   return {
-    spec, bytes: off, control, busy, shardStat, evalStat, lrs, stepStat, params, paramsT, grad, slots, slotStride, state, acts,
+    spec, bytes: off, control, busy, blockStat, evalStat, lrs, stepStat, params, paramsT, grad, state, acts,
     cols, colsStride, actRows, labels, perm, trainX, trainY, testX, testY, testProbs,
   };
 }
@@ -148,16 +156,13 @@ export interface ArenaViews {
   model: Layout;
   control: Int32Array;
   busy: Float64Array;
-  shardStat: Float64Array;
+  blockStat: Float64Array;
   evalStat: Float64Array;
   lrs: Float64Array;
   stepStat: Float64Array;
   params: Float32Array;
   paramsT: Float32Array;
   grad: Float32Array;
-  /** all slots as one view (slot s starts at s·slotStride) */
-  slotsAll: Float32Array;
-  slot: Float32Array[];
   state: Float32Array[];
   perm: Uint32Array;
   trainX: Uint8Array;
@@ -179,15 +184,13 @@ export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): Are
     model,
     control: new Int32Array(buf, layout.control, CONTROL_INTS),
     busy: new Float64Array(buf, layout.busy, BUSY * s.threads),
-    shardStat: new Float64Array(buf, layout.shardStat, 2 * s.shards),
-    evalStat: new Float64Array(buf, layout.evalStat, 2 * s.shards),
+    blockStat: new Float64Array(buf, layout.blockStat, 2 * rowBlocks(s.batchRows)),
+    evalStat: new Float64Array(buf, layout.evalStat, 2 * s.threads),
     lrs: new Float64Array(buf, layout.lrs, s.stepsPerEpoch),
     stepStat: new Float64Array(buf, layout.stepStat, 2 * s.stepsPerEpoch),
     params: f32(layout.params, P),
     paramsT: f32(layout.paramsT, P),
     grad: f32(layout.grad, P),
-    slotsAll: f32(layout.slots, s.shards * layout.slotStride),
-    slot: Array.from({ length: s.shards }, (_, i) => f32(layout.slots + i * layout.slotStride * 4, P)),
     state: Array.from({ length: s.optimizerStates }, (_, i) => f32(layout.state + i * P * 4, P)),
     perm: new Uint32Array(buf, layout.perm, s.trainCount),
     trainX: new Uint8Array(buf, layout.trainX, s.trainCount * s.pixels),
@@ -198,13 +201,14 @@ export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): Are
   };
 }
 
-/** The activation buffers and labels of all shards × rows rows, and every gradient slot as layers. */
+/** The activation buffers and labels of all the arena's rows, the threads' convolution scratch, and the
+ *  gradient as layers. */
 export interface BatchViews {
   acts: Activations;
-  /** micro-shard s's convolution scratch */
+  /** thread k's convolution scratch (evaluation task s: the s-th) */
   cols: Float32Array[];
   labels: Int32Array;
-  grad: LayerViews[];
+  grad: LayerViews;
 }
 
 export function batchViews(memory: WebAssembly.Memory, views: ArenaViews): BatchViews {
@@ -213,10 +217,10 @@ export function batchViews(memory: WebAssembly.Memory, views: ArenaViews): Batch
   const buf = new Float32Array(memory.buffer, layout.acts, activationElements(model, n));
   return {
     acts: activationViews(buf, model, n),
-    cols: Array.from({ length: layout.spec.shards }, (_, s) =>
-      new Float32Array(memory.buffer, layout.cols + s * layout.colsStride * 4, layout.colsStride)),
+    cols: Array.from({ length: layout.spec.threads }, (_, k) =>
+      new Float32Array(memory.buffer, layout.cols + k * layout.colsStride * 4, layout.colsStride)),
     labels: new Int32Array(memory.buffer, layout.labels, n),
-    grad: views.slot.map((slot) => layerViews(slot, model)),
+    grad: layerViews(views.grad, model),
   };
 }
 

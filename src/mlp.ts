@@ -7,7 +7,7 @@ import type { F, KernelSet, Labels } from './kernels/index.js';
 import type { Layout } from './model.js';
 import { KK } from './kernels/reference.js';
 
-/** Views of one parameter-shaped buffer (parameters or one gradient slot), per layer. */
+/** Views of one parameter-shaped buffer (the parameters or the gradient), per layer. */
 export interface LayerViews {
   w: F[];
   b: F[];
@@ -18,7 +18,7 @@ export interface LayerViews {
   wt?: F[];
 }
 
-/** Activation scratch for one shard, one view per stage of model.ts's `stages`: h[0..] and their gradients
+/** Activation scratch for a number of rows, one view per stage of model.ts's `stages`: h[0..] and their gradients
  *  dh[1..] (dh[0], the input's, is never needed). For an mlp h[l] is linear layer l's input. */
 export interface Activations {
   h: F[];
@@ -52,7 +52,7 @@ export function syncTransposed(k: KernelSet, net: LayerViews, layout: Layout, st
   });
 }
 
-/** Elements of scratch one shard of up to `rows` rows needs: Σ_l n[l]·rows for h plus Σ_{l≥1} n[l]·rows for
+/** Elements of scratch `rows` rows need: Σ_l n[l]·rows for h plus Σ_{l≥1} n[l]·rows for
  *  dh, n = the stages. */
 export function activationElements(layout: Layout, rows: number): number {
   const n = layout.stages;
@@ -104,67 +104,60 @@ export function mlpForward(k: KernelSet, net: LayerViews, acts: Activations, lay
 }
 
 export interface LossStats {
-  /** Σ over the B rows of the per-row loss */
+  /** Σ over the rows of the per-row loss */
   lossSum: number;
   correct: number;
 }
 
-/**
- * Loss of the logits in acts.h[L] and the gradients of scale · Σ_rows loss into `grad`.
- * The softmax probabilities are written into dh[L] and turned into dlogits in place. With `inputGrad` (a cnn's
- * head) the gradient of the input h[0] goes to dh[0] too.
- */
-export function mlpBackward(k: KernelSet, grad: LayerViews, net: LayerViews, acts: Activations, layout: Layout,
-                            targets: Labels, B: number, smoothing: number, scale: number, inputGrad = false): LossStats {
-  const L = layout.linear.length;
-  const V = layout.layers[L];
-  const logits = acts.h[L];
-  const correct = k.countCorrect(logits, targets, B, V);
-  const lossSum = k.crossEntropyForward(acts.dh[L], logits, targets, B, V, smoothing);
-  k.crossEntropyBackward(acts.dh[L], acts.dh[L], targets, B, V, smoothing, scale);
-  for (let l = L - 1; l >= 0; l--) {
-    const { C, OC } = layout.linear[l];
-    k.linearBackward(l > 0 || inputGrad ? acts.dh[l] : null, grad.w[l], grad.b[l], acts.dh[l + 1], acts.h[l], net.w[l], B, C, OC);
-    if (l > 0) k.reluBackward(acts.dh[l], acts.dh[l], acts.h[l], B * C);
-  }
-  return { lossSum, correct };
-}
-
-/** Rows [first, first + count) of a group: one micro-shard. */
+/** Rows [first, first + count) of the rows a call holds: one row block, or every row. */
 export interface RowRange {
   first: number;
   count: number;
 }
 
 /**
- * mlpBackward for several micro-shards whose rows lie together in `acts` (B rows in all, forward already
- * run over them): each shard's loss and weight gradients go to its own slot, grads[i] for shards[i], while
- * the input gradients run once over all B rows (with `inputGrad`, into dh[0] too). Needs k.groupsRows and k.linearBackwardInput; every shard's
- * gradient then has the same bits as mlpBackward on that shard alone.
+ * The rows' half of the backward pass, after mlpForward over the same B rows: the loss of each block of rows
+ * (its sum and correct count), then the gradient of scale · Σ_rows loss with respect to every stage's output:
+ * dh[L] (the softmax probabilities, turned into dlogits in place) down to dh[1], and with `inputGrad` (a cnn's
+ * head) dh[0] too. No weight gradient: that is mlpWeightGradient's, over all the batch's rows.
  */
-export function mlpBackwardGroup(k: KernelSet, grads: LayerViews[], net: LayerViews, acts: Activations, layout: Layout,
-                                 targets: Labels, shards: readonly RowRange[], B: number, smoothing: number,
-                                 scale: number, inputGrad = false): LossStats[] {
-  if (!k.groupsRows || !k.linearBackwardInput) throw new Error(`the ${k.name} kernels cannot run micro-shards together`);
+export function mlpBackwardRows(k: KernelSet, net: LayerViews, acts: Activations, layout: Layout, targets: Labels,
+                                blocks: readonly RowRange[], B: number, smoothing: number, scale: number,
+                                inputGrad = false): LossStats[] {
   const L = layout.linear.length;
   const V = layout.layers[L];
-  const stats = shards.map(({ first, count }) => {
+  const stats = blocks.map(({ first, count }) => {
     const logits = acts.h[L].subarray(first * V, (first + count) * V);
     const probs = acts.dh[L].subarray(first * V, (first + count) * V);
     const t = targets.subarray(first, first + count);
     const correct = k.countCorrect(logits, t, count, V);
     const lossSum = k.crossEntropyForward(probs, logits, t, count, V, smoothing);
-    k.crossEntropyBackward(probs, probs, t, count, V, smoothing, scale);
     return { lossSum, correct };
   });
-  for (let l = L - 1; l >= 0; l--) {
+  k.crossEntropyBackward(acts.dh[L], acts.dh[L], targets, B, V, smoothing, scale);
+  for (let l = L - 1; l >= (inputGrad ? 0 : 1); l--) {
     const { C, OC } = layout.linear[l];
-    shards.forEach(({ first, count }, i) => {
-      k.linearBackward(null, grads[i].w[l], grads[i].b[l], acts.dh[l + 1].subarray(first * OC, (first + count) * OC),
-                       acts.h[l].subarray(first * C, (first + count) * C), net.w[l], count, C, OC);
-    });
-    if (l > 0 || inputGrad) k.linearBackwardInput(acts.dh[l], acts.dh[l + 1], net.w[l], B, C, OC);
+    k.linearBackwardInput(acts.dh[l], acts.dh[l + 1], net.w[l], B, C, OC);
     if (l > 0) k.reluBackward(acts.dh[l], acts.dh[l], acts.h[l], B * C);
   }
+  return stats;
+}
+
+/** Outputs [o0, o1) of linear layer l: their weight and bias gradients over all B rows of acts (after
+ *  mlpBackwardRows over them), into grad's rows o0..o1. */
+export function mlpWeightGradient(k: KernelSet, grad: LayerViews, acts: Activations, layout: Layout, l: number, o0: number,
+                                  o1: number, B: number): void {
+  const { C, OC } = layout.linear[l];
+  k.linearBackwardWeight(grad.w[l], grad.b[l], acts.dh[l + 1], acts.h[l], B, C, OC, o0, o1);
+}
+
+/**
+ * The whole backward pass in one thread: mlpBackwardRows over the B rows as one block, then every layer's
+ * weight gradient, into `grad`. Returns the rows' loss sum and correct count.
+ */
+export function mlpBackward(k: KernelSet, grad: LayerViews, net: LayerViews, acts: Activations, layout: Layout,
+                            targets: Labels, B: number, smoothing: number, scale: number, inputGrad = false): LossStats {
+  const [stats] = mlpBackwardRows(k, net, acts, layout, targets, [{ first: 0, count: B }], B, smoothing, scale, inputGrad);
+  layout.linear.forEach(({ OC }, l) => mlpWeightGradient(k, grad, acts, layout, l, 0, OC, B));
   return stats;
 }

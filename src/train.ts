@@ -6,7 +6,6 @@
 // dashboard's live figures are throughput.ts.
 import { rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
-import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Checkpoint, TrainState } from './checkpoint.js';
 import { modelSpec, type Config } from './config.js';
@@ -18,8 +17,10 @@ import { loadSplit, type Split } from './data/idx.js';
 import { NO_EARLY_STOP_YET, earlyStop } from './early-stopping.js';
 import { UsageError, UserError } from './errors.js';
 import { ensureWritableDir } from './fsutil.js';
+import { trainingEvalRows } from './memory.js';
 import type { EpochRecord, Snapshot } from './metrics.js';
 import { describeModel, initParams, modelLayout } from './model.js';
+import { ROW_BLOCK, rowBlocks } from './partition.js';
 import { learningRate, optimizerStateCount, type OptimizerConfig, type ScheduleConfig } from './optim.js';
 import { Rng } from './rng.js';
 import { RunOutputs } from './run-outputs.js';
@@ -251,10 +252,11 @@ function startState(cfg: Config, coord: Coordinator, trainCount: number, resume:
   // the same bytes, so only the family decides whether a resumed run continues bit for bit
   const kernels = coord.kernels.label;
   if (coord.kernels.fallback) note(coord.kernels.fallback);
-  if (cfg.threads > cfg.shards && availableParallelism() > cfg.shards) {
-    // a micro-shard is the unit of work of the forward and backward passes: more threads than shards wait
-    note(`--threads ${cfg.threads} with --shards ${cfg.shards}: only ${cfg.shards} threads ` +
-      `run the forward and backward passes; pass --shards ${Math.min(cfg.threads, availableParallelism())} (or more) to use more cores`);
+  if (rowBlocks(cfg.batchSize) < coord.active) {
+    // a block of rows is the unit of work of the forward and backward passes
+    note(`--threads ${cfg.threads} with --batch-size ${cfg.batchSize}: the batch has ${rowBlocks(cfg.batchSize)} blocks of ` +
+      `${ROW_BLOCK} rows, so only ${rowBlocks(cfg.batchSize)} threads run the forward and backward passes; a batch of ` +
+      `${coord.active * ROW_BLOCK} or more keeps all ${coord.active} busy`);
   }
   if (resume && resume.state.kernelFamily && resume.state.kernelFamily.split(' ')[0] !== coord.family) {
     note(`${resume.file} was trained with the ${resume.state.kernelFamily} kernels, this run uses ${kernels}: ` +
@@ -280,19 +282,19 @@ async function arenaWithData(cfg: Config, data: Datasets): Promise<{ coord: Coor
   try {
     coord = new Coordinator({
     spec: {
-      model: modelSpec(cfg), threads: cfg.threads, shards: cfg.shards,
-      shardRows: Math.max(Math.ceil(cfg.batchSize / cfg.shards), 64), optimizerStates: optimizerStateCount(optimizer),
+      model: modelSpec(cfg), threads: cfg.threads, batchRows: cfg.batchSize,
+      evalRows: trainingEvalRows(cfg.batchSize, cfg.threads), optimizerStates: optimizerStateCount(optimizer),
       stepsPerEpoch, trainCount, testCount, pixels,
     },
     optimizer, kernels: cfg.kernels, pipeline: cfg.pipeline, mean: info.mean, std: info.std,
-    labelSmoothing: cfg.labelSmoothing, augment: cfg.augment ? cfg.seed : null,
+    labelSmoothing: cfg.labelSmoothing, augment: cfg.augment ? cfg.seed : null, oversubscribe: cfg.oversubscribe,
     });
   } catch (e) {
     if (!(e instanceof RangeError)) throw e;
-    // the arena holds the model, one gradient slot per shard and the activations of every shard
+    // the arena holds the model, its gradient and moments, and the activations of a whole batch
     const sizes = `--hidden ${cfg.hidden.join(',')}${cfg.model === 'cnn' ? ` --channels ${cfg.channels.join(',')}` : ''}`;
-    throw new UsageError(`${sizes} with --shards ${cfg.shards} and --batch-size ${cfg.batchSize}: ` +
-      `the shared memory does not fit (${e.message}); choose smaller layers, fewer shards or a smaller batch`);
+    throw new UsageError(`${sizes} with --batch-size ${cfg.batchSize}: ` +
+      `the shared memory does not fit (${e.message}); choose smaller layers or a smaller batch`);
   }
   const v = coord.views;
   v.trainX.set(trainSplit.images.subarray(0, trainCount * pixels));

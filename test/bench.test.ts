@@ -211,7 +211,6 @@ describe('bench flags', () => {
     expect(await usage('scaling', '--batch-size', '')).toMatch(/^--batch-size: /);
     expect(await usage('scaling', '--repeats', '0')).toMatch(/^--repeats: /);
     expect(await usage('scaling', '--kernels', 'fast')).toMatch(/^--kernels: expected one of auto, native, relaxed, simd, js, got 'fast'$/);
-    expect(await usage('scaling', '--shards', '-1')).toMatch(/^--shards: /);
     expect(await usage('scaling', '--dataset', 'cifar')).toMatch(/^--dataset: /);
     expect(await usage('peers', '--threads', '1,2')).toMatch(/^--threads: expected an integer/);
     expect(await usage('peers', '--seconds', 'NaN')).toMatch(/^--seconds: /);

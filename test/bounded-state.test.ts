@@ -46,7 +46,7 @@ describe('bounded state', () => {
   it(`over ${EPOCHS * STEPS_PER_EPOCH} steps the checkpoint keeps its size and an epoch's end its cost`, async () => {
     const out = mkdtempSync(join(tmpdir(), 'mnist-par-bounded-'));
     const cfg = validate({
-      dataDir: mnistDir, download: false, hidden: [8], threads: 1, shards: 1, batchSize: 1, kernels: 'js',
+      dataDir: mnistDir, download: false, hidden: [8], threads: 1, batchSize: 1, kernels: 'js',
       limitTrain: STEPS_PER_EPOCH, limitTest: 50, epochs: EPOCHS, schedule: 'none', lr: 1e-3, out, plots: join(out, 'plots'),
       dashboard: false,
     });

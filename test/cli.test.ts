@@ -12,7 +12,7 @@ describe('mnist-par --help', () => {
   it('lists every training flag with its default', () => {
     const r = runCli(['--help']);
     expect(r.code).toBe(0);
-    for (const flag of ['--dataset', '--data-dir', '--threads', '--shards', '--kernels', '--epochs', '--batch-size',
+    for (const flag of ['--dataset', '--data-dir', '--threads', '--oversubscribe', '--kernels', '--epochs', '--batch-size',
       '--limit-train', '--limit-test', '--hidden', '--seed', '--optimizer', '--lr', '--momentum', '--weight-decay',
       '--schedule', '--warmup', '--label-smoothing', '--out', '--log-every', '--config', '--no-download', '--model', '--channels']) {
       expect(r.stdout, flag).toContain(flag);
@@ -82,6 +82,17 @@ describe('invalid flag values', () => {
     expect(r.code).toBe(2);
     expect(r.stderr).toBe('mnist-par: --pipeline tasks: that pipeline was removed (it gave the same bytes as lockstep, more slowly); ' +
       'leave the flag out or use --pipeline lockstep\n');
+    expect(existsSync(out)).toBe(false);
+  });
+
+  it('--shards (removed) → exit 2, one line that says what replaced it, nothing written', () => {
+    const out = join(tmp(), 'out');
+    for (const args of [['--shards', '4'], ['train', '--shards', '8']]) {
+      const r = runCli([...args, '--out', out, '--data-dir', mnistDir]);
+      expect(r.code).toBe(2);
+      expect(r.stderr).toBe('mnist-par: --shards: removed; every thread now gets an equal share of each batch in blocks of ' +
+        '8 rows, and the gradient is all-reduced without per-shard slots, so there is nothing to choose; leave the flag out\n');
+    }
     expect(existsSync(out)).toBe(false);
   });
 

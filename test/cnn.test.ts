@@ -1,6 +1,6 @@
-// The convolutional net through the engine's one door (src/network.ts forward / backward / backwardGroup, over
-// src/cnn.ts and mlp.ts's head): float64 gradient checks of every parameter tensor of the whole net against
-// finite differences, micro-shards run together (backwardGroup) against each shard alone bit for bit, and every
+// The convolutional net through the engine's one door (src/network.ts forward / backward / backwardRows /
+// weightGradient, over src/cnn.ts and mlp.ts's head): float64 gradient checks of every parameter tensor of the
+// whole net against finite differences, the step split among threads against one thread bit for bit, and every
 // fast family against the float64 reference on real MNIST images at the default sizes.
 // (The kernels alone are in conv-kernels.test.ts; a trained cnn's file through eval, predict, the library and
 // PyTorch in cnn-model.test.ts.)
@@ -11,13 +11,14 @@ import { referenceKernels, type F, type KernelSet } from '../src/kernels/index.j
 import * as ref from '../src/kernels/reference.js';
 import type { Kernels } from '../src/kernels/wasm.js';
 import {
-  activationElements, activationViews, layerViews, layerViewsWithTransposed, syncTransposed, type Activations,
+  activationElements, activationViews, layerViews, layerViewsWithTransposed, rowsOf, syncTransposed, type Activations,
   type LayerViews, type RowRange,
 } from '../src/mlp.js';
 import {
   CLASSES, DEFAULT_CHANNELS, DEFAULT_CNN_HIDDEN, initParams, modelLayout, tensorNames, type Layout, type ModelSpec,
 } from '../src/model.js';
-import { backward, backwardGroup, colsElements, evaluate, forward } from '../src/network.js';
+import { backward, backwardRows, colsElements, evaluate, forward, weightGradient } from '../src/network.js';
+import { ownedParts, ROW_BLOCK, threadRows } from '../src/partition.js';
 import { Rng } from '../src/rng.js';
 import { Arena, fastFamilies, rebuildWasm } from './arena.js';
 import { expectClose, gradCheck, randomArray } from './check.js';
@@ -176,27 +177,10 @@ describe('the whole cnn in float64 through network.ts: every tensor against fini
 });
 
 // ---------------------------------------------------------------------------------------------------------
-// Micro-shards run together: backwardGroup over a group's rows gives each shard's slot the bits of backward
-// on that shard alone (what lets a thread run its micro-shards in one pass and keep --threads invisible in
-// the weights). An empty shard inside a group gets exact zeros, as workers/trainer.ts's emptyShard writes for
-// a shard alone: a slot left stale there would add an earlier step's gradient.
-
-/** The reference kernels in float64 with what grouping needs: dinp alone, and every row's bits independent
- *  of the others in the call (true of the plain loops). */
-function groupedReference(): KernelSet {
-  return {
-    ...referenceKernels,
-    name: 'js grouped (float64)',
-    groupsRows: true,
-    linearBackwardInput(dinp, dout, weight, B, C, OC) {
-      ref.linearBackward(dinp, new Float64Array(OC * C), new Float64Array(OC), dout, new Float64Array(B * C), weight, B, C, OC);
-    },
-  };
-}
-
-// 9 images in 5 shards, one of them empty (first, count): the split of a ragged batch over more shards than it fills
-const SHARDS: RowRange[] = [{ first: 0, count: 2 }, { first: 2, count: 3 }, { first: 5, count: 0 }, { first: 5, count: 1 }, { first: 6, count: 3 }];
-const GROUP_ROWS = 9;
+// The step split in two halves, as the workers run it (partition.ts): each thread's rows through forward and
+// backwardRows, then each thread's outputs of every layer through weightGradient over all the rows. Whatever
+// the number of threads, the gradient has the bits of backward() in one thread, and the loss of every row block
+// is the same: what keeps --threads invisible in the weights.
 
 interface Buffers {
   /** a fresh array of n floats, every one NaN */
@@ -205,57 +189,70 @@ interface Buffers {
   random(n: number): F;
 }
 
-/** Runs one group through backwardGroup and each shard through forward + backward alone; compares bit for bit. */
-function groupAgainstAlone(k: KernelSet, buf: Buffers, spec: ModelSpec, smoothing: number, transposed: boolean): void {
+// 19 images: blocks of 8, 8 and 3 (a ragged last block); 5 threads leave two without rows
+const SPLIT_ROWS = 19;
+
+/** Runs the two halves split among 1, 2, 3 and 5 threads and compares each with backward() in one thread. */
+function splitAgainstWhole(k: KernelSet, buf: Buffers, spec: ModelSpec, smoothing: number, transposed: boolean): void {
   const layout = modelLayout(spec);
   const params = buf.random(layout.size);
   for (let i = 0; i < layout.size; i++) params[i] *= 0.3;
   const net: LayerViews = transposed ? layerViewsWithTransposed(params, buf.take(layout.size), layout) : layerViews(params, layout);
   syncTransposed(k, net, layout, 0, layout.size);
-  const B = GROUP_ROWS;
+  const B = SPLIT_ROWS;
   const x = buf.random(B * layout.stages[0]);
   const y = Int32Array.from({ length: B }, (_, i) => (i * 7 + 3) % CLASSES);
-  const acts = activationViews(buf.take(activationElements(layout, B)), layout, B);
-  acts.h[0].set(x);
-  const cols = buf.take(colsElements(layout));
-  const slots = SHARDS.map(() => buf.take(layout.size));
-  forward(k, net, acts, layout, cols, B);
-  const stats = backwardGroup(k, slots.map((s) => layerViews(s, layout)), net, acts, layout, cols, y, SHARDS, B, smoothing, 1 / B);
-  expect(stats).toHaveLength(SHARDS.length);
+  // a thread's rows in blocks, as rows of its own views
+  const blocksOf = (count: number): RowRange[] =>
+    Array.from({ length: Math.ceil(count / ROW_BLOCK) }, (_, i) => ({ first: i * ROW_BLOCK, count: Math.min(ROW_BLOCK, count - i * ROW_BLOCK) }));
 
-  SHARDS.forEach(({ first, count }, s) => {
-    const what = `${k.name} ${JSON.stringify(spec)} shard ${s} (rows ${first}..${first + count})`;
-    if (count === 0) {
-      expect(stats[s], what).toEqual({ lossSum: 0, correct: 0 });
-      const i = slots[s].findIndex((v) => v !== 0);
-      expect(i, `${what}: an empty shard's slot is all zeros, found ${slots[s][i]} at ${i}`).toBe(-1);
-      return;
+  const whole = buf.take(layout.size);
+  const acts0 = activationViews(buf.take(activationElements(layout, B)), layout, B);
+  acts0.h[0].set(x);
+  const cols0 = buf.take(colsElements(layout));
+  forward(k, net, acts0, layout, cols0, B);
+  const total = backward(k, layerViews(whole, layout), net, acts0, layout, cols0, y, B, smoothing, 1 / B);
+
+  let blockStats0: { lossSum: number; correct: number }[] = [];
+  for (const active of [1, 2, 3, 5]) {
+    const acts = activationViews(buf.take(activationElements(layout, B)), layout, B);
+    acts.h[0].set(x);
+    const grad = buf.take(layout.size);
+    const cols = Array.from({ length: active }, () => buf.take(colsElements(layout)));
+    const stats: { lossSum: number; correct: number }[] = [];
+    for (let t = 0; t < active; t++) {
+      const { first, count } = threadRows(B, active, t);
+      if (count === 0) continue;
+      const mine = rowsOf(acts, layout, first, count);
+      forward(k, net, mine, layout, cols[t], count);
+      stats.push(...backwardRows(k, net, mine, layout, cols[t], y.subarray(first, first + count), blocksOf(count),
+        count, smoothing, 1 / B));
     }
-    const alone = activationViews(buf.take(activationElements(layout, count)), layout, count);
-    alone.h[0].set(x.subarray(first * 784, (first + count) * 784));
-    const aloneCols = buf.take(colsElements(layout));
-    const slot = buf.take(layout.size);
-    forward(k, net, alone, layout, aloneCols, count);
-    const r = backward(k, layerViews(slot, layout), net, alone, layout, aloneCols, y.subarray(first, first + count), count,
-      smoothing, 1 / B);
-    expect(stats[s], what).toEqual(r);
-    const diff = slot.findIndex((v, i) => !Object.is(v, slots[s][i]));
-    expect(diff, `${what}: alone ${slot[diff]}, grouped ${slots[s][diff]} at ${diff}`).toBe(-1);
-  });
-  // the comparison can fail: the slots differ from each other (and are no zeros)
-  expect(slots[0].some((v, i) => v !== slots[1][i])).toBe(true);
+    for (let t = 0; t < active; t++) {
+      for (const part of ownedParts(layout, active, t)) weightGradient(k, layerViews(grad, layout), acts, layout, cols[t], part, B);
+    }
+    const what = `${k.name} ${JSON.stringify(spec)} smoothing ${smoothing} on ${active} threads`;
+    expect(stats, what).toHaveLength(Math.ceil(B / ROW_BLOCK));
+    if (active === 1) blockStats0 = stats;
+    else expect(stats, `${what}: the blocks' losses`).toEqual(blockStats0);
+    expect(stats.reduce((a, r) => a + r.correct, 0), what).toBe(total.correct);
+    const diff = grad.findIndex((v, i) => !Object.is(v, whole[i]));
+    expect(diff, `${what}: one thread ${whole[diff]}, split ${grad[diff]} at ${diff}`).toBe(-1);
+  }
+  // the comparison can fail: the gradient is not all zeros
+  expect(whole.some((v) => v !== 0)).toBe(true);
 }
 
 const SPECS = [cnn([3, 5], [7]), cnn([4], [6, 5])];
 
-describe('backwardGroup = backward on each shard alone, bit for bit', () => {
-  it.each(SPECS)('%o, the float64 reference with grouping switched on (smoothing 0.1 and 0)', (spec) => {
+describe('the step split among threads = backward() in one thread, bit for bit', () => {
+  it.each(SPECS)('%o, the float64 reference (smoothing 0.1 and 0)', (spec) => {
     const rng = new Rng(31);
     const buf: Buffers = {
       take: (n) => new Float64Array(n).fill(NaN),
       random: (n) => randomArray(rng, n, -1, 1, Float64Array),
     };
-    for (const smoothing of [0.1, 0]) groupAgainstAlone(groupedReference(), buf, spec, smoothing, false);
+    for (const smoothing of [0.1, 0]) splitAgainstWhole(k64, buf, spec, smoothing, false);
   });
 });
 
@@ -384,27 +381,14 @@ for (const fam of families) {
       arena.checkGuards(`${fam.title} evaluate`);
     });
 
-    // what only a family that groups micro-shards (native) can do is defined only for it (not defined-and-skipped)
-    const grouping = fam.title.startsWith('native');
-    const none = (() => undefined) as unknown as typeof it;
-    (grouping ? it : none)('backwardGroup = backward on each shard alone, bit for bit (native groups micro-shards)', async () => {
-      expect(k.groupsRows, `${fam.title} groups rows`).toBe(true);
+    it('the step split among 1, 2, 3 and 5 threads = backward() in one thread, bit for bit', () => {
       for (const spec of SPECS) {
         for (const smoothing of [0.1, 0]) {
           arena.reset();
-          groupAgainstAlone(k, { take: (n) => arena.take(n), random: (n) => arena.random(n) }, spec, smoothing, true);
-          arena.checkGuards(`${fam.title} group ${JSON.stringify(spec)}`);
+          splitAgainstWhole(k, { take: (n) => arena.take(n), random: (n) => arena.random(n) }, spec, smoothing, true);
+          arena.checkGuards(`${fam.title} split ${JSON.stringify(spec)}`);
         }
       }
-    });
-
-    (grouping ? none : it)('backwardGroup is refused: this family does not group micro-shards', () => {
-      expect(k.groupsRows ?? false).toBe(false);
-      arena.reset();
-      const layout = modelLayout(cnn([2], [3]));
-      expect(() => backwardGroup(k, [layerViews(arena.take(layout.size), layout)], layerViews(arena.random(layout.size), layout),
-        activationViews(arena.take(activationElements(layout, 1)), layout, 1), layout, arena.take(colsElements(layout)),
-        new Int32Array(1), [{ first: 0, count: 1 }], 1, 0, 1)).toThrow(/cannot run micro-shards together/);
     });
   });
 }

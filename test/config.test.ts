@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { modelSpec, parseValue, readConfigFile, validate } from '../src/config.js';
+import { checkConfigFields, modelSpec, parseValue, readConfigFile, validate } from '../src/config.js';
 import { UsageError } from '../src/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mnist-par-config-'));
@@ -82,6 +82,15 @@ describe('--pipeline', () => {
     expect(refusal('{"pipeline": "steps"}').message).toMatch(/--pipeline: expected one of lockstep, got 'steps'/);
     expect(parseValue('pipeline', 'lockstep')).toBe('lockstep');
     expect(() => parseValue('pipeline', 'tasks')).toThrow(/^--pipeline tasks: that pipeline was removed/);
+  });
+});
+
+describe('--shards', () => {
+  it('is gone: a saved configuration that carries it (a checkpoint, a config.json) loads with the field ignored', () => {
+    const cfg = validate({ shards: 4, threads: 2 });
+    expect(cfg.threads).toBe(2);
+    expect('shards' in cfg).toBe(false);
+    expect(() => checkConfigFields({ shards: 8, epochs: 2 })).not.toThrow();
   });
 });
 

@@ -546,15 +546,26 @@ for (const fam of families) {
       expect(() => k.conv2dForward(out, inp, w, bias, cols, -1, C, OC, H, W)).toThrow(/non-negative integer/);
       const dw = arena.take(OC * C * KK);
       const db = arena.take(OC);
-      expect(() => k.conv2dBackward(short(inp), dw, db, out, inp, w, cols, B, C, OC, H, W)).toThrow(/dinp has/);
-      expect(() => k.conv2dBackward(null, short(dw), db, out, inp, w, cols, B, C, OC, H, W)).toThrow(/dweight has/);
-      expect(() => k.conv2dBackward(null, dw, db, short(out), inp, w, cols, B, C, OC, H, W)).toThrow(/dout has/);
-      expect(() => k.conv2dBackward(null, dw, db, out, inp, w, short(cols), B, C, OC, H, W)).toThrow(/cols has/);
+      // the backward pass's two halves, each checked before it writes (the whole kernel is the two in turn)
+      const dinp = arena.take(B * C * H * W);
+      expect(() => k.conv2dBackwardInput(short(dinp), out, w, cols, B, C, OC, H, W)).toThrow(/dinp has/);
+      expect(() => k.conv2dBackwardInput(dinp, short(out), w, cols, B, C, OC, H, W)).toThrow(/dout has/);
+      expect(() => k.conv2dBackwardInput(dinp, out, short(w), cols, B, C, OC, H, W)).toThrow(/weight has/);
+      expect(() => k.conv2dBackwardInput(dinp, out, w, short(cols), B, C, OC, H, W)).toThrow(/cols has/);
+      expect(() => k.conv2dBackwardWeight(short(dw), db, out, inp, cols, B, C, OC, H, W, 0, OC)).toThrow(/dweight has/);
+      expect(() => k.conv2dBackwardWeight(dw, db, short(out), inp, cols, B, C, OC, H, W, 0, OC)).toThrow(/dout has/);
+      expect(() => k.conv2dBackwardWeight(dw, db, out, short(inp), cols, B, C, OC, H, W, 0, OC)).toThrow(/inp has/);
+      expect(() => k.conv2dBackwardWeight(dw, db, out, inp, short(cols), B, C, OC, H, W, 0, OC)).toThrow(/cols has/);
+      expect(() => k.conv2dBackwardWeight(dw, db, out, inp, cols, B, C, OC, H, W, 3, 5)).toThrow(/o0 ≤ o1 ≤ OC/);
       expect(() => k.maxPoolForward(arena.take(B * C * 16 - 1), inp, B, C, H, W)).toThrow(/out has/);
       expect(() => k.maxPoolBackward(short(inp), arena.take(B * C * 16), inp, B, C, H, W)).toThrow(/dinp has/);
       expect(() => k.maxPoolBackward(inp, arena.take(B * C * 16), short(inp), B, C, H, W)).toThrow(/inp has/);
       // nothing was written by the calls that threw
-      expect(out.every(Number.isNaN) && dw.every(Number.isNaN) && db.every(Number.isNaN) && cols.every(Number.isNaN)).toBe(true);
+      for (const [name, v] of [['out', out], ['dinp', dinp], ['dweight', dw], ['dbias', db], ['cols', cols]] as const) {
+        expect(v.every(Number.isNaN), `${name} untouched`).toBe(true);
+      }
+      // the whole backward is the two halves in turn: the second one's check still refuses
+      expect(() => k.conv2dBackward(short(inp), dw, db, out, inp, w, cols, B, C, OC, H, W)).toThrow(/dinp has/);
       expect(() => k.conv2dForward(out, new Float64Array(inp.length), w, bias, cols, B, C, OC, H, W))
         .toThrow(/inp must be a Float32Array/);
       if (!isNative) {

@@ -73,27 +73,28 @@ describe('training end to end', () => {
     // … then epoch 2 fails at its fifth step
     const r = runCli(['--resume', out, '--epochs', '2'], { MNIST_PAR_INJECT_FAULT: 'forwardBackward:37' });
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/worker task forwardBackward \(step 37, shard \d+\) failed: injected fault/);
+    expect(r.stderr).toMatch(/worker task forwardBackward \(step 37, rows \d+\.\.\d+\) failed: injected fault/);
     expect(r.stderr).not.toMatch(/\n\s+at /);
     expect(readFileSync(join(out, 'model.safetensors')).equals(before)).toBe(true);
   });
 
-  it('one failing shard stops its peers at their barriers; the error names that shard, not a peer', () => {
-    for (const threads of ['3', '8']) {
+  it('one failing worker stops its peers at their barriers; the error names its rows, not a peer\'s', () => {
+    // batch 64 (small) in 8 blocks of 8 rows: worker 1 of 3 runs blocks 2..4, of 8 (every one working) block 1
+    for (const [threads, rows] of [['3', 'rows 16..39'], ['8', 'rows 8..15']]) {
       const out = join(tmp(), 'models');
-      const r = runCli(['--data-dir', mnistDir, '--out', out, '--threads', threads, ...small],
-        { MNIST_PAR_INJECT_FAULT: 'forwardBackward:6:3' }, 60_000);
+      const r = runCli(['--data-dir', mnistDir, '--out', out, '--threads', threads, '--oversubscribe', ...small],
+        { MNIST_PAR_INJECT_FAULT: 'forwardBackward:6:1' }, 60_000);
       expect(r.code, `threads ${threads}`).toBe(1);
-      expect(r.stderr).toMatch(/worker task forwardBackward \(step 6, shard 3\) failed: injected fault/);
+      expect(r.stderr).toContain(`worker task forwardBackward (step 6, ${rows}) failed: injected fault`);
     }
   });
 
-  it('a failing reduce in an oversubscribed lockstep pool releases every barrier and names the slice', () => {
+  it('a failing reduce in an oversubscribed lockstep pool releases every barrier and names the worker', () => {
     const out = join(tmp(), 'models');
-    const r = runCli(['--data-dir', mnistDir, '--out', out, '--threads', '8', ...small],
-      { MNIST_PAR_INJECT_FAULT: 'reduceStep:7:0' }); // only the slice that starts at parameter 0
+    const r = runCli(['--data-dir', mnistDir, '--out', out, '--threads', '8', '--oversubscribe', ...small],
+      { MNIST_PAR_INJECT_FAULT: 'reduceStep:7:5' }); // only worker 5's outputs
     expect(r.code).toBe(1);
-    expect(r.stderr).toMatch(/worker task reduceStep \(step 7, slice 0\) failed: injected fault/);
+    expect(r.stderr).toMatch(/worker task reduceStep \(step 7, outputs of worker 5\) failed: injected fault/);
     expect(r.stderr.trim().split('\n')).toHaveLength(1);
   });
 });

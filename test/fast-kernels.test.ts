@@ -4,7 +4,6 @@ import { readFileSync } from 'node:fs';
 import { Worker } from 'node:worker_threads';
 import { beforeAll, describe, expect, it } from 'vitest';
 import * as ref from '../src/kernels/reference.js';
-import { reduceSlots as refReduceSlots } from '../src/kernels/reduce.js';
 import {
   enableRelaxedSimd, jsKernels, loadKernels, resolveKernels, wasmPath, type Kernels,
 } from '../src/kernels/wasm.js';
@@ -124,8 +123,9 @@ for (const fam of families) {
       }
     });
 
-    itNative('linearBackwardInput matches the reference and gives each row the same bits in any group', () => {
-      expect(k.groupsRows && k.linearBackwardInput, 'native runs micro-shards together').toBeTruthy();
+    it('linearBackwardInput matches the reference, each row the same bits in any call starting at a block', () => {
+      // what lets a thread run the input gradients of all its rows in one call: its rows start at a multiple
+      // of 8 (partition.ts ROW_BLOCK); native gives every row the same bits wherever its call starts
       for (const B of [1, 5, 16, 33]) {
         for (const [C, OC] of SHAPES) {
           arena.reset();
@@ -133,20 +133,51 @@ for (const fam of families) {
           const w = arena.random(OC * C);
           const dinp = arena.take(B * C);
           const e = new Float64Array(B * C);
-          ref.linearBackward(e, new Float64Array(OC * C), new Float64Array(OC), f64(dout), new Float64Array(B * C), f64(w),
-                             B, C, OC);
-          k.linearBackwardInput!(dinp, dout, w, B, C, OC);
+          ref.linearBackwardInput(e, f64(dout), f64(w), B, C, OC);
+          k.linearBackwardInput(dinp, dout, w, B, C, OC);
           const what = `linearBackwardInput B=${B} C=${C} OC=${OC}`;
           expectClose(dinp, e, tol(OC).atol, tol(OC).rtol, what);
           arena.checkGuards(what);
-          // the same rows alone, and the full backward's dinp: the same bits
-          const a = Math.floor(B / 3);
+          // the same rows from a later start, and the full backward's dinp: the same bits
+          const a = isWasm ? 8 * Math.floor(B / 16) : Math.floor(B / 3);
           const part = arena.take((B - a) * C);
-          k.linearBackwardInput!(part, dout.subarray(a * OC), w, B - a, C, OC);
+          k.linearBackwardInput(part, dout.subarray(a * OC), w, B - a, C, OC);
           expectClose(part, dinp.subarray(a * C), 0, 0, `${what} rows [${a}, ${B})`);
           const full = arena.take(B * C);
           k.linearBackward(full, arena.take(OC * C), arena.take(OC), dout, arena.random(B * C), w, B, C, OC);
           expectClose(full, dinp, 0, 0, `${what} = linearBackward's dinp`);
+        }
+      }
+    });
+
+    it('linearBackwardWeight on outputs [o0, o1) gives their bits of the whole layer\'s call and writes nothing else', () => {
+      // what lets threads that own different outputs together compute a layer's gradient: each output's sum over
+      // the rows does not depend on which outputs share the call
+      for (const B of [1, 7, 8, 33, 64]) {
+        for (const [C, OC] of SHAPES) {
+          arena.reset();
+          const dout = arena.random(B * OC);
+          const inp = arena.random(B * C);
+          const dweight = arena.take(OC * C);
+          const dbias = arena.take(OC);
+          k.linearBackwardWeight(dweight, dbias, dout, inp, B, C, OC, 0, OC);
+          const e = { dweight: new Float64Array(OC * C), dbias: new Float64Array(OC) };
+          ref.linearBackwardWeight(e.dweight, e.dbias, f64(dout), f64(inp), B, C, OC, 0, OC);
+          const what = `linearBackwardWeight B=${B} C=${C} OC=${OC}`;
+          expectClose(dweight, e.dweight, tol(B).atol, tol(B).rtol, `${what} dweight`);
+          expectClose(dbias, e.dbias, tol(B).atol, tol(B).rtol, `${what} dbias`);
+          for (const [o0, o1] of [[0, 1], [1, OC], [Math.floor(OC / 3), Math.floor((2 * OC) / 3) + 1], [OC - 1, OC], [2, 2]]) {
+            if (o1 > OC || o0 > o1) continue;
+            const dw = arena.take(OC * C);
+            const db = arena.take(OC);
+            k.linearBackwardWeight(dw, db, dout, inp, B, C, OC, o0, o1);
+            const range = `${what} outputs [${o0}, ${o1})`;
+            expectClose(dw.subarray(o0 * C, o1 * C), dweight.subarray(o0 * C, o1 * C), 0, 0, `${range} dweight`);
+            expectClose(db.subarray(o0, o1), dbias.subarray(o0, o1), 0, 0, `${range} dbias`);
+            expect(dw.every((v, i) => (i >= o0 * C && i < o1 * C) || Number.isNaN(v)), `${range}: other rows written`).toBe(true);
+            expect(db.every((v, i) => (i >= o0 && i < o1) || Number.isNaN(v)), `${range}: other biases written`).toBe(true);
+          }
+          arena.checkGuards(what);
         }
       }
     });
@@ -256,42 +287,6 @@ for (const fam of families) {
       }
     });
 
-    it('reduceSlots equals the float32 left-to-right sum bit for bit on sub-ranges and tails', () => {
-      for (const S of [1, 2, 3, 8]) {
-        for (const [start, end] of [[0, 1], [0, 16], [3, 20], [5, 37], [0, 1001], [17, 1000]]) {
-          arena.reset();
-          const stride = 1003 + rng.int(5);
-          const slots = arena.random(S * stride, -1e3, 1e3);
-          const grad = arena.take(1003);
-          const expected = Float32Array.from(grad);
-          refReduceSlots(expected, slots, stride, S, start, end);
-          k.reduceSlots(grad, slots, stride, S, start, end);
-          const what = `reduceSlots S=${S} [${start},${end})`;
-          expectClose(grad.subarray(start, end), expected.subarray(start, end), 0, 0, what);
-          expect(grad.every((v, i) => (i >= start && i < end) || Number.isNaN(v)), `${what} outside the range`).toBe(true);
-          arena.checkGuards(what);
-        }
-      }
-    });
-
-    it('reduceSlots adds in slot order 0, 1, 2, … (the order decides the bits)', () => {
-      arena.reset();
-      const stride = 7;
-      const slots = arena.take(3 * stride);
-      const grad = arena.take(stride);
-      // 2^24 + 1 rounds back to 2^24 in float32, so (2^24 + 1) − 2^24 = 0 while 2^24 + (1 − 2^24) = 1.
-      for (let i = 0; i < stride; i++) {
-        slots[i] = 2 ** 24;
-        slots[stride + i] = 1;
-        slots[2 * stride + i] = -(2 ** 24);
-      }
-      k.reduceSlots(grad, slots, stride, 3, 0, stride);
-      expect(Array.from(grad)).toEqual(new Array(stride).fill(0));
-      const js = new Float32Array(stride);
-      refReduceSlots(js, slots, stride, 3, 0, stride);
-      expect(Array.from(js)).toEqual(new Array(stride).fill(0));
-    });
-
     const base: OptimizerConfig = {
       optimizer: 'sgd', momentum: 0, dampening: 0, nesterov: false, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8,
     };
@@ -324,52 +319,7 @@ for (const fam of families) {
         }
       });
 
-      it(`reduceAndUpdate ${name} equals reduceSlots then optimizerStep bit for bit over three steps`, () => {
-        // every length mod 4 (the kernel does quads, the wrapper the rest), S = 0 (a zero gradient) to 8
-        const ranges = [[0, 1], [0, 2], [1, 4], [0, 4], [5, 11], [1, 8], [3, 1000], [0, 1001], [2, 997], [7, 7]];
-        for (const S of [0, 1, 3, 8]) {
-          for (const [start, end] of ranges) {
-            arena.reset();
-            const N = 1001;
-            const stride = N + rng.int(7);
-            const param = arena.random(N);
-            // slots of very different magnitudes, so that summing in another order changes the bits
-            const slots = arena.take(Math.max(1, S * stride));
-            for (let i = 0; i < slots.length; i++) slots[i] = rng.uniform(-1, 1) * 10 ** ((Math.floor(i / stride) % 4) - 2);
-            const slotsBefore = Float32Array.from(slots);
-            const grad = arena.take(N);
-            const state = [arena.random(N, -0.01, 0.01), arena.random(N, 0, 1e-4)];
-            const jsParam = Float32Array.from(param);
-            const jsState = state.map((s) => Float32Array.from(s));
-            const jsGrad = new Float32Array(N);
-            for (let t = 1; t <= 3; t++) {
-              k.reduceAndUpdate(cfg, 0.01 * t, t, param, slots, stride, S, state, grad, start, end);
-              refReduceSlots(jsGrad, slotsBefore, stride, S, start, end);
-              optimizerStep(cfg, 0.01 * t, t, jsParam, jsGrad, jsState, start, end);
-              const what = `reduceAndUpdate ${name} S=${S} [${start},${end}) t=${t}`;
-              expectClose(param, jsParam, 0, 0, `${what} param`);
-              for (let s = 0; s < state.length; s++) expectClose(state[s], jsState[s], 0, 0, `${what} state[${s}]`);
-              expectClose(slots, slotsBefore, 0, 0, `${what}: slots must stay untouched`);
-              expect(grad.every((v, i) => (i >= start && i < end) || Number.isNaN(v)), `${what}: grad outside the range`)
-                .toBe(true);
-            }
-            arena.checkGuards(`reduceAndUpdate ${name}`);
-          }
-        }
-      });
     }
-
-    it('reduceAndUpdate takes the gradient from the slots, not from grad', () => {
-      // A kernel that read grad (or a stale sum) instead of the slots would move param by the wrong amount.
-      arena.reset();
-      const [N, S] = [9, 2];
-      const cfg: OptimizerConfig = { ...base, weightDecay: 0 };
-      const param = arena.take(N).fill(1);
-      const slots = arena.take(S * N).fill(0.25);
-      const grad = arena.take(N).fill(100);
-      k.reduceAndUpdate(cfg, 0.5, 1, param, slots, N, S, [], grad, 0, N);
-      expect(Array.from(param)).toEqual(new Array(N).fill(1 - 0.5 * 0.5));
-    });
 
     itWasm('rejects views that are not float32 views of the shared memory', () => {
       const outside = new Float32Array(4);
@@ -386,7 +336,7 @@ for (const fam of families) {
       expect(() => k.linearBackward(null, v4, v4, v4, v4, v4, 1, 5, 1)).toThrow(/dweight has 4 elements, needs 5/);
       expect(() => k.linearForward(v4, v4, v4, v4, -1, 1, 1)).toThrow(/non-negative integer for B/);
       expect(() => k.reluBackward(v4, v4, v4, 5)).toThrow(/dinp has 4 elements, needs 5/);
-      expect(() => k.reduceSlots(v4, v4, 4, 2, 0, 4)).toThrow(/slots has 4 elements, needs 8/);
+      expect(() => k.linearBackwardWeight(v4, v4, v4, v4, 1, 1, 4, 3, 5)).toThrow(/o0 ≤ o1 ≤ OC/);
       const images = new Uint8Array(2 * 3);
       const labels = new Uint8Array(2);
       expect(() => k.gather(new Float32Array(6), new Int32Array(2), images, labels, Uint32Array.of(0, 2), 0, 2, 3,
@@ -400,10 +350,10 @@ for (const fam of families) {
       const cfg: OptimizerConfig = { ...base, optimizer: 'adam' };
       arena.reset();
       const param = arena.take(16).fill(0.5);
-      const slots = arena.take(16).fill(0);
+      const grad = arena.take(16).fill(0);
       const m = arena.take(16).fill(1.2e-38);
       const v = arena.take(16).fill(1e-30);
-      k.reduceAndUpdate(cfg, 1e-3, 5, param, slots, 16, 1, [m, v], arena.take(16), 0, 16);
+      k.optimizerStep(cfg, 1e-3, 5, param, grad, [m, v], 0, 16);
       expect(Array.from(m), 'β1 · 1.2e-38 is subnormal: flushed').toEqual(new Array(16).fill(0));
       const jsM = new Float32Array(16).fill(1.2e-38);
       optimizerStep(cfg, 1e-3, 5, new Float32Array(16).fill(0.5), new Float32Array(16), [jsM, new Float32Array(16).fill(1e-30)], 0, 16);

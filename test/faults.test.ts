@@ -106,8 +106,8 @@ describe('a worker thread that dies', () => {
     const dir = tmp();
     const out = join(dir, 'models');
     const args = [...small, '--epochs', '2', '--out', out, '--plots', join(dir, 'plots')];
-    // shard 3 of 4 belongs to participant 1 of 2
-    const r = await runTimed(args, { MNIST_PAR_INJECT_FAULT: 'forwardBackward:40:3:exit' });
+    // the rows' half of worker 1 of 2
+    const r = await runTimed(args, { MNIST_PAR_INJECT_FAULT: 'forwardBackward:40:1:exit' });
     const line = oneLine(r);
     expect(line).toBe('mnist-par: training stopped: worker 1 died in step 40 (forward/backward): it exited with code 7; ' +
       'nothing was saved after the last checkpoint');
@@ -142,18 +142,18 @@ describe('a worker thread that dies', () => {
   it('at its heap limit (resourceLimits): the line names the limit', async () => {
     const out = join(tmp(), 'models');
     const r = await runTimed([...small, '--epochs', '1', '--out', out], { MNIST_PAR_INJECT_FAULT: 'forwardBackward:6:1:oom' });
-    expect(oneLine(r)).toMatch(/^mnist-par: training stopped: worker 0 died in step 6 \(forward\/backward\): it reached its heap limit of 256 MB/);
+    expect(oneLine(r)).toMatch(/^mnist-par: training stopped: worker 1 died in step 6 \(forward\/backward\): it reached its heap limit of 256 MB/);
     expect(r.code).toBe(1);
     expect(r.afterMs).toBeLessThan(PROMPT_MS);
   });
 
   it('in a task outside the epoch (an evaluation): the line names the task and its test rows', async () => {
-    // the evaluation after step 64, the last of epoch 2: its shard 1 of 4 holds test rows 125..250
+    // the evaluation after step 64, the last of epoch 2: its task 1 of 2 (one per thread) holds test rows 250..500
     const dir = tmp();
     const out = join(dir, 'models');
     const r = await runTimed([...small, '--epochs', '2', '--out', out, '--plots', join(dir, 'plots')],
       { MNIST_PAR_INJECT_FAULT: 'evaluate:64:1:exit' });
-    expect(oneLine(r)).toBe('mnist-par: training stopped: the worker running evaluate (test rows 125..250) died: it exited with code 7; ' +
+    expect(oneLine(r)).toBe('mnist-par: training stopped: the worker running evaluate (test rows 250..500) died: it exited with code 7; ' +
       'nothing was saved after the last checkpoint');
     expect(r.code).toBe(1);
     expect(r.afterMs).toBeLessThan(PROMPT_MS);
@@ -163,7 +163,7 @@ describe('a worker thread that dies', () => {
   it('by a crash in an evaluation: the line names the task and carries the error', async () => {
     const out = join(tmp(), 'models');
     const r = await runTimed([...small, '--epochs', '2', '--out', out], { MNIST_PAR_INJECT_FAULT: 'evaluate:32:1:crash' });
-    expect(oneLine(r)).toBe('mnist-par: training stopped: the worker running evaluate (test rows 125..250) died: it crashed: ' +
+    expect(oneLine(r)).toBe('mnist-par: training stopped: the worker running evaluate (test rows 250..500) died: it crashed: ' +
       'injected crash in evaluate at step 32 (1) by MNIST_PAR_INJECT_FAULT; nothing was saved after the last checkpoint');
     expect(r.code).toBe(1);
     expect(r.afterMs).toBeLessThan(PROMPT_MS);
@@ -180,7 +180,7 @@ describe('a thread that dies with no task (the pool\'s error event)', () => {
     // Piscina) with none, which Piscina reports as the pool's 'error' event
     process.env.MNIST_PAR_INJECT_FAULT = 'load:0';
     const coord = new Coordinator({
-      spec: { model: { kind: 'mlp', hidden: [16] }, threads: 1, shards: 1, shardRows: 64, optimizerStates: 0, stepsPerEpoch: 1,
+      spec: { model: { kind: 'mlp', hidden: [16] }, threads: 1, batchRows: 64, evalRows: 64, optimizerStates: 0, stepsPerEpoch: 1,
         trainCount: 64, testCount: 64, pixels: 784 },
       optimizer: { optimizer: 'sgd', momentum: 0, dampening: 0, nesterov: false, weightDecay: 0, beta1: 0.9, beta2: 0.999, eps: 1e-8 },
       kernels: 'js', mean: 0.1307, std: 0.3081, labelSmoothing: 0,
@@ -214,7 +214,7 @@ describe('a signal while the peers of a hanging thread wait at a barrier', () =>
       expect(r.sentSignal).toBe(true);
       const line = oneLine(r);
       expect(line).toMatch(new RegExp(`^mnist-par: stopped by ${signal}, but the step in progress did not finish within \\d+\\.\\d s: ` +
-        'worker 0 never reached the barrier in step 40 \\(forward/backward\\); it was terminated and nothing was saved after the last checkpoint$'));
+        'worker 1 never reached the barrier in step 40 \\(forward/backward\\); it was terminated and nothing was saved after the last checkpoint$'));
       expect(r.code).toBe(code);
       expect(r.afterMs).toBeLessThan(PROMPT_MS);
       await checkpointFromEpoch1(out);

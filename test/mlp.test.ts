@@ -1,11 +1,13 @@
 // The whole net (src/mlp.ts over the reference kernels): float64 gradient checks of every w[l] and b[l],
-// the initial loss, overfitting a tiny subset, and the property the data-parallel step relies on:
-// gradients of shards with scale 1/B sum to the gradient of the whole batch.
+// the initial loss, overfitting a tiny subset, and the properties the data-parallel step relies on:
+// gradients of row subsets with scale 1/B sum to the gradient of the whole batch, and the step split among
+// threads (rows, then outputs: partition.ts) gives the bits of the whole backward pass in one thread.
 import { describe, expect, it } from 'vitest';
 import { referenceKernels as k } from '../src/kernels/index.js';
 import type { F, Labels } from '../src/kernels/index.js';
-import { activationElements, activationViews, layerViews, mlpBackward, mlpForward } from '../src/mlp.js';
-import { evaluate } from '../src/network.js';
+import { activationElements, activationViews, layerViews, mlpBackward, mlpForward, rowsOf } from '../src/mlp.js';
+import { backwardRows, evaluate, weightGradient } from '../src/network.js';
+import { ownedParts, ROW_BLOCK, threadRows } from '../src/partition.js';
 import { CLASSES, DEFAULT_HIDDEN, INPUT, initParams, paramLayout, widths } from '../src/model.js';
 import type { Layout } from '../src/model.js';
 import { Rng } from '../src/rng.js';
@@ -114,9 +116,9 @@ describe('sanity', () => {
   });
 });
 
-describe('shards', () => {
+describe('rows and outputs split among threads', () => {
   /** Gradient, loss sum and correct count of rows [r0, r0 + rows) of `x`, with the given scale. */
-  function shardGrad(layout: Layout, params: Float64Array, x: F, targets: Labels, r0: number, rows: number,
+  function rowsGrad(layout: Layout, params: Float64Array, x: F, targets: Labels, r0: number, rows: number,
                      scale: number) {
     const C = layout.layers[0];
     const grads = new Float64Array(layout.size).fill(NaN);
@@ -129,18 +131,51 @@ describe('shards', () => {
     return { grads, ...stats };
   }
 
-  it('one shard of B rows with scale 1/B equals the sum of two half-shards with scale 1/B', () => {
+  it('the gradient of B rows with scale 1/B equals the sum of its two halves\' with scale 1/B', () => {
     const B = 6;
     const { layout, params, acts, targets } = makeNet([7, 5, 6, 4], B, 51, Float64Array);
     const x = acts.h[0];
-    const whole = shardGrad(layout, params, x, targets, 0, B, 1 / B);
-    const a = shardGrad(layout, params, x, targets, 0, 3, 1 / B);
-    const b = shardGrad(layout, params, x, targets, 3, 3, 1 / B);
+    const whole = rowsGrad(layout, params, x, targets, 0, B, 1 / B);
+    const a = rowsGrad(layout, params, x, targets, 0, 3, 1 / B);
+    const b = rowsGrad(layout, params, x, targets, 3, 3, 1 / B);
     const sum = a.grads.map((g, i) => g + b.grads[i]);
     // Only the order of the row sums differs (one pass over 6 rows vs 3 + 3): a few ulps.
-    expectClose(sum, whole.grads, 1e-15, 1e-12, 'Σ half-shard gradients');
+    expectClose(sum, whole.grads, 1e-15, 1e-12, 'Σ half gradients');
     expect(whole.grads.some((g) => g !== 0)).toBe(true);
-    expectClose([a.lossSum + b.lossSum], [whole.lossSum], 0, 1e-14, 'Σ half-shard losses');
+    expectClose([a.lossSum + b.lossSum], [whole.lossSum], 0, 1e-14, 'Σ half losses');
     expect(a.correct + b.correct).toBe(whole.correct);
+  });
+
+  it('rows split in blocks among 1, 2, 3 and 5 threads, outputs among the same: the bits of one thread', () => {
+    // 21 rows: blocks of 8, 8 and 5; widths of 7, 37 and 18 outputs split unevenly, 10 classes
+    const B = 21;
+    const { layout, params, acts, targets } = makeNet([20, 37, 18, 10], B, 61, Float64Array);
+    const net = layerViews(params, layout);
+    const whole = new Float64Array(layout.size).fill(NaN);
+    mlpForward(k, net, acts, layout, B);
+    const total = mlpBackward(k, layerViews(whole, layout), net, acts, layout, targets, B, 0.1, 1 / B);
+    for (const active of [1, 2, 3, 5]) {
+      const split = activationViews(new Float64Array(activationElements(layout, B)), layout, B);
+      split.h[0].set(acts.h[0]);
+      const grad = new Float64Array(layout.size).fill(NaN);
+      let correct = 0;
+      for (let t = 0; t < active; t++) {
+        const { first, count } = threadRows(B, active, t);
+        if (count === 0) continue;
+        const mine = rowsOf(split, layout, first, count);
+        mlpForward(k, net, mine, layout, count);
+        const blocks = Array.from({ length: Math.ceil(count / ROW_BLOCK) },
+          (_, i) => ({ first: i * ROW_BLOCK, count: Math.min(ROW_BLOCK, count - i * ROW_BLOCK) }));
+        for (const r of backwardRows(k, net, mine, layout, null as unknown as F, targets.subarray(first, first + count), blocks,
+          count, 0.1, 1 / B)) correct += r.correct;
+      }
+      for (let t = 0; t < active; t++) {
+        for (const part of ownedParts(layout, active, t)) weightGradient(k, layerViews(grad, layout), split, layout, null as unknown as F, part, B);
+      }
+      expect(correct, `${active} threads`).toBe(total.correct);
+      const diff = grad.findIndex((v, i) => !Object.is(v, whole[i]));
+      expect(diff, `${active} threads: one thread ${whole[diff]}, split ${grad[diff]} at ${diff}`).toBe(-1);
+    }
+    expect(whole.some((g) => g !== 0)).toBe(true);
   });
 });

@@ -152,7 +152,7 @@ describe('dashboard layout', () => {
     expectFits(lines, 120, 40);
     const text = plain(lines);
     for (const part of ['mnist', '784→128→256→512→128→10', '269,322 params', '4 threads', 'simd kernels',
-      'batch 128 in 8 shards', 'adamw wd 1e-4', 'lr 3.0e-3 onecycle warmup 25%', 'seed 42', 'out models/run-1',
+      'batch 128 ·', 'adamw wd 1e-4', 'lr 3.0e-3 onecycle warmup 25%', 'seed 42', 'out models/run-1',
       'epoch 3/6', 'batch 100/469', 'elapsed', 'ETA', 'samples/s', 'step 1,038/2,814',
       'batch loss', 'batch accuracy', 'epoch loss', 'epoch accuracy', 'throughput', 'parallelism',
       'w0', 'w3', 'compute 76%', 'reduce+update 16%', 'waiting 8%',

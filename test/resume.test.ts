@@ -115,6 +115,17 @@ describe('resume', () => {
     expect(batchRows(join(dir, 'old'))).toEqual(batchRows(join(dir, 'straight')));
   });
 
+  it('resumes a checkpoint whose configuration carries the removed --shards', async () => {
+    const dir = tmp();
+    const args = [...base, '--limit-train', '1000', '--batch-size', '100', '--schedule', 'none'];
+    expect(runCli([...args, '--epochs', '2', '--out', join(dir, 'straight')]).code).toBe(0);
+    expect(runCli([...args, '--epochs', '1', '--out', join(dir, 'old')]).code).toBe(0);
+    await rewriteState(join(dir, 'old', 'checkpoint-last.safetensors'), (state) => ({ ...state, config: { ...state.config, shards: 4 } }));
+    const r = runCli(['--resume', join(dir, 'old'), '--epochs', '2']);
+    expect(r.code, r.stderr).toBe(0);
+    expect(same(join(dir, 'straight'), join(dir, 'old'))).toBe(true);
+  });
+
   it('keeps last and best checkpoints and PyTorch-style weight files', () => {
     const out = join(tmp(), 'm');
     expect(runCli([...base, '--limit-train', '2000', '--epochs', '2', '--out', out, '--plots', join(out, 'p')]).code).toBe(0);

@@ -1,10 +1,10 @@
 // Fault injection for the tests of failure handling, read once from the environment when a worker loads.
 // MNIST_PAR_INJECT_FAULT="TASK:STEP[:WHERE][:MODE]":
-//   TASK   forwardBackward  the forward/backward phase of step STEP; WHERE: the micro-shard
-//          reduceStep       the reduce + update phase of step STEP; WHERE: the first parameter of the slice
+//   TASK   forwardBackward  the rows' half of step STEP (forward/backward); WHERE: the worker (participant) k
+//          reduceStep       the outputs' half of step STEP (reduce + update); WHERE: the worker k
 //          evaluate         an evaluation after training step STEP (0: before any, the warm-up tasks of
-//                           shard 0 included); WHERE: the test shard
-//          without WHERE every shard or slice of that step is hit
+//                           task 0 included); WHERE: the evaluation task
+//          without WHERE every worker (with rows, or outputs) or evaluation task of that step is hit
 //   MODE   throw  (default) the task throws an Error: the ordinary failure, reported by the worker itself
 //          exit   process.exit(7) in the worker thread: it dies mid-step, telling nobody
 //          crash  an uncaught error outside the task (a queued microtask): the thread dies before it replies

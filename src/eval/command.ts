@@ -54,7 +54,7 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
 
   // Built as a variable, not a literal in the call: the arena spec may grow fields that evaluation leaves at 0.
   const spec = {
-    model: model.spec, threads: opts.threads, shards: opts.threads, shardRows: evalRows(model.layout, opts.threads),
+    model: model.spec, threads: opts.threads, batchRows: 0, evalRows: evalRows(model.layout, opts.threads),
     optimizerStates: 0, stepsPerEpoch: 0, trainCount: 0, testCount: test.count, pixels,
   };
   const optimizer: OptimizerConfig = {

@@ -8,15 +8,20 @@ import type { F, Labels } from './reference.js';
 
 export type { F, Labels };
 
-export interface KernelSet {
+/** What every family implements; the whole backward kernels of KernelSet are made of these halves once, below. */
+export interface KernelHalves {
   readonly name: string;
   // out = inp · weightᵀ + bias      inp (B,C) weight (OC,C) bias (OC) → out (B,OC)
   linearForward(out: F, inp: F, weight: F, bias: F, B: number, C: number, OC: number): void;
   // out = max(inp · weightᵀ + bias, 0)
   linearReluForward(out: F, inp: F, weight: F, bias: F, B: number, C: number, OC: number): void;
-  // dweight = doutᵀ·inp, dbias = Σ dout, dinp = dout·weight (skipped when null)
-  linearBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F,
-                 B: number, C: number, OC: number): void;
+  // rows [o0, o1) of dweight = doutᵀ·inp and dbias = Σ_rows dout (OC,C) and (OC); each element sums the B rows in
+  // order, so its bits do not depend on which other outputs share the call (threads owning different outputs
+  // together compute the whole layer's gradient)
+  linearBackwardWeight(dweight: F, dbias: F, dout: F, inp: F, B: number, C: number, OC: number, o0: number,
+                       o1: number): void;
+  // dinp = dout · weight (B,C)
+  linearBackwardInput(dinp: F, dout: F, weight: F, B: number, C: number, OC: number): void;
   // dinp = dout · [out > 0]
   reluBackward(dinp: F, dout: F, out: F, n: number): void;
   // probs = softmax(logits); returns Σ rows of the (label-smoothed) cross-entropy
@@ -32,18 +37,16 @@ export interface KernelSet {
   linearReluForwardT?(out: F, inp: F, weightT: F, bias: F, B: number, C: number, OC: number): void;
   // weightT (C,OC) ← weight (OC,C) for the elements [from, to) of the flattened weight
   transposeRows?(weightT: F, weight: F, C: number, OC: number, from: number, to: number): void;
-  // dinp = dout · weight alone (linearBackward's third output)
-  linearBackwardInput?(dinp: F, dout: F, weight: F, B: number, C: number, OC: number): void;
-  // true when the forward pass (the kernels mlp.ts picks) and linearBackwardInput give every row the same
-  // bits whatever other rows share the call: then a thread may run all its micro-shards' rows at once
-  readonly groupsRows?: boolean;
+  //
+  // Every row's forward pass and input gradient (and every image's, for the convolutions) is the same bits
+  // whatever other rows share the call, provided the call starts at a multiple of 8 rows of the batch (the
+  // WebAssembly linear kernels work in blocks of 4 and 2 rows): a thread runs all its rows in one call.
 
   // Convolution and pooling (see reference.ts for the exact definitions). Activations are per image
   // (C,H,W) like PyTorch; B counts images. The convolutions are 5×5 valid: OH = H − 4, OW = W − 4; weights
   // (OC,C,5,5) as nn.Conv2d. `cols` is scratch of conv2dScratchLength(C, OC, H, W) floats for the fast
   // families (the native family's groups of 16 images in lanes, or one image's im2col matrix), left
-  // unspecified; the reference ignores it. Each image's out, dinp (and
-  // pooled map) is the same bits whatever other images share the call.
+  // unspecified; the reference ignores it.
   // out = conv(inp, weight) + bias      inp (B,C,H,W) weight (OC,C,5,5) bias (OC) → out (B,OC,OH,OW)
   conv2dForward(out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number, H: number, W: number): void;
   // out = max(conv(inp, weight) + bias, 0)
@@ -53,15 +56,21 @@ export interface KernelSet {
   // (families that have it; cnn.ts uses it when there)
   conv2dReluPoolForward?(out: F, pooled: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number,
                          H: number, W: number): void;
-  // dweight (OC,C,5,5), dbias (OC) summed over the B images; dinp (B,C,H,W) (skipped when null)
-  conv2dBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F, cols: F,
-                 B: number, C: number, OC: number, H: number, W: number): void;
-  // conv2dBackward of a convolution followed by ReLU and the 2×2 max-pool, from the pooled map's gradient
-  // dpooled (B,OC,OH/2,OW/2) and the ReLU's output out (B,OC,OH,OW): the same bits as maxPoolReluBackward(dout,
-  // dpooled, out) then conv2dBackward(dinp, dweight, dbias, dout, …), without writing dout anywhere (families
-  // that have it; cnn.ts uses it when there, and then leaves the gradient stage of out unwritten)
-  conv2dReluPoolBackward?(dinp: F | null, dweight: F, dbias: F, dpooled: F, out: F, inp: F, weight: F, cols: F,
-                          B: number, C: number, OC: number, H: number, W: number): void;
+  // output channels [o0, o1) of dweight (OC,C,5,5) and dbias (OC) summed over the B images; an element's bits do
+  // not depend on which other channels share the call
+  conv2dBackwardWeight(dweight: F, dbias: F, dout: F, inp: F, cols: F, B: number, C: number, OC: number, H: number,
+                       W: number, o0: number, o1: number): void;
+  // dinp (B,C,H,W) from dout (B,OC,OH,OW)
+  conv2dBackwardInput(dinp: F, dout: F, weight: F, cols: F, B: number, C: number, OC: number, H: number, W: number): void;
+  // The two halves of the backward pass of a convolution followed by ReLU and the 2×2 max-pool, from the pooled
+  // map's gradient dpooled (B,OC,OH/2,OW/2) and the ReLU's output out (B,OC,OH,OW): the same bits as
+  // maxPoolReluBackward(dout, dpooled, out) then conv2dBackwardWeight / conv2dBackwardInput on dout, without
+  // writing dout anywhere (families that have them; cnn.ts uses them when there, and then leaves the gradient
+  // stage of out unwritten)
+  conv2dReluPoolBackwardWeight?(dweight: F, dbias: F, dpooled: F, out: F, inp: F, cols: F, B: number, C: number,
+                                OC: number, H: number, W: number, o0: number, o1: number): void;
+  conv2dReluPoolBackwardInput?(dinp: F, dpooled: F, out: F, weight: F, cols: F, B: number, C: number, OC: number,
+                               H: number, W: number): void;
   // out (B,C,⌊H/2⌋,⌊W/2⌋) = 2×2 max of inp (B,C,H,W); bit-identical in every family
   maxPoolForward(out: F, inp: F, B: number, C: number, H: number, W: number): void;
   // dinp (B,C,H,W) = dout routed to each window's maximum of inp (recomputed), 0 elsewhere; bit-identical
@@ -71,43 +80,75 @@ export interface KernelSet {
   maxPoolReluBackward?(dinp: F, dout: F, inp: F, B: number, C: number, H: number, W: number): void;
 }
 
-export const referenceKernels: KernelSet = {
+export interface KernelSet extends KernelHalves {
+  // both halves in one call: dweight = doutᵀ·inp, dbias = Σ dout, dinp = dout·weight (skipped when null)
+  linearBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F,
+                 B: number, C: number, OC: number): void;
+  // dweight (OC,C,5,5), dbias (OC) summed over the B images; dinp (B,C,H,W) (skipped when null)
+  conv2dBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F, cols: F,
+                 B: number, C: number, OC: number, H: number, W: number): void;
+  // both halves of the fused pool backward (families that have them)
+  conv2dReluPoolBackward?(dinp: F | null, dweight: F, dbias: F, dpooled: F, out: F, inp: F, weight: F, cols: F,
+                          B: number, C: number, OC: number, H: number, W: number): void;
+}
+
+/** A family's halves with the whole backward kernels made of them: the weight half over every output, then
+ *  the input half. (Training calls the halves on their own; the tests and benchmarks call both at once.) */
+export function withWholeBackward<K extends KernelHalves>(k: K): K & KernelSet {
+  const whole: KernelSet = {
+    ...k,
+    linearBackward(dinp, dweight, dbias, dout, inp, weight, B, C, OC) {
+      k.linearBackwardWeight(dweight, dbias, dout, inp, B, C, OC, 0, OC);
+      if (dinp !== null) k.linearBackwardInput(dinp, dout, weight, B, C, OC);
+    },
+    conv2dBackward(dinp, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W) {
+      k.conv2dBackwardWeight(dweight, dbias, dout, inp, cols, B, C, OC, H, W, 0, OC);
+      if (dinp !== null) k.conv2dBackwardInput(dinp, dout, weight, cols, B, C, OC, H, W);
+    },
+  };
+  const weight = k.conv2dReluPoolBackwardWeight;
+  const input = k.conv2dReluPoolBackwardInput;
+  if (weight && input) {
+    whole.conv2dReluPoolBackward = (dinp, dweight, dbias, dpooled, out, inp, w, cols, B, C, OC, H, W) => {
+      weight(dweight, dbias, dpooled, out, inp, cols, B, C, OC, H, W, 0, OC);
+      if (dinp !== null) input(dinp, dpooled, out, w, cols, B, C, OC, H, W);
+    };
+  }
+  return whole as K & KernelSet;
+}
+
+export const referenceKernels: KernelSet = withWholeBackward({
   name: 'js',
   linearForward: ref.linearForward,
-  linearReluForward(out, inp, weight, bias, B, C, OC) {
+  linearReluForward(out: F, inp: F, weight: F, bias: F, B: number, C: number, OC: number) {
     ref.linearForward(out, inp, weight, bias, B, C, OC);
     ref.reluForward(out, out, B * OC);
   },
-  linearBackward: ref.linearBackward,
+  linearBackwardWeight: ref.linearBackwardWeight,
+  linearBackwardInput: ref.linearBackwardInput,
   reluBackward: ref.reluBackward,
   crossEntropyForward: ref.crossEntropyForward,
   crossEntropyBackward: ref.crossEntropyBackward,
   countCorrect: ref.countCorrect,
   conv2dForward: ref.conv2dForward,
-  conv2dReluForward(out, inp, weight, bias, cols, B, C, OC, H, W) {
+  conv2dReluForward(out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number, H: number, W: number) {
     ref.conv2dForward(out, inp, weight, bias, cols, B, C, OC, H, W);
     ref.reluForward(out, out, B * OC * (H - ref.KS + 1) * (W - ref.KS + 1));
   },
-  conv2dBackward: ref.conv2dBackward,
+  conv2dBackwardWeight: ref.conv2dBackwardWeight,
+  conv2dBackwardInput: ref.conv2dBackwardInput,
   maxPoolForward: ref.maxPoolForward,
   maxPoolBackward: ref.maxPoolBackward,
-};
+});
 
 export type KernelFamily = 'native' | 'relaxed' | 'simd' | 'js';
 
-/** A kernel family plus the optimizer-side kernels that run over a worker's [start, end) slice. */
+/** A kernel family plus the optimizer-side kernels that run over a worker's [start, end) ranges. */
 export interface Kernels extends KernelSet {
   readonly family: KernelFamily;
-  // grad[i] = Σ_{s=0..S−1} slots[s·stride + i] for i in [start, end), added in slot order s = 0, 1, …
-  reduceSlots(grad: Float32Array, slots: Float32Array, stride: number, S: number, start: number, end: number): void;
-  // the update of src/optim.ts (same signature, bit-identical results)
+  // the update of src/optim.ts over [start, end) (same signature, bit-identical results)
   optimizerStep(cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, grad: Float32Array,
                 state: Float32Array[], start: number, end: number): void;
-  // reduceSlots then optimizerStep over [start, end), bit-identical to calling the two, in one pass in wasm.
-  // grad is scratch: afterwards its [start, end) holds the summed gradient (js) or is unspecified (wasm
-  // never stores the sum, except for the last (end − start) mod 4 elements).
-  reduceAndUpdate(cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, slots: Float32Array, stride: number,
-                  S: number, state: Float32Array[], grad: Float32Array, start: number, end: number): void;
   // reference.gather: rows of uint8 images through the normalization table (bit-identical in every family)
   gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null,
          start: number, rows: number, pixels: number, table: Float32Array): void;

@@ -6,7 +6,7 @@
 ;;     dist/kernels/simd.wasm:     f32x4.add(f32x4.mul) (plain SIMD, rounded twice)
 ;;   (hsum4 a b c d) = [Σa, Σb, Σc, Σd], four horizontal sums folded into one vector (6 shuffles, 3 adds)
 ;; and nothing else differs between the two files. Only the linear kernels use madd, so the families agree
-;; bit for bit on everything else (ReLU, slot reduction, optimizers).
+;; bit for bit on everything else (ReLU, optimizers).
 ;;
 ;; Every pointer is a byte offset into the imported shared memory (a Float32Array's byteOffset); every size
 ;; counts floats. Legend: B rows in the shard, C in-features, OC out-features; matrices are row-major.
@@ -18,7 +18,7 @@
 ;; What V8 (Node 20, x64) does with this code decides the blocking below, measured with bench/kernels.ts:
 ;; - it has 15 vector registers, and every one is caller-saved: a call inside a kernel's block spills the
 ;;   live accumulators, so the linear kernels' blocks make no calls (hence hsum4 is a macro;
-;;   $load_part/$store_part only run in leftovers; the optimizers call $slot_sum once per 16 floats);
+;;   $load_part/$store_part only run in leftovers; the optimizers call $grad_quads once per 16 floats);
 ;; - its scheduler hoists the loads of a loop body above the arithmetic, so a hand-unrolled inner loop
 ;;   keeps every loaded vector live at once and spills (unrolling ×2 or ×4 was 20-30% slower);
 ;; - one f32x4 multiply-add has a latency of 4 cycles and two issue per cycle, so 8 independent
@@ -341,19 +341,22 @@
       (local.set $n (i32.add (local.get $n) (local.get $wd)))
       (br $nt))))
 
-  ;; linear_bwd: gradients of out = inp · wᵀ + bias
-  ;; dout (B,OC)  inp (B,C)  w (OC,C)  →  dweight (OC,C) = doutᵀ·inp,  dbias (OC) = Σ_rows dout,
-  ;;                                      dinp (B,C) = dout·w (only when want_dinp ≠ 0; dinp untouched otherwise)
-  ;; dbias is vectorized along OC and sums the rows in order r = 0, 1, … in float32.
-  (func (export "linear_bwd") (param $dinp i32) (param $dweight i32) (param $dbias i32) (param $dout i32)
-        (param $inp i32) (param $w i32) (param $B i32) (param $C i32) (param $OC i32) (param $want_dinp i32)
+  ;; linear_bwd_weight: rows [o0, o1) of the weight and bias gradients of out = inp · wᵀ + bias
+  ;; dout (B,OC)  inp (B,C)  →  dweight[o] (C) = Σ_r dout[r][o]·inp[r],  dbias[o] = Σ_r dout[r][o]   for o0 ≤ o < o1
+  ;; Every element sums the rows in order r = 0, 1, … in its own lane ($rank_update with K = B; dbias vectorized
+  ;; along OC in float32), so its bits do not depend on which outputs share the call.
+  (func (export "linear_bwd_weight") (param $dweight i32) (param $dbias i32) (param $dout i32) (param $inp i32)
+        (param $B i32) (param $C i32) (param $OC i32) (param $o0 i32) (param $o1 i32)
     (local $o i32) (local $r i32) (local $wd i32) (local $p i32) (local $acc v128)
-    (call $rank_update (local.get $dweight) (i32.shl (local.get $C) (i32.const 2))
-      (local.get $dout) (i32.shl (local.get $OC) (i32.const 2)) (i32.const 4)
-      (local.get $inp) (i32.shl (local.get $C) (i32.const 2)) (local.get $OC) (local.get $C) (local.get $B) (i32.const 0))
+    (call $rank_update (i32.add (local.get $dweight) (i32.shl (i32.mul (local.get $o0) (local.get $C)) (i32.const 2)))
+      (i32.shl (local.get $C) (i32.const 2))
+      (i32.add (local.get $dout) (i32.shl (local.get $o0) (i32.const 2))) (i32.shl (local.get $OC) (i32.const 2)) (i32.const 4)
+      (local.get $inp) (i32.shl (local.get $C) (i32.const 2))
+      (i32.sub (local.get $o1) (local.get $o0)) (local.get $C) (local.get $B) (i32.const 0))
+    (local.set $o (local.get $o0))
     (block $o_done (loop $o_next
-      (br_if $o_done (i32.ge_u (local.get $o) (local.get $OC)))
-      (local.set $wd (i32.sub (local.get $OC) (local.get $o)))
+      (br_if $o_done (i32.ge_u (local.get $o) (local.get $o1)))
+      (local.set $wd (i32.sub (local.get $o1) (local.get $o)))
       (if (i32.gt_u (local.get $wd) (i32.const 4)) (then (local.set $wd (i32.const 4))))
       (local.set $acc (v128.const i32x4 0 0 0 0))
       (local.set $p (i32.add (local.get $dout) (i32.shl (local.get $o) (i32.const 2))))
@@ -369,11 +372,14 @@
         (br $r_next)))
       (call $store_part (i32.add (local.get $dbias) (i32.shl (local.get $o) (i32.const 2))) (local.get $acc) (local.get $wd))
       (local.set $o (i32.add (local.get $o) (local.get $wd)))
-      (br $o_next)))
-    (if (local.get $want_dinp) (then
-      (call $rank_update (local.get $dinp) (i32.shl (local.get $C) (i32.const 2))
-        (local.get $dout) (i32.const 4) (i32.shl (local.get $OC) (i32.const 2))
-        (local.get $w) (i32.shl (local.get $C) (i32.const 2)) (local.get $B) (local.get $C) (local.get $OC) (i32.const 0)))))
+      (br $o_next))))
+
+  ;; linear_bwd_input: dinp (B,C) = dout (B,OC) · w (OC,C); each row sums over o in order in its own lanes
+  (func (export "linear_bwd_input") (param $dinp i32) (param $dout i32) (param $w i32) (param $B i32) (param $C i32)
+        (param $OC i32)
+    (call $rank_update (local.get $dinp) (i32.shl (local.get $C) (i32.const 2))
+      (local.get $dout) (i32.const 4) (i32.shl (local.get $OC) (i32.const 2))
+      (local.get $w) (i32.shl (local.get $C) (i32.const 2)) (local.get $B) (local.get $C) (local.get $OC) (i32.const 0)))
 
   ;; ---------------------------------------------------------------------------------------------------
   ;; Convolution (5×5, stride 1, no padding) and 2×2 max-pool. Activations per image (C, H, W) as PyTorch;
@@ -553,28 +559,30 @@
       (call $store_part (local.get $x) (v128.and (local.get $v) (f32x4.gt (local.get $v) (v128.const i32x4 0 0 0 0)))
         (local.get $n)))))
 
-  ;; conv2d_bwd: gradients of out = conv(inp, w) + bias
-  ;; dout (B, OC, OH, OW)  inp (B, C, H, W)  w (OC, C, 5, 5)  cols: scratch ((OH·OW + OC)·KCp floats, KCp = C·25
-  ;; rounded up to a multiple of 16; reference.ts conv2dScratchLength)  →
-  ;;   dw (OC, C, 5, 5), db (OC) summed over the images (in order), dinp (B, C, H, W) when want_dinp ≠ 0
-  ;; The weight gradient's product runs on im2row rows padded to KCp columns, so that $rank_update works in whole
+  ;; conv2d_bwd_weight: output channels [o0, o1) of the weight and bias gradients of out = conv(inp, w) + bias
+  ;; dout (B, OC, OH, OW)  inp (B, C, H, W)  cols: scratch ((OH·OW + OC)·KCp floats, KCp = C·25 rounded up to a
+  ;; multiple of 16; reference.ts conv2dScratchLength)  →  dw (OC, C, 5, 5), db (OC): rows o0..o1, summed over the
+  ;; images in order. The product runs on im2row rows padded to KCp columns, so that $rank_update works in whole
   ;; 2 × 16 blocks: its leftover columns go one row and 4 columns at a time, which for conv1 (KC = 25, 9 of them
-  ;; over 16) was most of the time. With KCp ≠ KC the product goes to a padded copy dwp (OC, KCp) after the
-  ;; im2row rows, whose first KC columns are copied into dw at the end (the padding columns are never read).
-  (func (export "conv2d_bwd") (param $dinp i32) (param $dw i32) (param $db i32) (param $dout i32) (param $inp i32)
-        (param $w i32) (param $cols i32) (param $B i32) (param $C i32) (param $OC i32) (param $H i32) (param $W i32)
-        (param $want_dinp i32)
+  ;; over 16) was most of the time. With KCp ≠ KC the product goes to a padded copy dwp (o1 − o0, KCp) after the
+  ;; im2row rows, whose first KC columns are copied into dw at the end (the padding columns are never read). An
+  ;; element's sums (images, then pixels, in order, in its own lane) do not depend on which channels share the call.
+  (func (export "conv2d_bwd_weight") (param $dw i32) (param $db i32) (param $dout i32) (param $inp i32) (param $cols i32)
+        (param $B i32) (param $C i32) (param $OC i32) (param $H i32) (param $W i32) (param $o0 i32) (param $o1 i32)
     (local $P i32) (local $KC i32) (local $b i32) (local $o i32) (local $n i32) (local $p i32) (local $g i32)
-    (local $img i32) (local $acc v128) (local $KCp i32) (local $dwp i32)
+    (local $acc v128) (local $KCp i32) (local $dwp i32) (local $M i32) (local $dw0 i32)
     (local.set $P (i32.mul (i32.sub (local.get $H) (i32.const 4)) (i32.sub (local.get $W) (i32.const 4))))
     (local.set $KC (i32.mul (local.get $C) (i32.const 25)))
     (local.set $KCp (i32.and (i32.add (local.get $KC) (i32.const 15)) (i32.const -16)))
+    (local.set $M (i32.sub (local.get $o1) (local.get $o0)))
+    (local.set $dw0 (i32.add (local.get $dw) (i32.shl (i32.mul (local.get $o0) (local.get $KC)) (i32.const 2))))
     (local.set $dwp (if (result i32) (i32.eq (local.get $KCp) (local.get $KC))
-      (then (local.get $dw))
+      (then (local.get $dw0))
       (else (i32.add (local.get $cols) (i32.shl (i32.mul (local.get $P) (local.get $KCp)) (i32.const 2))))))
     ;; db[o] = Σ_b Σ_p dout[b][o][p]: 4 partial sums along p, folded at the end
+    (local.set $o (local.get $o0))
     (block $o_done (loop $ol
-      (br_if $o_done (i32.ge_u (local.get $o) (local.get $OC)))
+      (br_if $o_done (i32.ge_u (local.get $o) (local.get $o1)))
       (local.set $acc (v128.const i32x4 0 0 0 0))
       (local.set $b (i32.const 0))
       (block $b_done (loop $bl
@@ -596,39 +604,54 @@
       (local.set $o (i32.add (local.get $o) (i32.const 1)))
       (br $ol)))
     (if (i32.eqz (local.get $B)) (then
-      (call $fill (local.get $dw) (v128.const i32x4 0 0 0 0) (i32.mul (local.get $OC) (local.get $KC)))))
+      (call $fill (local.get $dw0) (v128.const i32x4 0 0 0 0) (i32.mul (local.get $M) (local.get $KC)))))
     (local.set $b (i32.const 0))
     (block $done (loop $bl2
       (br_if $done (i32.ge_u (local.get $b) (local.get $B)))
-      (local.set $img (i32.shl (i32.mul (local.get $b) (i32.mul (i32.mul (local.get $C) (local.get $H)) (local.get $W)))
-                               (i32.const 2)))
-      (local.set $g (i32.add (local.get $dout) (i32.shl (i32.mul (i32.mul (local.get $b) (local.get $OC)) (local.get $P))
-                                                        (i32.const 2))))
-      (call $im2row (local.get $cols) (i32.add (local.get $inp) (local.get $img)) (local.get $C) (local.get $H) (local.get $W)
-        (i32.shl (i32.sub (local.get $KCp) (local.get $KC)) (i32.const 2)))
-      ;; dwp[o][k] (+)= Σ_p dout_img[o][p] · cols[p][k]
+      (local.set $g (i32.add (local.get $dout) (i32.shl (i32.mul (i32.add (i32.mul (local.get $b) (local.get $OC))
+                                                                          (local.get $o0)) (local.get $P)) (i32.const 2))))
+      (call $im2row (local.get $cols)
+        (i32.add (local.get $inp) (i32.shl (i32.mul (local.get $b) (i32.mul (i32.mul (local.get $C) (local.get $H)) (local.get $W)))
+                                           (i32.const 2)))
+        (local.get $C) (local.get $H) (local.get $W) (i32.shl (i32.sub (local.get $KCp) (local.get $KC)) (i32.const 2)))
+      ;; dwp[o][k] (+)= Σ_p dout_img[o0 + o][p] · cols[p][k]
       (call $rank_update (local.get $dwp) (i32.shl (local.get $KCp) (i32.const 2))
         (local.get $g) (i32.const 4) (i32.shl (local.get $P) (i32.const 2))
         (local.get $cols) (i32.shl (local.get $KCp) (i32.const 2))
-        (local.get $OC) (local.get $KCp) (local.get $P) (i32.ne (local.get $b) (i32.const 0)))
-      (if (local.get $want_dinp) (then
-        ;; dcols[k][p] = Σ_o w[o][k] · dout_img[o][p], into the scratch (cols is no longer needed)
-        (call $rank_update (local.get $cols) (i32.shl (local.get $P) (i32.const 2))
-          (local.get $w) (i32.shl (local.get $KC) (i32.const 2)) (i32.const 4)
-          (local.get $g) (i32.shl (local.get $P) (i32.const 2))
-          (local.get $KC) (local.get $P) (local.get $OC) (i32.const 0))
-        (call $col2im (i32.add (local.get $dinp) (local.get $img)) (local.get $cols) (local.get $C) (local.get $H) (local.get $W))))
+        (local.get $M) (local.get $KCp) (local.get $P) (i32.ne (local.get $b) (i32.const 0)))
       (local.set $b (i32.add (local.get $b) (i32.const 1)))
       (br $bl2)))
     ;; the padded product's first KC columns into dw
-    (if (i32.and (i32.ne (local.get $dwp) (local.get $dw)) (i32.ne (local.get $B) (i32.const 0))) (then
+    (if (i32.and (i32.ne (local.get $dwp) (local.get $dw0)) (i32.ne (local.get $B) (i32.const 0))) (then
       (local.set $o (i32.const 0))
       (block $c_done (loop $cl
-        (br_if $c_done (i32.ge_u (local.get $o) (local.get $OC)))
-        (call $copy (i32.add (local.get $dw) (i32.shl (i32.mul (local.get $o) (local.get $KC)) (i32.const 2)))
+        (br_if $c_done (i32.ge_u (local.get $o) (local.get $M)))
+        (call $copy (i32.add (local.get $dw0) (i32.shl (i32.mul (local.get $o) (local.get $KC)) (i32.const 2)))
           (i32.add (local.get $dwp) (i32.shl (i32.mul (local.get $o) (local.get $KCp)) (i32.const 2))) (local.get $KC))
         (local.set $o (i32.add (local.get $o) (i32.const 1)))
         (br $cl))))))
+
+  ;; conv2d_bwd_input: dinp (B, C, H, W), the input gradient of out = conv(inp, w) + bias, from dout (B, OC, OH, OW)
+  ;; and w (OC, C, 5, 5); per image: dcols (KC, P) = wᵀ · dout_img in the scratch (C·25·OH·OW floats), then
+  ;; dinp_img = col2im(dcols). Each image's gradient is the same bits whatever images share the call.
+  (func (export "conv2d_bwd_input") (param $dinp i32) (param $dout i32) (param $w i32) (param $cols i32) (param $B i32)
+        (param $C i32) (param $OC i32) (param $H i32) (param $W i32)
+    (local $P i32) (local $KC i32) (local $b i32)
+    (local.set $P (i32.mul (i32.sub (local.get $H) (i32.const 4)) (i32.sub (local.get $W) (i32.const 4))))
+    (local.set $KC (i32.mul (local.get $C) (i32.const 25)))
+    (block $done (loop $bl
+      (br_if $done (i32.ge_u (local.get $b) (local.get $B)))
+      (call $rank_update (local.get $cols) (i32.shl (local.get $P) (i32.const 2))
+        (local.get $w) (i32.shl (local.get $KC) (i32.const 2)) (i32.const 4)
+        (i32.add (local.get $dout) (i32.shl (i32.mul (i32.mul (local.get $b) (local.get $OC)) (local.get $P)) (i32.const 2)))
+        (i32.shl (local.get $P) (i32.const 2))
+        (local.get $KC) (local.get $P) (local.get $OC) (i32.const 0))
+      (call $col2im
+        (i32.add (local.get $dinp) (i32.shl (i32.mul (local.get $b) (i32.mul (i32.mul (local.get $C) (local.get $H)) (local.get $W)))
+                                            (i32.const 2)))
+        (local.get $cols) (local.get $C) (local.get $H) (local.get $W))
+      (local.set $b (i32.add (local.get $b) (i32.const 1)))
+      (br $bl))))
 
   ;; maxpool_fwd: out (maps, H/2, W/2) = the 2×2 max of inp (maps, H, W) in the order (0,0), (0,1), (1,0), (1,1),
   ;; replaced only by a strictly greater value (reference.ts): a selection, bit-identical in every family. An odd
@@ -750,104 +773,22 @@
                             (v128.const i32x4 0 0 0 0)))
         (local.get $wd)))))
 
-  ;; reduce_slots: grad[i] = slots[i] + slots[stride + i] + … + slots[(S−1)·stride + i], added left to right
-  ;; in float32 (S ≥ 1). slots: S gradient slots of `stride` bytes each  →  grad (n).
-  ;; The fixed slot order is what makes the summed gradient independent of the thread count. Blocks of
-  ;; 16 floats (4 independent vector sums) hide the add latency; each slot is one sequential stream.
-  (func (export "reduce_slots") (param $grad i32) (param $slots i32) (param $stride i32) (param $S i32) (param $n i32)
-    (local $i i32) (local $end i32) (local $p i32) (local $s i32) (local $wd i32)
-    (local $v0 v128) (local $v1 v128) (local $v2 v128) (local $v3 v128)
-    (local.set $end (i32.shl (i32.and (local.get $n) (i32.const -16)) (i32.const 2)))
-    (block $done (loop $next
-      (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
-      (local.set $p (i32.add (local.get $slots) (local.get $i)))
-      (local.set $v0 (v128.load (local.get $p)))
-      (local.set $v1 (v128.load offset=16 (local.get $p)))
-      (local.set $v2 (v128.load offset=32 (local.get $p)))
-      (local.set $v3 (v128.load offset=48 (local.get $p)))
-      (local.set $s (i32.const 1))
-      (block $s_done (loop $s_next
-        (br_if $s_done (i32.ge_u (local.get $s) (local.get $S)))
-        (local.set $p (i32.add (local.get $p) (local.get $stride)))
-        (local.set $v0 (f32x4.add (local.get $v0) (v128.load (local.get $p))))
-        (local.set $v1 (f32x4.add (local.get $v1) (v128.load offset=16 (local.get $p))))
-        (local.set $v2 (f32x4.add (local.get $v2) (v128.load offset=32 (local.get $p))))
-        (local.set $v3 (f32x4.add (local.get $v3) (v128.load offset=48 (local.get $p))))
-        (local.set $s (i32.add (local.get $s) (i32.const 1)))
-        (br $s_next)))
-      (local.set $p (i32.add (local.get $grad) (local.get $i)))
-      (v128.store (local.get $p) (local.get $v0))
-      (v128.store offset=16 (local.get $p) (local.get $v1))
-      (v128.store offset=32 (local.get $p) (local.get $v2))
-      (v128.store offset=48 (local.get $p) (local.get $v3))
-      (local.set $i (i32.add (local.get $i) (i32.const 64)))
-      (br $next)))
-    ;; the last n mod 16 floats, up to 4 at a time
-    (local.set $end (i32.shl (local.get $n) (i32.const 2)))
-    (block $tdone (loop $tnext
-      (br_if $tdone (i32.ge_u (local.get $i) (local.get $end)))
-      (local.set $wd (i32.shr_u (i32.sub (local.get $end) (local.get $i)) (i32.const 2)))
-      (if (i32.gt_u (local.get $wd) (i32.const 4)) (then (local.set $wd (i32.const 4))))
-      (local.set $p (i32.add (local.get $slots) (local.get $i)))
-      (local.set $v0 (call $load_part (local.get $p) (local.get $wd)))
-      (local.set $s (i32.const 1))
-      (block $ts_done (loop $ts_next
-        (br_if $ts_done (i32.ge_u (local.get $s) (local.get $S)))
-        (local.set $p (i32.add (local.get $p) (local.get $stride)))
-        (local.set $v0 (f32x4.add (local.get $v0) (call $load_part (local.get $p) (local.get $wd))))
-        (local.set $s (i32.add (local.get $s) (i32.const 1)))
-        (br $ts_next)))
-      (call $store_part (i32.add (local.get $grad) (local.get $i)) (local.get $v0) (local.get $wd))
-      (local.set $i (i32.add (local.get $i) (i32.shl (local.get $wd) (i32.const 2))))
-      (br $tnext))))
+  ;; The optimizers handle n4 QUADS of floats; the caller does the last (n mod 4) elements with optim.ts.
+  ;; Blocks of 4 quads (1 in the last n4 mod 4): $grad_quads loads the block's gradient, then the loop updates it.
 
-  ;; The optimizers, fused with the slot reduction: each gradient element is first summed over the S slots
-  ;; exactly as reduce_slots does (float32, slot order 0, 1, …), then the update is computed in float64
-  ;; (two elements per f64x2) with exactly the operations, in exactly the order, of src/optim.ts, rounding
-  ;; to float32 where it does, so the result matches reduce.ts + optim.ts bit for bit. With S = 1 and
-  ;; slots = grad this is the plain optimizer step. One pass instead of two: the summed gradient is never
-  ;; stored, and the slot streams are read while the float64 arithmetic (Adam's divisions) runs.
-  ;; slots: S ≥ 1 gradient slots `stride` bytes apart. They handle n4 QUADS of floats; the caller does the
-  ;; last (n mod 4) elements with reduce.ts and optim.ts. Blocks of 4 quads (1 in the last n4 mod 4):
-  ;; $slot_sum adds the block over the slots, then the $pair loop updates it two elements at a time.
-  ;; 16 floats per slot step keeps the slot loop's overhead small (1 quad per step was ~15% slower on Adam).
-
-  ;; The float32 sums over S ≥ 1 slots `stride` bytes apart of nq = 4 quads at q (nq = 1: only the first)
-  (func $slot_sum (param $q i32) (param $stride i32) (param $S i32) (param $nq i32) (result v128 v128 v128 v128)
-    (local $s i32) (local $g0 v128) (local $g1 v128) (local $g2 v128) (local $g3 v128)
-    (local.set $s (i32.const 1))
-    (if (i32.eq (local.get $nq) (i32.const 4))
-      (then
-        (local.set $g0 (v128.load (local.get $q)))
-        (local.set $g1 (v128.load offset=16 (local.get $q)))
-        (local.set $g2 (v128.load offset=32 (local.get $q)))
-        (local.set $g3 (v128.load offset=48 (local.get $q)))
-        (block $done (loop $next
-          (br_if $done (i32.ge_u (local.get $s) (local.get $S)))
-          (local.set $q (i32.add (local.get $q) (local.get $stride)))
-          (local.set $g0 (f32x4.add (local.get $g0) (v128.load (local.get $q))))
-          (local.set $g1 (f32x4.add (local.get $g1) (v128.load offset=16 (local.get $q))))
-          (local.set $g2 (f32x4.add (local.get $g2) (v128.load offset=32 (local.get $q))))
-          (local.set $g3 (f32x4.add (local.get $g3) (v128.load offset=48 (local.get $q))))
-          (local.set $s (i32.add (local.get $s) (i32.const 1)))
-          (br $next))))
-      (else
-        (local.set $g0 (v128.load (local.get $q)))
-        (block $done1 (loop $next1
-          (br_if $done1 (i32.ge_u (local.get $s) (local.get $S)))
-          (local.set $q (i32.add (local.get $q) (local.get $stride)))
-          (local.set $g0 (f32x4.add (local.get $g0) (v128.load (local.get $q))))
-          (local.set $s (i32.add (local.get $s) (i32.const 1)))
-          (br $next1)))))
-    (local.get $g0) (local.get $g1) (local.get $g2) (local.get $g3))
+  ;; The gradient's nq = 4 quads at q (nq = 1: only the first)
+  (func $grad_quads (param $q i32) (param $nq i32) (result v128 v128 v128 v128)
+    (if (i32.eq (local.get $nq) (i32.const 4)) (then
+      (return (v128.load (local.get $q)) (v128.load offset=16 (local.get $q)) (v128.load offset=32 (local.get $q))
+              (v128.load offset=48 (local.get $q)))))
+    (v128.load (local.get $q)) (v128.const i32x4 0 0 0 0) (v128.const i32x4 0 0 0 0) (v128.const i32x4 0 0 0 0))
 
   ;; The optimizers below are float32 arithmetic, one rounding per operation, in exactly the order of
-  ;; src/optim.ts (whose Math.fround after every operation gives the same bits). The gradient of each quad is
-  ;; the sum of the S slots (slot_sum, up to 4 quads at a time); it is never stored. Their loops shift the
-  ;; quads through g0 (g0 ← g1 ← g2 ← g3) so that one body serves all of them.
+  ;; src/optim.ts (whose Math.fround after every operation gives the same bits). Their loops shift the
+  ;; gradient's quads through g0 (g0 ← g1 ← g2 ← g3) so that one body serves all of them.
 
   ;; sgd_plain: p = p − lr·(g + wd·p)            param (4·n4) updated in place
-  (func (export "sgd_plain") (param $param i32) (param $slots i32) (param $stride i32) (param $S i32) (param $n4 i32)
+  (func (export "sgd_plain") (param $param i32) (param $grad i32) (param $n4 i32)
         (param $lr f32) (param $wd f32)
     (local $i i32) (local $j i32) (local $jend i32) (local $end i32) (local $g0 v128) (local $g1 v128) (local $g2 v128) (local $g3 v128) (local $p v128) (local $lrv v128) (local $wdv v128)
     (local.set $lrv (f32x4.splat (local.get $lr)))
@@ -857,8 +798,8 @@
       (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
       (local.set $jend (i32.add (local.get $i)
         (select (i32.const 64) (i32.const 16) (i32.ge_u (i32.sub (local.get $end) (local.get $i)) (i32.const 64)))))
-      (call $slot_sum (i32.add (local.get $slots) (local.get $i)) (local.get $stride) (local.get $S)
-                      (i32.shr_u (i32.sub (local.get $jend) (local.get $i)) (i32.const 4)))
+      (call $grad_quads (i32.add (local.get $grad) (local.get $i))
+                        (i32.shr_u (i32.sub (local.get $jend) (local.get $i)) (i32.const 4)))
       (local.set $g3) (local.set $g2) (local.set $g1) (local.set $g0)
       (local.set $j (local.get $i))
       (loop $quad
@@ -873,8 +814,7 @@
 
   ;; sgd_momentum: g = grad + wd·p;  b = first ? g : mu·b + damp·g;  p = p − lr·(nesterov ? g + mu·b : b)
   ;; param, buf (4·n4) updated in place; damp = 1 − dampening
-  (func (export "sgd_momentum") (param $param i32) (param $slots i32) (param $stride i32) (param $S i32)
-        (param $buf i32) (param $n4 i32)
+  (func (export "sgd_momentum") (param $param i32) (param $grad i32) (param $buf i32) (param $n4 i32)
         (param $lr f32) (param $wd f32) (param $mu f32) (param $damp f32) (param $first i32) (param $nesterov i32)
     (local $i i32) (local $j i32) (local $jend i32) (local $end i32) (local $g0 v128) (local $g1 v128) (local $g2 v128) (local $g3 v128) (local $p v128) (local $g v128) (local $b v128)
     (local $lrv v128) (local $wdv v128) (local $muv v128) (local $dampv v128)
@@ -887,8 +827,8 @@
       (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
       (local.set $jend (i32.add (local.get $i)
         (select (i32.const 64) (i32.const 16) (i32.ge_u (i32.sub (local.get $end) (local.get $i)) (i32.const 64)))))
-      (call $slot_sum (i32.add (local.get $slots) (local.get $i)) (local.get $stride) (local.get $S)
-                      (i32.shr_u (i32.sub (local.get $jend) (local.get $i)) (i32.const 4)))
+      (call $grad_quads (i32.add (local.get $grad) (local.get $i))
+                        (i32.shr_u (i32.sub (local.get $jend) (local.get $i)) (i32.const 4)))
       (local.set $g3) (local.set $g2) (local.set $g1) (local.set $g0)
       (local.set $j (local.get $i))
       (loop $quad
@@ -914,8 +854,7 @@
   ;; adam: g = grad + l2·p;  m = b1·m + c1·g;  v = b2·v + c2·g·g;  p = p·keep − step·m / (sqrt(v) / bc2 + eps)
   ;; with c1 = 1 − b1, c2 = 1 − b2, step = lr / (1 − b1^t), bc2 = sqrt(1 − b2^t); Adam: l2 = wd, keep = 1;
   ;; AdamW: l2 = 0, keep = 1 − lr·wd.  param, m, v (4·n4) updated in place.
-  (func (export "adam") (param $param i32) (param $slots i32) (param $stride i32) (param $S i32)
-        (param $m i32) (param $v i32) (param $n4 i32)
+  (func (export "adam") (param $param i32) (param $grad i32) (param $m i32) (param $v i32) (param $n4 i32)
         (param $b1 f32) (param $c1 f32) (param $b2 f32) (param $c2 f32) (param $l2 f32) (param $keep f32)
         (param $step f32) (param $bc2 f32) (param $eps f32)
     (local $i i32) (local $j i32) (local $jend i32) (local $end i32) (local $g0 v128) (local $g1 v128) (local $g2 v128) (local $g3 v128) (local $p v128) (local $g v128) (local $mi v128) (local $vi v128)
@@ -935,8 +874,8 @@
       (br_if $done (i32.ge_u (local.get $i) (local.get $end)))
       (local.set $jend (i32.add (local.get $i)
         (select (i32.const 64) (i32.const 16) (i32.ge_u (i32.sub (local.get $end) (local.get $i)) (i32.const 64)))))
-      (call $slot_sum (i32.add (local.get $slots) (local.get $i)) (local.get $stride) (local.get $S)
-                      (i32.shr_u (i32.sub (local.get $jend) (local.get $i)) (i32.const 4)))
+      (call $grad_quads (i32.add (local.get $grad) (local.get $i))
+                        (i32.shr_u (i32.sub (local.get $jend) (local.get $i)) (i32.const 4)))
       (local.set $g3) (local.set $g2) (local.set $g1) (local.set $g0)
       (local.set $j (local.get $i))
       (loop $quad

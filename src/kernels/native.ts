@@ -9,8 +9,8 @@
 // The addon is context-aware: every worker thread loads its own instance, and the kernels share no mutable
 // state. They take any Float32Array (in training, views of the shared arena) and check each view's length
 // against the sizes they are given. The linear kernels round differently from the other families (wider
-// vectors, fused multiply-adds, other summation orders); ReLU backward, the slot reduction, the optimizers
-// and the gather are bit-identical to the reference, as in the WebAssembly families, except where a value is
+// vectors, fused multiply-adds, other summation orders); ReLU backward, the optimizers and the gather are
+// bit-identical to the reference, as in the WebAssembly families, except where a value is
 // subnormal: each native call runs with flush-to-zero (see FlushDenormals in kernels.cc).
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
@@ -18,7 +18,7 @@ import { join } from 'node:path';
 import { packageRoot } from '../paths.js';
 import { optimizerStateCount, type OptimizerConfig } from '../optim.js';
 import * as ref from './reference.js';
-import type { Kernels } from './index.js';
+import { withWholeBackward, type F, type KernelHalves, type Kernels } from './index.js';
 
 export type NativeIsa = 'avx512' | 'avx2';
 
@@ -30,16 +30,14 @@ export interface NativePath {
   linearForwardT(out: Float32Array, inp: Float32Array, weightT: Float32Array, bias: Float32Array,
                  B: number, C: number, OC: number, relu: number): void;
   transposeRows(weightT: Float32Array, weight: Float32Array, C: number, OC: number, from: number, to: number): void;
-  linearBackward(dinp: Float32Array | null, dweight: Float32Array, dbias: Float32Array, dout: Float32Array,
-                 inp: Float32Array, weight: Float32Array, B: number, C: number, OC: number): void;
+  linearBackwardWeight(dweight: Float32Array, dbias: Float32Array, dout: Float32Array, inp: Float32Array, B: number,
+                       C: number, OC: number, o0: number, o1: number): void;
   linearBackwardInput(dinp: Float32Array, dout: Float32Array, weight: Float32Array, B: number, C: number, OC: number): void;
   reluBackward(dinp: Float32Array, dout: Float32Array, out: Float32Array, n: number): void;
-  reduceSlots(grad: Float32Array, slots: Float32Array, stride: number, S: number, start: number, end: number): void;
-  sgd(param: Float32Array, slots: Float32Array, stride: number, S: number, start: number, end: number,
-      buf: Float32Array | null, lr: number, wd: number, mu: number, damp: number, first: number, nesterov: number): void;
-  adam(param: Float32Array, slots: Float32Array, stride: number, S: number, start: number, end: number,
-       m: Float32Array, v: Float32Array, b1: number, c1: number, b2: number, c2: number, l2: number, keep: number,
-       step: number, bc2: number, eps: number): void;
+  sgd(param: Float32Array, grad: Float32Array, start: number, end: number, buf: Float32Array | null, lr: number,
+      wd: number, mu: number, damp: number, first: number, nesterov: number): void;
+  adam(param: Float32Array, grad: Float32Array, start: number, end: number, m: Float32Array, v: Float32Array, b1: number,
+       c1: number, b2: number, c2: number, l2: number, keep: number, step: number, bc2: number, eps: number): void;
   gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null,
          start: number, rows: number, pixels: number, table: Float32Array): void;
   /** with pooled, also the 2×2 max-pool of out into it (KernelSet.conv2dReluPoolForward) */
@@ -48,10 +46,14 @@ export interface NativePath {
   /** the direct convolution (one image at a time, no lanes), kept for the benchmark's comparison; not in the KernelSet */
   conv2dForwardDirect(out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array,
                       B: number, C: number, OC: number, H: number, W: number, relu: number): void;
-  /** with out, dout is the pooled map's gradient of the max-pool of the ReLU output out (KernelSet.conv2dReluPoolBackward) */
-  conv2dBackward(dinp: Float32Array | null, dweight: Float32Array, dbias: Float32Array, dout: Float32Array,
-                 inp: Float32Array, weight: Float32Array, cols: Float32Array,
-                 B: number, C: number, OC: number, H: number, W: number, out?: Float32Array | null): void;
+  /** output channels o0..o1; with out, dout is the pooled map's gradient of the max-pool of the ReLU output out
+   *  (KernelSet.conv2dReluPoolBackwardWeight) */
+  conv2dBackwardWeight(dweight: Float32Array, dbias: Float32Array, dout: Float32Array, inp: Float32Array,
+                       cols: Float32Array, B: number, C: number, OC: number, H: number, W: number, o0: number, o1: number,
+                       out?: Float32Array | null): void;
+  /** with out, dout is the pooled map's gradient (KernelSet.conv2dReluPoolBackwardInput) */
+  conv2dBackwardInput(dinp: Float32Array, dout: Float32Array, weight: Float32Array, cols: Float32Array, B: number,
+                      C: number, OC: number, H: number, W: number, out?: Float32Array | null): void;
   maxPoolForward(out: Float32Array, inp: Float32Array, B: number, C: number, H: number, W: number): void;
   /** relu = 1: also the mask of the ReLU whose output inp is (KernelSet.maxPoolReluBackward) */
   maxPoolBackward(dinp: Float32Array, dout: Float32Array, inp: Float32Array, B: number, C: number, H: number,
@@ -124,89 +126,80 @@ export function nativeKernels(addon: NativeAddon, isa?: NativeIsa): Kernels & { 
     if (!(v instanceof Float32Array)) throw new Error(`native kernels: ${what} must be a Float32Array`);
     return v;
   };
-  const update = (cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, slots: Float32Array, stride: number,
-                  S: number, state: Float32Array[], start: number, end: number): void => {
-    const need = optimizerStateCount(cfg);
-    if (state.length < need) throw new Error(`optimizer '${cfg.optimizer}' needs ${need} state arrays, got ${state.length}`);
-    if (end <= start) return;
-    if (cfg.optimizer === 'sgd') {
-      x.sgd(param, slots, stride, S, start, end, need === 0 ? null : state[0], lr, cfg.weightDecay, cfg.momentum,
-            1 - cfg.dampening, t === 1 ? 1 : 0, cfg.nesterov ? 1 : 0);
-    } else {
-      // the constants exactly as optim.ts's adamStep computes them
-      const decoupled = cfg.optimizer === 'adamw';
-      x.adam(param, slots, stride, S, start, end, state[0], state[1], cfg.beta1, 1 - cfg.beta1, cfg.beta2, 1 - cfg.beta2,
-             decoupled ? 0 : cfg.weightDecay, decoupled ? 1 - lr * cfg.weightDecay : 1, lr / (1 - Math.pow(cfg.beta1, t)),
-             Math.sqrt(1 - Math.pow(cfg.beta2, t)), cfg.eps);
-    }
-  };
   return {
-    name: 'native',
+    ...withWholeBackward<KernelHalves>({
+      name: 'native',
+      linearForward: (out: F, inp: F, weight: F, bias: F, B: number, C: number, OC: number) =>
+        x.linearForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), B, C, OC, 0),
+      linearReluForward: (out: F, inp: F, weight: F, bias: F, B: number, C: number, OC: number) =>
+        x.linearForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), B, C, OC, 1),
+      linearForwardT: (out: F, inp: F, weightT: F, bias: F, B: number, C: number, OC: number) =>
+        x.linearForwardT(f32(out, 'out'), f32(inp, 'inp'), f32(weightT, 'weightT'), f32(bias, 'bias'), B, C, OC, 0),
+      linearReluForwardT: (out: F, inp: F, weightT: F, bias: F, B: number, C: number, OC: number) =>
+        x.linearForwardT(f32(out, 'out'), f32(inp, 'inp'), f32(weightT, 'weightT'), f32(bias, 'bias'), B, C, OC, 1),
+      transposeRows: (weightT: F, weight: F, C: number, OC: number, from: number, to: number) =>
+        x.transposeRows(f32(weightT, 'weightT'), f32(weight, 'weight'), C, OC, from, to),
+      linearBackwardWeight: (dweight: F, dbias: F, dout: F, inp: F, B: number, C: number, OC: number, o0: number, o1: number) =>
+        x.linearBackwardWeight(f32(dweight, 'dweight'), f32(dbias, 'dbias'), f32(dout, 'dout'), f32(inp, 'inp'), B, C, OC,
+                               o0, o1),
+      linearBackwardInput: (dinp: F, dout: F, weight: F, B: number, C: number, OC: number) =>
+        x.linearBackwardInput(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(weight, 'weight'), B, C, OC),
+      reluBackward: (dinp: F, dout: F, out: F, n: number) => x.reluBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(out, 'out'), n),
+      // B×10: too small to pay for a call
+      crossEntropyForward: ref.crossEntropyForward,
+      crossEntropyBackward: ref.crossEntropyBackward,
+      countCorrect: ref.countCorrect,
+      // groups of images in vector lanes (kernels.h): each image's bits do not depend on the others
+      conv2dForward: (out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number, H: number, W: number) =>
+        x.conv2dForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), f32(cols, 'cols'),
+                        B, C, OC, H, W, 0),
+      conv2dReluForward: (out: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number, H: number, W: number) =>
+        x.conv2dForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), f32(cols, 'cols'),
+                        B, C, OC, H, W, 1),
+      conv2dReluPoolForward: (out: F, pooled: F, inp: F, weight: F, bias: F, cols: F, B: number, C: number, OC: number,
+                              H: number, W: number) =>
+        x.conv2dForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), f32(cols, 'cols'),
+                        B, C, OC, H, W, 1, f32(pooled, 'pooled')),
+      conv2dBackwardWeight: (dweight: F, dbias: F, dout: F, inp: F, cols: F, B: number, C: number, OC: number, H: number,
+                             W: number, o0: number, o1: number) =>
+        x.conv2dBackwardWeight(f32(dweight, 'dweight'), f32(dbias, 'dbias'), f32(dout, 'dout'), f32(inp, 'inp'),
+                               f32(cols, 'cols'), B, C, OC, H, W, o0, o1),
+      conv2dBackwardInput: (dinp: F, dout: F, weight: F, cols: F, B: number, C: number, OC: number, H: number, W: number) =>
+        x.conv2dBackwardInput(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(weight, 'weight'), f32(cols, 'cols'), B, C, OC, H, W),
+      conv2dReluPoolBackwardWeight: (dweight: F, dbias: F, dpooled: F, out: F, inp: F, cols: F, B: number, C: number,
+                                     OC: number, H: number, W: number, o0: number, o1: number) =>
+        x.conv2dBackwardWeight(f32(dweight, 'dweight'), f32(dbias, 'dbias'), f32(dpooled, 'dpooled'), f32(inp, 'inp'),
+                               f32(cols, 'cols'), B, C, OC, H, W, o0, o1, f32(out, 'out')),
+      conv2dReluPoolBackwardInput: (dinp: F, dpooled: F, out: F, weight: F, cols: F, B: number, C: number, OC: number,
+                                    H: number, W: number) =>
+        x.conv2dBackwardInput(f32(dinp, 'dinp'), f32(dpooled, 'dpooled'), f32(weight, 'weight'), f32(cols, 'cols'),
+                              B, C, OC, H, W, f32(out, 'out')),
+      maxPoolForward: (out: F, inp: F, B: number, C: number, H: number, W: number) =>
+        x.maxPoolForward(f32(out, 'out'), f32(inp, 'inp'), B, C, H, W),
+      maxPoolBackward: (dinp: F, dout: F, inp: F, B: number, C: number, H: number, W: number) =>
+        x.maxPoolBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(inp, 'inp'), B, C, H, W, 0),
+      maxPoolReluBackward: (dinp: F, dout: F, inp: F, B: number, C: number, H: number, W: number) =>
+        x.maxPoolBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(inp, 'inp'), B, C, H, W, 1),
+    }),
     family: 'native',
     isa: x.isa,
-    linearForward: (out, inp, weight, bias, B, C, OC) =>
-      x.linearForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), B, C, OC, 0),
-    linearReluForward: (out, inp, weight, bias, B, C, OC) =>
-      x.linearForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), B, C, OC, 1),
-    linearForwardT: (out, inp, weightT, bias, B, C, OC) =>
-      x.linearForwardT(f32(out, 'out'), f32(inp, 'inp'), f32(weightT, 'weightT'), f32(bias, 'bias'), B, C, OC, 0),
-    linearReluForwardT: (out, inp, weightT, bias, B, C, OC) =>
-      x.linearForwardT(f32(out, 'out'), f32(inp, 'inp'), f32(weightT, 'weightT'), f32(bias, 'bias'), B, C, OC, 1),
-    transposeRows: (weightT, weight, C, OC, from, to) =>
-      x.transposeRows(f32(weightT, 'weightT'), f32(weight, 'weight'), C, OC, from, to),
-    linearBackward: (dinp, dweight, dbias, dout, inp, weight, B, C, OC) =>
-      x.linearBackward(dinp === null ? null : f32(dinp, 'dinp'), f32(dweight, 'dweight'), f32(dbias, 'dbias'),
-                       f32(dout, 'dout'), f32(inp, 'inp'), f32(weight, 'weight'), B, C, OC),
-    linearBackwardInput: (dinp, dout, weight, B, C, OC) =>
-      x.linearBackwardInput(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(weight, 'weight'), B, C, OC),
-    // the forward on transposed weights and the input gradient sum each row on its own (kernels.h)
-    groupsRows: true,
-    reluBackward: (dinp, dout, out, n) => x.reluBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(out, 'out'), n),
-    // B×10: too small to pay for a call
-    crossEntropyForward: ref.crossEntropyForward,
-    crossEntropyBackward: ref.crossEntropyBackward,
-    countCorrect: ref.countCorrect,
-    reduceSlots(grad, slots, stride, S, start, end) {
-      if (end <= start) return;
-      if (S === 0) grad.fill(0, start, end);
-      else x.reduceSlots(grad, slots, stride, S, start, end);
-    },
     optimizerStep(cfg, lr, t, param, grad, state, start, end) {
-      // the plain step is the fused one with a single slot: the gradient itself
-      update(cfg, lr, t, param, grad, 0, 1, state, start, end);
-    },
-    reduceAndUpdate(cfg, lr, t, param, slots, stride, S, state, grad, start, end) {
-      if (S === 0) {
-        grad.fill(0, start, end);
-        update(cfg, lr, t, param, grad, 0, 1, state, start, end);
+      const need = optimizerStateCount(cfg);
+      if (state.length < need) throw new Error(`optimizer '${cfg.optimizer}' needs ${need} state arrays, got ${state.length}`);
+      if (end <= start) return;
+      if (cfg.optimizer === 'sgd') {
+        x.sgd(param, grad, start, end, need === 0 ? null : state[0], lr, cfg.weightDecay, cfg.momentum, 1 - cfg.dampening,
+              t === 1 ? 1 : 0, cfg.nesterov ? 1 : 0);
       } else {
-        update(cfg, lr, t, param, slots, stride, S, state, start, end);
+        // the constants exactly as optim.ts's adamStep computes them
+        const decoupled = cfg.optimizer === 'adamw';
+        x.adam(param, grad, start, end, state[0], state[1], cfg.beta1, 1 - cfg.beta1, cfg.beta2, 1 - cfg.beta2,
+               decoupled ? 0 : cfg.weightDecay, decoupled ? 1 - lr * cfg.weightDecay : 1, lr / (1 - Math.pow(cfg.beta1, t)),
+               Math.sqrt(1 - Math.pow(cfg.beta2, t)), cfg.eps);
       }
     },
     gather: (xs, ys, images, labels, index, start, rows, pixels, table) =>
       x.gather(xs, ys, images, labels, index, start, rows, pixels, table),
-    // groups of images in vector lanes (kernels.h): each image's bits do not depend on the others
-    conv2dForward: (out, inp, weight, bias, cols, B, C, OC, H, W) =>
-      x.conv2dForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), f32(cols, 'cols'),
-                      B, C, OC, H, W, 0),
-    conv2dReluForward: (out, inp, weight, bias, cols, B, C, OC, H, W) =>
-      x.conv2dForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), f32(cols, 'cols'),
-                      B, C, OC, H, W, 1),
-    conv2dReluPoolForward: (out, pooled, inp, weight, bias, cols, B, C, OC, H, W) =>
-      x.conv2dForward(f32(out, 'out'), f32(inp, 'inp'), f32(weight, 'weight'), f32(bias, 'bias'), f32(cols, 'cols'),
-                      B, C, OC, H, W, 1, f32(pooled, 'pooled')),
-    conv2dBackward: (dinp, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W) =>
-      x.conv2dBackward(dinp === null ? null : f32(dinp, 'dinp'), f32(dweight, 'dweight'), f32(dbias, 'dbias'),
-                       f32(dout, 'dout'), f32(inp, 'inp'), f32(weight, 'weight'), f32(cols, 'cols'), B, C, OC, H, W),
-    conv2dReluPoolBackward: (dinp, dweight, dbias, dpooled, out, inp, weight, cols, B, C, OC, H, W) =>
-      x.conv2dBackward(dinp === null ? null : f32(dinp, 'dinp'), f32(dweight, 'dweight'), f32(dbias, 'dbias'),
-                       f32(dpooled, 'dpooled'), f32(inp, 'inp'), f32(weight, 'weight'), f32(cols, 'cols'), B, C, OC, H, W,
-                       f32(out, 'out')),
-    maxPoolForward: (out, inp, B, C, H, W) => x.maxPoolForward(f32(out, 'out'), f32(inp, 'inp'), B, C, H, W),
-    maxPoolBackward: (dinp, dout, inp, B, C, H, W) =>
-      x.maxPoolBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(inp, 'inp'), B, C, H, W, 0),
-    maxPoolReluBackward: (dinp, dout, inp, B, C, H, W) =>
-      x.maxPoolBackward(f32(dinp, 'dinp'), f32(dout, 'dout'), f32(inp, 'inp'), B, C, H, W, 1),
   };
 }
 

@@ -4,13 +4,12 @@
 // when no fast family is available (`--kernels js`). They know nothing about threads, pools or arenas:
 // every argument is a view the caller built once, and sizes are passed explicitly.
 //
-// Legend used in every comment: B rows in the shard, C in-features, OC out-features, V classes.
+// Legend used in every comment: B rows in the call, C in-features, OC out-features, V classes.
 // Matrices are row-major. `d` prefixes a gradient. Outputs come first, then inputs, then sizes.
-// All kernels OVERWRITE their outputs (each micro-shard owns its gradient slot, so nothing accumulates
-// across calls and no slot needs zeroing).
+// All kernels OVERWRITE their outputs: nothing accumulates across calls, so nothing needs zeroing.
 
 export type F = Float32Array | Float64Array;
-/** Class labels of a shard, one per row, each in [0, V). */
+/** Class labels of the rows of a call, one per row, each in [0, V). */
 export type Labels = Uint8Array | Int32Array;
 
 // out = inp · weightᵀ + bias
@@ -37,13 +36,24 @@ export function transposeRows(weightT: F, weight: F, C: number, OC: number, from
   }
 }
 
-// Gradients of out = inp · weightᵀ + bias.
+// Gradients of out = inp · weightᵀ + bias: linearBackwardWeight over every output, then linearBackwardInput.
 // dout (B,OC)  inp (B,C)  weight (OC,C)  →  dweight (OC,C) = doutᵀ · inp,  dbias (OC) = Σ_rows dout,
 //                                            dinp (B,C) = dout · weight   (skipped when dinp is null:
 //                                            the first layer's input gradient is never needed)
 export function linearBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F,
                                B: number, C: number, OC: number): void {
-  for (let o = 0; o < OC; o++) {
+  linearBackwardWeight(dweight, dbias, dout, inp, B, C, OC, 0, OC);
+  if (dinp !== null) linearBackwardInput(dinp, dout, weight, B, C, OC);
+}
+
+// Rows [o0, o1) of the weight and bias gradients: for o0 ≤ o < o1
+//   dweight[o][c] = Σ_r dout[r][o] · inp[r][c],   dbias[o] = Σ_r dout[r][o]
+// dout (B,OC)  inp (B,C)  →  dweight (OC,C), dbias (OC): only rows o0..o1 written.
+// Each element is one sum over the B rows in order r = 0, 1, …: the bits of an element do not depend on which
+// other outputs share the call, so threads that own different outputs together compute the whole-layer call.
+export function linearBackwardWeight(dweight: F, dbias: F, dout: F, inp: F, B: number, C: number, OC: number,
+                                     o0: number, o1: number): void {
+  for (let o = o0; o < o1; o++) {
     const wr = o * C;
     let db = 0;
     for (let c = 0; c < C; c++) dweight[wr + c] = 0;
@@ -55,7 +65,11 @@ export function linearBackward(dinp: F | null, dweight: F, dbias: F, dout: F, in
     }
     dbias[o] = db;
   }
-  if (dinp === null) return;
+}
+
+// dinp = dout · weight, the input gradient alone
+// dout (B,OC)  weight (OC,C)  →  dinp (B,C); each row's sum runs over o in order, whatever rows share the call
+export function linearBackwardInput(dinp: F, dout: F, weight: F, B: number, C: number, OC: number): void {
   for (let r = 0; r < B; r++) {
     const ir = r * C;
     const or = r * OC;
@@ -112,7 +126,7 @@ export function crossEntropyForward(probs: F, logits: F, targets: Labels, B: num
 
 // dlogits = scale · (p − q), the gradient of scale · Σ_rows loss_row
 // probs (B,V) from crossEntropyForward  targets (B)  →  dlogits (B,V); dlogits may alias probs.
-// scale is 1/(rows in the whole batch) so that the shards' gradients sum to the batch mean.
+// scale is 1/(rows in the whole batch), so that the gradients are of the batch mean whatever rows a call holds.
 export function crossEntropyBackward(dlogits: F, probs: F, targets: Labels, B: number, V: number,
                                      smoothing: number, scale: number): void {
   const off = smoothing / V;
@@ -160,7 +174,7 @@ export function gather(x: Float32Array, y: Int32Array, images: Uint8Array, label
 // Activation layout: per image (channels, rows, columns), images one after another, exactly PyTorch's
 // NCHW. Flattening a pooled map into the linear layer is then the identity (PyTorch's flatten order
 // (channel, row, column)), and no layout kernel is needed between the layers.
-// Legend: B images in the shard, C input channels, OC output channels, H × W an input map, OH × OW an
+// Legend: B images in the call, C input channels, OC output channels, H × W an input map, OH × OW an
 // output map. The convolutions are 5×5, stride 1, no padding ("valid"): OH = H − 4, OW = W − 4.
 // Weights are PyTorch's Conv2d layout (OC, C, 5, 5), i.e. (OC, C·25) row-major: the layout of nn.Linear,
 // which is what lets the WebAssembly families run a convolution as im2col + matrix products.
@@ -216,22 +230,31 @@ export function conv2dForward(out: F, inp: F, weight: F, bias: F, _cols: F | nul
   }
 }
 
-// Gradients of out = conv2dForward(inp, weight, bias):
+// Gradients of out = conv2dForward(inp, weight, bias): conv2dBackwardWeight over every output channel, then
+// conv2dBackwardInput.
 // dout (B,OC,OH,OW)  inp (B,C,H,W)  weight (OC,C,5,5)  →
 //   dweight (OC,C,5,5)[o][c][i][j] = Σ_{b,y,x} dout[b][o][y][x] · inp[b][c][y+i][x+j]
 //   dbias (OC)[o]                  = Σ_{b,y,x} dout[b][o][y][x]
 //   dinp (B,C,H,W)[b][c][y+i][x+j] = Σ_{o} … dout[b][o][y][x] · weight[o][c][i][j], summed over every (y, x, i, j)
 //                                    that lands on the pixel (skipped when dinp is null: the first layer's)
 // All three are overwritten. `cols` is the fast families' scratch, as in the forward.
-export function conv2dBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F, _cols: F | null,
+export function conv2dBackward(dinp: F | null, dweight: F, dbias: F, dout: F, inp: F, weight: F, cols: F | null,
                                B: number, C: number, OC: number, H: number, W: number): void {
+  conv2dBackwardWeight(dweight, dbias, dout, inp, cols, B, C, OC, H, W, 0, OC);
+  if (dinp !== null) conv2dBackwardInput(dinp, dout, weight, cols, B, C, OC, H, W);
+}
+
+// Output channels [o0, o1) of the weight and bias gradients (conv2dBackward's first two), summed over the B
+// images in order, then the pixels (y, x) in order; only rows o0..o1 of dweight (OC,C,5,5) and dbias written.
+// An element's bits do not depend on which other channels share the call.
+export function conv2dBackwardWeight(dweight: F, dbias: F, dout: F, inp: F, _cols: F | null, B: number, C: number,
+                                     OC: number, H: number, W: number, o0: number, o1: number): void {
   const OH = H - KS + 1;
   const OW = W - KS + 1;
-  dweight.fill(0, 0, OC * C * KK);
-  dbias.fill(0, 0, OC);
-  if (dinp !== null) dinp.fill(0, 0, B * C * H * W);
+  dweight.fill(0, o0 * C * KK, o1 * C * KK);
+  dbias.fill(0, o0, o1);
   for (let b = 0; b < B; b++) {
-    for (let o = 0; o < OC; o++) {
+    for (let o = o0; o < o1; o++) {
       const ob = (b * OC + o) * OH * OW;
       for (let y = 0; y < OH; y++) {
         for (let x = 0; x < OW; x++) {
@@ -241,10 +264,33 @@ export function conv2dBackward(dinp: F | null, dweight: F, dbias: F, dout: F, in
             const ib = ((b * C + c) * H + y) * W + x;
             const wb = (o * C + c) * KK;
             for (let i = 0; i < KS; i++) {
-              for (let j = 0; j < KS; j++) {
-                dweight[wb + i * KS + j] += g * inp[ib + i * W + j];
-                if (dinp !== null) dinp[ib + i * W + j] += g * weight[wb + i * KS + j];
-              }
+              for (let j = 0; j < KS; j++) dweight[wb + i * KS + j] += g * inp[ib + i * W + j];
+            }
+          }
+        }
+      }
+    }
+  }
+}
+
+// The input gradient alone (conv2dBackward's third): dinp (B,C,H,W) from dout (B,OC,OH,OW) and weight
+// (OC,C,5,5); overwritten. Each image's sums run over (o, y, x, i, j) in order, whatever images share the call.
+export function conv2dBackwardInput(dinp: F, dout: F, weight: F, _cols: F | null, B: number, C: number, OC: number,
+                                    H: number, W: number): void {
+  const OH = H - KS + 1;
+  const OW = W - KS + 1;
+  dinp.fill(0, 0, B * C * H * W);
+  for (let b = 0; b < B; b++) {
+    for (let o = 0; o < OC; o++) {
+      const ob = (b * OC + o) * OH * OW;
+      for (let y = 0; y < OH; y++) {
+        for (let x = 0; x < OW; x++) {
+          const g = dout[ob + y * OW + x];
+          for (let c = 0; c < C; c++) {
+            const ib = ((b * C + c) * H + y) * W + x;
+            const wb = (o * C + c) * KK;
+            for (let i = 0; i < KS; i++) {
+              for (let j = 0; j < KS; j++) dinp[ib + i * W + j] += g * weight[wb + i * KS + j];
             }
           }
         }

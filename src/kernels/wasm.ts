@@ -3,13 +3,13 @@
 //   native   dist/native/mnist_par.node: C++ with AVX-512 or AVX2+FMA intrinsics (see native.ts)
 //   relaxed  dist/kernels/relaxed.wasm: SIMD with f32x4.relaxed_madd (fused on CPUs with FMA)
 //   simd     dist/kernels/simd.wasm:    the same kernels with a separate multiply and add
-//   js       the reference kernels (src/kernels/reference.ts), optim.ts and reduce.ts
+//   js       the reference kernels (src/kernels/reference.ts) and optim.ts
 //
 // The wasm kernels work in place in the shared arena: every view handed to them must be a Float32Array
 // over `memory.buffer` (the arena), and they receive its byteOffset. Each thread instantiates the module
 // against the same memory. The linear kernels differ between families in the last bits (summation order,
-// fused vs separate multiply-add); ReLU backward, reduceSlots, the optimizers and reduceAndUpdate (the
-// slot sum and the optimizer in one pass, float32 arithmetic as optim.ts) are bit-identical in all of them. Cross-entropy and countCorrect
+// fused vs separate multiply-add); ReLU backward and the optimizers (float32 arithmetic as optim.ts) are
+// bit-identical in all of them. Cross-entropy and countCorrect
 // are tiny (B×10) and run the JS reference on the same views.
 //
 // Relaxed SIMD: Node ≥ 22 has it on; Node 20 needs the V8 flag --experimental-wasm-relaxed-simd. V8 flags
@@ -22,9 +22,8 @@ import v8 from 'node:v8';
 import { UserError } from '../errors.js';
 import { packageRoot } from '../paths.js';
 import { optimizerStateCount, optimizerStep as jsOptimizerStep, type OptimizerConfig } from '../optim.js';
-import { referenceKernels, type F, type KernelFamily, type Kernels } from './index.js';
+import { referenceKernels, withWholeBackward, type F, type KernelFamily, type KernelHalves, type Kernels } from './index.js';
 import * as ref from './reference.js';
-import { reduceSlots as jsReduceSlots } from './reduce.js';
 import { loadNative, nativeKernels, type NativeIsa } from './native.js';
 
 export type { KernelFamily, Kernels } from './index.js';
@@ -138,33 +137,30 @@ export const jsKernels: Kernels = {
   ...referenceKernels,
   name: 'js',
   family: 'js',
-  reduceSlots: jsReduceSlots,
   optimizerStep: jsOptimizerStep,
-  reduceAndUpdate(cfg, lr, t, param, slots, stride, S, state, grad, start, end) {
-    jsReduceSlots(grad, slots, stride, S, start, end);
-    jsOptimizerStep(cfg, lr, t, param, grad, state, start, end);
-  },
   gather: ref.gather,
 };
 
 interface Exports {
   linear_fwd(out: number, inp: number, w: number, bias: number, B: number, C: number, OC: number, relu: number): void;
-  linear_bwd(dinp: number, dweight: number, dbias: number, dout: number, inp: number, w: number,
-             B: number, C: number, OC: number, wantDinp: number): void;
+  linear_bwd_weight(dweight: number, dbias: number, dout: number, inp: number, B: number, C: number, OC: number,
+                    o0: number, o1: number): void;
+  linear_bwd_input(dinp: number, dout: number, w: number, B: number, C: number, OC: number): void;
   relu_bwd(dinp: number, dout: number, out: number, n: number): void;
   conv2d_fwd(out: number, inp: number, w: number, bias: number, cols: number, B: number, C: number, OC: number,
              H: number, W: number, relu: number): void;
-  conv2d_bwd(dinp: number, dw: number, db: number, dout: number, inp: number, w: number, cols: number, B: number,
-             C: number, OC: number, H: number, W: number, wantDinp: number): void;
+  conv2d_bwd_weight(dw: number, db: number, dout: number, inp: number, cols: number, B: number, C: number, OC: number,
+                    H: number, W: number, o0: number, o1: number): void;
+  conv2d_bwd_input(dinp: number, dout: number, w: number, cols: number, B: number, C: number, OC: number, H: number,
+                   W: number): void;
   maxpool_fwd(out: number, inp: number, maps: number, H: number, W: number): void;
   maxpool_bwd(dinp: number, dout: number, inp: number, maps: number, H: number, W: number): void;
-  reduce_slots(grad: number, slots: number, strideBytes: number, S: number, n: number): void;
-  // the gradient is Σ of S ≥ 1 slots strideBytes apart; n4 quads of floats
-  sgd_plain(param: number, slots: number, strideBytes: number, S: number, n4: number, lr: number, wd: number): void;
-  sgd_momentum(param: number, slots: number, strideBytes: number, S: number, buf: number, n4: number, lr: number,
-               wd: number, mu: number, damp: number, first: number, nesterov: number): void;
-  adam(param: number, slots: number, strideBytes: number, S: number, m: number, v: number, n4: number, b1: number,
-       c1: number, b2: number, c2: number, l2: number, keep: number, step: number, bc2: number, eps: number): void;
+  // n4 quads of floats from param (byte offsets)
+  sgd_plain(param: number, grad: number, n4: number, lr: number, wd: number): void;
+  sgd_momentum(param: number, grad: number, buf: number, n4: number, lr: number, wd: number, mu: number, damp: number,
+               first: number, nesterov: number): void;
+  adam(param: number, grad: number, m: number, v: number, n4: number, b1: number, c1: number, b2: number, c2: number,
+       l2: number, keep: number, step: number, bc2: number, eps: number): void;
 }
 
 function wasmKernels(family: 'relaxed' | 'simd', x: Exports, memory: WebAssembly.Memory): Kernels {
@@ -201,90 +197,84 @@ function wasmKernels(family: 'relaxed' | 'simd', x: Exports, memory: WebAssembly
     x.linear_fwd(at(out, B * OC, 'out'), at(inp, B * C, 'inp'), at(weight, OC * C, 'weight'), at(bias, OC, 'bias'),
                  B, C, OC, relu);
   };
-  // The wasm optimizer over the whole quads of [start, end) with gradient Σ_{s<S} src[s·stride + i]; returns
-  // where the leftover (end − start) mod 4 elements start, for the caller to do with reduce.ts and optim.ts
-  // (which compute the same thing element by element).
-  const update = (cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, src: Float32Array, stride: number,
-                  S: number, state: Float32Array[], start: number, end: number, what: string): number => {
+  // The wasm optimizer over the whole quads of [start, end); returns where the leftover (end − start) mod 4 elements
+  // start, for the caller to do with optim.ts (which computes the same thing element by element).
+  const update = (cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, grad: Float32Array,
+                  state: Float32Array[], start: number, end: number): number => {
     const need = optimizerStateCount(cfg);
     if (state.length < need) throw new Error(`optimizer '${cfg.optimizer}' needs ${need} state arrays, got ${state.length}`);
     if (end <= start) return end;
     const n4 = (end - start) >> 2;
     const p = at(param, end, 'param') + 4 * start;
-    const g = at(src, (S - 1) * stride + end, what) + 4 * start;
+    const g = at(grad, end, 'grad') + 4 * start;
     if (cfg.optimizer === 'sgd') {
-      if (need === 0) x.sgd_plain(p, g, 4 * stride, S, n4, lr, cfg.weightDecay);
+      if (need === 0) x.sgd_plain(p, g, n4, lr, cfg.weightDecay);
       else {
-        x.sgd_momentum(p, g, 4 * stride, S, at(state[0], end, 'momentum') + 4 * start, n4, lr, cfg.weightDecay,
+        x.sgd_momentum(p, g, at(state[0], end, 'momentum') + 4 * start, n4, lr, cfg.weightDecay,
                        cfg.momentum, 1 - cfg.dampening, t === 1 ? 1 : 0, cfg.nesterov ? 1 : 0);
       }
     } else {
       // the constants exactly as optim.ts's adamStep computes them
       const decoupled = cfg.optimizer === 'adamw';
-      x.adam(p, g, 4 * stride, S, at(state[0], end, 'm') + 4 * start, at(state[1], end, 'v') + 4 * start, n4,
+      x.adam(p, g, at(state[0], end, 'm') + 4 * start, at(state[1], end, 'v') + 4 * start, n4,
              cfg.beta1, 1 - cfg.beta1, cfg.beta2, 1 - cfg.beta2, decoupled ? 0 : cfg.weightDecay,
              decoupled ? 1 - lr * cfg.weightDecay : 1, lr / (1 - Math.pow(cfg.beta1, t)),
              Math.sqrt(1 - Math.pow(cfg.beta2, t)), cfg.eps);
     }
     return start + 4 * n4;
   };
+  const outputs = (o0: number, o1: number, OC: number) => {
+    if (!(Number.isInteger(o0) && Number.isInteger(o1) && 0 <= o0 && o0 <= o1 && o1 <= OC)) {
+      throw new Error(`${family} kernels: expected 0 ≤ o0 ≤ o1 ≤ OC, got o0 = ${o0}, o1 = ${o1}, OC = ${OC}`);
+    }
+  };
   return {
-    name: family,
+    ...withWholeBackward<KernelHalves>({
+      name: family,
+      linearForward: forward(0),
+      linearReluForward: forward(1),
+      linearBackwardWeight(dweight: F, dbias: F, dout: F, inp: F, B: number, C: number, OC: number, o0: number, o1: number) {
+        outputs(o0, o1, OC);
+        x.linear_bwd_weight(at(dweight, OC * C, 'dweight'), at(dbias, OC, 'dbias'), at(dout, B * OC, 'dout'),
+                            at(inp, B * C, 'inp'), B, C, OC, o0, o1);
+      },
+      linearBackwardInput(dinp: F, dout: F, weight: F, B: number, C: number, OC: number) {
+        x.linear_bwd_input(at(dinp, B * C, 'dinp'), at(dout, B * OC, 'dout'), at(weight, OC * C, 'weight'), B, C, OC);
+      },
+      reluBackward(dinp: F, dout: F, out: F, n: number) {
+        x.relu_bwd(at(dinp, n, 'dinp'), at(dout, n, 'dout'), at(out, n, 'out'), n);
+      },
+      crossEntropyForward: ref.crossEntropyForward,
+      crossEntropyBackward: ref.crossEntropyBackward,
+      countCorrect: ref.countCorrect,
+      conv2dForward: convForward(0),
+      conv2dReluForward: convForward(1),
+      conv2dBackwardWeight(dweight: F, dbias: F, dout: F, inp: F, cols: F, B: number, C: number, OC: number, H: number,
+                           W: number, o0: number, o1: number) {
+        const n = convSizes(B, C, OC, H, W);
+        outputs(o0, o1, OC);
+        x.conv2d_bwd_weight(at(dweight, n.weight, 'dweight'), at(dbias, OC, 'dbias'), at(dout, n.out, 'dout'),
+                            at(inp, n.inp, 'inp'), at(cols, n.cols, 'cols'), B, C, OC, H, W, o0, o1);
+      },
+      conv2dBackwardInput(dinp: F, dout: F, weight: F, cols: F, B: number, C: number, OC: number, H: number, W: number) {
+        const n = convSizes(B, C, OC, H, W);
+        x.conv2d_bwd_input(at(dinp, n.inp, 'dinp'), at(dout, n.out, 'dout'), at(weight, n.weight, 'weight'),
+                           at(cols, n.cols, 'cols'), B, C, OC, H, W);
+      },
+      maxPoolForward(out: F, inp: F, B: number, C: number, H: number, W: number) {
+        poolSizes(B, C, H, W);
+        x.maxpool_fwd(at(out, B * C * (H >> 1) * (W >> 1), 'out'), at(inp, B * C * H * W, 'inp'), B * C, H, W);
+      },
+      maxPoolBackward(dinp: F, dout: F, inp: F, B: number, C: number, H: number, W: number) {
+        poolSizes(B, C, H, W);
+        x.maxpool_bwd(at(dinp, B * C * H * W, 'dinp'), at(dout, B * C * (H >> 1) * (W >> 1), 'dout'),
+                      at(inp, B * C * H * W, 'inp'), B * C, H, W);
+      },
+    }),
     family,
-    linearForward: forward(0),
-    linearReluForward: forward(1),
-    linearBackward(dinp, dweight, dbias, dout, inp, weight, B, C, OC) {
-      x.linear_bwd(dinp === null ? 0 : at(dinp, B * C, 'dinp'), at(dweight, OC * C, 'dweight'), at(dbias, OC, 'dbias'),
-                   at(dout, B * OC, 'dout'), at(inp, B * C, 'inp'), at(weight, OC * C, 'weight'), B, C, OC,
-                   dinp === null ? 0 : 1);
-    },
-    reluBackward(dinp, dout, out, n) {
-      x.relu_bwd(at(dinp, n, 'dinp'), at(dout, n, 'dout'), at(out, n, 'out'), n);
-    },
-    crossEntropyForward: ref.crossEntropyForward,
-    crossEntropyBackward: ref.crossEntropyBackward,
-    countCorrect: ref.countCorrect,
-    conv2dForward: convForward(0),
-    conv2dReluForward: convForward(1),
-    conv2dBackward(dinp, dweight, dbias, dout, inp, weight, cols, B, C, OC, H, W) {
-      const n = convSizes(B, C, OC, H, W);
-      x.conv2d_bwd(dinp === null ? 0 : at(dinp, n.inp, 'dinp'), at(dweight, n.weight, 'dweight'), at(dbias, OC, 'dbias'),
-                   at(dout, n.out, 'dout'), at(inp, n.inp, 'inp'), at(weight, n.weight, 'weight'), at(cols, n.cols, 'cols'),
-                   B, C, OC, H, W, dinp === null ? 0 : 1);
-    },
-    maxPoolForward(out, inp, B, C, H, W) {
-      poolSizes(B, C, H, W);
-      x.maxpool_fwd(at(out, B * C * (H >> 1) * (W >> 1), 'out'), at(inp, B * C * H * W, 'inp'), B * C, H, W);
-    },
-    maxPoolBackward(dinp, dout, inp, B, C, H, W) {
-      poolSizes(B, C, H, W);
-      x.maxpool_bwd(at(dinp, B * C * H * W, 'dinp'), at(dout, B * C * (H >> 1) * (W >> 1), 'dout'),
-                    at(inp, B * C * H * W, 'inp'), B * C, H, W);
-    },
-    reduceSlots(grad, slots, stride, S, start, end) {
-      if (end <= start) return;
-      if (S === 0) {
-        grad.fill(0, start, end);
-        return;
-      }
-      x.reduce_slots(at(grad, end, 'grad') + 4 * start, at(slots, (S - 1) * stride + end, 'slots') + 4 * start,
-                     4 * stride, S, end - start);
-    },
     optimizerStep(cfg, lr, t, param, grad, state, start, end) {
-      // the plain step is the fused one with a single slot: the gradient itself
-      const tail = update(cfg, lr, t, param, grad, 0, 1, state, start, end, 'grad');
+      const tail = update(cfg, lr, t, param, grad, state, start, end);
       if (tail < end) jsOptimizerStep(cfg, lr, t, param, grad, state, tail, end);
-    },
-    reduceAndUpdate(cfg, lr, t, param, slots, stride, S, state, grad, start, end) {
-      at(grad, end, 'grad');
-      // no slots: a zero gradient, as reduceSlots gives
-      if (S === 0) grad.fill(0, start, end);
-      const tail = S === 0 ? update(cfg, lr, t, param, grad, 0, 1, state, start, end, 'grad')
-        : update(cfg, lr, t, param, slots, stride, S, state, start, end, 'slots');
-      if (tail < end) {
-        jsReduceSlots(grad, slots, stride, S, tail, end);
-        jsOptimizerStep(cfg, lr, t, param, grad, state, tail, end);
-      }
     },
     gather: ref.gather,
   };

@@ -89,7 +89,7 @@ export class LineReporter implements Reporter {
     const d = describeRun(s);
     this.line(`${d.model}\n${d.setup}`, {
       type: 'start', dataset: s.config.dataset, model: s.model, layers: s.layers, paramCount: s.paramCount, kernelFamily: s.kernelFamily,
-      threads: s.config.threads, shards: s.config.shards, batchSize: s.config.batchSize, optimizer: s.config.optimizer,
+      threads: s.config.threads, batchSize: s.config.batchSize, optimizer: s.config.optimizer,
       lr: s.config.lr, schedule: s.config.schedule, seed: s.config.seed, epochs: s.config.epochs,
       batchesPerEpoch: s.batchesPerEpoch, totalSteps: s.totalSteps,
     });
