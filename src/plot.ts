@@ -146,6 +146,7 @@ export function parseScalingJson(text: string, file: string): ScalingReport {
       name: x.name, batchSize: x.batchSize, samplesPerSec: x.samplesPerSec,
       ...(num(x.threads) ? { threads: x.threads } : {}),
       ...(num(x.blasThreads) ? { blasThreads: x.blasThreads } : {}),
+      ...(typeof x.blas === 'string' ? { blas: x.blas } : {}),
     };
   });
   return {
