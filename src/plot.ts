@@ -69,6 +69,7 @@ export async function plotCommand(opts: PlotOptions): Promise<string[]> {
     try {
       await job.write(path);
     } catch (e) {
+      if (e instanceof UserError) throw e; // a full disk says so itself
       const code = errorCode(e);
       if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOSPC' || code === 'ENOENT' || code === 'ENOTDIR') {
         throw new UserError(`${outDir}: cannot write ${job.file} there (${code}); make the folder writable or choose another with --plots <dir>`);

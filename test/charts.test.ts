@@ -215,7 +215,7 @@ describe('chart PNGs', () => {
 /** Transpiles the few sources the child needs into a plain-JS tree beside a link to our node_modules. */
 function childTree(): string {
   const dir = tmp();
-  for (const rel of ['src/errors.ts', 'src/fsutil.ts', 'src/ui/fonts.ts', 'src/ui/svg.ts', 'src/ui/charts.ts']) {
+  for (const rel of ['src/errors.ts', 'src/fsutil.ts', 'src/ui/format.ts', 'src/ui/fonts.ts', 'src/ui/svg.ts', 'src/ui/charts.ts']) {
     const js = ts.transpileModule(readFileSync(join(ROOT, rel), 'utf8'), {
       compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
     }).outputText;
