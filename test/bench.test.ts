@@ -1,7 +1,8 @@
 // The benchmarks: a tiny real scaling sweep writes a result the chart accepts, with sane numbers, for the mlp
 // and the cnn (--model cnn), each under its own name; the kernel benchmark verifies and times the cnn's kernels;
 // the bench flags fail with one line naming the flag; the PyTorch peer is skipped cleanly when it cannot be run,
-// and compared on the cnn when /usr/bin/python3 has torch.
+// gets no ratio anywhere when it is not at its best (a stand-in peer: no torch needed), and is compared on the
+// cnn when /usr/bin/python3 has torch.
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
