@@ -152,7 +152,8 @@ export function addBenchCommand(program: Command): void {
     });
 
   withRunFlags(bench.command('peers')
-    .description('our throughput against PyTorch\'s best thread setting on the same network (the default mlp or cnn), interleaved, per batch size')
+    .description('our throughput against PyTorch\'s best thread setting on the same network (the default mlp or cnn), interleaved, ' +
+      'per batch size; the ratio is "not comparable" unless PyTorch ran OpenBLAS (or MKL) on kernels as wide as this CPU\'s vectors')
     .option('--model <kind>', 'the network both train: mlp or cnn, each at its default sizes, the only ones the ' +
       'PyTorch script has (default: mlp); the cnn\'s result is peers-cnn-*.json, its PyTorch levels go into the ' +
       'newest scaling-cnn-*.json')

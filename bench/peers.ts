@@ -6,6 +6,12 @@
 // best setting per batch size. Our run (real MNIST, the real training loop, `threads` workers) is measured in
 // the same loop, interleaved with PyTorch's, over `repeats` rounds; every figure is a median over rounds.
 //
+// PyTorch must be at its best for a ratio to mean anything: each run's JSON line says which BLAS ran, and
+// bench/blas.ts judges it against this CPU. On the reference BLAS, or on OpenBLAS kernels narrower than the
+// CPU's vectors, every ratio is printed as "not comparable" with the reason and the fix, the JSON has none,
+// and the PyTorch levels go into no scaling result or chart. The peer runs without OPENBLAS_CORETYPE and
+// OPENBLAS_L2_SIZE (which pin OpenBLAS's kernel), whatever our environment sets.
+//
 // The script is given the folder our run reads (--data), so both train on the same images. Results are
 // peers-*.json for the mlp, peers-cnn-*.json for the cnn; the PyTorch levels are added to the newest scaling
 // result of the same network (scaling-*.json or scaling-cnn-*.json) in the same folder.
@@ -28,6 +34,7 @@ import { packageRoot } from '../src/paths.js';
 import { parseScalingJson } from '../src/plot.js';
 import type { Datasets } from '../src/train.js';
 import type { ScalingPeer, ScalingReport } from '../src/ui/charts.js';
+import { parsePeerLine, peerEnv, readCpuFlags, type BlasVerdict, type PeerRun, type VectorIsa } from './blas.js';
 import { machineInfo, median, resultsDir, saveJson, textTable } from './kernels.js';
 import {
   DEFAULT_MODEL, DEFAULT_WINDOW, loadBenchData, measureThroughput, runConfig, saveScaling, scalingPrefix,
@@ -64,6 +71,8 @@ export interface PeerOptions extends Partial<RunSettings> {
   outDir?: string | null;
   /** where scaling.png is re-drawn with the PyTorch levels (default plots); null: not drawn */
   plotsDir?: string | null;
+  /** the CPU's flags the peer's BLAS is judged against (default: this machine's, from /proc/cpuinfo) */
+  cpuFlags?: readonly string[];
   log?: (line: string) => void;
 }
 
@@ -80,7 +89,7 @@ export interface PeerComparison {
   ours: number;           // median samples/s
   oursSamples: number[];
   pytorch: ScalingPeer;   // the best setting's median
-  ratio: number;          // ours / pytorch
+  ratio: number | null;   // ours / pytorch; null when PyTorch was not at its best (PeersReport.comparable)
 }
 
 /** The networks the peer script trains: the default of each kind (pytorch_throughput.py --model mlp|cnn). */
@@ -107,8 +116,17 @@ export interface PeersReport {
   peer: string;
   /** what the peer trained on, as it says: 'mnist' (the real images) or 'randn' */
   peerData: string;
-  /** the BLAS library PyTorch ran on (openblas, mkl, reference, unknown) */
+  /** the BLAS PyTorch ran on, as the script says ("openblas Cooperlake", "mkl", "reference or unknown BLAS"),
+   *  or "not reported" (an older script); several, joined by " and ", if the runs differed */
   blas: string;
+  /** the vectors of that OpenBLAS kernel (null: not OpenBLAS, or a kernel bench/blas.ts does not know) */
+  blasVectors: VectorIsa | null;
+  /** the widest vectors this CPU runs (null: not read) */
+  cpuVectors: VectorIsa | null;
+  /** whether PyTorch ran at its best, so that the ratios mean something; when false there are none */
+  comparable: boolean;
+  /** when not comparable: why, and what to do, in one line */
+  notComparable?: string;
   settings: PeerSettingResult[];
   comparisons: PeerComparison[];
   /** the best PyTorch setting per batch size, in the shape of ScalingReport.peers */
@@ -122,52 +140,29 @@ export function torchAvailable(python = PYTHON): boolean {
 }
 
 /**
- * Which BLAS library the peer's process maps once torch is imported: Debian's PyTorch calls whatever
- * libblas.so.3 the alternatives system points to, and without OpenBLAS that is the slow reference BLAS.
- */
-export function peerBlas(python = PYTHON): string {
-  const r = spawnSync(python, ['-c', 'import torch, sys; sys.stdout.write(open("/proc/self/maps").read())'],
-    { encoding: 'utf8', timeout: 120_000, maxBuffer: 64 * 1024 * 1024 });
-  const libs = new Set((r.stdout ?? '').split('\n').map((l) => l.trim().split(/\s+/).pop() ?? '')
-    .filter((p) => /blas/i.test(p)));
-  if ([...libs].some((p) => /openblas/i.test(p))) return 'openblas';
-  if ([...libs].some((p) => /mkl/i.test(p))) return 'mkl';
-  return libs.size > 0 ? 'reference' : 'unknown';
-}
-
-/**
  * One run of the peer script training the `model` network (on the images in `dataDir` when given, else the
- * script's default); resolves to its samples/s and the peer's name (e.g. pytorch-1.13.1).
+ * script's default): its samples/s, its name (e.g. pytorch-1.13.1), what it trained on and the verdict on its
+ * BLAS for a CPU with `cpuFlags`.
  */
 export function runPeer(python: string, script: string, threads: number, blasThreads: number, batchSize: number,
-                        seconds: number, model: ModelKind = 'mlp', dataDir?: string,
-): Promise<{ name: string; samplesPerSec: number; data: string }> {
-  const env = { ...process.env, OPENBLAS_NUM_THREADS: String(blasThreads) };
+                        seconds: number, model: ModelKind, dataDir: string | undefined, cpuFlags: readonly string[],
+): Promise<PeerRun> {
   // the positional arguments first: the script counts every argument not starting with -- as one
   const args = [script, String(threads), String(batchSize), String(seconds), '--model', model,
     ...(dataDir !== undefined ? ['--data', dataDir] : [])];
   return new Promise((done, fail) => {
     execFile(python, args,
-      { env, timeout: (seconds + 300) * 1000, encoding: 'utf8' }, (err, stdout, stderr) => {
-        const last = stdout.trim().split('\n').pop() ?? '';
-        let out: { peer?: unknown; samples_per_s?: unknown; data?: unknown; model?: unknown } = {};
-        try {
-          out = JSON.parse(last);
-        } catch { /* reported below */ }
+      { env: peerEnv(process.env, blasThreads), timeout: (seconds + 300) * 1000, encoding: 'utf8' }, (err, stdout, stderr) => {
         const command = args.slice(1).join(' ');
-        if (err || typeof out.samples_per_s !== 'number' || !(out.samples_per_s > 0)) {
-          const why = err ? err.message.split('\n')[0] : `printed ${JSON.stringify(last)}`;
-          fail(new Error(`bench peers: ${command} failed: ${why} ${stderr.trim().split('\n').pop() ?? ''}`));
+        if (err) {
+          fail(new Error(`bench peers: ${command} failed: ${err.message.split('\n')[0]} ${stderr.trim().split('\n').pop() ?? ''}`));
           return;
         }
-        // a script that ignores --model would time another network; one from before --model says no model
-        if ((out.model ?? 'mlp') !== model) {
-          fail(new Error(`bench peers: ${command} timed model ${JSON.stringify(out.model ?? 'mlp (it names none)')}, not ${model}; ` +
-            'pass a pytorch_throughput.py that knows --model with --peer-script'));
-          return;
+        try {
+          done(parsePeerLine(stdout, model, cpuFlags));
+        } catch (e) {
+          fail(new Error(`bench peers: ${command} ${(e as Error).message}`));
         }
-        done({ name: typeof out.peer === 'string' ? out.peer : 'pytorch', samplesPerSec: out.samples_per_s,
-               data: typeof out.data === 'string' ? out.data : 'unknown' });
       });
   });
 }
@@ -189,12 +184,7 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
     log(`bench peers: ${python} cannot import torch; skipped. To compare with PyTorch, ${INSTALL_HINT}`);
     return null;
   }
-  const blas = peerBlas(python);
-  log(`bench peers: PyTorch runs on ${blas} BLAS`);
-  if (blas === 'reference') {
-    log('bench peers: warning: that is the unoptimized reference BLAS, so PyTorch will look far slower than it is; ' +
-      'apt-get install -y libopenblas0-pthread gives it OpenBLAS');
-  }
+  const cpuFlags = opts.cpuFlags ?? readCpuFlags();
   const threads = opts.threads ?? 2;
   const batchSizes = opts.batchSizes ?? [64, 128, 256];
   const repeats = opts.repeats ?? 5;
@@ -217,6 +207,7 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
   const ours = batchSizes.map(() => [] as number[]);
   let peer = 'pytorch';
   let peerData = 'unknown';
+  const verdicts: BlasVerdict[] = [];
   let family = '';
   const tmp = await mkdtemp(join(tmpdir(), 'mnist-par-peers-'));
   try {
@@ -225,9 +216,15 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
         const b = batchSizes[i];
         for (let k = 0; k < settingsTried.length; k++) {
           const [t, blas] = settingsTried[k];
-          const p = await runPeer(python, script, t, blas, b, seconds, spec.kind, peerDataDir);
+          const p = await runPeer(python, script, t, blas, b, seconds, spec.kind, peerDataDir, cpuFlags);
           peer = p.name;
           peerData = p.data;
+          if (!verdicts.some((v) => v.blas === p.blas.blas)) {
+            verdicts.push(p.blas);
+            // said at once, so that a run whose ratios will not count can be stopped early
+            log(`bench peers: PyTorch runs on ${describeBlas(p.blas)}`);
+            if (!p.blas.comparable) log(`bench peers: warning: its ratios will be printed as not comparable: ${p.blas.notComparable}`);
+          }
           theirs[i][k].push(p.samplesPerSec);
         }
         const m = await measureThroughput(runConfig(run, threads, b, join(tmp, 'run')), data, window);
@@ -243,16 +240,24 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
   const settings: PeerSettingResult[] = batchSizes.flatMap((batchSize, i) => settingsTried.map(([t, blas], k) => ({
     batchSize, threads: t, blasThreads: blas, samplesPerSec: median(theirs[i][k]), samples: theirs[i][k],
   })));
+  // one verdict for the whole run: any run not at its best makes every ratio meaningless
+  const verdict = verdicts.find((v) => !v.comparable) ?? verdicts[0];
+  const blasName = verdicts.map((v) => v.blas).join(' and ');
   const comparisons: PeerComparison[] = batchSizes.map((batchSize, i) => {
     const best = settings.filter((s) => s.batchSize === batchSize).reduce((a, s) => (s.samplesPerSec > a.samplesPerSec ? s : a));
     const mine = median(ours[i]);
     return {
-      batchSize, ours: mine, oursSamples: ours[i], ratio: mine / best.samplesPerSec,
-      pytorch: { name: peer, batchSize, samplesPerSec: best.samplesPerSec, threads: best.threads, blasThreads: best.blasThreads },
+      batchSize, ours: mine, oursSamples: ours[i], ratio: verdict.comparable ? mine / best.samplesPerSec : null,
+      pytorch: {
+        name: peer, batchSize, samplesPerSec: best.samplesPerSec, threads: best.threads, blasThreads: best.blasThreads, blas: blasName,
+      },
     };
   });
   const report: PeersReport = {
-    kind: 'peers', model: describeModel(spec), modelSpec: spec, blas, machine: { ...machineInfo(relaxedSimdSupported()), loadavgBefore, loadavgAfter: loadavg() },
+    kind: 'peers', model: describeModel(spec), modelSpec: spec,
+    blas: blasName, blasVectors: verdict.kernelIsa, cpuVectors: verdict.cpuIsa, comparable: verdict.comparable,
+    ...(verdict.notComparable !== undefined ? { notComparable: verdict.notComparable } : {}),
+    machine: { ...machineInfo(relaxedSimdSupported()), loadavgBefore, loadavgAfter: loadavg() },
     kernels: family, threads, repeats, seconds, peer, peerData, settings, comparisons, peers: comparisons.map((c) => c.pytorch),
   };
   log(formatPeersTable(report));
@@ -263,14 +268,27 @@ export async function benchPeers(opts: PeerOptions = {}): Promise<PeersReport | 
     const dir = opts.outDir ?? resultsDir();
     log(`saved ${await saveJson(dir, peersPrefix(spec.kind), report)}`);
     const scaling = await newestResult(dir, scalingPrefix(spec.kind));
-    if (scaling !== null) {
+    if (scaling !== null && !report.comparable) {
+      log(`the PyTorch levels were not added to ${scaling}: they are not comparable (see above)`);
+    } else if (scaling !== null) {
       await addPeersToScaling(scaling, spec, report.peers, opts.plotsDir, log);
     }
   }
   return report;
 }
 
-/** Per batch size: ours, PyTorch's best and which setting it was, the ratio, then every setting's median. */
+/** "openblas Cooperlake (AVX-512 kernels, the widest this CPU runs)", and the like, for the log and the footer. */
+export function describeBlas(v: Pick<BlasVerdict, 'blas' | 'kernelIsa' | 'cpuIsa'>): string {
+  if (v.kernelIsa === null) return v.blas;
+  const cpu = v.cpuIsa === null ? 'this CPU\'s vectors not read'
+    : v.kernelIsa === v.cpuIsa ? 'the widest this CPU runs' : `this CPU runs ${v.cpuIsa}`;
+  return `${v.blas} (${v.kernelIsa} kernels, ${cpu})`;
+}
+
+/**
+ * Per batch size: ours, PyTorch's best and which setting it was, the ratio ("not comparable" when PyTorch was
+ * not at its best), then every setting's median; the footer says which BLAS PyTorch ran, and why not, when not.
+ */
 export function formatPeersTable(report: PeersReport): string {
   const pairs = [...new Set(report.settings.map((s) => `${s.threads},${s.blasThreads}`))];
   const n = (x: number) => Math.round(x).toLocaleString('en-US');
@@ -278,10 +296,15 @@ export function formatPeersTable(report: PeersReport): string {
     ...pairs.map((p) => `(${p})`)];
   const rows = report.comparisons.map((c) => [
     String(c.batchSize), n(c.ours), n(c.pytorch.samplesPerSec), `(${c.pytorch.threads},${c.pytorch.blasThreads})`,
-    `×${c.ratio.toFixed(2)}`,
+    c.ratio === null ? 'not comparable' : `×${c.ratio.toFixed(2)}`,
     ...pairs.map((p) => n(report.settings.find((s) => s.batchSize === c.batchSize && `${s.threads},${s.blasThreads}` === p)!.samplesPerSec)),
   ]);
-  return textTable(header, rows, 0) + '\nsamples/s, medians; (torch,blas) = torch.set_num_threads, OPENBLAS_NUM_THREADS';
+  return [
+    textTable(header, rows, 0),
+    'samples/s, medians; (torch,blas) = torch.set_num_threads, OPENBLAS_NUM_THREADS',
+    `PyTorch's BLAS: ${describeBlas({ blas: report.blas, kernelIsa: report.blasVectors, cpuIsa: report.cpuVectors })}`,
+    ...(report.comparable ? [] : [`not comparable: ${report.notComparable}`]),
+  ].join('\n');
 }
 
 /** Replaces the peers of the same name and batch size in `report` with `peers`. */
@@ -298,12 +321,12 @@ export async function newestResult(dir: string, prefix: string): Promise<string 
 }
 
 /**
- * Reads a peers JSON written by benchPeers and returns its peers (for bench scaling --peers); with `model`
- * (as describeModel writes it), refuses one measured on another network (one from before the cnn names none:
- * it was the default mlp).
+ * Reads a peers JSON written by benchPeers and returns its peers (for bench scaling --peers). Refuses one whose
+ * PyTorch was not at its best, or that does not say (written before bench peers judged the BLAS), and with
+ * `model` (as describeModel writes it), one measured on another network.
  */
 export async function readPeers(file: string, model?: string): Promise<ScalingPeer[]> {
-  let o: { kind?: unknown; peers?: unknown; model?: unknown };
+  let o: { kind?: unknown; peers?: unknown; model?: unknown; comparable?: unknown; notComparable?: unknown; blas?: unknown };
   try {
     o = JSON.parse(await readFile(file, 'utf8'));
   } catch (e) {
@@ -311,6 +334,11 @@ export async function readPeers(file: string, model?: string): Promise<ScalingPe
   }
   if (o?.kind !== 'peers' || !Array.isArray(o.peers)) {
     throw new UserError(`--peers ${file}: expected a peers result (kind "peers" with a peers list), found kind ${JSON.stringify(o?.kind)}; pass a peers-*.json written by bench peers`);
+  }
+  if (o.comparable !== true) {
+    const why = o.comparable === false ? `PyTorch was not at its best (${typeof o.notComparable === 'string' ? o.notComparable : 'no reason recorded'})`
+      : 'it does not say which BLAS PyTorch ran (written before bench peers checked it)';
+    throw new UserError(`--peers ${file}: its PyTorch levels are not comparable: ${why}; run bench peers again with PyTorch at its best`);
   }
   const theirs = typeof o.model === 'string' ? o.model : describeModel(DEFAULT_MODEL);
   if (model !== undefined && theirs !== model) {
@@ -325,6 +353,7 @@ export async function readPeers(file: string, model?: string): Promise<ScalingPe
     return {
       name: p.name, batchSize: p.batchSize, samplesPerSec: p.samplesPerSec,
       ...(num(p.threads) ? { threads: p.threads } : {}), ...(num(p.blasThreads) ? { blasThreads: p.blasThreads } : {}),
+      ...(typeof p.blas === 'string' ? { blas: p.blas } : {}),
     };
   });
 }

@@ -9,6 +9,7 @@ import { addModelCommands } from './commands.js';
 import { TaskError, UsageError, UserError, WorkerDied } from './errors.js';
 import { packageRoot } from './paths.js';
 import { EXIT_GRACE_MS } from './tuning.js';
+import { plural } from './ui/format.js';
 
 // Flags of `train`, in the order --help lists them. Each maps 1:1 to a Config field.
 const TRAIN_FLAGS: [keyof Config, string, string][] = [
@@ -133,7 +134,7 @@ async function runTrain(cmd: Command): Promise<number> {
   };
   const cfg = resumeConfig(given, placed, ck.file);
   if (ck.state.epoch > cfg.epochs) {
-    process.stdout.write(`mnist-par: ${ck.file} already finished its ${cfg.epochs} epochs; nothing to resume ` +
+    process.stdout.write(`mnist-par: ${ck.file} already finished its ${plural(cfg.epochs, 'epoch')}; nothing to resume ` +
       `(start a new run${cfg.schedule === 'none' || cfg.schedule === 'step' ? ', or give a larger --epochs' : ''})\n`);
     return 0;
   }

@@ -1,5 +1,7 @@
 // Errors the user can act on. The CLI prints `mnist-par: <message>` on one line and exits with `exitCode`;
 // anything else that escapes is a bug and is reported as such.
+import { fmtBytes } from './ui/format.js';
+
 export class UserError extends Error {
   constructor(message: string, readonly exitCode = 1) {
     super(message);
@@ -12,6 +14,20 @@ export class UsageError extends UserError {
   constructor(message: string) {
     super(message, 2);
     this.name = 'UsageError';
+  }
+}
+
+/**
+ * A write that found its disk full (ENOSPC): names the file, the space it needed and the space left there
+ * (null: unknown). `appending`: the bytes were to be added to an existing file.
+ */
+export class DiskFull extends UserError {
+  readonly code = 'ENOSPC';
+  constructor(readonly path: string, readonly bytes: number, readonly free: number | null, appending = false) {
+    super(`${path}: cannot write it: the disk is full (ENOSPC); ${appending ? 'appending to it needed' : 'the file needs'} ` +
+      `${fmtBytes(bytes)}${free !== null ? ` and the disk has ${fmtBytes(free)} free` : ''}; ` +
+      'free some space on that disk or write to a folder on another one');
+    this.name = 'DiskFull';
   }
 }
 

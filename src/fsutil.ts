@@ -1,9 +1,11 @@
 // Atomic file writes: write a temporary file beside the target, fsync it, then rename it over the target,
-// so a reader (or a crash) sees either the old file or the new one, never half of one.
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+// so a reader (or a crash) sees either the old file or the new one, never half of one. A write that finds the
+// disk full fails with DiskFull, which says how much the file needed and how much was free.
+import { closeSync, fsyncSync, openSync, renameSync, statfsSync, unlinkSync, writeSync } from 'node:fs';
+import { mkdir, open, rename, stat, statfs, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { UserError } from './errors.js';
+import { DiskFull, UserError } from './errors.js';
+import { fmtBytes } from './ui/format.js';
 import { randomBytes } from 'node:crypto';
 
 function tmpName(path: string): string {
@@ -12,44 +14,84 @@ function tmpName(path: string): string {
 
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {
   const tmp = tmpName(path);
-  const fh = await open(tmp, 'w');
   try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (e) {
+    const fh = await open(tmp, 'w');
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } catch (e) {
+      await fh.close();
+      await unlink(tmp).catch(() => {});
+      throw e;
+    }
     await fh.close();
-    await unlink(tmp).catch(() => {});
-    throw e;
-  }
-  await fh.close();
-  try {
-    await rename(tmp, path);
+    try {
+      await rename(tmp, path);
+    } catch (e) {
+      await unlink(tmp).catch(() => {});
+      throw e;
+    }
   } catch (e) {
-    await unlink(tmp).catch(() => {});
-    throw e;
+    throw await diskFullOr(e, path, byteLength(data));
   }
 }
 
 export function writeFileAtomicSync(path: string, data: string | Uint8Array): void {
   const tmp = tmpName(path);
-  const fd = openSync(tmp, 'w');
+  const buf = typeof data === 'string' ? Buffer.from(data) : data;
   try {
-    const buf = typeof data === 'string' ? Buffer.from(data) : data;
-    let off = 0;
-    while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
-    fsyncSync(fd);
-  } catch (e) {
+    const fd = openSync(tmp, 'w');
+    try {
+      let off = 0;
+      while (off < buf.length) off += writeSync(fd, buf, off, buf.length - off);
+      fsyncSync(fd);
+    } catch (e) {
+      closeSync(fd);
+      try { unlinkSync(tmp); } catch { /* already gone */ }
+      throw e;
+    }
     closeSync(fd);
-    try { unlinkSync(tmp); } catch { /* already gone */ }
-    throw e;
-  }
-  closeSync(fd);
-  try {
-    renameSync(tmp, path);
+    try {
+      renameSync(tmp, path);
+    } catch (e) {
+      try { unlinkSync(tmp); } catch { /* already gone */ }
+      throw e;
+    }
   } catch (e) {
-    try { unlinkSync(tmp); } catch { /* already gone */ }
-    throw e;
+    if (errorCode(e) !== 'ENOSPC') throw e;
+    let free: number | null = null;
+    try {
+      const fs = statfsSync(dirname(resolve(path)));
+      free = fs.bavail * fs.bsize;
+    } catch { /* the message leaves it out */ }
+    throw new DiskFull(path, buf.length, free);
   }
+}
+
+/** Appends `text` to the file at `path` and flushes it to disk; a full disk is a DiskFull. */
+export async function appendFileSynced(path: string, text: string): Promise<void> {
+  try {
+    const fh = await open(path, 'a');
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+  } catch (e) {
+    throw await diskFullOr(e, path, byteLength(text), true);
+  }
+}
+
+/** `e` as it is, or, when it is ENOSPC, a DiskFull naming `path`, the `bytes` it needed and the space free there. */
+export async function diskFullOr(e: unknown, path: string, bytes: number, appending = false): Promise<unknown> {
+  if (errorCode(e) !== 'ENOSPC') return e;
+  const fs = await statfs(dirname(resolve(path))).catch(() => null);
+  return new DiskFull(path, bytes, fs === null ? null : fs.bavail * fs.bsize, appending);
+}
+
+function byteLength(data: string | Uint8Array): number {
+  return typeof data === 'string' ? Buffer.byteLength(data) : data.byteLength;
 }
 
 /** The error code of a failed file operation (EACCES, ENOENT, …), for one-line messages. */
@@ -68,6 +110,10 @@ export async function ensureWritableDir(dir: string, flag: string): Promise<void
     await writeFileAtomic(probe, '');
     await unlink(probe);
   } catch (e) {
+    if (e instanceof DiskFull) {
+      const free = e.free === null ? '' : `, ${fmtBytes(e.free)} free`;
+      throw new UserError(`${flag} ${dir}: cannot write there: the disk is full (ENOSPC${free}); free some space on it or choose a folder on another disk with ${flag}`);
+    }
     throw new UserError(`${flag} ${dir}: cannot write there (${errorCode(e)}); choose a writable directory with ${flag}`);
   }
 }

@@ -6,10 +6,10 @@
 // resumed run first cuts the files back to its checkpoint (rows written after it, by a run that then crashed
 // or was killed, are of steps that will run again) and reads them back for the charts.
 import { existsSync } from 'node:fs';
-import { open, readFile } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UserError } from './errors.js';
-import { writeFileAtomic } from './fsutil.js';
+import { appendFileSynced, writeFileAtomic } from './fsutil.js';
 import { BATCH_CSV_HEADER, EPOCH_CSV_HEADER, batchCsvRows, epochCsvRows, type BatchRecord, type EpochRecord } from './metrics.js';
 import { parseBatchCsv, parseEpochCsv } from './ui/csv.js';
 
@@ -52,14 +52,7 @@ export class MetricsFiles {
 }
 
 async function append(path: string, text: string): Promise<void> {
-  if (text === '') return;
-  const fh = await open(path, 'a');
-  try {
-    await fh.writeFile(text);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+  if (text !== '') await appendFileSynced(path, text);
 }
 
 /**

@@ -69,6 +69,7 @@ export async function plotCommand(opts: PlotOptions): Promise<string[]> {
     try {
       await job.write(path);
     } catch (e) {
+      if (e instanceof UserError) throw e; // a full disk says so itself
       const code = errorCode(e);
       if (code === 'EACCES' || code === 'EPERM' || code === 'EROFS' || code === 'ENOSPC' || code === 'ENOENT' || code === 'ENOTDIR') {
         throw new UserError(`${outDir}: cannot write ${job.file} there (${code}); make the folder writable or choose another with --plots <dir>`);
@@ -146,6 +147,7 @@ export function parseScalingJson(text: string, file: string): ScalingReport {
       name: x.name, batchSize: x.batchSize, samplesPerSec: x.samplesPerSec,
       ...(num(x.threads) ? { threads: x.threads } : {}),
       ...(num(x.blasThreads) ? { blasThreads: x.blasThreads } : {}),
+      ...(typeof x.blas === 'string' ? { blas: x.blas } : {}),
     };
   });
   return {

@@ -141,6 +141,7 @@ export async function writeSafetensors(path: string, tensors: Tensor[], metadata
   try {
     await writeFileAtomic(path, bytes);
   } catch (e) {
+    if (e instanceof UserError) throw e; // a full disk says so itself
     throw new UserError(`${path}: cannot write (${(e as Error).message}); check that the directory exists and is writable`);
   }
 }

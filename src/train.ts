@@ -26,6 +26,7 @@ import { Rng } from './rng.js';
 import { RunOutputs } from './run-outputs.js';
 import { prepareRunDirs, removeIfEmpty, type RunDirs } from './runs.js';
 import { ThroughputWindow } from './throughput.js';
+import { plural } from './ui/format.js';
 import type { Reporter } from './ui/reporter.js';
 
 export { finishedEarly } from './early-stopping.js';
@@ -229,7 +230,7 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       if (early) return finish('early', early);
       if (requestStop.how && st.epoch <= cfg.epochs) return finish(requestStop.how, `stopped by ${requestStop.how} after epoch ${epoch}`);
     }
-    return finish('completed', `finished ${outputs.epochs.length} epochs`);
+    return finish('completed', `finished ${plural(outputs.epochs.length, 'epoch')}`);
   } finally {
     await coord.close();
   }

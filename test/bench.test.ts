@@ -1,8 +1,9 @@
 // The benchmarks: a tiny real scaling sweep writes a result the chart accepts, with sane numbers, for the mlp
 // and the cnn (--model cnn), each under its own name; the kernel benchmark verifies and times the cnn's kernels;
 // the bench flags fail with one line naming the flag; the PyTorch peer is skipped cleanly when it cannot be run,
-// and compared on the cnn when /usr/bin/python3 has torch.
-import { mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+// gets no ratio anywhere when it is not at its best (a stand-in peer: no torch needed), and is compared on the
+// cnn when /usr/bin/python3 has torch.
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -21,6 +22,22 @@ import { scalingChartSpec } from '../src/ui/charts.js';
 import { mnistDir } from './cli-run.js';
 
 const tmp = () => mkdtempSync(join(tmpdir(), 'mnist-par-bench-test-'));
+const fakeDir = mkdtempSync(join(tmpdir(), 'mnist-par-fake-peer-'));
+
+/**
+ * A stand-in for /usr/bin/python3 with torch and the peer script, for bench peers without torch: its
+ * `-c "import torch"` succeeds, and running the script prints the line pytorch_throughput.py would (the mlp at
+ * 5,000 samples/s on `blas`) after noting the OpenBLAS variables it was given in <fakeDir>/env.
+ */
+function fakePeer(blas: string): { python: string; script: string } {
+  const python = join(fakeDir, 'python3');
+  const script = join(fakeDir, 'pytorch_throughput.py');
+  writeFileSync(python, '#!/bin/sh\n[ "$1" = "-c" ] && exit 0\n' +
+    'echo "${OPENBLAS_CORETYPE:-unset} ${OPENBLAS_L2_SIZE:-unset} $OPENBLAS_NUM_THREADS" >> "$(dirname "$1")/env"\nexec cat "$1"\n', { mode: 0o755 });
+  writeFileSync(script, JSON.stringify({ peer: 'pytorch-fake', model: 'mlp', samples_per_s: 5000, data: 'mnist', blas }) + '\n');
+  rmSync(join(fakeDir, 'env'), { force: true });
+  return { python, script };
+}
 const quiet = () => {};
 const CNN: ModelSpec = { kind: 'cnn', channels: [16, 32], hidden: [128] };
 const MLP: ModelSpec = { kind: 'mlp', hidden: [128, 256, 512, 128] };
@@ -261,6 +278,56 @@ describe('bench peers', () => {
       .rejects.toThrow(/^bench peers: the PyTorch script trains only the default cnn \(cnn 1→16→32 conv5 pool2 · 512→128→10\), not cnn 1→8 /);
   });
 
+  it('a PyTorch on OpenBLAS kernels narrower than the CPU gets no ratio: not in the table, the JSON, nor the chart', async () => {
+    const dir = tmp();
+    const scalingFile = join(dir, 'scaling-2026-01-01T00-00-00-000Z.json');
+    const scaling = JSON.stringify({
+      kind: 'scaling', machine: { cpu: 'x', cores: 2, node: 'v20' }, kernels: 'simd', model: describeModel(MLP),
+      runs: [{ threads: 1, batchSize: 64, samplesPerSec: 100 }],
+    });
+    writeFileSync(scalingFile, scaling);
+    const avx512 = ['sse2', 'avx', 'fma', 'avx2', 'avx512f'];
+    const run = async (blas: string) => {
+      const lines: string[] = [];
+      const report = await benchPeers({
+        ...fakePeer(blas), cpuFlags: avx512, threads: 1, batchSizes: [64], repeats: 1, seconds: 0.2, settings: [[1, 1], [1, 2]],
+        window: { warmupSteps: 3, minSteps: 5 }, dataDir: mnistDir, outDir: dir, plotsDir: join(dir, 'plots'),
+        log: (l) => lines.push(l),
+      });
+      const saved = readdirSync(dir).filter((f) => f.startsWith('peers-')).sort().pop()!;
+      return { report: report!, text: lines.join('\n'), file: join(dir, saved), json: JSON.parse(readFileSync(join(dir, saved), 'utf8')) };
+    };
+
+    const haswell = await run('openblas Haswell');
+    expect(haswell.report.comparable).toBe(false);
+    expect(haswell.text).toMatch(/^ +64 +\S+ +\S+ +\(1,1\) +not comparable +5,000 +5,000$/m);
+    expect(haswell.text).not.toMatch(/×\d/);
+    expect(haswell.text).toContain('PyTorch\'s BLAS: openblas Haswell (AVX2 kernels, this CPU runs AVX-512)');
+    expect(haswell.text).toMatch(/^not comparable: PyTorch ran OpenBLAS's Haswell kernel \(AVX2\) on a CPU with AVX-512, .*libopenblas0-pthread\)$/m);
+    // said before the measurements go on, so that the run can be stopped
+    expect(haswell.text.indexOf('warning: its ratios will be printed as not comparable')).toBeLessThan(haswell.text.indexOf('repeat 1/1'));
+    expect(haswell.json).toMatchObject({ blas: 'openblas Haswell', blasVectors: 'AVX2', cpuVectors: 'AVX-512', comparable: false });
+    expect(haswell.json.comparisons.map((c: { ratio: unknown }) => c.ratio)).toEqual([null]);
+    expect(haswell.text).toContain(`the PyTorch levels were not added to ${scalingFile}`);
+    expect(readFileSync(scalingFile, 'utf8')).toBe(scaling);
+    expect(existsSync(join(dir, 'plots'))).toBe(false);
+    await expect(readPeers(haswell.file)).rejects.toThrow(/^--peers .*: its PyTorch levels are not comparable: PyTorch was not at its best \(PyTorch ran OpenBLAS's Haswell/);
+    // the peer ran without the variables that pin OpenBLAS's kernel, with its BLAS threads set
+    expect(readFileSync(join(fakeDir, 'env'), 'utf8').trim().split('\n')).toEqual(['unset unset 1', 'unset unset 2']);
+
+    // the same run with PyTorch at its best: the ratio is there, and the levels go into the scaling result and its chart
+    const cooperlake = await run('openblas Cooperlake');
+    expect(cooperlake.report.comparable).toBe(true);
+    expect(cooperlake.text).toMatch(/^ +64 +\S+ +5,000 +\(1,1\) +×\d+\.\d\d +5,000 +5,000$/m);
+    expect(cooperlake.text).toContain('PyTorch\'s BLAS: openblas Cooperlake (AVX-512 kernels, the widest this CPU runs)');
+    expect(cooperlake.text).not.toContain('not comparable');
+    expect(cooperlake.json.comparisons[0].ratio).toBeCloseTo(cooperlake.report.comparisons[0].ours / 5000, 9);
+    expect(parseScalingJson(readFileSync(scalingFile, 'utf8'), scalingFile).peers).toEqual(cooperlake.report.peers);
+    expect(cooperlake.report.peers[0]).toMatchObject({ samplesPerSec: 5000, blas: 'openblas Cooperlake' });
+    expect(readdirSync(join(dir, 'plots'))).toEqual(['scaling.png']);
+    expect(await readPeers(cooperlake.file, describeModel(MLP))).toEqual(cooperlake.report.peers);
+  }, 120_000);
+
   it('reads a scaling result\'s newest file per network, and refuses peers of another network', async () => {
     const dir = tmp();
     for (const f of ['scaling-2026-01-01T00-00-00-000Z.json', 'scaling-cnn-2026-01-02T00-00-00-000Z.json', 'scaling-notes.json']) {
@@ -268,13 +335,13 @@ describe('bench peers', () => {
     }
     expect(await newestResult(dir, 'scaling')).toBe(join(dir, 'scaling-2026-01-01T00-00-00-000Z.json'));
     expect(await newestResult(dir, 'scaling-cnn')).toBe(join(dir, 'scaling-cnn-2026-01-02T00-00-00-000Z.json'));
-    const peers = [{ name: 'pytorch', batchSize: 64, samplesPerSec: 1 }];
-    writeFileSync(join(dir, 'cnn.json'), JSON.stringify({ kind: 'peers', model: describeModel(CNN), peers }));
-    writeFileSync(join(dir, 'old.json'), JSON.stringify({ kind: 'peers', peers })); // before the cnn: the default mlp
+    const peers = [{ name: 'pytorch', batchSize: 64, samplesPerSec: 1, blas: 'openblas Cooperlake' }];
+    writeFileSync(join(dir, 'cnn.json'), JSON.stringify({ kind: 'peers', model: describeModel(CNN), comparable: true, peers }));
+    writeFileSync(join(dir, 'mlp.json'), JSON.stringify({ kind: 'peers', model: describeModel(MLP), comparable: true, peers }));
     expect(await readPeers(join(dir, 'cnn.json'), describeModel(CNN))).toEqual(peers);
-    expect(await readPeers(join(dir, 'old.json'), describeModel(MLP))).toEqual(peers);
-    await expect(readPeers(join(dir, 'old.json'), describeModel(CNN)))
-      .rejects.toThrow(/^--peers .*old\.json: its PyTorch levels were measured on mlp 784→128→256→512→128→10, this sweep trains cnn /);
+    expect(await readPeers(join(dir, 'mlp.json'), describeModel(MLP))).toEqual(peers);
+    await expect(readPeers(join(dir, 'mlp.json'), describeModel(CNN)))
+      .rejects.toThrow(/^--peers .*mlp\.json: its PyTorch levels were measured on mlp 784→128→256→512→128→10, this sweep trains cnn /);
     await expect(readPeers(join(dir, 'cnn.json'), describeModel(MLP))).rejects.toThrow(/^--peers .*cnn\.json: its PyTorch levels were measured on cnn /);
   });
 
@@ -303,16 +370,25 @@ describe('bench peers', () => {
     expect(c.batchSize).toBe(64);
     expect(c.ours).toBeGreaterThan(0);
     expect(c.pytorch.samplesPerSec).toBeGreaterThan(0);
-    expect(c.ratio).toBeCloseTo(c.ours / c.pytorch.samplesPerSec, 12);
     const saved = readdirSync(dir).filter((f) => f.startsWith('peers'));
     expect(saved).toHaveLength(1);
     expect(saved[0]).toMatch(/^peers-cnn-\d{4}-.*\.json$/);
     expect(JSON.parse(readFileSync(join(dir, saved[0]), 'utf8'))).toEqual(JSON.parse(JSON.stringify(report)));
-    // the cnn's scaling result has PyTorch's level now, and its chart is redrawn; the mlp's is as it was
-    expect(parseScalingJson(readFileSync(cnnFile, 'utf8'), cnnFile).peers).toEqual(report!.peers);
+    // the BLAS this machine's PyTorch ran, judged as the fake peers' are below; a ratio only when it is at its best
+    expect(report!.blas).not.toBe('not reported');
+    expect(lines.join('\n')).toContain(`PyTorch's BLAS: ${report!.blas}`);
     expect(readFileSync(mlpFile, 'utf8')).toBe(scaling(describeModel(MLP)));
-    expect(readdirSync(join(dir, 'plots'))).toEqual(['scaling-cnn.png']);
-    expect(lines.join('\n')).toContain(`added the PyTorch levels to ${cnnFile}`);
+    if (report!.comparable) {
+      expect(c.ratio).toBeCloseTo(c.ours / c.pytorch.samplesPerSec, 12);
+      // the cnn's scaling result has PyTorch's level now, and its chart is redrawn; the mlp's is as it was
+      expect(parseScalingJson(readFileSync(cnnFile, 'utf8'), cnnFile).peers).toEqual(report!.peers);
+      expect(readdirSync(join(dir, 'plots'))).toEqual(['scaling-cnn.png']);
+      expect(lines.join('\n')).toContain(`added the PyTorch levels to ${cnnFile}`);
+    } else {
+      expect(c.ratio).toBeNull();
+      expect(lines.join('\n')).toContain(`not comparable: ${report!.notComparable}`);
+      expect(lines.join('\n')).toContain(`the PyTorch levels were not added to ${cnnFile}`);
+    }
   }, 120_000);
 
   it('tries every torch × BLAS thread pair up to 2, and the whole machine when it has more cores', () => {
@@ -332,9 +408,9 @@ describe('bench peers', () => {
     expect(merged.runs).toBe(report.runs);
 
     const dir = tmp();
-    writeFileSync(join(dir, 'p.json'), JSON.stringify({ kind: 'peers', peers: merged.peers }));
+    writeFileSync(join(dir, 'p.json'), JSON.stringify({ kind: 'peers', comparable: true, peers: merged.peers }));
     expect(await readPeers(join(dir, 'p.json'))).toEqual(merged.peers);
-    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ kind: 'peers', peers: [{ name: 'x', batchSize: 64 }] }));
+    writeFileSync(join(dir, 'bad.json'), JSON.stringify({ kind: 'peers', comparable: true, peers: [{ name: 'x', batchSize: 64 }] }));
     await expect(readPeers(join(dir, 'bad.json'))).rejects.toThrow(/^--peers .*bad\.json: peers\[0\] needs/);
   });
 });

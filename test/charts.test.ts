@@ -13,7 +13,7 @@ import { batchCsv, epochCsv, type BatchRecord, type EpochRecord } from '../src/m
 import { plotCommand } from '../src/plot.js';
 import {
   CHART_HEIGHT, CHART_WIDTH, PALETTE, batchChartSpec, chartSvg, ema, epochChartSpec, formatTick, renderMetricsChart,
-  scaleFor, writeBatchChart, writeEpochChart, writeScalingChart, type ScalingReport,
+  scaleFor, scalingChartSpec, writeBatchChart, writeEpochChart, writeScalingChart, type ScalingPeer, type ScalingReport,
 } from '../src/ui/charts.js';
 import { parseBatchCsv, parseEpochCsv } from '../src/ui/csv.js';
 
@@ -50,14 +50,16 @@ function fakeEpochs(n: number): EpochRecord[] {
   });
 }
 
-const scaling = (peers: boolean): ScalingReport => ({
+// a peer level as bench peers records it (with the BLAS it found PyTorch at its best on), or from before it checked
+const PEER = { name: 'pytorch-1.13', batchSize: 256, samplesPerSec: 14000, threads: 2, blasThreads: 1, blas: 'openblas Cooperlake' };
+const scaling = (peers: boolean, peer: ScalingPeer = PEER): ScalingReport => ({
   kind: 'scaling',
   machine: { cpu: 'Test CPU', cores: 2, node: 'v20.20.2' },
   kernels: 'relaxed',
   runs: [64, 256].flatMap((bs) => [1, 2, 3].map((t) => ({
     threads: t, batchSize: bs, samplesPerSec: 10000 * Math.min(t, 2) * (bs / 64) ** 0.2, efficiency: Math.min(t, 2) / t, speedup: Math.min(t, 2),
   }))),
-  ...(peers ? { peers: [{ name: 'pytorch-1.13', batchSize: 256, samplesPerSec: 14000, threads: 2, blasThreads: 1 }] } : {}),
+  ...(peers ? { peers: [peer] } : {}),
 });
 
 interface Decoded { width: number; height: number; format: string | undefined; data: Buffer; channels: number }
@@ -177,6 +179,13 @@ describe('chart PNGs', () => {
     expect(countNear(without, PALETTE.batchSizes[2])).toBeLessThan(ABSENT);
     // batch 256 is the second batch size; its peer line runs across the whole throughput panel
     expect(countNear(withPeer, PALETTE.batchSizes[1]) - countNear(without, PALETTE.batchSizes[1])).toBeGreaterThan(400);
+    expect(scalingChartSpec(scaling(true)).panels[0].hlines!.map((h) => h.label))
+      .toEqual(['pytorch-1.13 (openblas Cooperlake), batch 256, 2 threads']);
+    // a level that does not say which BLAS PyTorch ran may be an unfair one: it is not drawn
+    const { blas: _, ...unjudged } = PEER;
+    expect(scalingChartSpec(scaling(true, unjudged)).panels[0].hlines).toEqual([]);
+    await writeScalingChart(join(dir, 'unjudged.png'), scaling(true, unjudged));
+    expect(readFileSync(join(dir, 'unjudged.png')).equals(readFileSync(join(dir, 'without.png')))).toBe(true);
     expect(chartSvg({ title: 't', panels: [] })).toContain('font-family="DejaVu Sans"');
   });
 
@@ -206,7 +215,7 @@ describe('chart PNGs', () => {
 /** Transpiles the few sources the child needs into a plain-JS tree beside a link to our node_modules. */
 function childTree(): string {
   const dir = tmp();
-  for (const rel of ['src/errors.ts', 'src/fsutil.ts', 'src/ui/fonts.ts', 'src/ui/svg.ts', 'src/ui/charts.ts']) {
+  for (const rel of ['src/errors.ts', 'src/fsutil.ts', 'src/ui/format.ts', 'src/ui/fonts.ts', 'src/ui/svg.ts', 'src/ui/charts.ts']) {
     const js = ts.transpileModule(readFileSync(join(ROOT, rel), 'utf8'), {
       compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022 },
     }).outputText;

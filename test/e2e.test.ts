@@ -36,6 +36,7 @@ describe('training end to end', () => {
     expect(batches[0]).toBe('epoch,batch,step,loss,accuracy,lr,samples_per_s');
     expect(batches).toHaveLength(1 + 2 * Math.ceil(6000 / 128));
     expect(r.stdout).toMatch(/test accuracy \d+\.\d+%/);
+    expect(r.stdout).toMatch(/^mnist-par: finished 2 epochs \(/m);
   });
 
   it('gives byte-identical weights for --threads 1, 2, 3, 4 and 8', () => {
@@ -44,6 +45,7 @@ describe('training end to end', () => {
       const out = join(dir, `t${t}`);
       const r = runCli(['--data-dir', mnistDir, '--out', out, '--threads', String(t), '--seed', '5', ...small]);
       expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout).toMatch(/^mnist-par: finished 1 epoch \(/m); // not "1 epochs"
       return readFileSync(join(out, 'model.safetensors'));
     });
     for (let i = 1; i < digests.length; i++) expect(digests[i].equals(digests[0]), `run ${i}`).toBe(true);

@@ -3,7 +3,9 @@ import { afterEach, describe, expect, it, vi } from 'vitest';
 import {
   bar, fit, renderCompact, renderDashboard, smoothTail, stretch, stripAnsi, visibleWidth,
 } from '../src/ui/dashboard.js';
-import { fmtDuration } from '../src/ui/format.js';
+import { DEFAULTS, type Config } from '../src/config.js';
+import { NO_EARLY_STOP_YET, earlyStop } from '../src/early-stopping.js';
+import { describeSchedule, fmtDuration, plural } from '../src/ui/format.js';
 import { Interrupts } from '../src/ui/interrupts.js';
 import { LineReporter } from '../src/ui/log.js';
 import { createReporter, resolveMode, type Reporter, type ReporterOptions } from '../src/ui/reporter.js';
@@ -242,6 +244,18 @@ describe('layout helpers', () => {
     expect(fmtDuration(75)).toBe('1:15');
     expect(fmtDuration(3725)).toBe('1:02:05');
     expect(fmtDuration(NaN)).toBe('–:–');
+  });
+
+  it('says "1 epoch", not "1 epochs": the run\'s end, the step schedule and early stopping', () => {
+    expect(plural(1, 'epoch')).toBe('1 epoch');
+    expect([0, 2].map((n) => plural(n, 'epoch'))).toEqual(['0 epochs', '2 epochs']);
+    const cfg = { ...DEFAULTS, schedule: 'step', stepSize: 1, gamma: 0.5 } as Config;
+    expect(describeSchedule(cfg)).toBe('step ×0.5 every 1 epoch');
+    const early = { ...NO_EARLY_STOP_YET };
+    const rec = { epoch: 1, trainLoss: 1, trainAccuracy: 0.5, valLoss: 1, valAccuracy: 0.9, lr: 1e-3, seconds: 1 };
+    const patient = { ...cfg, patience: 1, monitor: 'val_accuracy', minDelta: 0 } as Config;
+    expect(earlyStop(patient, early, rec)).toBeNull();
+    expect(earlyStop(patient, early, { ...rec, epoch: 2 })).toMatch(/^stopped early: validation accuracy did not improve by more than 0 for 1 epoch \(best/);
   });
 });
 

@@ -90,6 +90,7 @@ export async function downloadDataset(name: DatasetName, dir: string, opts: Down
     try {
       await writeFileAtomic(path, data);
     } catch (e) {
+      if (e instanceof UserError) throw e; // a full disk says so itself
       throw new UserError(`cannot write ${path} (${(e as Error).message}); pass --data-dir with a writable folder`);
     }
   }

@@ -148,6 +148,7 @@ async function writePlot(dir: string, file: string, svg: string): Promise<string
   try {
     await writeFileAtomic(path, png);
   } catch (e) {
+    if (e instanceof UserError) throw e; // a full disk says so itself
     throw new UserError(`--plots ${dir}: cannot write ${file} there (${errorCode(e)}); choose a writable folder with --plots <dir>`);
   }
   return path;

@@ -548,6 +548,9 @@ export interface ScalingPeer {
   samplesPerSec: number;
   threads?: number;
   blasThreads?: number;
+  /** the BLAS it ran ("openblas Cooperlake"), recorded by a bench peers that found it at its best; a level
+   *  without it (from before bench peers checked) is not drawn */
+  blas?: string;
 }
 
 /** bench/results/scaling-*.json */
@@ -579,10 +582,10 @@ export function scalingChartSpec(report: ScalingReport): ChartSpec {
     throughput.push({ label: `batch ${bs}`, x, y: rs.map((r) => r.samplesPerSec), color: colorOf(bs), markers: true });
     efficiency.push({ label: `batch ${bs}`, x, y: eff, color: colorOf(bs), markers: true });
   }
-  const peers: HLine[] = (report.peers ?? []).map((p) => ({
+  const peers: HLine[] = (report.peers ?? []).filter((p) => p.blas !== undefined).map((p) => ({
     y: p.samplesPerSec,
     color: colorOf(p.batchSize),
-    label: `${p.name}, batch ${p.batchSize}` + (p.threads !== undefined ? `, ${p.threads} thread${p.threads === 1 ? '' : 's'}` : ''),
+    label: `${p.name} (${p.blas}), batch ${p.batchSize}` + (p.threads !== undefined ? `, ${p.threads} thread${p.threads === 1 ? '' : 's'}` : ''),
   }));
   const m = report.machine;
   return {

@@ -7,6 +7,21 @@ export const fmtLoss = (x: number): string => x.toFixed(4);
 export const fmtPct = (x: number, digits = 1): string => `${(x * 100).toFixed(digits)}%`;
 export const fmtLr = (x: number): string => x.toExponential(1);
 export const fmtInt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : String(x));
+/** 512 → "512 bytes", 65536 → "64.0 KiB", 6e6 → "5.7 MiB": binary units, as df -h counts */
+export function fmtBytes(n: number): string {
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  if (!(Math.abs(n) >= 1024)) return `${n} byte${n === 1 ? '' : 's'}`;
+  let x = n / 1024;
+  let u = 0;
+  while (Math.abs(x) >= 1024 && u < units.length - 1) {
+    x /= 1024;
+    u++;
+  }
+  return `${x.toFixed(1)} ${units[u]}`;
+}
+
+/** 1 → "1 epoch", 3 → "3 epochs" (nouns that take an s) */
+export const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
 
 /** 75 → 1:15, 3725 → 1:02:05; anything not finite or negative → –:– */
 export function fmtDuration(sec: number): string {
@@ -36,7 +51,7 @@ export function describeOptimizer(c: Config): string {
 export function describeSchedule(c: Config): string {
   switch (c.schedule) {
     case 'none': return 'constant';
-    case 'step': return `step ×${c.gamma} every ${c.stepSize} epochs`;
+    case 'step': return `step ×${c.gamma} every ${plural(c.stepSize, 'epoch')}`;
     case 'cosine': return `cosine to ${fmtSmall(c.minLr)}`;
     case 'onecycle': return `onecycle warmup ${Math.round(c.warmup * 100)}%`;
   }
