@@ -38,6 +38,10 @@ export interface WindowOptions {
 
 export const DEFAULT_WINDOW: WindowOptions = { warmupSteps: 20, minSteps: 60, minMs: 1500 };
 
+/** The shortest window, whatever minMs says: the coordinator reports finished steps every 20 ms, several at
+ *  once when steps are short, so a window that opened and closed in one report would time nothing. */
+const MIN_WINDOW_MS = 100;
+
 /** The settings of a training run that a benchmark varies or fixes; the rest are the training defaults. */
 export interface RunSettings {
   /** the network trained */
@@ -61,6 +65,8 @@ export interface Measurement {
   timing: StepTiming;
   /** per worker thread, 1 − busy share over the same recent window */
   idle: number[];
+  /** per worker thread, its share of the batch's rows over the same window */
+  rowShare: number[];
   /** the process's peak resident set (worker threads included) during the run, MiB */
   peakRssMiB: number;
   /** kernel family the run resolved to */
@@ -75,6 +81,7 @@ class WindowProbe implements Reporter {
   steps = 0;
   timing: StepTiming = { stepMs: NaN, computeMs: NaN, reduceMs: NaN, waitMs: NaN, overheadMs: NaN };
   idle: number[] = [];
+  rowShare: number[] = [];
   /** the last batch's loss when the window closed: a diverged run is not timed as if it had trained */
   loss = NaN;
 
@@ -93,11 +100,12 @@ class WindowProbe implements Reporter {
       return;
     }
     const n = s.step - this.warmup;
-    if ((n >= this.w.minSteps && now - this.t0 >= this.w.minMs) || s.step >= this.lastStep) {
+    if ((n >= this.w.minSteps && now - this.t0 >= Math.max(this.w.minMs, MIN_WINDOW_MS)) || s.step >= this.lastStep) {
       this.t1 = now;
       this.steps = n;
       this.timing = { ...s.timing };
       this.idle = s.workerBusy.map((b) => 1 - b);
+      this.rowShare = [...s.workerRowShare];
       this.loss = s.batches[s.batches.length - 1]?.loss ?? NaN;
       this.stop.how = 'q';
     }
@@ -140,7 +148,7 @@ export async function measureThroughput(cfg: Config, data: Datasets, w: WindowOp
   const seconds = (probe.t1 - probe.t0) / 1000;
   return {
     samplesPerSec: (probe.steps * B) / seconds, steps: probe.steps, seconds, timing: probe.timing,
-    idle: probe.idle, peakRssMiB: peak / 2 ** 20, family: probe.family,
+    idle: probe.idle, rowShare: probe.rowShare, peakRssMiB: peak / 2 ** 20, family: probe.family,
   };
 }
 
@@ -190,12 +198,17 @@ export interface ScalingResult extends ScalingRun {
   reduceMs: number;
   waitMs: number;
   overheadMs: number;
-  /** parts of computeMs (gather, forward, backward) and of reduceMs (the transposed copy's upkeep) */
+  /** parts of computeMs (gather, forward, backward: the input gradients) and of reduceMs (the weight gradients,
+   *  the optimizer, the transposed copy's upkeep) */
   gatherMs: number;
   forwardMs: number;
   backwardMs: number;
+  wgradMs: number;
+  updateMs: number;
   syncMs: number;
   idle: number[];
+  /** medians over repeats of each worker's rows per step: its share of the rows times the batch size */
+  rows: number[];
   /** the largest peak over repeats, MiB */
   peakRssMiB: number;
   /** median steps in the window */
@@ -208,6 +221,8 @@ export interface ScalingBenchReport extends ScalingReport {
   model: string;
   /** the same, as a ModelSpec */
   modelSpec: ModelSpec;
+  /** the step predicted at more cores from the 1- and 2-thread runs (scalingModel): a model, not a measurement */
+  prediction: ScalingModel[];
   runs: ScalingResult[];
   dataset: string;
   /** every thread got work, also beyond the core count */
@@ -265,7 +280,7 @@ export async function benchScaling(opts: ScalingOptions = {}): Promise<ScalingBe
     }
   }
   const report: ScalingBenchReport = {
-    kind: 'scaling',
+    kind: 'scaling', prediction: scalingModels(runs),
     machine: { ...machineInfo(relaxedSimdSupported()), loadavgBefore, loadavgAfter: loadavg() },
     kernels: family, model: describeModel(settings.model), modelSpec: settings.model, dataset: settings.dataset,
     oversubscribe: settings.oversubscribe, repeats, window,
@@ -322,29 +337,96 @@ function summarize(threads: number, batchSize: number, ms: Measurement[]): Scali
     reduceMs: med((m) => m.timing.reduceMs), waitMs: med((m) => m.timing.waitMs),
     overheadMs: med((m) => m.timing.overheadMs),
     gatherMs: med((m) => m.timing.gatherMs ?? NaN), forwardMs: med((m) => m.timing.forwardMs ?? NaN),
-    backwardMs: med((m) => m.timing.backwardMs ?? NaN), syncMs: med((m) => m.timing.syncMs ?? NaN),
+    backwardMs: med((m) => m.timing.backwardMs ?? NaN), wgradMs: med((m) => m.timing.wgradMs ?? NaN),
+    updateMs: med((m) => m.timing.updateMs ?? NaN), syncMs: med((m) => m.timing.syncMs ?? NaN),
     idle: Array.from({ length: threads }, (_, k) => med((m) => m.idle[k] ?? NaN)),
+    rows: Array.from({ length: threads }, (_, k) => med((m) => (m.rowShare[k] ?? NaN) * batchSize)),
     peakRssMiB: Math.max(...ms.map((m) => m.peakRssMiB)), steps: med((m) => m.steps),
   };
 }
 
-/** A line per configuration: throughput, its spread, scaling, the step split, worker idle share and memory. */
-export function formatScalingTable(report: { runs: ScalingResult[] }): string {
+/** A line per configuration: throughput, its spread, scaling, the step split, worker idle share and memory; then
+ *  each worker's rows per step and busy share; then the model's predictions for more cores, when it has them. */
+export function formatScalingTable(report: { runs: ScalingResult[]; prediction?: ScalingModel[] }): string {
   const f = (x: number, d: number) => (Number.isFinite(x) ? x.toFixed(d) : '–');
   const pct = (x: number) => (Number.isFinite(x) ? `${Math.round(100 * x)}%` : '–');
-  const header = ['batch', 'threads', 'samples/s', 'min–max', 'speedup', 'eff', 'step ms', 'compute', '(gather',
-    'fwd', 'bwd)', 'reduce', '(sync)', 'wait', 'coord', 'idle avg', 'idle max', 'RSS MiB'];
+  const header = ['batch', 'threads', 'samples/s', 'min–max', 'speedup', 'eff', 'step ms', 'rows', '(gather',
+    'fwd', 'bwd)', 'outputs', '(wgrad', 'update', 'sync)', 'wait', 'coord', 'idle avg', 'idle max', 'RSS MiB'];
   const rows = report.runs.map((r) => {
     const idle = r.idle.filter(Number.isFinite);
     return [String(r.batchSize), String(r.threads), Math.round(r.samplesPerSec).toLocaleString('en-US'),
       `${Math.round(r.minSamplesPerSec)}–${Math.round(r.maxSamplesPerSec)}`, `×${f(r.speedup, 2)}`, pct(r.efficiency),
       f(r.stepMs, 2), f(r.computeMs, 2), f(r.gatherMs, 2), f(r.forwardMs, 2), f(r.backwardMs, 2), f(r.reduceMs, 2),
-      f(r.syncMs, 2), f(r.waitMs, 2), f(r.overheadMs, 2),
+      f(r.wgradMs, 2), f(r.updateMs, 2), f(r.syncMs, 2), f(r.waitMs, 2), f(r.overheadMs, 2),
       idle.length ? pct(idle.reduce((a, b) => a + b, 0) / idle.length) : '–', idle.length ? pct(Math.max(...idle)) : '–',
       f(r.peakRssMiB, 0)];
   });
-  return textTable(header, rows, 0) + '\n' +
-    'step ms = wall time per step; compute/reduce/wait split an average worker\'s step (wait includes coord, the ' +
-    'coordinator\'s serial work); gather/fwd/bwd are parts of compute, sync (the transposed weights\' upkeep) of ' +
-    'reduce, all in ms; idle = 1 − busy share per worker';
+  const lines = [textTable(header, rows, 0),
+    'step ms = wall time per step; rows/outputs/wait split an average worker\'s step (wait includes coord, the ' +
+    'coordinator\'s serial work): rows = its rows\' half (gather, forward, bwd: the loss and input gradients), outputs = ' +
+    'its outputs\' half (wgrad: their weight gradients over all the batch\'s rows, the reduce; update: the optimizer; ' +
+    'sync: the transposed weights), all in ms; idle = 1 − busy share per worker',
+    '',
+    'each worker\'s rows of the batch per step and busy share (worker: rows busy%):'];
+  for (const r of report.runs) {
+    const cells = r.rows.map((n, k) => `w${k} ${Number.isFinite(n) ? Math.round(n) : '–'} ${pct(1 - r.idle[k])}`);
+    lines.push(`  batch ${r.batchSize}, ${r.threads} thread${r.threads === 1 ? '' : 's'}: ${cells.join(' · ')}`);
+  }
+  if (report.prediction && report.prediction.length > 0) {
+    lines.push('', 'MODEL, not a measurement: the step predicted at more cores from the 1- and 2-thread rows above ' +
+      '(formula in the README, "Scaling")');
+    lines.push(textTable(['batch', 'cores', 'step ms', 'samples/s', 'eff', 'rows', 'outputs', 'wait'],
+      report.prediction.map((m) => [String(m.batchSize), String(m.threads), f(m.stepMs, 2),
+        Math.round(m.samplesPerSec).toLocaleString('en-US'), pct(m.efficiency), f(m.rowsMs, 2), f(m.outputsMs, 2),
+        f(m.waitMs, 2)]), 0));
+  }
+  return lines.join('\n');
+}
+
+/** The model's prediction of one configuration (see scalingModel). */
+export interface ScalingModel {
+  batchSize: number;
+  threads: number;
+  stepMs: number;
+  samplesPerSec: number;
+  efficiency: number;
+  /** the step's parts: each half's time per thread, and the wait */
+  rowsMs: number;
+  outputsMs: number;
+  waitMs: number;
+}
+
+/** Cores the model predicts. */
+export const MODEL_CORES = [4, 8, 16];
+
+/**
+ * A model of the step on T cores, from the runs at 1 and 2 threads of one batch size. Each half h of the step
+ * (rows, outputs) takes, per thread, t_h(T) = t_h(1) · (e_h + (1 − e_h) / T), where e_h = 2·t_h(2)/t_h(1) − 1
+ * (clamped to [0, 1]) is the share of the half that did not shrink from 1 to 2 threads (a Karp–Flatt serial
+ * fraction: work every thread repeats, such as reading all the batch's activations in the outputs' half, and
+ * the slowdown of sharing memory bandwidth). The wait (barriers, skew) grows with the rounds of a tree:
+ * w(T) = w(1) + (w(2) − w(1)) · log2 T. step(T) = t_rows(T) + t_outputs(T) + w(T); efficiency = step(1) / (T·step(T)).
+ */
+export function scalingModel(one: ScalingResult, two: ScalingResult, T: number): ScalingModel {
+  const serial = (t1: number, t2: number) => Math.min(1, Math.max(0, (2 * t2) / t1 - 1));
+  const half = (t1: number, t2: number) => t1 * (serial(t1, t2) + (1 - serial(t1, t2)) / T);
+  const rowsMs = half(one.computeMs, two.computeMs);
+  const outputsMs = half(one.reduceMs, two.reduceMs);
+  const waitMs = one.waitMs + Math.max(0, two.waitMs - one.waitMs) * Math.log2(T);
+  const stepMs = rowsMs + outputsMs + waitMs;
+  return {
+    batchSize: one.batchSize, threads: T, stepMs, samplesPerSec: (one.batchSize * 1000) / stepMs,
+    efficiency: one.stepMs / (T * stepMs), rowsMs, outputsMs, waitMs,
+  };
+}
+
+/** The model for every batch size measured at both 1 and 2 threads, at MODEL_CORES. */
+export function scalingModels(runs: ScalingResult[]): ScalingModel[] {
+  const out: ScalingModel[] = [];
+  for (const bs of [...new Set(runs.map((r) => r.batchSize))]) {
+    const one = runs.find((r) => r.batchSize === bs && r.threads === 1);
+    const two = runs.find((r) => r.batchSize === bs && r.threads === 2);
+    if (one && two) for (const T of MODEL_CORES) out.push(scalingModel(one, two, T));
+  }
+  return out;
 }

@@ -28,14 +28,16 @@ export interface EpochRecord {
  */
 export interface StepTiming {
   stepMs: number;      // wall time per step
-  computeMs: number;   // per thread: forward/backward of micro-shards (busy-time counters)
-  reduceMs: number;    // per thread: reduce-scatter + optimizer update (busy-time counters)
+  computeMs: number;   // per thread: its rows' half of the step (busy-time counters)
+  reduceMs: number;    // per thread: its outputs' half: the reduce-scatter + optimizer update (busy-time counters)
   waitMs: number;      // per thread: not working — dispatch latency, barrier waits, imbalance
   overheadMs: number;  // the coordinator's own serial work per step (schedule, metrics, UI), part of waitMs
   // parts of computeMs and reduceMs, per thread (0 until measured)
   gatherMs?: number;   // copying and normalizing the batch's images
   forwardMs?: number;  // the forward pass
-  backwardMs?: number; // loss and backward pass, gradients into the slots
+  backwardMs?: number; // the loss and the input gradients of every activation
+  wgradMs?: number;    // the weight gradients of its outputs over all the batch's rows (the reduce)
+  updateMs?: number;   // the optimizer step of its outputs' parameters
   syncMs?: number;     // keeping the transposed copy of the weights current (native)
 }
 
@@ -63,6 +65,8 @@ export interface Snapshot {
   epochs: readonly EpochRecord[];
   /** busy share 0..1 of each worker thread over the recent window, from the shared busy-time counters */
   workerBusy: readonly number[];
+  /** the share of the batch's rows each worker thread ran over the same window (0..1, summing to 1) */
+  workerRowShare: readonly number[];
   timing: StepTiming;
 }
 

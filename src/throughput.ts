@@ -1,7 +1,9 @@
 // The dashboard's live figures: throughput, the split of a step's time, and each worker's busy share, over
 // the last ~2 seconds of steps. Read from the arena's per-thread busy counters (memory.ts), which the
 // workers add to as they go; the UI only ever sees the numbers written into the snapshot here.
-import { BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE, BUSY_SYNC } from './memory.js';
+import {
+  BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE, BUSY_ROWS, BUSY_SYNC, BUSY_UPDATE, BUSY_WGRAD,
+} from './memory.js';
 import type { Snapshot } from './metrics.js';
 
 /** Recent throughput, step-time split and per-worker busy share over the last ~2 seconds. */
@@ -35,6 +37,7 @@ export class ThroughputWindow {
     const dt = b.t - a.t;
     const T = this.threads;
     const share: number[] = [];
+    const rows: number[] = [];
     // per thread and step: the mean over threads of counter x's growth over the window
     const per = (x: number) => {
       let sum = 0;
@@ -45,15 +48,21 @@ export class ThroughputWindow {
       const c = b.busy[BUSY * i + BUSY_COMPUTE] - a.busy[BUSY * i + BUSY_COMPUTE];
       const r = b.busy[BUSY * i + BUSY_REDUCE] - a.busy[BUSY * i + BUSY_REDUCE];
       share.push(dt > 0 ? Math.min(1, (c + r) / dt) : 0);
+      rows.push(b.busy[BUSY * i + BUSY_ROWS] - a.busy[BUSY * i + BUSY_ROWS]);
     }
+    // shares, not rows per step: the counters are read while later steps run, so the window's steps and rows
+    // need not match exactly
+    const allRows = rows.reduce((x, y) => x + y, 0);
     const stepMs = dt / steps;
     const computeMs = per(BUSY_COMPUTE);
     const reduceMs = per(BUSY_REDUCE);
     snap.timing = {
       stepMs, computeMs, reduceMs, waitMs: Math.max(0, stepMs - computeMs - reduceMs),
       overheadMs: (b.overhead - a.overhead) / steps,
-      gatherMs: per(BUSY_GATHER), forwardMs: per(BUSY_FORWARD), backwardMs: per(BUSY_BACKWARD), syncMs: per(BUSY_SYNC),
+      gatherMs: per(BUSY_GATHER), forwardMs: per(BUSY_FORWARD), backwardMs: per(BUSY_BACKWARD),
+      wgradMs: per(BUSY_WGRAD), updateMs: per(BUSY_UPDATE), syncMs: per(BUSY_SYNC),
     };
     snap.workerBusy = share;
+    snap.workerRowShare = rows.map((n) => (allRows > 0 ? n / allRows : 0));
   }
 }

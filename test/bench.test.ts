@@ -14,7 +14,7 @@ import { parseIntList } from '../src/config.js';
 import {
   benchPeers, mergePeers, newestResult, peerModel, peerSettings, readPeers, torchAvailable,
 } from '../bench/peers.js';
-import { benchScaling } from '../bench/scaling.js';
+import { benchScaling, scalingModel } from '../bench/scaling.js';
 import { UsageError } from '../src/errors.js';
 import { describeModel, type ModelSpec } from '../src/model.js';
 import { parseScalingJson } from '../src/plot.js';
@@ -170,7 +170,43 @@ describe('bench scaling', () => {
     expect(two.efficiency).toBeCloseTo(two.speedup / 2, 12);
     expect(report.model).toBe(describeModel(MLP));
     expect(parsed.model).toBe(describeModel(MLP));
+    // each worker's rows per step: the whole batch on one thread, 32 rows each on two
+    expect(one.rows.map(Math.round)).toEqual([64]);
+    expect(two.rows.map(Math.round)).toEqual([32, 32]);
+    // the model's predictions at 4, 8 and 16 cores, from these two runs
+    expect(report.prediction.map((m) => m.threads)).toEqual([4, 8, 16]);
+    expect(report.prediction[0]).toEqual(scalingModel(one, two, 4));
   }, 20_000);
+
+  it('--oversubscribe: every thread gets its rows even beyond the cores, and the table shows each worker\'s share', async () => {
+    const lines: string[] = [];
+    const report = await benchScaling({
+      threads: [4], batchSizes: [64], repeats: 1, window: { warmupSteps: 3, minSteps: 8, minMs: 0 }, oversubscribe: true,
+      dataDir: mnistDir, outDir: null, plotsDir: null, log: (l) => lines.push(l),
+    });
+    expect(report.oversubscribe).toBe(true);
+    expect(report.runs[0].rows.map(Math.round)).toEqual([16, 16, 16, 16]);
+    expect(lines.join('\n')).toMatch(/batch 64, 4 threads: w0 16 \d+% · w1 16 \d+% · w2 16 \d+% · w3 16 \d+%/);
+    expect(report.prediction).toEqual([]);
+    expect(scalingOptions({ oversubscribe: true }).oversubscribe).toBe(true);
+    expect(scalingOptions({}).oversubscribe).toBeUndefined();
+  }, 30_000);
+
+  it('the model: each half shrinks by 1/T but for what did not shrink from 1 to 2 threads; the wait grows with log2 T', () => {
+    const run = (threads: number, computeMs: number, reduceMs: number, waitMs: number) => ({
+      threads, batchSize: 100, computeMs, reduceMs, waitMs, stepMs: computeMs + reduceMs + waitMs,
+    }) as unknown as Parameters<typeof scalingModel>[0];
+    // rows 4 ms → 2 ms at 2 threads: no serial part; outputs 2 ms → 1.2 ms: e = 0.2; wait 0 → 0.1 ms
+    const m = scalingModel(run(1, 4, 2, 0), run(2, 2, 1.2, 0.1), 8);
+    expect(m.rowsMs).toBeCloseTo(0.5, 12);
+    expect(m.outputsMs).toBeCloseTo(2 * (0.2 + 0.8 / 8), 12);
+    expect(m.waitMs).toBeCloseTo(0.3, 12);
+    expect(m.stepMs).toBeCloseTo(0.5 + 0.6 + 0.3, 12);
+    expect(m.efficiency).toBeCloseTo(6 / (8 * 1.4), 12);
+    expect(m.samplesPerSec).toBeCloseTo(100_000 / 1.4, 6);
+    // at 2 cores the model gives back the measurement
+    expect(scalingModel(run(1, 4, 2, 0), run(2, 2, 1.2, 0.1), 2).stepMs).toBeCloseTo(3.3, 12);
+  });
 
   it('--model cnn: trains the cnn, records it, and writes scaling-cnn-*.json and scaling-cnn.png apart from the mlp\'s', async () => {
     expect(scalingOptions({ model: 'cnn', quick: true })).toMatchObject({ model: CNN, threads: [1, 2], batchSizes: [64] });
