@@ -138,6 +138,8 @@ export class Coordinator {
   /** worker threads Piscina removed (they died) while the pool was not being closed */
   private lost = 0;
   private closing = false;
+  /** close() in progress or done: a second call waits for the first */
+  private closed: Promise<void> | null = null;
   /** the slowest step seen in this run, which scales how long a stop waits for a step */
   private slowestStepMs = 0;
   /** the longest evaluation so far: how long a stop waits for one in progress (3×, at least STUCK_GRACE_MS) */
@@ -369,8 +371,11 @@ export class Coordinator {
 
   /** Terminates the worker threads; gives up after 5 s on one that cannot be terminated (a native loop). */
   async close(): Promise<void> {
-    this.closing = true;
-    await Promise.race([this.pool.destroy(), sleep(CLOSE_TIMEOUT_MS, false)]);
+    this.closed ??= (async () => {
+      this.closing = true;
+      await Promise.race([this.pool.destroy(), sleep(CLOSE_TIMEOUT_MS, false)]);
+    })();
+    await this.closed;
   }
 }
 

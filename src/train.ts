@@ -226,7 +226,11 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       if (best) st.best = { epoch, valAccuracy: rec.valAccuracy };
       const early = earlyStop(cfg, st.early, rec);
       keep();
-      await outputs.epochEnd(st, rec, best, epoch >= cfg.epochs || early !== null || requestStop.how !== null);
+      const last = epoch >= cfg.epochs || early !== null || requestStop.how !== null;
+      // the worker threads are done: their memory goes back before the final charts take theirs (the arena's
+      // weights stay readable here)
+      if (last) await coord.close();
+      await outputs.epochEnd(st, rec, best, last);
       reporter.epoch(snap, rec);
       if (early) return finish('early', early);
       if (requestStop.how && st.epoch <= cfg.epochs) return finish(requestStop.how, `stopped by ${requestStop.how} after epoch ${epoch}`);
