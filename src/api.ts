@@ -7,17 +7,18 @@ import { checkChoice, checkConfigFields, checkInt, INT_LIMITS, KERNEL_CHOICES, v
 import type { DatasetName } from './data/datasets.js';
 import { DATASET_NAMES, DATASETS } from './data/datasets.js';
 import { loadDigitImage } from './data/image.js';
-import { UsageError } from './errors.js';
+import { printable, UsageError } from './errors.js';
 import { evalCommand } from './eval/command.js';
 import type { EvalReport } from './eval/metrics.js';
 import type { KernelFamily } from './kernels/index.js';
 import type { EpochRecord, Snapshot } from './metrics.js';
 import { describeModel, INPUT, type ModelKind } from './model.js';
 import { argmaxRow, chooseDataset, forwardProbs, loadModel as readModel, normalizeTable } from './predict.js';
+import { modelSummary, specFields, type ModelSummary } from './summary.js';
 import { train as runTrain, type StopRequest } from './train.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
 
-export type { Config, EpochRecord, EvalReport, Snapshot };
+export type { Config, EpochRecord, EvalReport, ModelSummary, Snapshot };
 
 /** The configuration fields (as in a --config file), plus what only a program can pass. */
 export interface TrainOptions extends Partial<Omit<Config, 'dashboard' | 'json'>> {
@@ -137,6 +138,17 @@ export interface Model {
   predict(image: string | Uint8Array | Float32Array): Promise<Prediction>;
   /** Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on the test split. */
   evaluate(options?: EvaluateOptions): Promise<EvalReport>;
+  /**
+   * The network layer by layer, as `mnist-par summary --json` prints it: output shapes, parameters, FLOPs per
+   * sample, and the shared memory a training run of it takes with these settings (default: train's).
+   */
+  summary(options?: SummaryOptions): ModelSummary;
+}
+
+export interface SummaryOptions {
+  batchSize?: number;
+  threads?: number;
+  optimizer?: Config['optimizer'];
 }
 
 /**
@@ -166,6 +178,16 @@ export async function loadModel(file: string): Promise<Model> {
       const probabilities = forwardProbs(loaded, table, bytes, 1);
       const digit = argmaxRow(probabilities, 0, probabilities.length);
       return { digit, label: DATASETS[dataset].classes[digit], probabilities };
+    },
+    summary(o = {}) {
+      const given = Object.fromEntries(Object.entries(o ?? {}).filter(([, v]) => v !== undefined));
+      for (const key of Object.keys(given)) {
+        if (!['batchSize', 'threads', 'optimizer'].includes(key)) {
+          throw new UsageError(`summary: unknown option '${printable(key)}' (known: batchSize, threads, optimizer)`);
+        }
+      }
+      checkConfigFields(given);
+      return modelSummary(validate({ ...given, ...specFields(loaded.spec), dataset }));
     },
     async evaluate(o = {}) {
       // checked as eval's flags are

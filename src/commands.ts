@@ -1,9 +1,10 @@
-// `mnist-par eval` and `mnist-par predict`: flags → validated options → evalCommand / predictCommand.
+// `mnist-par eval`, `predict`, `summary` and `serve`: flags → validated options → the command's function.
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { DATASET_NAMES, INT_LIMITS, KERNEL_CHOICES, parseChoice, parseIntFlag, parsePath } from './config.js';
+import { DATASET_NAMES, DEFAULTS, INT_LIMITS, KERNEL_CHOICES, MODEL_KINDS, parseChoice, parseIntFlag, parsePath, parseValue,
+  type Config } from './config.js';
 import type { DatasetName } from './data/datasets.js';
 
 const datasetFlag = (v: unknown): DatasetName | undefined =>
@@ -78,5 +79,29 @@ export function addModelCommands(program: Command): void {
       const opts = { model: await modelFlag(o.model), dataset: datasetFlag(o.dataset), json: o.json === true, images };
       const { predictCommand } = await import('./predict.js');
       process.exitCode = await predictCommand(opts);
+    });
+
+  program.command('summary')
+    .description('print the network layer by layer: output shapes, parameters, FLOPs, and the shared memory a run of it takes')
+    .option('--model <file|kind>', `mlp or cnn (with --hidden, --channels), or a model.safetensors or run folder (default: ${DEFAULTS.model})`)
+    .option('--hidden <widths>', 'hidden linear layer widths, comma-separated (default: 128,256,512,128 for the mlp, 128 for the cnn)')
+    .option('--channels <c1,c2>', `the cnn's convolution output channels (default: ${DEFAULTS.channels.join(',')})`)
+    .option('--batch-size <n>', `samples per optimizer step, for the shared memory (default: ${DEFAULTS.batchSize})`)
+    .option('--threads <n>', `worker threads, for the shared memory (default: ${DEFAULTS.threads}, this machine's core count)`)
+    .option('--optimizer <name>', `sgd, adam or adamw: its moments live in the shared memory (default: ${DEFAULTS.optimizer})`)
+    .option('--json', 'print one JSON object instead of the table')
+    .exitOverride()
+    .action(async (o: Record<string, unknown>) => {
+      const given: Record<string, unknown> = {};
+      for (const key of ['hidden', 'channels', 'batchSize', 'threads', 'optimizer'] as const satisfies (keyof Config)[]) {
+        if (o[key] !== undefined) given[key] = parseValue(key, String(o[key]));
+      }
+      const model = o.model === undefined ? DEFAULTS.model : String(o.model);
+      let file: string | undefined;
+      if ((MODEL_KINDS as readonly string[]).includes(model)) given.model = model;
+      else file = await modelFlag(model);
+      const { summaryCommand } = await import('./summary-command.js');
+      await summaryCommand({ file, given, json: o.json === true });
+      process.exitCode = 0;
     });
 }
