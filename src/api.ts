@@ -6,14 +6,13 @@ import { join } from 'node:path';
 import { checkChoice, checkConfigFields, checkInt, INT_LIMITS, KERNEL_CHOICES, validate, type Config } from './config.js';
 import type { DatasetName } from './data/datasets.js';
 import { DATASET_NAMES, DATASETS } from './data/datasets.js';
-import { loadDigitImage } from './data/image.js';
 import { printable, UsageError } from './errors.js';
 import { evalCommand } from './eval/command.js';
 import type { EvalReport } from './eval/metrics.js';
 import type { KernelFamily } from './kernels/index.js';
 import type { EpochRecord, Snapshot } from './metrics.js';
 import { describeModel, INPUT, type ModelKind } from './model.js';
-import { argmaxRow, chooseDataset, forwardProbs, loadModel as readModel, normalizeTable } from './predict.js';
+import { argmaxRow, chooseDataset, classifyImage, forwardProbs, loadModel as readModel, normalizeTable } from './predict.js';
 import { modelSummary, specFields, type ModelSummary } from './summary.js';
 import { train as runTrain, type StopRequest } from './train.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
@@ -165,10 +164,12 @@ export async function loadModel(file: string): Promise<Model> {
   return {
     path, kind: loaded.spec.kind, network: describeModel(loaded.spec), layers: loaded.layers, dataset,
     async predict(image) {
-      let bytes: Uint8Array;
       if (typeof image === 'string') {
-        bytes = await loadDigitImage(image);
-      } else if (image instanceof Uint8Array || image instanceof Float32Array) {
+        const { digit, label, probabilities } = await classifyImage(loaded, dataset, table, image);
+        return { digit, label, probabilities };
+      }
+      let bytes: Uint8Array;
+      if (image instanceof Uint8Array || image instanceof Float32Array) {
         if (image.length !== pixels) throw new UsageError(`predict: expected ${pixels} pixels (28×28), got ${image.length}`);
         bytes = image instanceof Uint8Array ? image
           : Uint8Array.from(image, (x) => Math.round(255 * Math.min(1, Math.max(0, Number.isFinite(x) ? x : 0))));
