@@ -104,4 +104,34 @@ export function addModelCommands(program: Command): void {
       await summaryCommand({ file, given, json: o.json === true });
       process.exitCode = 0;
     });
+
+  program.command('serve')
+    .description('serve a local web page to draw digits on and see what the model says, with its summary, metrics and charts')
+    .option('--model <file>', 'model.safetensors written by train, or its run folder (default: the newest run in models/)')
+    .option('--port <n>', 'the port to listen on (default: a free one, printed at start)')
+    .option('--host <address>', 'the address to listen on; another than 127.0.0.1, localhost or ::1 makes the page reachable by others (default: 127.0.0.1)')
+    .option('--plots <dir>', 'the charts to show (default: plots/run-N for a model in models/run-N, else the model\'s own folder)')
+    .exitOverride()
+    .action(async (o: Record<string, unknown>) => {
+      const model = await modelFlag(o.model);
+      const opts = {
+        model,
+        plots: o.plots === undefined ? await runPlots(model) : pathFlag('--plots', o.plots),
+        port: o.port === undefined ? 0 : parseIntFlag('--port', String(o.port), 0, 65535),
+        // a bracketed IPv6 address, as a URL writes it, is the address
+        host: o.host === undefined ? '127.0.0.1' : parsePath('--host', String(o.host), 'an address').replace(/^\[(.*)\]$/, '$1'),
+      };
+      const { serveCommand } = await import('./serve/command.js');
+      process.exitCode = await serveCommand(opts);
+    });
+}
+
+/**
+ * The charts of a model's run: for models/run-N, plots/run-N beside that models/ folder (a run puts them
+ * there); else the model's own folder, where a run given --out puts them.
+ */
+async function runPlots(model: string): Promise<string> {
+  const { PLOTS_ROOT, realFolder } = await import('./runs.js');
+  const dir = realFolder(dirname(resolve(model)));
+  return /^run-\d+$/.test(basename(dir)) ? join(dirname(dirname(dir)), PLOTS_ROOT, basename(dir)) : dirname(model);
 }
