@@ -18,7 +18,8 @@ export async function summaryCommand(opts: SummaryOptions): Promise<ModelSummary
   if (opts.file !== undefined) {
     for (const key of ['hidden', 'channels'] as const) {
       if (given[key] !== undefined) {
-        throw new UsageError(`${flagName(key)}: the network comes from ${opts.file}; leave ${flagName(key)} out, or give --model mlp or --model cnn instead of a file`);
+        throw new UsageError(`${flagName(key)}: the network comes from ${opts.file}; leave ${flagName(key)} out, ` +
+          'or give --model mlp or --model cnn instead of a file');
       }
     }
     const model = await loadModel(opts.file);

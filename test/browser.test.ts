@@ -114,7 +114,8 @@ describe.skipIf(!haveChromium)(`the page in Chromium (skipped without ${CHROMIUM
     const input = await shownInput();
     expect(input.filter((v) => v > 128).length, 'ink in the 28×28 input').toBeGreaterThan(40);
     // the charts (training and eval's) and the tables are there too
-    await page.waitForFunction(() => [...document.querySelectorAll<HTMLImageElement>('#charts img')].every((i) => i.complete && i.naturalWidth > 0));
+    await page.waitForFunction(() =>
+      Array.from(document.querySelectorAll<HTMLImageElement>('#charts img')).every((i) => i.complete && i.naturalWidth > 0));
     expect(await page.locator('#charts img').count()).toBe(4);
     expect(await page.locator('#summary tr').count()).toBe(1 + 1 + 9 + 1);
     expect(await page.locator('#metrics').textContent()).toMatch(/test accuracy 9\d\.\d\d%, test loss 0\.\d{4} after epoch 2/);
@@ -129,7 +130,7 @@ describe.skipIf(!haveChromium)(`the page in Chromium (skipped without ${CHROMIUM
     await clear();
     const at = await padPoint();
     const cdp = await context.newCDPSession(page);
-    const touch = (type: string, p?: [number, number]) => cdp.send('Input.dispatchTouchEvent', {
+    const touch = (type: 'touchStart' | 'touchMove' | 'touchEnd', p?: [number, number]) => cdp.send('Input.dispatchTouchEvent', {
       type, touchPoints: p ? [{ x: p[0], y: p[1] }] : [],
     });
     const pts = seven(90, 40, 110, 16);

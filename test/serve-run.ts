@@ -50,11 +50,12 @@ export function startServe(args: string[], cwd: string, timeoutMs = 60_000): Pro
 }
 
 /**
- * Writes `request` on a fresh connection, then ends its side of it (a client with nothing more to send, or
- * one that leaves mid-upload), and resolves with everything the server sent before it closed the connection
- * (or before `timeoutMs`); a reset connection resolves with what came so far.
+ * Writes `request` on a fresh connection and resolves with everything the server sent before it closed the
+ * connection (or before `timeoutMs`); a reset connection resolves with what came so far. With `end`, the
+ * client then ends its side (a client that leaves mid-upload, or sends a request and hangs up: Node's server
+ * drops a request whose client hung up before the answer was ready).
  */
-export function rawRequest(port: number, request: string | Buffer, timeoutMs = 10_000): Promise<string> {
+export function rawRequest(port: number, request: string | Buffer, timeoutMs = 10_000, end = false): Promise<string> {
   return new Promise((resolve) => {
     const socket = connect(port, '127.0.0.1');
     const chunks: Buffer[] = [];
@@ -67,7 +68,7 @@ export function rawRequest(port: number, request: string | Buffer, timeoutMs = 1
     socket.on('data', (d) => chunks.push(d));
     socket.on('error', done);
     socket.on('close', done);
-    socket.on('connect', () => socket.end(request));
+    socket.on('connect', () => (end ? socket.end(request) : socket.write(request)));
   });
 }
 

@@ -7,7 +7,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { trainingArenaSpec } from '../src/arena-spec.js';
-import { validate } from '../src/config.js';
+import { modelSpec, validate } from '../src/config.js';
 import { loadModel, UsageError } from '../src/index.js';
 import { arenaLayout } from '../src/memory.js';
 import { modelLayout, tensorNames } from '../src/model.js';
@@ -65,10 +65,12 @@ describe('the summary of a network, counted by hand', () => {
   });
 
   it('names layers as the tensors are named, for every shape of network', () => {
-    for (const cfg of [{ hidden: [7] }, { hidden: [5, 6, 7, 8] }, { model: 'cnn', channels: [3], hidden: [9, 4] }, { model: 'cnn', channels: [2, 5], hidden: [6] }]) {
+    const configs = [{ hidden: [7] }, { hidden: [5, 6, 7, 8] }, { model: 'cnn', channels: [3], hidden: [9, 4] },
+      { model: 'cnn', channels: [2, 5], hidden: [6] }];
+    for (const cfg of configs) {
       const c = validate(cfg);
       const s = modelSummary(c);
-      const layout = modelLayout(s.network.startsWith('cnn') ? { kind: 'cnn', channels: c.channels, hidden: c.hidden } : { kind: 'mlp', hidden: c.hidden });
+      const layout = modelLayout(modelSpec(c));
       const names = tensorNames(layout);
       const want = weightTensors(layout, new Float32Array(layout.size)).map((t) => ({ name: t.name, shape: t.shape }));
       expect(s.layers.flatMap((l) => l.tensors), JSON.stringify(cfg)).toEqual(want);
@@ -122,9 +124,11 @@ describe('mnist-par summary', () => {
   });
 
   it('--json of the flags\' network is the library\'s object; a JSON run gives it in its start line', async () => {
-    const r = runCli(['summary', '--model', 'cnn', '--channels', '8', '--hidden', '32', '--batch-size', '64', '--threads', '3', '--optimizer', 'sgd', '--json']);
+    const r = runCli(['summary', '--model', 'cnn', '--channels', '8', '--hidden', '32', '--batch-size', '64', '--threads', '3',
+      '--optimizer', 'sgd', '--json']);
     expect(r.code, r.stderr).toBe(0);
-    expect(JSON.parse(r.stdout)).toEqual(modelSummary(validate({ model: 'cnn', channels: [8], hidden: [32], batchSize: 64, threads: 3, optimizer: 'sgd' })));
+    const flags = { model: 'cnn', channels: [8], hidden: [32], batchSize: 64, threads: 3, optimizer: 'sgd' };
+    expect(JSON.parse(r.stdout)).toEqual(modelSummary(validate(flags)));
     const cwd = tmp();
     const run = runCli([...small, '--json'], {}, 120_000, cwd);
     expect(run.code, run.stderr).toBe(0);

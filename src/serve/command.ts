@@ -51,8 +51,12 @@ export async function serveCommand(o: ServeOptions): Promise<number> {
     });
   }).catch((e: unknown) => {
     const code = errorCode(e);
-    if (code === 'EADDRINUSE') throw new UsageError(`--port ${o.port}: in use by another program; choose another port, or leave --port out for a free one`);
-    if (code === 'EACCES') throw new UsageError(`--port ${o.port}: not allowed to listen there (EACCES); ports below 1024 need privileges, choose another`);
+    if (code === 'EADDRINUSE') {
+      throw new UsageError(`--port ${o.port}: in use by another program; choose another port, or leave --port out for a free one`);
+    }
+    if (code === 'EACCES') {
+      throw new UsageError(`--port ${o.port}: not allowed to listen there (EACCES); ports below 1024 need privileges, choose another`);
+    }
     throw new UsageError(`--host ${o.host}: cannot listen there (${code}); give an address of this machine, such as 127.0.0.1 or 0.0.0.0`);
   });
   const { port, address, family } = server.address() as AddressInfo;

@@ -55,7 +55,8 @@ export function createPageServer(o: PageServerOptions): Server {
     // also keeps other web sites out: a page elsewhere can POST text/plain or a form to this address
     // without asking, but not image/* (the browser would ask first, and nothing here says yes)
     if (!/^image\/[a-z0-9.+-]+$/.test(type) && type !== 'application/octet-stream') {
-      return refuse(res, 415, `upload: expected the bytes of an image (Content-Type image/png, image/jpeg, … or application/octet-stream), got ${printable(type || 'none')}`, req);
+      return refuse(res, 415, 'upload: expected the bytes of an image (Content-Type image/png, image/jpeg, … or ' +
+        `application/octet-stream), got ${printable(type || 'none')}`, req);
     }
     const declared = Number(req.headers['content-length'] ?? NaN);
     if (declared > MAX_UPLOAD) return refuse(res, 413, tooLarge(`${declared.toLocaleString('en-US')} bytes`), req);
@@ -66,7 +67,7 @@ export function createPageServer(o: PageServerOptions): Server {
     if (waiting >= MAX_WAITING) return refuse(res, 503, `upload: ${waiting} images are waiting already; try again in a moment`);
     waiting++;
     const turn = queue.then(async () => {
-      // the page gave up on it (a newer drawing replaced it): no work for nobody
+      // the page gave up on it (a newer drawing replaced it): nobody waits for this answer
       if (req.socket.destroyed) return null;
       const t0 = performance.now();
       const c = await classifyImage(o.served.model, o.served.dataset, table, { name, bytes });
