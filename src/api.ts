@@ -6,18 +6,18 @@ import { join } from 'node:path';
 import { checkChoice, checkConfigFields, checkInt, INT_LIMITS, KERNEL_CHOICES, validate, type Config } from './config.js';
 import type { DatasetName } from './data/datasets.js';
 import { DATASET_NAMES, DATASETS } from './data/datasets.js';
-import { loadDigitImage } from './data/image.js';
-import { UsageError } from './errors.js';
+import { printable, UsageError } from './errors.js';
 import { evalCommand } from './eval/command.js';
 import type { EvalReport } from './eval/metrics.js';
 import type { KernelFamily } from './kernels/index.js';
 import type { EpochRecord, Snapshot } from './metrics.js';
 import { describeModel, INPUT, type ModelKind } from './model.js';
-import { argmaxRow, chooseDataset, forwardProbs, loadModel as readModel, normalizeTable } from './predict.js';
+import { argmaxRow, chooseDataset, classifyImage, forwardProbs, loadModel as readModel, normalizeTable } from './predict.js';
+import { modelSummary, specFields, type ModelSummary } from './summary.js';
 import { train as runTrain, type StopRequest } from './train.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
 
-export type { Config, EpochRecord, EvalReport, Snapshot };
+export type { Config, EpochRecord, EvalReport, ModelSummary, Snapshot };
 
 /** The configuration fields (as in a --config file), plus what only a program can pass. */
 export interface TrainOptions extends Partial<Omit<Config, 'dashboard' | 'json'>> {
@@ -137,6 +137,17 @@ export interface Model {
   predict(image: string | Uint8Array | Float32Array): Promise<Prediction>;
   /** Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on the test split. */
   evaluate(options?: EvaluateOptions): Promise<EvalReport>;
+  /**
+   * The network layer by layer, as `mnist-par summary --json` prints it: output shapes, parameters, FLOPs per
+   * sample, and the shared memory a training run of it takes with these settings (default: train's).
+   */
+  summary(options?: SummaryOptions): ModelSummary;
+}
+
+export interface SummaryOptions {
+  batchSize?: number;
+  threads?: number;
+  optimizer?: Config['optimizer'];
 }
 
 /**
@@ -153,10 +164,12 @@ export async function loadModel(file: string): Promise<Model> {
   return {
     path, kind: loaded.spec.kind, network: describeModel(loaded.spec), layers: loaded.layers, dataset,
     async predict(image) {
-      let bytes: Uint8Array;
       if (typeof image === 'string') {
-        bytes = await loadDigitImage(image);
-      } else if (image instanceof Uint8Array || image instanceof Float32Array) {
+        const { digit, label, probabilities } = await classifyImage(loaded, dataset, table, image);
+        return { digit, label, probabilities };
+      }
+      let bytes: Uint8Array;
+      if (image instanceof Uint8Array || image instanceof Float32Array) {
         if (image.length !== pixels) throw new UsageError(`predict: expected ${pixels} pixels (28×28), got ${image.length}`);
         bytes = image instanceof Uint8Array ? image
           : Uint8Array.from(image, (x) => Math.round(255 * Math.min(1, Math.max(0, Number.isFinite(x) ? x : 0))));
@@ -166,6 +179,16 @@ export async function loadModel(file: string): Promise<Model> {
       const probabilities = forwardProbs(loaded, table, bytes, 1);
       const digit = argmaxRow(probabilities, 0, probabilities.length);
       return { digit, label: DATASETS[dataset].classes[digit], probabilities };
+    },
+    summary(o = {}) {
+      const given = Object.fromEntries(Object.entries(o ?? {}).filter(([, v]) => v !== undefined));
+      for (const key of Object.keys(given)) {
+        if (!['batchSize', 'threads', 'optimizer'].includes(key)) {
+          throw new UsageError(`summary: unknown option '${printable(key)}' (known: batchSize, threads, optimizer)`);
+        }
+      }
+      checkConfigFields(given);
+      return modelSummary(validate({ ...given, ...specFields(loaded.spec), dataset }));
     },
     async evaluate(o = {}) {
       // checked as eval's flags are

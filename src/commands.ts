@@ -1,9 +1,10 @@
-// `mnist-par eval` and `mnist-par predict`: flags → validated options → evalCommand / predictCommand.
+// `mnist-par eval`, `predict`, `summary` and `serve`: flags → validated options → the command's function.
 import { statSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { basename, dirname, join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { DATASET_NAMES, INT_LIMITS, KERNEL_CHOICES, parseChoice, parseIntFlag, parsePath } from './config.js';
+import { DATASET_NAMES, DEFAULTS, INT_LIMITS, KERNEL_CHOICES, MODEL_KINDS, parseChoice, parseIntFlag, parsePath, parseValue,
+  type Config } from './config.js';
 import type { DatasetName } from './data/datasets.js';
 
 const datasetFlag = (v: unknown): DatasetName | undefined =>
@@ -79,4 +80,58 @@ export function addModelCommands(program: Command): void {
       const { predictCommand } = await import('./predict.js');
       process.exitCode = await predictCommand(opts);
     });
+
+  program.command('summary')
+    .description('print the network layer by layer: output shapes, parameters, FLOPs, and the shared memory a run of it takes')
+    .option('--model <file|kind>', `mlp or cnn (with --hidden, --channels), or a model.safetensors or run folder (default: ${DEFAULTS.model})`)
+    .option('--hidden <widths>', 'hidden linear layer widths, comma-separated (default: 128,256,512,128 for the mlp, 128 for the cnn)')
+    .option('--channels <c1,c2>', `the cnn's convolution output channels (default: ${DEFAULTS.channels.join(',')})`)
+    .option('--batch-size <n>', `samples per optimizer step, for the shared memory (default: ${DEFAULTS.batchSize})`)
+    .option('--threads <n>', `worker threads, for the shared memory (default: ${DEFAULTS.threads}, this machine's core count)`)
+    .option('--optimizer <name>', `sgd, adam or adamw: its moments live in the shared memory (default: ${DEFAULTS.optimizer})`)
+    .option('--json', 'print one JSON object instead of the table')
+    .exitOverride()
+    .action(async (o: Record<string, unknown>) => {
+      const given: Record<string, unknown> = {};
+      for (const key of ['hidden', 'channels', 'batchSize', 'threads', 'optimizer'] as const satisfies (keyof Config)[]) {
+        if (o[key] !== undefined) given[key] = parseValue(key, String(o[key]));
+      }
+      const model = o.model === undefined ? DEFAULTS.model : String(o.model);
+      let file: string | undefined;
+      if ((MODEL_KINDS as readonly string[]).includes(model)) given.model = model;
+      else file = await modelFlag(model);
+      const { summaryCommand } = await import('./summary-command.js');
+      await summaryCommand({ file, given, json: o.json === true });
+      process.exitCode = 0;
+    });
+
+  program.command('serve')
+    .description('serve a local web page to draw digits on and see what the model says, with its summary, metrics and charts')
+    .option('--model <file>', 'model.safetensors written by train, or its run folder (default: the newest run in models/)')
+    .option('--port <n>', 'the port to listen on (default: a free one, printed at start)')
+    .option('--host <address>', 'the address to listen on; another than 127.0.0.1, localhost or ::1 makes the page reachable by others (default: 127.0.0.1)')
+    .option('--plots <dir>', 'the charts to show (default: plots/run-N for a model in models/run-N, else the model\'s own folder)')
+    .exitOverride()
+    .action(async (o: Record<string, unknown>) => {
+      const model = await modelFlag(o.model);
+      const opts = {
+        model,
+        plots: o.plots === undefined ? await runPlots(model) : pathFlag('--plots', o.plots),
+        port: o.port === undefined ? 0 : parseIntFlag('--port', String(o.port), 0, 65535),
+        // a bracketed IPv6 address, as a URL writes it, is the address
+        host: o.host === undefined ? '127.0.0.1' : parsePath('--host', String(o.host), 'an address').replace(/^\[(.*)\]$/, '$1'),
+      };
+      const { serveCommand } = await import('./serve/command.js');
+      process.exitCode = await serveCommand(opts);
+    });
+}
+
+/**
+ * The charts of a model's run: for models/run-N, plots/run-N beside that models/ folder (a run puts them
+ * there); else the model's own folder, where a run given --out puts them.
+ */
+async function runPlots(model: string): Promise<string> {
+  const { PLOTS_ROOT, realFolder } = await import('./runs.js');
+  const dir = realFolder(dirname(resolve(model)));
+  return /^run-\d+$/.test(basename(dir)) ? join(dirname(dirname(dir)), PLOTS_ROOT, basename(dir)) : dirname(model);
 }

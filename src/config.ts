@@ -8,6 +8,7 @@ import { availableParallelism } from 'node:os';
 import { DATASET_NAMES, type DatasetName } from './data/datasets.js';
 import { printable, UsageError } from './errors.js';
 import { DEFAULT_CHANNELS, DEFAULT_CNN_HIDDEN, DEFAULT_HIDDEN, MAX_CONV_LAYERS, MODEL_KINDS, type ModelSpec } from './model.js';
+import type { OptimizerConfig } from './optim.js';
 
 export { DATASET_NAMES };
 export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
@@ -355,6 +356,14 @@ export function validate(raw: Record<string, unknown>): Config {
 /** The network a configuration trains. */
 export function modelSpec(c: Pick<Config, 'model' | 'hidden' | 'channels'>): ModelSpec {
   return c.model === 'cnn' ? { kind: 'cnn', channels: c.channels, hidden: c.hidden } : { kind: 'mlp', hidden: c.hidden };
+}
+
+/** The optimizer a configuration trains with. */
+export function optimizerConfig(cfg: Config): OptimizerConfig {
+  return {
+    optimizer: cfg.optimizer, momentum: cfg.momentum, dampening: 0, nesterov: cfg.nesterov,
+    weightDecay: cfg.weightDecay, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps,
+  };
 }
 
 /** A value for a message: one line, at most about 80 characters, whatever a --config file holds. */

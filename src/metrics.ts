@@ -1,6 +1,7 @@
 // Metrics of a run: per-batch and per-epoch records, the snapshot the UI reads, and the CSV files.
 // The dashboard, the plain log and the charts read only these records, never the shared arena.
 import type { Config } from './config.js';
+import type { ModelSummary } from './summary.js';
 
 export interface BatchRecord {
   epoch: number;       // 1-based
@@ -50,6 +51,8 @@ export interface Snapshot {
   /** its linear layers' widths, input to output */
   layers: readonly number[];
   paramCount: number;
+  /** the network layer by layer and the run's shared memory (summary.ts); printed at the start of a plain run */
+  summary?: ModelSummary;
   kernelFamily: string;
   phase: Phase;
   epoch: number;              // current epoch, 1-based

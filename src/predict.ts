@@ -2,7 +2,7 @@
 // preprocessing of data/image.ts, the dataset's normalization, and one forward pass on the main thread with
 // the reference kernels (a handful of images needs no pool).
 import { DATASETS, isDatasetName, normalizationTable, type DatasetName } from './data/datasets.js';
-import { loadDigitImage } from './data/image.js';
+import { loadDigitImage, type ImageBytes } from './data/image.js';
 import { UserError } from './errors.js';
 import { jsKernels } from './kernels/wasm.js';
 import { activationElements, activationViews, layerViews } from './mlp.js';
@@ -84,6 +84,27 @@ export function argmaxRow(m: ArrayLike<number>, r: number, V: number): number {
   return best;
 }
 
+/** What the model says of one image, and the 28×28 input it saw. */
+export interface Classified {
+  /** the image after MNIST-style preprocessing: 784 bytes, ink bright on black */
+  pixels: Uint8Array;
+  digit: number;
+  label: string;
+  probabilities: Float32Array;
+}
+
+/**
+ * One image (a file, or a file's bytes) through predict's path: preprocessing (data/image.ts), the dataset's
+ * normalization, the forward pass and the softmax. A bad image is a UserError naming the file.
+ */
+export async function classifyImage(model: LoadedModel, dataset: DatasetName, table: Float32Array,
+                                    image: string | ImageBytes): Promise<Classified> {
+  const pixels = await loadDigitImage(image);
+  const probabilities = forwardProbs(model, table, pixels, 1);
+  const digit = argmaxRow(probabilities, 0, probabilities.length);
+  return { pixels, digit, label: DATASETS[dataset].classes[digit], probabilities };
+}
+
 /** Classifies every image, printing as it goes; returns the exit code (1 if any image failed). */
 export async function predictCommand(opts: PredictOptions): Promise<number> {
   const model = await loadModel(opts.model);
@@ -92,9 +113,9 @@ export async function predictCommand(opts: PredictOptions): Promise<number> {
   const table = normalizeTable(dataset);
   let failed = 0;
   for (const file of opts.images) {
-    let pixels: Uint8Array;
+    let c: Classified;
     try {
-      pixels = await loadDigitImage(file);
+      c = await classifyImage(model, dataset, table, file);
     } catch (e) {
       if (!(e instanceof UserError)) throw e;
       failed++;
@@ -102,9 +123,8 @@ export async function predictCommand(opts: PredictOptions): Promise<number> {
       if (opts.json) process.stdout.write(JSON.stringify({ file, error: e.message }) + '\n');
       continue;
     }
-    const probs = forwardProbs(model, table, pixels, 1);
-    const digit = argmaxRow(probs, 0, probs.length);
-    const p: Prediction = { file, digit, label: names[digit], probabilities: Array.from(probs, (x) => Number(x.toPrecision(6))) };
+    const { digit, probabilities: probs } = c;
+    const p: Prediction = { file, digit, label: c.label, probabilities: Array.from(probs, (x) => Number(x.toPrecision(6))) };
     if (opts.json) {
       process.stdout.write(JSON.stringify(p) + '\n');
     } else {

@@ -8,7 +8,8 @@ import { rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Checkpoint, TrainState } from './checkpoint.js';
-import { modelSpec, type Config } from './config.js';
+import { trainingArenaSpec, type SplitSizes } from './arena-spec.js';
+import { modelSpec, optimizerConfig, type Config } from './config.js';
 import { Coordinator } from './coordinator.js';
 import { collectGarbage } from './gc.js';
 import { DATASETS } from './data/datasets.js';
@@ -17,19 +18,20 @@ import { loadSplit, type Split } from './data/idx.js';
 import { NO_EARLY_STOP_YET, earlyStop } from './early-stopping.js';
 import { UsageError, UserError } from './errors.js';
 import { ensureWritableDir } from './fsutil.js';
-import { trainingEvalRows } from './memory.js';
 import type { EpochRecord, Snapshot } from './metrics.js';
 import { describeModel, initParams, modelLayout } from './model.js';
 import { ROW_BLOCK, rowBlocks } from './partition.js';
-import { learningRate, optimizerStateCount, type OptimizerConfig, type ScheduleConfig } from './optim.js';
+import { learningRate, type ScheduleConfig } from './optim.js';
 import { Rng } from './rng.js';
 import { RunOutputs } from './run-outputs.js';
 import { prepareRunDirs, removeIfEmpty, type RunDirs } from './runs.js';
+import { modelSummary } from './summary.js';
 import { ThroughputWindow } from './throughput.js';
 import { plural } from './ui/format.js';
 import type { Reporter } from './ui/reporter.js';
 
 export { finishedEarly } from './early-stopping.js';
+export { optimizerConfig } from './config.js';
 
 /** SIGPIPE: standard output was closed (`| head`) or failed; abort: the library caller's AbortSignal */
 export type StopRequest = 'q' | 'SIGINT' | 'SIGTERM' | 'SIGPIPE' | 'abort';
@@ -46,13 +48,6 @@ export interface RunSummary {
   snapshot: Snapshot;
   /** the run's folder */
   out: string;
-}
-
-export function optimizerConfig(cfg: Config): OptimizerConfig {
-  return {
-    optimizer: cfg.optimizer, momentum: cfg.momentum, dampening: 0, nesterov: cfg.nesterov,
-    weightDecay: cfg.weightDecay, beta1: cfg.beta1, beta2: cfg.beta2, eps: cfg.eps,
-  };
 }
 
 export function scheduleConfig(cfg: Config, stepsPerEpoch: number): ScheduleConfig {
@@ -124,7 +119,7 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
                        { data, resume, note, log, signal }: TrainExtras & Required<Pick<TrainExtras, 'note' | 'log'>>): Promise<RunSummary> {
   // (the run's folder was made, or checked, and claimed by prepareRunDirs)
   await ensureWritableDir(resolve(dirs.plots), '--plots');
-  const { coord, trainCount, stepsPerEpoch } = await arenaWithData(cfg, data ?? await loadDatasets(cfg, log, signal));
+  const { coord, trainCount, stepsPerEpoch, sizes } = await arenaWithData(cfg, data ?? await loadDatasets(cfg, log, signal));
   // the parsed files (55 MB for MNIST) are garbage now: collect them before training instead of whenever
   if (data === undefined) collectGarbage();
   try {
@@ -145,7 +140,7 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
     const schedule = scheduleConfig(cfg, stepsPerEpoch);
     const rng = new Rng(st.rng);
     const snap: Snapshot = {
-      config: cfg, model: describeModel(model.spec), layers: model.layers, paramCount: model.size,
+      config: cfg, model: describeModel(model.spec), layers: model.layers, paramCount: model.size, summary: modelSummary(cfg, sizes),
       kernelFamily: st.kernelFamily, phase: 'training',
       epoch: st.epoch, batch: st.batch, batchesPerEpoch: stepsPerEpoch, step: st.step, totalSteps: stepsPerEpoch * cfg.epochs,
       elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: 0, batches: outputs.history.records, epochs: outputs.epochs,
@@ -276,24 +271,19 @@ function startState(cfg: Config, coord: Coordinator, trainCount: number, resume:
  * Creates the coordinator and its arena, and copies the (limited) dataset into it. The parsed files are
  * referenced only here, so unless the caller holds them they can be freed once they are in the arena.
  */
-async function arenaWithData(cfg: Config, data: Datasets): Promise<{ coord: Coordinator; trainCount: number; stepsPerEpoch: number }> {
+async function arenaWithData(cfg: Config, data: Datasets): Promise<{ coord: Coordinator; trainCount: number; stepsPerEpoch: number;
+                                                                    sizes: SplitSizes }> {
   const info = DATASETS[cfg.dataset];
   const { train: trainSplit, test: testSplit } = data;
-  const trainCount = cfg.limitTrain > 0 ? Math.min(cfg.limitTrain, trainSplit.count) : trainSplit.count;
-  const testCount = cfg.limitTest > 0 ? Math.min(cfg.limitTest, testSplit.count) : testSplit.count;
   const pixels = trainSplit.height * trainSplit.width;
-  const optimizer = optimizerConfig(cfg);
-  const stepsPerEpoch = Math.ceil(trainCount / cfg.batchSize);
+  const sizes: SplitSizes = { train: trainSplit.count, test: testSplit.count, pixels };
+  const spec = trainingArenaSpec(cfg, sizes);
+  const { trainCount, testCount, stepsPerEpoch } = spec;
   let coord: Coordinator;
   try {
     coord = new Coordinator({
-    spec: {
-      model: modelSpec(cfg), threads: cfg.threads, batchRows: cfg.batchSize,
-      evalRows: trainingEvalRows(cfg.batchSize, cfg.threads), optimizerStates: optimizerStateCount(optimizer),
-      stepsPerEpoch, trainCount, testCount, pixels,
-    },
-    optimizer, kernels: cfg.kernels, pipeline: cfg.pipeline, mean: info.mean, std: info.std,
-    labelSmoothing: cfg.labelSmoothing, augment: cfg.augment ? cfg.seed : null, oversubscribe: cfg.oversubscribe,
+      spec, optimizer: optimizerConfig(cfg), kernels: cfg.kernels, pipeline: cfg.pipeline, mean: info.mean, std: info.std,
+      labelSmoothing: cfg.labelSmoothing, augment: cfg.augment ? cfg.seed : null, oversubscribe: cfg.oversubscribe,
     });
   } catch (e) {
     if (!(e instanceof RangeError)) throw e;
@@ -307,5 +297,5 @@ async function arenaWithData(cfg: Config, data: Datasets): Promise<{ coord: Coor
   v.trainY.set(trainSplit.labels.subarray(0, trainCount));
   v.testX.set(testSplit.images.subarray(0, testCount * pixels));
   v.testY.set(testSplit.labels.subarray(0, testCount));
-  return { coord, trainCount, stepsPerEpoch };
+  return { coord, trainCount, stepsPerEpoch, sizes };
 }

@@ -30,6 +30,8 @@ export interface DatasetInfo {
   mean: number;
   std: number;
   classes: readonly string[];
+  /** images in each split, as the files hold them (what a run uses without --limit-train / --limit-test) */
+  counts: Readonly<Record<SplitName, number>>;
 }
 
 /** The file names of one split; identical for every dataset. */
@@ -65,6 +67,7 @@ export const DATASETS: Record<DatasetName, DatasetInfo> = {
     mean: 0.1307,
     std: 0.3081,
     classes: ['0', '1', '2', '3', '4', '5', '6', '7', '8', '9'],
+    counts: { train: 60_000, test: 10_000 },
   },
   'fashion-mnist': {
     name: 'fashion-mnist',
@@ -85,6 +88,7 @@ export const DATASETS: Record<DatasetName, DatasetInfo> = {
     mean: 0.286,
     std: 0.353,
     classes: ['T-shirt/top', 'Trouser', 'Pullover', 'Dress', 'Coat', 'Sandal', 'Shirt', 'Sneaker', 'Bag', 'Ankle boot'],
+    counts: { train: 60_000, test: 10_000 },
   },
 };
 

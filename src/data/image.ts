@@ -31,9 +31,19 @@ const MIN_CONTRAST = 32;
 /** A row or column belongs to the digit when its strongest ink reaches this fraction of the peak. */
 const BOX_THRESHOLD = 0.2;
 
-/** The image as 784 bytes, ink bright on black; throws a UserError naming `path` when that is impossible. */
-export async function loadDigitImage(path: string): Promise<Uint8Array> {
-  const grey = await readGrey(path);
+/** An image's bytes as they came (an upload), and the name that messages give it. */
+export interface ImageBytes {
+  name: string;
+  bytes: Uint8Array;
+}
+
+/**
+ * The image (a file, or bytes of a file's contents) as 784 bytes, ink bright on black; throws a UserError
+ * naming the file when that is impossible.
+ */
+export async function loadDigitImage(source: string | ImageBytes): Promise<Uint8Array> {
+  const path = typeof source === 'string' ? source : source.name;
+  const grey = await readGrey(source);
   const ink = inkLayer(grey, path);
   const box = boundingBox(ink);
   const scaled = await fitBox(ink.hi(box.y1, box.x1).lo(box.y0, box.x0));
@@ -41,23 +51,32 @@ export async function loadDigitImage(path: string): Promise<Uint8Array> {
 }
 
 /** Greyscale 0..255 in float64, (height, width); transparent pixels become the side the ink is not on. */
-async function readGrey(path: string): Promise<Nd> {
+async function readGrey(source: string | ImageBytes): Promise<Nd> {
+  const path = typeof source === 'string' ? source : source.name;
   const fail = (why: string): UserError =>
     new UserError(`${path}: ${why}; expected a PNG, JPEG, WebP, GIF or TIFF image of one digit`);
-  try {
-    if (!(await stat(path)).isFile()) throw fail('not a file');
-  } catch (e) {
-    if (e instanceof UserError) throw e;
-    throw fail((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message);
+  if (typeof source === 'string') {
+    try {
+      if (!(await stat(source)).isFile()) throw fail('not a file');
+    } catch (e) {
+      if (e instanceof UserError) throw e;
+      throw fail((e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message);
+    }
+  } else if (source.bytes.length === 0) {
+    // what sharp says of an empty file (of empty bytes in memory it says "Input Buffer is empty")
+    throw fail('cannot decode it (Input file contains unsupported image format)');
   }
+  const input = typeof source === 'string' ? source : source.bytes;
   let raw: { data: Buffer; info: OutputInfo };
   try {
     // A phone photo needs no more than 512 pixels a side to find a 20-pixel digit in.
-    raw = await sharp(path, { failOn: 'warning', limitInputPixels: MAX_PIXELS }).autoOrient()
+    raw = await sharp(input, { failOn: 'warning', limitInputPixels: MAX_PIXELS }).autoOrient()
       .resize(512, 512, { fit: 'inside', withoutEnlargement: true, kernel: 'linear' })
       .toColourspace('srgb').ensureAlpha().raw({ depth: 'uchar' }).toBuffer({ resolveWithObject: true });
   } catch (e) {
-    const why = (e as Error).message.split('\n')[0];
+    // sharp words a complaint about bytes in memory "Input buffer …": the bytes are a file to whoever sent
+    // them, so the message is the one the same bytes in a file get
+    const why = (e as Error).message.split('\n')[0].replace(/^Input buffer\b/, 'Input file');
     if (/pixel limit/.test(why)) throw fail(`more than ${MAX_PIXELS} pixels (its header says so); scale it down`);
     throw fail(`cannot decode it (${why})`);
   }

@@ -4,6 +4,7 @@ import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
 import { describeRun, epochLine, fmtInt, fmtLoss, fmtLr, fmtPct } from './format.js';
 import { Interrupts } from './interrupts.js';
 import type { Reporter, ReporterOptions } from './types.js';
+import { formatSummary } from '../summary.js';
 
 /** Mean loss and accuracy of the batches of the current epoch after step `afterStep`. */
 function windowMean(batches: readonly BatchRecord[], epoch: number, afterStep: number): { loss: number; accuracy: number } {
@@ -87,11 +88,12 @@ export class LineReporter implements Reporter {
     }
     this.lastLogged = s.step;
     const d = describeRun(s);
-    this.line(`${d.model}\n${d.setup}`, {
+    const table = s.summary ? ['', ...formatSummary(s.summary), ''] : [];
+    this.line([d.model, d.setup, ...table].join('\n'), {
       type: 'start', dataset: s.config.dataset, model: s.model, layers: s.layers, paramCount: s.paramCount, kernelFamily: s.kernelFamily,
       threads: s.config.threads, batchSize: s.config.batchSize, optimizer: s.config.optimizer,
       lr: s.config.lr, schedule: s.config.schedule, seed: s.config.seed, epochs: s.config.epochs,
-      batchesPerEpoch: s.batchesPerEpoch, totalSteps: s.totalSteps,
+      batchesPerEpoch: s.batchesPerEpoch, totalSteps: s.totalSteps, summary: s.summary,
     });
   }
 
