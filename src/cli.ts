@@ -9,6 +9,7 @@ import { addModelCommands } from './commands.js';
 import { TaskError, UsageError, UserError, WorkerDied } from './errors.js';
 import { packageRoot } from './paths.js';
 import { EXIT_GRACE_MS } from './tuning.js';
+import { watchOutputs, whenUnwatched } from './ui/outputs.js';
 
 // Flags of `train`, in the order --help lists them. Each maps 1:1 to a Config field.
 const TRAIN_FLAGS: [keyof Config, string, string][] = [
@@ -210,7 +211,14 @@ export function buildProgram(): Command {
   return program;
 }
 
+/** 128 + SIGPIPE's number: what a shell reports for a process that wrote to a pipe nobody reads any more. */
+const SIGPIPE_EXIT = 141;
+
 export async function main(argv: string[]): Promise<number> {
+  // stdout or stderr going away (`| head -1`) ends a command quietly, as SIGPIPE ends other programs; a
+  // training run watches them itself, to save a checkpoint first (ui/outputs.ts)
+  watchOutputs([process.stdout, process.stderr]);
+  whenUnwatched(() => process.exit(SIGPIPE_EXIT));
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

@@ -11,12 +11,15 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
   // SIGTERM (a scheduler, `kill`): once training runs, finish the step, save a checkpoint, exit 143;
   // before that (downloading, loading) there is nothing to save: leave at once
   let training = false;
+  // stdout or stderr went away (SIGPIPE, see ui/outputs.ts): whatever else ends the run, its output was lost
+  let outputLost = false;
   const request = (how: StopRequest) => {
+    if (how === 'SIGPIPE') outputLost = true;
     if (!training) {
       reporter.close();
       abandonRunFolders();
       process.stderr.write(`mnist-par: stopped by ${how} before training started\n`);
-      process.exit(how === 'SIGTERM' ? 143 : how === 'SIGINT' ? 130 : 0);
+      process.exit(exitCode(how));
     }
     stop.how ??= how;
   };
@@ -44,7 +47,8 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
     const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];
     if (r.resumeHint) lines.push(r.resumeHint);
     reporter.finish(r.snapshot, lines);
-    return exitCode(r.stoppedBy);
+    const code = exitCode(r.stoppedBy);
+    return outputLost && code === 0 ? exitCode('SIGPIPE') : code;
   } catch (e) {
     // a stop that the step in progress could not honour: a thread hangs; it was terminated, nothing saved
     if (!(e instanceof StuckStep)) throw e;

@@ -6,6 +6,7 @@ import termkit from 'terminal-kit';
 import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
 import { describeRun, epochLine, etaSec, fmtDuration, fmtInt, fmtLoss, fmtLr, fmtPct } from './format.js';
 import { Interrupts } from './interrupts.js';
+import { onOutputFailure, outputFailed } from './outputs.js';
 import type { Reporter, ReporterOptions } from './types.js';
 
 // ── styled text: SGR sequences only, each span closed by a reset so a cut line cannot bleed ──────────────
@@ -331,9 +332,18 @@ export class Dashboard implements Reporter {
   private drawn: string[] = [];
   private lastDraw = 0;
   private pending: NodeJS.Timeout | undefined;
+  private unwatch = (): void => {};
 
   constructor(private readonly o: ReporterOptions) {
     this.interrupts = new Interrupts(o.onInterrupt, () => this.restore());
+  }
+
+  private get out(): NodeJS.WritableStream {
+    return this.o.out ?? process.stdout;
+  }
+
+  private get err(): NodeJS.WritableStream {
+    return this.o.err ?? process.stderr;
   }
 
   start(s: Snapshot): void {
@@ -350,6 +360,12 @@ export class Dashboard implements Reporter {
       process.on('uncaughtExceptionMonitor', this.restore); // before Node prints the error, so it stays visible
       process.on('SIGINT', this.onSigint);
       process.on('SIGTERM', this.onSigterm);
+      // the terminal or standard error went away (outputs.ts): stop after the step, as a closed pipe stops a log
+      let asked = false;
+      this.unwatch = onOutputFailure([this.out, this.err], () => {
+        if (!asked) this.o.onInterrupt('SIGPIPE');
+        asked = true;
+      });
     }
     this.draw();
   }
@@ -375,7 +391,8 @@ export class Dashboard implements Reporter {
     this.restore();
     // the alternate screen is gone: leave the epochs and the summary in the scrollback
     const lines = [...s.epochs.map((e) => epochLine(e, s.config.epochs)), ...summary];
-    if (lines.length > 0) (this.o.out ?? process.stdout).write(lines.join('\n') + '\n');
+    const to = outputFailed(this.out) ? (outputFailed(this.err) ? null : this.err) : this.out;
+    if (lines.length > 0) to?.write(lines.join('\n') + '\n');
   }
 
   close(): void {
@@ -385,7 +402,7 @@ export class Dashboard implements Reporter {
   private draw(): void {
     clearTimeout(this.pending);
     this.pending = undefined;
-    if (!this.active || !this.snap) return;
+    if (!this.active || !this.snap || outputFailed(this.out)) return;
     this.lastDraw = performance.now();
     const t = this.term;
     const lines = renderDashboard(this.snap, t.width, t.height, this.interrupts.stopping ? STOPPING : '');
@@ -436,6 +453,7 @@ export class Dashboard implements Reporter {
     process.removeListener('uncaughtExceptionMonitor', this.restore);
     process.removeListener('SIGINT', this.onSigint);
     process.removeListener('SIGTERM', this.onSigterm);
+    this.unwatch();
     t.grabInput(false);
     t.styleReset();
     t.hideCursor(false);

@@ -19,5 +19,8 @@ export interface ReporterOptions {
   logEvery: number;
   /** the loop finishes the current step, saves, then calls finish() */
   onInterrupt: (how: 'q' | 'SIGINT' | 'SIGPIPE') => void;
+  /** where lines go (default process.stdout) */
   out?: NodeJS.WriteStream;
+  /** where notes and, when `out` fails, the summary go (default process.stderr) */
+  err?: NodeJS.WriteStream;
 }
