@@ -116,9 +116,9 @@ async function runTrain(cmd: Command): Promise<number> {
   const resume = cmd.opts().resume as string | true | undefined;
   if (resume === undefined) return runTraining(resolveConfig(cmd));
   const given = givenValues(cmd);
-  const [{ loadCheckpoint, LAST }, { newestRunFile, refuseRewind, resumedPlaces }, { finishedEarly }] =
+  const [{ loadCheckpoint, LAST }, { checkpointToResume, newestRunFile, refuseRewind, resumedPlaces }, { finishedEarly }] =
     await Promise.all([import('./checkpoint.js'), import('./runs.js'), import('./train.js')]);
-  const file = resume === true ? newestRunFile(LAST, '--resume') : resume;
+  const file = resume === true ? newestRunFile(LAST, '--resume') : checkpointToResume(resume);
   const ck = await loadCheckpoint(file);
   if (resume === true) process.stderr.write(`mnist-par: resuming ${ck.file}\n`);
   // The run continues in the checkpoint's folder, wherever that is now; the other folders it names were

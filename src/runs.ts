@@ -62,6 +62,20 @@ export function newestRunFile(file: string, flag: string, root: string = MODELS_
   throw new UserError(`${flag}: no run in ${root}/ holds ${file}; train one first (npx mnist-par), or give ${flag} <path>`);
 }
 
+/**
+ * The checkpoint `--resume PATH` continues: PATH itself, or a folder's checkpoint-last. A folder without one
+ * is refused with one line: it holds a run that stopped before saving a checkpoint, or no run at all.
+ */
+export function checkpointToResume(path: string): string {
+  if (!isDir(path)) return path; // a file: its reader names any problem with it
+  if (existsSync(join(path, LAST))) return join(path, LAST);
+  const files = runFilesIn(path);
+  throw new UsageError(files.length > 0
+    ? `--resume ${path}: holds no ${LAST} (only ${files.join(', ')}): the run there stopped before saving a checkpoint, ` +
+      `so there is nothing to resume; start it again with --out ${path} --overwrite`
+    : `--resume ${path}: holds no run (no ${LAST}); give the folder of a run or a checkpoint file`);
+}
+
 /** The run files present in `dir` (none when it does not exist). */
 export function runFilesIn(dir: string): string[] {
   return RUN_FILES.filter((f) => existsSync(join(dir, f)));
@@ -108,8 +122,10 @@ export async function prepareRunDirs(out: string, plots: string, overwrite: bool
   if (previous.length > 0 && !overwrite) {
     await release();
     const named = previous.length > 3 ? `${previous.slice(0, 3).join(', ')}, …` : previous.join(', ');
-    throw new UsageError(`--out ${out}: already holds a run (${named}); continue it with --resume ${out}, ` +
-      `replace it with --overwrite, or leave out --out to start a new numbered run in ${MODELS_ROOT}/`);
+    // only a checkpoint makes a run resumable (a run killed before its first one leaves config.json and the CSVs)
+    const what = previous.includes(LAST) ? `a run (${named}); continue it with --resume ${out}, replace it with --overwrite`
+      : `the files of a run that saved no checkpoint (${named}), so there is nothing to resume; replace them with --overwrite`;
+    throw new UsageError(`--out ${out}: already holds ${what}, or leave out --out to start a new numbered run in ${MODELS_ROOT}/`);
   }
   // replacing: nothing of the old run may stay behind to be mistaken for the new one's
   const replaced = previous.length > 0 ? [...previous, ...RUN_CHARTS].map((f) => join(out, f)) : [];

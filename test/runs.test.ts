@@ -233,3 +233,28 @@ describe('abandonRunFolders (a signal before training started)', () => {
   });
 });
 
+describe('a folder without a checkpoint is no run to resume', () => {
+  it('what a run killed before its first checkpoint leaves: --resume and the --out refusal say there is nothing to resume', () => {
+    const dir = tmp();
+    const out = join(dir, 'killed');
+    mkdirSync(out);
+    for (const f of ['config.json', 'batch_metrics.csv', 'epoch_metrics.csv']) writeFileSync(join(out, f), '');
+    const resumed = runCli(['--resume', out]);
+    expect(resumed.code).toBe(2);
+    expect(resumed.stderr).toBe(`mnist-par: --resume ${out}: holds no checkpoint-last.safetensors (only config.json, batch_metrics.csv, ` +
+      `epoch_metrics.csv): the run there stopped before saving a checkpoint, so there is nothing to resume; start it again with --out ${out} --overwrite\n`);
+    const again = runCli(['--data-dir', mnistDir, ...small, '--out', out]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toBe(`mnist-par: --out ${out}: already holds the files of a run that saved no checkpoint (config.json, ` +
+      'batch_metrics.csv, epoch_metrics.csv), so there is nothing to resume; replace them with --overwrite, or leave out --out to ' +
+      'start a new numbered run in models/\n');
+    const empty = join(dir, 'empty');
+    mkdirSync(empty);
+    expect(runCli(['--resume', empty]).stderr).toBe(`mnist-par: --resume ${empty}: holds no run (no checkpoint-last.safetensors); ` +
+      'give the folder of a run or a checkpoint file\n');
+    // and what the message says works
+    const fresh = runCli(['--data-dir', mnistDir, ...small, '--out', out, '--overwrite']);
+    expect(fresh.code, fresh.stderr).toBe(0);
+  });
+});
+
