@@ -5,7 +5,7 @@
 // continues bit for bit. What is written when is run-outputs.ts; early stopping is early-stopping.ts; the
 // dashboard's live figures are throughput.ts.
 import { rm } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { availableParallelism } from 'node:os';
 import { performance } from 'node:perf_hooks';
 import type { Checkpoint, TrainState } from './checkpoint.js';
@@ -17,13 +17,13 @@ import { ensureDataset } from './data/download.js';
 import { loadSplit, type Split } from './data/idx.js';
 import { NO_EARLY_STOP_YET, earlyStop } from './early-stopping.js';
 import { UsageError, UserError } from './errors.js';
-import { ensureWritableDir } from './fsutil.js';
+import { removeEmptyDirs } from './fsutil.js';
 import type { EpochRecord, Snapshot } from './metrics.js';
 import { describeModel, initParams, modelLayout } from './model.js';
 import { learningRate, optimizerStateCount, type OptimizerConfig, type ScheduleConfig } from './optim.js';
 import { Rng } from './rng.js';
 import { RunOutputs } from './run-outputs.js';
-import { prepareRunDirs, removeIfEmpty, type RunDirs } from './runs.js';
+import { prepareRunDirs, type RunDirs } from './runs.js';
 import { ThroughputWindow } from './throughput.js';
 import type { Reporter } from './ui/reporter.js';
 
@@ -112,16 +112,14 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
     return await trainIn(dirs, { ...cfg, out: dirs.out, plots: dirs.plots }, reporter, requestStop, { ...extras, note, log });
   } finally {
     await dirs.release();
-    // a numbered run that ended before writing anything leaves no empty folders behind
-    if (dirs.created !== null) await removeIfEmpty(dirs.created);
-    if (dirs.createdPlots !== null) await removeIfEmpty(dirs.createdPlots);
+    // a run that ended before writing anything leaves none of the folders it made behind
+    await removeEmptyDirs(dirs.made);
   }
 }
 
 async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
                        { data, resume, note, log, signal }: TrainExtras & Required<Pick<TrainExtras, 'note' | 'log'>>): Promise<RunSummary> {
-  // (the run's folder was made, or checked, and claimed by prepareRunDirs)
-  await ensureWritableDir(resolve(dirs.plots), '--plots');
+  // (the run's folder and its charts' folder were made, or checked, and the run's claimed by prepareRunDirs)
   const { coord, trainCount, stepsPerEpoch } = await arenaWithData(cfg, data ?? await loadDatasets(cfg, log, signal));
   // the parsed files (55 MB for MNIST) are garbage now: collect them before training instead of whenever
   if (data === undefined) collectGarbage();

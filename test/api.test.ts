@@ -3,7 +3,7 @@
 // Ctrl-C does; the trained model predicts and evaluates. The last test installs the packed package into a
 // folder of its own and uses it from there, as another project would.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -86,12 +86,16 @@ describe('train()', () => {
     const mirrors = mnist.mirrors;
     // a mirror that refuses at once: the download fails after logging each attempt, which a silent run must not show
     mnist.mirrors = ['http://127.0.0.1:1/'];
+    const base = tmp();
     try {
-      const e = await train({ dataDir: join(tmp(), 'empty'), epochs: 1, out: join(tmp(), 'x') }).then(() => null, (err: unknown) => err);
+      // the README's example without a network: no run folder and no dataset folder are left behind, empty
+      const e = await train({ dataDir: join(base, 'datasets', 'mnist'), epochs: 1, out: join(base, 'models', 'api-run') })
+        .then(() => null, (err: unknown) => err);
       expect((e as Error).message).toMatch(/could not download/);
     } finally {
       mnist.mirrors = mirrors;
     }
+    expect(readdirSync(base)).toEqual([]);
     expect(written).toEqual([]);
     await expect(train({ ...small, onEpoch: 'log' as never })).rejects.toThrow('onEpoch: expected a function, got string');
     await expect(train({ ...small, signal: {} as never })).rejects.toThrow('signal: expected an AbortSignal');
@@ -107,11 +111,13 @@ describe('train()', () => {
     const ac = new AbortController();
     const t0 = performance.now();
     setTimeout(() => ac.abort(new Error('enough')), 300);
+    const base = tmp();
     try {
-      const e = await train({ dataDir: join(tmp(), 'empty'), epochs: 1, out: join(tmp(), 'x'), signal: ac.signal })
+      const e = await train({ dataDir: join(base, 'empty'), epochs: 1, out: join(base, 'x'), signal: ac.signal })
         .then(() => null, (err: unknown) => err);
       expect((e as Error).message).toBe('enough');
       expect(performance.now() - t0).toBeLessThan(5000);
+      expect(readdirSync(base)).toEqual([]);
     } finally {
       mnist.mirrors = mirrors;
       server.closeAllConnections();

@@ -222,11 +222,11 @@ describe('abandonRunFolders (a signal before training started)', () => {
     process.chdir(cwd);
     try {
       const dirs = await prepareRunDirs('', '', false, null);
-      mkdirSync(dirs.plots, { recursive: true });
+      expect(existsSync(dirs.plots)).toBe(true);
       expect(existsSync(join(dirs.out, '.mnist-par.lock'))).toBe(true);
       abandonRunFolders();
-      expect(readdirSync(join(cwd, 'models'))).toEqual([]);
-      expect(readdirSync(join(cwd, 'plots'))).toEqual([]);
+      // models/ and plots/ too: this process made them
+      expect(readdirSync(cwd)).toEqual([]);
     } finally {
       process.chdir(here);
     }
@@ -255,6 +255,30 @@ describe('a folder without a checkpoint is no run to resume', () => {
     // and what the message says works
     const fresh = runCli(['--data-dir', mnistDir, ...small, '--out', out, '--overwrite']);
     expect(fresh.code, fresh.stderr).toBe(0);
+  });
+});
+
+describe('a run that fails before training', () => {
+  it('leaves none of the folders it made (--out, --plots, parents included), and keeps those that were there', () => {
+    const cwd = tmp();
+    const missing = join(cwd, 'nowhere');
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [['--data-dir', missing, '--out', join('deep', 'er', 'run'), '--plots', join('charts', 'run')], {}, /nowhere/],
+      [['--data-dir', mnistDir, '--out', join('deep', 'er', 'run'), '--plots', '/proc/mnist-par-test'], {}, /--plots \/proc\/mnist-par-test: cannot write there/],
+      [['--data-dir', mnistDir, '--out', join('deep', 'er', 'run'), '--kernels', 'native'], { MNIST_PAR_NATIVE: 'off' }, /--kernels native/],
+      [['--data-dir', missing], {}, /nowhere/], // a numbered run: models/, models/run-1, plots/, plots/run-1
+    ];
+    for (const [args, env, message] of cases) {
+      const r = runCli([...small, ...args], env, undefined, cwd);
+      expect(r.code, r.stderr).not.toBe(0);
+      expect(r.stderr).toMatch(message);
+      expect(readdirSync(cwd), args.join(' ')).toEqual([]);
+    }
+    // a folder that was there before stays, empty or not
+    mkdirSync(join(cwd, 'mine', 'run'), { recursive: true });
+    expect(runCli([...small, '--data-dir', missing, '--out', join('mine', 'run')], {}, undefined, cwd).code).not.toBe(0);
+    expect(readdirSync(join(cwd, 'mine'))).toEqual(['run']);
+    expect(readdirSync(join(cwd, 'mine', 'run'))).toEqual([]);
   });
 });
 
