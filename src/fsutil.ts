@@ -1,13 +1,50 @@
 // Atomic file writes: write a temporary file beside the target, fsync it, then rename it over the target,
 // so a reader (or a crash) sees either the old file or the new one, never half of one.
 import { closeSync, fsyncSync, openSync, renameSync, rmdirSync, unlinkSync, writeSync } from 'node:fs';
-import { mkdir, open, rename, rmdir, stat, unlink } from 'node:fs/promises';
+import { mkdir, open, readdir, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { UserError } from './errors.js';
 import { randomBytes } from 'node:crypto';
 
-function tmpName(path: string): string {
+/** The temporary file beside `path`: it names the process writing it, so that a later run can tell a stale one. */
+export function tmpName(path: string): string {
   return `${path}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+}
+
+const TMP_NAME = /\.tmp-(\d+)-[0-9a-f]{8}$/;
+
+/**
+ * Removes the temporary files (tmpName) in `dir` whose process is gone: what a write cut short by a second
+ * Ctrl-C, a SIGKILL or a power cut left behind. A live process's are its own and stay. Returns the names
+ * removed; a folder that cannot be read is left alone.
+ */
+export async function sweepStaleTemps(dir: string): Promise<string[]> {
+  let names: string[];
+  try {
+    names = await readdir(dir);
+  } catch {
+    return [];
+  }
+  const removed: string[] = [];
+  for (const name of names) {
+    const pid = Number(TMP_NAME.exec(name)?.[1] ?? NaN);
+    if (!Number.isInteger(pid) || pid <= 0 || processAlive(pid)) continue;
+    try {
+      await unlink(join(dir, name));
+      removed.push(name);
+    } catch { /* gone already, or not ours to remove */ }
+  }
+  return removed;
+}
+
+/** Whether a process with this id exists (one we may not signal exists too). */
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return errorCode(e) === 'EPERM';
+  }
 }
 
 export async function writeFileAtomic(path: string, data: string | Uint8Array): Promise<void> {

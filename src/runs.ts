@@ -11,7 +11,7 @@ import { mkdir, readFile, rename, symlink, unlink, writeFile } from 'node:fs/pro
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { LAST, loadCheckpoint } from './checkpoint.js';
 import { UsageError, UserError } from './errors.js';
-import { ensureWritableDir, errorCode, makeDir, removeEmptyDirs, removeTrackedDirsSync, trackDirs } from './fsutil.js';
+import { ensureWritableDir, errorCode, makeDir, processAlive, removeEmptyDirs, removeTrackedDirsSync, sweepStaleTemps, tmpName, trackDirs } from './fsutil.js';
 
 /** Parent folder of the numbered runs, and of their charts (both relative to the working directory). */
 export const MODELS_ROOT = 'models';
@@ -111,6 +111,9 @@ export async function prepareRunDirs(out: string, plots: string, overwrite: bool
     const ownPlots = plots === '' ? join(PLOTS_ROOT, basename(dir)) : null;
     const release = await claimFolder(dir);
     await withPlots(ownPlots ?? plots, made, release);
+    // the models/latest and plots/latest links are replaced through temporary links too
+    await sweepStaleTemps(MODELS_ROOT);
+    if (ownPlots) await sweepStaleTemps(PLOTS_ROOT);
     return { out: dir, plots: ownPlots ?? plots, created: dir, createdPlots: ownPlots, made, replaced: [], release };
   }
   const made = await ensureWritableDir(resolve(out), '--out');
@@ -123,6 +126,8 @@ export async function prepareRunDirs(out: string, plots: string, overwrite: bool
     await removeEmptyDirs(made);
     throw e;
   }
+  // ours now: what an earlier run's cut-short writes left here goes
+  await sweepStaleTemps(out);
   const continuing = resumeDir !== null && realFolder(resumeDir) === realFolder(out);
   const previous = continuing ? [] : runFilesIn(out);
   if (previous.length > 0 && !overwrite) {
@@ -149,6 +154,7 @@ async function withPlots(plots: string, made: string[], release: () => Promise<v
     const more = await ensureWritableDir(resolve(plots), '--plots');
     trackDirs(more);
     made.push(...more);
+    await sweepStaleTemps(plots);
   } catch (e) {
     await release();
     await removeEmptyDirs(made);
@@ -195,7 +201,7 @@ async function claimFolder(dir: string): Promise<() => Promise<void>> {
         throw new UserError(`--out ${dir}: cannot claim the folder for this run (${errorCode(e)}); choose another --out`);
       }
       const holder = Number((await readFile(lock, 'utf8').catch(() => '')).split(' ')[0]);
-      if (Number.isInteger(holder) && holder > 0 && alive(holder)) {
+      if (Number.isInteger(holder) && holder > 0 && processAlive(holder)) {
         throw new UsageError(`--out ${dir}: in use by another mnist-par run (process ${holder}); wait for it to end, or choose another --out`);
       }
       await unlink(lock).catch(() => {});
@@ -206,15 +212,6 @@ async function claimFolder(dir: string): Promise<() => Promise<void>> {
     // only our own lock: never one a later run took over
     if ((await readFile(lock, 'utf8').catch(() => '')) === token) await unlink(lock).catch(() => {});
   };
-}
-
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return errorCode(e) === 'EPERM';
-  }
 }
 
 /** Makes `root`/run-N for the next free N (safe against a second run starting at the same moment); `made`
@@ -251,7 +248,7 @@ async function createRunFolder(root: string): Promise<{ dir: string; made: strin
  */
 export async function pointLatest(root: string, dir: string): Promise<void> {
   const link = join(root, LATEST);
-  const tmp = `${link}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const tmp = tmpName(link);
   // Windows makes directory junctions without extra rights, but they need an absolute target
   const target = process.platform === 'win32' ? resolve(dir) : relative(root, dir);
   try {

@@ -282,3 +282,22 @@ describe('a run that fails before training', () => {
   });
 });
 
+describe('temporary files of writes cut short', () => {
+  it('a run sweeps those of processes that are gone from its folders (--resume too), never a live process\'s', () => {
+    const dir = tmp();
+    const out = join(dir, 'run');
+    const plots = join(dir, 'charts');
+    expect(runCli(['--data-dir', mnistDir, ...small, '--schedule', 'none', '--out', out, '--plots', plots]).code).toBe(0);
+    // a process that has ended: its id is free (an id reused by then only keeps the file, the safe way to err)
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    const dead = Number(gone.stdout);
+    const stale = [join(out, `checkpoint-last.safetensors.tmp-${dead}-0badc0de`), join(plots, `batch_metrics.png.tmp-${dead}-12345678`)];
+    const live = join(out, `model.safetensors.tmp-${process.pid}-abcdef01`); // this test's own process: alive
+    for (const f of [...stale, live]) writeFileSync(f, '');
+    const r = runCli(['--resume', out, '--epochs', '2', '--data-dir', mnistDir, '--no-download']);
+    expect(r.code, r.stderr).toBe(0);
+    for (const f of stale) expect(existsSync(f), f).toBe(false);
+    expect(existsSync(live)).toBe(true);
+  });
+});
+

@@ -17,7 +17,7 @@ import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { makeDir, removeEmptyDirs, trackDirs, untrackDirs, writeFileAtomic } from '../fsutil.js';
+import { makeDir, removeEmptyDirs, sweepStaleTemps, trackDirs, untrackDirs, writeFileAtomic } from '../fsutil.js';
 import { DATASETS, type DatasetFile, type DatasetName } from './datasets.js';
 
 export interface DownloadOptions {
@@ -54,6 +54,8 @@ export async function downloadDataset(name: DatasetName, dir: string, opts: Down
   }
   // a process that must leave at once (a signal before training) removes them too
   trackDirs(made);
+  // an earlier download cut short (a second Ctrl-C, a SIGKILL) may have left a temporary file
+  await sweepStaleTemps(dir);
   try {
     await downloadInto(name, dir, opts);
     untrackDirs(made);

@@ -8,7 +8,7 @@ import { DATASETS, type DatasetName } from '../data/datasets.js';
 import { ensureDataset } from '../data/download.js';
 import { loadSplit } from '../data/idx.js';
 import { UsageError, UserError } from '../errors.js';
-import { ensureWritableDir, errorCode, removeEmptyDirs, writeFileAtomic } from '../fsutil.js';
+import { ensureWritableDir, errorCode, removeEmptyDirs, sweepStaleTemps, writeFileAtomic } from '../fsutil.js';
 import type { KernelFamily } from '../kernels/wasm.js';
 import type { OptimizerConfig } from '../optim.js';
 import { activationElements } from '../mlp.js';
@@ -45,6 +45,7 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
   // Refuse an unwritable --plots before spending any time on the evaluation; an evaluation that fails leaves
   // none of the folders made for it
   const made = opts.plots === undefined ? [] : await ensureWritableDir(opts.plots, '--plots');
+  if (opts.plots !== undefined) await sweepStaleTemps(opts.plots);
   try {
     return await evaluate(opts, model, dataset);
   } finally {
