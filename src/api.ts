@@ -3,7 +3,7 @@
 // rejects with the CLI's one-line message), and silent unless asked to print.
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkChoice, checkConfigFields, checkInt, INT_LIMITS, KERNEL_CHOICES, validate, type Config } from './config.js';
+import { checkChoice, checkInt, configFields, INT_LIMITS, KERNEL_CHOICES, validate, type Config } from './config.js';
 import type { DatasetName } from './data/datasets.js';
 import { DATASET_NAMES, DATASETS } from './data/datasets.js';
 import { loadDigitImage } from './data/image.js';
@@ -19,8 +19,17 @@ import { createReporter, type Reporter } from './ui/reporter.js';
 
 export type { Config, EpochRecord, EvalReport, Snapshot };
 
+/** A field as a --config file may give it: its value, or (for a number, a flag or a list) its flag's text. */
+type AsGiven<T> = T extends string ? T : T | string;
+
+/** The --config fields in camelCase, each with its value or its flag's text ("64,32"); --no-download as noDownload. */
+export type ConfigFields = { [K in Exclude<keyof Config, 'dashboard' | 'json'>]?: AsGiven<Config[K]> } & {
+  /** --no-download: the same as `download: false` */
+  noDownload?: AsGiven<boolean>;
+};
+
 /** The configuration fields (as in a --config file), plus what only a program can pass. */
-export interface TrainOptions extends Partial<Omit<Config, 'dashboard' | 'json'>> {
+export interface TrainOptions extends ConfigFields {
   /** after every epoch, with its record (losses, accuracies, learning rate, seconds) */
   onEpoch?: (epoch: EpochRecord) => void;
   /** after every optimizer step; cheap calls only (it runs on the coordinator between steps) */
@@ -56,8 +65,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     if (f !== undefined && typeof f !== 'function') throw new UsageError(`${name}: expected a function, got ${typeof f}`);
   }
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new UsageError('signal: expected an AbortSignal');
-  const given = Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
-  checkConfigFields(given);
+  const given = configFields(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)));
   const cfg = validate({ ...given, dashboard: false, json: mode === 'json' });
   signal?.throwIfAborted();
   const stop: { how: StopRequest | null } = { how: null };

@@ -58,6 +58,10 @@ describe('train()', () => {
       [{ epochz: 3 }, "unknown configuration field 'epochz'"],
       [{ out: '' }, '--out: expected a directory path, got an empty string'],
       [{ reporter: 'loud' }, 'reporter: expected one of plain, json, silent'],
+      // the --config file's checks, through the same path
+      [{ noDownload: 'maybe' }, "--no-download: expected true or false, got 'maybe'"],
+      [{ epochs: 'three' }, "--epochs: expected a number, got 'three'"],
+      [{ download: true, noDownload: true }, 'download and noDownload contradict each other'],
     ] as [Record<string, unknown>, string][]) {
       const e = await train(options as never).then(() => null, (err: unknown) => err);
       expect(e, JSON.stringify(options)).toBeInstanceOf(UsageError);
@@ -65,6 +69,13 @@ describe('train()', () => {
       expect((e as Error).message).not.toContain('\n');
     }
     expect(written).toEqual([]);
+  });
+
+  it('takes the fields as a --config file does: a flag\'s text for its value, noDownload for --no-download', async () => {
+    const run = await train({ dataDir: mnistDir, noDownload: true, threads: '2', limitTrain: '500', limitTest: '100', batchSize: '100',
+      epochs: '1', hidden: '32,16', out: join(tmp(), 'as-flags') });
+    expect(run.model.layers).toEqual([784, 32, 16, 10]);
+    expect(JSON.parse(readFileSync(join(run.out, 'config.json'), 'utf8'))).toMatchObject({ download: false, hidden: [32, 16], epochs: 1 });
   });
 
   it('an AbortSignal stops after the step, saves, and the run resumes from there', async () => {

@@ -37,6 +37,27 @@ describe('readConfigFile', () => {
     expect(validate({ ...values, epochs: 3 }).epochs).toBe(3);
   });
 
+  it('takes what the README promises: the flags in camelCase, a flag\'s value as its text, --no-x as noX', () => {
+    const f = join(dir, 'as-flags.json');
+    writeFileSync(f, JSON.stringify({ epochs: '3', hidden: '64, 32', lr: '1e-3', nesterov: 'true', optimizer: 'sgd', noDashboard: true,
+      noDownload: 'true', limitTrain: '0', channels: '16,32' }));
+    const values = readConfigFile(f);
+    expect(values).toEqual({ epochs: 3, hidden: [64, 32], lr: 0.001, nesterov: true, optimizer: 'sgd', dashboard: false,
+      download: false, limitTrain: 0, channels: [16, 32] });
+    const cfg = validate(values);
+    expect([cfg.epochs, cfg.dashboard, cfg.download]).toEqual([3, false, false]);
+    // noX: false is x: true; the same field twice must agree
+    writeFileSync(f, JSON.stringify({ noDownload: false, download: true }));
+    expect(readConfigFile(f)).toEqual({ download: true });
+    expect(refusal('{"noDownload": true, "download": true}').message)
+      .toMatch(/: noDownload and download contradict each other \(--download false against true\); give one of them$/);
+    expect(refusal('{"noDashboard": "yes"}').message).toMatch(/: --no-dashboard: expected true or false, got 'yes'$/);
+    expect(refusal('{"epochs": "three"}').message).toMatch(/: --epochs: expected a number, got 'three'$/);
+    expect(refusal('{"hidden": "64,x"}').message).toContain('--hidden: expected comma-separated layer widths');
+    expect(refusal('{"noThreads": true}').message).toContain("unknown configuration field 'noThreads' (known: dataset, ");
+    expect(refusal('{"noThreads": true}').message).toContain('logEvery, noDownload, noDashboard)');
+  });
+
   it('a bad value names the file and the flag', () => {
     expect(refusal('{"threads": -1}').message).toMatch(/^--config .*c\d+\.json: --threads: expected an integer in 1\.\.256, got -1$/);
     expect(refusal('{"out": ""}').message).toContain('--out: expected a directory path, got an empty string');
