@@ -138,6 +138,16 @@ describe('data problems', () => {
     expect(r.stderr).toContain('--data-dir');
   });
 
+  it('--dataset fashion-mnist on the MNIST files → one line saying what they are, before training, nothing written', () => {
+    const dir = tmp();
+    const r = runCli(['--dataset', 'fashion-mnist', '--data-dir', mnistDir, '--no-download', '--out', join(dir, 'out'), '--epochs', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^mnist-par: ${mnistDir} holds the mnist files, not fashion-mnist's \\(.* has the size and ` +
+      'sha256 of mnist\'s\\): give --dataset mnist, or a --data-dir with the fashion-mnist files\n$'));
+    expect(r.stdout).toBe('');
+    expect(existsSync(join(dir, 'out'))).toBe(false);
+  });
+
   it('a corrupt dataset file is named', () => {
     const dir = tmp();
     for (const f of ['train-labels-idx1-ubyte.gz', 't10k-images-idx3-ubyte.gz', 't10k-labels-idx1-ubyte.gz']) {
