@@ -182,6 +182,8 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run mnist-par --help for the flags)')
     .exitOverride();
   addTrainOptions(program).action(async (_o, cmd: Command) => {
+    // a word where training takes none: a command misspelt (the root accepts it only to say so)
+    if (cmd.args.length > 0) unknownCommand(cmd, cmd.args[0]);
     process.exitCode = await runTrain(cmd);
   });
   addTrainOptions(program.command('train').description('train the network (the default command)'))
@@ -208,7 +210,44 @@ export function buildProgram(): Command {
   addModelCommands(program);
   addBenchCommand(program);
   for (const c of program.commands) c.exitOverride();
+  // after the subcommands were made (they copy it): they keep refusing extra words themselves
+  program.allowExcessArguments(true);
   return program;
+}
+
+/** `mnist-par frobnicate`: says the command is unknown, lists the commands, and suggests a close one. */
+function unknownCommand(program: Command, word: string): never {
+  const names = program.commands.map((c) => c.name());
+  const close = closestName(word, names);
+  program.error(`error: unknown command '${word}'; the commands are ${names.join(', ')} (train is the default)` +
+    (close ? `\n(Did you mean ${close}?)` : ''), { code: 'commander.unknownCommand', exitCode: 2 });
+}
+
+/**
+ * The name nearest to `word` by edit distance (insertions, deletions, substitutions, swaps of neighbours), if
+ * it is near enough to be a typo of it: as commander does for options, more than 40% of the longer word kept.
+ */
+function closestName(word: string, names: string[]): string | null {
+  let best: string | null = null;
+  let bestDistance = Infinity;
+  for (const name of names) {
+    const d = editDistance(word, name);
+    const length = Math.max(word.length, name.length);
+    if ((length - d) / length > 0.4 && d < bestDistance) [best, bestDistance] = [name, d];
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
+    }
+  }
+  return d[a.length][b.length];
 }
 
 /** 128 + SIGPIPE's number: what a shell reports for a process that wrote to a pipe nobody reads any more. */

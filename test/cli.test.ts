@@ -85,6 +85,17 @@ describe('invalid flag values', () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  it('an unknown command → exit 2: says so, lists the commands, suggests a close one', () => {
+    const commands = 'the commands are train, download, plot, eval, predict, bench (train is the default)';
+    const r = runCli(['frobnicate']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`error: unknown command 'frobnicate'; ${commands}\n(run mnist-par --help for the flags)\n`);
+    const typo = runCli(['predcit', 'digit.png']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toBe(`error: unknown command 'predcit'; ${commands}\n(Did you mean predict?)\n(run mnist-par --help for the flags)\n`);
+    expect(runCli(['--epochs', '1', 'evl']).stderr).toContain('(Did you mean eval?)');
+  });
+
   it('the same checks apply to `train`', () => {
     const r = runCli(['train', '--threads', '0']);
     expect(r.code).toBe(2);
