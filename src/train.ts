@@ -223,7 +223,8 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       keep();
       await outputs.epochEnd(st, rec, best, epoch >= cfg.epochs || early !== null || requestStop.how !== null);
       reporter.epoch(snap, rec);
-      if (early) return finish('early', early);
+      // on the last epoch it ended no earlier than planned: every epoch ran
+      if (early && epoch < cfg.epochs) return finish('early', early);
       if (requestStop.how && st.epoch <= cfg.epochs) return finish(requestStop.how, `stopped by ${requestStop.how} after epoch ${epoch}`);
     }
     return finish('completed', `finished ${outputs.epochs.length} epochs`);
