@@ -11,13 +11,25 @@ import { UsageError } from './errors.js';
 import { evalCommand } from './eval/command.js';
 import type { EvalReport } from './eval/metrics.js';
 import type { KernelFamily } from './kernels/index.js';
-import type { EpochRecord, Snapshot } from './metrics.js';
+import type { EpochRecord, Snapshot, StopRequest } from './metrics.js';
 import { describeModel, INPUT, type ModelKind } from './model.js';
 import { argmaxRow, chooseDataset, forwardProbs, loadModel as readModel, normalizeTable } from './predict.js';
-import { train as runTrain, type StopRequest } from './train.js';
+import { train as runTrain } from './train.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
 
 export type { Config, EpochRecord, EvalReport, Snapshot };
+
+/**
+ * An AbortSignal (Node's, which is the web's), described by what train() uses of it, so that these
+ * declarations type-check without @types/node or the DOM library; train() checks that it is a real one.
+ */
+export interface AbortSignalLike {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  throwIfAborted(): void;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
 
 /** A field as a --config file may give it: its value, or (for a number, a flag or a list) its flag's text. */
 type AsGiven<T> = T extends string ? T : T | string;
@@ -35,7 +47,7 @@ export interface TrainOptions extends ConfigFields {
   /** after every optimizer step; cheap calls only (it runs on the coordinator between steps) */
   onStep?: (snapshot: Snapshot) => void;
   /** stops after the current step and saves, as Ctrl-C does; the promise then resolves with stoppedBy 'abort' */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   /** 'silent' (the default) prints nothing; 'plain' and 'json' print what the CLI prints in a pipe */
   reporter?: 'plain' | 'json' | 'silent';
 }

@@ -2,6 +2,10 @@
 // The dashboard, the plain log and the charts read only these records, never the shared arena.
 import type { Config } from './config.js';
 
+/** What asked a run to stop: `q`, a signal, SIGPIPE (stdout or stderr closed or failed, ui/outputs.ts), or
+ *  abort (the library caller's AbortSignal). */
+export type StopRequest = 'q' | 'SIGINT' | 'SIGTERM' | 'SIGPIPE' | 'abort';
+
 export interface BatchRecord {
   epoch: number;       // 1-based
   batch: number;       // 1-based within the epoch

@@ -18,7 +18,7 @@ import { loadSplit, type Split } from './data/idx.js';
 import { NO_EARLY_STOP_YET, earlyStop } from './early-stopping.js';
 import { UsageError, UserError } from './errors.js';
 import { removeEmptyDirs } from './fsutil.js';
-import type { EpochRecord, Snapshot } from './metrics.js';
+import type { EpochRecord, Snapshot, StopRequest } from './metrics.js';
 import { describeModel, initParams, modelLayout } from './model.js';
 import { learningRate, optimizerStateCount, type OptimizerConfig, type ScheduleConfig } from './optim.js';
 import { Rng } from './rng.js';
@@ -29,8 +29,7 @@ import type { Reporter } from './ui/reporter.js';
 
 export { finishedEarly } from './early-stopping.js';
 
-/** SIGPIPE: standard output was closed (`| head`) or failed; abort: the library caller's AbortSignal */
-export type StopRequest = 'q' | 'SIGINT' | 'SIGTERM' | 'SIGPIPE' | 'abort';
+export type { StopRequest } from './metrics.js';
 
 export interface RunSummary {
   epochs: EpochRecord[];

@@ -199,7 +199,8 @@ describe('the packed package, installed elsewhere', () => {
     writeFileSync(join(proj, 'use.ts'), `
 import { train, loadModel, type Model, type TrainResult } from 'mnist-par';
 const run: TrainResult = await train({ dataDir: ${JSON.stringify(mnistDir)}, download: false, epochs: 1, threads: 2,
-  limitTrain: 1000, limitTest: 200, out: 'models/api-run', onEpoch: (e) => console.log('epoch', e.epoch, e.valAccuracy) });
+  limitTrain: 1000, limitTest: 200, out: 'models/api-run', onEpoch: (e) => console.log('epoch', e.epoch, e.valAccuracy),
+  signal: new AbortController().signal });
 const model: Model = await loadModel('models/api-run/model.safetensors');
 const { digit, probabilities } = await model.predict(new Uint8Array(784));
 const report = await model.evaluate({ dataDir: ${JSON.stringify(mnistDir)}, download: false });
@@ -210,6 +211,21 @@ console.log(JSON.stringify({ out: run.out, digit, classes: probabilities.length,
       '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node',
       '--typeRoots', join(repoRoot, 'node_modules', '@types'), 'use.ts'], { cwd: proj, encoding: 'utf8' });
     expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
+    // and without @types/node, or even the DOM's library: the declarations need nothing but ES2022
+    writeFileSync(join(proj, 'typed.ts'), `
+import { train, loadModel, UsageError, type EvalReport, type Model, type TrainOptions, type TrainResult } from 'mnist-par';
+const options: TrainOptions = { epochs: '2', hidden: [64, 32], noDownload: true, reporter: 'plain', onEpoch: (e) => { void e.valAccuracy; } };
+export async function use(): Promise<number> {
+  const run: TrainResult = await train(options);
+  const model: Model = await loadModel(run.out);
+  const report: EvalReport = await model.evaluate({ threads: 2 });
+  return report.accuracy + (run.stoppedBy === 'abort' ? 1 : 0) + new UsageError('x').exitCode;
+}
+`);
+    writeFileSync(join(proj, 'tsconfig.json'), JSON.stringify({ compilerOptions: { strict: true, module: 'nodenext',
+      moduleResolution: 'nodenext', target: 'es2022', lib: ['es2022'], types: [], noEmit: true }, files: ['typed.ts'] }));
+    const bare = spawnSync(process.execPath, [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', '.'], { cwd: proj, encoding: 'utf8' });
+    expect(bare.status, bare.stdout + bare.stderr).toBe(0);
     const js = readFileSync(join(proj, 'use.ts'), 'utf8').replace(/, type \w+/g, '').replace(/: (TrainResult|Model)/g, '');
     writeFileSync(join(proj, 'use.mjs'), js);
     const r = spawnSync(process.execPath, ['use.mjs'], { cwd: proj, encoding: 'utf8' });

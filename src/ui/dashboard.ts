@@ -7,7 +7,7 @@ import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
 import { describeRun, epochLine, etaSec, fmtDuration, fmtInt, fmtLoss, fmtLr, fmtPct } from './format.js';
 import { Interrupts } from './interrupts.js';
 import { onOutputFailure, outputFailed } from './outputs.js';
-import type { Reporter, ReporterOptions } from './types.js';
+import type { OutputStream, Reporter, ReporterOptions } from './types.js';
 
 // ── styled text: SGR sequences only, each span closed by a reset so a cut line cannot bleed ──────────────
 const RESET = '\x1b[0m';
@@ -338,11 +338,11 @@ export class Dashboard implements Reporter {
     this.interrupts = new Interrupts(o.onInterrupt, () => this.restore());
   }
 
-  private get out(): NodeJS.WritableStream {
+  private get out(): OutputStream {
     return this.o.out ?? process.stdout;
   }
 
-  private get err(): NodeJS.WritableStream {
+  private get err(): OutputStream {
     return this.o.err ?? process.stderr;
   }
 

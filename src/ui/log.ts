@@ -4,7 +4,7 @@ import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
 import { describeRun, epochLine, fmtInt, fmtLoss, fmtLr, fmtPct } from './format.js';
 import { Interrupts } from './interrupts.js';
 import { howItFailed, onOutputFailure, outputFailed, outputName } from './outputs.js';
-import type { Reporter, ReporterOptions } from './types.js';
+import type { OutputStream, Reporter, ReporterOptions } from './types.js';
 
 /** Mean loss and accuracy of the batches of the current epoch after step `afterStep`. */
 function windowMean(batches: readonly BatchRecord[], epoch: number, afterStep: number): { loss: number; accuracy: number } {
@@ -26,8 +26,8 @@ function windowMean(batches: readonly BatchRecord[], epoch: number, afterStep: n
  * step finished, a checkpoint saved, and the summary on whichever of the two still works.
  */
 export class LineReporter implements Reporter {
-  private readonly out: NodeJS.WritableStream;
-  private readonly err: NodeJS.WritableStream;
+  private readonly out: OutputStream;
+  private readonly err: OutputStream;
   private readonly json: boolean;
   private readonly interrupts: Interrupts;
   private readonly unwatch: () => void;
@@ -45,7 +45,7 @@ export class LineReporter implements Reporter {
   }
 
   /** One of the outputs failed: stop after this step (once), saying so where it can still be read. */
-  private outputFailed(stream: NodeJS.WritableStream, err: NodeJS.ErrnoException): void {
+  private outputFailed(stream: OutputStream, err: Error & { code?: string }): void {
     if (this.lost) return;
     this.lost = true;
     if (!outputFailed(this.err)) this.err.write(`mnist-par: ${outputName(stream)} ${howItFailed(err)}: stopping after this step\n`);

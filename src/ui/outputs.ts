@@ -7,10 +7,13 @@
 // What happens when nobody watches is the program's choice (whenUnwatched): the command line ends at once
 // with 141, as a shell reports a process that SIGPIPE ended; the library ignores it.
 
-type Stream = NodeJS.WritableStream;
-type Failure = (stream: Stream, err: NodeJS.ErrnoException) => void;
+import type { OutputStream as Stream } from './types.js';
 
-const failed = new WeakMap<Stream, NodeJS.ErrnoException>();
+type Failure = (stream: Stream, err: WriteError) => void;
+/** How a write failed: EPIPE (the reader left), ENOSPC (a full disk), … */
+type WriteError = Error & { code?: string };
+
+const failed = new WeakMap<Stream, WriteError>();
 const watched = new WeakSet<Stream>();
 const watchers = new Set<{ streams: readonly Stream[]; onFailure: Failure }>();
 let unwatched: Failure = () => {};
@@ -20,7 +23,7 @@ export function watchOutputs(streams: readonly Stream[]): void {
   for (const stream of streams) {
     if (watched.has(stream) || typeof stream.on !== 'function') continue;
     watched.add(stream);
-    stream.on('error', (err: NodeJS.ErrnoException) => {
+    stream.on('error', (err) => {
       if (failed.has(stream)) return; // every later write fails again: told once
       failed.set(stream, err);
       const told = [...watchers].filter((w) => w.streams.includes(stream));
@@ -56,6 +59,6 @@ export function outputName(stream: Stream): string {
 }
 
 /** How it failed, for a message: "was closed" (EPIPE) or "failed (ENOSPC)". */
-export function howItFailed(err: NodeJS.ErrnoException): string {
+export function howItFailed(err: WriteError): string {
   return err.code === 'EPIPE' ? 'was closed' : `failed (${err.code ?? err.message})`;
 }
