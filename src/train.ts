@@ -143,7 +143,7 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       config: cfg, model: describeModel(model.spec), layers: model.layers, paramCount: model.size,
       kernelFamily: st.kernelFamily, phase: 'training',
       epoch: st.epoch, batch: st.batch, batchesPerEpoch: stepsPerEpoch, step: st.step, totalSteps: stepsPerEpoch * cfg.epochs,
-      elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: 0, batches: outputs.history.records, epochs: outputs.epochs,
+      elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: NaN, batches: outputs.history.records, epochs: outputs.epochs,
       workerBusy: new Array(cfg.threads).fill(0),
       timing: { stepMs: 0, computeMs: 0, reduceMs: 0, waitMs: 0, overheadMs: 0 },
     };
@@ -171,6 +171,9 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       const tEpoch = performance.now() - st.partial.seconds * 1000;
       if (st.batch === 0) rng.permutation(v.perm);
       snap.epoch = epoch;
+      // the validation since the last step was no training: the live figures start over
+      window.restart();
+      snap.samplesPerSec = NaN;
       const firstStep = st.step - st.batch; // global steps done when this epoch began
       const lrOf = (b: number) => learningRate(schedule, firstStep + b);
 

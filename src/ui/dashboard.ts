@@ -4,7 +4,7 @@
 import asciichart from 'asciichart';
 import termkit from 'terminal-kit';
 import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
-import { describeRun, epochLine, etaSec, fmtDuration, fmtInt, fmtLoss, fmtLr, fmtPct } from './format.js';
+import { describeRun, epochLine, etaSec, fmtDuration, fmtInt, fmtLoss, fmtLr, fmtPct, fmtRate } from './format.js';
 import { Interrupts } from './interrupts.js';
 import { onOutputFailure, outputFailed } from './outputs.js';
 import type { OutputStream, Reporter, ReporterOptions } from './types.js';
@@ -185,7 +185,7 @@ function progress(s: Snapshot, w: number): string[] {
     `${bold(labels[0].padEnd(lw))} ${bar(overall, bw)} ${fmtPct(overall, 0).padStart(4)}  ` +
       `elapsed ${fmtDuration(s.elapsedSec)}  ETA ${fmtDuration(etaSec(s))}`,
     `${bold(labels[1].padEnd(lw))} ${bar(inEpoch, bw)} ${fmtPct(inEpoch, 0).padStart(4)}  ` +
-      `${fmtInt(s.samplesPerSec)} samples/s  step ${fmtInt(s.step)}/${fmtInt(s.totalSteps)}`,
+      `${fmtRate(s.samplesPerSec)} samples/s  step ${fmtInt(s.step)}/${fmtInt(s.totalSteps)}`,
   ];
 }
 
@@ -257,7 +257,7 @@ export function renderCompact(s: Snapshot, w: number, h: number, notice = ''): s
     `epoch ${s.epoch}/${s.config.epochs} · batch ${s.batch}/${s.batchesPerEpoch} · ` +
       `${fmtPct(s.totalSteps > 0 ? s.step / s.totalSteps : 0, 0)}`,
     b ? `loss ${fmtLoss(current(s.batches, LOSS))} · acc ${fmtPct(current(s.batches, ACC))} · lr ${fmtLr(b.lr)}` : 'waiting for the first step…',
-    `${fmtInt(s.samplesPerSec)} samples/s · ${fmtDuration(s.elapsedSec)} · ETA ${fmtDuration(etaSec(s))}`,
+    `${fmtRate(s.samplesPerSec)} samples/s · ${fmtDuration(s.elapsedSec)} · ETA ${fmtDuration(etaSec(s))}`,
     last ? `epoch ${last.epoch}: val loss ${fmtLoss(last.valLoss)} · acc ${fmtPct(last.valAccuracy, 2)}` : 'no finished epoch yet',
     notice ? yellow(notice) : dim('q: stop after this step'),
     dim(`${w}×${h}: ${MIN_WIDTH}×${MIN_HEIGHT} or more shows the dashboard`),
@@ -309,7 +309,7 @@ export function renderDashboard(s: Snapshot, width: number, height: number, noti
     wl, wr));
 
   lines.push(...beside(
-    section(`${bold('throughput')} ${fmtInt(s.samplesPerSec)} samples/s`,
+    section(`${bold('throughput')} ${fmtRate(s.samplesPerSec)} samples/s`,
       chart([smoothTail(s.batches, RATE, nl)], wl, ph[2] - 1, rateLabel, [asciichart.yellow], wait), wl, ph[2]),
     parallelism(s, wr, ph[2]),
     wl, wr));

@@ -7,6 +7,8 @@ export const fmtLoss = (x: number): string => x.toFixed(4);
 export const fmtPct = (x: number, digits = 1): string => `${(x * 100).toFixed(digits)}%`;
 export const fmtLr = (x: number): string => x.toExponential(1);
 export const fmtInt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : String(x));
+/** A throughput: '–' until there is one (throughput.ts reports NaN until its window holds real steps). */
+export const fmtRate = (x: number): string => (Number.isFinite(x) ? fmtInt(x) : '–');
 
 /** 75 → 1:15, 3725 → 1:02:05; anything not finite or negative → –:– */
 export function fmtDuration(sec: number): string {

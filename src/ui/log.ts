@@ -1,7 +1,7 @@
 // Plain and JSON-lines reporters for logs, pipes and CI: one line every `logEvery` batches, one per epoch,
 // never an escape code.
 import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
-import { describeRun, epochLine, fmtInt, fmtLoss, fmtLr, fmtPct } from './format.js';
+import { describeRun, epochLine, fmtLoss, fmtLr, fmtPct, fmtRate } from './format.js';
 import { Interrupts } from './interrupts.js';
 import { howItFailed, onOutputFailure, outputFailed, outputName } from './outputs.js';
 import type { OutputStream, Reporter, ReporterOptions } from './types.js';
@@ -84,9 +84,9 @@ export class LineReporter implements Reporter {
     const lr = s.batches.length > 0 ? s.batches[s.batches.length - 1].lr : NaN;
     this.line(
       `epoch ${s.epoch}/${s.config.epochs}  batch ${s.batch}/${s.batchesPerEpoch}  loss ${fmtLoss(m.loss)}  ` +
-        `acc ${fmtPct(m.accuracy)}  lr ${fmtLr(lr)}  ${fmtInt(s.samplesPerSec)} samples/s`,
+        `acc ${fmtPct(m.accuracy)}  lr ${fmtLr(lr)}  ${fmtRate(s.samplesPerSec)} samples/s`,
       { type: 'batch', epoch: s.epoch, batch: s.batch, step: s.step, loss: m.loss, accuracy: m.accuracy, lr,
-        samplesPerSec: s.samplesPerSec, elapsedSec: s.elapsedSec },
+        samplesPerSec: Number.isFinite(s.samplesPerSec) ? s.samplesPerSec : null, elapsedSec: s.elapsedSec },
     );
   }
 
