@@ -3,7 +3,7 @@
 // rejects with the CLI's one-line message), and silent unless asked to print.
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkChoice, checkInt, configFields, INT_LIMITS, KERNEL_CHOICES, validate, type Config } from './config.js';
+import { checkChoice, checkInt, configFields, flagName, parsePath, INT_LIMITS, KERNEL_CHOICES, validate, type Config } from './config.js';
 import type { DatasetName } from './data/datasets.js';
 import { DATASET_NAMES, DATASETS } from './data/datasets.js';
 import { loadDigitImage } from './data/image.js';
@@ -15,6 +15,7 @@ import type { EpochRecord, Snapshot, StopRequest } from './metrics.js';
 import { describeModel, INPUT, type ModelKind } from './model.js';
 import { argmaxRow, chooseDataset, forwardProbs, loadModel as readModel, normalizeTable } from './predict.js';
 import { train as runTrain } from './train.js';
+import { summaryLines } from './ui/format.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
 
 export type { Config, EpochRecord, EvalReport, Snapshot };
@@ -104,7 +105,8 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const log = mode === 'silent' ? quiet : (line: string) => process.stderr.write(`${line}\n`);
   try {
     const run = await runTrain(cfg, reporter, stop, { note, log, signal });
-    if (printer) reporter.finish(run.snapshot, [`mnist-par: ${run.reason} (${run.seconds.toFixed(1)} s)`]);
+    // what the command line prints at the end, and how to continue an aborted run
+    if (printer) reporter.finish(run.snapshot, summaryLines(run));
     return {
       model: await loadModel(join(run.out, 'model.safetensors')), metrics: run.epochs, files: run.files, out: run.out,
       stoppedBy: run.stoppedBy, reason: run.reason, seconds: run.seconds,
@@ -188,14 +190,18 @@ export async function loadModel(file: string): Promise<Model> {
       return { digit, label: DATASETS[dataset].classes[digit], probabilities };
     },
     async evaluate(o = {}) {
-      // checked as eval's flags are
-      const threads = o.threads === undefined ? 1 : checkInt('threads', o.threads, INT_LIMITS.threads);
-      const kernels = o.kernels === undefined ? 'auto' : checkChoice('kernels', o.kernels, KERNEL_CHOICES);
-      const ds = o.dataset === undefined ? dataset : checkChoice('dataset', o.dataset, DATASET_NAMES);
+      // checked as eval's flags are, and named as train()'s options are: by their flags
+      const threads = o.threads === undefined ? 1 : checkInt('--threads', o.threads, INT_LIMITS.threads);
+      const kernels = o.kernels === undefined ? 'auto' : checkChoice('--kernels', o.kernels, KERNEL_CHOICES);
+      const ds = o.dataset === undefined ? dataset : checkChoice('--dataset', o.dataset, DATASET_NAMES);
       for (const [name, v] of [['dataDir', o.dataDir], ['plots', o.plots]] as const) {
-        if (v !== undefined && (typeof v !== 'string' || v === '')) throw new UsageError(`${name}: expected a path, got ${JSON.stringify(v)}`);
+        if (v === undefined) continue;
+        if (typeof v !== 'string') throw new UsageError(`${flagName(name)}: expected a path, got ${JSON.stringify(v)}`);
+        parsePath(flagName(name), v);
       }
-      if (o.download !== undefined && typeof o.download !== 'boolean') throw new UsageError('download: expected true or false');
+      if (o.download !== undefined && typeof o.download !== 'boolean') {
+        throw new UsageError(`--download: expected true or false, got ${JSON.stringify(o.download)}`);
+      }
       return evalCommand({
         model: path, dataset: ds, dataDir: o.dataDir, threads, kernels, plots: o.plots, json: false, download: o.download ?? true,
         print: false, log: () => {},

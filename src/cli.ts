@@ -130,7 +130,7 @@ async function runTrain(cmd: Command): Promise<number> {
   };
   const cfg = resumeConfig(given, placed, ck.file);
   if (ck.state.epoch > cfg.epochs) {
-    process.stdout.write(`mnist-par: ${ck.file} already finished its ${cfg.epochs} epochs; nothing to resume ` +
+    process.stdout.write(`mnist-par: ${ck.file} already finished its ${cfg.epochs === 1 ? 'epoch' : `${cfg.epochs} epochs`}; nothing to resume ` +
       `(start a new run${cfg.schedule === 'none' || cfg.schedule === 'step' ? ', or give a larger --epochs' : ''})\n`);
     return 0;
   }

@@ -188,11 +188,13 @@ export function parseValue(key: keyof Config, text: string): unknown {
     if (text === 'false') return false;
     throw new UsageError(`${flag}: expected true or false, got ${show(text)}`);
   }
-  if (key in INT_LIMITS || key in REAL_LIMITS) {
+  // checked here, against the text as given, so that the message quotes it as eval's and predict's do
+  const ints = (INT_LIMITS as Partial<Record<keyof Config, readonly [number, number]>>)[key];
+  const reals = REAL_LIMITS[key];
+  if (ints || reals) {
     const t = text.trim();
     const n = t === '' ? NaN : Number(t);
-    if (!Number.isFinite(n)) throw new UsageError(`${flag}: expected a number, got ${show(text)}`);
-    return n;
+    return ints ? checkInt(flag, n, ints, show(text)) : checkReal(flag, n, reals!, show(text));
   }
   return text;
 }

@@ -4,6 +4,7 @@
 import type { EarlyStopState, TrainState } from './checkpoint.js';
 import type { Config } from './config.js';
 import type { EpochRecord } from './metrics.js';
+import { plural } from './ui/format.js';
 
 export const NO_EARLY_STOP_YET: Readonly<EarlyStopState> = { best: null, bestEpoch: 0, epochsWithoutImprovement: 0 };
 
@@ -24,7 +25,7 @@ export function earlyStop(cfg: Config, e: EarlyStopState, rec: EpochRecord): str
 
 function stopReason(cfg: Config, e: EarlyStopState): string {
   const what = cfg.monitor === 'val_loss' ? 'validation loss' : 'validation accuracy';
-  return `stopped early: ${what} did not improve by more than ${cfg.minDelta} for ${cfg.patience} epochs ` +
+  return `stopped early: ${what} did not improve by more than ${cfg.minDelta} for ${plural(cfg.patience, 'epoch')} ` +
     `(best ${e.best === null ? '–' : e.best.toFixed(4)} at epoch ${e.bestEpoch})`;
 }
 

@@ -4,6 +4,7 @@ import type { Config } from './config.js';
 import { StuckStep } from './errors.js';
 import { abandonRunFolders } from './runs.js';
 import { train, type StopRequest } from './train.js';
+import { summaryLines } from './ui/format.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
 
 export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<number> {
@@ -42,11 +43,7 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
       close: () => reporter.close(),
     };
     const r = await train(cfg, tracked, stop, { resume });
-    const last = r.epochs[r.epochs.length - 1];
-    const acc = last ? `; epoch ${last.epoch} test accuracy ${(100 * last.valAccuracy).toFixed(2)}%, test loss ${last.valLoss.toFixed(4)}` : '';
-    const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];
-    if (r.resumeHint) lines.push(r.resumeHint);
-    reporter.finish(r.snapshot, lines);
+    reporter.finish(r.snapshot, summaryLines(r));
     const code = exitCode(r.stoppedBy);
     return outputLost && code === 0 ? exitCode('SIGPIPE') : code;
   } catch (e) {

@@ -118,17 +118,18 @@ export async function prepareRunDirs(out: string, plots: string, overwrite: bool
   }
   const made = await ensureWritableDir(resolve(out), '--out');
   trackDirs(made);
-  // claimed first: a second run given the same --out at the same moment is refused here, not mixed in
+  const continuing = resumeDir !== null && realFolder(resumeDir) === realFolder(out);
+  // claimed first: a second run given the same --out (or resuming the same run) at the same moment is refused
+  // here, not mixed in
   let release: () => Promise<void>;
   try {
-    release = await claimFolder(out);
+    release = await claimFolder(out, continuing ? '--resume' : '--out');
   } catch (e) {
     await removeEmptyDirs(made);
     throw e;
   }
   // ours now: what an earlier run's cut-short writes left here goes
   await sweepStaleTemps(out);
-  const continuing = resumeDir !== null && realFolder(resumeDir) === realFolder(out);
   const previous = continuing ? [] : runFilesIn(out);
   if (previous.length > 0 && !overwrite) {
     await release();
@@ -185,10 +186,11 @@ export const LOCK_FILE = '.mnist-par.lock';
 
 /**
  * Claims `dir` for this run: creates LOCK_FILE exclusively. A lock whose process is gone (a run killed with
- * SIGKILL, a power cut) is taken over; one whose process is alive is refused with one line. Returns the
+ * SIGKILL, a power cut) is taken over; one whose process is alive is refused with one line, naming `flag`,
+ * the option that chose the folder (--out, or --resume for a run continued in its own folder). Returns the
  * release, which removes the lock.
  */
-async function claimFolder(dir: string): Promise<() => Promise<void>> {
+async function claimFolder(dir: string, flag: '--out' | '--resume' = '--out'): Promise<() => Promise<void>> {
   const lock = join(dir, LOCK_FILE);
   const token = `${process.pid} ${randomBytes(6).toString('hex')}\n`;
   for (let attempt = 0; ; attempt++) {
@@ -197,12 +199,13 @@ async function claimFolder(dir: string): Promise<() => Promise<void>> {
       heldLocks.set(lock, token);
       break;
     } catch (e) {
+      const elsewhere = flag === '--out' ? 'choose another --out' : 'continue it in another folder with --out <dir>';
       if (errorCode(e) !== 'EEXIST' || attempt > 0) {
-        throw new UserError(`--out ${dir}: cannot claim the folder for this run (${errorCode(e)}); choose another --out`);
+        throw new UserError(`${flag} ${dir}: cannot claim the folder for this run (${errorCode(e)}); ${elsewhere}`);
       }
       const holder = Number((await readFile(lock, 'utf8').catch(() => '')).split(' ')[0]);
       if (Number.isInteger(holder) && holder > 0 && processAlive(holder)) {
-        throw new UsageError(`--out ${dir}: in use by another mnist-par run (process ${holder}); wait for it to end, or choose another --out`);
+        throw new UsageError(`${flag} ${dir}: in use by another mnist-par run (process ${holder}); wait for it to end, or ${elsewhere}`);
       }
       await unlink(lock).catch(() => {});
     }

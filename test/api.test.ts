@@ -60,7 +60,7 @@ describe('train()', () => {
       [{ reporter: 'loud' }, 'reporter: expected one of plain, json, silent'],
       // the --config file's checks, through the same path
       [{ noDownload: 'maybe' }, "--no-download: expected true or false, got 'maybe'"],
-      [{ epochs: 'three' }, "--epochs: expected a number, got 'three'"],
+      [{ epochs: 'three' }, "--epochs: expected an integer in 1..100000, got 'three'"],
       [{ download: true, noDownload: true }, 'download and noDownload contradict each other'],
     ] as [Record<string, unknown>, string][]) {
       const e = await train(options as never).then(() => null, (err: unknown) => err);
@@ -76,6 +76,13 @@ describe('train()', () => {
       epochs: '1', hidden: '32,16', out: join(tmp(), 'as-flags') });
     expect(run.model.layers).toEqual([784, 32, 16, 10]);
     expect(JSON.parse(readFileSync(join(run.out, 'config.json'), 'utf8'))).toMatchObject({ download: false, hidden: [32, 16], epochs: 1 });
+  });
+
+  it("reporter 'plain' ends as the command line does: the test accuracy, the files written", async () => {
+    const run = await train({ ...small, limitTrain: 500, limitTest: 100, epochs: 1, out: join(tmp(), 'plain'), reporter: 'plain' });
+    const text = written.join('');
+    expect(text).toMatch(/^mnist · mlp 784→128→256→512→128→10 · /);
+    expect(text).toMatch(new RegExp(`\\nmnist-par: finished 1 epochs \\(\\d+\\.\\d s\\); epoch 1 test accuracy \\d+\\.\\d\\d%, test loss \\d\\.\\d{4}\\nwrote .*${join(run.out, 'model.safetensors')}`));
   });
 
   it('an AbortSignal stops after the step, saves, and the run resumes from there', async () => {
@@ -163,12 +170,16 @@ describe('loadModel()', () => {
     await expect(model.predict(new Uint8Array(100))).rejects.toThrow('predict: expected 784 pixels (28×28), got 100');
 
     for (const [options, message] of [
-      [{ threads: 0 }, 'threads: expected an integer in 1..256, got 0'],
-      [{ threads: 1.5 }, 'threads: expected an integer in 1..256, got 1.5'],
-      [{ dataset: 'foo' }, "dataset: expected one of mnist, fashion-mnist, got 'foo'"],
-      [{ kernels: 'gpu' }, "kernels: expected one of auto, native, relaxed, simd, js, got 'gpu'"],
+      // named by their flags, as train()'s options are
+      [{ threads: 0 }, '--threads: expected an integer in 1..256, got 0'],
+      [{ threads: 1.5 }, '--threads: expected an integer in 1..256, got 1.5'],
+      [{ dataset: 'foo' }, "--dataset: expected one of mnist, fashion-mnist, got 'foo'"],
+      [{ kernels: 'gpu' }, "--kernels: expected one of auto, native, relaxed, simd, js, got 'gpu'"],
+      [{ dataDir: '' }, '--data-dir: expected a path, got an empty string'],
+      [{ download: 'yes' }, '--download: expected true or false, got "yes"'],
     ] as [Record<string, unknown>, string][]) {
-      await expect(model.evaluate(options as never), JSON.stringify(options)).rejects.toThrow(message);
+      const e = await model.evaluate(options as never).then(() => null, (err: unknown) => err);
+      expect((e as Error).message, JSON.stringify(options)).toBe(message);
     }
     // a run's folder names its model
     expect((await (await loadModel(join(dir, 'run'))).predict(image)).probabilities).toEqual(fromBytes.probabilities);

@@ -96,6 +96,13 @@ describe('invalid flag values', () => {
     expect(runCli(['--epochs', '1', 'evl']).stderr).toContain('(Did you mean eval?)');
   });
 
+  it('train and eval refuse the same bad value with the same words, quoting it as given', () => {
+    const message = "mnist-par: --threads: expected an integer in 1..256, got '0'\n";
+    expect(runCli(['--threads', '0', '--data-dir', mnistDir]).stderr).toBe(message);
+    expect(runCli(['eval', '--threads', '0', '--model', join(tmp(), 'none.safetensors')]).stderr).toBe(message);
+    expect(runCli(['--lr', 'fast']).stderr).toBe("mnist-par: --lr: expected a number > 0 and ≤ 10, got 'fast'\n");
+  });
+
   it('the same checks apply to `train`', () => {
     const r = runCli(['train', '--threads', '0']);
     expect(r.code).toBe(2);

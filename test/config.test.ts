@@ -52,7 +52,7 @@ describe('readConfigFile', () => {
     expect(refusal('{"noDownload": true, "download": true}').message)
       .toMatch(/: noDownload and download contradict each other \(--download false against true\); give one of them$/);
     expect(refusal('{"noDashboard": "yes"}').message).toMatch(/: --no-dashboard: expected true or false, got 'yes'$/);
-    expect(refusal('{"epochs": "three"}').message).toMatch(/: --epochs: expected a number, got 'three'$/);
+    expect(refusal('{"epochs": "three"}').message).toMatch(/: --epochs: expected an integer in 1\.\.100000, got 'three'$/);
     expect(refusal('{"hidden": "64,x"}').message).toContain('--hidden: expected comma-separated layer widths');
     expect(refusal('{"noThreads": true}').message).toContain("unknown configuration field 'noThreads' (known: dataset, ");
     expect(refusal('{"noThreads": true}').message).toContain('logEvery, noDownload, noDashboard)');

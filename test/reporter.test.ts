@@ -299,3 +299,22 @@ describe('an output that goes away (ui/outputs.ts)', () => {
     expect(err.text()).toBe('mnist-par: the output was closed: stopping after this step\nthe summary\n');
   });
 });
+
+describe('counts in words', () => {
+  it('one thread, one shard, one epoch: singular, wherever a count is printed', async () => {
+    const { describeRun } = await import('../src/ui/format.js');
+    const { earlyStop, NO_EARLY_STOP_YET } = await import('../src/early-stopping.js');
+    const run = syntheticRun({ epochs: 1, batchesPerEpoch: 10 });
+    const config = { ...run.snap.config, threads: 1, shards: 1, schedule: 'step' as const, stepSize: 1 };
+    const d = describeRun({ ...run.snap, config });
+    expect(d.setup).toMatch(/^1 thread · .* in 1 shard · .* every 1 epoch$/);
+    expect(describeRun({ ...run.snap, config: { ...config, threads: 2, shards: 4, stepSize: 2 } }).setup).toMatch(/^2 threads · .* in 4 shards · .* every 2 epochs$/);
+    const early = { ...NO_EARLY_STOP_YET };
+    const cfg = { ...config, patience: 1, minDelta: 0, monitor: 'val_loss' as const };
+    const rec = (epoch: number) => ({ epoch, trainLoss: 1, trainAccuracy: 0.5, valLoss: 1, valAccuracy: 0.5, lr: 0.001, seconds: 1 });
+    expect(earlyStop(cfg, early, rec(1))).toBeNull();
+    expect(earlyStop(cfg, early, rec(2))).toMatch(/ for 1 epoch \(best 1\.0000 at epoch 1\)$/);
+    const one = renderDashboard({ ...run.snap, config, workerBusy: [0.5] }, 120, 40).map(stripAnsi).join('\n');
+    expect(one).toContain('parallelism 1 thread ·');
+  });
+});

@@ -56,7 +56,7 @@ describe('numbered run folders', () => {
     const rs = runCli(['--resume'], {}, undefined, cwd);
     expect(rs.code, rs.stderr).toBe(0);
     expect(rs.stderr).toContain(join('models', 'run-2', 'checkpoint-last.safetensors'));
-    expect(rs.stdout).toContain('nothing to resume');
+    expect(rs.stdout).toContain('already finished its epoch; nothing to resume'); // one epoch, not "its 1 epochs"
   });
 
   it('without any run, eval and --resume say how to make one', () => {
@@ -148,6 +148,14 @@ describe('a run holds its folder', () => {
     const ok = runCli(['--data-dir', mnistDir, ...small, '--out', out]);
     expect(ok.code, ok.stderr).toBe(0);
     expect(existsSync(join(out, '.mnist-par.lock'))).toBe(false);
+    // resuming the run while another process holds it: the message names --resume, which chose the folder
+    const run = join(dir, 'resumable');
+    expect(runCli(['--data-dir', mnistDir, ...small, '--schedule', 'none', '--out', run]).code).toBe(0);
+    writeFileSync(join(run, '.mnist-par.lock'), `${process.pid} abc\n`);
+    const resumed = runCli(['--resume', run, '--epochs', '2']);
+    expect(resumed.code).toBe(2);
+    expect(resumed.stderr.trim()).toBe(`mnist-par: --resume ${run}: in use by another mnist-par run (process ${process.pid}); ` +
+      'wait for it to end, or continue it in another folder with --out <dir>');
   });
 
   it('--overwrite removes nothing when the new run cannot start', () => {

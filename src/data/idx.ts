@@ -137,10 +137,10 @@ function readHeader(buf: Uint8Array, file: string, kind: IdxKind | undefined, da
     const want = kind
       ? `magic ${hex(0x800 + wantN, 8)} (${kind}, ${wantN} dimension${wantN > 1 ? 's' : ''})`
       : 'magic 0x00000801 (labels, 1 dimension) or 0x00000803 (images, 3 dimensions)';
-    fail(file, `expected ${want}, found ${hex(magic, 8)} (${n} dimensions)`, dataset);
+    fail(file, `expected ${want}, found ${hex(magic, 8)} (${n} dimension${n === 1 ? '' : 's'})`, dataset);
   }
   const header = 4 + 4 * n;
-  if (buf.length < header) fail(file, `header is truncated: expected ${header} bytes for ${n} dimensions, found ${buf.length}`, dataset);
+  if (buf.length < header) fail(file, `header is truncated: expected ${header} bytes for ${n} dimension${n === 1 ? '' : 's'}, found ${buf.length}`, dataset);
   const dims: number[] = [];
   for (let i = 0; i < n; i++) dims.push(view.getUint32(4 + 4 * i));
   if (n === 3 && (dims[1] !== SIDE || dims[2] !== SIDE)) {

@@ -4,7 +4,7 @@
 import asciichart from 'asciichart';
 import termkit from 'terminal-kit';
 import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
-import { describeRun, epochLine, etaSec, fmtDuration, fmtInt, fmtLoss, fmtLr, fmtPct, fmtRate } from './format.js';
+import { describeRun, epochLine, etaSec, fmtDuration, fmtInt, fmtLoss, fmtLr, fmtPct, fmtRate, plural } from './format.js';
 import { Interrupts } from './interrupts.js';
 import { onOutputFailure, outputFailed } from './outputs.js';
 import type { OutputStream, Reporter, ReporterOptions } from './types.js';
@@ -194,7 +194,7 @@ function parallelism(s: Snapshot, w: number, h: number): string[] {
   const t = s.timing;
   const busy = s.workerBusy;
   const mean = busy.length > 0 ? busy.reduce((a, b) => a + b, 0) / busy.length : NaN;
-  const facts = `${busy.length} threads · step ${t.stepMs.toFixed(1)} ms · busy ${fmtPct(mean, 0)}`;
+  const facts = `${plural(busy.length, 'thread')} · step ${t.stepMs.toFixed(1)} ms · busy ${fmtPct(mean, 0)}`;
   const title = visibleWidth(facts) + 12 <= w ? `${bold('parallelism')} ${facts}` : facts;
   const total = t.computeMs + t.reduceMs + t.waitMs;
   const body: string[] = [];
@@ -221,7 +221,7 @@ function parallelism(s: Snapshot, w: number, h: number): string[] {
     body.push(`${`w${i}`.padEnd(4)} ${bar(busy[i], bw)} ${fmtPct(busy[i], 0).padStart(4)}`);
   }
   if (shown < busy.length && room > 0) {
-    body.push(dim(`${shown > 0 ? `+${busy.length - shown} more` : `${busy.length} workers`} · min ${fmtPct(Math.min(...busy), 0)} · max ${fmtPct(Math.max(...busy), 0)}`));
+    body.push(dim(`${shown > 0 ? `+${busy.length - shown} more` : plural(busy.length, 'worker')} · min ${fmtPct(Math.min(...busy), 0)} · max ${fmtPct(Math.max(...busy), 0)}`));
   }
   return section(title, body, w, h);
 }

@@ -2,10 +2,14 @@
 // same thing the same way.
 import type { Config } from '../config.js';
 import type { EpochRecord, Snapshot } from '../metrics.js';
+import type { RunSummary } from '../train.js';
 
 export const fmtLoss = (x: number): string => x.toFixed(4);
 export const fmtPct = (x: number, digits = 1): string => `${(x * 100).toFixed(digits)}%`;
 export const fmtLr = (x: number): string => x.toExponential(1);
+/** "1 thread", "2 threads": a count and its noun, plural unless the count is 1. */
+export const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 export const fmtInt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : String(x));
 /** A throughput: '–' until there is one (throughput.ts reports NaN until its window holds real steps). */
 export const fmtRate = (x: number): string => (Number.isFinite(x) ? fmtInt(x) : '–');
@@ -38,7 +42,7 @@ export function describeOptimizer(c: Config): string {
 export function describeSchedule(c: Config): string {
   switch (c.schedule) {
     case 'none': return 'constant';
-    case 'step': return `step ×${c.gamma} every ${c.stepSize} epochs`;
+    case 'step': return `step ×${c.gamma} every ${plural(c.stepSize, 'epoch')}`;
     case 'cosine': return `cosine to ${fmtSmall(c.minLr)}`;
     case 'onecycle': return `onecycle warmup ${Math.round(c.warmup * 100)}%`;
   }
@@ -49,9 +53,21 @@ export function describeRun(s: Snapshot): { model: string; setup: string } {
   const c = s.config;
   return {
     model: `${c.dataset} · ${s.model} · ${fmtInt(s.paramCount)} params · seed ${c.seed} · out ${c.out}`,
-    setup: `${c.threads} threads · ${s.kernelFamily} kernels · batch ${c.batchSize} in ${c.shards} shards · ` +
+    setup: `${plural(c.threads, 'thread')} · ${s.kernelFamily} kernels · batch ${c.batchSize} in ${plural(c.shards, 'shard')} · ` +
       `${describeOptimizer(c)} · lr ${fmtLr(c.lr)} ${describeSchedule(c)}`,
   };
+}
+
+/**
+ * What a run prints when it ends, on the command line and from the library's 'plain' and 'json' reporters
+ * alike: why and after how long, the last epoch's test accuracy and loss, the files written, how to continue.
+ */
+export function summaryLines(r: Pick<RunSummary, 'reason' | 'seconds' | 'epochs' | 'files' | 'resumeHint'>): string[] {
+  const last = r.epochs[r.epochs.length - 1];
+  const acc = last ? `; epoch ${last.epoch} test accuracy ${fmtPct(last.valAccuracy, 2)}, test loss ${last.valLoss.toFixed(4)}` : '';
+  const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];
+  if (r.resumeHint) lines.push(r.resumeHint);
+  return lines;
 }
 
 export function epochLine(e: EpochRecord, epochs: number): string {
