@@ -215,39 +215,17 @@ export function buildProgram(): Command {
   return program;
 }
 
-/** `mnist-par frobnicate`: says the command is unknown, lists the commands, and suggests a close one. */
-function unknownCommand(program: Command, word: string): never {
-  const names = program.commands.map((c) => c.name());
-  const close = closestName(word, names);
-  program.error(`error: unknown command '${word}'; the commands are ${names.join(', ')} (train is the default)` +
-    (close ? `\n(Did you mean ${close}?)` : ''), { code: 'commander.unknownCommand', exitCode: 2 });
-}
-
 /**
- * The name nearest to `word` by edit distance (insertions, deletions, substitutions, swaps of neighbours), if
- * it is near enough to be a typo of it: as commander does for options, more than 40% of the longer word kept.
+ * `mnist-par frobnicate`: commander's own unknown-command error, with its suggestion of a close command
+ * ("(Did you mean eval?)"), followed by the list of commands instead of the usual pointer to --help.
  */
-function closestName(word: string, names: string[]): string | null {
-  let best: string | null = null;
-  let bestDistance = Infinity;
-  for (const name of names) {
-    const d = editDistance(word, name);
-    const length = Math.max(word.length, name.length);
-    if ((length - d) / length > 0.4 && d < bestDistance) [best, bestDistance] = [name, d];
-  }
-  return best;
-}
-
-function editDistance(a: string, b: string): number {
-  const d = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
-  for (let i = 1; i <= a.length; i++) {
-    for (let j = 1; j <= b.length; j++) {
-      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
-      d[i][j] = Math.min(d[i - 1][j] + 1, d[i][j - 1] + 1, d[i - 1][j - 1] + cost);
-      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) d[i][j] = Math.min(d[i][j], d[i - 2][j - 2] + 1);
-    }
-  }
-  return d[a.length][b.length];
+function unknownCommand(program: Command, word: string): never {
+  const names = program.commands.map((c) => (c.name() === 'train' ? 'train (the default)' : c.name()));
+  program.showHelpAfterError(`(the commands: ${names.join(', ')}; run mnist-par <command> --help for their flags)`);
+  // commander reports an unknown command this way when the program has no action of its own; ours trains
+  const own = (program as unknown as { unknownCommand?: () => never }).unknownCommand;
+  if (typeof own === 'function') own.call(program);
+  program.error(`error: unknown command '${word}'`, { code: 'commander.unknownCommand' });
 }
 
 /** 128 + SIGPIPE's number: what a shell reports for a process that wrote to a pipe nobody reads any more. */

@@ -85,15 +85,17 @@ describe('invalid flag values', () => {
     expect(existsSync(out)).toBe(false);
   });
 
-  it('an unknown command → exit 2: says so, lists the commands, suggests a close one', () => {
-    const commands = 'the commands are train, download, plot, eval, predict, bench (train is the default)';
+  it('an unknown command → exit 2: says so, suggests a close one, lists the commands', () => {
+    const commands = '(the commands: train (the default), download, plot, eval, predict, bench; run mnist-par <command> --help for their flags)';
     const r = runCli(['frobnicate']);
     expect(r.code).toBe(2);
-    expect(r.stderr).toBe(`error: unknown command 'frobnicate'; ${commands}\n(run mnist-par --help for the flags)\n`);
+    expect(r.stderr).toBe(`error: unknown command 'frobnicate'\n${commands}\n`);
     const typo = runCli(['predcit', 'digit.png']);
     expect(typo.code).toBe(2);
-    expect(typo.stderr).toBe(`error: unknown command 'predcit'; ${commands}\n(Did you mean predict?)\n(run mnist-par --help for the flags)\n`);
+    expect(typo.stderr).toBe(`error: unknown command 'predcit'\n(Did you mean predict?)\n${commands}\n`);
     expect(runCli(['--epochs', '1', 'evl']).stderr).toContain('(Did you mean eval?)');
+    // other usage errors keep their pointer to --help
+    expect(runCli(['--epochz', '3']).stderr).toContain('(run mnist-par --help for the flags)');
   });
 
   it('train and eval refuse the same bad value with the same words, quoting it as given', () => {
