@@ -7,8 +7,8 @@ import { THROUGHPUT_MIN_WINDOW_MS, THROUGHPUT_WINDOW_MS } from './tuning.js';
 
 /**
  * Recent throughput, step-time split and per-worker busy share over the last THROUGHPUT_WINDOW_MS of an
- * epoch's training. Nothing is reported (NaN; the snapshot's split is left as it was) until the window spans
- * THROUGHPUT_MIN_WINDOW_MS: see there. A new epoch starts a new window (restart), so the validation between
+ * epoch's training. No throughput is reported (NaN) until the window spans THROUGHPUT_MIN_WINDOW_MS: see
+ * there. A new epoch starts a new window (restart), so the validation between
  * two epochs is not counted as training time.
  */
 export class ThroughputWindow {
@@ -44,8 +44,9 @@ export class ThroughputWindow {
     return ((b.samples - a.samples) * 1000) / (b.t - a.t);
   }
 
+  /** The step-time split and busy shares (read by the dashboard and bench scaling's short windows): from two steps on. */
   fill(snap: Snapshot): void {
-    if (!this.ready) return;
+    if (this.marks.length < 2) return;
     const a = this.marks[0];
     const b = this.marks[this.marks.length - 1];
     const steps = this.marks.length - 1;

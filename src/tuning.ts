@@ -24,7 +24,7 @@ export const CLOSE_TIMEOUT_MS = 5000;
 export const POOL_IDLE_TIMEOUT_MS = 60_000;
 
 // ── the live figures (src/throughput.ts) ───────────────────────────────────────────────────────────────
-/** The throughput (and the step-time split) is reported only once its window spans this many milliseconds
+/** The throughput is reported only once its window spans this many milliseconds
  *  of the epoch's training: the coordinator sees steps every POLL_MS, in bursts, so each step's time is late
  *  by up to POLL_MS, and over a shorter window the figure measures the polling (the first ones read 0, then
  *  several hundred thousand samples/s). Over 250 ms that error stays under 8%. */

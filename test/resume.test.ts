@@ -209,7 +209,7 @@ describe('resume a cnn', () => {
     // the flags the checkpoint agrees with are accepted: it continues (here: has nothing left to do)
     const ok = runCli(['--resume', out, '--model', 'cnn', '--channels', '4,8', '--hidden', '16']);
     expect(ok.code, ok.stderr).toBe(0);
-    expect(ok.stdout).toContain('already finished its 1 epochs');
+    expect(ok.stdout).toContain('already finished its epoch;');
   });
 
   it('a checkpoint whose configuration was tampered to say mlp is one line naming the file', async () => {
