@@ -3,30 +3,52 @@
 // rejects with the CLI's one-line message), and silent unless asked to print.
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { checkChoice, checkConfigFields, checkInt, INT_LIMITS, KERNEL_CHOICES, validate, type Config } from './config.js';
+import { checkChoice, checkInt, configFields, flagName, parsePath, INT_LIMITS, KERNEL_CHOICES, validate, type Config } from './config.js';
 import type { DatasetName } from './data/datasets.js';
 import { DATASET_NAMES, DATASETS } from './data/datasets.js';
 import { printable, UsageError } from './errors.js';
 import { evalCommand } from './eval/command.js';
 import type { EvalReport } from './eval/metrics.js';
 import type { KernelFamily } from './kernels/index.js';
-import type { EpochRecord, Snapshot } from './metrics.js';
+import type { EpochRecord, Snapshot, StopRequest } from './metrics.js';
 import { describeModel, INPUT, type ModelKind } from './model.js';
 import { argmaxRow, chooseDataset, classifyImage, forwardProbs, loadModel as readModel, normalizeTable } from './predict.js';
 import { modelSummary, specFields, type ModelSummary } from './summary.js';
-import { train as runTrain, type StopRequest } from './train.js';
+import { train as runTrain } from './train.js';
+import { summaryLines } from './ui/format.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
 
 export type { Config, EpochRecord, EvalReport, ModelSummary, Snapshot };
 
+/**
+ * An AbortSignal (Node's, which is the web's), described by what train() uses of it, so that these
+ * declarations type-check without @types/node or the DOM library; train() checks that it is a real one.
+ */
+export interface AbortSignalLike {
+  readonly aborted: boolean;
+  readonly reason: unknown;
+  throwIfAborted(): void;
+  addEventListener(type: 'abort', listener: () => void, options?: { once?: boolean }): void;
+  removeEventListener(type: 'abort', listener: () => void): void;
+}
+
+/** A field as a --config file may give it: its value, or (for a number, a flag or a list) its flag's text. */
+type AsGiven<T> = T extends string ? T : T | string;
+
+/** The --config fields in camelCase, each with its value or its flag's text ("64,32"); --no-download as noDownload. */
+export type ConfigFields = { [K in Exclude<keyof Config, 'dashboard' | 'json'>]?: AsGiven<Config[K]> } & {
+  /** --no-download: the same as `download: false` */
+  noDownload?: AsGiven<boolean>;
+};
+
 /** The configuration fields (as in a --config file), plus what only a program can pass. */
-export interface TrainOptions extends Partial<Omit<Config, 'dashboard' | 'json'>> {
+export interface TrainOptions extends ConfigFields {
   /** after every epoch, with its record (losses, accuracies, learning rate, seconds) */
   onEpoch?: (epoch: EpochRecord) => void;
   /** after every optimizer step; cheap calls only (it runs on the coordinator between steps) */
   onStep?: (snapshot: Snapshot) => void;
   /** stops after the current step and saves, as Ctrl-C does; the promise then resolves with stoppedBy 'abort' */
-  signal?: AbortSignal;
+  signal?: AbortSignalLike;
   /** 'silent' (the default) prints nothing; 'plain' and 'json' print what the CLI prints in a pipe */
   reporter?: 'plain' | 'json' | 'silent';
 }
@@ -56,8 +78,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     if (f !== undefined && typeof f !== 'function') throw new UsageError(`${name}: expected a function, got ${typeof f}`);
   }
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new UsageError('signal: expected an AbortSignal');
-  const given = Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined));
-  checkConfigFields(given);
+  const given = configFields(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)));
   const cfg = validate({ ...given, dashboard: false, json: mode === 'json' });
   signal?.throwIfAborted();
   const stop: { how: StopRequest | null } = { how: null };
@@ -84,7 +105,8 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
   const log = mode === 'silent' ? quiet : (line: string) => process.stderr.write(`${line}\n`);
   try {
     const run = await runTrain(cfg, reporter, stop, { note, log, signal });
-    if (printer) reporter.finish(run.snapshot, [`mnist-par: ${run.reason} (${run.seconds.toFixed(1)} s)`]);
+    // what the command line prints at the end, and how to continue an aborted run
+    if (printer) reporter.finish(run.snapshot, summaryLines(run));
     return {
       model: await loadModel(join(run.out, 'model.safetensors')), metrics: run.epochs, files: run.files, out: run.out,
       stoppedBy: run.stoppedBy, reason: run.reason, seconds: run.seconds,
@@ -187,18 +209,21 @@ export async function loadModel(file: string): Promise<Model> {
           throw new UsageError(`summary: unknown option '${printable(key)}' (known: batchSize, threads, optimizer)`);
         }
       }
-      checkConfigFields(given);
-      return modelSummary(validate({ ...given, ...specFields(loaded.spec), dataset }));
+      return modelSummary(validate({ ...configFields(given), ...specFields(loaded.spec), dataset }));
     },
     async evaluate(o = {}) {
-      // checked as eval's flags are
-      const threads = o.threads === undefined ? 1 : checkInt('threads', o.threads, INT_LIMITS.threads);
-      const kernels = o.kernels === undefined ? 'auto' : checkChoice('kernels', o.kernels, KERNEL_CHOICES);
-      const ds = o.dataset === undefined ? dataset : checkChoice('dataset', o.dataset, DATASET_NAMES);
+      // checked as eval's flags are, and named as train()'s options are: by their flags
+      const threads = o.threads === undefined ? 1 : checkInt('--threads', o.threads, INT_LIMITS.threads);
+      const kernels = o.kernels === undefined ? 'auto' : checkChoice('--kernels', o.kernels, KERNEL_CHOICES);
+      const ds = o.dataset === undefined ? dataset : checkChoice('--dataset', o.dataset, DATASET_NAMES);
       for (const [name, v] of [['dataDir', o.dataDir], ['plots', o.plots]] as const) {
-        if (v !== undefined && (typeof v !== 'string' || v === '')) throw new UsageError(`${name}: expected a path, got ${JSON.stringify(v)}`);
+        if (v === undefined) continue;
+        if (typeof v !== 'string') throw new UsageError(`${flagName(name)}: expected a path, got ${JSON.stringify(v)}`);
+        parsePath(flagName(name), v);
       }
-      if (o.download !== undefined && typeof o.download !== 'boolean') throw new UsageError('download: expected true or false');
+      if (o.download !== undefined && typeof o.download !== 'boolean') {
+        throw new UsageError(`--download: expected true or false, got ${JSON.stringify(o.download)}`);
+      }
       return evalCommand({
         model: path, dataset: ds, dataDir: o.dataDir, threads, kernels, plots: o.plots, json: false, download: o.download ?? true,
         print: false, log: () => {},

@@ -10,6 +10,7 @@ import { TaskError, UsageError, UserError, WorkerDied } from './errors.js';
 import { packageRoot } from './paths.js';
 import { EXIT_GRACE_MS } from './tuning.js';
 import { plural } from './ui/format.js';
+import { watchOutputs, whenUnwatched } from './ui/outputs.js';
 
 // Flags of `train`, in the order --help lists them. Each maps 1:1 to a Config field.
 const TRAIN_FLAGS: [keyof Config, string, string][] = [
@@ -120,9 +121,9 @@ async function runTrain(cmd: Command): Promise<number> {
   const resume = cmd.opts().resume as string | true | undefined;
   if (resume === undefined) return runTraining(resolveConfig(cmd));
   const given = givenValues(cmd);
-  const [{ loadCheckpoint, LAST }, { newestRunFile, refuseRewind, resumedPlaces }, { finishedEarly }] =
+  const [{ loadCheckpoint, LAST }, { checkpointToResume, newestRunFile, refuseRewind, resumedPlaces }, { finishedEarly }] =
     await Promise.all([import('./checkpoint.js'), import('./runs.js'), import('./train.js')]);
-  const file = resume === true ? newestRunFile(LAST, '--resume') : resume;
+  const file = resume === true ? newestRunFile(LAST, '--resume') : checkpointToResume(resume);
   const ck = await loadCheckpoint(file);
   if (resume === true) process.stderr.write(`mnist-par: resuming ${ck.file}\n`);
   // The run continues in the checkpoint's folder, wherever that is now; the other folders it names were
@@ -186,6 +187,8 @@ export function buildProgram(): Command {
     .showHelpAfterError('(run mnist-par --help for the flags)')
     .exitOverride();
   addTrainOptions(program).action(async (_o, cmd: Command) => {
+    // a word where training takes none: a command misspelt (the root accepts it only to say so)
+    if (cmd.args.length > 0) unknownCommand(cmd, cmd.args[0]);
     process.exitCode = await runTrain(cmd);
   });
   addTrainOptions(program.command('train').description('train the network (the default command)'))
@@ -212,10 +215,32 @@ export function buildProgram(): Command {
   addModelCommands(program);
   addBenchCommand(program);
   for (const c of program.commands) c.exitOverride();
+  // after the subcommands were made (they copy it): they keep refusing extra words themselves
+  program.allowExcessArguments(true);
   return program;
 }
 
+/**
+ * `mnist-par frobnicate`: commander's own unknown-command error, with its suggestion of a close command
+ * ("(Did you mean eval?)"), followed by the list of commands instead of the usual pointer to --help.
+ */
+function unknownCommand(program: Command, word: string): never {
+  const names = program.commands.map((c) => (c.name() === 'train' ? 'train (the default)' : c.name()));
+  program.showHelpAfterError(`(the commands: ${names.join(', ')}; run mnist-par <command> --help for their flags)`);
+  // commander reports an unknown command this way when the program has no action of its own; ours trains
+  const own = (program as unknown as { unknownCommand?: () => never }).unknownCommand;
+  if (typeof own === 'function') own.call(program);
+  program.error(`error: unknown command '${word}'`, { code: 'commander.unknownCommand' });
+}
+
+/** 128 + SIGPIPE's number: what a shell reports for a process that wrote to a pipe nobody reads any more. */
+const SIGPIPE_EXIT = 141;
+
 export async function main(argv: string[]): Promise<number> {
+  // stdout or stderr going away (`| head -1`) ends a command quietly, as SIGPIPE ends other programs; a
+  // training run watches them itself, to save a checkpoint first (ui/outputs.ts)
+  watchOutputs([process.stdout, process.stderr]);
+  whenUnwatched(() => process.exit(SIGPIPE_EXIT));
   const program = buildProgram();
   try {
     await program.parseAsync(argv);

@@ -199,11 +199,13 @@ export function parseValue(key: keyof Config, text: string): unknown {
     if (text === 'false') return false;
     throw new UsageError(`${flag}: expected true or false, got ${show(text)}`);
   }
-  if (key in INT_LIMITS || key in REAL_LIMITS) {
+  // checked here, against the text as given, so that the message quotes it as eval's and predict's do
+  const ints = (INT_LIMITS as Partial<Record<keyof Config, readonly [number, number]>>)[key];
+  const reals = REAL_LIMITS[key];
+  if (ints || reals) {
     const t = text.trim();
     const n = t === '' ? NaN : Number(t);
-    if (!Number.isFinite(n)) throw new UsageError(`${flag}: expected a number, got ${show(text)}`);
-    return n;
+    return ints ? checkInt(flag, n, ints, show(text)) : checkReal(flag, n, reals!, show(text));
   }
   return text;
 }
@@ -229,13 +231,16 @@ function parseChannels(text: string): number[] {
 /** Convolution channels beyond this are no cnn for 28×28 digits (and would not fit the shared memory). */
 export const MAX_CHANNELS = 1024;
 
-function checkKnown(key: string): void {
-  if (!Object.hasOwn(DEFAULTS, key)) throw new UsageError(`unknown configuration field '${printable(key)}' (known: ${Object.keys(DEFAULTS).join(', ')})`);
+/** `name` is how the field was spelled (noDownload for download), for the message. */
+function checkKnown(key: string, name = key): void {
+  if (!Object.hasOwn(DEFAULTS, key)) {
+    const known = [...Object.keys(DEFAULTS), ...NEGATED_FLAGS.map((f) => `no${f[0].toUpperCase()}${f.slice(1)}`)];
+    throw new UsageError(`unknown configuration field '${printable(name)}' (known: ${known.join(', ')})`);
+  }
 }
 
 /** Checks one field on its own (validate() then checks the fields that depend on each other). */
-function checkField(key: keyof Config, v: unknown): void {
-  const flag = flagName(key);
+function checkField(key: keyof Config, v: unknown, flag = flagName(key)): void {
   const ints = (INT_LIMITS as Partial<Record<keyof Config, readonly [number, number]>>)[key];
   const reals = REAL_LIMITS[key];
   const choices = CHOICES[key];
@@ -406,25 +411,59 @@ export function readConfigFile(path: string): Record<string, unknown> {
     throw fail(`expected a JSON object of configuration fields, got ${Array.isArray(value) ? 'an array' : value === null ? 'null' : typeof value}`);
   }
   try {
-    checkConfigFields(value as Record<string, unknown>);
+    return configFields(value as Record<string, unknown>);
   } catch (e) {
     throw e instanceof UsageError ? fail(e.message) : e;
   }
-  return value as Record<string, unknown>;
+}
+
+/** The flags written --no-x: as a field of a configuration object, `noX: true` is `x: false`. */
+export const NEGATED_FLAGS = ['download', 'dashboard'] as const satisfies readonly (keyof Config)[];
+
+/** noDownload → download, for the fields of NEGATED_FLAGS; undefined for any other name. */
+function negatedField(key: string): keyof Config | undefined {
+  const m = /^no([A-Z].*)$/.exec(key);
+  const field = m ? m[1][0].toLowerCase() + m[1].slice(1) : '';
+  return (NEGATED_FLAGS as readonly string[]).includes(field) ? (field as keyof Config) : undefined;
 }
 
 /**
- * Each field of a configuration object given as a whole (a --config file, the library's train options) on
- * its own, so the first bad one is named: a known key, a value of the right kind and range.
+ * The Config fields of a configuration object given as a whole (a --config file, the library's train
+ * options), as a person writes one from the flags: each field as its flag in camelCase, with the flag's value
+ * or its text ("epochs": "3", "hidden": "64,32", "nesterov": "true"), and a --no-x flag as `noX: true`. Each
+ * field is checked on its own, so the first bad one is named: a known key, a value of the right kind and
+ * range. validate() then checks the fields that depend on each other.
  */
-export function checkConfigFields(value: Record<string, unknown>): void {
-  for (const [key, v] of Object.entries(value)) {
-    if (REMOVED_KEYS.includes(key)) continue;
-    checkKnown(key);
+export function configFields(value: Record<string, unknown>): Record<string, unknown> {
+  const fields: Record<string, unknown> = {};
+  const given = new Map<string, string>(); // field → the name it was given as, to catch both spellings at once
+  for (const [name, raw] of Object.entries(value)) {
+    if (REMOVED_KEYS.includes(name)) continue;
+    const negated = negatedField(name);
+    const key = negated ?? name;
+    checkKnown(key, name);
+    let v = raw;
+    if (typeof raw === 'string' && TEXT_PARSED.has(key)) {
+      v = negated ? (raw === 'true' ? true : raw === 'false' ? false : raw) : parseValue(key as keyof Config, raw);
+    }
+    if (negated) {
+      checkField(negated, v, flagName(name)); // `noDownload` is --no-download: true or false
+      v = !v;
+    }
     checkField(key as keyof Config, v);
     checkGivenPath(key, v);
+    const before = given.get(key);
+    if (before !== undefined && fields[key] !== v) {
+      throw new UsageError(`${before} and ${name} contradict each other (${flagName(key)} ${JSON.stringify(fields[key])} against ${JSON.stringify(v)}); give one of them`);
+    }
+    given.set(key, name);
+    fields[key] = v;
   }
+  return fields;
 }
+
+/** Fields whose value is no string: given as text (a flag's value), they are parsed as the flag's is. */
+const TEXT_PARSED = new Set<string>([...Object.keys(INT_LIMITS), ...Object.keys(REAL_LIMITS), ...BOOLEAN_KEYS, 'hidden', 'channels']);
 
 /** The file as UTF-8 text, read no further than `max` bytes: a larger file (or a device) is refused. */
 function readCapped(path: string, max: number): string {

@@ -13,8 +13,8 @@
 //   ABORT        1: a worker failed, or the coordinator gave up on one; everybody leaves
 //
 // One epoch, per worker (`threads` of them, one long-lived task each), batch b after batch b:
-//   forward/backward of its micro-shards → barrier (the last to arrive sums the step's loss and accuracy)
-//   → reduce + update of its parameter slice → barrier (the last to arrive sets STEPS_DONE = b + 1 and, if
+//   its rows: forward/backward → barrier (the last to arrive sums the step's loss and accuracy)
+//   → its outputs: weight gradients over all rows (the reduce) + update → barrier (the last to arrive sets STEPS_DONE = b + 1 and, if
 //   STOP is set, STOP_AFTER = b) → all leave when STOP_AFTER = b, so they stop after the same step.
 //
 // The barrier: a thread adds 1 to BAR_COUNT; the one that makes it `threads` resets it to 0, runs the

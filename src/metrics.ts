@@ -3,6 +3,10 @@
 import type { Config } from './config.js';
 import type { ModelSummary } from './summary.js';
 
+/** What asked a run to stop: `q`, a signal, SIGPIPE (stdout or stderr closed or failed, ui/outputs.ts), or
+ *  abort (the library caller's AbortSignal). */
+export type StopRequest = 'q' | 'SIGINT' | 'SIGTERM' | 'SIGPIPE' | 'abort';
+
 export interface BatchRecord {
   epoch: number;       // 1-based
   batch: number;       // 1-based within the epoch
@@ -10,7 +14,7 @@ export interface BatchRecord {
   loss: number;        // mean loss of the batch
   accuracy: number;    // fraction correct in the batch, 0..1
   lr: number;          // learning rate used by this step
-  samplesPerSec: number;
+  samplesPerSec: number; // recent throughput; NaN (an empty field in the CSV) until there is one
 }
 
 export interface EpochRecord {
@@ -62,7 +66,7 @@ export interface Snapshot {
   totalSteps: number;
   elapsedSec: number;         // since training started
   epochElapsedSec: number;
-  samplesPerSec: number;      // recent throughput
+  samplesPerSec: number;      // recent throughput; NaN until there is a figure (throughput.ts)
   /** every batch record so far (the UI smooths and windows them itself) */
   batches: readonly BatchRecord[];
   epochs: readonly EpochRecord[];
@@ -79,7 +83,9 @@ export const EPOCH_CSV_HEADER = 'epoch,train_loss,train_accuracy,val_loss,val_ac
 export function batchCsv(rows: readonly BatchRecord[]): string {
   const lines = [BATCH_CSV_HEADER];
   for (const r of rows) {
-    lines.push(`${r.epoch},${r.batch},${r.step},${num(r.loss)},${num(r.accuracy)},${num(r.lr)},${Math.round(r.samplesPerSec)}`);
+    // no throughput yet (throughput.ts): an empty field
+    const rate = Number.isFinite(r.samplesPerSec) ? String(Math.round(r.samplesPerSec)) : '';
+    lines.push(`${r.epoch},${r.batch},${r.step},${num(r.loss)},${num(r.accuracy)},${num(r.lr)},${rate}`);
   }
   return lines.join('\n') + '\n';
 }

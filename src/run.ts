@@ -4,6 +4,7 @@ import type { Config } from './config.js';
 import { StuckStep } from './errors.js';
 import { abandonRunFolders } from './runs.js';
 import { train, type StopRequest } from './train.js';
+import { summaryLines } from './ui/format.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
 
 export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<number> {
@@ -11,12 +12,15 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
   // SIGTERM (a scheduler, `kill`): once training runs, finish the step, save a checkpoint, exit 143;
   // before that (downloading, loading) there is nothing to save: leave at once
   let training = false;
+  // stdout or stderr went away (SIGPIPE, see ui/outputs.ts): whatever else ends the run, its output was lost
+  let outputLost = false;
   const request = (how: StopRequest) => {
+    if (how === 'SIGPIPE') outputLost = true;
     if (!training) {
       reporter.close();
       abandonRunFolders();
       process.stderr.write(`mnist-par: stopped by ${how} before training started\n`);
-      process.exit(how === 'SIGTERM' ? 143 : how === 'SIGINT' ? 130 : 0);
+      process.exit(exitCode(how));
     }
     stop.how ??= how;
   };
@@ -39,12 +43,9 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
       close: () => reporter.close(),
     };
     const r = await train(cfg, tracked, stop, { resume });
-    const last = r.epochs[r.epochs.length - 1];
-    const acc = last ? `; epoch ${last.epoch} test accuracy ${(100 * last.valAccuracy).toFixed(2)}%, test loss ${last.valLoss.toFixed(4)}` : '';
-    const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];
-    if (r.resumeHint) lines.push(r.resumeHint);
-    reporter.finish(r.snapshot, lines);
-    return exitCode(r.stoppedBy);
+    reporter.finish(r.snapshot, summaryLines(r));
+    const code = exitCode(r.stoppedBy);
+    return outputLost && code === 0 ? exitCode('SIGPIPE') : code;
   } catch (e) {
     // a stop that the step in progress could not honour: a thread hangs; it was terminated, nothing saved
     if (!(e instanceof StuckStep)) throw e;

@@ -5,13 +5,13 @@
 // given --out uses exactly that folder, but refuses one that already holds a run unless told --overwrite
 // (or --resume, which continues the run in its own folder). `eval`, `predict` and `--resume` without a path
 // take the newest run: the highest N whose folder holds the file they need.
-import { existsSync, readFileSync, readdirSync, realpathSync, rmdirSync, statSync, unlinkSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, realpathSync, statSync, unlinkSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rmdir, symlink, unlink, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, symlink, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, relative, resolve, isAbsolute } from 'node:path';
 import { LAST, loadCheckpoint } from './checkpoint.js';
 import { UsageError, UserError } from './errors.js';
-import { ensureWritableDir, errorCode, makeDir } from './fsutil.js';
+import { ensureWritableDir, errorCode, makeDir, processAlive, removeEmptyDirs, removeTrackedDirsSync, sweepStaleTemps, tmpName, trackDirs } from './fsutil.js';
 
 /** Parent folder of the numbered runs, and of their charts (both relative to the working directory). */
 export const MODELS_ROOT = 'models';
@@ -62,6 +62,20 @@ export function newestRunFile(file: string, flag: string, root: string = MODELS_
   throw new UserError(`${flag}: no run in ${root}/ holds ${file}; train one first (npx mnist-par), or give ${flag} <path>`);
 }
 
+/**
+ * The checkpoint `--resume PATH` continues: PATH itself, or a folder's checkpoint-last. A folder without one
+ * is refused with one line: it holds a run that stopped before saving a checkpoint, or no run at all.
+ */
+export function checkpointToResume(path: string): string {
+  if (!isDir(path)) return path; // a file: its reader names any problem with it
+  if (existsSync(join(path, LAST))) return join(path, LAST);
+  const files = runFilesIn(path);
+  throw new UsageError(files.length > 0
+    ? `--resume ${path}: holds no ${LAST} (only ${files.join(', ')}): the run there stopped before saving a checkpoint, ` +
+      `so there is nothing to resume; start it again with --out ${path} --overwrite`
+    : `--resume ${path}: holds no run (no ${LAST}); give the folder of a run or a checkpoint file`);
+}
+
 /** The run files present in `dir` (none when it does not exist). */
 export function runFilesIn(dir: string): string[] {
   return RUN_FILES.filter((f) => existsSync(join(dir, f)));
@@ -72,10 +86,12 @@ export interface RunDirs {
   out: string;
   /** the folder for the PNG charts */
   plots: string;
-  /** the numbered folder made for this run, if any (removed again if the run ends before writing to it) */
+  /** the numbered folder made for this run, if any (models/latest points at it once the run starts) */
   created: string | null;
   /** its charts' folder plots/run-N, when that was chosen here */
   createdPlots: string | null;
+  /** every folder made for this run so far, parents first: those still empty when it ends are removed (fsutil.ts) */
+  made: string[];
   /** an earlier run's files that --overwrite replaces: removed once the new run is ready to write */
   replaced: string[];
   /** gives the folder back to other runs (the run's claim on it, see claimFolder) */
@@ -86,43 +102,74 @@ export interface RunDirs {
  * Decides where a run writes, before it does any work. `out` and `plots` are the configuration's values:
  * '' means "a new numbered run folder" and "beside the run" (plots/run-N for a numbered run, the --out folder
  * otherwise). `resumeDir` is the folder of the checkpoint being resumed, whose run may continue in place.
+ * The folders it makes are tracked (fsutil.ts) until the run ends, and removed again if still empty.
  */
 export async function prepareRunDirs(out: string, plots: string, overwrite: boolean, resumeDir: string | null): Promise<RunDirs> {
   if (out === '') {
-    const dir = await createRunFolder(MODELS_ROOT);
+    const { dir, made } = await createRunFolder(MODELS_ROOT);
+    trackDirs(made);
     const ownPlots = plots === '' ? join(PLOTS_ROOT, basename(dir)) : null;
     const release = await claimFolder(dir);
-    const made = [dir, ...(ownPlots ? [ownPlots] : [])];
-    for (const d of made) untouched.add(d);
-    const done = async () => {
-      await release();
-      for (const d of made) untouched.delete(d);
-    };
-    return { out: dir, plots: ownPlots ?? plots, created: dir, createdPlots: ownPlots, replaced: [], release: done };
+    await withPlots(ownPlots ?? plots, made, release);
+    // the models/latest and plots/latest links are replaced through temporary links too
+    await sweepStaleTemps(MODELS_ROOT);
+    if (ownPlots) await sweepStaleTemps(PLOTS_ROOT);
+    return { out: dir, plots: ownPlots ?? plots, created: dir, createdPlots: ownPlots, made, replaced: [], release };
   }
-  await ensureWritableDir(resolve(out), '--out');
-  // claimed first: a second run given the same --out at the same moment is refused here, not mixed in
-  const release = await claimFolder(out);
+  const made = await ensureWritableDir(resolve(out), '--out');
+  trackDirs(made);
   const continuing = resumeDir !== null && realFolder(resumeDir) === realFolder(out);
+  // claimed first: a second run given the same --out (or resuming the same run) at the same moment is refused
+  // here, not mixed in
+  let release: () => Promise<void>;
+  try {
+    release = await claimFolder(out, continuing ? '--resume' : '--out');
+  } catch (e) {
+    await removeEmptyDirs(made);
+    throw e;
+  }
+  // ours now: what an earlier run's cut-short writes left here goes
+  await sweepStaleTemps(out);
   const previous = continuing ? [] : runFilesIn(out);
   if (previous.length > 0 && !overwrite) {
     await release();
+    await removeEmptyDirs(made);
     const named = previous.length > 3 ? `${previous.slice(0, 3).join(', ')}, …` : previous.join(', ');
-    throw new UsageError(`--out ${out}: already holds a run (${named}); continue it with --resume ${out}, ` +
-      `replace it with --overwrite, or leave out --out to start a new numbered run in ${MODELS_ROOT}/`);
+    // only a checkpoint makes a run resumable (a run killed before its first one leaves config.json and the CSVs)
+    const what = previous.includes(LAST) ? `a run (${named}); continue it with --resume ${out}, replace it with --overwrite`
+      : `the files of a run that saved no checkpoint (${named}), so there is nothing to resume; replace them with --overwrite`;
+    throw new UsageError(`--out ${out}: already holds ${what}, or leave out --out to start a new numbered run in ${MODELS_ROOT}/`);
   }
   // replacing: nothing of the old run may stay behind to be mistaken for the new one's
   const replaced = previous.length > 0 ? [...previous, ...RUN_CHARTS].map((f) => join(out, f)) : [];
-  return { out, plots: plots === '' ? out : plots, created: null, createdPlots: null, replaced, release };
+  await withPlots(plots === '' ? out : plots, made, release);
+  return { out, plots: plots === '' ? out : plots, created: null, createdPlots: null, made, replaced, release };
 }
 
-/** Numbered folders this process made for a run still in preparation, and the locks it holds. */
-const untouched = new Set<string>();
+/**
+ * Makes the charts' folder and proves it writable (adding what it made to `made`); if it cannot be, gives
+ * the run's folder up again and removes the folders made so far.
+ */
+async function withPlots(plots: string, made: string[], release: () => Promise<void>): Promise<void> {
+  try {
+    const more = await ensureWritableDir(resolve(plots), '--plots');
+    trackDirs(more);
+    made.push(...more);
+    await sweepStaleTemps(plots);
+  } catch (e) {
+    await release();
+    await removeEmptyDirs(made);
+    throw e;
+  }
+}
+
+/** The locks this process holds on run folders. */
 const heldLocks = new Map<string, string>();
 
 /**
  * For a process that must exit at once (a signal before training started): gives up its locks and removes
- * the numbered folders it made, if still empty. Synchronous, so it can run right before process.exit.
+ * the folders it made for the run (and a dataset folder being downloaded into), if still empty. Synchronous,
+ * so it can run right before process.exit.
  */
 export function abandonRunFolders(): void {
   for (const [lock, token] of heldLocks) {
@@ -131,12 +178,7 @@ export function abandonRunFolders(): void {
     } catch { /* gone already */ }
   }
   heldLocks.clear();
-  for (const d of untouched) {
-    try {
-      rmdirSync(d);
-    } catch { /* not empty, or gone */ }
-  }
-  untouched.clear();
+  removeTrackedDirsSync();
 }
 
 /** The file by which a run holds its folder while it trains; it names the process. */
@@ -144,10 +186,11 @@ export const LOCK_FILE = '.mnist-par.lock';
 
 /**
  * Claims `dir` for this run: creates LOCK_FILE exclusively. A lock whose process is gone (a run killed with
- * SIGKILL, a power cut) is taken over; one whose process is alive is refused with one line. Returns the
+ * SIGKILL, a power cut) is taken over; one whose process is alive is refused with one line, naming `flag`,
+ * the option that chose the folder (--out, or --resume for a run continued in its own folder). Returns the
  * release, which removes the lock.
  */
-async function claimFolder(dir: string): Promise<() => Promise<void>> {
+async function claimFolder(dir: string, flag: '--out' | '--resume' = '--out'): Promise<() => Promise<void>> {
   const lock = join(dir, LOCK_FILE);
   const token = `${process.pid} ${randomBytes(6).toString('hex')}\n`;
   for (let attempt = 0; ; attempt++) {
@@ -156,12 +199,13 @@ async function claimFolder(dir: string): Promise<() => Promise<void>> {
       heldLocks.set(lock, token);
       break;
     } catch (e) {
+      const elsewhere = flag === '--out' ? 'choose another --out' : 'continue it in another folder with --out <dir>';
       if (errorCode(e) !== 'EEXIST' || attempt > 0) {
-        throw new UserError(`--out ${dir}: cannot claim the folder for this run (${errorCode(e)}); choose another --out`);
+        throw new UserError(`${flag} ${dir}: cannot claim the folder for this run (${errorCode(e)}); ${elsewhere}`);
       }
       const holder = Number((await readFile(lock, 'utf8').catch(() => '')).split(' ')[0]);
-      if (Number.isInteger(holder) && holder > 0 && alive(holder)) {
-        throw new UsageError(`--out ${dir}: in use by another mnist-par run (process ${holder}); wait for it to end, or choose another --out`);
+      if (Number.isInteger(holder) && holder > 0 && processAlive(holder)) {
+        throw new UsageError(`${flag} ${dir}: in use by another mnist-par run (process ${holder}); wait for it to end, or ${elsewhere}`);
       }
       await unlink(lock).catch(() => {});
     }
@@ -173,19 +217,12 @@ async function claimFolder(dir: string): Promise<() => Promise<void>> {
   };
 }
 
-function alive(pid: number): boolean {
+/** Makes `root`/run-N for the next free N (safe against a second run starting at the same moment); `made`
+ *  lists the folders made, `root` too when it was missing. */
+async function createRunFolder(root: string): Promise<{ dir: string; made: string[] }> {
+  let made: string[];
   try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return errorCode(e) === 'EPERM';
-  }
-}
-
-/** Makes `root`/run-N for the next free N (safe against a second run starting at the same moment). */
-async function createRunFolder(root: string): Promise<string> {
-  try {
-    await makeDir(root);
+    made = await makeDir(root);
   } catch (e) {
     throw new UserError(`${root}: cannot create the folder for the runs (${errorCode(e)}); run from a writable directory or pass --out <dir>`);
   }
@@ -193,9 +230,15 @@ async function createRunFolder(root: string): Promise<string> {
     const dir = join(root, `run-${n}`);
     try {
       await mkdir(dir);
-      return dir;
+      return { dir, made: [...made, resolve(dir)] };
     } catch (e) {
+      // a run that failed at this moment removed `root` (it made it, and it was empty): make it again
+      if (errorCode(e) === 'ENOENT' && made.length === 0 && (made = await makeDir(root).catch(() => [])).length > 0) {
+        n--;
+        continue;
+      }
       if (errorCode(e) !== 'EEXIST') {
+        await removeEmptyDirs(made);
         throw new UserError(`${dir}: cannot create the run folder (${errorCode(e)}); run from a writable directory or pass --out <dir>`);
       }
     }
@@ -208,7 +251,7 @@ async function createRunFolder(root: string): Promise<string> {
  */
 export async function pointLatest(root: string, dir: string): Promise<void> {
   const link = join(root, LATEST);
-  const tmp = `${link}.tmp-${process.pid}-${randomBytes(4).toString('hex')}`;
+  const tmp = tmpName(link);
   // Windows makes directory junctions without extra rights, but they need an absolute target
   const target = process.platform === 'win32' ? resolve(dir) : relative(root, dir);
   try {
@@ -218,11 +261,6 @@ export async function pointLatest(root: string, dir: string): Promise<void> {
   } catch {
     await unlink(tmp).catch(() => {});
   }
-}
-
-/** Removes a run folder made for a run that ended before writing anything into it. */
-export async function removeIfEmpty(dir: string): Promise<void> {
-  await rmdir(dir).catch(() => {});
 }
 
 /**

@@ -1,12 +1,18 @@
 // The dashboard's live figures: throughput, the split of a step's time, and each worker's busy share, over
-// the last ~2 seconds of steps. Read from the arena's per-thread busy counters (memory.ts), which the
+// the last ~2 seconds of an epoch's steps. Read from the arena's per-thread busy counters (memory.ts), which the
 // workers add to as they go; the UI only ever sees the numbers written into the snapshot here.
 import {
   BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE, BUSY_ROWS, BUSY_SYNC, BUSY_UPDATE, BUSY_WGRAD,
 } from './memory.js';
 import type { Snapshot } from './metrics.js';
+import { THROUGHPUT_MIN_WINDOW_MS, THROUGHPUT_WINDOW_MS } from './tuning.js';
 
-/** Recent throughput, step-time split and per-worker busy share over the last ~2 seconds. */
+/**
+ * Recent throughput, step-time split and per-worker busy share over the last THROUGHPUT_WINDOW_MS of an
+ * epoch's training. No throughput is reported (NaN) until the window spans THROUGHPUT_MIN_WINDOW_MS: see
+ * there. A new epoch starts a new window (restart), so the validation between
+ * two epochs is not counted as training time.
+ */
 export class ThroughputWindow {
   private marks: { t: number; samples: number; overhead: number; busy: Float64Array }[] = [];
   private samples = 0;
@@ -14,21 +20,33 @@ export class ThroughputWindow {
 
   constructor(private threads: number) {}
 
+  /** Forgets every step so far: the next one opens the window. */
+  restart(): void {
+    this.marks = [];
+  }
+
   /** After each step: `overheadMs` is the coordinator's own time spent on the previous step. */
   add(now: number, samples: number, overheadMs: number, busy: Float64Array): void {
     this.samples += samples;
     this.overhead += overheadMs;
     this.marks.push({ t: now, samples: this.samples, overhead: this.overhead, busy: busy.slice() });
-    while (this.marks.length > 2 && now - this.marks[1].t > 2000) this.marks.shift();
+    while (this.marks.length > 2 && now - this.marks[1].t > THROUGHPUT_WINDOW_MS) this.marks.shift();
   }
 
+  /** Whether the window holds enough of the epoch's training to be reported. */
+  private get ready(): boolean {
+    return this.marks.length >= 2 && this.marks[this.marks.length - 1].t - this.marks[0].t >= THROUGHPUT_MIN_WINDOW_MS;
+  }
+
+  /** Samples per second over the window (the samples of the steps after its first); NaN until it is ready. */
   samplesPerSec(): number {
-    if (this.marks.length < 2) return 0;
+    if (!this.ready) return NaN;
     const a = this.marks[0];
     const b = this.marks[this.marks.length - 1];
-    return b.t > a.t ? ((b.samples - a.samples) * 1000) / (b.t - a.t) : 0;
+    return ((b.samples - a.samples) * 1000) / (b.t - a.t);
   }
 
+  /** The step-time split and busy shares (read by the dashboard and bench scaling's short windows): from two steps on. */
   fill(snap: Snapshot): void {
     if (this.marks.length < 2) return;
     const a = this.marks[0];

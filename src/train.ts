@@ -5,7 +5,7 @@
 // continues bit for bit. What is written when is run-outputs.ts; early stopping is early-stopping.ts; the
 // dashboard's live figures are throughput.ts.
 import { rm } from 'node:fs/promises';
-import { dirname, resolve } from 'node:path';
+import { dirname } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import type { Checkpoint, TrainState } from './checkpoint.js';
 import { trainingArenaSpec, type SplitSizes } from './arena-spec.js';
@@ -17,14 +17,14 @@ import { ensureDataset } from './data/download.js';
 import { loadSplit, type Split } from './data/idx.js';
 import { NO_EARLY_STOP_YET, earlyStop } from './early-stopping.js';
 import { UsageError, UserError } from './errors.js';
-import { ensureWritableDir } from './fsutil.js';
-import type { EpochRecord, Snapshot } from './metrics.js';
+import { removeEmptyDirs } from './fsutil.js';
+import type { EpochRecord, Snapshot, StopRequest } from './metrics.js';
 import { describeModel, initParams, modelLayout } from './model.js';
 import { ROW_BLOCK, rowBlocks } from './partition.js';
 import { learningRate, type ScheduleConfig } from './optim.js';
 import { Rng } from './rng.js';
 import { RunOutputs } from './run-outputs.js';
-import { prepareRunDirs, removeIfEmpty, type RunDirs } from './runs.js';
+import { prepareRunDirs, type RunDirs } from './runs.js';
 import { modelSummary } from './summary.js';
 import { ThroughputWindow } from './throughput.js';
 import { plural } from './ui/format.js';
@@ -33,8 +33,7 @@ import type { Reporter } from './ui/reporter.js';
 export { finishedEarly } from './early-stopping.js';
 export { optimizerConfig } from './config.js';
 
-/** SIGPIPE: standard output was closed (`| head`) or failed; abort: the library caller's AbortSignal */
-export type StopRequest = 'q' | 'SIGINT' | 'SIGTERM' | 'SIGPIPE' | 'abort';
+export type { StopRequest } from './metrics.js';
 
 export interface RunSummary {
   epochs: EpochRecord[];
@@ -109,16 +108,14 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
     return await trainIn(dirs, { ...cfg, out: dirs.out, plots: dirs.plots }, reporter, requestStop, { ...extras, note, log });
   } finally {
     await dirs.release();
-    // a numbered run that ended before writing anything leaves no empty folders behind
-    if (dirs.created !== null) await removeIfEmpty(dirs.created);
-    if (dirs.createdPlots !== null) await removeIfEmpty(dirs.createdPlots);
+    // a run that ended before writing anything leaves none of the folders it made behind
+    await removeEmptyDirs(dirs.made);
   }
 }
 
 async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
                        { data, resume, note, log, signal }: TrainExtras & Required<Pick<TrainExtras, 'note' | 'log'>>): Promise<RunSummary> {
-  // (the run's folder was made, or checked, and claimed by prepareRunDirs)
-  await ensureWritableDir(resolve(dirs.plots), '--plots');
+  // (the run's folder and its charts' folder were made, or checked, and the run's claimed by prepareRunDirs)
   const { coord, trainCount, stepsPerEpoch, sizes } = await arenaWithData(cfg, data ?? await loadDatasets(cfg, log, signal));
   // the parsed files (55 MB for MNIST) are garbage now: collect them before training instead of whenever
   if (data === undefined) collectGarbage();
@@ -143,7 +140,7 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       config: cfg, model: describeModel(model.spec), layers: model.layers, paramCount: model.size, summary: modelSummary(cfg, sizes),
       kernelFamily: st.kernelFamily, phase: 'training',
       epoch: st.epoch, batch: st.batch, batchesPerEpoch: stepsPerEpoch, step: st.step, totalSteps: stepsPerEpoch * cfg.epochs,
-      elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: 0, batches: outputs.history.records, epochs: outputs.epochs,
+      elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: NaN, batches: outputs.history.records, epochs: outputs.epochs,
       workerBusy: new Array(cfg.threads).fill(0),
       workerRowShare: new Array(cfg.threads).fill(0),
       timing: { stepMs: 0, computeMs: 0, reduceMs: 0, waitMs: 0, overheadMs: 0 },
@@ -172,6 +169,9 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       const tEpoch = performance.now() - st.partial.seconds * 1000;
       if (st.batch === 0) rng.permutation(v.perm);
       snap.epoch = epoch;
+      // the validation since the last step was no training: the live figures start over
+      window.restart();
+      snap.samplesPerSec = NaN;
       const firstStep = st.step - st.batch; // global steps done when this epoch began
       const lrOf = (b: number) => learningRate(schedule, firstStep + b);
 
@@ -227,7 +227,8 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       if (last) await coord.close();
       await outputs.epochEnd(st, rec, best, last);
       reporter.epoch(snap, rec);
-      if (early) return finish('early', early);
+      // on the last epoch it ended no earlier than planned: every epoch ran
+      if (early && epoch < cfg.epochs) return finish('early', early);
       if (requestStop.how && st.epoch <= cfg.epochs) return finish(requestStop.how, `stopped by ${requestStop.how} after epoch ${epoch}`);
     }
     return finish('completed', `finished ${plural(outputs.epochs.length, 'epoch')}`);

@@ -3,7 +3,7 @@
 // Ctrl-C does; the trained model predicts and evaluates. The last test installs the packed package into a
 // folder of its own and uses it from there, as another project would.
 import { execFileSync, spawnSync } from 'node:child_process';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -58,6 +58,10 @@ describe('train()', () => {
       [{ epochz: 3 }, "unknown configuration field 'epochz'"],
       [{ out: '' }, '--out: expected a directory path, got an empty string'],
       [{ reporter: 'loud' }, 'reporter: expected one of plain, json, silent'],
+      // the --config file's checks, through the same path
+      [{ noDownload: 'maybe' }, "--no-download: expected true or false, got 'maybe'"],
+      [{ epochs: 'three' }, "--epochs: expected an integer in 1..100000, got 'three'"],
+      [{ download: true, noDownload: true }, 'download and noDownload contradict each other'],
     ] as [Record<string, unknown>, string][]) {
       const e = await train(options as never).then(() => null, (err: unknown) => err);
       expect(e, JSON.stringify(options)).toBeInstanceOf(UsageError);
@@ -65,6 +69,20 @@ describe('train()', () => {
       expect((e as Error).message).not.toContain('\n');
     }
     expect(written).toEqual([]);
+  });
+
+  it('takes the fields as a --config file does: a flag\'s text for its value, noDownload for --no-download', async () => {
+    const run = await train({ dataDir: mnistDir, noDownload: true, threads: '2', limitTrain: '500', limitTest: '100', batchSize: '100',
+      epochs: '1', hidden: '32,16', out: join(tmp(), 'as-flags') });
+    expect(run.model.layers).toEqual([784, 32, 16, 10]);
+    expect(JSON.parse(readFileSync(join(run.out, 'config.json'), 'utf8'))).toMatchObject({ download: false, hidden: [32, 16], epochs: 1 });
+  });
+
+  it("reporter 'plain' ends as the command line does: the test accuracy, the files written", async () => {
+    const run = await train({ ...small, limitTrain: 500, limitTest: 100, epochs: 1, out: join(tmp(), 'plain'), reporter: 'plain' });
+    const text = written.join('');
+    expect(text).toMatch(/^mnist · mlp 784→128→256→512→128→10 · /);
+    expect(text).toMatch(new RegExp(`\\nmnist-par: finished 1 epochs \\(\\d+\\.\\d s\\); epoch 1 test accuracy \\d+\\.\\d\\d%, test loss \\d\\.\\d{4}\\nwrote .*${join(run.out, 'model.safetensors')}`));
   });
 
   it('an AbortSignal stops after the step, saves, and the run resumes from there', async () => {
@@ -86,12 +104,16 @@ describe('train()', () => {
     const mirrors = mnist.mirrors;
     // a mirror that refuses at once: the download fails after logging each attempt, which a silent run must not show
     mnist.mirrors = ['http://127.0.0.1:1/'];
+    const base = tmp();
     try {
-      const e = await train({ dataDir: join(tmp(), 'empty'), epochs: 1, out: join(tmp(), 'x') }).then(() => null, (err: unknown) => err);
+      // the README's example without a network: no run folder and no dataset folder are left behind, empty
+      const e = await train({ dataDir: join(base, 'datasets', 'mnist'), epochs: 1, out: join(base, 'models', 'api-run') })
+        .then(() => null, (err: unknown) => err);
       expect((e as Error).message).toMatch(/could not download/);
     } finally {
       mnist.mirrors = mirrors;
     }
+    expect(readdirSync(base)).toEqual([]);
     expect(written).toEqual([]);
     await expect(train({ ...small, onEpoch: 'log' as never })).rejects.toThrow('onEpoch: expected a function, got string');
     await expect(train({ ...small, signal: {} as never })).rejects.toThrow('signal: expected an AbortSignal');
@@ -107,11 +129,13 @@ describe('train()', () => {
     const ac = new AbortController();
     const t0 = performance.now();
     setTimeout(() => ac.abort(new Error('enough')), 300);
+    const base = tmp();
     try {
-      const e = await train({ dataDir: join(tmp(), 'empty'), epochs: 1, out: join(tmp(), 'x'), signal: ac.signal })
+      const e = await train({ dataDir: join(base, 'empty'), epochs: 1, out: join(base, 'x'), signal: ac.signal })
         .then(() => null, (err: unknown) => err);
       expect((e as Error).message).toBe('enough');
       expect(performance.now() - t0).toBeLessThan(5000);
+      expect(readdirSync(base)).toEqual([]);
     } finally {
       mnist.mirrors = mirrors;
       server.closeAllConnections();
@@ -146,12 +170,16 @@ describe('loadModel()', () => {
     await expect(model.predict(new Uint8Array(100))).rejects.toThrow('predict: expected 784 pixels (28×28), got 100');
 
     for (const [options, message] of [
-      [{ threads: 0 }, 'threads: expected an integer in 1..256, got 0'],
-      [{ threads: 1.5 }, 'threads: expected an integer in 1..256, got 1.5'],
-      [{ dataset: 'foo' }, "dataset: expected one of mnist, fashion-mnist, got 'foo'"],
-      [{ kernels: 'gpu' }, "kernels: expected one of auto, native, relaxed, simd, js, got 'gpu'"],
+      // named by their flags, as train()'s options are
+      [{ threads: 0 }, '--threads: expected an integer in 1..256, got 0'],
+      [{ threads: 1.5 }, '--threads: expected an integer in 1..256, got 1.5'],
+      [{ dataset: 'foo' }, "--dataset: expected one of mnist, fashion-mnist, got 'foo'"],
+      [{ kernels: 'gpu' }, "--kernels: expected one of auto, native, relaxed, simd, js, got 'gpu'"],
+      [{ dataDir: '' }, '--data-dir: expected a path, got an empty string'],
+      [{ download: 'yes' }, '--download: expected true or false, got "yes"'],
     ] as [Record<string, unknown>, string][]) {
-      await expect(model.evaluate(options as never), JSON.stringify(options)).rejects.toThrow(message);
+      const e = await model.evaluate(options as never).then(() => null, (err: unknown) => err);
+      expect((e as Error).message, JSON.stringify(options)).toBe(message);
     }
     // a run's folder names its model
     expect((await (await loadModel(join(dir, 'run'))).predict(image)).probabilities).toEqual(fromBytes.probabilities);
@@ -182,7 +210,8 @@ describe('the packed package, installed elsewhere', () => {
     writeFileSync(join(proj, 'use.ts'), `
 import { train, loadModel, type Model, type TrainResult } from 'mnist-par';
 const run: TrainResult = await train({ dataDir: ${JSON.stringify(mnistDir)}, download: false, epochs: 1, threads: 2,
-  limitTrain: 1000, limitTest: 200, out: 'models/api-run', onEpoch: (e) => console.log('epoch', e.epoch, e.valAccuracy) });
+  limitTrain: 1000, limitTest: 200, out: 'models/api-run', onEpoch: (e) => console.log('epoch', e.epoch, e.valAccuracy),
+  signal: new AbortController().signal });
 const model: Model = await loadModel('models/api-run/model.safetensors');
 const { digit, probabilities } = await model.predict(new Uint8Array(784));
 const report = await model.evaluate({ dataDir: ${JSON.stringify(mnistDir)}, download: false });
@@ -193,6 +222,21 @@ console.log(JSON.stringify({ out: run.out, digit, classes: probabilities.length,
       '--module', 'nodenext', '--moduleResolution', 'nodenext', '--target', 'es2022', '--types', 'node',
       '--typeRoots', join(repoRoot, 'node_modules', '@types'), 'use.ts'], { cwd: proj, encoding: 'utf8' });
     expect(tsc.status, tsc.stdout + tsc.stderr).toBe(0);
+    // and without @types/node, or even the DOM's library: the declarations need nothing but ES2022
+    writeFileSync(join(proj, 'typed.ts'), `
+import { train, loadModel, UsageError, type EvalReport, type Model, type TrainOptions, type TrainResult } from 'mnist-par';
+const options: TrainOptions = { epochs: '2', hidden: [64, 32], noDownload: true, reporter: 'plain', onEpoch: (e) => { void e.valAccuracy; } };
+export async function use(): Promise<number> {
+  const run: TrainResult = await train(options);
+  const model: Model = await loadModel(run.out);
+  const report: EvalReport = await model.evaluate({ threads: 2 });
+  return report.accuracy + (run.stoppedBy === 'abort' ? 1 : 0) + new UsageError('x').exitCode;
+}
+`);
+    writeFileSync(join(proj, 'tsconfig.json'), JSON.stringify({ compilerOptions: { strict: true, module: 'nodenext',
+      moduleResolution: 'nodenext', target: 'es2022', lib: ['es2022'], types: [], noEmit: true }, files: ['typed.ts'] }));
+    const bare = spawnSync(process.execPath, [join(repoRoot, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', '.'], { cwd: proj, encoding: 'utf8' });
+    expect(bare.status, bare.stdout + bare.stderr).toBe(0);
     const js = readFileSync(join(proj, 'use.ts'), 'utf8').replace(/, type \w+/g, '').replace(/: (TrainResult|Model)/g, '');
     writeFileSync(join(proj, 'use.mjs'), js);
     const r = spawnSync(process.execPath, ['use.mjs'], { cwd: proj, encoding: 'utf8' });

@@ -96,6 +96,26 @@ describe('invalid flag values', () => {
     expect(existsSync(out)).toBe(false);
   });
 
+  it('an unknown command → exit 2: says so, suggests a close one, lists the commands', () => {
+    const commands = '(the commands: train (the default), download, plot, eval, predict, bench; run mnist-par <command> --help for their flags)';
+    const r = runCli(['frobnicate']);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toBe(`error: unknown command 'frobnicate'\n${commands}\n`);
+    const typo = runCli(['predcit', 'digit.png']);
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toBe(`error: unknown command 'predcit'\n(Did you mean predict?)\n${commands}\n`);
+    expect(runCli(['--epochs', '1', 'evl']).stderr).toContain('(Did you mean eval?)');
+    // other usage errors keep their pointer to --help
+    expect(runCli(['--epochz', '3']).stderr).toContain('(run mnist-par --help for the flags)');
+  });
+
+  it('train and eval refuse the same bad value with the same words, quoting it as given', () => {
+    const message = "mnist-par: --threads: expected an integer in 1..256, got '0'\n";
+    expect(runCli(['--threads', '0', '--data-dir', mnistDir]).stderr).toBe(message);
+    expect(runCli(['eval', '--threads', '0', '--model', join(tmp(), 'none.safetensors')]).stderr).toBe(message);
+    expect(runCli(['--lr', 'fast']).stderr).toBe("mnist-par: --lr: expected a number > 0 and ≤ 10, got 'fast'\n");
+  });
+
   it('the same checks apply to `train`', () => {
     const r = runCli(['train', '--threads', '0']);
     expect(r.code).toBe(2);
@@ -147,6 +167,16 @@ describe('data problems', () => {
     expect(r.stderr).toContain('train-images-idx3-ubyte.gz');
     expect(r.stderr).toContain(dir);
     expect(r.stderr).toContain('--data-dir');
+  });
+
+  it('--dataset fashion-mnist on the MNIST files → one line saying what they are, before training, nothing written', () => {
+    const dir = tmp();
+    const r = runCli(['--dataset', 'fashion-mnist', '--data-dir', mnistDir, '--no-download', '--out', join(dir, 'out'), '--epochs', '1']);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(new RegExp(`^mnist-par: ${mnistDir} holds the mnist files, not fashion-mnist's \\(.* has the size and ` +
+      'sha256 of mnist\'s\\): give --dataset mnist, or a --data-dir with the fashion-mnist files\n$'));
+    expect(r.stdout).toBe('');
+    expect(existsSync(join(dir, 'out'))).toBe(false);
   });
 
   it('a corrupt dataset file is named', () => {

@@ -4,7 +4,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { checkConfigFields, modelSpec, parseValue, readConfigFile, validate } from '../src/config.js';
+import { configFields, modelSpec, parseValue, readConfigFile, validate } from '../src/config.js';
 import { UsageError } from '../src/errors.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'mnist-par-config-'));
@@ -35,6 +35,27 @@ describe('readConfigFile', () => {
     const values = readConfigFile(f);
     expect(values).toEqual({ epochs: 2, hidden: [32], optimizer: 'sgd', momentum: 0.5, nesterov: true });
     expect(validate({ ...values, epochs: 3 }).epochs).toBe(3);
+  });
+
+  it('takes what the README promises: the flags in camelCase, a flag\'s value as its text, --no-x as noX', () => {
+    const f = join(dir, 'as-flags.json');
+    writeFileSync(f, JSON.stringify({ epochs: '3', hidden: '64, 32', lr: '1e-3', nesterov: 'true', optimizer: 'sgd', noDashboard: true,
+      noDownload: 'true', limitTrain: '0', channels: '16,32' }));
+    const values = readConfigFile(f);
+    expect(values).toEqual({ epochs: 3, hidden: [64, 32], lr: 0.001, nesterov: true, optimizer: 'sgd', dashboard: false,
+      download: false, limitTrain: 0, channels: [16, 32] });
+    const cfg = validate(values);
+    expect([cfg.epochs, cfg.dashboard, cfg.download]).toEqual([3, false, false]);
+    // noX: false is x: true; the same field twice must agree
+    writeFileSync(f, JSON.stringify({ noDownload: false, download: true }));
+    expect(readConfigFile(f)).toEqual({ download: true });
+    expect(refusal('{"noDownload": true, "download": true}').message)
+      .toMatch(/: noDownload and download contradict each other \(--download false against true\); give one of them$/);
+    expect(refusal('{"noDashboard": "yes"}').message).toMatch(/: --no-dashboard: expected true or false, got 'yes'$/);
+    expect(refusal('{"epochs": "three"}').message).toMatch(/: --epochs: expected an integer in 1\.\.100000, got 'three'$/);
+    expect(refusal('{"hidden": "64,x"}').message).toContain('--hidden: expected comma-separated layer widths');
+    expect(refusal('{"noThreads": true}').message).toContain("unknown configuration field 'noThreads' (known: dataset, ");
+    expect(refusal('{"noThreads": true}').message).toContain('logEvery, noDownload, noDashboard)');
   });
 
   it('a bad value names the file and the flag', () => {
@@ -90,7 +111,7 @@ describe('--shards', () => {
     const cfg = validate({ shards: 4, threads: 2 });
     expect(cfg.threads).toBe(2);
     expect('shards' in cfg).toBe(false);
-    expect(() => checkConfigFields({ shards: 8, epochs: 2 })).not.toThrow();
+    expect(() => configFields({ shards: 8, epochs: 2 })).toEqual({ epochs: 2 });
   });
 });
 

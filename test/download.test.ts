@@ -174,6 +174,11 @@ describe('downloadDataset', () => {
     expect(msg).toContain('--data-dir');
     expect(msg).toMatch(/ECONNREFUSED/);
     expect(readdirSync(dir)).toEqual([]); // no partial or temporary files
+    // and the folders it made for them are gone again (the one that was there stays)
+    const parent = tmp();
+    const made = join(parent, 'datasets', 'mnist');
+    await expect(downloadDataset('mnist', made, { mirrors: [`${base}/missing`] })).rejects.toThrow(UserError);
+    expect(readdirSync(parent)).toEqual([]);
   });
 
   it('adds the offline hint from ensureDataset', async () => {

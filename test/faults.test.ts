@@ -3,8 +3,8 @@
 // terminal left alone and the last checkpoint as it was. Faults are injected with MNIST_PAR_INJECT_FAULT
 // (workers/trainer.ts). Every run here has a hard deadline: on code that hangs, the test fails instead of
 // waiting forever.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, readdirSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
@@ -235,7 +235,7 @@ describe('a signal while the peers of a hanging thread wait at a barrier', () =>
   });
 });
 
-describe('standard output that goes away', () => {
+describe('standard output or standard error that goes away', () => {
   it('a closed pipe (| head -1) stops the run after the step: checkpoint saved, summary on stderr, exit 141, no stack', async () => {
     const dir = tmp();
     const out = join(dir, 'models');
@@ -278,5 +278,57 @@ describe('standard output that goes away', () => {
     expect(stderr).toMatch(/^mnist-par: standard output failed \(ENOSPC\): stopping after this step\n/);
     expect(code).toBe(141);
     expect(readFileSync(join(out, 'checkpoint-last.safetensors')).length).toBeGreaterThan(0);
+  });
+
+  /** `bash -c 'CLI ARGS | head -1'` (with `2>&1` when `merged`): the exit status of the CLI, and what head passed on. */
+  function throughHead(args: string[], merged: boolean, cwd: string): { code: number; shown: string } {
+    const quoted = [process.execPath, cliPath, ...args].map((a) => `'${a.replace(/'/g, "'\\''")}'`).join(' ');
+    const r = spawnSync('bash', ['-c', `${quoted}${merged ? ' 2>&1' : ' 2>/dev/null'} | head -1; exit \${PIPESTATUS[0]}`],
+      { cwd, encoding: 'utf8', timeout: DEADLINE_MS });
+    return { code: r.status ?? -1, shown: r.stdout };
+  }
+
+  it('stdout and stderr in the same closed pipe (2>&1 | head -1): exit 141, checkpoint saved, no lock left, resumable', async () => {
+    const dir = tmp();
+    const out = join(dir, 'models');
+    const r = throughHead([...small, '--epochs', '2', '--log-every', '1', '--out', out, '--plots', join(dir, 'plots')], true, dir);
+    expect(r.shown).toMatch(/^mnist · mlp /);
+    expect(r.code).toBe(141);
+    const ck = await loadCheckpoint(out);
+    expect(ck.state.epoch).toBe(1);
+    expect(ck.state.batch).toBeGreaterThan(0);
+    expect(existsSync(join(out, '.mnist-par.lock'))).toBe(false);
+    const resumed = runCli(['--resume', out, '--no-download', '--data-dir', mnistDir]);
+    expect(resumed.code, resumed.stderr).toBe(0);
+    expect((await loadCheckpoint(out)).state.epoch).toBe(3);
+  });
+
+  it('a run that ends on the step where stdout closes exits 141 too: its output was lost', () => {
+    const dir = tmp();
+    const out = join(dir, 'models');
+    // one JSON line at the start, then none until the last epoch's line, which finds the pipe closed
+    const r = throughHead([...small, '--epochs', '1', '--json', '--log-every', '1000', '--out', out, '--plots', join(dir, 'plots')], false, dir);
+    expect(JSON.parse(r.shown).type).toBe('start');
+    expect(r.code).toBe(141);
+    expect(existsSync(join(out, 'checkpoint-last.safetensors'))).toBe(true);
+  });
+
+  it('a closed stderr before training started (a note finds it closed): leaves at once with 141, nothing left behind', async () => {
+    const dir = tmp();
+    const out = join(dir, 'run');
+    // the native addon hidden: auto says, on stderr, which kernels it takes instead
+    const child = spawn(process.execPath, [cliPath, ...small, '--epochs', '1', '--json', '--out', out, '--plots', join(dir, 'plots')],
+      { cwd: dir, env: { ...process.env, MNIST_PAR_NATIVE: 'off' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stderr.destroy();
+    let stdout = '';
+    child.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+    });
+    const deadline = setTimeout(() => child.kill('SIGKILL'), DEADLINE_MS);
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    clearTimeout(deadline);
+    expect(code).toBe(141);
+    expect(stdout).toBe('');
+    expect(readdirSync(dir)).toEqual([]);
   });
 });

@@ -7,7 +7,7 @@ import { gzipSync } from 'node:zlib';
 import { afterAll, describe, expect, it } from 'vitest';
 import { UserError } from '../src/errors.js';
 import { loadSplit, parseIdx } from '../src/data/idx.js';
-import { mnistDir } from './cli-run.js';
+import { fashionDir, mnistDir } from './cli-run.js';
 
 const MNIST_DIR = mnistDir;
 
@@ -214,6 +214,25 @@ describe('loadSplit', () => {
     const big = join(dir, 't10k-images-idx3-ubyte.gz');
     truncateSync(big, 2 ** 30 + 1); // sparse: costs no disk
     await expectUserErrorAsync(loadSplit(dir, 'test'), big, 'is 1073741825 bytes, more than the 1073741824 an IDX file may be');
+  });
+
+  it('another known dataset\'s files given as this one\'s are refused, saying which they are; a size alone is not enough', async () => {
+    const wrong = async (dir: string, split: 'train' | 'test', dataset: 'mnist' | 'fashion-mnist') =>
+      (await loadSplit(dir, split, dataset).then(() => null, (e: unknown) => e)) as Error;
+    for (const split of ['train', 'test'] as const) {
+      const e = await wrong(mnistDir, split, 'fashion-mnist');
+      expect(e).toBeInstanceOf(UserError);
+      expect(e.message).toMatch(new RegExp(`^${mnistDir.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')} holds the mnist files, not fashion-mnist's ` +
+        '\\((train|t10k)-(images|labels)-idx[13]-ubyte\\.gz has the size and sha256 of mnist\'s\\): give --dataset mnist, ' +
+        'or a --data-dir with the fashion-mnist files$'));
+    }
+    expect((await wrong(fashionDir, 'test', 'mnist')).message).toContain('holds the fashion-mnist files, not mnist\'s');
+    // MNIST's test labels file is 4542 bytes: a file of that size that is not it goes to the parser as any other
+    const bytes = new Uint8Array(4542).fill(7);
+    const dir = tmp({ 't10k-images-idx3-ubyte.gz': gzipSync(images(1)), 't10k-labels-idx1-ubyte.gz': bytes });
+    const e = await wrong(dir, 'test', 'fashion-mnist');
+    expect(e.message).toContain(join(dir, 't10k-labels-idx1-ubyte.gz'));
+    expect(e.message).not.toContain('holds the');
   });
 
   it('names the file when one of them is corrupt', async () => {

@@ -1,6 +1,7 @@
 // `mnist-par predict` through the built CLI: real test digits written out as image files of other sizes,
 // polarities and colour models get the class the model gives the original 28×28 image; bad inputs are one
 // line each and do not stop the others. Build first (npm run build).
+import { spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -12,7 +13,7 @@ import { activationElements, activationViews, layerViews, mlpForward } from '../
 import { referenceKernels } from '../src/kernels/index.js';
 import { argmaxRow, forwardProbs, loadModel, normalizeTable, type Prediction } from '../src/predict.js';
 import { encodeSafetensors } from '../src/safetensors.js';
-import { mnistDir, runCli } from './cli-run.js';
+import { cliPath, mnistDir, runCli } from './cli-run.js';
 
 const root = mkdtempSync(join(tmpdir(), 'mnist-par-predict-'));
 afterAll(() => rmSync(root, { recursive: true, force: true }));
@@ -178,3 +179,17 @@ describe('predict, bad inputs', () => {
     expect(oneLine(d.stderr)).toMatch(/^mnist-par: --dataset: expected one of mnist, fashion-mnist, got 'cifar'$/);
   });
 });
+
+describe('predict into a pipe that closes', () => {
+  it('`predict a b c … | head -1`: exits quietly with 141, as SIGPIPE ends a program, without a stack trace', async () => {
+    const f = join(root, 'pipe-digit.png');
+    await grey28(digit(3)).png().toFile(f);
+    // 50 images: the writes outlast head, whichever process the scheduler runs first
+    const quoted = [process.execPath, cliPath, 'predict', '--model', model, ...new Array<string>(50).fill(f)].map((a) => `'${a}'`).join(' ');
+    const r = spawnSync('bash', ['-c', `${quoted} | head -1; exit \${PIPESTATUS[0]}`], { encoding: 'utf8', cwd: root });
+    expect(r.stdout).toMatch(/^\S+pipe-digit\.png: digit \d \(/);
+    expect(r.stderr).toBe('');
+    expect(r.status).toBe(141);
+  });
+});
+

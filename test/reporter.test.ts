@@ -276,3 +276,59 @@ describe('plain lines, many runs in one process (the library)', () => {
   });
 });
 
+
+describe('an output that goes away (ui/outputs.ts)', () => {
+  const epipe = () => Object.assign(new Error('write EPIPE'), { code: 'EPIPE' });
+
+  it('a closed stderr stops the run as a closed stdout does; the summary still reaches stdout', () => {
+    const out = fakeStream();
+    const errText: string[] = [];
+    const err = new Writable({ write: (chunk, _enc, done) => { errText.push(String(chunk)); done(); } }) as unknown as NodeJS.WriteStream;
+    const stops: string[] = [];
+    const r = new LineReporter({ mode: 'plain', logEvery: 10, onInterrupt: (how) => stops.push(how), out: out.stream, err });
+    const run = syntheticRun({ epochs: 1, batchesPerEpoch: 20 });
+    r.start(run.snap);
+    err.emit('error', epipe());
+    err.emit('error', epipe()); // every later write fails again: one request
+    expect(stops).toEqual(['SIGPIPE']);
+    r.finish(run.snap, ['mnist-par: stopped by SIGPIPE in epoch 1 after batch 1/20']);
+    expect(errText).toEqual([]);
+    expect(out.text()).toMatch(/\nmnist-par: stopped by SIGPIPE in epoch 1 after batch 1\/20\n$/);
+  });
+
+  it('a closed stdout: the stop is announced and the summary printed on stderr, nothing more on stdout', () => {
+    let outText = '';
+    const out = new Writable({ write: (chunk, _enc, done) => { outText += String(chunk); done(); } }) as unknown as NodeJS.WriteStream;
+    const err = fakeStream();
+    const stops: string[] = [];
+    const r = new LineReporter({ mode: 'json', logEvery: 1, onInterrupt: (how) => stops.push(how), out, err: err.stream });
+    const run = syntheticRun({ epochs: 1, batchesPerEpoch: 20 });
+    r.start(run.snap);
+    out.emit('error', epipe());
+    run.advance();
+    r.step(run.snap);
+    r.finish(run.snap, ['the summary']);
+    expect(stops).toEqual(['SIGPIPE']);
+    expect(outText.trim().split('\n').map((l) => JSON.parse(l).type)).toEqual(['start']);
+    expect(err.text()).toBe('mnist-par: the output was closed: stopping after this step\nthe summary\n');
+  });
+});
+
+describe('counts in words', () => {
+  it('one thread, one shard, one epoch: singular, wherever a count is printed', async () => {
+    const { describeRun } = await import('../src/ui/format.js');
+    const { earlyStop, NO_EARLY_STOP_YET } = await import('../src/early-stopping.js');
+    const run = syntheticRun({ epochs: 1, batchesPerEpoch: 10 });
+    const config = { ...run.snap.config, threads: 1, schedule: 'step' as const, stepSize: 1 };
+    const d = describeRun({ ...run.snap, config });
+    expect(d.setup).toMatch(/^1 thread · .* every 1 epoch$/);
+    expect(describeRun({ ...run.snap, config: { ...config, threads: 2, stepSize: 2 } }).setup).toMatch(/^2 threads · .* every 2 epochs$/);
+    const early = { ...NO_EARLY_STOP_YET };
+    const cfg = { ...config, patience: 1, minDelta: 0, monitor: 'val_loss' as const };
+    const rec = (epoch: number) => ({ epoch, trainLoss: 1, trainAccuracy: 0.5, valLoss: 1, valAccuracy: 0.5, lr: 0.001, seconds: 1 });
+    expect(earlyStop(cfg, early, rec(1))).toBeNull();
+    expect(earlyStop(cfg, early, rec(2))).toMatch(/ for 1 epoch \(best 1\.0000 at epoch 1\)$/);
+    const one = renderDashboard({ ...run.snap, config, workerBusy: [0.5] }, 120, 40).map(stripAnsi).join('\n');
+    expect(one).toContain('parallelism 1 thread ·');
+  });
+});

@@ -261,6 +261,19 @@ describe('early stopping', () => {
   });
 });
 
+describe('early stopping on the last epoch', () => {
+  it('is no early stop: the run says it finished its epochs', () => {
+    const out = join(tmp(), 'm');
+    // as above, patience runs out after epoch 3, which is also the last
+    const r = runCli([...base, '--limit-train', '1000', '--epochs', '3', '--patience', '2', '--monitor', 'val_accuracy',
+      '--min-delta', '0.5', '--out', out, '--plots', join(out, 'p')]);
+    expect(r.code, r.stderr).toBe(0);
+    expect(r.stdout).not.toContain('stopped early');
+    expect(r.stdout).toMatch(/^mnist-par: finished 3 epochs \(/m);
+    expect(readFileSync(join(out, 'epoch_metrics.csv'), 'utf8').trim().split('\n')).toHaveLength(4);
+  });
+});
+
 describe('augmentation', () => {
   it('is seeded per image and epoch: the same bytes for any --threads, different from no augmentation', () => {
     const dir = tmp();

@@ -56,7 +56,7 @@ describe('numbered run folders', () => {
     const rs = runCli(['--resume'], {}, undefined, cwd);
     expect(rs.code, rs.stderr).toBe(0);
     expect(rs.stderr).toContain(join('models', 'run-2', 'checkpoint-last.safetensors'));
-    expect(rs.stdout).toContain('nothing to resume');
+    expect(rs.stdout).toContain('already finished its epoch; nothing to resume'); // one epoch, not "its 1 epochs"
   });
 
   it('without any run, eval and --resume say how to make one', () => {
@@ -148,6 +148,14 @@ describe('a run holds its folder', () => {
     const ok = runCli(['--data-dir', mnistDir, ...small, '--out', out]);
     expect(ok.code, ok.stderr).toBe(0);
     expect(existsSync(join(out, '.mnist-par.lock'))).toBe(false);
+    // resuming the run while another process holds it: the message names --resume, which chose the folder
+    const run = join(dir, 'resumable');
+    expect(runCli(['--data-dir', mnistDir, ...small, '--schedule', 'none', '--out', run]).code).toBe(0);
+    writeFileSync(join(run, '.mnist-par.lock'), `${process.pid} abc\n`);
+    const resumed = runCli(['--resume', run, '--epochs', '2']);
+    expect(resumed.code).toBe(2);
+    expect(resumed.stderr.trim()).toBe(`mnist-par: --resume ${run}: in use by another mnist-par run (process ${process.pid}); ` +
+      'wait for it to end, or continue it in another folder with --out <dir>');
   });
 
   it('--overwrite removes nothing when the new run cannot start', () => {
@@ -222,14 +230,82 @@ describe('abandonRunFolders (a signal before training started)', () => {
     process.chdir(cwd);
     try {
       const dirs = await prepareRunDirs('', '', false, null);
-      mkdirSync(dirs.plots, { recursive: true });
+      expect(existsSync(dirs.plots)).toBe(true);
       expect(existsSync(join(dirs.out, '.mnist-par.lock'))).toBe(true);
       abandonRunFolders();
-      expect(readdirSync(join(cwd, 'models'))).toEqual([]);
-      expect(readdirSync(join(cwd, 'plots'))).toEqual([]);
+      // models/ and plots/ too: this process made them
+      expect(readdirSync(cwd)).toEqual([]);
     } finally {
       process.chdir(here);
     }
+  });
+});
+
+describe('a folder without a checkpoint is no run to resume', () => {
+  it('what a run killed before its first checkpoint leaves: --resume and the --out refusal say there is nothing to resume', () => {
+    const dir = tmp();
+    const out = join(dir, 'killed');
+    mkdirSync(out);
+    for (const f of ['config.json', 'batch_metrics.csv', 'epoch_metrics.csv']) writeFileSync(join(out, f), '');
+    const resumed = runCli(['--resume', out]);
+    expect(resumed.code).toBe(2);
+    expect(resumed.stderr).toBe(`mnist-par: --resume ${out}: holds no checkpoint-last.safetensors (only config.json, batch_metrics.csv, ` +
+      `epoch_metrics.csv): the run there stopped before saving a checkpoint, so there is nothing to resume; start it again with --out ${out} --overwrite\n`);
+    const again = runCli(['--data-dir', mnistDir, ...small, '--out', out]);
+    expect(again.code).toBe(2);
+    expect(again.stderr).toBe(`mnist-par: --out ${out}: already holds the files of a run that saved no checkpoint (config.json, ` +
+      'batch_metrics.csv, epoch_metrics.csv), so there is nothing to resume; replace them with --overwrite, or leave out --out to ' +
+      'start a new numbered run in models/\n');
+    const empty = join(dir, 'empty');
+    mkdirSync(empty);
+    expect(runCli(['--resume', empty]).stderr).toBe(`mnist-par: --resume ${empty}: holds no run (no checkpoint-last.safetensors); ` +
+      'give the folder of a run or a checkpoint file\n');
+    // and what the message says works
+    const fresh = runCli(['--data-dir', mnistDir, ...small, '--out', out, '--overwrite']);
+    expect(fresh.code, fresh.stderr).toBe(0);
+  });
+});
+
+describe('a run that fails before training', () => {
+  it('leaves none of the folders it made (--out, --plots, parents included), and keeps those that were there', () => {
+    const cwd = tmp();
+    const missing = join(cwd, 'nowhere');
+    const cases: [string[], Record<string, string>, RegExp][] = [
+      [['--data-dir', missing, '--out', join('deep', 'er', 'run'), '--plots', join('charts', 'run')], {}, /nowhere/],
+      [['--data-dir', mnistDir, '--out', join('deep', 'er', 'run'), '--plots', '/proc/mnist-par-test'], {}, /--plots \/proc\/mnist-par-test: cannot write there/],
+      [['--data-dir', mnistDir, '--out', join('deep', 'er', 'run'), '--kernels', 'native'], { MNIST_PAR_NATIVE: 'off' }, /--kernels native/],
+      [['--data-dir', missing], {}, /nowhere/], // a numbered run: models/, models/run-1, plots/, plots/run-1
+    ];
+    for (const [args, env, message] of cases) {
+      const r = runCli([...small, ...args], env, undefined, cwd);
+      expect(r.code, r.stderr).not.toBe(0);
+      expect(r.stderr).toMatch(message);
+      expect(readdirSync(cwd), args.join(' ')).toEqual([]);
+    }
+    // a folder that was there before stays, empty or not
+    mkdirSync(join(cwd, 'mine', 'run'), { recursive: true });
+    expect(runCli([...small, '--data-dir', missing, '--out', join('mine', 'run')], {}, undefined, cwd).code).not.toBe(0);
+    expect(readdirSync(join(cwd, 'mine'))).toEqual(['run']);
+    expect(readdirSync(join(cwd, 'mine', 'run'))).toEqual([]);
+  });
+});
+
+describe('temporary files of writes cut short', () => {
+  it('a run sweeps those of processes that are gone from its folders (--resume too), never a live process\'s', () => {
+    const dir = tmp();
+    const out = join(dir, 'run');
+    const plots = join(dir, 'charts');
+    expect(runCli(['--data-dir', mnistDir, ...small, '--schedule', 'none', '--out', out, '--plots', plots]).code).toBe(0);
+    // a process that has ended: its id is free (an id reused by then only keeps the file, the safe way to err)
+    const gone = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))'], { encoding: 'utf8' });
+    const dead = Number(gone.stdout);
+    const stale = [join(out, `checkpoint-last.safetensors.tmp-${dead}-0badc0de`), join(plots, `batch_metrics.png.tmp-${dead}-12345678`)];
+    const live = join(out, `model.safetensors.tmp-${process.pid}-abcdef01`); // this test's own process: alive
+    for (const f of [...stale, live]) writeFileSync(f, '');
+    const r = runCli(['--resume', out, '--epochs', '2', '--data-dir', mnistDir, '--no-download']);
+    expect(r.code, r.stderr).toBe(0);
+    for (const f of stale) expect(existsSync(f), f).toBe(false);
+    expect(existsSync(live)).toBe(true);
   });
 });
 

@@ -105,3 +105,15 @@ export function isDatasetName(s: string): s is DatasetName {
 export function normalizationTable(mean: number, std: number): Float32Array {
   return new Float32Array(256).map((_, v) => (v / 255 - mean) / std);
 }
+
+/**
+ * The other known datasets whose file of this name (train-images-idx3-ubyte.gz, …) has exactly this size:
+ * a file of `dataset` whose size is another's may be that other dataset's copy (the sha256 then decides).
+ * None when the size is `dataset`'s own: sizes are checked on every load, hashes only on this rare path.
+ */
+export function othersOfSize(dataset: DatasetName, name: string, size: number): { info: DatasetInfo; file: DatasetFile }[] {
+  if (DATASETS[dataset].files.some((f) => f.name === name && f.bytes === size)) return [];
+  return Object.values(DATASETS).flatMap((info) =>
+    info.name === dataset ? [] : info.files.filter((f) => f.name === name && f.bytes === size).map((file) => ({ info, file })));
+}
+

@@ -17,7 +17,7 @@ import http, { type IncomingMessage } from 'node:http';
 import https from 'node:https';
 import { join } from 'node:path';
 import { UserError } from '../errors.js';
-import { makeDir, writeFileAtomic } from '../fsutil.js';
+import { makeDir, removeEmptyDirs, sweepStaleTemps, trackDirs, untrackDirs, writeFileAtomic } from '../fsutil.js';
 import { DATASETS, type DatasetFile, type DatasetName } from './datasets.js';
 
 export interface DownloadOptions {
@@ -41,18 +41,35 @@ export function missingFiles(name: DatasetName, dir: string): string[] {
   return DATASETS[name].files.filter((f) => !isFile(join(dir, f.name))).map((f) => f.name);
 }
 
-/** Downloads whichever of the dataset's files are missing (or stale, see the policy above) into `dir`. */
+/**
+ * Downloads whichever of the dataset's files are missing (or stale, see the policy above) into `dir`. A
+ * download that fails or is abandoned also removes the folders it made for them, when they stayed empty.
+ */
 export async function downloadDataset(name: DatasetName, dir: string, opts: DownloadOptions = {}): Promise<void> {
+  let made: string[];
+  try {
+    made = await makeDir(dir);
+  } catch (e) {
+    throw new UserError(`cannot create the data directory ${dir} (${(e as Error).message}); pass --data-dir with a writable folder`);
+  }
+  // a process that must leave at once (a signal before training) removes them too
+  trackDirs(made);
+  // an earlier download cut short (a second Ctrl-C, a SIGKILL) may have left a temporary file
+  await sweepStaleTemps(dir);
+  try {
+    await downloadInto(name, dir, opts);
+    untrackDirs(made);
+  } catch (e) {
+    await removeEmptyDirs(made);
+    throw e;
+  }
+}
+
+async function downloadInto(name: DatasetName, dir: string, opts: DownloadOptions): Promise<void> {
   const info = DATASETS[name];
   const mirrors = (opts.mirrors ?? info.mirrors).map((m) => (m.endsWith('/') ? m : m + '/'));
   const log = opts.log ?? (() => {});
   const timeoutMs = opts.timeoutMs ?? 30_000;
-  try {
-    await makeDir(dir);
-  } catch (e) {
-    throw new UserError(`cannot create the data directory ${dir} (${(e as Error).message}); pass --data-dir with a writable folder`);
-  }
-
   const wanted: DatasetFile[] = [];
   const wrong: string[] = [];
   for (const f of info.files) {

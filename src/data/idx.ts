@@ -5,15 +5,16 @@
 //   n × uint32 the dimensions
 //   then exactly prod(dims) elements, row-major.
 // Labels are magic 0x00000801 = 2049 (n = 1), images 0x00000803 = 2051 (n = 3, each 28×28).
+import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { readFile, stat } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import { promisify } from 'node:util';
 import { constants as zlibConstants, gunzip, gunzipSync, type ZlibOptions } from 'node:zlib';
 
 const gunzipAsync = promisify(gunzip) as (buf: Uint8Array, options: ZlibOptions) => Promise<Buffer>;
 import { printable, UserError } from '../errors.js';
-import { CLASS_COUNT as CLASSES, IMAGE_SIDE as SIDE, SPLIT_FILES, type DatasetName, type SplitName } from './datasets.js';
+import { CLASS_COUNT as CLASSES, IMAGE_SIDE as SIDE, othersOfSize, SPLIT_FILES, type DatasetName, type SplitName } from './datasets.js';
 
 export interface IdxArray {
   dims: number[];
@@ -54,6 +55,7 @@ function fail(file: string, problem: string, dataset: DatasetName): never {
  * names the file in error messages. The returned data views the decompressed buffer (or `bytes`), no copy.
  */
 export function parseIdx(bytes: Uint8Array, file: string, kind?: IdxKind, dataset: DatasetName = 'mnist'): IdxArray {
+  refuseOtherDataset(file, bytes, dataset);
   if (!isGzip(bytes)) return parseRaw(bytes, file, kind, dataset);
   const plan = gunzipPlan(bytes, file, kind, dataset);
   let buf: Uint8Array;
@@ -135,10 +137,10 @@ function readHeader(buf: Uint8Array, file: string, kind: IdxKind | undefined, da
     const want = kind
       ? `magic ${hex(0x800 + wantN, 8)} (${kind}, ${wantN} dimension${wantN > 1 ? 's' : ''})`
       : 'magic 0x00000801 (labels, 1 dimension) or 0x00000803 (images, 3 dimensions)';
-    fail(file, `expected ${want}, found ${hex(magic, 8)} (${n} dimensions)`, dataset);
+    fail(file, `expected ${want}, found ${hex(magic, 8)} (${n} dimension${n === 1 ? '' : 's'})`, dataset);
   }
   const header = 4 + 4 * n;
-  if (buf.length < header) fail(file, `header is truncated: expected ${header} bytes for ${n} dimensions, found ${buf.length}`, dataset);
+  if (buf.length < header) fail(file, `header is truncated: expected ${header} bytes for ${n} dimension${n === 1 ? '' : 's'}, found ${buf.length}`, dataset);
   const dims: number[] = [];
   for (let i = 0; i < n; i++) dims.push(view.getUint32(4 + 4 * i));
   if (n === 3 && (dims[1] !== SIDE || dims[2] !== SIDE)) {
@@ -196,6 +198,19 @@ export async function loadSplit(dir: string, split: SplitName, dataset: DatasetN
   return { images: images.data, labels: labels.data, count, height: images.dims[1], width: images.dims[2] };
 }
 
+/**
+ * Refuses another known dataset's file given as `dataset`'s (MNIST and Fashion-MNIST share file names and
+ * format, so nothing else would tell): judged by the size first, which costs nothing, then, only when the
+ * size is the other dataset's, by the sha256 (about 10 ms per MB here, too much to pay on every load).
+ */
+function refuseOtherDataset(file: string, bytes: Uint8Array, dataset: DatasetName): void {
+  for (const { info, file: known } of othersOfSize(dataset, basename(file), bytes.length)) {
+    if (createHash('sha256').update(bytes).digest('hex') !== known.sha256) continue;
+    throw new UserError(`${dirname(file)} holds the ${info.name} files, not ${dataset}'s (${known.name} has the size and sha256 of ` +
+      `${info.name}'s): give --dataset ${info.name}, or a --data-dir with the ${dataset} files`);
+  }
+}
+
 async function readIdx(file: string, kind: IdxKind, dataset: DatasetName): Promise<IdxArray> {
   let bytes: Uint8Array;
   try {
@@ -207,6 +222,7 @@ async function readIdx(file: string, kind: IdxKind, dataset: DatasetName): Promi
     if (e instanceof UserError) throw e;
     throw new UserError(`${file}: cannot read it (${printable((e as Error).message)}); check its permissions or pass another --data-dir`);
   }
+  refuseOtherDataset(file, bytes, dataset);
   if (!isGzip(bytes)) return parseRaw(bytes, file, kind, dataset);
   const plan = gunzipPlan(bytes, file, kind, dataset);
   // decompressed in libuv's thread pool, so the splits' files (and the caller's other work) overlap

@@ -8,13 +8,13 @@ import { DATASETS, type DatasetName } from '../data/datasets.js';
 import { ensureDataset } from '../data/download.js';
 import { loadSplit } from '../data/idx.js';
 import { UsageError, UserError } from '../errors.js';
-import { ensureWritableDir, errorCode, writeFileAtomic } from '../fsutil.js';
+import { ensureWritableDir, errorCode, removeEmptyDirs, sweepStaleTemps, writeFileAtomic } from '../fsutil.js';
 import type { KernelFamily } from '../kernels/wasm.js';
 import type { OptimizerConfig } from '../optim.js';
 import { activationElements } from '../mlp.js';
 import { EVAL_ACTIVATION_FLOATS } from '../tuning.js';
 import { describeModel, type Layout } from '../model.js';
-import { chooseDataset, loadModel } from '../predict.js';
+import { chooseDataset, loadModel, type LoadedModel } from '../predict.js';
 import { fmtPct } from '../ui/format.js';
 import { svgToPng } from '../ui/svg.js';
 import { classStats, confidentMistakes, confusionMatrix, type EvalReport } from './metrics.js';
@@ -42,10 +42,20 @@ export interface EvalOptions {
 export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
   const model = await loadModel(opts.model);
   const dataset = chooseDataset(opts.dataset, model, opts.model, opts.log);
+  // Refuse an unwritable --plots before spending any time on the evaluation; an evaluation that fails leaves
+  // none of the folders made for it
+  const made = opts.plots === undefined ? [] : await ensureWritableDir(opts.plots, '--plots');
+  if (opts.plots !== undefined) await sweepStaleTemps(opts.plots);
+  try {
+    return await evaluate(opts, model, dataset);
+  } finally {
+    await removeEmptyDirs(made);
+  }
+}
+
+async function evaluate(opts: EvalOptions, model: LoadedModel, dataset: DatasetName): Promise<EvalReport> {
   const info = DATASETS[dataset];
   const dataDir = opts.dataDir ?? `datasets/${dataset}`;
-  // Refuse an unwritable --plots before spending any time on the evaluation.
-  if (opts.plots !== undefined) await ensureWritableDir(opts.plots, '--plots');
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
   if (opts.download) await ensureDataset(dataset, dataDir, { log });
   const test = await loadSplit(dataDir, 'test', dataset);

@@ -6,7 +6,8 @@ import { BATCH_CSV_HEADER, EPOCH_CSV_HEADER, type BatchRecord, type EpochRecord 
 // What metrics.ts writes for a float: a JS number, or NaN / ±Infinity when training diverged.
 const FLOAT = /^(?:[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?|NaN|-?Infinity)$/;
 
-type Kind = 'int' | 'float';
+/** `rate`: a float, or empty where there was no figure yet (read as NaN) */
+type Kind = 'int' | 'float' | 'rate';
 
 /** Splits `text` into data rows of numbers after checking the header; blank trailing lines are ignored. */
 function parseRows(text: string, file: string, header: string, kinds: readonly Kind[]): number[][] {
@@ -28,9 +29,10 @@ function parseRows(text: string, file: string, header: string, kinds: readonly K
     }
     const row = fields.map((f, j) => {
       const s = f.trim();
+      if (kinds[j] === 'rate' && s === '') return NaN;
       const ok = kinds[j] === 'int' ? /^\d+$/.test(s) : FLOAT.test(s);
       if (!ok) {
-        const want = kinds[j] === 'int' ? 'a whole number' : 'a number';
+        const want = kinds[j] === 'int' ? 'a whole number' : kinds[j] === 'rate' ? 'a number or empty' : 'a number';
         throw new UserError(`${where}: column ${names[j]} should be ${want}, found "${clip(s)}"; fix or delete the line`);
       }
       return Number(s);
@@ -46,7 +48,7 @@ function clip(s: string): string {
 
 /** Parses batch_metrics.csv (header BATCH_CSV_HEADER). `file` is only used in messages. */
 export function parseBatchCsv(text: string, file: string): BatchRecord[] {
-  const kinds: Kind[] = ['int', 'int', 'int', 'float', 'float', 'float', 'float'];
+  const kinds: Kind[] = ['int', 'int', 'int', 'float', 'float', 'float', 'rate'];
   return parseRows(text, file, BATCH_CSV_HEADER, kinds).map(([epoch, batch, step, loss, accuracy, lr, samplesPerSec]) =>
     ({ epoch, batch, step, loss, accuracy, lr, samplesPerSec }));
 }

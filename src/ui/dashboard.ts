@@ -4,9 +4,10 @@
 import asciichart from 'asciichart';
 import termkit from 'terminal-kit';
 import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
-import { describeRun, epochLine, etaSec, fmtDuration, fmtInt, fmtLoss, fmtLr, fmtPct } from './format.js';
+import { describeRun, epochLine, etaSec, fmtDuration, fmtInt, fmtLoss, fmtLr, fmtPct, fmtRate, plural } from './format.js';
 import { Interrupts } from './interrupts.js';
-import type { Reporter, ReporterOptions } from './types.js';
+import { onOutputFailure, outputFailed } from './outputs.js';
+import type { OutputStream, Reporter, ReporterOptions } from './types.js';
 
 // ── styled text: SGR sequences only, each span closed by a reset so a cut line cannot bleed ──────────────
 const RESET = '\x1b[0m';
@@ -184,7 +185,7 @@ function progress(s: Snapshot, w: number): string[] {
     `${bold(labels[0].padEnd(lw))} ${bar(overall, bw)} ${fmtPct(overall, 0).padStart(4)}  ` +
       `elapsed ${fmtDuration(s.elapsedSec)}  ETA ${fmtDuration(etaSec(s))}`,
     `${bold(labels[1].padEnd(lw))} ${bar(inEpoch, bw)} ${fmtPct(inEpoch, 0).padStart(4)}  ` +
-      `${fmtInt(s.samplesPerSec)} samples/s  step ${fmtInt(s.step)}/${fmtInt(s.totalSteps)}`,
+      `${fmtRate(s.samplesPerSec)} samples/s  step ${fmtInt(s.step)}/${fmtInt(s.totalSteps)}`,
   ];
 }
 
@@ -193,7 +194,7 @@ function parallelism(s: Snapshot, w: number, h: number): string[] {
   const t = s.timing;
   const busy = s.workerBusy;
   const mean = busy.length > 0 ? busy.reduce((a, b) => a + b, 0) / busy.length : NaN;
-  const facts = `${busy.length} threads · step ${t.stepMs.toFixed(1)} ms · busy ${fmtPct(mean, 0)}`;
+  const facts = `${plural(busy.length, 'thread')} · step ${t.stepMs.toFixed(1)} ms · busy ${fmtPct(mean, 0)}`;
   const title = visibleWidth(facts) + 12 <= w ? `${bold('parallelism')} ${facts}` : facts;
   const total = t.computeMs + t.reduceMs + t.waitMs;
   const body: string[] = [];
@@ -220,7 +221,7 @@ function parallelism(s: Snapshot, w: number, h: number): string[] {
     body.push(`${`w${i}`.padEnd(4)} ${bar(busy[i], bw)} ${fmtPct(busy[i], 0).padStart(4)}`);
   }
   if (shown < busy.length && room > 0) {
-    body.push(dim(`${shown > 0 ? `+${busy.length - shown} more` : `${busy.length} workers`} · min ${fmtPct(Math.min(...busy), 0)} · max ${fmtPct(Math.max(...busy), 0)}`));
+    body.push(dim(`${shown > 0 ? `+${busy.length - shown} more` : plural(busy.length, 'worker')} · min ${fmtPct(Math.min(...busy), 0)} · max ${fmtPct(Math.max(...busy), 0)}`));
   }
   return section(title, body, w, h);
 }
@@ -256,7 +257,7 @@ export function renderCompact(s: Snapshot, w: number, h: number, notice = ''): s
     `epoch ${s.epoch}/${s.config.epochs} · batch ${s.batch}/${s.batchesPerEpoch} · ` +
       `${fmtPct(s.totalSteps > 0 ? s.step / s.totalSteps : 0, 0)}`,
     b ? `loss ${fmtLoss(current(s.batches, LOSS))} · acc ${fmtPct(current(s.batches, ACC))} · lr ${fmtLr(b.lr)}` : 'waiting for the first step…',
-    `${fmtInt(s.samplesPerSec)} samples/s · ${fmtDuration(s.elapsedSec)} · ETA ${fmtDuration(etaSec(s))}`,
+    `${fmtRate(s.samplesPerSec)} samples/s · ${fmtDuration(s.elapsedSec)} · ETA ${fmtDuration(etaSec(s))}`,
     last ? `epoch ${last.epoch}: val loss ${fmtLoss(last.valLoss)} · acc ${fmtPct(last.valAccuracy, 2)}` : 'no finished epoch yet',
     notice ? yellow(notice) : dim('q: stop after this step'),
     dim(`${w}×${h}: ${MIN_WIDTH}×${MIN_HEIGHT} or more shows the dashboard`),
@@ -308,7 +309,7 @@ export function renderDashboard(s: Snapshot, width: number, height: number, noti
     wl, wr));
 
   lines.push(...beside(
-    section(`${bold('throughput')} ${fmtInt(s.samplesPerSec)} samples/s`,
+    section(`${bold('throughput')} ${fmtRate(s.samplesPerSec)} samples/s`,
       chart([smoothTail(s.batches, RATE, nl)], wl, ph[2] - 1, rateLabel, [asciichart.yellow], wait), wl, ph[2]),
     parallelism(s, wr, ph[2]),
     wl, wr));
@@ -331,9 +332,18 @@ export class Dashboard implements Reporter {
   private drawn: string[] = [];
   private lastDraw = 0;
   private pending: NodeJS.Timeout | undefined;
+  private unwatch = (): void => {};
 
   constructor(private readonly o: ReporterOptions) {
     this.interrupts = new Interrupts(o.onInterrupt, () => this.restore());
+  }
+
+  private get out(): OutputStream {
+    return this.o.out ?? process.stdout;
+  }
+
+  private get err(): OutputStream {
+    return this.o.err ?? process.stderr;
   }
 
   start(s: Snapshot): void {
@@ -350,6 +360,12 @@ export class Dashboard implements Reporter {
       process.on('uncaughtExceptionMonitor', this.restore); // before Node prints the error, so it stays visible
       process.on('SIGINT', this.onSigint);
       process.on('SIGTERM', this.onSigterm);
+      // the terminal or standard error went away (outputs.ts): stop after the step, as a closed pipe stops a log
+      let asked = false;
+      this.unwatch = onOutputFailure([this.out, this.err], () => {
+        if (!asked) this.o.onInterrupt('SIGPIPE');
+        asked = true;
+      });
     }
     this.draw();
   }
@@ -375,7 +391,8 @@ export class Dashboard implements Reporter {
     this.restore();
     // the alternate screen is gone: leave the epochs and the summary in the scrollback
     const lines = [...s.epochs.map((e) => epochLine(e, s.config.epochs)), ...summary];
-    if (lines.length > 0) (this.o.out ?? process.stdout).write(lines.join('\n') + '\n');
+    const to = outputFailed(this.out) ? (outputFailed(this.err) ? null : this.err) : this.out;
+    if (lines.length > 0) to?.write(lines.join('\n') + '\n');
   }
 
   close(): void {
@@ -385,7 +402,7 @@ export class Dashboard implements Reporter {
   private draw(): void {
     clearTimeout(this.pending);
     this.pending = undefined;
-    if (!this.active || !this.snap) return;
+    if (!this.active || !this.snap || outputFailed(this.out)) return;
     this.lastDraw = performance.now();
     const t = this.term;
     const lines = renderDashboard(this.snap, t.width, t.height, this.interrupts.stopping ? STOPPING : '');
@@ -436,6 +453,7 @@ export class Dashboard implements Reporter {
     process.removeListener('uncaughtExceptionMonitor', this.restore);
     process.removeListener('SIGINT', this.onSigint);
     process.removeListener('SIGTERM', this.onSigterm);
+    this.unwatch();
     t.grabInput(false);
     t.styleReset();
     t.hideCursor(false);

@@ -2,10 +2,14 @@
 // same thing the same way.
 import type { Config } from '../config.js';
 import type { EpochRecord, Snapshot } from '../metrics.js';
+import type { RunSummary } from '../train.js';
 
 export const fmtLoss = (x: number): string => x.toFixed(4);
 export const fmtPct = (x: number, digits = 1): string => `${(x * 100).toFixed(digits)}%`;
 export const fmtLr = (x: number): string => x.toExponential(1);
+/** "1 thread", "2 threads": a count and its noun, plural unless the count is 1. */
+export const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
+
 export const fmtInt = (x: number): string => (Number.isFinite(x) ? Math.round(x).toLocaleString('en-US') : String(x));
 /** 512 → "512 bytes", 65536 → "64.0 KiB", 6e6 → "5.7 MiB": binary units, as df -h counts */
 export function fmtBytes(n: number): string {
@@ -19,9 +23,8 @@ export function fmtBytes(n: number): string {
   }
   return `${x.toFixed(1)} ${units[u]}`;
 }
-
-/** 1 → "1 epoch", 3 → "3 epochs" (nouns that take an s) */
-export const plural = (n: number, noun: string): string => `${n} ${noun}${n === 1 ? '' : 's'}`;
+/** A throughput: '–' until there is one (throughput.ts reports NaN until its window holds real steps). */
+export const fmtRate = (x: number): string => (Number.isFinite(x) ? fmtInt(x) : '–');
 
 /** 75 → 1:15, 3725 → 1:02:05; anything not finite or negative → –:– */
 export function fmtDuration(sec: number): string {
@@ -62,9 +65,21 @@ export function describeRun(s: Snapshot): { model: string; setup: string } {
   const c = s.config;
   return {
     model: `${c.dataset} · ${s.model} · ${fmtInt(s.paramCount)} params · seed ${c.seed} · out ${c.out}`,
-    setup: `${c.threads} threads · ${s.kernelFamily} kernels · batch ${c.batchSize} · ` +
+    setup: `${plural(c.threads, 'thread')} · ${s.kernelFamily} kernels · batch ${c.batchSize} · ` +
       `${describeOptimizer(c)} · lr ${fmtLr(c.lr)} ${describeSchedule(c)}`,
   };
+}
+
+/**
+ * What a run prints when it ends, on the command line and from the library's 'plain' and 'json' reporters
+ * alike: why and after how long, the last epoch's test accuracy and loss, the files written, how to continue.
+ */
+export function summaryLines(r: Pick<RunSummary, 'reason' | 'seconds' | 'epochs' | 'files' | 'resumeHint'>): string[] {
+  const last = r.epochs[r.epochs.length - 1];
+  const acc = last ? `; epoch ${last.epoch} test accuracy ${fmtPct(last.valAccuracy, 2)}, test loss ${last.valLoss.toFixed(4)}` : '';
+  const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];
+  if (r.resumeHint) lines.push(r.resumeHint);
+  return lines;
 }
 
 export function epochLine(e: EpochRecord, epochs: number): string {

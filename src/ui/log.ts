@@ -1,9 +1,10 @@
 // Plain and JSON-lines reporters for logs, pipes and CI: one line every `logEvery` batches, one per epoch,
 // never an escape code.
 import type { BatchRecord, EpochRecord, Snapshot } from '../metrics.js';
-import { describeRun, epochLine, fmtInt, fmtLoss, fmtLr, fmtPct } from './format.js';
+import { describeRun, epochLine, fmtLoss, fmtLr, fmtPct, fmtRate } from './format.js';
 import { Interrupts } from './interrupts.js';
-import type { Reporter, ReporterOptions } from './types.js';
+import { howItFailed, onOutputFailure, outputFailed, outputName } from './outputs.js';
+import type { OutputStream, Reporter, ReporterOptions } from './types.js';
 import { formatSummary } from '../summary.js';
 
 /** Mean loss and accuracy of the batches of the current epoch after step `afterStep`. */
@@ -21,64 +22,45 @@ function windowMean(batches: readonly BatchRecord[], epoch: number, afterStep: n
 
 /**
  * Plain text or JSON lines. A batch line every `logEvery` batches of an epoch carries the mean loss and
- * accuracy of the batches since the previous line (less noisy than the last batch alone).
+ * accuracy of the batches since the previous line (less noisy than the last batch alone). When its output or
+ * standard error goes away (outputs.ts), the run stops as a signal would stop it: no more lines there, the
+ * step finished, a checkpoint saved, and the summary on whichever of the two still works.
  */
-/** The line reporters of runs in progress (a program may run several, one after another or at once). */
-const reporters = new Set<LineReporter>();
-const watched = new WeakSet<NodeJS.WritableStream>();
-
-/**
- * One 'error' listener per output stream, for the life of the process (not one per run, which would pile up
- * in a program that trains many times). A reader that went away (`| head`) or an output that fails (a full
- * disk) ends the runs writing there as a signal would: stop writing, finish the step, save a checkpoint,
- * print the summary on stderr. Never a throw here: it would escape as an uncaught exception, with a stack
- * trace and no checkpoint; an error after every run has closed is ignored the same way.
- */
-function watchOutput(out: NodeJS.WritableStream): void {
-  if (watched.has(out) || typeof out.on !== 'function') return;
-  watched.add(out);
-  out.on('error', (err: NodeJS.ErrnoException) => {
-    for (const r of reporters) if (r.writesTo(out)) r.outputFailed(err);
-  });
-}
-
 export class LineReporter implements Reporter {
-  private readonly out: NodeJS.WritableStream;
+  private readonly out: OutputStream;
+  private readonly err: OutputStream;
   private readonly json: boolean;
   private readonly interrupts: Interrupts;
+  private readonly unwatch: () => void;
   private lastLogged = 0; // global step of the last batch line
   private listening = false;
-  private closedPipe = false;
+  /** an output failed: the run was asked to stop */
+  private lost = false;
 
   constructor(private readonly o: ReporterOptions & { mode: 'plain' | 'json' }) {
     this.out = o.out ?? process.stdout;
-    watchOutput(this.out);
-    reporters.add(this);
+    this.err = o.err ?? process.stderr;
     this.json = o.mode === 'json';
     this.interrupts = new Interrupts(o.onInterrupt);
+    this.unwatch = onOutputFailure([this.out, this.err], (stream, err) => this.outputFailed(stream, err));
   }
 
-  writesTo(out: NodeJS.WritableStream): boolean {
-    return this.out === out;
-  }
-
-  /** The output failed: see watchOutput. */
-  outputFailed(err: NodeJS.ErrnoException): void {
-    if (this.closedPipe) return;
-    this.closedPipe = true;
-    const what = err.code === 'EPIPE' ? 'was closed' : `failed (${err.code ?? err.message})`;
-    process.stderr.write(`mnist-par: standard output ${what}: stopping after this step\n`);
+  /** One of the outputs failed: stop after this step (once), saying so where it can still be read. */
+  private outputFailed(stream: OutputStream, err: Error & { code?: string }): void {
+    if (this.lost) return;
+    this.lost = true;
+    if (!outputFailed(this.err)) this.err.write(`mnist-par: ${outputName(stream)} ${howItFailed(err)}: stopping after this step\n`);
     this.o.onInterrupt('SIGPIPE');
   }
 
   private readonly onSigint = (): void => {
-    if (this.interrupts.press('SIGINT')) {
-      process.stderr.write('stopping after this step… (Ctrl-C again to quit now)\n');
+    if (this.interrupts.press('SIGINT') && !outputFailed(this.err)) {
+      this.err.write('stopping after this step… (Ctrl-C again to quit now)\n');
     }
   };
 
   private line(text: string, obj: Record<string, unknown>): void {
-    if (!this.closedPipe) this.out.write((this.json ? JSON.stringify(obj) : text) + '\n');
+    if (!outputFailed(this.out)) this.out.write((this.json ? JSON.stringify(obj) : text) + '\n');
   }
 
   start(s: Snapshot): void {
@@ -104,9 +86,9 @@ export class LineReporter implements Reporter {
     const lr = s.batches.length > 0 ? s.batches[s.batches.length - 1].lr : NaN;
     this.line(
       `epoch ${s.epoch}/${s.config.epochs}  batch ${s.batch}/${s.batchesPerEpoch}  loss ${fmtLoss(m.loss)}  ` +
-        `acc ${fmtPct(m.accuracy)}  lr ${fmtLr(lr)}  ${fmtInt(s.samplesPerSec)} samples/s`,
+        `acc ${fmtPct(m.accuracy)}  lr ${fmtLr(lr)}  ${fmtRate(s.samplesPerSec)} samples/s`,
       { type: 'batch', epoch: s.epoch, batch: s.batch, step: s.step, loss: m.loss, accuracy: m.accuracy, lr,
-        samplesPerSec: s.samplesPerSec, elapsedSec: s.elapsedSec },
+        samplesPerSec: Number.isFinite(s.samplesPerSec) ? s.samplesPerSec : null, elapsedSec: s.elapsedSec },
     );
   }
 
@@ -117,8 +99,8 @@ export class LineReporter implements Reporter {
 
   finish(s: Snapshot, summary: string[]): void {
     this.close();
-    if (this.closedPipe) {
-      if (summary.length > 0) process.stderr.write(summary.join('\n') + '\n');
+    if (outputFailed(this.out)) {
+      if (summary.length > 0 && !outputFailed(this.err)) this.err.write(summary.join('\n') + '\n');
       return;
     }
     if (!this.json && summary.length === 0) return;
@@ -127,7 +109,7 @@ export class LineReporter implements Reporter {
   }
 
   close(): void {
-    reporters.delete(this);
+    this.unwatch();
     if (this.listening) process.removeListener('SIGINT', this.onSigint);
     this.listening = false;
   }

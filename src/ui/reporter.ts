@@ -7,7 +7,7 @@ import type { Reporter, ReporterOptions } from './types.js';
 export type { Reporter, ReporterOptions };
 
 /** 'auto' means the dashboard on an interactive terminal (TERM not dumb), plain lines otherwise. */
-export function resolveMode(o: ReporterOptions, env: NodeJS.ProcessEnv = process.env): 'dashboard' | 'plain' | 'json' {
+export function resolveMode(o: ReporterOptions, env: Readonly<Record<string, string | undefined>> = process.env): 'dashboard' | 'plain' | 'json' {
   if (o.mode !== 'auto') return o.mode;
   const out = o.out ?? process.stdout;
   return out.isTTY === true && env.TERM !== 'dumb' ? 'dashboard' : 'plain';

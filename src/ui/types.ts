@@ -19,5 +19,20 @@ export interface ReporterOptions {
   logEvery: number;
   /** the loop finishes the current step, saves, then calls finish() */
   onInterrupt: (how: 'q' | 'SIGINT' | 'SIGPIPE') => void;
-  out?: NodeJS.WriteStream;
+  /** where lines go (default process.stdout) */
+  out?: OutputStream;
+  /** where notes and, when `out` fails, the summary go (default process.stderr) */
+  err?: OutputStream;
+}
+
+/**
+ * What a reporter writes to: process.stdout or process.stderr, or a stand-in with the same methods (a test's).
+ * Described by shape so that the library's type declarations need no @types/node.
+ */
+export interface OutputStream {
+  write(text: string): boolean;
+  /** a terminal: the dashboard may draw there */
+  readonly isTTY?: boolean;
+  /** where a write's failure (EPIPE, ENOSPC) is reported; see outputs.ts */
+  on?(event: 'error', listener: (err: Error & { code?: string }) => void): unknown;
 }
