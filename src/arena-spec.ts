@@ -2,15 +2,10 @@
 // configuration and the dataset's sizes into an ArenaSpec, so that `train` builds and `summary` reports the
 // same arena.
 import { modelSpec, optimizerConfig, type Config } from './config.js';
+import type { SplitSizes } from './data/datasets.js';
 import { trainingEvalRows, type ArenaSpec } from './memory.js';
 import { optimizerStateCount } from './optim.js';
 
-/** The images a dataset's splits hold, and the pixels of one image. */
-export interface SplitSizes {
-  train: number;
-  test: number;
-  pixels: number;
-}
 
 /**
  * The arena of a training run of `cfg` on splits of these sizes: --limit-train and --limit-test applied,

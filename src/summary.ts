@@ -8,7 +8,8 @@
 //   input gradients (dinp)       Σ forward of every layer but the first (nothing needs the image's gradient)
 //   weight gradients (dweight)   Σ forward
 // and, once per step rather than per sample, the optimizer update (a few operations per parameter).
-import { trainingArenaSpec, type SplitSizes } from './arena-spec.js';
+import { trainingArenaSpec } from './arena-spec.js';
+import type { SplitSizes } from './data/datasets.js';
 import { modelSpec, type Config } from './config.js';
 import { DATASETS, IMAGE_SIDE } from './data/datasets.js';
 import { KK, KS } from './kernels/reference.js';

@@ -82,7 +82,7 @@ describe('train()', () => {
     const run = await train({ ...small, limitTrain: 500, limitTest: 100, epochs: 1, out: join(tmp(), 'plain'), reporter: 'plain' });
     const text = written.join('');
     expect(text).toMatch(/^mnist · mlp 784→128→256→512→128→10 · /);
-    expect(text).toMatch(new RegExp(`\\nmnist-par: finished 1 epochs \\(\\d+\\.\\d s\\); epoch 1 test accuracy \\d+\\.\\d\\d%, test loss \\d\\.\\d{4}\\nwrote .*${join(run.out, 'model.safetensors')}`));
+    expect(text).toMatch(new RegExp(`\\nmnist-par: finished 1 epoch \\(\\d+\\.\\d s\\); epoch 1 test accuracy \\d+\\.\\d\\d%, test loss \\d\\.\\d{4}\\nwrote .*${join(run.out, 'model.safetensors')}`));
   });
 
   it('an AbortSignal stops after the step, saves, and the run resumes from there', async () => {

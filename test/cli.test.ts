@@ -97,7 +97,7 @@ describe('invalid flag values', () => {
   });
 
   it('an unknown command → exit 2: says so, suggests a close one, lists the commands', () => {
-    const commands = '(the commands: train (the default), download, plot, eval, predict, bench; run mnist-par <command> --help for their flags)';
+    const commands = '(the commands: train (the default), download, plot, eval, predict, summary, serve, bench; run mnist-par <command> --help for their flags)';
     const r = runCli(['frobnicate']);
     expect(r.code).toBe(2);
     expect(r.stderr).toBe(`error: unknown command 'frobnicate'\n${commands}\n`);

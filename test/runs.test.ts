@@ -56,7 +56,7 @@ describe('numbered run folders', () => {
     const rs = runCli(['--resume'], {}, undefined, cwd);
     expect(rs.code, rs.stderr).toBe(0);
     expect(rs.stderr).toContain(join('models', 'run-2', 'checkpoint-last.safetensors'));
-    expect(rs.stdout).toContain('already finished its epoch; nothing to resume'); // one epoch, not "its 1 epochs"
+    expect(rs.stdout).toContain('already finished its 1 epoch; nothing to resume'); // one epoch, not "its 1 epochs"
   });
 
   it('without any run, eval and --resume say how to make one', () => {

@@ -150,7 +150,7 @@ describe('mnist-par summary', () => {
       [['--model', 'models/run-7'], 'mnist-par: models/run-7: cannot read (no such file); check the path'],
       [['--hidden', '0'], "mnist-par: --hidden: expected comma-separated layer widths, each an integer in 1..8192 (e.g. 128,256,512,128), got '0'"],
       [['--channels', '4,8'], 'mnist-par: --channels: only the cnn has convolution channels; add --model cnn, or leave --channels out'],
-      [['--batch-size', '0'], 'mnist-par: --batch-size: expected an integer in 1..65536, got 0'],
+      [['--batch-size', '0'], "mnist-par: --batch-size: expected an integer in 1..65536, got '0'"],
       [['--optimizer', 'lion'], "mnist-par: --optimizer: expected one of sgd, adam, adamw, got 'lion'"],
     ] as const) {
       const r = runCli(['summary', ...args], {}, 60_000, cwd);

@@ -11,6 +11,13 @@ export const CLASS_COUNT = 10;
 export type DatasetName = 'mnist' | 'fashion-mnist';
 export type SplitName = 'train' | 'test';
 
+/** The images a dataset's splits hold, and the pixels of one image (what a run's arena is sized by). */
+export interface SplitSizes {
+  train: number;
+  test: number;
+  pixels: number;
+}
+
 export interface DatasetFile {
   name: string;
   /** exact size of the .gz file in bytes */
