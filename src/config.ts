@@ -101,7 +101,7 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
   oversubscribe: false,
   kernels: 'auto',
   pipeline: 'lockstep',
-  epochs: 6,
+  epochs: 5,
   batchSize: 256,
   limitTrain: 0,
   limitTest: 0,
