@@ -19,7 +19,7 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
   ['threads', '<n>', 'worker threads in the pool; the default is this machine\'s core count'],
   ['kernels', '<family>', 'compute kernels: auto, native (C++ AVX-512/AVX2 addon), relaxed (WebAssembly relaxed SIMD), simd, js (reference)'],
   ['pipeline', '<name>', 'lockstep, the only one: workers step together at shared-memory barriers (tasks was removed)'],
-  ['epochs', '<n>', 'training epochs'],
+  ['epochs', '<n>', 'training epochs (default: 5 for the mlp, 6 for the cnn)'],
   ['batchSize', '<n>', 'samples per optimizer step'],
   ['limitTrain', '<n>', 'use only the first N training images (0 = all)'],
   ['limitTest', '<n>', 'validate on only the first N test images (0 = all)'],
@@ -49,7 +49,7 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
 ];
 
 function showDefault(key: keyof Config): string {
-  if (key === 'dataDir' || key === 'out' || key === 'plots' || key === 'hidden') return ''; // described in the help text
+  if (key === 'dataDir' || key === 'out' || key === 'plots' || key === 'hidden' || key === 'epochs') return ''; // described in the help text
   const v = DEFAULTS[key];
   return Array.isArray(v) ? v.join(',') : String(v);
 }

@@ -31,6 +31,8 @@ const REMOVED_KEYS: readonly string[] = ['shards'];
 export const REMOVED_SHARDS = '--shards: removed; every thread now gets an equal share of each batch in blocks of 8 rows, ' +
   'and the gradient is all-reduced without per-shard slots, so there is nothing to choose; leave the flag out';
 export const MONITORS = ['val_loss', 'val_accuracy'] as const;
+/** The cnn's default --epochs (DEFAULTS.epochs is the mlp's). */
+export const DEFAULT_CNN_EPOCHS = 6;
 export { MODEL_KINDS };
 
 export interface Config {
@@ -343,6 +345,8 @@ export function validate(raw: Record<string, unknown>): Config {
   }
   // --hidden left out: the chosen model's own default
   if (raw.hidden === undefined && raw.model === 'cnn') cfg.hidden = [...DEFAULT_CNN_HIDDEN];
+  // --epochs left out: the cnn's six (its Fashion-MNIST accuracy needs the sixth; the mlp's five reach 98.0% by the fourth)
+  if (raw.epochs === undefined && raw.model === 'cnn') cfg.epochs = DEFAULT_CNN_EPOCHS;
   for (const key of Object.keys(DEFAULTS) as (keyof Config)[]) checkField(key, cfg[key]);
   const c = cfg as unknown as Config;
   if (c.dataDir === '') c.dataDir = `datasets/${c.dataset}`;

@@ -106,6 +106,15 @@ describe('--pipeline', () => {
   });
 });
 
+describe('--epochs', () => {
+  it('defaults to 5 for the mlp and 6 for the cnn; a given value is kept for either', () => {
+    expect(validate({}).epochs).toBe(5);
+    expect(validate({ model: 'cnn' }).epochs).toBe(6);
+    expect(validate({ model: 'cnn', epochs: 2 }).epochs).toBe(2);
+    expect(validate({ model: 'mlp', epochs: 7 }).epochs).toBe(7);
+  });
+});
+
 describe('--shards', () => {
   it('is gone: a saved configuration that carries it (a checkpoint, a config.json) loads with the field ignored', () => {
     const cfg = validate({ shards: 4, threads: 2 });
