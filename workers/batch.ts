@@ -47,7 +47,7 @@ export class BatchRows {
 
   /** Copies images index[start + r] (start + r when index is null) of a uint8 set into the first `count`
    *  rows of `into`, normalized, and their labels; augmented when `epoch` > 0 and augmentation is on. */
-  gather(into: Rows, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null, start: number, count: number,
+  gather(into: Rows, images: Uint8Array, labels: Uint8Array | Uint16Array, index: Uint32Array | null, start: number, count: number,
          epoch: number): void {
     const x = into.acts.h[0] as Float32Array;
     const seed = this.n.augment;
