@@ -7,7 +7,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { DATASET_NAMES, type DatasetName } from './data/datasets.js';
 import { printable, UsageError } from './errors.js';
-import { DEFAULT_CHANNELS, DEFAULT_CNN_HIDDEN, DEFAULT_HIDDEN, MAX_CONV_LAYERS, MODEL_KINDS, type ModelSpec } from './model.js';
+import { DEFAULT_CHANNELS, DEFAULT_CNN_HIDDEN, DEFAULT_HIDDEN, MAX_CONV_LAYERS, MODEL_KINDS, withClasses, type ModelSpec } from './model.js';
 
 export { DATASET_NAMES };
 export const OPTIMIZERS = ['sgd', 'adam', 'adamw'] as const;
@@ -30,6 +30,14 @@ export interface Config {
   dataDir: string;
   /** download missing dataset files from the mirrors before training */
   download: boolean;
+  /** your own training data instead of --dataset (data/own.ts): a folder of IDX files, a Kaggle-layout .csv
+   *  file or a folder of class folders of images; '' (the default): the built-in dataset */
+  data: string;
+  /** with --data: the test set, in any of the same layouts; '' (the default): the data's own test split (an
+   *  IDX folder's t10k files), else a held-out --val-split share of the training data */
+  test: string;
+  /** with --data and no test set: the share of the training data held out for validation, stratified by class */
+  valSplit: number;
   threads: number;
   shards: number;
   kernels: (typeof KERNEL_CHOICES)[number];
@@ -86,6 +94,9 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
   dataset: 'mnist',
   dataDir: '', // resolved to datasets/<dataset>
   download: true,
+  data: '', // the built-in dataset
+  test: '',
+  valSplit: 0.1,
   threads: availableParallelism(),
   shards: 4,
   kernels: 'auto',
@@ -161,6 +172,7 @@ const REAL_LIMITS: Partial<Record<keyof Config, RealLimits>> = {
   minLr: [0, 10, 'a number ≥ 0'],
   labelSmoothing: [0, 0.99, 'a fraction in [0, 0.99]'],
   minDelta: [0, 1e9, 'a number ≥ 0'],
+  valSplit: [Number.MIN_VALUE, 0.9, 'a fraction in (0, 0.9]'],
 };
 
 const CHOICES: Partial<Record<keyof Config, readonly string[]>> = {
@@ -245,17 +257,41 @@ function checkField(key: keyof Config, v: unknown): void {
     }
   } else if (BOOLEAN_KEYS.includes(key)) {
     if (typeof v !== 'boolean') throw new UsageError(`${flag}: expected true or false, got ${show(v)}`);
-  } else if (key === 'dataDir' || key === 'out' || key === 'plots') {
+  } else if (key === 'dataDir' || key === 'out' || key === 'plots' || key === 'data' || key === 'test') {
     if (typeof v !== 'string') throw new UsageError(`${flag}: expected a path, got ${show(v)}`);
   }
 }
 
 /**
  * --out and --plots left out are '' in a Config (a numbered run folder, runs.ts); given, as a flag or in a
- * --config file, they must name a folder.
+ * --config file, they must name a folder. --data and --test given as flags must name something too (a
+ * --config file may hold '', as a run's config.json does for "none").
  */
-function checkGivenPath(key: string, v: unknown): void {
+function checkGivenPath(key: string, v: unknown, flag = true): void {
   if ((key === 'out' || key === 'plots') && typeof v === 'string') parsePath(flagName(key), v, 'a directory path');
+  if (flag && (key === 'data' || key === 'test') && typeof v === 'string') parsePath(flagName(key), v, 'a .csv file or a folder');
+}
+
+/**
+ * Where the data comes from, given as flags, in a --config file or as library options: either a built-in
+ * dataset (--dataset, --data-dir) or your own (--data, with --test or --val-split), never both. `given`
+ * holds only what was given (a run's config.json, given to --config, holds '' for "no --data" and the
+ * default --val-split).
+ */
+export function checkDataSources(given: Record<string, unknown>): void {
+  const has = (key: string): boolean => given[key] !== undefined && given[key] !== '';
+  if (has('data') && (has('dataset') || has('dataDir'))) {
+    const other = [has('dataset') ? '--dataset' : '', has('dataDir') ? '--data-dir' : ''].filter(Boolean).join(' and ');
+    throw new UsageError(`--data: give either --data (your own files) or ${other} (a built-in dataset), not both`);
+  }
+  if (has('test') && !has('data')) {
+    throw new UsageError('--test: a test set goes with --data (your own training data); the built-in datasets bring their own');
+  }
+  if (given.valSplit !== undefined && given.valSplit !== DEFAULTS.valSplit && (!has('data') || has('test'))) {
+    throw new UsageError(has('test')
+      ? '--val-split: the test set comes from --test, so nothing is held out; give one of them'
+      : '--val-split: the held-out share applies to --data (your own training data); the built-in datasets bring their own test split');
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -342,9 +378,10 @@ export function validate(raw: Record<string, unknown>): Config {
   return c;
 }
 
-/** The network a configuration trains. */
-export function modelSpec(c: Pick<Config, 'model' | 'hidden' | 'channels'>): ModelSpec {
-  return c.model === 'cnn' ? { kind: 'cnn', channels: c.channels, hidden: c.hidden } : { kind: 'mlp', hidden: c.hidden };
+/** The network a configuration trains, with `classes` outputs (the data's; default the built-in datasets' 10). */
+export function modelSpec(c: Pick<Config, 'model' | 'hidden' | 'channels'>, classes?: number): ModelSpec {
+  const spec: ModelSpec = c.model === 'cnn' ? { kind: 'cnn', channels: c.channels, hidden: c.hidden } : { kind: 'mlp', hidden: c.hidden };
+  return classes === undefined ? spec : withClasses(spec, classes);
 }
 
 /** A value for a message: one line, at most about 80 characters, whatever a --config file holds. */
@@ -398,12 +435,13 @@ export function readConfigFile(path: string): Record<string, unknown> {
  * Each field of a configuration object given as a whole (a --config file, the library's train options) on
  * its own, so the first bad one is named: a known key, a value of the right kind and range.
  */
-export function checkConfigFields(value: Record<string, unknown>): void {
+export function checkConfigFields(value: Record<string, unknown>, fromFile = true): void {
   for (const [key, v] of Object.entries(value)) {
     checkKnown(key);
     checkField(key as keyof Config, v);
-    checkGivenPath(key, v);
+    checkGivenPath(key, v, !fromFile);
   }
+  checkDataSources(value);
 }
 
 /** The file as UTF-8 text, read no further than `max` bytes: a larger file (or a device) is refused. */

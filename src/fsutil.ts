@@ -1,7 +1,7 @@
 // Atomic file writes: write a temporary file beside the target, fsync it, then rename it over the target,
 // so a reader (or a crash) sees either the old file or the new one, never half of one.
-import { closeSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
-import { mkdir, open, rename, stat, unlink } from 'node:fs/promises';
+import { closeSync, existsSync, fsyncSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
+import { mkdir, open, rename, rmdir, stat, unlink } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { UserError } from './errors.js';
 import { randomBytes } from 'node:crypto';
@@ -97,4 +97,22 @@ export async function makeDir(dir: string): Promise<void> {
   } catch (e) {
     if (errorCode(e) !== 'EEXIST' || !(await stat(path)).isDirectory()) throw e;
   }
+}
+
+/**
+ * The folders that making `dir` would create: `dir` and its missing parents, deepest first. A command that
+ * fails before it has written anything removes them again (removeEmptyFolders), leaving no trace.
+ */
+export function missingFolders(dir: string): string[] {
+  const missing: string[] = [];
+  for (let d = resolve(dir); !existsSync(d); d = dirname(d)) {
+    missing.push(d);
+    if (dirname(d) === d) break;
+  }
+  return missing;
+}
+
+/** Removes each folder that is empty, in order (deepest first, as missingFolders lists them). */
+export async function removeEmptyFolders(dirs: readonly string[]): Promise<void> {
+  for (const d of dirs) await rmdir(d).catch(() => {});
 }

@@ -4,6 +4,7 @@ import type { Config } from './config.js';
 import { StuckStep } from './errors.js';
 import { abandonRunFolders } from './runs.js';
 import { train, type StopRequest } from './train.js';
+import { terminalProgress } from './ui/progress.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
 
 export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<number> {
@@ -38,7 +39,7 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
       finish: (snap, lines) => reporter.finish(snap, lines),
       close: () => reporter.close(),
     };
-    const r = await train(cfg, tracked, stop, { resume });
+    const r = await train(cfg, tracked, stop, { resume, progress: cfg.json ? undefined : terminalProgress('reading images') });
     const last = r.epochs[r.epochs.length - 1];
     const acc = last ? `; epoch ${last.epoch} test accuracy ${(100 * last.valAccuracy).toFixed(2)}%, test loss ${last.valLoss.toFixed(4)}` : '';
     const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];

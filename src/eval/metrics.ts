@@ -1,6 +1,6 @@
 // eval's numbers, from the test split's softmax probabilities: the confusion matrix, per-class precision /
 // recall / F1 and their means, and the mistakes the model was surest about. Pure functions of arrays.
-import type { DatasetName, Labels } from '../data/datasets.js';
+import type { Labels } from '../data/datasets.js';
 import { argmaxRow } from '../predict.js';
 
 export interface ClassStats {
@@ -25,7 +25,8 @@ export interface EvalReport {
   model: string;
   /** the network in one line (model.ts describeModel) */
   network: string;
-  dataset: DatasetName;
+  /** the built-in dataset's name, or the path of your own test set */
+  dataset: string;
   /** its linear layers' widths */
   layers: readonly number[];
   count: number;

@@ -46,7 +46,7 @@ export function describeSchedule(c: Config): string {
 export function describeRun(s: Snapshot): { model: string; setup: string } {
   const c = s.config;
   return {
-    model: `${c.dataset} · ${s.model} · ${fmtInt(s.paramCount)} params · seed ${c.seed} · out ${c.out}`,
+    model: `${s.data ?? c.dataset} · ${s.model} · ${fmtInt(s.paramCount)} params · seed ${c.seed} · out ${c.out}`,
     setup: `${c.threads} threads · ${s.kernelFamily} kernels · batch ${c.batchSize} in ${c.shards} shards · ` +
       `${describeOptimizer(c)} · lr ${fmtLr(c.lr)} ${describeSchedule(c)}`,
   };

@@ -88,7 +88,8 @@ export class LineReporter implements Reporter {
     this.lastLogged = s.step;
     const d = describeRun(s);
     this.line(`${d.model}\n${d.setup}`, {
-      type: 'start', dataset: s.config.dataset, model: s.model, layers: s.layers, paramCount: s.paramCount, kernelFamily: s.kernelFamily,
+      type: 'start', dataset: s.config.data !== '' && s.config.data !== undefined ? s.config.data : s.config.dataset,
+      ...(s.classes ? { classes: s.classes.length } : {}), model: s.model, layers: s.layers, paramCount: s.paramCount, kernelFamily: s.kernelFamily,
       threads: s.config.threads, shards: s.config.shards, batchSize: s.config.batchSize, optimizer: s.config.optimizer,
       lr: s.config.lr, schedule: s.config.schedule, seed: s.config.seed, epochs: s.config.epochs,
       batchesPerEpoch: s.batchesPerEpoch, totalSteps: s.totalSteps,
