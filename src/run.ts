@@ -41,7 +41,8 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
     };
     const r = await train(cfg, tracked, stop, { resume, progress: cfg.json ? undefined : terminalProgress('reading images') });
     const last = r.epochs[r.epochs.length - 1];
-    const acc = last ? `; epoch ${last.epoch} test accuracy ${(100 * last.valAccuracy).toFixed(2)}%, test loss ${last.valLoss.toFixed(4)}` : '';
+    const on = r.validation === 'test' ? 'test' : 'held-out validation';
+    const acc = last ? `; epoch ${last.epoch} ${on} accuracy ${(100 * last.valAccuracy).toFixed(2)}%, ${on} loss ${last.valLoss.toFixed(4)}` : '';
     const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];
     if (r.resumeHint) lines.push(r.resumeHint);
     reporter.finish(r.snapshot, lines);

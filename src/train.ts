@@ -46,6 +46,8 @@ export interface RunSummary {
   snapshot: Snapshot;
   /** the run's folder */
   out: string;
+  /** what the validation ran on: 'test' (a test set), 'held-out' (a share of --data held out) */
+  validation: 'test' | 'held-out';
 }
 
 export function optimizerConfig(cfg: Config): OptimizerConfig {
@@ -68,6 +70,8 @@ export interface Datasets {
   test: Split;
   /** the class names (the network's outputs) and the normalization */
   info: DataInfo;
+  /** the test split is a held-out share of the training data (your own data without a test set) */
+  heldOut?: boolean;
 }
 
 export interface LoadOptions {
@@ -194,7 +198,7 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
     const finish = (stoppedBy: RunSummary['stoppedBy'], reason: string): RunSummary => {
       snap.phase = 'done';
       return {
-        epochs: outputs.epochs, stoppedBy, reason, out: cfg.out,
+        epochs: outputs.epochs, stoppedBy, reason, out: cfg.out, validation: datasets.heldOut ? 'held-out' : 'test',
         resumeHint: stoppedBy === 'completed' || stoppedBy === 'early' ? null : `continue with: mnist-par train --resume ${cfg.out}`,
         seconds: (performance.now() - tStart) / 1000, files: [...new Set(outputs.files)], snapshot: snap,
       };

@@ -304,6 +304,8 @@ export interface OwnSplits {
   train: Split;
   test: Split;
   info: DataInfo;
+  /** the test set is a held-out share of --data (no test set was given) */
+  heldOut: boolean;
   /** what to tell the user: where the test set comes from, files left out */
   notes: string[];
 }
@@ -323,6 +325,7 @@ export async function loadOwnSplits(source: DataSource, limitTrain: number, prog
   const notes = [...own.notes];
   let train = own.train;
   let test: LabeledSet;
+  let heldOut = false;
   if (source.test !== '') {
     test = await readTestSet(source.test, '--test', progress);
   } else if (own.test !== null) {
@@ -331,6 +334,7 @@ export async function loadOwnSplits(source: DataSource, limitTrain: number, prog
     const parts = holdOut(own.train, source.valSplit, holdOutSeed(source.seed));
     train = parts.train;
     test = parts.held;
+    heldOut = true;
     notes.push(`--data ${source.data}: no test set given (--test): ${test.count} of its ${own.train.count} images ` +
       `(${+(100 * source.valSplit).toFixed(2)}% of each class, seed ${source.seed}) are held out for validation`);
   }
@@ -340,18 +344,21 @@ export async function loadOwnSplits(source: DataSource, limitTrain: number, prog
   const { mean, std } = fixed ?? pixelStats(train.images, trainCount, `--data ${source.data}`);
   return {
     train: asSplit(train), test: asSplit({ ...test, labels: testLabels }),
-    info: { title: basename(source.data.replace(/[/\\]+$/, '')) || source.data, classes, mean, std }, notes,
+    info: { title: basename(source.data.replace(/[/\\]+$/, '')) || source.data, classes, mean, std }, heldOut, notes,
   };
 }
 
 /** The test set a model trained on your own data was validated on, rebuilt from what its file records. */
-export async function recordedTestSet(source: DataSource, classes: readonly string[], progress?: Progress): Promise<{ split: Split; name: string }> {
+export async function recordedTestSet(source: DataSource, classes: readonly string[], progress?: Progress):
+    Promise<{ split: Split; name: string; heldOut: boolean }> {
   let test: LabeledSet;
+  let heldOut = false;
   if (source.test !== '') {
     test = await readTestSet(source.test, '--test', progress);
   } else {
     const own = await readOwnData(source.data, '--data', progress);
+    heldOut = own.test === null;
     test = own.test ?? holdOut(own.train, source.valSplit, holdOutSeed(source.seed)).held;
   }
-  return { split: asSplit({ ...test, labels: matchClasses(test, classes, test.name) }), name: test.name };
+  return { split: asSplit({ ...test, labels: matchClasses(test, classes, test.name) }), name: test.name, heldOut };
 }

@@ -68,7 +68,7 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
 
 async function evaluateOn(opts: EvalOptions, model: LoadedModel, info: DataInfo, dataset: DatasetName | null): Promise<EvalReport> {
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
-  const { test, name, from } = await testSet(opts, model, info, dataset, log);
+  const { test, name, from, heldOut } = await testSet(opts, model, info, dataset, log);
   const pixels = test.height * test.width;
   const V = model.layers[model.layers.length - 1];
 
@@ -108,15 +108,15 @@ async function evaluateOn(opts: EvalOptions, model: LoadedModel, info: DataInfo,
     model: opts.model, network: describeModel(model.spec), dataset: dataset ?? name, layers: model.layers, count: test.count, loss,
     accuracy: correct / test.count, classes, macro, confusion, plots: [],
   };
-  const title = dataset === null && opts.data === undefined ? `${info.title}, ${name === from ? 'test set' : 'held-out validation set'}`
-    : opts.data !== undefined ? basename(opts.data.replace(/[/\\]+$/, '')) || opts.data : `${info.title}, test set`;
+  const title = opts.data !== undefined ? basename(opts.data.replace(/[/\\]+$/, '')) || opts.data
+    : `${info.title}, ${heldOut ? 'held-out validation set' : 'test set'}`;
   const caption = `${basename(opts.model)} (${describeModel(model.spec)}) · ${test.count.toLocaleString('en-US')} images · ` +
     `accuracy ${fmtPct(report.accuracy, 2)} · loss ${report.loss.toFixed(4)}`;
   const mistakes = confidentMistakes(probs, test.labels, V, ERROR_GRID.cols * ERROR_GRID.rows);
   const wrong = test.count - correct;
   if (opts.plots !== undefined) {
     report.plots = [
-      await writePlot(opts.plots, CONFUSION_PNG, confusionSvg(confusion, info.classes, title, caption)),
+      await writePlot(opts.plots, CONFUSION_PNG, await confusionSvg(confusion, info.classes, title, caption)),
       await writePlot(opts.plots, ERRORS_PNG, errorsSvg(mistakes, test.images, info.classes, wrong, title)),
     ];
   }
@@ -130,18 +130,18 @@ async function evaluateOn(opts: EvalOptions, model: LoadedModel, info: DataInfo,
  * dataset's name, or a path), `from` where it was read, for the report.
  */
 async function testSet(opts: EvalOptions, model: LoadedModel, info: DataInfo, dataset: DatasetName | null,
-                       log: (line: string) => void): Promise<{ test: Split; name: string; from: string }> {
+                       log: (line: string) => void): Promise<{ test: Split; name: string; from: string; heldOut: boolean }> {
   if (opts.data !== undefined) {
     const set = await readTestSet(opts.data, '--data', opts.progress);
     const labels = matchClasses(set, info.classes, `--data ${opts.data}`);
-    return { test: { images: set.images, labels, count: set.count, height: 28, width: 28 }, name: opts.data, from: set.name };
+    return { test: { images: set.images, labels, count: set.count, height: 28, width: 28 }, name: opts.data, from: set.name, heldOut: false };
   }
   if (dataset === null) {
     const source = model.own!.source;
     if (source === null) throw new UsageError(`${opts.model}: the file does not say which data it was trained on; give the test set with --data PATH`);
     try {
-      const { split, name } = await recordedTestSet(source, info.classes, opts.progress);
-      return { test: split, name: source.test !== '' ? source.test : source.data, from: name };
+      const { split, name, heldOut } = await recordedTestSet(source, info.classes, opts.progress);
+      return { test: split, name: source.test !== '' ? source.test : source.data, from: name, heldOut };
     } catch (e) {
       if (!(e instanceof UserError)) throw e;
       throw new UserError(`${opts.model} was trained on ${source.data}${source.test ? ` with --test ${source.test}` : ''}, whose test set ` +
@@ -150,7 +150,7 @@ async function testSet(opts: EvalOptions, model: LoadedModel, info: DataInfo, da
   }
   const dataDir = opts.dataDir ?? `datasets/${dataset}`;
   if (opts.download) await ensureDataset(dataset, dataDir, { log });
-  return { test: await loadSplit(dataDir, 'test', dataset), name: dataset, from: `${dataset} test split, {count} images from ${dataDir}` };
+  return { test: await loadSplit(dataDir, 'test', dataset), name: dataset, from: `${dataset} test split, {count} images from ${dataDir}`, heldOut: false };
 }
 
 /** Images one evaluation chunk holds: 256, fewer where a wide network's activations for that many images on
@@ -173,8 +173,10 @@ const TEXT_MATRIX_CLASSES = 20;
  * the line that says where the images came from.
  */
 export function formatReport(r: EvalReport, names: readonly string[], source: string): string {
-  // MNIST's class names are the digits themselves; other datasets get "index name".
-  const rowName = (c: number): string => (names[c] === String(c) ? names[c] : `${c} ${printable(names[c], 40)}`);
+  // Classes named by numbers (MNIST's digits, your data's label values) go by their names; others by
+  // "index name", the index heading the matrix's columns.
+  const numbered = names.every((n) => /^\d+$/.test(n));
+  const rowName = (c: number): string => (numbered || names[c] === String(c) ? names[c] : `${c} ${printable(names[c], 40)}`);
   const V = r.confusion.length;
   const lines: string[] = [
     `model    ${r.model} (${r.network})`,
@@ -191,7 +193,7 @@ export function formatReport(r: EvalReport, names: readonly string[], source: st
   if (V <= TEXT_MATRIX_CLASSES) {
     const w = Math.max(5, ...r.confusion.flat().map((x) => String(x).length + 1));
     lines.push('confusion matrix (rows: true class, columns: predicted class)');
-    lines.push(' '.repeat(w0) + Array.from({ length: V }, (_, c) => String(c).padStart(w)).join(''));
+    lines.push(' '.repeat(w0) + Array.from({ length: V }, (_, c) => (numbered ? names[c] : String(c)).padStart(w)).join(''));
     r.confusion.forEach((cells, t) => lines.push(rowName(t).padEnd(w0) + cells.map((x) => String(x).padStart(w)).join('')));
   } else {
     const cells = r.confusion.flatMap((cells, t) => cells.map((n, p) => ({ t, p, n }))).filter((c) => c.t !== c.p && c.n > 0)
