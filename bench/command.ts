@@ -8,6 +8,7 @@ import {
 import { UsageError } from '../src/errors.js';
 import { describeModel, type ModelSpec } from '../src/model.js';
 import { BENCH_FAMILIES } from './families.js';
+import type { DataBenchOptions } from './data.js';
 import type { BenchOptions } from './kernels.js';
 import type { PeerOptions } from './peers.js';
 import type { ScalingOptions } from './scaling.js';
@@ -106,8 +107,32 @@ export function kernelOptions(f: BenchFlags): BenchOptions {
   };
 }
 
+/** The options of bench data: rows of the CSV, images of the folder, repeats, where the JSON goes. */
+export function dataOptions(f: BenchFlags & { rows?: string; images?: string }): DataBenchOptions {
+  return {
+    ...(f.rows !== undefined ? { rows: parseIntFlag('--rows', f.rows, 0, 1_000_000) } : f.quick ? { rows: 500 } : {}),
+    ...(f.images !== undefined ? { images: parseIntFlag('--images', f.images, 0, 200_000) } : f.quick ? { images: 200 } : {}),
+    ...(f.repeats !== undefined ? { repeats: parseIntFlag('--repeats', f.repeats, ...REPEATS) } : f.quick ? { repeats: 1 } : {}),
+    ...(f.out !== undefined ? { outDir: f.out } : {}),
+  };
+}
+
 export function addBenchCommand(program: Command): void {
-  const bench = program.command('bench').description('benchmarks: kernels, scaling over threads, PyTorch peer');
+  const bench = program.command('bench').description('benchmarks: kernels, scaling over threads, PyTorch peer, loading your own data');
+
+  bench.command('data')
+    .description('loading your own data: a Kaggle-layout CSV file and a folder of PNGs that it makes itself, each checked, then timed')
+    .option('--rows <n>', 'rows of the CSV file, 0 for none (default: 42000, as Kaggle\'s train.csv)')
+    .option('--images <n>', 'PNGs in the image folder, 0 for none (default: 10000)')
+    .option('--repeats <n>', 'timed loads of each; the median is reported (default: 3)')
+    .option('--out <dir>', 'folder for the JSON result (default: bench/results)')
+    .option('--quick', 'a tiny smoke run')
+    .action(async (f: BenchFlags & { rows?: string; images?: string }) => {
+      const opts = dataOptions(f);
+      const { benchData } = await import('./data.js');
+      await benchData(opts);
+      process.exitCode = 0;
+    });
 
   bench.command('kernels')
     .description('time every kernel of every family on the model\'s shapes, each checked against the reference first')
