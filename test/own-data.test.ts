@@ -339,6 +339,25 @@ describe('loadDigitImage: the one-call path for small PNGs', () => {
   });
 });
 
+describe('loadDigitImage: tight crops', () => {
+  it('takes an object that fills the frame down to its border (as Fashion-MNIST\'s bags), and still refuses a blank image', async () => {
+    const dir = tmp();
+    // a bright block over the lower 60% of the frame, touching three borders, with a faint handle above it
+    const px = new Uint8Array(PIXELS);
+    for (let y = 0; y < 28; y++) {
+      for (let x = 0; x < 28; x++) px[y * 28 + x] = y >= 11 ? 200 : (y === 4 && x > 8 && x < 20) ? 120 : 0;
+    }
+    const file = join(dir, 'bag.png');
+    await sharp(Buffer.from(px), { raw: { width: 28, height: 28, channels: 1 } }).toColourspace('b-w').png().toFile(file);
+    const out = await loadDigitImage(file);
+    expect(Math.max(...out)).toBe(255);
+    expect(out.filter((v) => v > 100).length).toBeGreaterThan(150);
+    const blank = join(dir, 'blank.png');
+    await sharp({ create: { width: 28, height: 28, channels: 3, background: '#202020' } }).png().toFile(blank);
+    await expect(loadDigitImage(blank)).rejects.toThrow(/no ink found/);
+  });
+});
+
 describe('the confusion matrix for many classes', () => {
   it('shrinks its cells to stay readable: 88 px for 10 classes, 69 for 26, 38 for 47, a picture of colours past 60', () => {
     expect(confusionLayout(10)).toEqual({ cell: 88, detailed: true, labelEvery: 1 });

@@ -154,7 +154,8 @@ function median(xs: number[]): number {
 /**
  * Ink strength 0..255 (background 0) from a greyscale image, in place. The background is the median of the
  * border pixels; the ink is on whichever side of it holds more deviation (dark ink on light paper is
- * inverted); the border's own spread is taken as noise and subtracted, and the strongest ink is scaled to 255.
+ * inverted); the border's own spread (its 90th percentile, or its median when the object reaches the border)
+ * is taken as noise and subtracted, and the strongest ink is scaled to 255.
  */
 function inkLayer(img: Nd, path: string): Nd {
   const [h, w] = img.shape;
@@ -174,7 +175,11 @@ function inkLayer(img: Nd, path: string): Nd {
     for (let i = 0; i < border.length; i++) border[i] = 255 - border[i];
   }
   const spread = border.map((v) => Math.abs(v - bg)).sort((a, b) => a - b);
-  const noise = spread[Math.floor(0.9 * (spread.length - 1))];
+  // An object that touches the border (a tight crop, as Fashion-MNIST's bags) makes the border's 90th
+  // percentile the object itself: then the median border pixel's deviation is the noise.
+  const strongest = ops.sup(img) - bg;
+  let noise = spread[Math.floor(0.9 * (spread.length - 1))];
+  if (strongest - noise < MIN_CONTRAST) noise = spread[Math.floor(0.5 * (spread.length - 1))];
   ops.subseq(img, bg + noise);
   ops.maxseq(img, 0);
   const peak = ops.sup(img);
