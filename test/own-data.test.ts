@@ -3,7 +3,7 @@
 // test set's classes, the 2..1,000 class limits, labels past 255 through every kernel family's gather, the
 // fast PNG path of loadDigitImage (the general pipeline's bits), the confusion matrix at 26 and 47 classes,
 // and where --data may go with the other flags.
-import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import sharp from 'sharp';
@@ -330,7 +330,6 @@ describe('loadDigitImage: the one-call path for small PNGs', () => {
     for (const [name, make, plain] of files) {
       await make();
       const file = join(dir, name);
-      const { readFileSync } = await import('node:fs');
       expect(isPlainPng(readFileSync(file)), name).toBe(plain);
       if (!plain) continue;
       const [fast, general] = [await readGrey(file), await readGrey(file, true)];
@@ -411,5 +410,24 @@ describe('where the data comes from: --data or --dataset, not both', () => {
     expect(() => validate({ valSplit: 0.95 })).toThrow('--val-split: expected a fraction in (0, 0.9], got 0.95');
     expect(() => parseValue('data', '')).toThrow('--data: expected a .csv file or a folder, got an empty string');
     expect(() => validate({ data: 3 })).toThrow('--data: expected a path, got 3');
+  });
+});
+
+describe('bench data', () => {
+  it('checks, then times both loaders on data it writes itself, and saves the result', async () => {
+    const { benchData } = await import('../bench/data.js');
+    const { dataOptions } = await import('../bench/command.js');
+    const out = tmp();
+    const lines: string[] = [];
+    const results = await benchData({ rows: 300, images: 60, repeats: 1, outDir: out, log: (l) => lines.push(l) });
+    expect(results.map((r) => [r.what, r.count])).toEqual([['csv', 300], ['images', 60]]);
+    for (const r of results) expect(r.seconds > 0 && r.baselineSeconds > 0 && Number.isFinite(r.perSecond)).toBe(true);
+    expect(lines.join('\n')).toMatch(/^csv {5}300 rows, 0\.\d MB: .* MB\/s; reading the bytes alone/m);
+    expect(lines.join('\n')).toMatch(/^images {2}60 PNGs, .* images\/s; one at a time/m);
+    const saved = readdirSync(out).filter((f) => f.startsWith('data-'));
+    expect(saved).toHaveLength(1);
+    expect(JSON.parse(readFileSync(join(out, saved[0]), 'utf8')).results).toHaveLength(2);
+    expect(dataOptions({ rows: '0', images: '5', repeats: '2' })).toEqual({ rows: 0, images: 5, repeats: 2 });
+    expect(() => dataOptions({ rows: '-3' })).toThrow(/^--rows: expected an integer in 0\.\.1000000, got '-3'$/);
   });
 });
