@@ -122,7 +122,7 @@ describe('readOwnData: the three layouts and their classes', () => {
     const s = syntheticSet(3, 2, 3);
     writeIdxPair(join(dir, 'only-test'), 'x-test', s.images, s.labels);
     expect((await refusalOf(readOwnData(join(dir, 'only-test'), '--data'))).message).toMatch(/holds only a test split .*training needs a training split/);
-    expect((await readTestSet(join(dir, 'only-test'), '--test')).count).toBe(6); // fine to evaluate on
+    expect((await readTestSet(join(dir, 'only-test'), '--data')).count).toBe(6); // fine to evaluate on (eval --data)
     writeIdxPair(join(dir, 'two'), 'a-train', s.images, s.labels);
     writeIdxPair(join(dir, 'two'), 'b-train', s.images, s.labels);
     expect((await refusalOf(readOwnData(join(dir, 'two'), '--data'))).message).toMatch(/holds 2 training sets \(a-train, b-train\); keep one pair/);

@@ -66,8 +66,11 @@ export const MAX_CSV_BYTES = 2 * 1024 * 1024 * 1024 - 1;
 
 const LAYOUTS = 'a folder of IDX files, a .csv file (a label, then 784 pixels per line) or a folder of class folders of images';
 
-/** Reads --data (or --test, eval --data: `flag`) in whichever layout it is. */
-export async function readOwnData(path: string, flag: string, progress?: Progress): Promise<OwnData> {
+/**
+ * Reads --data (or --test, eval --data: `flag` names it in messages) in whichever layout it is. `training`:
+ * the set is to be trained on, so an IDX folder must hold a training split.
+ */
+export async function readOwnData(path: string, flag: string, progress?: Progress, training = true): Promise<OwnData> {
   let isDir: boolean;
   try {
     const st = statSync(path);
@@ -83,7 +86,7 @@ export async function readOwnData(path: string, flag: string, progress?: Progres
     return { train: readCsvSet(path), test: null, notes: [] };
   }
   const pairs = idxPairs(path);
-  if (pairs.length > 0) return readIdxFolder(path, pairs, flag);
+  if (pairs.length > 0) return readIdxFolder(path, pairs, training);
   const folder = await readImageFolder(path, progress);
   const notes = folder.skipped > 0
     ? [`${flag} ${path}: left out ${folder.skipped} file${folder.skipped === 1 ? '' : 's'} in the class folders that ${folder.skipped === 1 ? 'is' : 'are'} not .png, .jpg, .jpeg or .webp`]
@@ -93,7 +96,7 @@ export async function readOwnData(path: string, flag: string, progress?: Progres
 
 /** The set a test set or an evaluation reads from `path`: an IDX folder's test split when it has one. */
 export async function readTestSet(path: string, flag: string, progress?: Progress): Promise<LabeledSet> {
-  const own = await readOwnData(path, flag, progress);
+  const own = await readOwnData(path, flag, progress, false);
   return own.test ?? own.train;
 }
 
@@ -144,7 +147,7 @@ function idxPairs(dir: string): IdxPair[] {
   return [...pairs.values()];
 }
 
-async function readIdxFolder(dir: string, pairs: IdxPair[], flag: string): Promise<OwnData> {
+async function readIdxFolder(dir: string, pairs: IdxPair[], training: boolean): Promise<OwnData> {
   const of = (split: IdxPair['split']) => pairs.filter((p) => p.split === split);
   for (const split of ['train', 'test'] as const) {
     if (of(split).length > 1) {
@@ -165,7 +168,7 @@ async function readIdxFolder(dir: string, pairs: IdxPair[], flag: string): Promi
   };
   if (train === undefined) {
     // a folder of one test split: fine to evaluate on, not to train on
-    if (flag === '--data') {
+    if (training) {
       throw new UserError(`${dir}: holds only a test split (${test!.prefix}-images-idx3-ubyte); training needs a training split beside it (<name>-train-images-idx3-ubyte and its labels)`);
     }
     return { train: await read(test!, 'test'), test: null, notes: [] };
