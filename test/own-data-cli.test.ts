@@ -89,6 +89,9 @@ describe('a 3-class image folder', () => {
         const j = runCli(['predict', '--model', out, '--json', file]);
         expect(JSON.parse(j.stdout)).toMatchObject({ file, digit: 1, label: 'two' });
         // --dataset means nothing to a model of your own classes
+        const dd = runCli(['eval', '--model', out, '--data-dir', mnistDir]);
+        expect(dd.code).toBe(2);
+        expect(dd.stderr).toMatch(/^mnist-par: --data-dir .*: .* was trained on its own data, not on a built-in dataset; leave --data-dir out .*\n$/);
         const d = runCli(['predict', '--model', out, '--dataset', 'mnist', file]);
         expect(d.code).toBe(2);
         expect(d.stderr).toMatch(/^mnist-par: --dataset mnist: .* was trained on its own data \(3 classes: one, two, zero\), not on a built-in dataset; leave out --dataset\n$/);

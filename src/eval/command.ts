@@ -54,6 +54,10 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
   checkDataSources({ data: opts.data, dataset: opts.dataset, dataDir: opts.dataDir });
   const model = await loadModel(opts.model);
   const { info, dataset } = modelData(opts.dataset, model, opts.model, opts.log);
+  if (dataset === null && opts.dataDir !== undefined) {
+    throw new UsageError(`--data-dir ${opts.dataDir}: ${opts.model} was trained on its own data, not on a built-in dataset; ` +
+      'leave --data-dir out (its test set is found again), or give another test set with --data PATH');
+  }
   // Refuse an unwritable --plots before spending any time on the evaluation; a folder made for it goes again
   // if the evaluation fails before writing there.
   const made = opts.plots === undefined ? [] : missingFolders(opts.plots);
@@ -68,7 +72,7 @@ export async function evalCommand(opts: EvalOptions): Promise<EvalReport> {
 
 async function evaluateOn(opts: EvalOptions, model: LoadedModel, info: DataInfo, dataset: DatasetName | null): Promise<EvalReport> {
   const log = opts.log ?? ((line: string) => process.stderr.write(line + '\n'));
-  const { test, name, from, heldOut } = await testSet(opts, model, info, dataset, log);
+  const { test, name, line, heldOut } = await testSet(opts, model, info, dataset, log);
   const pixels = test.height * test.width;
   const V = model.layers[model.layers.length - 1];
 
@@ -120,28 +124,28 @@ async function evaluateOn(opts: EvalOptions, model: LoadedModel, info: DataInfo,
       await writePlot(opts.plots, ERRORS_PNG, errorsSvg(mistakes, test.images, info.classes, wrong, title)),
     ];
   }
-  const source = dataset === null || opts.data !== undefined ? `data     ${from}, ${test.count} images` : `dataset  ${from.replace('{count}', String(test.count))}`;
-  if (opts.print !== false) process.stdout.write(opts.json ? JSON.stringify(report) + '\n' : formatReport(report, info.classes, source));
+  if (opts.print !== false) process.stdout.write(opts.json ? JSON.stringify(report) + '\n' : formatReport(report, info.classes, line));
   return report;
 }
 
 /**
  * The images to evaluate on, with their labels as the model's class indices: `name` says which set (a built-in
- * dataset's name, or a path), `from` where it was read, for the report.
+ * dataset's name, or a path), `line` where they were read, for the report.
  */
 async function testSet(opts: EvalOptions, model: LoadedModel, info: DataInfo, dataset: DatasetName | null,
-                       log: (line: string) => void): Promise<{ test: Split; name: string; from: string; heldOut: boolean }> {
+                       log: (line: string) => void): Promise<{ test: Split; name: string; line: string; heldOut: boolean }> {
+  const own = (from: string, count: number) => `data     ${from}, ${count} images`;
   if (opts.data !== undefined) {
     const set = await readTestSet(opts.data, '--data', opts.progress);
     const labels = matchClasses(set, info.classes, `--data ${opts.data}`);
-    return { test: { images: set.images, labels, count: set.count, height: 28, width: 28 }, name: opts.data, from: set.name, heldOut: false };
+    return { test: { images: set.images, labels, count: set.count, height: 28, width: 28 }, name: opts.data, line: own(set.name, set.count), heldOut: false };
   }
   if (dataset === null) {
     const source = model.own!.source;
     if (source === null) throw new UsageError(`${opts.model}: the file does not say which data it was trained on; give the test set with --data PATH`);
     try {
       const { split, name, heldOut } = await recordedTestSet(source, info.classes, opts.progress);
-      return { test: split, name: source.test !== '' ? source.test : source.data, from: name, heldOut };
+      return { test: split, name: source.test !== '' ? source.test : source.data, line: own(name, split.count), heldOut };
     } catch (e) {
       if (!(e instanceof UserError)) throw e;
       throw new UserError(`${opts.model} was trained on ${source.data}${source.test ? ` with --test ${source.test}` : ''}, whose test set ` +
@@ -150,7 +154,8 @@ async function testSet(opts: EvalOptions, model: LoadedModel, info: DataInfo, da
   }
   const dataDir = opts.dataDir ?? `datasets/${dataset}`;
   if (opts.download) await ensureDataset(dataset, dataDir, { log });
-  return { test: await loadSplit(dataDir, 'test', dataset), name: dataset, from: `${dataset} test split, {count} images from ${dataDir}`, heldOut: false };
+  const test = await loadSplit(dataDir, 'test', dataset);
+  return { test, name: dataset, line: `dataset  ${dataset} test split, ${test.count} images from ${dataDir}`, heldOut: false };
 }
 
 /** Images one evaluation chunk holds: 256, fewer where a wide network's activations for that many images on
