@@ -8,7 +8,6 @@
 // TypeScript (resizeLinear), which for a few hundred pixels costs far less than a second call.
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
-import { mat2d, vec2 } from 'gl-matrix';
 import ndarray, { type NdArray } from 'ndarray';
 import sharp, { type OutputInfo } from 'sharp';
 import { UserError } from '../errors.js';
@@ -195,8 +194,13 @@ function inkLayer(img: Nd, path: string): Nd {
 function boundingBox(ink: Nd): { y0: number; y1: number; x0: number; x1: number } {
   const [h, w] = ink.shape;
   const thr = BOX_THRESHOLD * 255;
-  const rows = Array.from({ length: h }, (_, y) => ops.sup(ink.pick(y, null)) >= thr);
-  const cols = Array.from({ length: w }, (_, x) => ops.sup(ink.pick(null, x)) >= thr);
+  const rows = new Array<boolean>(h).fill(false);
+  const cols = new Array<boolean>(w).fill(false);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      if (ink.get(y, x) >= thr) rows[y] = cols[x] = true;
+    }
+  }
   return { y0: rows.indexOf(true), y1: rows.lastIndexOf(true) + 1, x0: cols.indexOf(true), x1: cols.lastIndexOf(true) + 1 };
 }
 
@@ -247,20 +251,30 @@ function resample(src: Float64Array, R: number, C: number, m: number, columns: b
  */
 function placeByMass(box: Nd): Uint8Array {
   const [h, w] = box.shape;
-  const total = ops.sum(box);
+  // the total in row-major order, each row's sum along x and each column's along y
+  let total = 0;
+  const rowSum = new Float64Array(h), colSum = new Float64Array(w);
+  for (let y = 0; y < h; y++) {
+    for (let x = 0; x < w; x++) {
+      const v = box.get(y, x);
+      total += v;
+      rowSum[y] += v;
+      colSum[x] += v;
+    }
+  }
   let my = 0, mx = 0;
-  for (let y = 0; y < h; y++) my += y * ops.sum(box.pick(y, null));
-  for (let x = 0; x < w; x++) mx += x * ops.sum(box.pick(null, x));
-  // Output → box coordinates.
-  const back = mat2d.fromTranslation(mat2d.create(), [mx / total - CENTRE, my / total - CENTRE]);
+  for (let y = 0; y < h; y++) my += y * rowSum[y];
+  for (let x = 0; x < w; x++) mx += x * colSum[x];
+  // Output → box coordinates: a translation, in float32 (gl-matrix's mat2d and vec2 held it so, and the
+  // results stay the same bits).
+  const tx = Math.fround(mx / total - CENTRE), ty = Math.fround(my / total - CENTRE);
   const at = (y: number, x: number): number => (y >= 0 && y < h && x >= 0 && x < w ? box.get(y, x) : 0);
   const out = new Uint8Array(SIDE * SIDE);
-  const p = vec2.create();
   for (let v = 0; v < SIDE; v++) {
     for (let u = 0; u < SIDE; u++) {
-      vec2.transformMat2d(p, vec2.set(p, u, v), back);
-      const x0 = Math.floor(p[0]), y0 = Math.floor(p[1]);
-      const fx = p[0] - x0, fy = p[1] - y0;
+      const px = Math.fround(u + tx), py = Math.fround(v + ty);
+      const x0 = Math.floor(px), y0 = Math.floor(py);
+      const fx = px - x0, fy = py - y0;
       const val = (at(y0, x0) * (1 - fx) + at(y0, x0 + 1) * fx) * (1 - fy)
                 + (at(y0 + 1, x0) * (1 - fx) + at(y0 + 1, x0 + 1) * fx) * fy;
       out[v * SIDE + u] = Math.round(val);
