@@ -41,6 +41,9 @@ export interface DataBenchResult {
   seconds: number;
   /** every run's seconds */
   runs: number[];
+  /** median CPU seconds of the process during a load (all its threads): what the load costs whatever else
+   *  the machine runs; on 2 cores it cannot take less than half this */
+  cpuSeconds: number;
   /** csv: median seconds to read the file's bytes; images: seconds per image one at a time × count */
   baselineSeconds: number;
   /** images (or rows) per second */
@@ -104,6 +107,14 @@ const seconds = async (f: () => unknown): Promise<number> => {
   return (performance.now() - t) / 1000;
 };
 
+/** Wall and CPU seconds (every thread of the process) of one call. */
+const timed = async (f: () => unknown): Promise<{ wall: number; cpu: number }> => {
+  const c = process.cpuUsage();
+  const wall = await seconds(f);
+  const { user, system } = process.cpuUsage(c);
+  return { wall, cpu: (user + system) / 1e6 };
+};
+
 export async function benchData(o: DataBenchOptions = {}): Promise<DataBenchResult[]> {
   const rows = o.rows ?? 42_000;
   const count = o.images ?? 10_000;
@@ -123,15 +134,17 @@ export async function benchData(o: DataBenchOptions = {}): Promise<DataBenchResu
         || own.train.labels.some((l, i) => l !== labels[i])) {
         throw new Error('bench data: the CSV parser did not give back the images and labels written');
       }
-      const runs: number[] = [], base: number[] = [];
+      const runs: number[] = [], cpus: number[] = [], base: number[] = [];
       for (let r = 0; r < repeats; r++) {
         base.push(await seconds(() => readFileSync(file)));
-        runs.push(await seconds(() => readOwnData(file, '--data')));
+        const t = await timed(() => readOwnData(file, '--data'));
+        runs.push(t.wall);
+        cpus.push(t.cpu);
       }
       const s = median(runs);
-      results.push({ what: 'csv', count: rows, bytes: bytes.length, seconds: s, runs, baselineSeconds: median(base), perSecond: rows / s });
+      results.push({ what: 'csv', count: rows, bytes: bytes.length, seconds: s, runs, cpuSeconds: median(cpus), baselineSeconds: median(base), perSecond: rows / s });
       log(`csv     ${rows.toLocaleString('en-US')} rows, ${(bytes.length / 1e6).toFixed(1)} MB: ${s.toFixed(3)} s ` +
-        `(median of ${repeats}: ${runs.map((x) => x.toFixed(3)).join(', ')}), ${(bytes.length / 1e6 / s).toFixed(0)} MB/s; ` +
+        `(median of ${repeats}: ${runs.map((x) => x.toFixed(3)).join(', ')}; ${median(cpus).toFixed(3)} s of CPU), ${(bytes.length / 1e6 / s).toFixed(0)} MB/s; ` +
         `reading the bytes alone ${median(base).toFixed(3)} s (×${(s / median(base)).toFixed(1)})`);
     }
     if (count > 0) {
@@ -151,18 +164,21 @@ export async function benchData(o: DataBenchOptions = {}): Promise<DataBenchResu
           throw new Error(`bench data: image ${files[i]} loaded in the folder differs from loadDigitImage on its own`);
         }
       }
-      const runs: number[] = [], base: number[] = [];
+      const runs: number[] = [], cpus: number[] = [], base: number[] = [];
       const sample = files.slice(0, Math.min(SEQUENTIAL_SAMPLE, count));
       for (let r = 0; r < repeats; r++) {
         base.push((await seconds(async () => { for (const f of sample) await loadDigitImage(f); })) / sample.length * count);
-        runs.push(await seconds(() => readOwnData(folder, '--data', terminalProgress(`reading images (run ${r + 1}/${repeats})`))));
+        const t = await timed(() => readOwnData(folder, '--data', terminalProgress(`reading images (run ${r + 1}/${repeats})`)));
+        runs.push(t.wall);
+        cpus.push(t.cpu);
       }
       const s = median(runs);
       const bytes = files.reduce((n, f) => n + readFileSync(f).length, 0);
-      results.push({ what: 'images', count, bytes, seconds: s, runs, baselineSeconds: median(base), perSecond: count / s });
+      results.push({ what: 'images', count, bytes, seconds: s, runs, cpuSeconds: median(cpus), baselineSeconds: median(base), perSecond: count / s });
       log(`images  ${count.toLocaleString('en-US')} PNGs, ${(bytes / 1e6).toFixed(1)} MB: ${s.toFixed(2)} s ` +
-        `(median of ${repeats}: ${runs.map((x) => x.toFixed(2)).join(', ')}), ${Math.round(count / s).toLocaleString('en-US')} images/s; ` +
-        `one at a time ${median(base).toFixed(2)} s (×${(median(base) / s).toFixed(2)} faster concurrently)`);
+        `(median of ${repeats}: ${runs.map((x) => x.toFixed(2)).join(', ')}; ${median(cpus).toFixed(2)} s of CPU), ` +
+        `${Math.round(count / s).toLocaleString('en-US')} images/s; one at a time ${median(base).toFixed(2)} s ` +
+        `(×${(median(base) / s).toFixed(2)} faster concurrently)`);
     }
   } finally {
     rmSync(dir, { recursive: true, force: true });

@@ -421,7 +421,7 @@ describe('bench data', () => {
     const lines: string[] = [];
     const results = await benchData({ rows: 300, images: 60, repeats: 1, outDir: out, log: (l) => lines.push(l) });
     expect(results.map((r) => [r.what, r.count])).toEqual([['csv', 300], ['images', 60]]);
-    for (const r of results) expect(r.seconds > 0 && r.baselineSeconds > 0 && Number.isFinite(r.perSecond)).toBe(true);
+    for (const r of results) expect(r.seconds > 0 && r.cpuSeconds > 0 && r.baselineSeconds > 0 && Number.isFinite(r.perSecond)).toBe(true);
     expect(lines.join('\n')).toMatch(/^csv {5}300 rows, 0\.\d MB: .* MB\/s; reading the bytes alone/m);
     expect(lines.join('\n')).toMatch(/^images {2}60 PNGs, .* images\/s; one at a time/m);
     const saved = readdirSync(out).filter((f) => f.startsWith('data-'));
