@@ -41,8 +41,8 @@ export interface DataBenchResult {
   seconds: number;
   /** every run's seconds */
   runs: number[];
-  /** median CPU seconds of the process during a load (all its threads): what the load costs whatever else
-   *  the machine runs; on 2 cores it cannot take less than half this */
+  /** median CPU seconds of the process during a load (all its threads): less sensitive than the wall time to
+   *  what else the machine runs; on 2 cores the load cannot take less than half this */
   cpuSeconds: number;
   /** csv: median seconds to read the file's bytes; images: seconds per image one at a time × count */
   baselineSeconds: number;
