@@ -8,6 +8,7 @@ import {
 import { UsageError } from '../src/errors.js';
 import { describeModel, type ModelSpec } from '../src/model.js';
 import { BENCH_FAMILIES } from './families.js';
+import type { DataBenchOptions } from './data.js';
 import type { BenchOptions } from './kernels.js';
 import type { PeerOptions } from './peers.js';
 import type { ScalingOptions } from './scaling.js';
@@ -52,7 +53,7 @@ export function modelFlags(f: BenchFlags): ModelSpec {
 
 /** Bench's own limits; the others are training's (INT_LIMITS). */
 const REPEATS: [number, number] = [1, 1000];
-/** rows per micro-shard that bench kernels times */
+/** rows of a kernel call that bench kernels times */
 const KERNEL_ROWS: [number, number] = [1, 4096];
 const SECONDS = [Number.MIN_VALUE, 600, 'a number of seconds in (0, 600]'] as const;
 
@@ -106,16 +107,40 @@ export function kernelOptions(f: BenchFlags): BenchOptions {
   };
 }
 
+/** The options of bench data: rows of the CSV, images of the folder, repeats, where the JSON goes. */
+export function dataOptions(f: BenchFlags & { rows?: string; images?: string }): DataBenchOptions {
+  return {
+    ...(f.rows !== undefined ? { rows: parseIntFlag('--rows', f.rows, 0, 1_000_000) } : f.quick ? { rows: 500 } : {}),
+    ...(f.images !== undefined ? { images: parseIntFlag('--images', f.images, 0, 200_000) } : f.quick ? { images: 200 } : {}),
+    ...(f.repeats !== undefined ? { repeats: parseIntFlag('--repeats', f.repeats, ...REPEATS) } : f.quick ? { repeats: 1 } : {}),
+    ...(f.out !== undefined ? { outDir: f.out } : {}),
+  };
+}
+
 export function addBenchCommand(program: Command): void {
-  const bench = program.command('bench').description('benchmarks: kernels, scaling over threads, PyTorch peer');
+  const bench = program.command('bench').description('benchmarks: kernels, scaling over threads, PyTorch peer, loading your own data');
+
+  bench.command('data')
+    .description('loading your own data: a Kaggle-layout CSV file and a folder of PNGs that it makes itself, each checked, then timed')
+    .option('--rows <n>', 'rows of the CSV file, 0 for none (default: 42000, as Kaggle\'s train.csv)')
+    .option('--images <n>', 'PNGs in the image folder, 0 for none (default: 10000)')
+    .option('--repeats <n>', 'timed loads of each; the median is reported (default: 3)')
+    .option('--out <dir>', 'folder for the JSON result (default: bench/results)')
+    .option('--quick', 'a tiny smoke run')
+    .action(async (f: BenchFlags & { rows?: string; images?: string }) => {
+      const opts = dataOptions(f);
+      const { benchData } = await import('./data.js');
+      await benchData(opts);
+      process.exitCode = 0;
+    });
 
   bench.command('kernels')
     .description('time every kernel of every family on the model\'s shapes, each checked against the reference first')
-    .option('--model <kind>', 'the network whose kernels to time: mlp (its linear layers, ReLU backward, slot ' +
-      'reduction, optimizer steps) or cnn (its conv2d, max-pool and linear head kernels) (default: mlp)')
+    .option('--model <kind>', 'the network whose kernels to time: mlp (its linear layers, ReLU backward, ' +
+      'optimizer steps) or cnn (its conv2d, max-pool and linear head kernels) (default: mlp)')
     .option('--channels <list>', 'with --model cnn: its convolution channels c1,c2 (default: 16,32)')
     .option('--hidden <list>', 'hidden widths: the mlp\'s (default: 128,256,512,128) or the cnn head\'s (default: 128)')
-    .option('--batch-size <list>', 'rows per micro-shard to try (default: 8,16,32,64; cnn 16,32,64)')
+    .option('--batch-size <list>', 'rows of a kernel call to try (default: 8,16,32,64; cnn 16,32,64)')
     .option('--kernels <list>', `families to time: ${BENCH_FAMILIES.join(', ')} (default: all this machine runs)`)
     .option('--repeats <n>', 'timed runs per variant; the median is reported (default: 7)')
     .option('--out <dir>', 'folder for the JSON result (default: bench/results)')

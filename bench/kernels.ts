@@ -55,7 +55,7 @@ import type { OptimizerConfig } from '../src/optim.js';
 import { Rng } from '../src/rng.js';
 
 export interface BenchOptions {
-  /** rows per micro-shard to try (default 8, 16, 32, 64: batch 64…512 split into 8 micro-shards) */
+  /** rows of a kernel call to try (default 8, 16, 32, 64: a worker's rows, from batch 64 on 8 threads to batch 128 on 2) */
   batches?: number[];
   /** families to time (default: js, every wasm family this Node runs, every native path this CPU has) */
   families?: BenchFamily[];

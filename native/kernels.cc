@@ -511,7 +511,7 @@ napi_value Adam(napi_env env, napi_callback_info info) {
 }
 
 // gather(x, y, images, labels, index | null, start, rows, pixels, table)
-//   x (rows, pixels) float32  y (rows) int32  images (N, pixels) uint8  labels (N) uint8  table (256) float32
+//   x (rows, pixels) float32  y (rows) int32  images (N, pixels) uint8  labels (N) uint8 or uint16  table (256) float32
 // Row r copies image i = index[start + r] (or start + r when index is null): x[r][p] = table[images[i][p]],
 // y[r] = labels[i]. A table lookup, so the result is the same bits as the TypeScript gather.
 napi_value Gather(napi_env env, napi_callback_info info) {
@@ -520,7 +520,11 @@ napi_value Gather(napi_env env, napi_callback_info info) {
   float* x = a.f32(0, (double)rows * pixels, "x");
   int32_t* y = static_cast<int32_t*>(a.array(1, napi_int32_array, rows, "y"));
   const uint8_t* images = static_cast<const uint8_t*>(a.array(2, napi_uint8_array, 0, "images"));
-  const uint8_t* labels = static_cast<const uint8_t*>(a.array(3, napi_uint8_array, 0, "labels"));
+  // labels: uint8 (the IDX files' own) or uint16 (the arena's, for up to 65,535 classes)
+  napi_typedarray_type labelType = napi_uint8_array;
+  if (a.argc > 3) napi_get_typedarray_info(env, a.argv[3], &labelType, nullptr, nullptr, nullptr, nullptr);
+  const bool wide = labelType == napi_uint16_array;
+  const void* labels = a.array(3, wide ? napi_uint16_array : napi_uint8_array, 0, "labels");
   const uint32_t* index = a.is_null(4) ? nullptr
                                        : static_cast<const uint32_t*>(a.array(4, napi_uint32_array, (double)start + rows, "index"));
   const float* table = a.f32(8, 256, "table");
@@ -540,7 +544,7 @@ napi_value Gather(napi_env env, napi_callback_info info) {
     const uint8_t* src = images + i * (size_t)pixels;
     float* dst = x + (size_t)r * pixels;
     for (int p = 0; p < pixels; p++) dst[p] = table[src[p]];
-    y[r] = labels[i];
+    y[r] = wide ? static_cast<const uint16_t*>(labels)[i] : static_cast<const uint8_t*>(labels)[i];
   }
   return nullptr;
 }

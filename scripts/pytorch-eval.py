@@ -5,6 +5,7 @@ README shows and evaluates it on the test split, for comparison with `mnist-par 
 How to run (Debian: apt-get install python3-torch; written against PyTorch 1.13):
 
     /usr/bin/python3 scripts/pytorch-eval.py MODEL [--data-dir DIR] [--dataset mnist|fashion-mnist] [--json]
+    /usr/bin/python3 scripts/pytorch-eval.py MODEL --data PATH [--json]
 
 MODEL is a model.safetensors written by mnist-par train (or its run folder). DIR holds the dataset's
 t10k-images-idx3-ubyte.gz and t10k-labels-idx1-ubyte.gz (default: ../shared/datasets/NAME beside the repository if
@@ -12,11 +13,20 @@ it exists, else datasets/NAME); the dataset defaults to the one named in the fil
 the test accuracy and mean loss (with --json: one JSON line that also holds every image's predicted class, which
 test/cnn-model.test.ts compares with mnist-par's own).
 
+A model trained on your own data (mnist-par train --data) has as many outputs as its data has classes; its
+metadata holds the class names ("classes", a JSON list in the order of the outputs) and the normalization ("mean",
+"std"), which this script uses. Give its test set with --data PATH: a Kaggle-layout .csv file (a label, then 784
+pixels per line; a header line is optional) or a folder of IDX files (its test split: *t10k* or *test* files, else
+its only pair). Each label is matched to the model's classes by name, as mnist-par eval --data does. (An image
+folder needs mnist-par's preprocessing of each image, which this script does not repeat.)
+
 The networks, as the README's snippets build them (nn.Sequential, so the tensor names are the module indices):
 
-    mlp   Linear(784, n1), ReLU, Linear(n1, n2), ReLU, …, Linear(nk, 10)            0.weight, 2.weight, …
+    mlp   Linear(784, n1), ReLU, Linear(n1, n2), ReLU, …, Linear(nk, V)             0.weight, 2.weight, …
     cnn   Conv2d(1, c1, 5), ReLU, MaxPool2d(2), Conv2d(c1, c2, 5), ReLU, MaxPool2d(2), Flatten,
-          Linear(c2 * 4 * 4, h), ReLU, Linear(h, 10)                                0, 3, 7, 9
+          Linear(c2 * 4 * 4, h), ReLU, Linear(h, V)                                 0, 3, 7, 9
+
+(V = 10 for MNIST and Fashion-MNIST, the number of classes for your own data.)
 
 For the cnn, the README's snippet is:
 
@@ -42,6 +52,7 @@ import argparse
 import gzip
 import json
 import os
+import re
 import struct
 import sys
 
@@ -109,7 +120,7 @@ def build(state):
 
 
 def read_idx(path, magic):
-    with gzip.open(path, 'rb') as f:
+    with (gzip.open(path, 'rb') if path.endswith('.gz') else open(path, 'rb')) as f:
         raw = f.read()
     got, count = struct.unpack('>II', raw[:8])
     if got != magic:
@@ -118,6 +129,38 @@ def read_idx(path, magic):
         rows, cols = struct.unpack('>II', raw[8:16])
         return np.frombuffer(raw[16:], dtype=np.uint8).reshape(count, rows, cols)
     return np.frombuffer(raw[8:], dtype=np.uint8)
+
+
+def read_csv(path):
+    """Kaggle's layout: label, then 784 pixels per line; a first line that is not numbers is a header."""
+    with open(path, 'rb') as f:
+        lines = [line for line in f.read().decode('utf-8-sig').splitlines() if line.strip()]
+    if lines and re.search(r'[^0-9,\s.+-]', lines[0]):
+        lines = lines[1:]
+    rows = np.array([[int(v) for v in line.split(',')] for line in lines], dtype=np.int64)
+    if rows.ndim != 2 or rows.shape[1] != 785:
+        sys.exit(f'{path}: expected 785 columns (a label, then 784 pixels), found {rows.shape[1] if rows.ndim == 2 else "none"}')
+    return rows[:, 1:].astype(np.uint8).reshape(-1, 28, 28), rows[:, 0]
+
+
+def read_own(path):
+    """Images and their labels (as written: numbers) from a .csv file or a folder of IDX files."""
+    if os.path.isfile(path):
+        return read_csv(path)
+    names = sorted(os.listdir(path))
+    pairs = {}
+    for name in names:
+        m = re.match(r'^(.*)-images-idx3-ubyte(\.gz)?$', name)
+        if m:
+            labels = [f for f in (f'{m[1]}-labels-idx1-ubyte.gz', f'{m[1]}-labels-idx1-ubyte') if f in names]
+            if labels:
+                pairs[m[1]] = (os.path.join(path, name), os.path.join(path, labels[0]))
+    tests = [p for p in pairs if p == 't10k' or re.search(r'(^|[-_.])(test|t10k)$', p)]
+    chosen = tests[0] if tests else (next(iter(pairs)) if len(pairs) == 1 else None)
+    if chosen is None:
+        sys.exit(f'{path}: expected a .csv file or a folder of IDX files with a test split')
+    images_file, labels_file = pairs[chosen]
+    return read_idx(images_file, 0x803), read_idx(labels_file, 0x801).astype(np.int64)
 
 
 def default_data_dir(dataset):
@@ -130,17 +173,34 @@ def main():
     ap.add_argument('model', help='model.safetensors written by mnist-par train, or its run folder')
     ap.add_argument('--data-dir')
     ap.add_argument('--dataset', choices=sorted(NORMALIZATION))
+    ap.add_argument('--data', help='your own test set (a .csv file or a folder of IDX files), for a model trained with --data')
     ap.add_argument('--json', action='store_true', help='one JSON line, with every image\'s predicted class')
     args = ap.parse_args()
     path = os.path.join(args.model, 'model.safetensors') if os.path.isdir(args.model) else args.model
 
     state, metadata, loader = load_weights(path)
     model = build(state).eval()
-    dataset = args.dataset or metadata.get('dataset', 'mnist')
-    data_dir = args.data_dir or default_data_dir(dataset)
-    images = read_idx(os.path.join(data_dir, 't10k-images-idx3-ubyte.gz'), 0x803)
-    labels = torch.from_numpy(read_idx(os.path.join(data_dir, 't10k-labels-idx1-ubyte.gz'), 0x801).astype(np.int64))
-    mean, std = NORMALIZATION[dataset]
+    if 'classes' in metadata:
+        # a model trained on your own data: its classes and normalization are in the file
+        classes = json.loads(metadata['classes'])
+        mean, std = float(metadata['mean']), float(metadata['std'])
+        if not args.data:
+            sys.exit(f'{path}: trained on your own data ({len(classes)} classes); give its test set with --data PATH')
+        images, values = read_own(args.data)
+        index = {name: i for i, name in enumerate(classes)}
+        unknown = sorted({str(v) for v in values.tolist()} - set(index))
+        if unknown:
+            sys.exit(f'{args.data}: labels {", ".join(unknown[:8])} are not among the model\'s classes')
+        labels = torch.tensor([index[str(v)] for v in values.tolist()], dtype=torch.int64)
+        dataset = args.data
+    else:
+        if args.data:
+            sys.exit(f'{path}: trained on a built-in dataset; give --dataset and --data-dir instead of --data')
+        dataset = args.dataset or metadata.get('dataset', 'mnist')
+        data_dir = args.data_dir or default_data_dir(dataset)
+        images = read_idx(os.path.join(data_dir, 't10k-images-idx3-ubyte.gz'), 0x803)
+        labels = torch.from_numpy(read_idx(os.path.join(data_dir, 't10k-labels-idx1-ubyte.gz'), 0x801).astype(np.int64))
+        mean, std = NORMALIZATION[dataset]
     table = torch.from_numpy(((np.arange(256) / 255 - mean) / std).astype(np.float32))
     x = table[torch.from_numpy(images.astype(np.int64))].unsqueeze(1)  # (N, 1, 28, 28)
     if not isinstance(model[0], nn.Conv2d):
@@ -160,7 +220,8 @@ def main():
     if args.json:
         print(json.dumps({'file': path, 'loader': loader, 'network': network, 'dataset': dataset, 'count': count,
                           'correct': correct, 'accuracy': correct / count, 'loss': loss_sum / count,
-                          'predictions': ''.join(str(int(p)) for p in pred)}))
+                          'predictions': ''.join(str(int(p)) for p in pred) if model[-1].out_features <= 10
+                          else [int(p) for p in pred]}))
     else:
         print(f'{path}: {network}')
         print(f'  weights read by {loader}')

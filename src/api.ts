@@ -5,15 +5,15 @@ import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { checkChoice, checkInt, configFields, flagName, parsePath, INT_LIMITS, KERNEL_CHOICES, validate, type Config } from './config.js';
 import type { DatasetName } from './data/datasets.js';
-import { DATASET_NAMES, DATASETS } from './data/datasets.js';
+import { DATASET_NAMES } from './data/datasets.js';
 import { printable, UsageError } from './errors.js';
 import { evalCommand } from './eval/command.js';
 import type { EvalReport } from './eval/metrics.js';
 import type { KernelFamily } from './kernels/index.js';
 import type { EpochRecord, Snapshot, StopRequest } from './metrics.js';
 import { describeModel, INPUT, type ModelKind } from './model.js';
-import { argmaxRow, chooseDataset, classifyImage, forwardProbs, loadModel as readModel, normalizeTable } from './predict.js';
-import { modelSummary, specFields, type ModelSummary } from './summary.js';
+import { argmaxRow, classifyImage, forwardProbs, loadModel as readModel, modelData, normalizeTable } from './predict.js';
+import { datasetSizes, modelSummary, specFields, type ModelSummary } from './summary.js';
 import { train as runTrain } from './train.js';
 import { summaryLines } from './ui/format.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
@@ -78,7 +78,7 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
     if (f !== undefined && typeof f !== 'function') throw new UsageError(`${name}: expected a function, got ${typeof f}`);
   }
   if (signal !== undefined && !(signal instanceof AbortSignal)) throw new UsageError('signal: expected an AbortSignal');
-  const given = configFields(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)));
+  const given = configFields(Object.fromEntries(Object.entries(fields).filter(([, v]) => v !== undefined)), false);
   const cfg = validate({ ...given, dashboard: false, json: mode === 'json' });
   signal?.throwIfAborted();
   const stop: { how: StopRequest | null } = { how: null };
@@ -118,9 +118,9 @@ export async function train(options: TrainOptions = {}): Promise<TrainResult> {
 }
 
 export interface Prediction {
-  /** the class with the highest probability (the digit, for MNIST) */
+  /** the index of the class with the highest probability (the digit, for MNIST) */
   digit: number;
-  /** its name ("7", or "Sneaker" on Fashion-MNIST) */
+  /** its name ("7", "Sneaker" on Fashion-MNIST, your data's class name) */
   label: string;
   /** softmax over the classes */
   probabilities: Float32Array;
@@ -131,6 +131,9 @@ export interface EvaluateOptions {
   dataset?: DatasetName;
   /** default: datasets/<dataset> */
   dataDir?: string;
+  /** your own test set instead of `dataset` (a folder of IDX files, a Kaggle-layout .csv file or a folder of
+   *  class folders); default for a model trained on your own data: the test set it was validated on */
+  data?: string;
   /** worker threads; default 1 */
   threads?: number;
   kernels?: 'auto' | KernelFamily;
@@ -150,14 +153,18 @@ export interface Model {
   /** the linear layers' widths, input to output: [784, 128, 256, 512, 128, 10] for the default mlp,
    *  [512, 128, 10] for the default cnn */
   readonly layers: readonly number[];
-  /** the dataset it was trained on: its normalization and class names are used */
-  readonly dataset: DatasetName;
+  /** the built-in dataset it was trained on (its normalization and class names are used), or null for a
+   *  model trained on your own data (`data`), which brings its own */
+  readonly dataset: DatasetName | null;
+  /** the class names, in the order of the network's outputs (the probabilities) */
+  readonly classes: readonly string[];
   /**
    * Classifies one image: a file (PNG, JPEG, … any size or polarity: preprocessed as `mnist-par predict`
    * does), or 784 pixels of a 28×28 MNIST-style image (white ink on black), as bytes 0..255 or floats 0..1.
+   * The label is the class's name.
    */
   predict(image: string | Uint8Array | Float32Array): Promise<Prediction>;
-  /** Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on the test split. */
+  /** Loss, accuracy, per-class precision/recall/F1 and the confusion matrix on the test split (or `data`). */
   evaluate(options?: EvaluateOptions): Promise<EvalReport>;
   /**
    * The network layer by layer, as `mnist-par summary --json` prints it: output shapes, parameters, FLOPs per
@@ -180,14 +187,14 @@ export async function loadModel(file: string): Promise<Model> {
   if (typeof file !== 'string' || file === '') throw new UsageError('loadModel: expected the path of a .safetensors file or of a run folder');
   const path = isDirectory(file) ? join(file, 'model.safetensors') : file;
   const loaded = await readModel(path);
-  const dataset = chooseDataset(undefined, loaded, path);
-  const table = normalizeTable(dataset);
+  const { info, dataset } = modelData(undefined, loaded, path);
+  const table = normalizeTable(info);
   const pixels = INPUT;
   return {
-    path, kind: loaded.spec.kind, network: describeModel(loaded.spec), layers: loaded.layers, dataset,
+    path, kind: loaded.spec.kind, network: describeModel(loaded.spec), layers: loaded.layers, dataset, classes: info.classes,
     async predict(image) {
       if (typeof image === 'string') {
-        const { digit, label, probabilities } = await classifyImage(loaded, dataset, table, image);
+        const { digit, label, probabilities } = await classifyImage(loaded, info.classes, table, image);
         return { digit, label, probabilities };
       }
       let bytes: Uint8Array;
@@ -200,7 +207,7 @@ export async function loadModel(file: string): Promise<Model> {
       }
       const probabilities = forwardProbs(loaded, table, bytes, 1);
       const digit = argmaxRow(probabilities, 0, probabilities.length);
-      return { digit, label: DATASETS[dataset].classes[digit], probabilities };
+      return { digit, label: info.classes[digit], probabilities };
     },
     summary(o = {}) {
       const given = Object.fromEntries(Object.entries(o ?? {}).filter(([, v]) => v !== undefined));
@@ -209,14 +216,15 @@ export async function loadModel(file: string): Promise<Model> {
           throw new UsageError(`summary: unknown option '${printable(key)}' (known: batchSize, threads, optimizer)`);
         }
       }
-      return modelSummary(validate({ ...configFields(given), ...specFields(loaded.spec), dataset }));
+      const cfg = validate({ ...configFields(given), ...specFields(loaded.spec), dataset: dataset ?? undefined });
+      return modelSummary(cfg, { ...datasetSizes(cfg), classes: info.classes.length });
     },
     async evaluate(o = {}) {
       // checked as eval's flags are, and named as train()'s options are: by their flags
       const threads = o.threads === undefined ? 1 : checkInt('--threads', o.threads, INT_LIMITS.threads);
       const kernels = o.kernels === undefined ? 'auto' : checkChoice('--kernels', o.kernels, KERNEL_CHOICES);
-      const ds = o.dataset === undefined ? dataset : checkChoice('--dataset', o.dataset, DATASET_NAMES);
-      for (const [name, v] of [['dataDir', o.dataDir], ['plots', o.plots]] as const) {
+      const ds = o.dataset === undefined ? undefined : checkChoice('--dataset', o.dataset, DATASET_NAMES);
+      for (const [name, v] of [['dataDir', o.dataDir], ['plots', o.plots], ['data', o.data]] as const) {
         if (v === undefined) continue;
         if (typeof v !== 'string') throw new UsageError(`${flagName(name)}: expected a path, got ${JSON.stringify(v)}`);
         parsePath(flagName(name), v);
@@ -225,7 +233,7 @@ export async function loadModel(file: string): Promise<Model> {
         throw new UsageError(`--download: expected true or false, got ${JSON.stringify(o.download)}`);
       }
       return evalCommand({
-        model: path, dataset: ds, dataDir: o.dataDir, threads, kernels, plots: o.plots, json: false, download: o.download ?? true,
+        model: path, dataset: ds, dataDir: o.dataDir, data: o.data, threads, kernels, plots: o.plots, json: false, download: o.download ?? true,
         print: false, log: () => {},
       });
     },

@@ -15,7 +15,7 @@ export function trainingArenaSpec(cfg: Config, sizes: SplitSizes): ArenaSpec {
   const trainCount = cfg.limitTrain > 0 ? Math.min(cfg.limitTrain, sizes.train) : sizes.train;
   const testCount = cfg.limitTest > 0 ? Math.min(cfg.limitTest, sizes.test) : sizes.test;
   return {
-    model: modelSpec(cfg), threads: cfg.threads, batchRows: cfg.batchSize,
+    model: modelSpec(cfg, sizes.classes), threads: cfg.threads, batchRows: cfg.batchSize,
     evalRows: trainingEvalRows(cfg.batchSize, cfg.threads),
     optimizerStates: optimizerStateCount(optimizerConfig(cfg)),
     stepsPerEpoch: Math.ceil(trainCount / cfg.batchSize), trainCount, testCount, pixels: sizes.pixels,

@@ -7,12 +7,15 @@
 //                             because indices stay below 2^24)
 // and in the header's __metadata__, under "mnist-par.state", the JSON TrainState below: counters and the few
 // values early stopping and best-model tracking need, so its size does not grow with the run (the metrics
-// history is in the run's CSV files, metrics-files.ts).
+// history is in the run's CSV files, metrics-files.ts), and for a run on your own data (--data) its class
+// names and normalization (a built-in dataset's are constants, so older checkpoints, which lack them, are
+// runs on one).
 import { join } from 'node:path';
 import { statSync } from 'node:fs';
 import { modelSpec, validate, type Config } from './config.js';
+import { MAX_CLASSES, MIN_CLASSES } from './data/datasets.js';
 import { printable, UsageError, UserError } from './errors.js';
-import { describeModel, sameModel, type Layout } from './model.js';
+import { CLASSES, describeModel, sameModel, type Layout } from './model.js';
 import { optimizerStateCount } from './optim.js';
 import type { RngState } from './rng.js';
 import { paramsFromTensors, readSafetensors, weightTensors, writeSafetensors, type Tensor } from './safetensors.js';
@@ -49,6 +52,14 @@ export interface TrainState {
   /** best epoch by validation accuracy so far */
   best: { epoch: number; valAccuracy: number } | null;
   early: EarlyStopState;
+  /** your own data's classes (the network's outputs, in order) and normalization; absent for a built-in dataset */
+  data?: OwnDataState;
+}
+
+export interface OwnDataState {
+  classes: string[];
+  mean: number;
+  std: number;
 }
 
 export interface Checkpoint {
@@ -110,8 +121,13 @@ export async function loadCheckpoint(fileOrDir: string): Promise<Checkpoint> {
   }
   const problem = stateProblem(state);
   if (problem) throw damaged(`its training state has ${problem}`);
-  const { spec, layout, params } = paramsFromTensors(tensors, file);
-  const expected = modelSpec(config);
+  if ((state.data !== undefined) !== (config.data !== '')) {
+    throw damaged(config.data !== '' ? 'its configuration trains on --data but its state names no classes' : 'its state names classes but its configuration trains on a built-in dataset');
+  }
+  state = { ...state, config };
+  const classes = state.data?.classes.length ?? CLASSES;
+  const { spec, layout, params } = paramsFromTensors(tensors, file, classes);
+  const expected = modelSpec(config, classes);
   if (!sameModel(spec, expected)) {
     const an = spec.kind === 'mlp' ? 'an' : 'a';
     throw new UserError(`${file}: its weights are ${an} ${describeModel(spec)} but its configuration says ${describeModel(expected)}; the checkpoint is inconsistent`);
@@ -202,6 +218,22 @@ function stateProblem(st: TrainState): string | null {
   if (typeof early !== 'object' || early === null || !(early.best === null || typeof early.best === 'number')
     || !isCount(early.bestEpoch) || !isCount(early.epochsWithoutImprovement)) {
     return 'early-stopping bookkeeping that is not a best value and two counts';
+  }
+  if (st.data !== undefined) return ownDataProblem(st.data);
+  return null;
+}
+
+/** What is wrong with the classes and normalization a file records, or null. */
+export function ownDataProblem(d: unknown): string | null {
+  const o = d as Partial<OwnDataState> | null;
+  if (typeof o !== 'object' || o === null) return 'data that is not an object of classes, mean and std';
+  const c = o.classes;
+  if (!Array.isArray(c) || c.length < MIN_CLASSES || c.length > MAX_CLASSES || !c.every((n) => typeof n === 'string')
+    || new Set(c).size !== c.length) {
+    return `classes that are not ${MIN_CLASSES} to ${MAX_CLASSES} distinct names`;
+  }
+  if (typeof o.mean !== 'number' || !Number.isFinite(o.mean) || typeof o.std !== 'number' || !Number.isFinite(o.std) || o.std <= 0) {
+    return 'a normalization that is not a finite mean and a std > 0';
   }
   return null;
 }

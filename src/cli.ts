@@ -3,7 +3,7 @@
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
-import { DEFAULTS, flagName, parseValue, readConfigFile, REMOVED_SHARDS, validate, type Config } from './config.js';
+import { checkDataSources, DEFAULTS, flagName, parseValue, readConfigFile, REMOVED_SHARDS, validate, type Config } from './config.js';
 import { addBenchCommand } from '../bench/command.js';
 import { addModelCommands } from './commands.js';
 import { TaskError, UsageError, UserError, WorkerDied } from './errors.js';
@@ -16,6 +16,9 @@ import { watchOutputs, whenUnwatched } from './ui/outputs.js';
 const TRAIN_FLAGS: [keyof Config, string, string][] = [
   ['dataset', '<name>', 'dataset: mnist or fashion-mnist'],
   ['dataDir', '<dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)'],
+  ['data', '<path>', 'your own training data instead of --dataset: a folder of IDX files, a Kaggle-layout .csv file (label, then 784 pixels) or a folder of class folders of images'],
+  ['test', '<path>', 'with --data: the test set, in any of the same layouts (default: an IDX folder\'s test split, else a held-out --val-split)'],
+  ['valSplit', '<fraction>', 'with --data and no test set: the share of the training data held out for validation, stratified by class'],
   ['threads', '<n>', 'worker threads in the pool; the default is this machine\'s core count'],
   ['kernels', '<family>', 'compute kernels: auto, native (C++ AVX-512/AVX2 addon), relaxed (WebAssembly relaxed SIMD), simd, js (reference)'],
   ['pipeline', '<name>', 'lockstep, the only one: workers step together at shared-memory barriers (tasks was removed)'],
@@ -49,7 +52,7 @@ const TRAIN_FLAGS: [keyof Config, string, string][] = [
 ];
 
 function showDefault(key: keyof Config): string {
-  if (key === 'dataDir' || key === 'out' || key === 'plots' || key === 'hidden' || key === 'epochs') return ''; // described in the help text
+  if (key === 'dataDir' || key === 'out' || key === 'plots' || key === 'hidden' || key === 'epochs' || key === 'data' || key === 'test') return ''; // described in the help text
   const v = DEFAULTS[key];
   return Array.isArray(v) ? v.join(',') : String(v);
 }
@@ -95,11 +98,13 @@ function givenValues(cmd: Command): Record<string, unknown> {
 
 /** Merges defaults, the --config file and the flags actually given; validates the result. */
 export function resolveConfig(cmd: Command): Config {
-  return validate(givenValues(cmd));
+  const given = givenValues(cmd);
+  checkDataSources(given);
+  return validate(given);
 }
 
 // Fields a resumed run may change: where things are and how they are shown, not what is computed.
-const RESUMABLE: readonly string[] = ['dataDir', 'download', 'threads', 'oversubscribe', 'kernels', 'pipeline', 'out', 'plots', 'overwrite',
+const RESUMABLE: readonly string[] = ['dataDir', 'data', 'download', 'threads', 'oversubscribe', 'kernels', 'pipeline', 'out', 'plots', 'overwrite',
   'dashboard', 'json', 'logEvery', 'limitTest', 'patience', 'minDelta', 'monitor'];
 
 /** The checkpoint's configuration with the given values applied; conflicting values are refused. */
@@ -116,6 +121,17 @@ function resumeConfig(given: Record<string, unknown>, saved: Config, file: strin
   return validate({ ...saved, ...given });
 }
 
+/**
+ * A resumed run trains on the checkpoint's data: --data may say where that data is now (it moved), but not
+ * turn a run on a built-in dataset into one on your own data, nor the other way.
+ */
+function refuseOtherData(given: Record<string, unknown>, saved: Config, file: string): void {
+  if (saved.data === '' && given.data !== undefined) {
+    throw new UsageError(`--resume ${file}: the checkpoint was trained on the built-in ${saved.dataset}; --data cannot change that: leave it out, or start a new run`);
+  }
+  if (saved.data !== '') checkDataSources({ ...given, data: saved.data });
+}
+
 async function runTrain(cmd: Command): Promise<number> {
   const { runTraining } = await import('./run.js');
   const resume = cmd.opts().resume as string | true | undefined;
@@ -129,6 +145,7 @@ async function runTrain(cmd: Command): Promise<number> {
   // The run continues in the checkpoint's folder, wherever that is now; the other folders it names were
   // relative to where it started. How it is shown (and whether it may download) is this command's choice.
   const saved = ck.state.config;
+  refuseOtherData(given, saved, ck.file);
   const placed: Config = {
     ...saved, ...resumedPlaces(ck.file, saved, ck.state.cwd, given),
     json: DEFAULTS.json, dashboard: DEFAULTS.dashboard, download: DEFAULTS.download, overwrite: DEFAULTS.overwrite,

@@ -6,6 +6,7 @@ import type { Command } from 'commander';
 import { DATASET_NAMES, DEFAULTS, INT_LIMITS, KERNEL_CHOICES, MODEL_KINDS, parseChoice, parseIntFlag, parsePath, parseValue,
   type Config } from './config.js';
 import type { DatasetName } from './data/datasets.js';
+import { terminalProgress } from './ui/progress.js';
 
 const datasetFlag = (v: unknown): DatasetName | undefined =>
   v === undefined ? undefined : parseChoice('--dataset', String(v), DATASET_NAMES);
@@ -44,6 +45,7 @@ export function addModelCommands(program: Command): void {
     .option('--model <file>', 'model.safetensors written by train, or its run folder (default: the newest run in models/)')
     .option('--dataset <name>', 'mnist or fashion-mnist (default: the dataset the model was trained on)')
     .option('--data-dir <dir>', 'folder with the four IDX .gz files (default: datasets/<dataset>)')
+    .option('--data <path>', 'your own test set instead of --dataset: a folder of IDX files (its test split), a Kaggle-layout .csv file or a folder of class folders of images (default for a model trained on your data: the test set it was validated on)')
     .option('--threads <n>', `worker threads in the pool (default: ${availableParallelism()}, this machine's core count)`)
     .option('--kernels <family>', `compute kernels: ${KERNEL_CHOICES.join(', ')} (default: auto)`)
     .option('--plots <dir>', 'folder for confusion_matrix.png and errors.png (default: plots/run-N for a model in models/run-N, else plots)')
@@ -57,6 +59,8 @@ export function addModelCommands(program: Command): void {
         model,
         dataset,
         dataDir: o.dataDir === undefined ? undefined : pathFlag('--data-dir', o.dataDir),
+        data: o.data === undefined ? undefined : pathFlag('--data', o.data),
+        progress: o.json === true ? undefined : terminalProgress('reading images'),
         threads: o.threads === undefined ? availableParallelism() : parseIntFlag('--threads', String(o.threads), ...INT_LIMITS.threads),
         kernels: parseChoice('--kernels', String(o.kernels ?? 'auto'), KERNEL_CHOICES),
         plots: o.plots === undefined ? await defaultPlots(model) : pathFlag('--plots', o.plots),
@@ -71,7 +75,7 @@ export function addModelCommands(program: Command): void {
   program.command('predict')
     .description('classify image files of single digits (PNG, JPEG, WebP, GIF, TIFF) with a saved model')
     .option('--model <file>', 'model.safetensors written by train, or its run folder (default: the newest run in models/)')
-    .option('--dataset <name>', 'mnist or fashion-mnist: normalization and class names (default: the model\'s)')
+    .option('--dataset <name>', 'mnist or fashion-mnist: normalization and class names of a model of a built-in dataset (default: the model\'s)')
     .option('--json', 'print one JSON line per image')
     .argument('<images...>', 'image files')
     .exitOverride()

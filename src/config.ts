@@ -7,7 +7,7 @@ import { closeSync, openSync, readSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { DATASET_NAMES, type DatasetName } from './data/datasets.js';
 import { printable, UsageError } from './errors.js';
-import { DEFAULT_CHANNELS, DEFAULT_CNN_HIDDEN, DEFAULT_HIDDEN, MAX_CONV_LAYERS, MODEL_KINDS, type ModelSpec } from './model.js';
+import { DEFAULT_CHANNELS, DEFAULT_CNN_HIDDEN, DEFAULT_HIDDEN, MAX_CONV_LAYERS, MODEL_KINDS, withClasses, type ModelSpec } from './model.js';
 import type { OptimizerConfig } from './optim.js';
 
 export { DATASET_NAMES };
@@ -41,6 +41,14 @@ export interface Config {
   dataDir: string;
   /** download missing dataset files from the mirrors before training */
   download: boolean;
+  /** your own training data instead of --dataset (data/own.ts): a folder of IDX files, a Kaggle-layout .csv
+   *  file or a folder of class folders of images; '' (the default): the built-in dataset */
+  data: string;
+  /** with --data: the test set, in any of the same layouts; '' (the default): the data's own test split (an
+   *  IDX folder's t10k files), else a held-out --val-split share of the training data */
+  test: string;
+  /** with --data and no test set: the share of the training data held out for validation, stratified by class */
+  valSplit: number;
   threads: number;
   /** give every thread rows and outputs even when threads outnumber cores (by default only as many as there are
    *  cores get work): slower, the same bytes; for checking the split */
@@ -99,6 +107,9 @@ export const DEFAULTS: Readonly<Omit<Config, 'dataDir'>> & { dataDir: string } =
   dataset: 'mnist',
   dataDir: '', // resolved to datasets/<dataset>
   download: true,
+  data: '', // the built-in dataset
+  test: '',
+  valSplit: 0.1,
   threads: availableParallelism(),
   oversubscribe: false,
   kernels: 'auto',
@@ -174,6 +185,7 @@ const REAL_LIMITS: Partial<Record<keyof Config, RealLimits>> = {
   minLr: [0, 10, 'a number ≥ 0'],
   labelSmoothing: [0, 0.99, 'a fraction in [0, 0.99]'],
   minDelta: [0, 1e9, 'a number ≥ 0'],
+  valSplit: [Number.MIN_VALUE, 0.9, 'a fraction in (0, 0.9]'],
 };
 
 const CHOICES: Partial<Record<keyof Config, readonly string[]>> = {
@@ -263,17 +275,41 @@ function checkField(key: keyof Config, v: unknown, flag = flagName(key)): void {
     }
   } else if (BOOLEAN_KEYS.includes(key)) {
     if (typeof v !== 'boolean') throw new UsageError(`${flag}: expected true or false, got ${show(v)}`);
-  } else if (key === 'dataDir' || key === 'out' || key === 'plots') {
+  } else if (key === 'dataDir' || key === 'out' || key === 'plots' || key === 'data' || key === 'test') {
     if (typeof v !== 'string') throw new UsageError(`${flag}: expected a path, got ${show(v)}`);
   }
 }
 
 /**
  * --out and --plots left out are '' in a Config (a numbered run folder, runs.ts); given, as a flag or in a
- * --config file, they must name a folder.
+ * --config file, they must name a folder. --data and --test given as flags must name something too (a
+ * --config file may hold '', as a run's config.json does for "none").
  */
-function checkGivenPath(key: string, v: unknown): void {
+function checkGivenPath(key: string, v: unknown, flag = true): void {
   if ((key === 'out' || key === 'plots') && typeof v === 'string') parsePath(flagName(key), v, 'a directory path');
+  if (flag && (key === 'data' || key === 'test') && typeof v === 'string') parsePath(flagName(key), v, 'a .csv file or a folder');
+}
+
+/**
+ * Where the data comes from, given as flags, in a --config file or as library options: either a built-in
+ * dataset (--dataset, --data-dir) or your own (--data, with --test or --val-split), never both. `given`
+ * holds only what was given (a run's config.json, given to --config, holds '' for "no --data" and the
+ * default --val-split).
+ */
+export function checkDataSources(given: Record<string, unknown>): void {
+  const has = (key: string): boolean => given[key] !== undefined && given[key] !== '';
+  if (has('data') && (has('dataset') || has('dataDir'))) {
+    const other = [has('dataset') ? '--dataset' : '', has('dataDir') ? '--data-dir' : ''].filter(Boolean).join(' and ');
+    throw new UsageError(`--data: give either --data (your own files) or ${other} (a built-in dataset), not both`);
+  }
+  if (has('test') && !has('data')) {
+    throw new UsageError('--test: a test set goes with --data (your own training data); the built-in datasets bring their own');
+  }
+  if (given.valSplit !== undefined && given.valSplit !== DEFAULTS.valSplit && (!has('data') || has('test'))) {
+    throw new UsageError(has('test')
+      ? '--val-split: the test set comes from --test, so nothing is held out; give one of them'
+      : '--val-split: the held-out share applies to --data (your own training data); the built-in datasets bring their own test split');
+  }
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -362,9 +398,10 @@ export function validate(raw: Record<string, unknown>): Config {
   return c;
 }
 
-/** The network a configuration trains. */
-export function modelSpec(c: Pick<Config, 'model' | 'hidden' | 'channels'>): ModelSpec {
-  return c.model === 'cnn' ? { kind: 'cnn', channels: c.channels, hidden: c.hidden } : { kind: 'mlp', hidden: c.hidden };
+/** The network a configuration trains, with `classes` outputs (the data's; default the built-in datasets' 10). */
+export function modelSpec(c: Pick<Config, 'model' | 'hidden' | 'channels'>, classes?: number): ModelSpec {
+  const spec: ModelSpec = c.model === 'cnn' ? { kind: 'cnn', channels: c.channels, hidden: c.hidden } : { kind: 'mlp', hidden: c.hidden };
+  return classes === undefined ? spec : withClasses(spec, classes);
 }
 
 /** The optimizer a configuration trains with. */
@@ -438,7 +475,7 @@ function negatedField(key: string): keyof Config | undefined {
  * field is checked on its own, so the first bad one is named: a known key, a value of the right kind and
  * range. validate() then checks the fields that depend on each other.
  */
-export function configFields(value: Record<string, unknown>): Record<string, unknown> {
+export function configFields(value: Record<string, unknown>, fromFile = true): Record<string, unknown> {
   const fields: Record<string, unknown> = {};
   const given = new Map<string, string>(); // field → the name it was given as, to catch both spellings at once
   for (const [name, raw] of Object.entries(value)) {
@@ -455,7 +492,7 @@ export function configFields(value: Record<string, unknown>): Record<string, unk
       v = !v;
     }
     checkField(key as keyof Config, v);
-    checkGivenPath(key, v);
+    checkGivenPath(key, v, !fromFile);
     const before = given.get(key);
     if (before !== undefined && fields[key] !== v) {
       throw new UsageError(`${before} and ${name} contradict each other (${flagName(key)} ${JSON.stringify(fields[key])} against ${JSON.stringify(v)}); give one of them`);
@@ -463,6 +500,8 @@ export function configFields(value: Record<string, unknown>): Record<string, unk
     given.set(key, name);
     fields[key] = v;
   }
+  // where the data comes from: data or dataset, not both
+  checkDataSources(fields);
   return fields;
 }
 

@@ -27,9 +27,9 @@
 //   labels    Int32  [rows]                gathered labels, row for row
 //   perm      Uint32 [trainCount]          the epoch's permutation of training indices
 //   trainX    Uint8  [trainCount × 784]    training images, as stored in the IDX file
-//   trainY    Uint8  [trainCount]
+//   trainY    Uint16 [trainCount]          class indices (up to 65,535 classes; the data allow 1,000)
 //   testX     Uint8  [testCount × 784]
-//   testY     Uint8  [testCount]
+//   testY     Uint16 [testCount]
 //   testProbs Float32[testCount × classes] softmax output of the last evaluation, per test image
 //
 // Every region starts on a 64-byte boundary (a cache line; also keeps SIMD loads aligned).
@@ -132,9 +132,9 @@ export function arenaLayout(spec: ArenaSpec): ArenaLayout {
   const labels = take(actRows * 4);
   const perm = take(spec.trainCount * 4);
   const trainX = take(spec.trainCount * spec.pixels);
-  const trainY = take(spec.trainCount);
+  const trainY = take(spec.trainCount * 2);
   const testX = take(spec.testCount * spec.pixels);
-  const testY = take(spec.testCount);
+  const testY = take(spec.testCount * 2);
   const classes = model.layers[model.layers.length - 1];
   const testProbs = take(spec.testCount * classes * 4);
   return {
@@ -166,9 +166,9 @@ export interface ArenaViews {
   state: Float32Array[];
   perm: Uint32Array;
   trainX: Uint8Array;
-  trainY: Uint8Array;
+  trainY: Uint16Array;
   testX: Uint8Array;
-  testY: Uint8Array;
+  testY: Uint16Array;
   /** (testCount, classes) probabilities written by the last evaluation */
   testProbs: Float32Array;
 }
@@ -194,9 +194,9 @@ export function arenaViews(memory: WebAssembly.Memory, layout: ArenaLayout): Are
     state: Array.from({ length: s.optimizerStates }, (_, i) => f32(layout.state + i * P * 4, P)),
     perm: new Uint32Array(buf, layout.perm, s.trainCount),
     trainX: new Uint8Array(buf, layout.trainX, s.trainCount * s.pixels),
-    trainY: new Uint8Array(buf, layout.trainY, s.trainCount),
+    trainY: new Uint16Array(buf, layout.trainY, s.trainCount),
     testX: new Uint8Array(buf, layout.testX, s.testCount * s.pixels),
-    testY: new Uint8Array(buf, layout.testY, s.testCount),
+    testY: new Uint16Array(buf, layout.testY, s.testCount),
     testProbs: f32(layout.testProbs, s.testCount * model.layers[model.layers.length - 1]),
   };
 }

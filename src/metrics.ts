@@ -50,6 +50,11 @@ export type Phase = 'loading' | 'training' | 'validating' | 'done' | 'stopping' 
 
 export interface Snapshot {
   config: Config;
+  /** the data in a few words: "mnist", or your own data's name and class count (train.ts dataName); left
+   *  out: config.dataset */
+  data?: string;
+  /** the class names, the network's outputs in order */
+  classes?: readonly string[];
   /** the network in one line (model.ts describeModel) */
   model: string;
   /** its linear layers' widths, input to output */

@@ -1,9 +1,11 @@
 // The two networks, mlp and cnn: what they are (ModelSpec), and where each parameter lives in the flat buffer
 // (Layout).
 //
-//   mlp   Linear(784, n1) ReLU Linear(n1, n2) ReLU … Linear(nk, 10)              (--hidden n1,…,nk)
+//   mlp   Linear(784, n1) ReLU Linear(n1, n2) ReLU … Linear(nk, V)               (--hidden n1,…,nk)
 //   cnn   Conv2d(1, c1, 5) ReLU MaxPool2d(2) Conv2d(c1, c2, 5) ReLU MaxPool2d(2)  (--channels c1,c2)
-//         Flatten Linear(c2·4·4, h) ReLU Linear(h, 10)                            (--hidden h)
+//         Flatten Linear(c2·4·4, h) ReLU Linear(h, V)                             (--hidden h)
+//
+// V is the number of classes: 10 for the built-in datasets, whatever your data holds (--data) otherwise.
 //
 // Flat parameter layout, in the order of the modules: for each convolution i (input map C×H×W, OC outputs)
 //   cw[i]: (OC, C, 5, 5) as nn.Conv2d.weight     cb[i]: (OC)
@@ -19,7 +21,7 @@ import { CLASS_COUNT, IMAGE_PIXELS, IMAGE_SIDE } from './data/datasets.js';
 import { KK, KS } from './kernels/reference.js';
 import { Rng } from './rng.js';
 
-/** The network's input and output widths: one image's pixels, the datasets' classes. */
+/** The network's input width, one image's pixels, and its usual output width, the built-in datasets' classes. */
 export const INPUT = IMAGE_PIXELS;
 export const CLASSES = CLASS_COUNT;
 export const MODEL_KINDS = ['mlp', 'cnn'] as const;
@@ -30,10 +32,24 @@ export const DEFAULT_CHANNELS: readonly number[] = [16, 32];
 /** A cnn has one or two convolution blocks: a third 5×5 convolution does not fit a 4×4 map. */
 export const MAX_CONV_LAYERS = 2;
 
-/** Which network: its kind and sizes, as the flags give them (--model, --channels, --hidden). */
+/**
+ * Which network: its kind and sizes, as the flags give them (--model, --channels, --hidden), and its output
+ * width, the data's number of classes (left out: CLASSES).
+ */
 export type ModelSpec =
-  | { kind: 'mlp'; hidden: readonly number[] }
-  | { kind: 'cnn'; channels: readonly number[]; hidden: readonly number[] };
+  | { kind: 'mlp'; hidden: readonly number[]; classes?: number }
+  | { kind: 'cnn'; channels: readonly number[]; hidden: readonly number[]; classes?: number };
+
+/** The spec with `classes` outputs (the field is left out for the usual CLASSES, as a spec without it means). */
+export function withClasses<S extends ModelSpec>(spec: S, classes: number): S {
+  const { classes: _, ...rest } = spec;
+  return (classes === CLASSES ? rest : { ...rest, classes }) as S;
+}
+
+/** The spec's output width. */
+export function classCount(spec: ModelSpec): number {
+  return spec.classes ?? CLASSES;
+}
 
 /** Where linear layer l's parameters live: it maps C inputs to OC outputs. */
 export interface LinearLayer {
@@ -103,7 +119,7 @@ export function modelLayout(spec: ModelSpec): Layout {
     }
     head = C * side * side;
   }
-  return withLinear(spec, conv, stages, off, [head, ...spec.hidden, CLASSES]);
+  return withLinear(spec, conv, stages, off, [head, ...spec.hidden, classCount(spec)]);
 }
 
 /** The layout with linear layers of these widths after the convolutions (`stages` so far, parameters up to `off`). */

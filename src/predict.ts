@@ -1,12 +1,17 @@
 // `mnist-par predict`: classifies image files with a saved model. Each image goes through the MNIST-style
-// preprocessing of data/image.ts, the dataset's normalization, and one forward pass on the main thread with
-// the reference kernels (a handful of images needs no pool).
-import { DATASETS, isDatasetName, normalizationTable, type DatasetName } from './data/datasets.js';
+// preprocessing of data/image.ts, the data's normalization, and one forward pass on the main thread with
+// the reference kernels (a handful of images needs no pool). Also where a model file is read and what it says
+// about its data: a built-in dataset, or your own data's classes and normalization (run-outputs.ts
+// dataMetadata writes them).
+import { basename } from 'node:path';
+import { ownDataProblem } from './checkpoint.js';
+import { datasetInfo, isDatasetName, normalizationTable, type DataInfo, type DatasetName } from './data/datasets.js';
 import { loadDigitImage, type ImageBytes } from './data/image.js';
-import { UserError } from './errors.js';
+import { isDataSource, type DataSource } from './data/own.js';
+import { printable, UsageError, UserError } from './errors.js';
 import { jsKernels } from './kernels/wasm.js';
 import { activationElements, activationViews, layerViews } from './mlp.js';
-import { INPUT, type Layout, type ModelSpec } from './model.js';
+import { CLASSES, INPUT, type Layout, type ModelSpec } from './model.js';
 import { colsElements, forward } from './network.js';
 import { paramsFromTensors, readSafetensors } from './safetensors.js';
 import { fmtPct } from './ui/format.js';
@@ -15,7 +20,8 @@ export interface PredictOptions {
   model: string;
   images: string[];
   json: boolean;
-  /** normalization and class names; default: the dataset named in the model's metadata, else mnist */
+  /** normalization and class names of a model of a built-in dataset; default: the dataset named in the
+   *  model's metadata, else mnist (refused for a model trained on your own data) */
   dataset?: DatasetName;
 }
 
@@ -23,6 +29,7 @@ export interface Prediction {
   file: string;
   /** the predicted class index (a digit for MNIST) */
   digit: number;
+  /** its name: the digit, a Fashion-MNIST article, your data's class */
   label: string;
   probabilities: number[];
 }
@@ -35,28 +42,65 @@ export interface LoadedModel {
   params: Float32Array;
   /** the dataset the training run recorded in the file's metadata, if any */
   dataset?: DatasetName;
+  /** a model trained on your own data (--data): its classes and normalization, and where the data came from
+   *  (null for a file that does not say) */
+  own?: { info: DataInfo; source: DataSource | null };
 }
 
 /** Reads a safetensors model; every problem (missing, truncated, wrong shapes) is a one-line UserError. */
 export async function loadModel(path: string): Promise<LoadedModel> {
   const file = await readSafetensors(path);
-  const { spec, layout, layers, params } = paramsFromTensors(file.tensors, path);
+  const own = ownData(file.metadata, path);
+  const { spec, layout, layers, params } = paramsFromTensors(file.tensors, path, own?.info.classes.length ?? CLASSES);
   const recorded = file.metadata.dataset;
-  return { spec, layers, layout, params, dataset: recorded && isDatasetName(recorded) ? recorded : undefined };
+  return { spec, layers, layout, params, dataset: recorded && isDatasetName(recorded) ? recorded : undefined, ...(own ? { own } : {}) };
 }
 
-/** The dataset to use: the flag if given, else the model's own, else mnist; warns (stderr) when they differ. */
-export function chooseDataset(flag: DatasetName | undefined, model: LoadedModel, modelPath: string,
-                              log: (line: string) => void = (line) => process.stderr.write(line + '\n')): DatasetName {
+/** The classes, normalization and data source a model file's metadata records, if it names classes. */
+function ownData(meta: Record<string, string>, path: string): LoadedModel['own'] | undefined {
+  if (meta.classes === undefined) return undefined;
+  const damaged = (what: string) => new UserError(`${path}: its metadata has ${what}; the file is damaged, use another one`);
+  const parse = (key: string): unknown => {
+    try {
+      return JSON.parse(meta[key]);
+    } catch {
+      throw damaged(`a '${key}' that is not JSON`);
+    }
+  };
+  const data = { classes: parse('classes'), mean: Number(meta.mean), std: Number(meta.std) };
+  const problem = ownDataProblem(data);
+  if (problem) throw damaged(problem);
+  const source = meta.source === undefined ? null : parse('source');
+  if (source !== null && !isDataSource(source)) throw damaged('a data source that is not --data, --test, --val-split and --seed');
+  const title = source ? (basename(source.data.replace(/[/\\]+$/, '')) || source.data) : 'your data';
+  return { info: { title, ...(data as { classes: string[]; mean: number; std: number }) }, source };
+}
+
+/**
+ * The classes and normalization to use a model with: its own data's (a model trained with --data, which
+ * --dataset cannot change), else the flag's dataset, else the one the file names, else mnist (with a note when
+ * the flag differs from the file). `dataset` is the built-in dataset in use, null for your own data.
+ */
+export function modelData(flag: DatasetName | undefined, model: LoadedModel, modelPath: string,
+                          log: (line: string) => void = (line) => process.stderr.write(line + '\n')): { info: DataInfo; dataset: DatasetName | null } {
+  if (model.own) {
+    if (flag !== undefined) {
+      throw new UsageError(`--dataset ${flag}: ${modelPath} was trained on its own data (${model.own.info.classes.length} classes: ` +
+        `${model.own.info.classes.slice(0, 5).map((c) => printable(c, 20)).join(', ')}${model.own.info.classes.length > 5 ? ', …' : ''}), not on a built-in dataset; leave out --dataset`);
+    }
+    return { info: model.own.info, dataset: null };
+  }
   if (flag && model.dataset && flag !== model.dataset) {
     log(`mnist-par: note: ${modelPath} was trained on ${model.dataset}, using it with --dataset ${flag}`);
   }
-  return flag ?? model.dataset ?? 'mnist';
+  const dataset = flag ?? model.dataset ?? 'mnist';
+  return { info: datasetInfo(dataset), dataset };
 }
 
-/** The same float32 for the same pixel as the workers compute: (v/255 − mean) / std through a 256-entry table. */
-export function normalizeTable(dataset: DatasetName): Float32Array {
-  const { mean, std } = DATASETS[dataset];
+/** The same float32 for the same pixel as the workers compute: (v/255 − mean) / std through a 256-entry table,
+ *  with a built-in dataset's constants or your data's (DataInfo). */
+export function normalizeTable(data: DatasetName | Pick<DataInfo, 'mean' | 'std'>): Float32Array {
+  const { mean, std } = typeof data === 'string' ? datasetInfo(data) : data;
   return normalizationTable(mean, std);
 }
 
@@ -88,34 +132,51 @@ export function argmaxRow(m: ArrayLike<number>, r: number, V: number): number {
 export interface Classified {
   /** the image after MNIST-style preprocessing: 784 bytes, ink bright on black */
   pixels: Uint8Array;
+  /** the most probable class's index */
   digit: number;
+  /** its name */
   label: string;
   probabilities: Float32Array;
 }
 
 /**
- * One image (a file, or a file's bytes) through predict's path: preprocessing (data/image.ts), the dataset's
- * normalization, the forward pass and the softmax. A bad image is a UserError naming the file.
+ * One image (a file, or a file's bytes) through predict's path: preprocessing (data/image.ts), the data's
+ * normalization, the forward pass and the softmax; `classes` names the outputs. A bad image is a UserError
+ * naming the file.
  */
-export async function classifyImage(model: LoadedModel, dataset: DatasetName, table: Float32Array,
+export async function classifyImage(model: LoadedModel, classes: readonly string[], table: Float32Array,
                                     image: string | ImageBytes): Promise<Classified> {
   const pixels = await loadDigitImage(image);
   const probabilities = forwardProbs(model, table, pixels, 1);
   const digit = argmaxRow(probabilities, 0, probabilities.length);
-  return { pixels, digit, label: DATASETS[dataset].classes[digit], probabilities };
+  return { pixels, digit, label: classes[digit], probabilities };
+}
+
+/** How predict names class k: "digit 7" (MNIST), "class 7 Sneaker" (Fashion-MNIST), "class cat" (your data). */
+export function className(dataset: DatasetName | null, names: readonly string[], k: number): string {
+  if (dataset === 'mnist') return `digit ${k}`;
+  return dataset === null ? `class ${printable(names[k], 60)}` : `class ${k} ${names[k]}`;
+}
+
+/** Up to 10 classes: every probability ("0: 1.20%  1: …", your data's by name); more: the 5 most probable. */
+export function probabilityLine(dataset: DatasetName | null, names: readonly string[], probs: Float32Array): string {
+  const name = (v: number) => (dataset === null ? printable(names[v], 30) : String(v));
+  if (probs.length <= 10) return Array.from(probs, (x, v) => `${name(v)}: ${fmtPct(x, 2)}`).join('  ');
+  const top = Array.from(probs.keys()).sort((a, b) => probs[b] - probs[a] || a - b).slice(0, 5);
+  return `top 5 of ${probs.length}: ` + top.map((v) => `${name(v)}: ${fmtPct(probs[v], 2)}`).join('  ');
 }
 
 /** Classifies every image, printing as it goes; returns the exit code (1 if any image failed). */
 export async function predictCommand(opts: PredictOptions): Promise<number> {
   const model = await loadModel(opts.model);
-  const dataset = chooseDataset(opts.dataset, model, opts.model);
-  const names = DATASETS[dataset].classes;
-  const table = normalizeTable(dataset);
+  const { info, dataset } = modelData(opts.dataset, model, opts.model);
+  const names = info.classes;
+  const table = normalizeTable(info);
   let failed = 0;
   for (const file of opts.images) {
     let c: Classified;
     try {
-      c = await classifyImage(model, dataset, table, file);
+      c = await classifyImage(model, names, table, file);
     } catch (e) {
       if (!(e instanceof UserError)) throw e;
       failed++;
@@ -128,9 +189,8 @@ export async function predictCommand(opts: PredictOptions): Promise<number> {
     if (opts.json) {
       process.stdout.write(JSON.stringify(p) + '\n');
     } else {
-      const what = dataset === 'mnist' ? `digit ${digit}` : `class ${digit} ${names[digit]}`;
-      process.stdout.write(`${file}: ${what} (${fmtPct(probs[digit], 2)})\n`);
-      process.stdout.write('  ' + Array.from(probs, (x, v) => `${v}: ${fmtPct(x, 2)}`).join('  ') + '\n');
+      process.stdout.write(`${file}: ${className(dataset, names, digit)} (${fmtPct(probs[digit], 2)})\n`);
+      process.stdout.write(`  ${probabilityLine(dataset, names, probs)}\n`);
     }
   }
   return failed > 0 ? 1 : 0;

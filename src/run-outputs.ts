@@ -7,6 +7,7 @@ import { dirname, join, resolve } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { BEST, LAST, saveCheckpoint, type Checkpoint, type TrainState } from './checkpoint.js';
 import type { Config } from './config.js';
+import type { DataInfo } from './data/datasets.js';
 import { writeFileAtomic } from './fsutil.js';
 import type { ArenaViews } from './memory.js';
 import { BatchHistory, type BatchRecord, type EpochRecord } from './metrics.js';
@@ -18,6 +19,23 @@ import { weightTensors, writeSafetensors } from './safetensors.js';
 import { writeBatchChart, writeEpochChart } from './ui/charts.js';
 
 
+/**
+ * What a model file says about its data (predict.ts modelData reads it back): a built-in dataset's name; or
+ * your own data's class names (JSON), normalization, and where it came from (JSON: --data and --test as
+ * absolute paths, --val-split and --seed), so that `eval` finds the same test set again.
+ */
+export function dataMetadata(cfg: Config, info: DataInfo): Record<string, string> {
+  if (cfg.data === '') return { dataset: cfg.dataset };
+  const source = { data: resolve(cfg.data), test: cfg.test === '' ? '' : resolve(cfg.test), valSplit: cfg.valSplit, seed: cfg.seed };
+  return { classes: JSON.stringify(info.classes), mean: String(info.mean), std: String(info.std), source: JSON.stringify(source) };
+}
+
+/** config.json: the resolved configuration, without the fields of the data source not in use. */
+function configFile(cfg: Config): Partial<Config> {
+  const { dataset, dataDir, data, test, valSplit, ...rest } = cfg;
+  return cfg.data === '' ? { dataset, dataDir, ...rest } : { data, test, ...(test === '' ? { valSplit } : {}), ...rest };
+}
+
 export class RunOutputs {
   /** every file written so far, in order */
   readonly files: string[] = [];
@@ -27,7 +45,7 @@ export class RunOutputs {
   private pending: BatchRecord[] = [];
   private chartsAt = performance.now();
 
-  private constructor(private readonly dirs: RunDirs, private readonly cfg: Config, private readonly model: Layout,
+  private constructor(private readonly dirs: RunDirs, private readonly cfg: Config, private readonly info: DataInfo, private readonly model: Layout,
                       private readonly views: ArenaViews, private readonly metrics: MetricsFiles,
                       /** the epoch records so far, this run's and (resumed) the earlier ones */
                       readonly epochs: EpochRecord[]) {}
@@ -36,14 +54,14 @@ export class RunOutputs {
    * Starts the run's files: the metrics files (a resumed run's cut back to its checkpoint and read back),
    * config.json, and for a new numbered run the models/latest and plots/latest links.
    */
-  static async open(dirs: RunDirs, cfg: Config, model: Layout, views: ArenaViews, st: TrainState, resume: Checkpoint | undefined,
-                    note: (line: string) => void): Promise<RunOutputs> {
+  static async open(dirs: RunDirs, cfg: Config, info: DataInfo, model: Layout, views: ArenaViews, st: TrainState,
+                    resume: Checkpoint | undefined, note: (line: string) => void): Promise<RunOutputs> {
     const { files: metrics, batches, epochs } = await MetricsFiles.open(resolve(dirs.out),
       resume ? { dir: dirname(resume.file), step: st.step, epoch: st.epoch } : null, note);
-    const out = new RunOutputs(dirs, cfg, model, views, metrics, epochs);
+    const out = new RunOutputs(dirs, cfg, info, model, views, metrics, epochs);
     for (const r of batches) out.history.push(r);
     out.files.push(metrics.batchPath, metrics.epochPath);
-    await out.write(join(dirs.out, 'config.json'), () => writeFileAtomic(join(resolve(dirs.out), 'config.json'), JSON.stringify(cfg, null, 2) + '\n'));
+    await out.write(join(dirs.out, 'config.json'), () => writeFileAtomic(join(resolve(dirs.out), 'config.json'), JSON.stringify(configFile(cfg), null, 2) + '\n'));
     if (dirs.created !== null) {
       // training starts in a new numbered folder: models/latest and plots/latest point at it from now on
       await pointLatest(MODELS_ROOT, dirs.created);
@@ -93,7 +111,8 @@ export class RunOutputs {
   }
 
   private async weights(name: string): Promise<void> {
-    const meta = { format: 'pt', producer: 'mnist-par', model: describeModel(this.model.spec), layers: this.model.layers.join(','), dataset: this.cfg.dataset };
+    const meta = { format: 'pt', producer: 'mnist-par', model: describeModel(this.model.spec), layers: this.model.layers.join(','),
+      ...dataMetadata(this.cfg, this.info) };
     await this.write(join(this.dirs.out, name), (path) => writeSafetensors(path, weightTensors(this.model, this.views.params), meta));
   }
 

@@ -5,6 +5,7 @@ import { StuckStep } from './errors.js';
 import { abandonRunFolders } from './runs.js';
 import { train, type StopRequest } from './train.js';
 import { summaryLines } from './ui/format.js';
+import { terminalProgress } from './ui/progress.js';
 import { createReporter, type Reporter } from './ui/reporter.js';
 
 export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<number> {
@@ -42,7 +43,7 @@ export async function runTraining(cfg: Config, resume?: Checkpoint): Promise<num
       finish: (snap, lines) => reporter.finish(snap, lines),
       close: () => reporter.close(),
     };
-    const r = await train(cfg, tracked, stop, { resume });
+    const r = await train(cfg, tracked, stop, { resume, progress: cfg.json ? undefined : terminalProgress('reading images') });
     reporter.finish(r.snapshot, summaryLines(r));
     const code = exitCode(r.stoppedBy);
     return outputLost && code === 0 ? exitCode('SIGPIPE') : code;

@@ -278,19 +278,23 @@ export function realFolder(dir: string): string {
   return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel) ? rel : real;
 }
 
-/** Where a resumed run writes: `out`, `plots` and `dataDir` for its configuration. */
+/** Where a resumed run writes, and where its data is: `out`, `plots`, `dataDir`, `data` and `test` for its configuration. */
 export interface ResumedPlaces {
   out: string;
   plots: string;
   dataDir: string;
+  data: string;
+  test: string;
 }
 
 /**
  * The places of a resumed run. It continues in its checkpoint's real folder (not a link); its charts stay
  * where they were (plots/run-N), or beside the run when they were beside it; given a new --out without
- * --plots, beside that. The dataset folder, when relative, was relative to where the run started.
+ * --plots, beside that. The dataset folder and your own data's files, when relative, were relative to where
+ * the run started.
  */
-export function resumedPlaces(checkpointFile: string, saved: { out: string; plots: string; dataDir: string }, startDir: string,
+export function resumedPlaces(checkpointFile: string, saved: { out: string; plots: string; dataDir: string; data?: string; test?: string },
+                              startDir: string,
                               given: { out?: unknown; plots?: unknown }): ResumedPlaces {
   const home = realFolder(dirname(checkpointFile));
   const at = (p: string) => (isAbsolute(p) ? p : resolve(startDir || process.cwd(), p));
@@ -298,7 +302,8 @@ export function resumedPlaces(checkpointFile: string, saved: { out: string; plot
   let plots = storedPath(saved.plots, startDir);
   if (given.out !== undefined && given.plots === undefined) plots = '';
   else if (besideRun) plots = home;
-  return { out: home, plots, dataDir: storedPath(saved.dataDir, startDir) };
+  const own = (p: string | undefined) => (p ? storedPath(p, startDir) : '');
+  return { out: home, plots, dataDir: storedPath(saved.dataDir, startDir), data: own(saved.data), test: own(saved.test) };
 }
 
 /**

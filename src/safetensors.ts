@@ -7,7 +7,7 @@ import { printable, UserError } from './errors.js';
 import { writeFileAtomic } from './fsutil.js';
 import { KK, KS } from './kernels/reference.js';
 import {
-  CLASSES, flattenedWidth, INPUT, MAX_CONV_LAYERS, modelLayout, tensorNames, type Layout, type ModelSpec,
+  CLASSES, flattenedWidth, INPUT, MAX_CONV_LAYERS, modelLayout, tensorNames, withClasses, type Layout, type ModelSpec,
 } from './model.js';
 
 export interface Tensor {
@@ -194,12 +194,13 @@ export interface LoadedWeights {
 
 /**
  * The inverse of weightTensors: infers the network from the names and shapes and checks that they chain from
- * a 1×28×28 image to 10 classes. A 4-dimensional `0.weight` makes it a cnn (convolutions at 0 and 3, linear
+ * a 1×28×28 image to `classes` outputs (the built-in datasets' 10 unless the file names its own classes in
+ * its metadata, see predict.ts modelData). A 4-dimensional `0.weight` makes it a cnn (convolutions at 0 and 3, linear
  * layers from 3n+1 on), a 2-dimensional one an mlp (linear layers at 0, 2, 4, …). Tensors whose names are not
  * `<int>.weight` / `<int>.bias` are ignored (room for optimizer state); any such name outside the chain is an
  * error.
  */
-export function paramsFromTensors(tensors: Map<string, Tensor>, file: string): LoadedWeights {
+export function paramsFromTensors(tensors: Map<string, Tensor>, file: string, classes: number = CLASSES): LoadedWeights {
   const wrong = (name: string, shape: number[], expected: string, why = ''): UserError =>
     new UserError(`${file}: ${name} has shape ${fmt(shape)}, expected ${expected}${why}; the file does not hold weights for this network`);
   const first = tensors.get('0.weight');
@@ -249,8 +250,11 @@ export function paramsFromTensors(tensors: Map<string, Tensor>, file: string): L
     }
   }
   const last = chain[chain.length - 2];
-  if (layers[layers.length - 1] !== CLASSES) {
-    throw wrong(last.name, last.shape, fmt([CLASSES, layers[layers.length - 2]]), ` (the last layer has ${CLASSES} outputs)`);
+  if (layers[layers.length - 1] !== classes) {
+    const why = classes === CLASSES && layers[layers.length - 1] !== CLASSES
+      ? ` (the last layer has one output per class: ${CLASSES}, as the file's metadata names no classes of its own)`
+      : ` (the last layer has one output per class: ${classes})`;
+    throw wrong(last.name, last.shape, fmt([classes, layers[layers.length - 2]]), why);
   }
   for (const name of tensors.keys()) {
     if (/^\d+\.(weight|bias)$/.test(name) && !chain.some((t) => t.name === name)) {
@@ -258,7 +262,7 @@ export function paramsFromTensors(tensors: Map<string, Tensor>, file: string): L
     }
   }
   const hidden = layers.slice(1, -1);
-  const spec: ModelSpec = n === 0 ? { kind: 'mlp', hidden } : { kind: 'cnn', channels, hidden };
+  const spec: ModelSpec = withClasses(n === 0 ? { kind: 'mlp', hidden } : { kind: 'cnn', channels, hidden }, classes);
   const layout = modelLayout(spec);
   const params = new Float32Array(layout.size);
   [...layout.conv, ...layout.linear].forEach(({ w, b }, i) => {

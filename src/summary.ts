@@ -22,7 +22,7 @@ export type { LayerSummary, ModelSummary, ModuleType } from './serve/protocol.js
 
 /** The summary of the network `cfg` trains (model, hidden, channels), and of its run's arena on `sizes`. */
 export function modelSummary(cfg: Config, sizes: SplitSizes = datasetSizes(cfg)): ModelSummary {
-  const spec = modelSpec(cfg);
+  const spec = modelSpec(cfg, sizes.classes);
   const layout = modelLayout(spec);
   const names = tensorNames(layout);
   const layers: LayerSummary[] = [];

@@ -1,5 +1,6 @@
 // The training run, as PyTorch's MNIST example writes it: for each epoch a fresh permutation, for each batch
-// one data-parallel step (forward, loss, backward into per-shard gradient slots, all-reduce, optimizer step:
+// one data-parallel step (forward, loss and backward of each worker's rows, the all-reduce as a reduce-scatter,
+// the optimizer step:
 // coordinator.ts and the workers), then validation, then the epoch's outputs. Everything the loop carries
 // from one step to the next lives in one TrainState, which is what a checkpoint saves, so a resumed run
 // continues bit for bit. What is written when is run-outputs.ts; early stopping is early-stopping.ts; the
@@ -13,9 +14,11 @@ import type { SplitSizes } from './data/datasets.js';
 import { modelSpec, optimizerConfig, type Config } from './config.js';
 import { Coordinator } from './coordinator.js';
 import { collectGarbage } from './gc.js';
-import { DATASETS } from './data/datasets.js';
+import { datasetInfo, type DataInfo } from './data/datasets.js';
 import { ensureDataset } from './data/download.js';
+import type { Progress } from './data/folder.js';
 import { loadSplit, type Split } from './data/idx.js';
+import { loadOwnSplits } from './data/own.js';
 import { NO_EARLY_STOP_YET, earlyStop } from './early-stopping.js';
 import { UsageError, UserError } from './errors.js';
 import { removeEmptyDirs } from './fsutil.js';
@@ -48,6 +51,8 @@ export interface RunSummary {
   snapshot: Snapshot;
   /** the run's folder */
   out: string;
+  /** what the validation ran on: 'test' (a test set), 'held-out' (a share of --data held out) */
+  validation: 'test' | 'held-out';
 }
 
 export function scheduleConfig(cfg: Config, stepsPerEpoch: number): ScheduleConfig {
@@ -61,20 +66,45 @@ export function scheduleConfig(cfg: Config, stepsPerEpoch: number): ScheduleConf
 export interface Datasets {
   train: Split;
   test: Split;
+  /** the class names (the network's outputs) and the normalization */
+  info: DataInfo;
+  /** the test split is a held-out share of the training data (your own data without a test set) */
+  heldOut?: boolean;
 }
 
-/** Makes sure the dataset is present (downloading it unless --no-download) and parses both splits. */
+export interface LoadOptions {
+  /** what a user should know (where your data's test set comes from); default: stderr */
+  note?: (line: string) => void;
+  /** progress of reading an image folder */
+  progress?: Progress;
+  /** a resumed run's normalization (your own data's is computed from its training images otherwise) */
+  normalization?: { mean: number; std: number };
+}
+
+/**
+ * The run's data: a built-in dataset (downloaded unless --no-download; its two splits parsed), or your own
+ * (--data, data/own.ts: its training set, a test set, the classes and the normalization computed).
+ */
 export async function loadDatasets(cfg: Config, log: (line: string) => void = (line) => process.stderr.write(line + '\n'),
-                                   signal?: AbortSignal): Promise<Datasets> {
+                                   signal?: AbortSignal, o: LoadOptions = {}): Promise<Datasets> {
+  if (cfg.data !== '') {
+    const own = await loadOwnSplits({ data: cfg.data, test: cfg.test, valSplit: cfg.valSplit, seed: cfg.seed }, cfg.limitTrain,
+      o.progress, o.normalization);
+    const note = o.note ?? ((line: string) => process.stderr.write(`mnist-par: note: ${line}\n`));
+    for (const line of own.notes) note(line);
+    return own;
+  }
   if (cfg.download) await ensureDataset(cfg.dataset, cfg.dataDir, { log, signal });
   // the four files are read and decompressed at once
   const [train, test] = await Promise.all([loadSplit(cfg.dataDir, 'train', cfg.dataset), loadSplit(cfg.dataDir, 'test', cfg.dataset)]);
-  return { train, test };
+  return { train, test, info: datasetInfo(cfg.dataset) };
 }
 
-function freshState(cfg: Config): TrainState {
+function freshState(cfg: Config, info: DataInfo): TrainState {
   return {
     version: 2, config: cfg, cwd: process.cwd(), kernelFamily: '', epoch: 1, batch: 0, step: 0,
+    // your own data's classes and normalization, which the checkpoint must carry (a built-in dataset's are constants)
+    ...(cfg.data !== '' ? { data: { classes: [...info.classes], mean: info.mean, std: info.std } } : {}),
     // the permutation stream is separate from the initialization stream, both derived from --seed
     rng: new Rng((cfg.seed ^ 0x5eed5eed) >>> 0).state(),
     partial: { lossSum: 0, correct: 0, seen: 0, seconds: 0 },
@@ -91,6 +121,8 @@ export interface TrainExtras {
   note?: (line: string) => void;
   /** progress lines of a download; default: stderr */
   log?: (line: string) => void;
+  /** progress of reading an image folder (--data); default: none */
+  progress?: Progress;
   /** abandons a download in progress (a stop request is honoured only once training has started) */
   signal?: AbortSignal;
 }
@@ -115,15 +147,17 @@ export async function train(cfg: Config, reporter: Reporter, requestStop: { how:
 }
 
 async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestStop: { how: StopRequest | null },
-                       { data, resume, note, log, signal }: TrainExtras & Required<Pick<TrainExtras, 'note' | 'log'>>): Promise<RunSummary> {
+                       { data, resume, note, log, signal, progress }: TrainExtras & Required<Pick<TrainExtras, 'note' | 'log'>>): Promise<RunSummary> {
   // (the run's folder and its charts' folder were made, or checked, and the run's claimed by prepareRunDirs)
-  const { coord, trainCount, stepsPerEpoch, sizes } = await arenaWithData(cfg, data ?? await loadDatasets(cfg, log, signal));
+  const datasets = data ?? await loadDatasets(cfg, log, signal, { note, progress, normalization: resume?.state.data });
+  const info = resumedInfo(datasets.info, resume);
+  const { coord, trainCount, stepsPerEpoch, sizes } = await arenaWithData(cfg, datasets, info);
   // the parsed files (55 MB for MNIST) are garbage now: collect them before training instead of whenever
   if (data === undefined) collectGarbage();
   try {
     const v = coord.views;
-    const model = modelLayout(modelSpec(cfg));
-    const st = startState(cfg, coord, trainCount, resume, note);
+    const model = modelLayout(modelSpec(cfg, info.classes.length));
+    const st = startState(cfg, info, coord, trainCount, resume, note);
     if (resume) {
       v.params.set(resume.params);
       resume.optimizerState.forEach((m, k) => v.state[k]?.set(m));
@@ -134,11 +168,12 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
     await coord.ready();
     // --overwrite: the earlier run's files go only now, with the data loaded and the pool's threads started
     for (const f of dirs.replaced) await rm(f, { force: true });
-    const outputs = await RunOutputs.open(dirs, cfg, model, v, st, resume, note);
+    const outputs = await RunOutputs.open(dirs, cfg, info, model, v, st, resume, note);
     const schedule = scheduleConfig(cfg, stepsPerEpoch);
     const rng = new Rng(st.rng);
     const snap: Snapshot = {
-      config: cfg, model: describeModel(model.spec), layers: model.layers, paramCount: model.size, summary: modelSummary(cfg, sizes),
+      config: cfg, data: dataName(cfg, info), classes: info.classes, model: describeModel(model.spec), layers: model.layers, paramCount: model.size,
+      summary: modelSummary(cfg, sizes),
       kernelFamily: st.kernelFamily, phase: 'training',
       epoch: st.epoch, batch: st.batch, batchesPerEpoch: stepsPerEpoch, step: st.step, totalSteps: stepsPerEpoch * cfg.epochs,
       elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: NaN, batches: outputs.history.records, epochs: outputs.epochs,
@@ -155,7 +190,7 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
     const finish = (stoppedBy: RunSummary['stoppedBy'], reason: string): RunSummary => {
       snap.phase = 'done';
       return {
-        epochs: outputs.epochs, stoppedBy, reason, out: cfg.out,
+        epochs: outputs.epochs, stoppedBy, reason, out: cfg.out, validation: datasets.heldOut ? 'held-out' : 'test',
         resumeHint: stoppedBy === 'completed' || stoppedBy === 'early' ? null : `continue with: mnist-par train --resume ${cfg.out}`,
         seconds: (performance.now() - tStart) / 1000, files: [...new Set(outputs.files)], snapshot: snap,
       };
@@ -242,13 +277,13 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
  * The state the loop starts from: a fresh one, or the checkpoint's with this run's configuration. Says what
  * a user should know about how the run will go (notes), and refuses a checkpoint that does not fit the data.
  */
-function startState(cfg: Config, coord: Coordinator, trainCount: number, resume: Checkpoint | undefined,
+function startState(cfg: Config, info: DataInfo, coord: Coordinator, trainCount: number, resume: Checkpoint | undefined,
                     note: (line: string) => void): TrainState {
   if (resume?.perm && resume.perm.length !== trainCount) {
     throw new UserError(`--resume ${resume.file}: its epoch permutation covers ${resume.perm.length} images but this run has ${trainCount}; keep --data-dir and --limit-train as they were`);
   }
   // the configuration's relative paths are now relative to this run's working directory
-  const st: TrainState = resume ? { ...resume.state, config: cfg, cwd: process.cwd() } : freshState(cfg);
+  const st: TrainState = resume ? { ...resume.state, config: cfg, cwd: process.cwd() } : freshState(cfg, info);
   // the best value so far was of the other metric: early stopping starts over
   if (resume && resume.state.config.monitor !== cfg.monitor) st.early = { ...NO_EARLY_STOP_YET };
   // the checkpoint records the family and the native path ("native avx512"); the two native paths train to
@@ -270,15 +305,34 @@ function startState(cfg: Config, coord: Coordinator, trainCount: number, resume:
 }
 
 /**
+ * The classes and normalization the run trains with: the data's, or for a resumed run on your own data the
+ * checkpoint's, whose classes the data must still have (its normalization is kept as it was).
+ */
+function resumedInfo(info: DataInfo, resume: Checkpoint | undefined): DataInfo {
+  const saved = resume?.state.data;
+  if (!saved) return info;
+  if (saved.classes.length !== info.classes.length || saved.classes.some((c, i) => c !== info.classes[i])) {
+    const show = (cs: readonly string[]) => (cs.length > 6 ? `${cs.slice(0, 6).join(', ')}, … (${cs.length})` : cs.join(', '));
+    throw new UserError(`--resume ${resume!.file}: the checkpoint was trained on the classes ${show(saved.classes)}, but --data now holds ` +
+      `${show(info.classes)}; resume with the data it was trained on`);
+  }
+  return { ...info, mean: saved.mean, std: saved.std };
+}
+
+/** The data in a few words, for the dashboard and the start line: "mnist", or "letters.csv (26 classes)". */
+export function dataName(cfg: Config, info: DataInfo): string {
+  return cfg.data === '' ? cfg.dataset : `${info.title} (${info.classes.length} classes)`;
+}
+
+/**
  * Creates the coordinator and its arena, and copies the (limited) dataset into it. The parsed files are
  * referenced only here, so unless the caller holds them they can be freed once they are in the arena.
  */
-async function arenaWithData(cfg: Config, data: Datasets): Promise<{ coord: Coordinator; trainCount: number; stepsPerEpoch: number;
-                                                                    sizes: SplitSizes }> {
-  const info = DATASETS[cfg.dataset];
+async function arenaWithData(cfg: Config, data: Datasets, info: DataInfo): Promise<{ coord: Coordinator; trainCount: number;
+                                                                                     stepsPerEpoch: number; sizes: SplitSizes }> {
   const { train: trainSplit, test: testSplit } = data;
   const pixels = trainSplit.height * trainSplit.width;
-  const sizes: SplitSizes = { train: trainSplit.count, test: testSplit.count, pixels };
+  const sizes: SplitSizes = { train: trainSplit.count, test: testSplit.count, pixels, classes: info.classes.length };
   const spec = trainingArenaSpec(cfg, sizes);
   const { trainCount, testCount, stepsPerEpoch } = spec;
   let coord: Coordinator;

@@ -61,7 +61,7 @@ describe('forwardProbs', () => {
     for (let i = 0; i < B * 784; i++) acts.h[0][i] = table[test.images[i]];
     const logits = mlpForward(referenceKernels, layerViews(m.params, m.layout), acts, m.layout, B);
     const want = new Float32Array(B * V);
-    crossEntropyForward(want, logits, test.labels.subarray(0, B), B, V, 0);
+    crossEntropyForward(want, logits, Int32Array.from(test.labels.subarray(0, B)), B, V, 0);
     const differ = Array.from(want).filter((x, i) => !Object.is(x, probs[i])).length;
     expect(differ, `${differ} of ${B * V} probabilities differ from the kernel's`).toBe(0);
   });

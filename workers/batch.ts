@@ -32,8 +32,8 @@ export class BatchRows {
     this.norm = normalizationTable(n.mean, n.std);
   }
 
-  /** Views of rows [first, first + count): a run has a handful of distinct ranges (the micro-shards and groups
-   *  of a full batch and of the last one, evaluation chunks), so they are built once and kept. */
+  /** Views of rows [first, first + count): a run has a handful of distinct ranges (a worker's rows of a full batch
+   *  and of the last one, the whole batch, evaluation chunks), so they are built once and kept. */
   rows(first: number, count: number): Rows {
     const key = first * 0x20000 + count; // count ≤ 65536 (the largest --batch-size)
     let v = this.cache.get(key);
@@ -47,7 +47,7 @@ export class BatchRows {
 
   /** Copies images index[start + r] (start + r when index is null) of a uint8 set into the first `count`
    *  rows of `into`, normalized, and their labels; augmented when `epoch` > 0 and augmentation is on. */
-  gather(into: Rows, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null, start: number, count: number,
+  gather(into: Rows, images: Uint8Array, labels: Uint8Array | Uint16Array, index: Uint32Array | null, start: number, count: number,
          epoch: number): void {
     const x = into.acts.h[0] as Float32Array;
     const seed = this.n.augment;

@@ -1,12 +1,32 @@
 // The datasets we know: where to fetch each file, what it must hash to, and how to normalize its pixels.
 // Both datasets use the same four file names in the original gzipped IDX format (28×28 uint8 images).
+// Your own data (--data, data/own.ts) brings its own classes and normalization: DataInfo is what a model
+// needs to know of either.
 
 /** Every image of every dataset we know is IMAGE_SIDE × IMAGE_SIDE uint8 pixels, row-major. */
 export const IMAGE_SIDE = 28;
 /** Pixels of one image: the network's input width. */
 export const IMAGE_PIXELS = IMAGE_SIDE * IMAGE_SIDE;
-/** Classes of every dataset we know (labels 0..9): the network's output width. */
+/** Classes of every dataset we know (labels 0..9): the network's output width for them. */
 export const CLASS_COUNT = 10;
+/** Your own data may have from MIN_CLASSES to MAX_CLASSES classes. */
+export const MIN_CLASSES = 2;
+export const MAX_CLASSES = 1000;
+
+/** Class indices, one per image: 0..classes−1 (uint8 as the IDX files hold them, uint16 for more classes). */
+export type Labels = Uint8Array | Uint16Array;
+
+/**
+ * What a model needs to know about the data it learns from: the class names, in the order of the network's
+ * outputs, and the pixel normalization x ↦ (x/255 − mean) / std.
+ */
+export interface DataInfo {
+  /** for titles: "MNIST handwritten digits", or the name of your data's file or folder */
+  title: string;
+  classes: readonly string[];
+  mean: number;
+  std: number;
+}
 
 export type DatasetName = 'mnist' | 'fashion-mnist';
 export type SplitName = 'train' | 'test';
@@ -16,6 +36,8 @@ export interface SplitSizes {
   train: number;
   test: number;
   pixels: number;
+  /** the classes of the labels (default: MNIST's 10) */
+  classes?: number;
 }
 
 export interface DatasetFile {
@@ -100,6 +122,12 @@ export const DATASETS: Record<DatasetName, DatasetInfo> = {
 };
 
 export const DATASET_NAMES = Object.keys(DATASETS) as DatasetName[];
+
+/** A built-in dataset's classes and normalization constants. */
+export function datasetInfo(name: DatasetName): DataInfo {
+  const { title, classes, mean, std } = DATASETS[name];
+  return { title, classes, mean, std };
+}
 
 export function isDatasetName(s: string): s is DatasetName {
   return Object.hasOwn(DATASETS, s);

@@ -14,7 +14,7 @@ import { constants as zlibConstants, gunzip, gunzipSync, type ZlibOptions } from
 
 const gunzipAsync = promisify(gunzip) as (buf: Uint8Array, options: ZlibOptions) => Promise<Buffer>;
 import { printable, UserError } from '../errors.js';
-import { CLASS_COUNT as CLASSES, IMAGE_SIDE as SIDE, othersOfSize, SPLIT_FILES, type DatasetName, type SplitName } from './datasets.js';
+import { CLASS_COUNT as CLASSES, IMAGE_SIDE as SIDE, othersOfSize, SPLIT_FILES, type DatasetName, type Labels, type SplitName } from './datasets.js';
 
 export interface IdxArray {
   dims: number[];
@@ -26,8 +26,8 @@ export type IdxKind = 'images' | 'labels';
 export interface Split {
   /** count × height × width pixels, row-major, 0..255 */
   images: Uint8Array;
-  /** count labels, 0..9 */
-  labels: Uint8Array;
+  /** count class indices (0..9 for the built-in datasets) */
+  labels: Labels;
   count: number;
   /** an image's height and width in pixels (28 × 28) */
   height: number;
@@ -41,11 +41,18 @@ const NDIMS: Record<IdxKind, number> = { labels: 1, images: 3 };
 const hex = (n: number, width: number) => '0x' + n.toString(16).padStart(width, '0');
 
 /** The command that fetches a fresh copy of the dataset into `dir`. */
-function downloadHint(dir: string, dataset: DatasetName): string {
+function downloadHint(dir: string, dataset: IdxSource): string {
   return `mnist-par download --dataset ${dataset} --data-dir ${dir}`;
 }
 
-function fail(file: string, problem: string, dataset: DatasetName): never {
+/**
+ * Which files these are: a built-in dataset's (a bad file is fetched again) or, null, your own (--data: their
+ * labels may be any byte, and a bad file is yours to fix).
+ */
+export type IdxSource = DatasetName | null;
+
+function fail(file: string, problem: string, dataset: IdxSource): never {
+  if (dataset === null) throw new UserError(`${file}: ${problem}; expected an IDX file of 28×28 images or of their labels, as MNIST's`);
   throw new UserError(`${file}: ${problem}; delete it and run \`${downloadHint(dirname(file), dataset)}\` to fetch a fresh copy`);
 }
 
@@ -54,8 +61,9 @@ function fail(file: string, problem: string, dataset: DatasetName): never {
  * MNIST labels or images: `kind` pins which one, otherwise the number of dimensions decides. `file` only
  * names the file in error messages. The returned data views the decompressed buffer (or `bytes`), no copy.
  */
-export function parseIdx(bytes: Uint8Array, file: string, kind?: IdxKind, dataset: DatasetName = 'mnist'): IdxArray {
-  refuseOtherDataset(file, bytes, dataset);
+export function parseIdx(bytes: Uint8Array, file: string, kind?: IdxKind, dataset: IdxSource = 'mnist'): IdxArray {
+  // your own data (null) is no known dataset's
+  if (dataset !== null) refuseOtherDataset(file, bytes, dataset);
   if (!isGzip(bytes)) return parseRaw(bytes, file, kind, dataset);
   const plan = gunzipPlan(bytes, file, kind, dataset);
   let buf: Uint8Array;
@@ -90,7 +98,7 @@ interface GunzipPlan { dims: number[]; want: number; options: ZlibOptions }
  * chunk of the whole size avoids collecting 64 KiB chunks and concatenating them, which doubled the memory
  * of a 47 MB load.
  */
-function gunzipPlan(buf: Uint8Array, file: string, kind: IdxKind | undefined, dataset: DatasetName): GunzipPlan {
+function gunzipPlan(buf: Uint8Array, file: string, kind: IdxKind | undefined, dataset: IdxSource): GunzipPlan {
   let head: Uint8Array;
   try {
     // a sync flush inflates what a prefix holds without asking for the rest of the stream; a file no longer
@@ -111,7 +119,7 @@ function gunzipPlan(buf: Uint8Array, file: string, kind: IdxKind | undefined, da
   return { dims, want, options: { chunkSize: Math.max(size + 1, 64), maxOutputLength: size + TRAILING_SLACK } };
 }
 
-function failGunzip(file: string, e: unknown, plan: GunzipPlan | null, dataset: DatasetName): never {
+function failGunzip(file: string, e: unknown, plan: GunzipPlan | null, dataset: IdxSource): never {
   if (plan && (e as NodeJS.ErrnoException).code === 'ERR_BUFFER_TOO_LARGE') {
     fail(file, `has unexpected trailing bytes: header ${plan.dims.join('×')} promises exactly ${plan.want} data bytes, its gzip stream holds more`, dataset);
   }
@@ -119,7 +127,7 @@ function failGunzip(file: string, e: unknown, plan: GunzipPlan | null, dataset: 
 }
 
 /** Validates the header (magic, element type, dimensions, 28×28, at least one entry); the data may be absent. */
-function readHeader(buf: Uint8Array, file: string, kind: IdxKind | undefined, dataset: DatasetName): { dims: number[]; header: number; want: number } {
+function readHeader(buf: Uint8Array, file: string, kind: IdxKind | undefined, dataset: IdxSource): { dims: number[]; header: number; want: number } {
   if (buf.length < 4) fail(file, `expected an IDX header of at least 4 bytes, found a ${buf.length}-byte file`, dataset);
   const view = new DataView(buf.buffer, buf.byteOffset, buf.byteLength);
   const magic = view.getUint32(0);
@@ -156,13 +164,13 @@ function readHeader(buf: Uint8Array, file: string, kind: IdxKind | undefined, da
 }
 
 /** parseIdx of an already decompressed file. */
-function parseRaw(buf: Uint8Array, file: string, kind: IdxKind | undefined, dataset: DatasetName): IdxArray {
+function parseRaw(buf: Uint8Array, file: string, kind: IdxKind | undefined, dataset: IdxSource): IdxArray {
   const { dims, header, want } = readHeader(buf, file, kind, dataset);
   const have = buf.length - header;
   if (have < want) fail(file, `is truncated: header ${dims.join('×')} promises ${want} data bytes, found ${have}`, dataset);
   if (have > want) fail(file, `has ${have - want} unexpected trailing bytes: header ${dims.join('×')} promises exactly ${want} data bytes, found ${have}`, dataset);
   const data = new Uint8Array(buf.buffer, buf.byteOffset + header, want);
-  if (dims.length === 1) {
+  if (dims.length === 1 && dataset !== null) {
     for (let i = 0; i < want; i++) {
       if (data[i] >= CLASSES) fail(file, `expected labels 0..${CLASSES - 1}, found ${data[i]} at index ${i}`, dataset);
     }
@@ -179,10 +187,15 @@ export async function loadSplit(dir: string, split: SplitName, dataset: DatasetN
       `missing ${missing.join(' and ')} in ${dir}; run \`${downloadHint(dir, dataset)}\` or pass --data-dir with the folder that holds them`,
     );
   }
+  return loadIdxPair(join(dir, names.images), join(dir, names.labels), dataset);
+}
+
+/** Reads and validates an images file and its labels file, which must hold as many entries. */
+export async function loadIdxPair(imagesFile: string, labelsFile: string, dataset: IdxSource): Promise<Split> {
   // read together; when both are bad, the images file's problem is the one reported, whichever fails first
   const [imagesRead, labelsRead] = await Promise.allSettled([
-    readIdx(join(dir, names.images), 'images', dataset),
-    readIdx(join(dir, names.labels), 'labels', dataset),
+    readIdx(imagesFile, 'images', dataset),
+    readIdx(labelsFile, 'labels', dataset),
   ]);
   if (imagesRead.status === 'rejected') throw imagesRead.reason;
   if (labelsRead.status === 'rejected') throw labelsRead.reason;
@@ -190,10 +203,9 @@ export async function loadSplit(dir: string, split: SplitName, dataset: DatasetN
   const labels = labelsRead.value;
   const count = images.dims[0];
   if (labels.dims[0] !== count) {
-    throw new UserError(
-      `${join(dir, names.labels)}: expected ${count} labels to match ${names.images}, found ${labels.dims[0]}; ` +
-        `the two files come from different downloads: delete both and run \`${downloadHint(dir, dataset)}\``,
-    );
+    const fix = dataset === null ? 'give the labels file that belongs to these images'
+      : `the two files come from different downloads: delete both and run \`${downloadHint(dirname(imagesFile), dataset)}\``;
+    throw new UserError(`${labelsFile}: expected ${count} labels to match ${basename(imagesFile)}, found ${labels.dims[0]}; ${fix}`);
   }
   return { images: images.data, labels: labels.data, count, height: images.dims[1], width: images.dims[2] };
 }
@@ -211,7 +223,7 @@ function refuseOtherDataset(file: string, bytes: Uint8Array, dataset: DatasetNam
   }
 }
 
-async function readIdx(file: string, kind: IdxKind, dataset: DatasetName): Promise<IdxArray> {
+async function readIdx(file: string, kind: IdxKind, dataset: IdxSource): Promise<IdxArray> {
   let bytes: Uint8Array;
   try {
     // the size is checked before the file is read into memory
@@ -222,7 +234,7 @@ async function readIdx(file: string, kind: IdxKind, dataset: DatasetName): Promi
     if (e instanceof UserError) throw e;
     throw new UserError(`${file}: cannot read it (${printable((e as Error).message)}); check its permissions or pass another --data-dir`);
   }
-  refuseOtherDataset(file, bytes, dataset);
+  if (dataset !== null) refuseOtherDataset(file, bytes, dataset);
   if (!isGzip(bytes)) return parseRaw(bytes, file, kind, dataset);
   const plan = gunzipPlan(bytes, file, kind, dataset);
   // decompressed in libuv's thread pool, so the splits' files (and the caller's other work) overlap

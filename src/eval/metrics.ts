@@ -1,6 +1,6 @@
 // eval's numbers, from the test split's softmax probabilities: the confusion matrix, per-class precision /
 // recall / F1 and their means, and the mistakes the model was surest about. Pure functions of arrays.
-import type { DatasetName } from '../data/datasets.js';
+import type { Labels } from '../data/datasets.js';
 import { argmaxRow } from '../predict.js';
 
 export interface ClassStats {
@@ -25,7 +25,8 @@ export interface EvalReport {
   model: string;
   /** the network in one line (model.ts describeModel) */
   network: string;
-  dataset: DatasetName;
+  /** the built-in dataset's name, or the path of your own test set */
+  dataset: string;
   /** its linear layers' widths */
   layers: readonly number[];
   count: number;
@@ -39,7 +40,7 @@ export interface EvalReport {
 }
 
 /** confusion[t][p]: test images of true class t whose most probable class is p. probs (N, V), labels (N). */
-export function confusionMatrix(probs: Float32Array, labels: Uint8Array, V: number): number[][] {
+export function confusionMatrix(probs: Float32Array, labels: Labels, V: number): number[][] {
   const m = Array.from({ length: V }, () => new Array<number>(V).fill(0));
   const n = probs.length / V;
   for (let i = 0; i < n; i++) m[labels[i]][argmaxRow(probs, i, V)]++;
@@ -67,7 +68,7 @@ export function classStats(confusion: number[][], names: readonly string[]): { c
 }
 
 /** The k misclassified images the model was surest about, surest first (ties: lower index first). */
-export function confidentMistakes(probs: Float32Array, labels: Uint8Array, V: number, k: number): Mistake[] {
+export function confidentMistakes(probs: Float32Array, labels: Labels, V: number, k: number): Mistake[] {
   const out: Mistake[] = [];
   const n = probs.length / V;
   for (let i = 0; i < n; i++) {

@@ -32,26 +32,55 @@ export function blues(t: number): string {
 const colourOf = (share: number): number => Math.sqrt(share);
 const SCALE_TICKS = [0, 0.01, 0.05, 0.1, 0.25, 0.5, 0.75, 1];
 
+/** A cell's side in pixels for up to 10 classes; more classes get smaller cells (confusionLayout). */
 export const CONFUSION_CELL = 88;
+/** Up to this many classes every cell holds its count and every class its label, recall and precision. */
+export const CONFUSION_DETAILED = 60;
+
+/**
+ * How the matrix is drawn for V classes: the cell side, and whether cells hold their counts. Up to 10
+ * classes, 88-pixel cells; up to CONFUSION_DETAILED, cells shrink so the matrix stays about 1,800 pixels wide
+ * but no smaller than 36 (a three-digit count at 18 px still fits: 47 classes give 38-pixel cells); beyond, the
+ * matrix is a picture of colours about 2,400 pixels wide with every k-th class labelled.
+ */
+export function confusionLayout(V: number): { cell: number; detailed: boolean; labelEvery: number } {
+  if (V > CONFUSION_DETAILED) {
+    const cell = Math.max(2, Math.floor(2400 / V));
+    return { cell, detailed: false, labelEvery: Math.ceil(V / Math.floor((V * cell) / 40)) };
+  }
+  return { cell: Math.min(CONFUSION_CELL, Math.max(36, Math.round(1800 / V))), detailed: true, labelEvery: 1 };
+}
 
 /**
  * The confusion matrix as a heatmap: cells coloured by the share of the true class (row), counts in the
  * cells, recall per row on the right, precision per column below, a colour bar. Reads like the text table:
- * predicted classes across the top, true classes down the side.
+ * predicted classes across the top, true classes down the side. Fonts follow the cell size, so 26 or 47
+ * classes read as well as 10 (confusionLayout).
  */
-export function confusionSvg(confusion: number[][], names: readonly string[], title: string, caption: string): string {
+export async function confusionSvg(confusion: number[][], names: readonly string[], title: string, caption: string): Promise<string> {
   const V = confusion.length;
-  const cell = CONFUSION_CELL;
+  const { cell, detailed, labelEvery } = confusionLayout(V);
   const side = V * cell;
   const label = (c: number): string => names[c] ?? String(c);
-  const longest = Math.max(...Array.from({ length: V }, (_, c) => textWidth(label(c), 22)));
+  const labelled = (c: number): boolean => c % labelEvery === 0;
+  // class labels: 22 px, smaller in small cells (they sit one per row and column)
+  const labelFont = detailed ? Math.min(22, Math.floor(cell * 0.62)) : 18;
+  const longest = Math.max(...Array.from({ length: V }, (_, c) => (labelled(c) ? textWidth(label(c), labelFont) : 0)));
   // Column labels stand upright when they fit a cell, else slanted.
-  const slant = longest > cell - 10;
+  const slant = longest > cell * labelEvery - 10;
+  // counts: 24 px in 88-pixel cells, as large as the widest count allows in smaller ones
+  const digits = String(confusion.reduce((m, row) => row.reduce((a, n) => Math.max(a, n), m), 0)).length;
+  const countFont = Math.min(24, Math.floor((cell * 0.9) / (0.62 * digits)), Math.floor(cell * 0.55));
+  const marginFont = Math.min(19, Math.floor(cell * 0.6));
+  // precision under each column: side by side when "100.00%" fits a cell, else turned upright
+  const upright = textWidth('100.00%', marginFont) > cell - 6;
   const mx = Math.max(150, 100 + longest + 18);
   const my = 130 + 56 + (slant ? longest * 0.72 + 20 : 40);
-  const barX = mx + side + 150;
+  const recallW = detailed ? 124 : 0;
+  const barX = mx + side + recallW + 26;
   const W = Math.max(1000, Math.round(barX + 28 + 90 + 60));
-  const H = Math.round(my + side + 150);
+  const below = detailed ? (upright ? textWidth('100.00%', marginFont) + 30 : 50) : 10;
+  const H = Math.round(my + side + below + 100);
   const supports = confusion.map((row) => row.reduce((s, x) => s + x, 0));
   const predicted = Array.from({ length: V }, (_, c) => confusion.reduce((s, r) => s + r[c], 0));
   const out = [
@@ -60,35 +89,49 @@ export function confusionSvg(confusion: number[][], names: readonly string[], ti
     text(44, my + side / 2, 'true class', 26, { anchor: 'middle', rotate: -90 }),
   ];
   for (let c = 0; c < V; c++) {
+    if (!labelled(c)) continue;
     const x = mx + c * cell + cell / 2;
-    out.push(slant ? text(x, my - 14, label(c), 22, { rotate: -45 }) : text(x, my - 16, label(c), 22, { anchor: 'middle' }));
-    out.push(text(mx - 16, my + c * cell + cell / 2, label(c), 22, { anchor: 'end', baseline: 'middle' }));
+    out.push(slant ? text(x, my - 14, label(c), labelFont, { rotate: -45 }) : text(x, my - 16, label(c), labelFont, { anchor: 'middle' }));
+    out.push(text(mx - 16, my + c * cell + cell / 2, label(c), labelFont, { anchor: 'end', baseline: 'middle' }));
   }
-  for (let t = 0; t < V; t++) {
-    for (let p = 0; p < V; p++) {
-      const n = confusion[t][p];
-      const v = colourOf(supports[t] > 0 ? n / supports[t] : 0);
-      const x = mx + p * cell, y = my + t * cell;
-      out.push(`<rect x="${x}" y="${y}" width="${cell}" height="${cell}" fill="${blues(v)}" stroke="white" stroke-width="1.5"/>`);
-      const colour = n === 0 ? '#b0b0b0' : v > 0.55 ? 'white' : INK;
-      out.push(text(x + cell / 2, y + cell / 2, String(n), n >= 10000 ? 20 : 24, { anchor: 'middle', baseline: 'middle', color: colour, weight: t === p ? 'bold' : undefined }));
+  const shade = (t: number, p: number): number => colourOf(supports[t] > 0 ? confusion[t][p] / supports[t] : 0);
+  if (detailed) {
+    for (let t = 0; t < V; t++) {
+      for (let p = 0; p < V; p++) {
+        const n = confusion[t][p];
+        const v = shade(t, p);
+        const x = mx + p * cell, y = my + t * cell;
+        out.push(`<rect x="${x}" y="${y}" width="${cell}" height="${cell}" fill="${blues(v)}" stroke="white" stroke-width="1.5"/>`);
+        const colour = n === 0 ? '#b0b0b0' : v > 0.55 ? 'white' : INK;
+        out.push(text(x + cell / 2, y + cell / 2, String(n), countFont, { anchor: 'middle', baseline: 'middle', color: colour, weight: t === p ? 'bold' : undefined }));
+      }
     }
+  } else {
+    // V² rectangles would make an SVG of millions of elements at 1,000 classes: the cells are one picture
+    out.push(`<image x="${mx}" y="${my}" width="${side}" height="${side}" href="data:image/png;base64,${(await cellsPng(V, cell, shade)).toString('base64')}"/>`);
   }
   out.push(`<rect x="${mx}" y="${my}" width="${side}" height="${side}" fill="none" stroke="${INK}" stroke-width="1.8"/>`);
-  // Margins: recall (diagonal / row sum) on the right, precision (diagonal / column sum) below.
-  const rx = mx + side + 62;
-  out.push(text(rx, my - 16, 'recall', 20, { anchor: 'middle', color: MUTED, weight: 'bold' }));
-  for (let t = 0; t < V; t++) {
-    const r = supports[t] > 0 ? confusion[t][t] / supports[t] : 0;
-    out.push(text(rx, my + t * cell + cell / 2, fmtPct(r, 2), 19, { anchor: 'middle', baseline: 'middle', color: MUTED }));
+  if (detailed) {
+    // Margins: recall (diagonal / row sum) on the right, precision (diagonal / column sum) below.
+    const rx = mx + side + 62;
+    out.push(text(rx, my - 16, 'recall', 20, { anchor: 'middle', color: MUTED, weight: 'bold' }));
+    for (let t = 0; t < V; t++) {
+      const r = supports[t] > 0 ? confusion[t][t] / supports[t] : 0;
+      out.push(text(rx, my + t * cell + cell / 2, fmtPct(r, 2), marginFont, { anchor: 'middle', baseline: 'middle', color: MUTED }));
+    }
+    out.push(text(mx - 16, my + side + 34, 'precision', 20, { anchor: 'end', baseline: 'middle', color: MUTED, weight: 'bold' }));
+    for (let p = 0; p < V; p++) {
+      const r = predicted[p] > 0 ? confusion[p][p] / predicted[p] : 0;
+      const x = mx + p * cell + cell / 2;
+      out.push(upright
+        ? text(x, my + side + 14, fmtPct(r, 2), marginFont, { anchor: 'end', baseline: 'middle', color: MUTED, rotate: -90 })
+        : text(x, my + side + 34, fmtPct(r, 2), marginFont, { anchor: 'middle', baseline: 'middle', color: MUTED }));
+    }
   }
-  out.push(text(mx - 16, my + side + 34, 'precision', 20, { anchor: 'end', baseline: 'middle', color: MUTED, weight: 'bold' }));
-  for (let p = 0; p < V; p++) {
-    const r = predicted[p] > 0 ? confusion[p][p] / predicted[p] : 0;
-    out.push(text(mx + p * cell + cell / 2, my + side + 34, fmtPct(r, 2), 19, { anchor: 'middle', baseline: 'middle', color: MUTED }));
-  }
-  out.push(text(mx + side / 2, my + side + 90, 'cell colour: share of the true class (square-root scale) · numbers: image counts',
-    20, { anchor: 'middle', color: MUTED }));
+  out.push(text(mx + side / 2, my + side + below + 40, detailed
+    ? 'cell colour: share of the true class (square-root scale) · numbers: image counts'
+    : `cell colour: share of the true class (square-root scale) · ${V} classes, every ${labelEvery === 1 ? '' : `${labelEvery}th `}one labelled`,
+  20, { anchor: 'middle', color: MUTED }));
   // Colour bar: top = 100%, bottom = 0%, in colour space (so the ticks are spaced as sqrt(share)).
   const stops = Array.from({ length: 17 }, (_, i) => `<stop offset="${(i / 16).toFixed(4)}" stop-color="${blues(1 - i / 16)}"/>`);
   out.push(`<defs><linearGradient id="scale" x1="0" y1="0" x2="0" y2="1">${stops.join('')}</linearGradient></defs>`);
@@ -101,6 +144,23 @@ export function confusionSvg(confusion: number[][], names: readonly string[], ti
   out.push(text(barX + 124, my + side / 2, 'share of the true class', 22, { anchor: 'middle', rotate: 90 }));
   out.push('</svg>');
   return out.join('\n');
+}
+
+/** The cells as a PNG of (V·cell)² pixels, each cell a square of its colour. */
+async function cellsPng(V: number, cell: number, shade: (t: number, p: number) => number): Promise<Buffer> {
+  const side = V * cell;
+  const rgb = Buffer.alloc(side * side * 3);
+  const ramp = Array.from({ length: 256 }, (_, i) => blues(i / 255)).map((hex) => [1, 3, 5].map((k) => parseInt(hex.slice(k, k + 2), 16)));
+  for (let t = 0; t < V; t++) {
+    for (let p = 0; p < V; p++) {
+      const c = ramp[Math.round(255 * shade(t, p))];
+      for (let y = t * cell; y < (t + 1) * cell; y++) {
+        for (let x = p * cell; x < (p + 1) * cell; x++) rgb.set(c, 3 * (y * side + x));
+      }
+    }
+  }
+  const sharp = (await import('sharp')).default;
+  return sharp(rgb, { raw: { width: side, height: side, channels: 3 } }).png().toBuffer();
 }
 
 export const ERROR_GRID = { cols: 6, rows: 6, scale: 6 } as const;

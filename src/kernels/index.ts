@@ -150,6 +150,6 @@ export interface Kernels extends KernelSet {
   optimizerStep(cfg: OptimizerConfig, lr: number, t: number, param: Float32Array, grad: Float32Array,
                 state: Float32Array[], start: number, end: number): void;
   // reference.gather: rows of uint8 images through the normalization table (bit-identical in every family)
-  gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null,
+  gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array | Uint16Array, index: Uint32Array | null,
          start: number, rows: number, pixels: number, table: Float32Array): void;
 }

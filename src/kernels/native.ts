@@ -38,7 +38,7 @@ export interface NativePath {
       wd: number, mu: number, damp: number, first: number, nesterov: number): void;
   adam(param: Float32Array, grad: Float32Array, start: number, end: number, m: Float32Array, v: Float32Array, b1: number,
        c1: number, b2: number, c2: number, l2: number, keep: number, step: number, bc2: number, eps: number): void;
-  gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null,
+  gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array | Uint16Array, index: Uint32Array | null,
          start: number, rows: number, pixels: number, table: Float32Array): void;
   /** with pooled, also the 2×2 max-pool of out into it (KernelSet.conv2dReluPoolForward) */
   conv2dForward(out: Float32Array, inp: Float32Array, weight: Float32Array, bias: Float32Array, cols: Float32Array,

@@ -157,7 +157,7 @@ export function countCorrect(logits: F, targets: Labels, B: number, V: number): 
 // null) becomes row r, x[r][p] = table[images[i][p]], and y[r] = labels[i]. A table lookup, so every
 // family gives the same bits.
 // images (N, pixels) uint8  labels (N) uint8  table (256)  →  x (rows, pixels), y (rows)
-export function gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array, index: Uint32Array | null,
+export function gather(x: Float32Array, y: Int32Array, images: Uint8Array, labels: Uint8Array | Uint16Array, index: Uint32Array | null,
                        start: number, rows: number, pixels: number, table: Float32Array): void {
   for (let r = 0; r < rows; r++) {
     const i = index ? index[start + r] : start + r;

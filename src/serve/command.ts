@@ -9,8 +9,8 @@ import { errorCode } from '../fsutil.js';
 import { describeModel } from '../model.js';
 import { packageRoot } from '../paths.js';
 import sharp from 'sharp';
-import type { DatasetName } from '../data/datasets.js';
-import { chooseDataset, classifyImage, loadModel, normalizeTable, type LoadedModel } from '../predict.js';
+import type { DataInfo } from '../data/datasets.js';
+import { classifyImage, loadModel, modelData, normalizeTable, type LoadedModel } from '../predict.js';
 import { createPageServer } from './server.js';
 
 export interface ServeOptions {
@@ -32,15 +32,15 @@ export function pageFolder(): string {
 /** Serves until SIGINT or SIGTERM; returns the exit code (130 or 143, as for a run a signal ends). */
 export async function serveCommand(o: ServeOptions): Promise<number> {
   const model = await loadModel(o.model);
-  const dataset = chooseDataset(undefined, model, o.model);
+  const { info, dataset } = modelData(undefined, model, o.model);
   const page = pageFolder();
   for (const f of ['index.html', 'main.js']) {
     if (!existsSync(join(page, f))) throw new UserError(`${join(page, f)}: the page is not built; run npm run build in ${packageRoot()}`);
   }
-  await warmUp(model, dataset);
+  await warmUp(model, info);
   const loopback = isLoopback(o.host);
   const server = createPageServer({
-    served: { path: o.model, model, dataset, plots: o.plots }, page, loopbackOnly: loopback,
+    served: { path: o.model, model, dataset, info, plots: o.plots }, page, loopbackOnly: loopback,
     log: (line) => process.stderr.write(line + '\n'),
   });
   await new Promise<void>((resolve, reject) => {
@@ -65,7 +65,7 @@ export async function serveCommand(o: ServeOptions): Promise<number> {
     process.stderr.write(`mnist-par: note: listening on ${o.host}: the page is reachable by others on your network, ` +
       'and anyone who reaches it can use the model and see its charts\n');
   }
-  process.stdout.write(`mnist-par: serving ${o.model} (${describeModel(model.spec)}, ${dataset})\n` +
+  process.stdout.write(`mnist-par: serving ${o.model} (${describeModel(model.spec)}, ${dataset ?? `${info.classes.length} classes of its own data`})\n` +
     `open http://${shown}:${port}/ (Ctrl-C stops)\n`);
   const signal = await new Promise<NodeJS.Signals>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
@@ -86,9 +86,9 @@ export function isLoopback(host: string): boolean {
  * Classifies one made-up image (a bar of ink), so that the first stroke does not pay for starting sharp and
  * compiling the forward pass (some 50 ms, against 5-10 ms for every later image).
  */
-async function warmUp(model: LoadedModel, dataset: DatasetName): Promise<void> {
+async function warmUp(model: LoadedModel, info: DataInfo): Promise<void> {
   const side = 28;
   const bar = new Uint8Array(side * side).map((_, i) => (i % side === 14 && i > 4 * side && i < 24 * side ? 255 : 0));
   const png = await sharp(bar, { raw: { width: side, height: side, channels: 1 } }).png().toBuffer();
-  await classifyImage(model, dataset, normalizeTable(dataset), { name: 'warm-up', bytes: png });
+  await classifyImage(model, info.classes, normalizeTable(info), { name: 'warm-up', bytes: png });
 }

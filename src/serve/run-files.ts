@@ -4,14 +4,14 @@
 import { readFile, stat } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { validate, type Config } from '../config.js';
-import { DATASETS, type DatasetName } from '../data/datasets.js';
+import type { DataInfo, DatasetName } from '../data/datasets.js';
 import { CONFUSION_PNG, ERRORS_PNG } from '../eval/pictures.js';
 import { UserError } from '../errors.js';
 import { EPOCH_CSV } from '../metrics-files.js';
 import type { LoadedModel } from '../predict.js';
 import { describeModel } from '../model.js';
 import { RUN_CHARTS } from '../runs.js';
-import { modelSummary, specFields } from '../summary.js';
+import { datasetSizes, modelSummary, specFields } from '../summary.js';
 import { parseEpochCsv } from '../ui/csv.js';
 import type { InfoResponse } from './protocol.js';
 
@@ -28,7 +28,10 @@ export interface ServedModel {
   /** the model file, as given or found */
   path: string;
   model: LoadedModel;
-  dataset: DatasetName;
+  /** the built-in dataset it was trained on, or null for your own data */
+  dataset: DatasetName | null;
+  /** its classes and normalization */
+  info: DataInfo;
   /** the folder of the run's charts */
   plots: string;
 }
@@ -40,8 +43,8 @@ export async function runInfo(m: ServedModel): Promise<InfoResponse> {
   const charts = [];
   for (const c of CHARTS) if (await isFile(join(m.plots, c.file))) charts.push(c);
   return {
-    model: m.path, network: describeModel(m.model.spec), dataset: m.dataset, classes: [...DATASETS[m.dataset].classes],
-    summary: modelSummary(cfg), epochs, epochsNote: note, charts,
+    model: m.path, network: describeModel(m.model.spec), dataset: m.dataset ?? 'your own data', classes: [...m.info.classes],
+    summary: modelSummary(cfg, { ...datasetSizes(cfg), classes: m.info.classes.length }), epochs, epochsNote: note, charts,
   };
 }
 
@@ -50,7 +53,7 @@ export async function runInfo(m: ServedModel): Promise<InfoResponse> {
  * the summary's arena is the one that run built; train's defaults for what the file does not say.
  */
 async function runConfig(file: string, m: ServedModel): Promise<Config> {
-  const network = { ...specFields(m.model.spec), dataset: m.dataset };
+  const network = { ...specFields(m.model.spec), dataset: m.dataset ?? undefined };
   let saved: Record<string, unknown> = {};
   try {
     const parsed: unknown = JSON.parse(await readFile(file, 'utf8'));

@@ -44,7 +44,7 @@ const HEADERS = {
 };
 
 export function createPageServer(o: PageServerOptions): Server {
-  const table = normalizeTable(o.served.dataset);
+  const table = normalizeTable(o.served.info);
   const page: StaticRoot = { dir: o.page, types: PAGE_TYPES };
   const charts: StaticRoot = { dir: o.served.plots, types: CHART_TYPES };
   let queue: Promise<unknown> = Promise.resolve();
@@ -70,7 +70,7 @@ export function createPageServer(o: PageServerOptions): Server {
       // the page gave up on it (a newer drawing replaced it): nobody waits for this answer
       if (req.socket.destroyed) return null;
       const t0 = performance.now();
-      const c = await classifyImage(o.served.model, o.served.dataset, table, { name, bytes });
+      const c = await classifyImage(o.served.model, o.served.info.classes, table, { name, bytes });
       return { c, ms: performance.now() - t0 };
     }).finally(() => waiting--);
     queue = turn.catch(() => {});

@@ -253,7 +253,7 @@ export function renderCompact(s: Snapshot, w: number, h: number, notice = ''): s
   const b = s.batches.at(-1);
   const last = s.epochs.at(-1);
   const lines = [
-    bold(`mnist-par · ${s.config.dataset} · ${s.phase}`),
+    bold(`mnist-par · ${s.data ?? s.config.dataset} · ${s.phase}`),
     `epoch ${s.epoch}/${s.config.epochs} · batch ${s.batch}/${s.batchesPerEpoch} · ` +
       `${fmtPct(s.totalSteps > 0 ? s.step / s.totalSteps : 0, 0)}`,
     b ? `loss ${fmtLoss(current(s.batches, LOSS))} · acc ${fmtPct(current(s.batches, ACC))} · lr ${fmtLr(b.lr)}` : 'waiting for the first step…',

@@ -64,7 +64,7 @@ export function describeSchedule(c: Config): string {
 export function describeRun(s: Snapshot): { model: string; setup: string } {
   const c = s.config;
   return {
-    model: `${c.dataset} · ${s.model} · ${fmtInt(s.paramCount)} params · seed ${c.seed} · out ${c.out}`,
+    model: `${s.data ?? c.dataset} · ${s.model} · ${fmtInt(s.paramCount)} params · seed ${c.seed} · out ${c.out}`,
     setup: `${plural(c.threads, 'thread')} · ${s.kernelFamily} kernels · batch ${c.batchSize} · ` +
       `${describeOptimizer(c)} · lr ${fmtLr(c.lr)} ${describeSchedule(c)}`,
   };
@@ -74,9 +74,11 @@ export function describeRun(s: Snapshot): { model: string; setup: string } {
  * What a run prints when it ends, on the command line and from the library's 'plain' and 'json' reporters
  * alike: why and after how long, the last epoch's test accuracy and loss, the files written, how to continue.
  */
-export function summaryLines(r: Pick<RunSummary, 'reason' | 'seconds' | 'epochs' | 'files' | 'resumeHint'>): string[] {
+export function summaryLines(r: Pick<RunSummary, 'reason' | 'seconds' | 'epochs' | 'files' | 'resumeHint' | 'validation'>): string[] {
   const last = r.epochs[r.epochs.length - 1];
-  const acc = last ? `; epoch ${last.epoch} test accuracy ${fmtPct(last.valAccuracy, 2)}, test loss ${last.valLoss.toFixed(4)}` : '';
+  // the test split, or a part of your own training data held out (--val-split)
+  const on = r.validation === 'test' ? 'test' : 'held-out validation';
+  const acc = last ? `; epoch ${last.epoch} ${on} accuracy ${fmtPct(last.valAccuracy, 2)}, ${on} loss ${last.valLoss.toFixed(4)}` : '';
   const lines = [`mnist-par: ${r.reason} (${r.seconds.toFixed(1)} s)${acc}`, `wrote ${r.files.join(', ')}`];
   if (r.resumeHint) lines.push(r.resumeHint);
   return lines;

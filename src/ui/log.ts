@@ -72,7 +72,8 @@ export class LineReporter implements Reporter {
     const d = describeRun(s);
     const table = s.summary ? ['', ...formatSummary(s.summary), ''] : [];
     this.line([d.model, d.setup, ...table].join('\n'), {
-      type: 'start', dataset: s.config.dataset, model: s.model, layers: s.layers, paramCount: s.paramCount, kernelFamily: s.kernelFamily,
+      type: 'start', dataset: s.config.data !== '' && s.config.data !== undefined ? s.config.data : s.config.dataset,
+      ...(s.classes ? { classes: s.classes.length } : {}), model: s.model, layers: s.layers, paramCount: s.paramCount, kernelFamily: s.kernelFamily,
       threads: s.config.threads, batchSize: s.config.batchSize, optimizer: s.config.optimizer,
       lr: s.config.lr, schedule: s.config.schedule, seed: s.config.seed, epochs: s.config.epochs,
       batchesPerEpoch: s.batchesPerEpoch, totalSteps: s.totalSteps, summary: s.summary,
