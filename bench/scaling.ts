@@ -65,8 +65,8 @@ export interface Measurement {
   timing: StepTiming;
   /** per worker thread, 1 − busy share over the same recent window */
   idle: number[];
-  /** per worker thread, its share of the batch's rows over the same window */
-  rowShare: number[];
+  /** per worker thread, the rows of the batch it ran per step over the same window */
+  rows: number[];
   /** the process's peak resident set (worker threads included) during the run, MiB */
   peakRssMiB: number;
   /** kernel family the run resolved to */
@@ -81,7 +81,7 @@ class WindowProbe implements Reporter {
   steps = 0;
   timing: StepTiming = { stepMs: NaN, computeMs: NaN, reduceMs: NaN, waitMs: NaN, overheadMs: NaN };
   idle: number[] = [];
-  rowShare: number[] = [];
+  rows: number[] = [];
   /** the last batch's loss when the window closed: a diverged run is not timed as if it had trained */
   loss = NaN;
 
@@ -105,7 +105,7 @@ class WindowProbe implements Reporter {
       this.steps = n;
       this.timing = { ...s.timing };
       this.idle = s.workerBusy.map((b) => 1 - b);
-      this.rowShare = [...s.workerRowShare];
+      this.rows = [...s.workerRows];
       this.loss = s.batches[s.batches.length - 1]?.loss ?? NaN;
       this.stop.how = 'q';
     }
@@ -148,7 +148,7 @@ export async function measureThroughput(cfg: Config, data: Datasets, w: WindowOp
   const seconds = (probe.t1 - probe.t0) / 1000;
   return {
     samplesPerSec: (probe.steps * B) / seconds, steps: probe.steps, seconds, timing: probe.timing,
-    idle: probe.idle, rowShare: probe.rowShare, peakRssMiB: peak / 2 ** 20, family: probe.family,
+    idle: probe.idle, rows: probe.rows, peakRssMiB: peak / 2 ** 20, family: probe.family,
   };
 }
 
@@ -207,7 +207,7 @@ export interface ScalingResult extends ScalingRun {
   updateMs: number;
   syncMs: number;
   idle: number[];
-  /** medians over repeats of each worker's rows per step: its share of the rows times the batch size */
+  /** medians over repeats of each worker's rows per step */
   rows: number[];
   /** the largest peak over repeats, MiB */
   peakRssMiB: number;
@@ -340,7 +340,7 @@ function summarize(threads: number, batchSize: number, ms: Measurement[]): Scali
     backwardMs: med((m) => m.timing.backwardMs ?? NaN), wgradMs: med((m) => m.timing.wgradMs ?? NaN),
     updateMs: med((m) => m.timing.updateMs ?? NaN), syncMs: med((m) => m.timing.syncMs ?? NaN),
     idle: Array.from({ length: threads }, (_, k) => med((m) => m.idle[k] ?? NaN)),
-    rows: Array.from({ length: threads }, (_, k) => med((m) => (m.rowShare[k] ?? NaN) * batchSize)),
+    rows: Array.from({ length: threads }, (_, k) => med((m) => m.rows[k] ?? NaN)),
     peakRssMiB: Math.max(...ms.map((m) => m.peakRssMiB)), steps: med((m) => m.steps),
   };
 }

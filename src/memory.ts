@@ -42,8 +42,9 @@ import { rowBlocks } from './partition.js';
 /** Per-thread counters: thread k's counter X is busy[k·BUSY + X]. COMPUTE and REDUCE split a step in its two
  *  halves, in milliseconds (they sum everything a worker does): COMPUTE its rows (GATHER, FORWARD, and BACKWARD:
  *  the loss and input gradients), REDUCE its outputs (WGRAD: the weight gradients over all rows, the reduce
- *  itself; UPDATE: the optimizer; SYNC: the transposed copy). ROWS counts the rows it ran, not milliseconds. */
-export const BUSY = 9;
+ *  itself; UPDATE: the optimizer; SYNC: the transposed copy). ROWS counts the rows it ran and STEPS its steps,
+ *  not milliseconds. */
+export const BUSY = 10;
 export const BUSY_COMPUTE = 0;
 export const BUSY_REDUCE = 1;
 export const BUSY_GATHER = 2;
@@ -53,6 +54,7 @@ export const BUSY_SYNC = 5;
 export const BUSY_WGRAD = 6;
 export const BUSY_UPDATE = 7;
 export const BUSY_ROWS = 8;
+export const BUSY_STEPS = 9;
 
 export interface ArenaSpec {
   model: ModelSpec;

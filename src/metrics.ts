@@ -77,8 +77,8 @@ export interface Snapshot {
   epochs: readonly EpochRecord[];
   /** busy share 0..1 of each worker thread over the recent window, from the shared busy-time counters */
   workerBusy: readonly number[];
-  /** the share of the batch's rows each worker thread ran over the same window (0..1, summing to 1) */
-  workerRowShare: readonly number[];
+  /** the rows of the batch each worker thread ran per step over the same window */
+  workerRows: readonly number[];
   timing: StepTiming;
 }
 

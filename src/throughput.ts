@@ -2,7 +2,8 @@
 // the last ~2 seconds of an epoch's steps. Read from the arena's per-thread busy counters (memory.ts), which the
 // workers add to as they go; the UI only ever sees the numbers written into the snapshot here.
 import {
-  BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE, BUSY_ROWS, BUSY_SYNC, BUSY_UPDATE, BUSY_WGRAD,
+  BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE, BUSY_ROWS, BUSY_STEPS, BUSY_SYNC, BUSY_UPDATE,
+  BUSY_WGRAD,
 } from './memory.js';
 import type { Snapshot } from './metrics.js';
 import { THROUGHPUT_MIN_WINDOW_MS, THROUGHPUT_WINDOW_MS } from './tuning.js';
@@ -66,11 +67,10 @@ export class ThroughputWindow {
       const c = b.busy[BUSY * i + BUSY_COMPUTE] - a.busy[BUSY * i + BUSY_COMPUTE];
       const r = b.busy[BUSY * i + BUSY_REDUCE] - a.busy[BUSY * i + BUSY_REDUCE];
       share.push(dt > 0 ? Math.min(1, (c + r) / dt) : 0);
-      rows.push(b.busy[BUSY * i + BUSY_ROWS] - a.busy[BUSY * i + BUSY_ROWS]);
+      // per step of its own: the counters are read while the threads run, one of them maybe a step ahead
+      const steps = b.busy[BUSY * i + BUSY_STEPS] - a.busy[BUSY * i + BUSY_STEPS];
+      rows.push(steps > 0 ? (b.busy[BUSY * i + BUSY_ROWS] - a.busy[BUSY * i + BUSY_ROWS]) / steps : 0);
     }
-    // shares, not rows per step: the counters are read while later steps run, so the window's steps and rows
-    // need not match exactly
-    const allRows = rows.reduce((x, y) => x + y, 0);
     const stepMs = dt / steps;
     const computeMs = per(BUSY_COMPUTE);
     const reduceMs = per(BUSY_REDUCE);
@@ -81,6 +81,6 @@ export class ThroughputWindow {
       wgradMs: per(BUSY_WGRAD), updateMs: per(BUSY_UPDATE), syncMs: per(BUSY_SYNC),
     };
     snap.workerBusy = share;
-    snap.workerRowShare = rows.map((n) => (allRows > 0 ? n / allRows : 0));
+    snap.workerRows = rows;
   }
 }

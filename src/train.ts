@@ -178,7 +178,7 @@ async function trainIn(dirs: RunDirs, cfg: Config, reporter: Reporter, requestSt
       epoch: st.epoch, batch: st.batch, batchesPerEpoch: stepsPerEpoch, step: st.step, totalSteps: stepsPerEpoch * cfg.epochs,
       elapsedSec: st.elapsedSec, epochElapsedSec: 0, samplesPerSec: NaN, batches: outputs.history.records, epochs: outputs.epochs,
       workerBusy: new Array(cfg.threads).fill(0),
-      workerRowShare: new Array(cfg.threads).fill(0),
+      workerRows: new Array(cfg.threads).fill(0),
       timing: { stepMs: 0, computeMs: 0, reduceMs: 0, waitMs: 0, overheadMs: 0 },
     };
     reporter.start(snap);

@@ -14,7 +14,7 @@ import { workerData } from 'node:worker_threads';
 import { performance } from 'node:perf_hooks';
 import {
   arenaViews, batchViews, BUSY, BUSY_BACKWARD, BUSY_COMPUTE, BUSY_FORWARD, BUSY_GATHER, BUSY_REDUCE, BUSY_ROWS,
-  BUSY_SYNC, BUSY_UPDATE, BUSY_WGRAD, type ArenaLayout,
+  BUSY_STEPS, BUSY_SYNC, BUSY_UPDATE, BUSY_WGRAD, type ArenaLayout,
 } from '../src/memory.js';
 import { Control, PeerAbort } from '../src/control.js';
 import { layerViewsWithTransposed, syncTransposed, type RowRange } from '../src/mlp.js';
@@ -123,6 +123,7 @@ function trainStep(task: EpochTask, me: Owned, b: number, at: Progress): void {
   const t0 = performance.now();
   rowsHalf(me.k, start, count, t, task.epoch, at);
   views.busy[busy + BUSY_COMPUTE] += performance.now() - t0;
+  views.busy[busy + BUSY_STEPS] += 1;
 
   // 2. every row's activation gradients are in the arena; the last to arrive sums the step's loss and accuracy
   control.barrier(T, init.spinMs, sumStep, b);
