@@ -9,6 +9,7 @@ import { BEST, LAST, saveCheckpoint, type Checkpoint, type TrainState } from './
 import type { Config } from './config.js';
 import type { DataInfo } from './data/datasets.js';
 import { writeFileAtomic } from './fsutil.js';
+import { collectGarbage } from './gc.js';
 import type { ArenaViews } from './memory.js';
 import { BatchHistory, type BatchRecord, type EpochRecord } from './metrics.js';
 import { MetricsFiles } from './metrics-files.js';
@@ -95,6 +96,10 @@ export class RunOutputs {
       await this.weights('model-best.safetensors');
     }
     await this.weights('model.safetensors');
+    // The files were encoded into buffers of several MB each: give them back now, between two epochs (a few ms
+    // while the workers wait anyway) and before the charts load libvips, rather than let them pile up until V8
+    // collects them (they made the run's peak resident memory).
+    collectGarbage();
     // the charts: always after the last epoch, otherwise when the last refresh is CHART_REFRESH_MS old
     if (lastEpoch || performance.now() - this.chartsAt >= CHART_REFRESH_MS) await this.charts();
   }

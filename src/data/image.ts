@@ -9,7 +9,7 @@
 import { closeSync, fstatSync, openSync, readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import ndarray, { type NdArray } from 'ndarray';
-import sharp, { type OutputInfo } from 'sharp';
+import type { OutputInfo } from 'sharp';
 import { UserError } from '../errors.js';
 import { IMAGE_SIDE as SIDE } from './datasets.js';
 
@@ -70,7 +70,7 @@ export async function readGrey(source: string | ImageBytes, general = false): Pr
   const plain = !general && isPlainPng(bytes);
   let raw: { data: Buffer; info: OutputInfo };
   try {
-    const input = sharp(bytes, { failOn: 'warning', limitInputPixels: MAX_PIXELS });
+    const input = (await sharpModule())(bytes, { failOn: 'warning', limitInputPixels: MAX_PIXELS });
     raw = plain
       ? await input.raw().toBuffer({ resolveWithObject: true })
       : await input.autoOrient().resize(WORK_SIDE, WORK_SIDE, { fit: 'inside', withoutEnlargement: true, kernel: 'linear' })
@@ -133,6 +133,15 @@ function readImageFile(path: string, fail: (why: string) => UserError): Buffer {
   } finally {
     closeSync(fd);
   }
+}
+
+// sharp (libvips, about 30 MB resident) is loaded on the first image, not by every command that imports this file:
+// a training run on MNIST never needs it
+type Sharp = (typeof import('sharp'))['default'];
+let sharpLoaded: Promise<Sharp> | null = null;
+function sharpModule(): Promise<Sharp> {
+  sharpLoaded ??= import('sharp').then((m) => m.default);
+  return sharpLoaded;
 }
 
 /** Bytes of a file's contents that came without a file (an upload): refused as readImageFile refuses a file. */
