@@ -270,7 +270,7 @@ static inline void di_cols(float* dinp, const float* dout, const float* w, int B
 // linear_bwd_input: dinp = dout · w, the input gradient alone
 // dout (B,OC)  w (OC,C)  →  dinp (B,C)
 // Each row's result is the same whatever rows it is computed with (a sum over OC in order, per row), so a
-// thread may compute the input gradient of all its micro-shards in one call.
+// worker may compute the input gradient of all its rows in one call.
 static void linear_bwd_input(float* dinp, const float* dout, const float* w, int B, int C, int OC) {
   const int strip = DIN_VECS * W;
   int c = 0;

@@ -408,7 +408,7 @@ for (const fam of families) {
     });
 
     it('each image gets the same bits whatever other images share the call (forward and dinp)', () => {
-      // what lets a thread run all its micro-shards' images in one call
+      // what lets a worker run all its images in one call
       for (const [B, C, OC, H, W] of [[7, 16, 32, 12, 12], [6, 1, 16, 28, 28], [5, 3, 5, 11, 11]]) {
         arena.reset();
         const P = (H - 4) * (W - 4);

@@ -108,7 +108,7 @@ for (const fam of families) {
     });
 
     itNative('linearForwardT gives each row the same bits whichever rows it is computed with', () => {
-      // what lets a thread run the forward pass of all its micro-shards in one call
+      // what lets a worker run the forward pass of all its rows in one call
       arena.reset();
       const [B, C, OC] = [37, 129, 70];
       const inp = arena.random(B * C);

@@ -14,7 +14,7 @@ import { Rng } from '../src/rng.js';
 import { expectClose, gradCheck, randomArray } from './check.js';
 
 /**
- * A net with PyTorch-style init (every bias raised by `biasShift`), a gradient slot, and activations for B rows
+ * A net with PyTorch-style init (every bias raised by `biasShift`), a gradient buffer, and activations for B rows
  * of zero-mean, unit-variance input.
  */
 function makeNet<T extends Float32Array | Float64Array>(layers: number[], B: number, seed: number,

@@ -1,4 +1,4 @@
-// PyTorch as the numeric oracle: every kernel family, and the real engine (coordinator, micro-shards, slot
+// PyTorch as the numeric oracle: every kernel family, and the real engine (coordinator, rows split among threads,
 // reduction, sharded optimizer), against what PyTorch computes for the default net on 64 MNIST images.
 // The fixture is written by scripts/pytorch-oracle.py (its header says what it holds and why); reading it
 // needs no Python. PyTorch computed in float64 from our exact float32 weights and inputs, so each stored value
@@ -117,14 +117,14 @@ const CONSTANT: ScheduleConfig = scheduleConfig(sgdCfg, settings.steps);
  *    float32 logits, and averaged over 64 rows, so it errs by less than the logits: PyTorch float32 7.3e-8,
  *    ours ≤ 8.2e-9. Allowed: 2e-7.
  *  - grad (every parameter's gradient): the backward pass adds sums over the 64 rows and, in the engine, the
- *    float32 sum of the three micro-shards' slots. PyTorch float32: 4.0e-7; ours ≤ 8.1e-7. Allowed: 1e-5.
+ *    each output's sum over all 64 rows by its owner. PyTorch float32: 4.0e-7; ours ≤ 8.1e-7. Allowed: 1e-5.
  *  - steps (p₃ − p₀, the change three optimizer steps make): a difference of float32 parameters, each step
  *    rounding p (|p| ≤ 1/√128 ≈ 0.09, so ~4e-9 per step) while the change can be as small as 2.4e-4 in a whole
  *    tensor (SGD, 2.weight): a floor of ~3.4e-5 that every family and PyTorch's float32 share exactly. AdamW
  *    divides m by √v + eps, which magnifies gradient rounding where |g| is near eps = 1e-8: PyTorch float32
  *    1.9e-5, ours ≤ 6.2e-5. Allowed: 3e-4.
  * Bugs tried by breaking the product on purpose (each failed this file; in parentheses the largest err it
- * caused): the micro-shards' gradients scaled by S/batch (≈ 1/rows of a shard) instead of 1/batch (engine
+ * caused): the micro-shards' gradients scaled by S/batch (≈ 1/rows of a shard) instead of 1/batch (the slots engine:
  * grad 2.0), the loss summed instead of averaged in backward (grad 63), label smoothing ε/(V−1) in backward
  * (grad 3.4e-2), smoothing left out of the loss (loss 3.7e-4), AdamW without its weight decay (steps 8.2e-2),
  * Adam without the second bias correction (steps 45) or with the first one a step late (steps 1.4), plain
