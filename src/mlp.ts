@@ -156,8 +156,8 @@ export function mlpWeightGradient(k: KernelSet, grad: LayerViews, acts: Activati
  * weight gradient, into `grad`. Returns the rows' loss sum and correct count.
  */
 export function mlpBackward(k: KernelSet, grad: LayerViews, net: LayerViews, acts: Activations, layout: Layout,
-                            targets: Labels, B: number, smoothing: number, scale: number, inputGrad = false): LossStats {
-  const [stats] = mlpBackwardRows(k, net, acts, layout, targets, [{ first: 0, count: B }], B, smoothing, scale, inputGrad);
+                            targets: Labels, B: number, smoothing: number, scale: number): LossStats {
+  const [stats] = mlpBackwardRows(k, net, acts, layout, targets, [{ first: 0, count: B }], B, smoothing, scale);
   layout.linear.forEach(({ OC }, l) => mlpWeightGradient(k, grad, acts, layout, l, 0, OC, B));
   return stats;
 }
